@@ -1,0 +1,228 @@
+//! Commands the state machine applies, and their results.
+//!
+//! A `Command` is what one Raft log entry carries. Everything that changes
+//! state, including the passage of time (`Tick`), is a command, so every
+//! replica that applies the same log reaches the same state.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+use crate::kv::{KeyRange, KeyValue};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    Put(PutRequest),
+    DeleteRange(DeleteRangeRequest),
+    Txn(TxnRequest),
+    Compact {
+        revision: i64,
+    },
+    /// Grant a lease; `id == 0` asks the store to choose one. `now_ms` is
+    /// the leader's cluster time when it proposed the grant.
+    LeaseGrant {
+        id: i64,
+        ttl_secs: i64,
+        now_ms: u64,
+    },
+    LeaseRevoke {
+        id: i64,
+    },
+    /// Restart the lease's countdown from the current cluster time.
+    LeaseKeepAlive {
+        id: i64,
+        now_ms: u64,
+    },
+    /// The leader's view of cluster time, in milliseconds. Cluster time never
+    /// goes backwards; leases whose deadline has passed expire, at most
+    /// `max_expiries` of them per tick so a storm cannot stall the cluster.
+    Tick {
+        now_ms: u64,
+        max_expiries: u32,
+    },
+    /// Raise or clear an alarm (NOSPACE). `member_id == 0` for all members.
+    Alarm {
+        action: AlarmAction,
+        member_id: u64,
+        alarm: AlarmKind,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AlarmAction {
+    Activate,
+    Deactivate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum AlarmKind {
+    NoSpace,
+    Corrupt,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PutRequest {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub lease: i64,
+    pub prev_kv: bool,
+    pub ignore_value: bool,
+    pub ignore_lease: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct DeleteRangeRequest {
+    pub range: KeyRange,
+    pub prev_kv: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum SortOrder {
+    #[default]
+    None,
+    Ascend,
+    Descend,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum SortTarget {
+    #[default]
+    Key,
+    Version,
+    Create,
+    Mod,
+    Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RangeRequest {
+    pub range: KeyRange,
+    /// Maximum keys returned; 0 for no limit.
+    pub limit: i64,
+    /// Read at this revision; 0 or less for the current one.
+    pub revision: i64,
+    pub sort_order: SortOrder,
+    pub sort_target: SortTarget,
+    pub keys_only: bool,
+    pub count_only: bool,
+    pub min_mod_revision: i64,
+    pub max_mod_revision: i64,
+    pub min_create_revision: i64,
+    pub max_create_revision: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompareResult {
+    Equal,
+    Greater,
+    Less,
+    NotEqual,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompareTarget {
+    Version(i64),
+    Create(i64),
+    Mod(i64),
+    Value(Vec<u8>),
+    Lease(i64),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compare {
+    pub result: CompareResult,
+    pub target: CompareTarget,
+    pub range: KeyRange,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RequestOp {
+    Range(RangeRequest),
+    Put(PutRequest),
+    DeleteRange(DeleteRangeRequest),
+    Txn(TxnRequest),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct TxnRequest {
+    pub compare: Vec<Compare>,
+    pub success: Vec<RequestOp>,
+    pub failure: Vec<RequestOp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RangeResponse {
+    pub revision: i64,
+    pub kvs: Vec<KeyValue>,
+    pub more: bool,
+    pub count: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PutResponse {
+    pub revision: i64,
+    pub prev_kv: Option<KeyValue>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct DeleteRangeResponse {
+    pub revision: i64,
+    pub deleted: i64,
+    pub prev_kvs: Vec<KeyValue>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResponseOp {
+    Range(RangeResponse),
+    Put(PutResponse),
+    DeleteRange(DeleteRangeResponse),
+    Txn(TxnResponse),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct TxnResponse {
+    pub revision: i64,
+    pub succeeded: bool,
+    pub responses: Vec<ResponseOp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseGrantResponse {
+    pub revision: i64,
+    pub id: i64,
+    pub ttl_secs: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseKeepAliveResponse {
+    pub revision: i64,
+    pub id: i64,
+    pub ttl_secs: i64,
+}
+
+/// What applying one command produced. Errors are results too: a rejected
+/// command is applied (it occupies a log index) but changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum CommandResult {
+    Put(PutResponse),
+    DeleteRange(DeleteRangeResponse),
+    Txn(TxnResponse),
+    Compact {
+        revision: i64,
+    },
+    LeaseGrant(LeaseGrantResponse),
+    LeaseRevoke {
+        revision: i64,
+    },
+    LeaseKeepAlive(LeaseKeepAliveResponse),
+    Tick {
+        revision: i64,
+        expired: Vec<i64>,
+    },
+    Alarm {
+        revision: i64,
+    },
+    /// Raft-internal entries (blank, membership) carry no command.
+    #[default]
+    Empty,
+    Error(StoreError),
+}

@@ -1,0 +1,32 @@
+use serde::{Deserialize, Serialize};
+
+/// Why the store refused a request. Each maps to the etcd error of the same
+/// meaning at the wire edge. A refused request changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("key is not provided")]
+    EmptyKey,
+    #[error("key not found")]
+    KeyNotFound,
+    #[error("mvcc: required revision has been compacted (compacted at {compact_revision})")]
+    Compacted { compact_revision: i64 },
+    #[error("mvcc: required revision is a future revision (current {current_revision})")]
+    FutureRevision { current_revision: i64 },
+    #[error("requested lease not found")]
+    LeaseNotFound,
+    #[error("lease already exists")]
+    LeaseExists,
+    #[error("lease TTL {ttl_secs}s is out of range")]
+    LeaseTtlTooLarge { ttl_secs: i64 },
+    #[error("duplicate key given in txn request")]
+    DuplicateKey,
+    #[error("mvcc: database space exceeded")]
+    NoSpace,
+    #[error("lease is provided")]
+    LeaseProvided,
+    #[error("value is provided")]
+    ValueProvided,
+    #[error("too many operations in txn request")]
+    TooManyOps,
+}
