@@ -1,1 +1,18 @@
+//! The Cairn server: one member of a Cairn cluster.
+//!
+//! Architecture invariant: only this crate (and `cairn-proto`) knows gRPC
+//! and the etcd wire types; it converts them to `cairn_store` types at the
+//! edge. The store it drives stays free of IO, clocks and randomness.
 
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod node;
+pub mod proposer;
+pub mod watch_hub;
+
+pub use config::ServerConfig;
+pub use error::ServerError;
+pub use node::Node;
+pub mod serve;
+pub mod services;

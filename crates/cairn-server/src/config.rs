@@ -1,0 +1,323 @@
+//! Node settings: defaults, the TOML file, validation.
+//!
+//! Precedence (applied by the binary): flags > `CAIRN_*` environment > TOML
+//! file > these defaults. `validate` refuses a bad combination at start-up
+//! with a message naming the setting.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Human-readable member name, unique in the cluster.
+    pub name: String,
+    /// Where the log, state and node identity live.
+    pub data_dir: PathBuf,
+    /// Address the etcd-compatible client API binds to.
+    pub listen_client: SocketAddr,
+    /// Address the peer (Raft) API binds to.
+    pub listen_peer: SocketAddr,
+    /// Client URL other members and clients are told; defaults to the listen address.
+    pub advertise_client: Option<String>,
+    /// Peer URL other members dial; defaults to the listen address.
+    pub advertise_peer: Option<String>,
+    /// `name=peer_url,...` of the first members, for bootstrapping only; an
+    /// initialised data dir ignores it.
+    pub initial_cluster: String,
+    /// `new` bootstraps the cluster; `existing` joins one that already added
+    /// this member (`member add`).
+    pub initial_cluster_state: ClusterState,
+    /// Shared by members of one cluster; mixed into the cluster ID.
+    pub initial_cluster_token: String,
+    pub heartbeat_interval_ms: u64,
+    /// Lower bound of the randomised election timeout; the upper is twice it.
+    pub election_timeout_ms: u64,
+    /// Largest client request accepted (etcd `--max-request-bytes`).
+    pub max_request_bytes: usize,
+    /// Most ops in one txn branch (etcd `--max-txn-ops`).
+    pub max_txn_ops: usize,
+    /// Past this many bytes of keyspace a NOSPACE alarm is raised and
+    /// writes that add data are refused.
+    pub quota_backend_bytes: u64,
+    /// Log entries applied since the last snapshot that trigger a new one.
+    pub snapshot_entries: u64,
+    /// How often the leader advances cluster time (and expires leases).
+    pub tick_interval_ms: u64,
+    /// Most leases expired per tick, so an expiry storm cannot stall writes.
+    pub max_lease_expiries_per_tick: u32,
+    /// Budget for a client request that waits on a leader or consensus.
+    pub request_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterState {
+    #[default]
+    New,
+    Existing,
+}
+
+impl std::str::FromStr for ClusterState {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        match s {
+            "new" => Ok(ClusterState::New),
+            "existing" => Ok(ClusterState::Existing),
+            other => Err(ConfigError::Invalid {
+                setting: "initial-cluster-state",
+                reason: format!("{other:?} is neither \"new\" nor \"existing\""),
+            }),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            name: "default".into(),
+            data_dir: PathBuf::from("cairn-data"),
+            listen_client: "127.0.0.1:2379".parse().expect("literal address"),
+            listen_peer: "127.0.0.1:2380".parse().expect("literal address"),
+            advertise_client: None,
+            advertise_peer: None,
+            initial_cluster: String::new(),
+            initial_cluster_state: ClusterState::New,
+            initial_cluster_token: "cairn-cluster".into(),
+            heartbeat_interval_ms: 100,
+            election_timeout_ms: 1000,
+            max_request_bytes: 1536 * 1024,
+            max_txn_ops: 128,
+            quota_backend_bytes: 2 * 1024 * 1024 * 1024,
+            snapshot_entries: 10_000,
+            tick_interval_ms: 500,
+            max_lease_expiries_per_tick: 1000,
+            request_timeout_ms: 5000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("invalid setting {setting}: {reason}")]
+    Invalid {
+        setting: &'static str,
+        reason: String,
+    },
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML for Cairn: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+}
+
+/// One member of `--initial-cluster`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitialMember {
+    pub name: String,
+    pub peer_url: String,
+}
+
+impl ServerConfig {
+    pub fn from_toml_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.into(),
+            source: Box::new(source),
+        })
+    }
+
+    pub fn advertise_client_url(&self) -> String {
+        self.advertise_client
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen_client))
+    }
+
+    pub fn advertise_peer_url(&self) -> String {
+        self.advertise_peer
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen_peer))
+    }
+
+    /// Parse `--initial-cluster`; empty means "just me".
+    pub fn initial_members(&self) -> Result<Vec<InitialMember>, ConfigError> {
+        if self.initial_cluster.trim().is_empty() {
+            return Ok(vec![InitialMember {
+                name: self.name.clone(),
+                peer_url: self.advertise_peer_url(),
+            }]);
+        }
+        let invalid = |reason: String| ConfigError::Invalid {
+            setting: "initial-cluster",
+            reason,
+        };
+        let mut members: Vec<InitialMember> = Vec::new();
+        for part in self
+            .initial_cluster
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            let (name, url) = part
+                .split_once('=')
+                .ok_or_else(|| invalid(format!("{part:?} is not name=url")))?;
+            check_url(url).map_err(|r| invalid(format!("{name}: {r}")))?;
+            if members.iter().any(|m| m.name == name) {
+                return Err(invalid(format!("member name {name:?} appears twice")));
+            }
+            if members.iter().any(|m| m.peer_url == url) {
+                return Err(invalid(format!("peer URL {url:?} appears twice")));
+            }
+            members.push(InitialMember {
+                name: name.to_string(),
+                peer_url: url.to_string(),
+            });
+        }
+        if !members.iter().any(|m| m.name == self.name) {
+            return Err(invalid(format!(
+                "this member's name {:?} is not in it",
+                self.name
+            )));
+        }
+        Ok(members)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |setting, reason: &str| {
+            Err(ConfigError::Invalid {
+                setting,
+                reason: reason.to_string(),
+            })
+        };
+        if self.name.is_empty() {
+            return invalid("name", "must not be empty");
+        }
+        if self.heartbeat_interval_ms == 0 {
+            return invalid("heartbeat-interval-ms", "must be > 0");
+        }
+        if self.election_timeout_ms < 5 * self.heartbeat_interval_ms {
+            return invalid(
+                "election-timeout-ms",
+                "must be at least 5 x heartbeat-interval-ms",
+            );
+        }
+        if self.max_request_bytes < 1024 || self.max_request_bytes > 64 * 1024 * 1024 {
+            return invalid("max-request-bytes", "must be between 1 KiB and 64 MiB");
+        }
+        if self.max_txn_ops == 0 {
+            return invalid("max-txn-ops", "must be > 0");
+        }
+        if self.quota_backend_bytes == 0 {
+            return invalid("quota-backend-bytes", "must be > 0");
+        }
+        if self.snapshot_entries == 0 {
+            return invalid("snapshot-entries", "must be > 0");
+        }
+        if self.tick_interval_ms == 0 || self.tick_interval_ms > 10_000 {
+            return invalid("tick-interval-ms", "must be between 1 and 10000");
+        }
+        if self.max_lease_expiries_per_tick == 0 {
+            return invalid("max-lease-expiries-per-tick", "must be > 0");
+        }
+        if self.request_timeout_ms < 100 {
+            return invalid("request-timeout-ms", "must be at least 100");
+        }
+        if let Some(url) = &self.advertise_client {
+            if let Err(r) = check_url(url) {
+                return invalid("advertise-client", &r);
+            }
+        }
+        if let Some(url) = &self.advertise_peer {
+            if let Err(r) = check_url(url) {
+                return invalid("advertise-peer", &r);
+            }
+        }
+        self.initial_members()?;
+        Ok(())
+    }
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url:?} must start with http:// (TLS is not supported yet)"))?;
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{url:?} has no port"))?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(format!("{url:?} is not http://host:port"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        ServerConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn initial_cluster_is_parsed_and_checked() {
+        let mut c = ServerConfig {
+            name: "n2".into(),
+            ..Default::default()
+        };
+        c.initial_cluster = "n1=http://127.0.0.1:2380,n2=http://127.0.0.1:2381".into();
+        let m = c.initial_members().unwrap();
+        assert_eq!(
+            m[1],
+            InitialMember {
+                name: "n2".into(),
+                peer_url: "http://127.0.0.1:2381".into()
+            }
+        );
+        c.initial_cluster = "n1=http://127.0.0.1:2380".into();
+        assert!(c.validate().unwrap_err().to_string().contains("not in it"));
+        c.initial_cluster = "n2=127.0.0.1:2380".into();
+        assert!(c.validate().unwrap_err().to_string().contains("http://"));
+    }
+
+    #[test]
+    fn bad_timing_is_refused_with_the_setting_named() {
+        let c = ServerConfig {
+            election_timeout_ms: 100,
+            ..Default::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("election-timeout-ms"));
+    }
+
+    #[test]
+    fn toml_with_unknown_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "name = \"x\"\nbogus = 1\n").unwrap();
+        assert!(matches!(
+            ServerConfig::from_toml_file(&p),
+            Err(ConfigError::Parse { .. })
+        ));
+        std::fs::write(&p, "name = \"x\"\nmax_txn_ops = 7\n").unwrap();
+        let c = ServerConfig::from_toml_file(&p).unwrap();
+        assert_eq!(
+            (c.name.as_str(), c.max_txn_ops, c.heartbeat_interval_ms),
+            ("x", 7, 100)
+        );
+    }
+}

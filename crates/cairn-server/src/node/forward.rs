@@ -1,0 +1,62 @@
+//! What a member asks the leader on a client's behalf, over the peer port.
+//!
+//! Clients may talk to any member: writes, read-index requests and
+//! membership changes that need the leader are forwarded to it in one of
+//! these messages (postcard inside the `Forward` RPC).
+
+use cairn_store::{Command, CommandResult};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ServerError;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ForwardRequest {
+    /// A batch of client commands, proposed in order as one batch.
+    Commands(Vec<Command>),
+    /// The leader's read index: a follower serves a linearizable read once
+    /// it has applied this far.
+    ReadIndex,
+    AddMember {
+        peer_url: String,
+        is_learner: bool,
+    },
+    RemoveMember {
+        id: u64,
+    },
+    PromoteMember {
+        id: u64,
+    },
+    /// Change a member's peer URL (`member update`).
+    UpdatePeerUrl {
+        id: u64,
+        peer_url: String,
+    },
+    /// A member publishes its name and client URLs after it starts.
+    PublishAttributes {
+        id: u64,
+        name: String,
+        client_urls: Vec<String>,
+    },
+    TransferLeader {
+        to: u64,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ForwardResponse {
+    Commands(Vec<Result<CommandResult, ServerError>>),
+    ReadIndex(u64),
+    /// A membership change was committed; carries the member ID it concerned.
+    Member(u64),
+    Done,
+}
+
+pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, ServerError> {
+    postcard::to_allocvec(v)
+        .map_err(|e| ServerError::Internal(format!("encode forward message: {e}")))
+}
+
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ServerError> {
+    postcard::from_bytes(bytes)
+        .map_err(|e| ServerError::InvalidArgument(format!("malformed forward message: {e}")))
+}

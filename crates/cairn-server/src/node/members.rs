@@ -1,0 +1,221 @@
+//! Membership: list, add, remove, promote, update; each change runs on the
+//! leader (forwarded if need be) as an openraft membership change.
+
+use openraft::async_runtime::WatchReceiver;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Weak;
+use std::time::Duration;
+
+use cairn_raft::types::CairnNode;
+use openraft::ChangeMembers;
+
+use super::forward::{ForwardRequest, ForwardResponse};
+use super::{identity, Node};
+use crate::error::ServerError;
+
+/// Entries a learner may trail the leader by and still be promoted.
+const PROMOTE_MAX_LAG_ENTRIES: u64 = 1000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub id: u64,
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+    pub is_learner: bool,
+}
+
+impl Node {
+    /// Members as this node's applied membership has them.
+    pub fn members(&self) -> Vec<Member> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .map(|(id, node)| Member {
+                id: *id,
+                name: node.name.clone(),
+                peer_urls: vec![node.peer_url.clone()],
+                client_urls: node.client_urls.clone(),
+                is_learner: !voters.contains(id),
+            })
+            .collect()
+    }
+
+    pub fn is_learner(&self) -> bool {
+        self.members()
+            .iter()
+            .any(|m| m.id == self.member_id() && m.is_learner)
+    }
+
+    /// Run a membership request here if leader, else on the leader.
+    pub async fn membership_request(
+        &self,
+        req: ForwardRequest,
+    ) -> Result<ForwardResponse, ServerError> {
+        if self.raft.is_leader() {
+            return self.membership_as_leader(req).await;
+        }
+        match self.router.forward(&req).await {
+            // Leadership moved to us while we asked.
+            Err(ServerError::NotLeader { .. }) => self.membership_as_leader(req).await,
+            other => other,
+        }
+    }
+
+    pub async fn membership_as_leader(
+        &self,
+        req: ForwardRequest,
+    ) -> Result<ForwardResponse, ServerError> {
+        if !self.raft.is_leader() {
+            return Err(ServerError::NoLeader);
+        }
+        let members = self.members();
+        let find = |id: u64| {
+            members
+                .iter()
+                .find(|m| m.id == id)
+                .cloned()
+                .ok_or(ServerError::MemberNotFound)
+        };
+        let change = |c: ChangeMembers<u64, CairnNode>| async move {
+            self.raft
+                .change_membership(c, false)
+                .await
+                .map_err(|e| ServerError::Internal(e.to_string()))
+        };
+        match req {
+            ForwardRequest::AddMember {
+                peer_url,
+                is_learner,
+            } => {
+                if members.iter().any(|m| m.peer_urls.contains(&peer_url)) {
+                    return Err(ServerError::PeerUrlExists);
+                }
+                let id = identity::member_id(&peer_url, &self.config.initial_cluster_token);
+                let node = CairnNode {
+                    name: String::new(),
+                    peer_url,
+                    client_urls: Vec::new(),
+                };
+                self.raft
+                    .add_learner(id, node, false)
+                    .await
+                    .map_err(|e| ServerError::Internal(e.to_string()))?;
+                if !is_learner {
+                    change(ChangeMembers::AddVoterIds(BTreeSet::from([id]))).await?;
+                }
+                Ok(ForwardResponse::Member(id))
+            }
+            ForwardRequest::RemoveMember { id } => {
+                let m = find(id)?;
+                if m.is_learner {
+                    change(ChangeMembers::RemoveNodes(BTreeSet::from([id]))).await?;
+                } else {
+                    if members.iter().filter(|m| !m.is_learner).count() == 1 {
+                        return Err(ServerError::NotEnoughStartedMembers);
+                    }
+                    change(ChangeMembers::RemoveVoters(BTreeSet::from([id]))).await?;
+                }
+                Ok(ForwardResponse::Member(id))
+            }
+            ForwardRequest::PromoteMember { id } => {
+                if !find(id)?.is_learner {
+                    return Err(ServerError::MemberNotLearner);
+                }
+                let metrics = self.raft.metrics().borrow_watched().clone();
+                let last = metrics.last_log_index.unwrap_or(0);
+                let matched = metrics
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(&id).cloned().flatten())
+                    .map(|log_id| log_id.index())
+                    .unwrap_or(0);
+                if last.saturating_sub(matched) > PROMOTE_MAX_LAG_ENTRIES {
+                    return Err(ServerError::LearnerNotReady);
+                }
+                change(ChangeMembers::AddVoterIds(BTreeSet::from([id]))).await?;
+                Ok(ForwardResponse::Member(id))
+            }
+            ForwardRequest::UpdatePeerUrl { id, peer_url } => {
+                let m = find(id)?;
+                if members
+                    .iter()
+                    .any(|o| o.id != id && o.peer_urls.contains(&peer_url))
+                {
+                    return Err(ServerError::PeerUrlExists);
+                }
+                let node = CairnNode {
+                    name: m.name,
+                    peer_url,
+                    client_urls: m.client_urls,
+                };
+                change(ChangeMembers::SetNodes(BTreeMap::from([(id, node)]))).await?;
+                Ok(ForwardResponse::Member(id))
+            }
+            ForwardRequest::PublishAttributes {
+                id,
+                name,
+                client_urls,
+            } => {
+                let m = find(id)?;
+                if m.name != name || m.client_urls != client_urls {
+                    let peer_url = m.peer_urls.first().cloned().unwrap_or_default();
+                    let node = CairnNode {
+                        name,
+                        peer_url,
+                        client_urls,
+                    };
+                    change(ChangeMembers::SetNodes(BTreeMap::from([(id, node)]))).await?;
+                }
+                Ok(ForwardResponse::Done)
+            }
+            ForwardRequest::TransferLeader { to } => {
+                let m = find(to)?;
+                if m.is_learner {
+                    return Err(ServerError::InvalidArgument(
+                        "cannot transfer leadership to a learner".into(),
+                    ));
+                }
+                self.raft
+                    .trigger()
+                    .transfer_leader(to)
+                    .await
+                    .map_err(|e| ServerError::Internal(e.to_string()))?;
+                Ok(ForwardResponse::Done)
+            }
+            other => Err(ServerError::InvalidArgument(format!(
+                "not a membership request: {other:?}"
+            ))),
+        }
+    }
+}
+
+/// Make sure the cluster knows this member's name and client URLs (a
+/// member added by `member add` starts with neither). Retries until done.
+pub(super) async fn publish_attributes(node: Weak<Node>) {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let Some(n) = node.upgrade() else { return };
+        let me = n.member_id();
+        let want_urls = vec![n.config.advertise_client_url()];
+        let known = n.members().into_iter().find(|m| m.id == me);
+        if let Some(m) = known {
+            if m.name == n.identity.name && m.client_urls == want_urls {
+                return;
+            }
+            let req = ForwardRequest::PublishAttributes {
+                id: me,
+                name: n.identity.name.clone(),
+                client_urls: want_urls,
+            };
+            if n.membership_request(req).await.is_ok() {
+                continue;
+            }
+        }
+        drop(n);
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}

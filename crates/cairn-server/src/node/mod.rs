@@ -1,0 +1,296 @@
+//! A Cairn member: storage, Raft, the write path, the watch hub and the
+//! leader's housekeeping, wired together. Services talk to a `Node`.
+
+pub mod forward;
+pub mod identity;
+mod members;
+pub mod peer_handler;
+mod router;
+
+use openraft::async_runtime::WatchReceiver;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_raft::log_store::LogStore;
+use cairn_raft::network::{NetworkConfig, NetworkFactory};
+use cairn_raft::state_machine::{ApplyObserver, SharedStore, StateMachineStore};
+use cairn_raft::types::CairnNode;
+use cairn_store::{AlarmAction, AlarmKind, Command, CommandResult, Event, Store, StoreError};
+use redb::Database;
+
+use crate::clock::ClusterClock;
+use crate::config::{ClusterState, ServerConfig};
+use crate::error::ServerError;
+use crate::proposer::Proposer;
+use crate::watch_hub::WatchHub;
+pub use identity::Identity;
+pub use members::Member;
+pub use router::Router;
+
+pub type Raft = cairn_raft::types::Raft<StateMachineStore>;
+
+/// Etcd API version we answer with: the one whose wire contract we follow.
+pub const ETCD_API_VERSION: &str = "3.5.0";
+
+pub struct Node {
+    pub identity: Identity,
+    pub config: ServerConfig,
+    pub raft: Raft,
+    /// The replicated keyspace, read by services, written only by apply.
+    pub store: SharedStore,
+    pub hub: Arc<WatchHub>,
+    pub clock: Arc<ClusterClock>,
+    pub router: Arc<Router>,
+    proposer: Proposer,
+    db_path: std::path::PathBuf,
+}
+
+/// Feeds the watch hub and the cluster clock from applied batches.
+struct Observer {
+    hub: Arc<WatchHub>,
+    clock: Arc<ClusterClock>,
+    store: SharedStore,
+}
+
+impl ApplyObserver for Observer {
+    fn applied(&self, events: Vec<Event>, revision: i64) {
+        let now = self.store.read().map(|s| s.now_ms()).unwrap_or(0);
+        self.clock.observe(now);
+        self.hub.applied(&events, revision);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("data dir {path}: {reason}")]
+    DataDir {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+impl Node {
+    /// Open (or create) the data dir and start Raft. Bootstraps a new
+    /// cluster from `initial_cluster` when the data dir is new.
+    pub async fn start(config: ServerConfig) -> Result<Arc<Node>, StartError> {
+        config.validate()?;
+        let data_dir = config.data_dir.clone();
+        std::fs::create_dir_all(&data_dir).map_err(|e| StartError::DataDir {
+            path: data_dir.clone(),
+            reason: e.to_string(),
+        })?;
+        let db_path = data_dir.join("cairn.redb");
+        let db = Database::create(&db_path).map_err(|e| StartError::DataDir {
+            path: db_path.clone(),
+            reason: e.to_string(),
+        })?;
+        let db = Arc::new(db);
+
+        let (identity, fresh) = match identity::load(&db).map_err(StartError::Storage)? {
+            Some(id) => (id, false),
+            None => {
+                let id = Identity {
+                    member_id: identity::member_id(
+                        &config.advertise_peer_url(),
+                        &config.initial_cluster_token,
+                    ),
+                    cluster_id: identity::cluster_id(&config.initial_cluster_token),
+                    name: config.name.clone(),
+                };
+                identity::save(&db, &id).map_err(StartError::Storage)?;
+                (id, true)
+            }
+        };
+
+        let log_store =
+            LogStore::open(db.clone()).map_err(|e| StartError::Storage(e.to_string()))?;
+        let mut sm =
+            StateMachineStore::open(db.clone()).map_err(|e| StartError::Storage(e.to_string()))?;
+        let store = sm.shared_store();
+        let now = store.read().map(|s| s.now_ms()).unwrap_or(0);
+        let clock = Arc::new(ClusterClock::new(now));
+        let hub = WatchHub::new(store.clone());
+        sm.set_observer(Arc::new(Observer {
+            hub: hub.clone(),
+            clock: clock.clone(),
+            store: store.clone(),
+        }));
+
+        let raft_config = openraft::Config {
+            cluster_name: format!("cairn-{:x}", identity.cluster_id),
+            heartbeat_interval: config.heartbeat_interval_ms,
+            election_timeout_min: config.election_timeout_ms,
+            election_timeout_max: config.election_timeout_ms * 2,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_entries),
+            max_in_snapshot_log_to_keep: 1000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+        let raft = Raft::new(
+            identity.member_id,
+            Arc::new(raft_config),
+            NetworkFactory::new(identity.member_id, NetworkConfig::default()),
+            log_store,
+            sm,
+        )
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+
+        if fresh && config.initial_cluster_state == ClusterState::New {
+            let members = config.initial_members()?;
+            let nodes: std::collections::BTreeMap<u64, CairnNode> = members
+                .iter()
+                .map(|m| {
+                    let id = identity::member_id(&m.peer_url, &config.initial_cluster_token);
+                    (
+                        id,
+                        CairnNode {
+                            name: m.name.clone(),
+                            peer_url: m.peer_url.clone(),
+                            client_urls: Vec::new(),
+                        },
+                    )
+                })
+                .collect();
+            // Every initial member proposes the same membership as entry 0,
+            // so it does not matter which of them wins the first election.
+            if !raft
+                .is_initialized()
+                .await
+                .map_err(|e| StartError::Raft(e.to_string()))?
+            {
+                raft.initialize(nodes)
+                    .await
+                    .map_err(|e| StartError::Raft(e.to_string()))?;
+            }
+        }
+
+        let router = Arc::new(Router::new(
+            raft.clone(),
+            Duration::from_millis(config.request_timeout_ms),
+        ));
+        let proposer = Proposer::start(router.clone());
+        let node = Arc::new(Node {
+            identity,
+            config,
+            raft,
+            store,
+            hub,
+            clock,
+            router,
+            proposer,
+            db_path,
+        });
+        tokio::spawn(node.hub.clone().run_catch_up(Duration::from_millis(100)));
+        tokio::spawn(tick_loop(node.clone()));
+        tokio::spawn(members::publish_attributes(Arc::downgrade(&node)));
+        Ok(node)
+    }
+
+    pub fn member_id(&self) -> u64 {
+        self.identity.member_id
+    }
+
+    pub fn cluster_id(&self) -> u64 {
+        self.identity.cluster_id
+    }
+
+    /// Read access to the keyspace. Hold it briefly: apply waits for it.
+    pub fn store(&self) -> std::sync::RwLockReadGuard<'_, Store> {
+        self.store.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn raft_term(&self) -> u64 {
+        self.raft.metrics().borrow_watched().current_term
+    }
+
+    pub fn db_path(&self) -> &std::path::Path {
+        &self.db_path
+    }
+
+    /// Replicate `command` and return its result; a store error comes back
+    /// as `ServerError::Store`. Works on any member.
+    pub async fn write(&self, command: Command) -> Result<CommandResult, ServerError> {
+        if adds_data(&command) {
+            self.check_quota().await?;
+        }
+        self.proposer.propose(command).await
+    }
+
+    /// Refuse writes that add data once the keyspace is over quota, raising
+    /// the NOSPACE alarm (replicated) the first time.
+    async fn check_quota(&self) -> Result<(), ServerError> {
+        let (over, raised) = {
+            let s = self.store();
+            let raised = s.alarms().iter().any(|(_, a)| *a == AlarmKind::NoSpace);
+            (s.size_bytes() > self.config.quota_backend_bytes, raised)
+        };
+        if over {
+            if !raised {
+                let alarm = Command::Alarm {
+                    action: AlarmAction::Activate,
+                    member_id: self.member_id(),
+                    alarm: AlarmKind::NoSpace,
+                };
+                self.proposer.propose(alarm).await?;
+            }
+            return Err(ServerError::Store(StoreError::NoSpace));
+        }
+        Ok(())
+    }
+
+    /// Wait until a read here would see every write acknowledged before
+    /// this call (linearizable read). Serializable reads skip it.
+    pub async fn read_barrier(&self) -> Result<(), ServerError> {
+        self.router.read_barrier().await
+    }
+
+    pub fn leader_id(&self) -> Option<u64> {
+        self.raft.metrics().borrow_watched().current_leader
+    }
+
+    pub async fn shutdown(&self) {
+        let _ = self.raft.shutdown().await;
+    }
+}
+
+fn adds_data(c: &Command) -> bool {
+    match c {
+        Command::Put(_) | Command::LeaseGrant { .. } => true,
+        Command::Txn(t) => cairn_store::txn::has_put(t),
+        _ => false,
+    }
+}
+
+/// While this node leads: advance cluster time and expire due leases.
+async fn tick_loop(node: Arc<Node>) {
+    let weak = Arc::downgrade(&node);
+    let interval = Duration::from_millis(node.config.tick_interval_ms);
+    let max_expiries = node.config.max_lease_expiries_per_tick;
+    drop(node);
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let Some(node) = weak.upgrade() else { return };
+        if !node.raft.is_leader() {
+            continue;
+        }
+        let now_ms = node.clock.now_ms();
+        let _ = node
+            .proposer
+            .propose(Command::Tick {
+                now_ms,
+                max_expiries,
+            })
+            .await;
+    }
+}

@@ -1,0 +1,299 @@
+//! Getting requests to the leader: local proposal when this node leads,
+//! forwarding over the peer port when it does not, retrying only when the
+//! request certainly did not reach the log.
+
+use openraft::async_runtime::WatchReceiver;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use cairn_proto::raft::v1::raft_peer_client::RaftPeerClient;
+use cairn_proto::raft::v1::Payload;
+use cairn_raft::types::{CairnNode, ClientWriteError, Request};
+use cairn_store::{Command, CommandResult};
+use futures::StreamExt;
+use openraft::ReadPolicy;
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+
+use super::forward::{decode, encode, ForwardRequest, ForwardResponse};
+use super::Raft;
+use crate::error::ServerError;
+use crate::proposer::BatchSink;
+
+/// Pause between attempts while no leader is known or it moved.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+pub struct Router {
+    pub(crate) raft: Raft,
+    /// Peer channels by URL, reused across requests.
+    channels: Mutex<HashMap<String, Channel>>,
+    /// Longest a request may wait for a leader and an answer.
+    pub(crate) request_timeout: Duration,
+}
+
+/// One command's fate in a local proposal.
+enum Outcome {
+    Done(Result<CommandResult, ServerError>),
+    /// Refused before it was appended: safe to send elsewhere.
+    NotAppended,
+}
+
+impl Router {
+    pub fn new(raft: Raft, request_timeout: Duration) -> Self {
+        Router {
+            raft,
+            channels: Mutex::new(HashMap::new()),
+            request_timeout,
+        }
+    }
+
+    /// The current leader's ID and node, waiting (bounded) while an election runs.
+    pub async fn leader(&self, deadline: Instant) -> Result<(u64, CairnNode), ServerError> {
+        loop {
+            let m = self.raft.metrics().borrow_watched().clone();
+            if let Some(id) = m.current_leader {
+                if let Some(node) = m.membership_config.membership().get_node(&id) {
+                    return Ok((id, node.clone()));
+                }
+            }
+            if Instant::now() + RETRY_PAUSE > deadline {
+                return Err(ServerError::NoLeader);
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    fn channel(&self, url: &str) -> Result<Channel, ServerError> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = channels.get(url) {
+            return Ok(c.clone());
+        }
+        let ch = Endpoint::from_shared(url.to_string())
+            .map_err(|e| ServerError::Internal(format!("bad peer URL {url}: {e}")))?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        channels.insert(url.to_string(), ch.clone());
+        Ok(ch)
+    }
+
+    /// Send `req` to the leader and return its answer. Retries while the
+    /// request cannot have been acted on (no leader, connection refused,
+    /// the addressee is not the leader).
+    pub async fn forward(&self, req: &ForwardRequest) -> Result<ForwardResponse, ServerError> {
+        let deadline = Instant::now() + self.request_timeout;
+        let payload = encode(req)?;
+        loop {
+            let (leader_id, node) = self.leader(deadline).await?;
+            if leader_id == *self.raft.node_id() {
+                return Err(ServerError::NotLeader {
+                    leader_id,
+                    leader_client_url: first_url(&node),
+                });
+            }
+            let mut client = RaftPeerClient::new(self.channel(&node.peer_url)?)
+                .max_decoding_message_size(256 * 1024 * 1024)
+                .max_encoding_message_size(256 * 1024 * 1024);
+            let mut request = tonic::Request::new(Payload {
+                data: payload.clone(),
+            });
+            request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+            match client.forward(request).await {
+                Ok(resp) => {
+                    let answer: Result<ForwardResponse, ServerError> =
+                        decode(&resp.into_inner().data)?;
+                    match answer {
+                        Err(ServerError::NotLeader { .. }) | Err(ServerError::NoLeader) => {}
+                        other => return other,
+                    }
+                }
+                // Nothing was delivered: try again once a leader is reachable.
+                Err(s) if s.code() == tonic::Code::Unavailable && is_connect_error(&s) => {}
+                Err(s) if s.code() == tonic::Code::DeadlineExceeded => {
+                    return Err(ServerError::Timeout)
+                }
+                Err(s) => {
+                    return Err(ServerError::Internal(format!(
+                        "forward to leader {leader_id:x}: {s}"
+                    )))
+                }
+            }
+            if Instant::now() + RETRY_PAUSE > deadline {
+                return Err(ServerError::Timeout);
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    /// Propose on this node, which believes it leads.
+    async fn propose_local(&self, commands: &[Command]) -> Vec<Outcome> {
+        let n = commands.len();
+        let stream = match self
+            .raft
+            .client_write_many(commands.iter().cloned().map(Request))
+            .await
+        {
+            Ok(s) => s,
+            Err(fatal) => {
+                return (0..n)
+                    .map(|_| Outcome::Done(Err(ServerError::Internal(fatal.to_string()))))
+                    .collect();
+            }
+        };
+        let results: Vec<_> = stream.collect().await;
+        let mut out: Vec<Outcome> = results
+            .into_iter()
+            .map(|r| match r {
+                Ok(Ok(resp)) => Outcome::Done(match resp.response {
+                    CommandResult::Error(e) => Err(ServerError::Store(e)),
+                    ok => Ok(ok),
+                }),
+                Ok(Err(ClientWriteError::ForwardToLeader(_))) => Outcome::NotAppended,
+                Ok(Err(ClientWriteError::LogEntryDiscarded(_))) => {
+                    Outcome::Done(Err(ServerError::LeaderChanged))
+                }
+                Ok(Err(e)) => Outcome::Done(Err(ServerError::Internal(e.to_string()))),
+                Err(fatal) => Outcome::Done(Err(ServerError::Internal(fatal.to_string()))),
+            })
+            .collect();
+        while out.len() < n {
+            out.push(Outcome::Done(Err(ServerError::Stopped)));
+        }
+        out
+    }
+
+    /// The leader side of a forwarded batch: propose if leading, else say
+    /// so (nothing appended, the sender retries elsewhere).
+    pub async fn propose_as_leader(
+        &self,
+        commands: &[Command],
+    ) -> Vec<Result<CommandResult, ServerError>> {
+        self.propose_local(commands)
+            .await
+            .into_iter()
+            .map(|o| match o {
+                Outcome::Done(r) => r,
+                Outcome::NotAppended => Err(ServerError::NoLeader),
+            })
+            .collect()
+    }
+
+    /// Wait until this node's state machine reflects every write committed
+    /// before the call: the read index from the leader (ours or forwarded),
+    /// then local apply up to it.
+    pub async fn read_barrier(&self) -> Result<(), ServerError> {
+        let deadline = Instant::now() + self.request_timeout;
+        loop {
+            if self.raft.is_leader() {
+                match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+                    Ok(_) => return Ok(()),
+                    Err(e) if Instant::now() + RETRY_PAUSE > deadline => {
+                        return Err(ServerError::Internal(format!("read index: {e}")))
+                    }
+                    Err(_) => tokio::time::sleep(RETRY_PAUSE).await,
+                }
+                continue;
+            }
+            let index = match self.forward(&ForwardRequest::ReadIndex).await {
+                Ok(ForwardResponse::ReadIndex(i)) => i,
+                Ok(other) => {
+                    return Err(ServerError::Internal(format!(
+                        "unexpected read index answer {other:?}"
+                    )))
+                }
+                // We became leader meanwhile: loop and serve locally.
+                Err(ServerError::NotLeader { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            let wait = deadline.saturating_duration_since(Instant::now());
+            return self
+                .raft
+                .wait(Some(wait))
+                .applied_index_at_least(Some(index), "read index")
+                .await
+                .map(|_| ())
+                .map_err(|_| ServerError::Timeout);
+        }
+    }
+
+    /// Leader side of a forwarded read-index request.
+    pub async fn read_index_as_leader(&self) -> Result<u64, ServerError> {
+        if !self.raft.is_leader() {
+            return Err(ServerError::NoLeader);
+        }
+        let linearizer = self
+            .raft
+            .get_read_linearizer(ReadPolicy::ReadIndex)
+            .await
+            .map_err(|_| ServerError::NoLeader)?;
+        Ok(linearizer.read_log_id().index())
+    }
+}
+
+impl BatchSink for Router {
+    async fn propose_batch(
+        &self,
+        commands: Vec<Command>,
+    ) -> Vec<Result<CommandResult, ServerError>> {
+        let deadline = Instant::now() + self.request_timeout;
+        let mut results: Vec<Option<Result<CommandResult, ServerError>>> =
+            vec![None; commands.len()];
+        loop {
+            let pending: Vec<usize> = (0..commands.len())
+                .filter(|i| results[*i].is_none())
+                .collect();
+            if pending.is_empty() {
+                break;
+            }
+            let batch: Vec<Command> = pending.iter().map(|i| commands[*i].clone()).collect();
+            if self.raft.is_leader() {
+                for (i, outcome) in pending.iter().zip(self.propose_local(&batch).await) {
+                    if let Outcome::Done(r) = outcome {
+                        results[*i] = Some(r);
+                    }
+                }
+            } else {
+                let answers = match self.forward(&ForwardRequest::Commands(batch)).await {
+                    Ok(ForwardResponse::Commands(rs)) if rs.len() == pending.len() => rs,
+                    Ok(other) => vec![
+                        Err(ServerError::Internal(format!(
+                            "unexpected answer {other:?}"
+                        )));
+                        pending.len()
+                    ],
+                    // Leadership came to us while forwarding: propose locally.
+                    Err(ServerError::NotLeader { .. }) => continue,
+                    Err(e) => vec![Err(e); pending.len()],
+                };
+                for (i, r) in pending.iter().zip(answers) {
+                    // The leader refused before appending: try again.
+                    if !matches!(r, Err(ServerError::NoLeader)) {
+                        results[*i] = Some(r);
+                    }
+                }
+            }
+            if Instant::now() + RETRY_PAUSE > deadline {
+                break;
+            }
+            if results.iter().any(Option::is_none) {
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(ServerError::Timeout)))
+            .collect()
+    }
+}
+
+fn first_url(node: &CairnNode) -> String {
+    node.client_urls.first().cloned().unwrap_or_default()
+}
+
+/// tonic reports a refused or failed connection as Unavailable with a
+/// transport source; a request that reached the server would not be.
+fn is_connect_error(s: &tonic::Status) -> bool {
+    let text = format!("{s:?}").to_ascii_lowercase();
+    text.contains("connect") || text.contains("refused") || text.contains("transport")
+}

@@ -1,0 +1,122 @@
+//! Start a member and serve it: the etcd API (and HTTP `/health`) on the
+//! client port, the Raft transport on the peer port.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use cairn_raft::peer_service::PeerService;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+use crate::config::ServerConfig;
+use crate::node::peer_handler::NodePeerHandler;
+use crate::node::{Node, StartError};
+use crate::services;
+
+/// A member that is running; dropping it does not stop it, `shutdown` does.
+pub struct RunningServer {
+    pub node: Arc<Node>,
+    /// Where the client API listens (the real port when 0 was asked for).
+    pub client_addr: SocketAddr,
+    pub peer_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| StartError::Storage(format!("cannot listen for {what} on {addr}: {e}")))
+}
+
+/// Bind both ports, start the node, serve. Port 0 picks a free port; the
+/// advertised URLs then use the real one.
+pub async fn start(mut config: ServerConfig) -> Result<RunningServer, StartError> {
+    config.validate()?;
+    let client_listener = bind(config.listen_client, "clients").await?;
+    let peer_listener = bind(config.listen_peer, "peers").await?;
+    let client_addr = client_listener
+        .local_addr()
+        .map_err(|e| StartError::Storage(e.to_string()))?;
+    let peer_addr = peer_listener
+        .local_addr()
+        .map_err(|e| StartError::Storage(e.to_string()))?;
+    config.listen_client = client_addr;
+    config.listen_peer = peer_addr;
+    let limits = services::Limits {
+        max_request_bytes: config.max_request_bytes,
+        max_txn_ops: config.max_txn_ops,
+    };
+
+    let node = Node::start(config).await?;
+    let (stop, stopped) = watch::channel(false);
+    let until_stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let peer_service = PeerService::new(
+        node.raft.clone(),
+        Arc::new(NodePeerHandler(Arc::downgrade(&node))),
+    );
+    let peer_task = tokio::spawn({
+        let stopped = stopped.clone();
+        async move {
+            let result = Server::builder()
+                .tcp_nodelay(true)
+                .add_service(peer_service.into_server())
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(peer_listener),
+                    until_stopped(stopped),
+                )
+                .await;
+            if let Err(e) = result {
+                tracing::error!("peer server stopped: {e}");
+            }
+        }
+    });
+
+    let routes = services::routes(node.clone(), limits);
+    let client_task = tokio::spawn({
+        let stopped = stopped.clone();
+        async move {
+            let result = Server::builder()
+                .accept_http1(true)
+                .tcp_nodelay(true)
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(client_listener),
+                    until_stopped(stopped),
+                )
+                .await;
+            if let Err(e) = result {
+                tracing::error!("client server stopped: {e}");
+            }
+        }
+    });
+
+    Ok(RunningServer {
+        node,
+        client_addr,
+        peer_addr,
+        stop,
+        tasks: vec![peer_task, client_task],
+    })
+}
+
+impl RunningServer {
+    /// Stop serving and stop Raft. Waits for both servers to close.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        self.node.shutdown().await;
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+
+    pub fn client_url(&self) -> String {
+        format!("http://{}", self.client_addr)
+    }
+}

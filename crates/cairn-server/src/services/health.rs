@@ -1,0 +1,63 @@
+//! Health: the standard gRPC health service and HTTP `GET /health`, both
+//! healthy only while this member sees a leader.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::service::Routes;
+use tonic_health::ServingStatus;
+
+use crate::node::Node;
+
+pub fn add(routes: Routes, node: Arc<Node>) -> Routes {
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let weak = Arc::downgrade(&node);
+    tokio::spawn(async move {
+        let mut last = None;
+        loop {
+            let Some(node) = weak.upgrade() else { return };
+            let status = if node.leader_id().is_some() {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            drop(node);
+            if last != Some(status) {
+                reporter.set_service_status("", status).await;
+                last = Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let router = routes.add_service(health_service).into_axum_router();
+    let router = router.route(
+        "/health",
+        axum::routing::get(move || {
+            let node = node.clone();
+            async move { http_health(&node) }
+        }),
+    );
+    Routes::from(router)
+}
+
+fn http_health(
+    node: &Node,
+) -> (
+    http::StatusCode,
+    [(http::HeaderName, &'static str); 1],
+    String,
+) {
+    let json = [(http::header::CONTENT_TYPE, "application/json")];
+    match node.leader_id() {
+        Some(_) => (
+            http::StatusCode::OK,
+            json,
+            r#"{"health":"true","reason":""}"#.into(),
+        ),
+        None => (
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            json,
+            r#"{"health":"false","reason":"RAFT NO LEADER"}"#.into(),
+        ),
+    }
+}
