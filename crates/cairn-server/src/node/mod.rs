@@ -129,7 +129,9 @@ impl Node {
             election_timeout_min: config.election_timeout_ms,
             election_timeout_max: config.election_timeout_ms * 2,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_entries),
-            max_in_snapshot_log_to_keep: 1000,
+            // Keep one snapshot interval of log so a briefly lagging follower
+            // catches up from the log, not a whole snapshot.
+            max_in_snapshot_log_to_keep: config.snapshot_entries,
             ..Default::default()
         }
         .validate()

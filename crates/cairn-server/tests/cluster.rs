@@ -1,0 +1,172 @@
+//! In-process 3-node clusters: election, failover without losing
+//! acknowledged writes, catch-up by snapshot, learner lifecycle.
+
+mod support;
+
+use std::time::Duration;
+
+use cairn_server::node::forward::{ForwardRequest, ForwardResponse};
+use openraft::async_runtime::WatchReceiver;
+use support::*;
+
+const ELECTION: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_on_any_member_replicate_to_all() {
+    let c = Cluster::start(3, |_| {}).await;
+    let leader = c.wait_leader(ELECTION).await;
+    let follower = (leader + 1) % 3;
+    // A follower forwards to the leader; the client never has to find it.
+    let rev = put(c.node(follower), "k", "from-follower").await;
+    assert!(rev > 0);
+    for i in 0..3 {
+        assert_eq!(
+            get(c.node(i), "k").await.as_deref(),
+            Some(&b"from-follower"[..]),
+            "member {i}"
+        );
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_loss_elects_a_new_leader_and_keeps_acknowledged_writes() {
+    let mut c = Cluster::start(3, |_| {}).await;
+    let old = c.wait_leader(ELECTION).await;
+    for i in 0..50 {
+        put(
+            c.node((old + i) % 3),
+            &format!("key/{i:03}"),
+            &i.to_string(),
+        )
+        .await;
+    }
+    let old_id = c.node(old).member_id();
+    let stopped_at = tokio::time::Instant::now();
+    c.stop_member(old).await;
+    let new = c.wait_leader(ELECTION).await;
+    let took = stopped_at.elapsed();
+    assert_ne!(c.node(new).member_id(), old_id);
+    // Election timeout is 400–800 ms; allow for a loaded machine.
+    assert!(took < Duration::from_secs(5), "new leader after {took:?}");
+    for i in c.running() {
+        for k in 0..50 {
+            assert_eq!(
+                get(c.node(i), &format!("key/{k:03}")).await,
+                Some(k.to_string().into_bytes())
+            );
+        }
+    }
+    put(c.node(new), "after", "failover").await;
+    // The old leader comes back as a follower and catches up.
+    c.start_member(old).await;
+    wait_until("old leader catches up", ELECTION, || {
+        let ok = support::local_count(c.node(old), "after") == 1;
+        async move { ok }
+    })
+    .await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lagging_follower_rejoins_via_snapshot_after_log_purge() {
+    // Snapshot every 40 entries so the log the follower misses is purged.
+    let mut c = Cluster::start(3, |cfg| cfg.snapshot_entries = 40).await;
+    let leader = c.wait_leader(ELECTION).await;
+    let lagging = (leader + 1) % 3;
+    c.stop_member(lagging).await;
+    for i in 0..400 {
+        put(c.node(leader), &format!("bulk/{i:04}"), "x").await;
+    }
+    let purged = c.node(leader).raft.metrics().borrow_watched().purged;
+    assert!(purged.is_some(), "leader purged its log after snapshotting");
+    c.start_member(lagging).await;
+    wait_until(
+        "lagging member has every key",
+        Duration::from_secs(20),
+        || {
+            let ok = support::local_count(c.node(lagging), "bulk/") == 400;
+            async move { ok }
+        },
+    )
+    .await;
+    let snap = c.node(lagging).raft.metrics().borrow_watched().snapshot;
+    assert!(snap.is_some(), "the follower installed a snapshot");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn learner_is_added_promoted_and_removed() {
+    let mut c = Cluster::start(3, |_| {}).await;
+    let leader = c.wait_leader(ELECTION).await;
+    put(c.node(leader), "before-learner", "1").await;
+
+    // A fourth member: announced first, then started with state "existing".
+    let (client, peer) = (free_port(), free_port());
+    let mut cfg = test_config("n4", c.dir.path().join("n4"), client, peer);
+    cfg.initial_cluster = format!(
+        "{},n4=http://127.0.0.1:{peer}",
+        c.members[0].config.initial_cluster
+    );
+    existing(&mut cfg);
+    let added = c
+        .node(leader)
+        .membership_request(ForwardRequest::AddMember {
+            peer_url: format!("http://127.0.0.1:{peer}"),
+            is_learner: true,
+        })
+        .await
+        .expect("member add");
+    let ForwardResponse::Member(id) = added else {
+        panic!("{added:?}")
+    };
+    c.members.push(Member {
+        config: cfg,
+        server: None,
+    });
+    c.start_member(3).await;
+    wait_until("learner has the data", ELECTION, || {
+        let ok = support::local_count(c.node(3), "before-learner") == 1;
+        async move { ok }
+    })
+    .await;
+    assert!(c.node(3).is_learner());
+    wait_until("learner published its name", ELECTION, || {
+        let ok = c
+            .node(0)
+            .members()
+            .iter()
+            .any(|m| m.id == id && m.name == "n4");
+        async move { ok }
+    })
+    .await;
+
+    // Promote from a follower: the request is forwarded to the leader.
+    c.node((leader + 1) % 3)
+        .membership_request(ForwardRequest::PromoteMember { id })
+        .await
+        .expect("promote");
+    wait_until("n4 is a voter everywhere", ELECTION, || {
+        let ok = (0..4).all(|i| {
+            c.node(i)
+                .members()
+                .iter()
+                .any(|m| m.id == id && !m.is_learner)
+        });
+        async move { ok }
+    })
+    .await;
+    put(c.node(3), "via-n4", "1").await;
+
+    c.node(leader)
+        .membership_request(ForwardRequest::RemoveMember { id })
+        .await
+        .expect("remove");
+    wait_until("n4 removed", ELECTION, || {
+        let ok = c.node(leader).members().len() == 3;
+        async move { ok }
+    })
+    .await;
+    put(c.node(leader), "after-remove", "1").await;
+    c.shutdown().await;
+}

@@ -1,0 +1,199 @@
+//! In-process cluster fixtures: real nodes on 127.0.0.1, real gRPC between
+//! them, waits on conditions with deadlines (never fixed sleeps).
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cairn_server::config::ClusterState;
+use cairn_server::serve::{start, RunningServer};
+use cairn_server::ServerConfig;
+use cairn_store::{Command, CommandResult, KeyRange, PutRequest, RangeRequest};
+use tokio::time::Instant;
+
+/// Reserve a free port by binding then releasing it. Members must know each
+/// other's peer URLs before they start, so port 0 alone does not do.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Poll `cond` until it holds or `timeout` passes.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub struct Member {
+    pub config: ServerConfig,
+    pub server: Option<RunningServer>,
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub members: Vec<Member>,
+}
+
+/// Timings short enough for tests, long enough for a loaded 2-core box.
+pub fn test_config(name: &str, dir: PathBuf, client: u16, peer: u16) -> ServerConfig {
+    ServerConfig {
+        name: name.into(),
+        data_dir: dir,
+        listen_client: SocketAddr::from(([127, 0, 0, 1], client)),
+        listen_peer: SocketAddr::from(([127, 0, 0, 1], peer)),
+        heartbeat_interval_ms: 50,
+        election_timeout_ms: 400,
+        tick_interval_ms: 100,
+        request_timeout_ms: 5000,
+        ..Default::default()
+    }
+}
+
+impl Cluster {
+    pub async fn start(n: usize, tweak: impl Fn(&mut ServerConfig)) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let initial = (0..n)
+            .map(|i| format!("n{}=http://127.0.0.1:{}", i + 1, ports[i].1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut members = Vec::new();
+        for (i, (client, peer)) in ports.iter().enumerate() {
+            let name = format!("n{}", i + 1);
+            let mut config = test_config(&name, dir.path().join(&name), *client, *peer);
+            config.initial_cluster = initial.clone();
+            tweak(&mut config);
+            members.push(Member {
+                config,
+                server: None,
+            });
+        }
+        let mut cluster = Cluster { dir, members };
+        for i in 0..n {
+            cluster.start_member(i).await;
+        }
+        cluster
+    }
+
+    pub async fn start_member(&mut self, i: usize) {
+        let server = start(self.members[i].config.clone())
+            .await
+            .expect("member starts");
+        self.members[i].server = Some(server);
+    }
+
+    /// Stop a member (its data dir stays).
+    pub async fn stop_member(&mut self, i: usize) {
+        if let Some(s) = self.members[i].server.take() {
+            s.shutdown().await;
+        }
+    }
+
+    pub fn node(&self, i: usize) -> &std::sync::Arc<cairn_server::Node> {
+        &self.members[i]
+            .server
+            .as_ref()
+            .expect("member running")
+            .node
+    }
+
+    pub fn running(&self) -> Vec<usize> {
+        (0..self.members.len())
+            .filter(|i| self.members[*i].server.is_some())
+            .collect()
+    }
+
+    /// Index of the member that leads, once all running members agree.
+    pub async fn wait_leader(&self, timeout: Duration) -> usize {
+        let mut found = None;
+        wait_until("a leader all running members agree on", timeout, || {
+            let running = self.running();
+            let leaders: Vec<Option<u64>> =
+                running.iter().map(|i| self.node(*i).leader_id()).collect();
+            let agreed = leaders
+                .first()
+                .copied()
+                .flatten()
+                .filter(|l| leaders.iter().all(|x| *x == Some(*l)));
+            found = agreed.and_then(|l| {
+                running
+                    .iter()
+                    .copied()
+                    .find(|i| self.node(*i).member_id() == l)
+            });
+            let ok = found.is_some_and(|i| self.node(i).raft.is_leader());
+            async move { ok }
+        })
+        .await;
+        found.unwrap()
+    }
+
+    pub async fn shutdown(mut self) {
+        for i in 0..self.members.len() {
+            self.stop_member(i).await;
+        }
+    }
+}
+
+pub fn existing(config: &mut ServerConfig) {
+    config.initial_cluster_state = ClusterState::Existing;
+}
+
+pub async fn put(node: &cairn_server::Node, key: &str, value: &str) -> i64 {
+    let r = node
+        .write(Command::Put(PutRequest {
+            key: key.into(),
+            value: value.into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_or_else(|e| panic!("put {key}: {e}"));
+    match r {
+        CommandResult::Put(p) => p.revision,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// Linearizable read of one key on `node`.
+pub async fn get(node: &cairn_server::Node, key: &str) -> Option<Vec<u8>> {
+    node.read_barrier().await.expect("read barrier");
+    let store = node.store();
+    let r = store
+        .range(&RangeRequest {
+            range: KeyRange::single(key),
+            ..Default::default()
+        })
+        .unwrap();
+    r.kvs.into_iter().next().map(|kv| kv.value)
+}
+
+pub fn local_count(node: &cairn_server::Node, prefix: &str) -> i64 {
+    let store = node.store();
+    store
+        .range(&RangeRequest {
+            range: KeyRange::prefix(prefix),
+            count_only: true,
+            ..Default::default()
+        })
+        .unwrap()
+        .count
+}
