@@ -1,1 +1,8 @@
+//! Cairn's Raft plumbing: the openraft type configuration, the redb-backed
+//! log store, and the gRPC transport between peers.
 
+pub mod log_store;
+pub mod network;
+pub mod peer_service;
+pub mod state_machine;
+pub mod types;

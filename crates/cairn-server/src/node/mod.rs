@@ -132,6 +132,8 @@ impl Node {
             // Keep one snapshot interval of log so a briefly lagging follower
             // catches up from the log, not a whole snapshot.
             max_in_snapshot_log_to_keep: config.snapshot_entries,
+            // openraft applies this per snapshot chunk; chunks are 1 MiB.
+            install_snapshot_timeout: 10_000,
             ..Default::default()
         }
         .validate()

@@ -1,0 +1,585 @@
+//! The Raft log and vote, stored in redb.
+//!
+//! The redb [`Database`] is shared with the state machine, which keeps its own
+//! tables; this module owns exactly two:
+//!
+//! - `raft_log`: `u64` log index → postcard-encoded [`Entry`];
+//! - `raft_meta`: `&str` → postcard bytes, keys `vote`, `committed` and
+//!   `last_purged_log_id`.
+//!
+//! # Threads
+//!
+//! redb is a blocking API, so none of it runs on the async executor:
+//!
+//! - every write (append, vote, committed, truncate, purge) is a job on one
+//!   dedicated writer thread, taken from a FIFO queue. One thread means writes
+//!   reach the disk in the order openraft issued them, which the
+//!   `RaftLogStorage` contract requires, even if a caller's future is dropped
+//!   half-way;
+//! - reads run on tokio's blocking pool (`spawn_blocking`), each in its own
+//!   read transaction, so they see a consistent snapshot and never wait for
+//!   the writer.
+//!
+//! # Durability
+//!
+//! | write          | redb durability | why |
+//! | -------------- | --------------- | --- |
+//! | `append`       | `Immediate`     | an acknowledged entry must survive a crash. One transaction per `append()` call, i.e. one fsync per batch openraft hands over (group commit) |
+//! | `save_vote`    | `Immediate`     | Raft safety: never vote twice in a term |
+//! | `truncate_after` | `Immediate`   | rare; keeps a removed conflicting suffix from reappearing after a crash |
+//! | `purge`        | `None`          | losing it only brings back entries the state machine already covers, together with the older `last_purged_log_id` (same transaction) |
+//! | `save_committed` | `None` (`Immediate` with [`LogStore::with_durable_committed`]) | an optimisation (recovery re-applies up to it); openraft allows an older value after a crash |
+//!
+//! A redb `Immediate` commit also makes every earlier `None` commit durable, ours
+//! and the state machine's alike.
+//!
+//! A redb database has one writer at a time: a state machine that holds a
+//! write transaction open while waiting on Raft would stall the log writer.
+
+use std::fmt::{self, Debug};
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use openraft::storage::{RaftLogReader, RaftLogStorage};
+use openraft::OptionalSend;
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use crate::types::{Entry, IOFlushed, LogId, LogState, TypeConfig, Vote};
+
+/// `raft_log`: log index → postcard-encoded [`Entry`].
+pub const LOG_TABLE: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
+/// `raft_meta`: small postcard-encoded records, see the `KEY_*` constants.
+pub const META_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
+
+pub const KEY_VOTE: &str = "vote";
+pub const KEY_COMMITTED: &str = "committed";
+pub const KEY_LAST_PURGED: &str = "last_purged_log_id";
+
+/// The default for [`LogStore::with_replication_batch_bytes`]: a quarter of
+/// the transport's 64 MiB message limit, leaving room for encoding overhead.
+pub const DEFAULT_REPLICATION_BATCH_BYTES: usize = 16 * 1024 * 1024;
+
+/// The Raft log store. Create one per node with [`LogStore::open`] and hand
+/// it to `Raft::new`.
+pub struct LogStore {
+    db: Arc<Database>,
+    writer: Writer,
+    replication_batch_bytes: usize,
+    committed_durability: Durability,
+}
+
+impl Debug for LogStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogStore").finish_non_exhaustive()
+    }
+}
+
+impl LogStore {
+    /// Opens (creating if needed) the log tables in `db` and starts the
+    /// writer thread.
+    ///
+    /// This blocks on a redb write transaction: call it before starting the
+    /// async runtime's work, or from `spawn_blocking`.
+    pub fn open(db: Arc<Database>) -> io::Result<Self> {
+        {
+            let txn = db.begin_write().map_err(|e| ctx("open: begin write", e))?;
+            txn.open_table(LOG_TABLE)
+                .map_err(|e| ctx("open: create raft_log", e))?;
+            txn.open_table(META_TABLE)
+                .map_err(|e| ctx("open: create raft_meta", e))?;
+            txn.commit().map_err(|e| ctx("open: commit", e))?;
+        }
+        // Surface corruption of the small records at startup, not mid-flight.
+        read_meta::<Vote>(&db, KEY_VOTE)?;
+        read_meta::<LogId>(&db, KEY_COMMITTED)?;
+        read_meta::<LogId>(&db, KEY_LAST_PURGED)?;
+
+        Ok(LogStore {
+            db,
+            writer: Writer::spawn()?,
+            replication_batch_bytes: DEFAULT_REPLICATION_BATCH_BYTES,
+            committed_durability: Durability::None,
+        })
+    }
+
+    /// Makes `save_committed` fsync (`Durability::Immediate`) instead of
+    /// riding on the next log append's fsync. Off by default: it costs one
+    /// more fsync per commit advance. With it on, the committed id recovered
+    /// after a crash is never older than one the state machine applied, so
+    /// openraft re-applies up to it on startup; with it off, wait for
+    /// `Raft::wait_for_recovery` before serving reads after a restart.
+    pub fn with_durable_committed(mut self, durable: bool) -> Self {
+        self.committed_durability = if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        self
+    }
+
+    /// Caps the encoded size of the entries one replication read returns
+    /// (`limited_get_log_entries`, which builds AppendEntries). At least one
+    /// entry is always returned.
+    pub fn with_replication_batch_bytes(mut self, bytes: usize) -> Self {
+        self.replication_batch_bytes = bytes.max(1);
+        self
+    }
+
+    /// A reader over this store; cheap to create and to clone.
+    pub fn reader(&self) -> LogReader {
+        LogReader {
+            db: self.db.clone(),
+            replication_batch_bytes: self.replication_batch_bytes,
+        }
+    }
+
+    async fn write<F>(&self, what: &'static str, job: F) -> io::Result<()>
+    where
+        F: FnOnce(&Database) -> io::Result<()> + Send + 'static,
+    {
+        let db = self.db.clone();
+        self.writer.run(what, move || job(&db)).await
+    }
+}
+
+/// Reads the log and the vote. Every clone shares the same database.
+#[derive(Clone)]
+pub struct LogReader {
+    db: Arc<Database>,
+    replication_batch_bytes: usize,
+}
+
+impl Debug for LogReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogReader").finish_non_exhaustive()
+    }
+}
+
+impl LogReader {
+    async fn read<T, F>(&self, job: F) -> io::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> io::Result<T> + Send + 'static,
+    {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || job(&db))
+            .await
+            .map_err(|e| ctx("raft log read task", e))?
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogReader {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let Some((lo, hi)) = normalize(&range) else {
+            return Ok(Vec::new());
+        };
+        self.read(move |db| read_entries(db, lo, hi, usize::MAX))
+            .await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        self.read(|db| read_meta::<Vote>(db, KEY_VOTE)).await
+    }
+
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, io::Error> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let budget = self.replication_batch_bytes;
+        self.read(move |db| read_entries(db, start, Some(end), budget))
+            .await
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogReader;
+
+    async fn get_log_state(&mut self) -> Result<LogState, io::Error> {
+        self.reader()
+            .read(|db| {
+                let txn = db
+                    .begin_read()
+                    .map_err(|e| ctx("log state: begin read", e))?;
+                let meta = txn
+                    .open_table(META_TABLE)
+                    .map_err(|e| ctx("log state: open raft_meta", e))?;
+                let last_purged: Option<LogId> = match meta
+                    .get(KEY_LAST_PURGED)
+                    .map_err(|e| ctx("log state: read last_purged_log_id", e))?
+                {
+                    Some(v) => Some(decode(v.value(), "raft_meta last_purged_log_id")?),
+                    None => None,
+                };
+                let log = txn
+                    .open_table(LOG_TABLE)
+                    .map_err(|e| ctx("log state: open raft_log", e))?;
+                let last = match log
+                    .last()
+                    .map_err(|e| ctx("log state: read last entry", e))?
+                {
+                    Some((k, v)) => Some(decode_entry(k.value(), v.value())?.log_id),
+                    None => None,
+                };
+                Ok(LogState {
+                    last_log_id: last.or(last_purged),
+                    last_purged_log_id: last_purged,
+                })
+            })
+            .await
+    }
+
+    async fn get_log_reader(&mut self) -> LogReader {
+        self.reader()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        let bytes = encode(vote, "vote")?;
+        self.write("save vote", move |db| {
+            put_meta(db, KEY_VOTE, &bytes, Durability::Immediate)
+        })
+        .await
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        let bytes = match &committed {
+            Some(c) => Some(encode(c, "committed")?),
+            None => None,
+        };
+        let durability = self.committed_durability;
+        self.write("save committed", move |db| {
+            let mut txn = db
+                .begin_write()
+                .map_err(|e| ctx("save committed: begin write", e))?;
+            txn.set_durability(durability)
+                .map_err(|e| ctx("save committed: set durability", e))?;
+            {
+                let mut meta = txn
+                    .open_table(META_TABLE)
+                    .map_err(|e| ctx("save committed: open raft_meta", e))?;
+                match &bytes {
+                    Some(b) => meta.insert(KEY_COMMITTED, b.as_slice()).map(|_| ()),
+                    None => meta.remove(KEY_COMMITTED).map(|_| ()),
+                }
+                .map_err(|e| ctx("save committed: write", e))?;
+            }
+            txn.commit().map_err(|e| ctx("save committed: commit", e))
+        })
+        .await
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        self.reader()
+            .read(|db| read_meta::<LogId>(db, KEY_COMMITTED))
+            .await
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        if entries.is_empty() {
+            callback.io_completed(Ok(()));
+            return Ok(());
+        }
+        let res = self
+            .write("append", move |db| {
+                let mut buf = Vec::new();
+                let mut txn = db
+                    .begin_write()
+                    .map_err(|e| ctx("append: begin write", e))?;
+                txn.set_durability(Durability::Immediate)
+                    .map_err(|e| ctx("append: set durability", e))?;
+                {
+                    let mut log = txn
+                        .open_table(LOG_TABLE)
+                        .map_err(|e| ctx("append: open raft_log", e))?;
+                    for entry in &entries {
+                        buf.clear();
+                        let bytes = postcard::to_extend(entry, std::mem::take(&mut buf))
+                            .map_err(|e| ctx("append: encode entry", e))?;
+                        log.insert(entry.log_id.index, bytes.as_slice())
+                            .map_err(|e| ctx("append: insert entry", e))?;
+                        buf = bytes;
+                    }
+                }
+                txn.commit().map_err(|e| ctx("append: commit", e))
+            })
+            .await;
+        match res {
+            Ok(()) => {
+                callback.io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.io_completed(Err(io::Error::new(e.kind(), e.to_string())));
+                Err(e)
+            }
+        }
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        let from = match &last_log_id {
+            Some(l) => match l.index.checked_add(1) {
+                Some(i) => i,
+                None => return Ok(()),
+            },
+            None => 0,
+        };
+        self.write("truncate", move |db| {
+            let mut txn = db
+                .begin_write()
+                .map_err(|e| ctx("truncate: begin write", e))?;
+            txn.set_durability(Durability::Immediate)
+                .map_err(|e| ctx("truncate: set durability", e))?;
+            {
+                let mut log = txn
+                    .open_table(LOG_TABLE)
+                    .map_err(|e| ctx("truncate: open raft_log", e))?;
+                log.retain_in(from.., |_, _| false)
+                    .map_err(|e| ctx("truncate: delete entries", e))?;
+            }
+            txn.commit().map_err(|e| ctx("truncate: commit", e))
+        })
+        .await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        self.write("purge", move |db| {
+            let mut txn = db.begin_write().map_err(|e| ctx("purge: begin write", e))?;
+            txn.set_durability(Durability::None)
+                .map_err(|e| ctx("purge: set durability", e))?;
+            {
+                let mut meta = txn
+                    .open_table(META_TABLE)
+                    .map_err(|e| ctx("purge: open raft_meta", e))?;
+                let prev: Option<LogId> = match meta
+                    .get(KEY_LAST_PURGED)
+                    .map_err(|e| ctx("purge: read last_purged_log_id", e))?
+                {
+                    Some(v) => Some(decode(v.value(), "raft_meta last_purged_log_id")?),
+                    None => None,
+                };
+                // Purging never moves backwards.
+                if prev.as_ref().is_some_and(|p| p >= &log_id) {
+                    return Ok(());
+                }
+                let bytes = encode(&log_id, "last_purged_log_id")?;
+                meta.insert(KEY_LAST_PURGED, bytes.as_slice())
+                    .map_err(|e| ctx("purge: write last_purged_log_id", e))?;
+                let mut log = txn
+                    .open_table(LOG_TABLE)
+                    .map_err(|e| ctx("purge: open raft_log", e))?;
+                log.retain_in(..=log_id.index, |_, _| false)
+                    .map_err(|e| ctx("purge: delete entries", e))?;
+            }
+            txn.commit().map_err(|e| ctx("purge: commit", e))
+        })
+        .await
+    }
+}
+
+// --- The writer thread -------------------------------------------------------
+
+type Job = Box<dyn FnOnce() -> io::Result<()> + Send>;
+
+struct Writer {
+    tx: mpsc::Sender<(Job, oneshot::Sender<io::Result<()>>)>,
+}
+
+impl Writer {
+    fn spawn() -> io::Result<Self> {
+        let (tx, rx) = mpsc::channel::<(Job, oneshot::Sender<io::Result<()>>)>();
+        std::thread::Builder::new()
+            .name("cairn-raft-log-writer".into())
+            .spawn(move || {
+                // Ends when the LogStore (the only sender) is dropped. Jobs own
+                // their Arc<Database>, released before the result is sent, so
+                // once an awaited write returns this thread holds no reference
+                // to the database.
+                while let Ok((job, done)) = rx.recv() {
+                    let _ = done.send(job());
+                }
+            })
+            .map_err(|e| ctx("spawn raft log writer thread", e))?;
+        Ok(Writer { tx })
+    }
+
+    async fn run<F>(&self, what: &'static str, job: F) -> io::Result<()>
+    where
+        F: FnOnce() -> io::Result<()> + Send + 'static,
+    {
+        let (done_tx, done_rx) = oneshot::channel();
+        self.tx
+            .send((Box::new(job), done_tx))
+            .map_err(|_| io::Error::other(format!("raft log {what}: writer thread has stopped")))?;
+        done_rx
+            .await
+            .map_err(|_| io::Error::other(format!("raft log {what}: writer thread has stopped")))?
+    }
+}
+
+// --- Helpers -------------------------------------------------------------------
+
+fn ctx(what: &str, e: impl fmt::Display) -> io::Error {
+    io::Error::other(format!("raft log store: {what}: {e}"))
+}
+
+fn encode<T: Serialize>(v: &T, what: &str) -> io::Result<Vec<u8>> {
+    postcard::to_allocvec(v).map_err(|e| ctx(&format!("encode {what}"), e))
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> io::Result<T> {
+    postcard::from_bytes(bytes).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "raft log store: corrupt {what} ({} bytes): {e}",
+                bytes.len()
+            ),
+        )
+    })
+}
+
+fn decode_entry(index: u64, bytes: &[u8]) -> io::Result<Entry> {
+    let entry: Entry = decode(bytes, &format!("raft_log entry at index {index}"))?;
+    if entry.log_id.index != index {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "raft log store: corrupt raft_log: key {index} holds the entry of log id {}",
+                entry.log_id
+            ),
+        ));
+    }
+    Ok(entry)
+}
+
+fn read_meta<T: DeserializeOwned>(db: &Database, key: &'static str) -> io::Result<Option<T>> {
+    let txn = db
+        .begin_read()
+        .map_err(|e| ctx(&format!("read {key}: begin read"), e))?;
+    let meta = txn
+        .open_table(META_TABLE)
+        .map_err(|e| ctx(&format!("read {key}: open raft_meta"), e))?;
+    match meta.get(key).map_err(|e| ctx(&format!("read {key}"), e))? {
+        Some(v) => Ok(Some(decode(v.value(), &format!("raft_meta {key}"))?)),
+        None => Ok(None),
+    }
+}
+
+fn put_meta(
+    db: &Database,
+    key: &'static str,
+    bytes: &[u8],
+    durability: Durability,
+) -> io::Result<()> {
+    let mut txn = db
+        .begin_write()
+        .map_err(|e| ctx(&format!("write {key}: begin write"), e))?;
+    txn.set_durability(durability)
+        .map_err(|e| ctx(&format!("write {key}: set durability"), e))?;
+    {
+        let mut meta = txn
+            .open_table(META_TABLE)
+            .map_err(|e| ctx(&format!("write {key}: open raft_meta"), e))?;
+        meta.insert(key, bytes)
+            .map_err(|e| ctx(&format!("write {key}"), e))?;
+    }
+    txn.commit()
+        .map_err(|e| ctx(&format!("write {key}: commit"), e))
+}
+
+/// `[lo, hi)` for a range of log indexes (`hi == None`: unbounded), or `None`
+/// when the range is empty.
+fn normalize(range: &impl RangeBounds<u64>) -> Option<(u64, Option<u64>)> {
+    let lo = match range.start_bound() {
+        Bound::Included(&x) => x,
+        Bound::Excluded(&x) => x.checked_add(1)?,
+        Bound::Unbounded => 0,
+    };
+    let hi = match range.end_bound() {
+        Bound::Included(&x) => x.checked_add(1),
+        Bound::Excluded(&x) => Some(x),
+        Bound::Unbounded => None,
+    };
+    match hi {
+        Some(h) if h <= lo => None,
+        _ => Some((lo, hi)),
+    }
+}
+
+/// Reads the entries in `[lo, hi)`, stopping once `budget` encoded bytes have
+/// been read (always at least one entry). Fails on a hole between entries.
+fn read_entries(db: &Database, lo: u64, hi: Option<u64>, budget: usize) -> io::Result<Vec<Entry>> {
+    let txn = db
+        .begin_read()
+        .map_err(|e| ctx("read entries: begin read", e))?;
+    let log = txn
+        .open_table(LOG_TABLE)
+        .map_err(|e| ctx("read entries: open raft_log", e))?;
+    let upper = match hi {
+        Some(h) => Bound::Excluded(h),
+        None => Bound::Unbounded,
+    };
+    let iter = log
+        .range::<u64>((Bound::Included(lo), upper))
+        .map_err(|e| ctx("read entries: range", e))?;
+
+    let mut out = Vec::new();
+    let mut bytes_read = 0usize;
+    let mut expect: Option<u64> = None;
+    for item in iter {
+        let (k, v) = item.map_err(|e| ctx("read entries: iterate", e))?;
+        let index = k.value();
+        if let Some(want) = expect {
+            if index != want {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "raft log store: hole in raft_log: expected index {want}, found {index}"
+                    ),
+                ));
+            }
+        }
+        let value = v.value();
+        out.push(decode_entry(index, value)?);
+        bytes_read = bytes_read.saturating_add(value.len());
+        if bytes_read >= budget {
+            break;
+        }
+        expect = index.checked_add(1);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize;
+
+    #[test]
+    fn normalize_ranges() {
+        assert_eq!(normalize(&(3..7)), Some((3, Some(7))));
+        assert_eq!(normalize(&(3..=7)), Some((3, Some(8))));
+        assert_eq!(normalize(&(3..)), Some((3, None)));
+        assert_eq!(normalize(&(..)), Some((0, None)));
+        assert_eq!(normalize(&(5..5)), None);
+        #[allow(clippy::reversed_empty_ranges)]
+        let inverted = 6..5;
+        assert_eq!(normalize(&inverted), None);
+        assert_eq!(normalize(&(0..=u64::MAX)), Some((0, None)));
+    }
+}

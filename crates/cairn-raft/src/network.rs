@@ -1,0 +1,554 @@
+//! The client half of the peer transport: openraft's network traits over the
+//! `cairn.raft.v1.RaftPeer` gRPC service.
+//!
+//! Every RPC body is a postcard-encoded openraft message inside a protobuf
+//! `Payload`. Replies are postcard-encoded `Result<T, Fatal>`: `Err` means the
+//! remote Raft node has stopped (shut down, panicked, or hit a storage error).
+//!
+//! Error mapping, which decides openraft's retry behaviour:
+//!
+//! | what happened | openraft error |
+//! | --- | --- |
+//! | cannot connect, connection reset, peer shutting down (`UNAVAILABLE`), bad peer URL, remote Raft stopped | `Unreachable`: openraft backs off before retrying |
+//! | no reply within the RPC's time budget (`DEADLINE_EXCEEDED`, local timer) | `Timeout` |
+//! | anything else (undecodable reply, other gRPC status) | `NetworkError` |
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openraft::errors::{Fatal, ReplicationClosed};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use openraft::RPCTypes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::types::{
+    AppendEntriesRequest, AppendEntriesResponse, CairnNode, NetworkError, NodeId, RPCError,
+    Snapshot, SnapshotResponse, StreamingError, Timeout, TransferLeaderRequest,
+    TransferLeaderResponse, TypeConfig, Unreachable, Vote, VoteRequest, VoteResponse,
+};
+use cairn_proto::raft::v1::raft_peer_client::RaftPeerClient;
+use cairn_proto::raft::v1::{Payload, SnapshotChunk};
+
+/// The largest gRPC message either side sends or accepts by default: room for
+/// a large AppendEntries batch.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// The largest snapshot chunk sent.
+pub const MAX_SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// Transport settings shared by all peer connections.
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    /// How long establishing a TCP connection may take.
+    pub connect_timeout: Duration,
+    /// TCP keepalive probe interval.
+    pub tcp_keepalive: Duration,
+    /// HTTP/2 PING interval, also while idle, so a dead peer is noticed.
+    pub http2_keepalive_interval: Duration,
+    /// How long to wait for a PING reply before dropping the connection.
+    pub http2_keepalive_timeout: Duration,
+    /// Largest gRPC message sent or accepted.
+    pub max_message_bytes: usize,
+    /// Snapshot chunk size; capped at [`MAX_SNAPSHOT_CHUNK_BYTES`] and at
+    /// openraft's `snapshot_max_chunk_size`.
+    pub snapshot_chunk_bytes: usize,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            connect_timeout: Duration::from_secs(2),
+            tcp_keepalive: Duration::from_secs(30),
+            http2_keepalive_interval: Duration::from_secs(10),
+            http2_keepalive_timeout: Duration::from_secs(5),
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            snapshot_chunk_bytes: MAX_SNAPSHOT_CHUNK_BYTES,
+        }
+    }
+}
+
+/// Creates [`PeerClient`]s for openraft. One gRPC channel (one HTTP/2
+/// connection, opened lazily and re-established on failure) is kept per
+/// target node and shared by all clients to it; it is replaced when the
+/// node's `peer_url` changes. Cloning shares the cache.
+#[derive(Clone)]
+pub struct NetworkFactory {
+    self_id: NodeId,
+    config: Arc<NetworkConfig>,
+    channels: Arc<Mutex<HashMap<NodeId, CachedChannel>>>,
+}
+
+struct CachedChannel {
+    peer_url: String,
+    channel: Channel,
+}
+
+impl fmt::Debug for NetworkFactory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NetworkFactory")
+            .field("self_id", &self.self_id)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NetworkFactory {
+    /// `self_id` is this node's id, reported in timeout errors.
+    pub fn new(self_id: NodeId, config: NetworkConfig) -> Self {
+        NetworkFactory {
+            self_id,
+            config: Arc::new(config),
+            channels: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// A client for `target`, reusing the cached channel. Never connects by
+    /// itself; must be called within a tokio runtime.
+    pub fn client(&self, target: NodeId, node: &CairnNode) -> PeerClient {
+        let inner = self.channel(target, &node.peer_url).map(|channel| {
+            RaftPeerClient::new(channel)
+                .max_decoding_message_size(self.config.max_message_bytes)
+                .max_encoding_message_size(self.config.max_message_bytes)
+        });
+        PeerClient {
+            self_id: self.self_id,
+            target,
+            config: self.config.clone(),
+            inner,
+        }
+    }
+
+    /// Drops the cached channel to `target` (e.g. when it leaves the cluster).
+    pub fn forget(&self, target: NodeId) {
+        self.lock().remove(&target);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, CachedChannel>> {
+        // The map is always consistent, so a panic elsewhere cannot have left
+        // it half-updated: recover from poisoning rather than propagate it.
+        self.channels.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn channel(&self, target: NodeId, peer_url: &str) -> Result<Channel, Arc<str>> {
+        let mut map = self.lock();
+        if let Some(c) = map.get(&target) {
+            if c.peer_url == peer_url {
+                return Ok(c.channel.clone());
+            }
+        }
+        let channel = self.endpoint(peer_url)?.connect_lazy();
+        map.insert(
+            target,
+            CachedChannel {
+                peer_url: peer_url.to_string(),
+                channel: channel.clone(),
+            },
+        );
+        Ok(channel)
+    }
+
+    fn endpoint(&self, peer_url: &str) -> Result<Endpoint, Arc<str>> {
+        let url = if peer_url.contains("://") {
+            peer_url.to_string()
+        } else {
+            format!("http://{peer_url}")
+        };
+        let c = &self.config;
+        Endpoint::from_shared(url)
+            .map(|e| {
+                e.connect_timeout(c.connect_timeout)
+                    .tcp_nodelay(true)
+                    .tcp_keepalive(Some(c.tcp_keepalive))
+                    .http2_keep_alive_interval(c.http2_keepalive_interval)
+                    .keep_alive_timeout(c.http2_keepalive_timeout)
+                    .keep_alive_while_idle(true)
+            })
+            .map_err(|e| Arc::from(format!("invalid peer url {peer_url:?}: {e}")))
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &CairnNode) -> PeerClient {
+        self.client(target, node)
+    }
+}
+
+/// Sends Raft RPCs to one peer. Implements openraft's `RaftNetworkV2` (and
+/// through it every per-RPC network trait), plus the `Forward` and
+/// `ReadIndex` calls Cairn itself makes.
+#[derive(Clone)]
+pub struct PeerClient {
+    self_id: NodeId,
+    target: NodeId,
+    config: Arc<NetworkConfig>,
+    /// `Err` when the peer URL is unusable: every RPC then fails Unreachable.
+    inner: Result<RaftPeerClient<Channel>, Arc<str>>,
+}
+
+impl fmt::Debug for PeerClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeerClient")
+            .field("self_id", &self.self_id)
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Unary {
+    AppendEntries,
+    Vote,
+    PreVote,
+    TransferLeader,
+}
+
+impl Unary {
+    fn rpc_type(self) -> RPCTypes {
+        match self {
+            Unary::AppendEntries => RPCTypes::AppendEntries,
+            Unary::Vote | Unary::PreVote => RPCTypes::Vote,
+            Unary::TransferLeader => RPCTypes::TransferLeader,
+        }
+    }
+}
+
+/// What a transport failure means to openraft, before it is put into the
+/// error type of the particular RPC.
+enum Failure {
+    Unreachable(Unreachable),
+    Timeout(Timeout),
+    Network(NetworkError),
+}
+
+impl From<Failure> for RPCError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Unreachable(e) => RPCError::Unreachable(e),
+            Failure::Timeout(e) => RPCError::Timeout(e),
+            Failure::Network(e) => RPCError::Network(e),
+        }
+    }
+}
+
+impl From<Failure> for StreamingError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Unreachable(e) => StreamingError::Unreachable(e),
+            Failure::Timeout(e) => StreamingError::Timeout(e),
+            Failure::Network(e) => StreamingError::Network(e),
+        }
+    }
+}
+
+impl PeerClient {
+    pub fn target(&self) -> NodeId {
+        self.target
+    }
+
+    fn grpc(&self) -> Result<RaftPeerClient<Channel>, Failure> {
+        self.inner.clone().map_err(|msg| {
+            Failure::Unreachable(Unreachable::from_string(format!(
+                "node {}: {msg}",
+                self.target
+            )))
+        })
+    }
+
+    fn timeout(&self, action: RPCTypes, after: Duration) -> Failure {
+        Failure::Timeout(Timeout {
+            action,
+            id: self.self_id,
+            target: self.target,
+            timeout: after,
+        })
+    }
+
+    /// Maps a gRPC status. `started` is when the call began and `after` its
+    /// time budget: tonic enforces the `grpc-timeout` it was given itself and
+    /// reports its expiry as `CANCELLED`, which is a timeout here.
+    fn status_failure(
+        &self,
+        action: RPCTypes,
+        after: Duration,
+        started: Instant,
+        s: Status,
+    ) -> Failure {
+        let msg = || {
+            format!(
+                "{action} to node {}: {}: {}",
+                self.target,
+                s.code(),
+                s.message()
+            )
+        };
+        match s.code() {
+            Code::Unavailable => Failure::Unreachable(Unreachable::from_string(msg())),
+            Code::DeadlineExceeded => self.timeout(action, after),
+            Code::Cancelled if started.elapsed() >= after => self.timeout(action, after),
+            _ => Failure::Network(NetworkError::from_string(msg())),
+        }
+    }
+
+    /// Decodes a reply: `Result<T, Fatal>` in postcard.
+    fn decode_reply<T: DeserializeOwned>(
+        &self,
+        action: RPCTypes,
+        data: &[u8],
+    ) -> Result<T, Failure> {
+        match postcard::from_bytes::<Result<T, Fatal<TypeConfig>>>(data) {
+            Ok(Ok(v)) => Ok(v),
+            // The remote Raft has stopped: it cannot answer until restarted,
+            // so back off like for any unreachable node.
+            Ok(Err(fatal)) => Err(Failure::Unreachable(Unreachable::from_string(format!(
+                "{action} to node {}: remote raft stopped: {fatal}",
+                self.target
+            )))),
+            Err(e) => Err(Failure::Network(NetworkError::from_string(format!(
+                "{action} to node {}: undecodable reply ({} bytes): {e}",
+                self.target,
+                data.len()
+            )))),
+        }
+    }
+
+    async fn unary<Req, Resp>(
+        &mut self,
+        kind: Unary,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, Failure>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+    {
+        let action = kind.rpc_type();
+        let ttl = option.soft_ttl();
+        let data = postcard::to_allocvec(req).map_err(|e| {
+            Failure::Network(NetworkError::from_string(format!(
+                "{action}: encode request: {e}"
+            )))
+        })?;
+        let mut client = self.grpc()?;
+        let mut request = tonic::Request::new(Payload { data });
+        request.set_timeout(ttl);
+        let started = Instant::now();
+        let call = async move {
+            match kind {
+                Unary::AppendEntries => client.append_entries(request).await,
+                Unary::Vote => client.vote(request).await,
+                Unary::PreVote => client.pre_vote(request).await,
+                Unary::TransferLeader => client.transfer_leader(request).await,
+            }
+        };
+        let reply = match tokio::time::timeout(ttl, call).await {
+            Err(_elapsed) => return Err(self.timeout(action, ttl)),
+            Ok(Err(status)) => return Err(self.status_failure(action, ttl, started, status)),
+            Ok(Ok(reply)) => reply.into_inner(),
+        };
+        self.decode_reply(action, &reply.data)
+    }
+
+    /// Sends a `Forward` call (a client command a follower passes to the
+    /// leader); the bytes are opaque to this crate.
+    pub async fn forward(
+        &mut self,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, Status> {
+        let mut client = self
+            .inner
+            .clone()
+            .map_err(|m| Status::unavailable(m.to_string()))?;
+        let mut request = tonic::Request::new(Payload { data: payload });
+        request.set_timeout(timeout);
+        match tokio::time::timeout(timeout, client.forward(request)).await {
+            Err(_) => Err(Status::deadline_exceeded("forward: timed out")),
+            Ok(r) => r.map(|r| r.into_inner().data),
+        }
+    }
+
+    /// Sends a `ReadIndex` call (a follower asks the leader for a read index);
+    /// the bytes are opaque to this crate.
+    pub async fn read_index(
+        &mut self,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, Status> {
+        let mut client = self
+            .inner
+            .clone()
+            .map_err(|m| Status::unavailable(m.to_string()))?;
+        let mut request = tonic::Request::new(Payload { data: payload });
+        request.set_timeout(timeout);
+        match tokio::time::timeout(timeout, client.read_index(request)).await {
+            Err(_) => Err(Status::deadline_exceeded("read_index: timed out")),
+            Ok(r) => r.map(|r| r.into_inner().data),
+        }
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerClient {
+    type SnapshotData = crate::types::SnapshotData;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse, RPCError> {
+        Ok(self.unary(Unary::AppendEntries, &rpc, &option).await?)
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest,
+        option: RPCOption,
+    ) -> Result<VoteResponse, RPCError> {
+        Ok(self.unary(Unary::Vote, &rpc, &option).await?)
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest,
+        option: RPCOption,
+    ) -> Result<VoteResponse, RPCError> {
+        Ok(self.unary(Unary::PreVote, &rpc, &option).await?)
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse, RPCError> {
+        Ok(self.unary(Unary::TransferLeader, &req, &option).await?)
+    }
+
+    /// Streams the snapshot as `InstallSnapshot` chunks of at most
+    /// [`MAX_SNAPSHOT_CHUNK_BYTES`].
+    ///
+    /// openraft's `RPCOption` for snapshots carries
+    /// `Config::install_snapshot_timeout`, meant per chunk; the whole transfer
+    /// (including the remote install) is given that budget once per chunk,
+    /// plus once more.
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse, StreamingError> {
+        let action = RPCTypes::InstallSnapshot;
+        let encode_err = |what: &str, e: postcard::Error| {
+            StreamingError::Network(NetworkError::from_string(format!(
+                "{action}: encode {what}: {e}"
+            )))
+        };
+        let vote_bytes = postcard::to_allocvec(&vote).map_err(|e| encode_err("vote", e))?;
+        let meta_bytes =
+            postcard::to_allocvec(&snapshot.meta).map_err(|e| encode_err("meta", e))?;
+        let mut client = self.grpc()?;
+
+        let cursor = snapshot.snapshot;
+        let start = usize::try_from(cursor.position()).unwrap_or(usize::MAX);
+        let data = cursor.into_inner();
+        let chunk_bytes = self
+            .config
+            .snapshot_chunk_bytes
+            .min(
+                option
+                    .snapshot_chunk_size()
+                    .unwrap_or(MAX_SNAPSHOT_CHUNK_BYTES),
+            )
+            .clamp(1, MAX_SNAPSHOT_CHUNK_BYTES);
+        let (n, chunks) = snapshot_chunks(vote_bytes, meta_bytes, data, start, chunk_bytes);
+
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        let budget = option.soft_ttl().saturating_mul(n.saturating_add(1));
+
+        let mut request = tonic::Request::new(tokio_stream::iter(chunks));
+        request.set_timeout(budget);
+        let started = Instant::now();
+        let call = tokio::time::timeout(budget, client.install_snapshot(request));
+
+        let reply = tokio::select! {
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+            r = call => match r {
+                Err(_elapsed) => return Err(self.timeout(action, budget).into()),
+                Ok(Err(status)) => {
+                    return Err(self.status_failure(action, budget, started, status).into())
+                }
+                Ok(Ok(reply)) => reply.into_inner(),
+            },
+        };
+        Ok(self.decode_reply(action, &reply.data)?)
+    }
+}
+
+/// Splits `data[start..]` into chunks, lazily (the snapshot is not copied
+/// twice); the first carries the vote and meta, the last has `done` set. An
+/// empty snapshot is one chunk. Returns the number of chunks too.
+fn snapshot_chunks(
+    vote: Vec<u8>,
+    meta: Vec<u8>,
+    data: Vec<u8>,
+    start: usize,
+    chunk_bytes: usize,
+) -> (usize, impl Iterator<Item = SnapshotChunk> + Send + 'static) {
+    let start = start.min(data.len());
+    let chunk_bytes = chunk_bytes.max(1);
+    let len = data.len() - start;
+    let n = len.div_ceil(chunk_bytes).max(1);
+    let mut vote = Some(vote);
+    let mut meta = Some(meta);
+    let chunks = (0..n).map(move |i| {
+        let lo = start + (i * chunk_bytes).min(len);
+        let hi = (lo + chunk_bytes).min(data.len());
+        SnapshotChunk {
+            vote: vote.take().unwrap_or_default(),
+            meta: meta.take().unwrap_or_default(),
+            data: data[lo..hi].to_vec(),
+            done: i + 1 == n,
+        }
+    });
+    (n, chunks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::snapshot_chunks;
+
+    #[test]
+    fn chunks_cover_the_snapshot() {
+        let data: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
+        let (n, chunks) = snapshot_chunks(vec![1], vec![2], data.clone(), 0, 4096);
+        let chunks: Vec<_> = chunks.collect();
+        assert_eq!(n, 3);
+        assert_eq!(chunks.len(), 3);
+        assert_eq!(chunks[0].vote, vec![1]);
+        assert_eq!(chunks[0].meta, vec![2]);
+        assert!(chunks[1].vote.is_empty() && chunks[1].meta.is_empty());
+        assert!(!chunks[0].done && !chunks[1].done && chunks[2].done);
+        let joined: Vec<u8> = chunks.iter().flat_map(|c| c.data.clone()).collect();
+        assert_eq!(joined, data);
+
+        let empty: Vec<_> = snapshot_chunks(vec![1], vec![2], Vec::new(), 0, 4096)
+            .1
+            .collect();
+        assert_eq!(empty.len(), 1);
+        assert!(empty[0].done && empty[0].data.is_empty());
+
+        let (n, exact) = snapshot_chunks(vec![], vec![], vec![7; 8192], 0, 4096);
+        assert_eq!((n, exact.count()), (2, 2));
+
+        let offset: Vec<_> = snapshot_chunks(vec![], vec![], vec![1, 2, 3, 4], 2, 4096)
+            .1
+            .collect();
+        assert_eq!(offset[0].data, vec![3, 4]);
+    }
+}

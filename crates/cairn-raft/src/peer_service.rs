@@ -1,0 +1,272 @@
+//! The server half of the peer transport: the `cairn.raft.v1.RaftPeer` gRPC
+//! service, feeding a local [`openraft::Raft`].
+//!
+//! Raft RPCs (AppendEntries, Vote, PreVote, InstallSnapshot, TransferLeader)
+//! go straight to openraft. `Forward` and `ReadIndex` carry Cairn's own
+//! messages and go to a [`PeerHandler`] the server supplies.
+//!
+//! Requests are postcard-encoded openraft messages; a malformed one is
+//! answered `INVALID_ARGUMENT`. Replies are postcard-encoded
+//! `Result<T, Fatal>` (see [`crate::network`]).
+
+use std::fmt;
+use std::future::Future;
+use std::io::Cursor;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use openraft::storage::RaftStateMachine;
+use openraft::vote::RaftLeaderId;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::network::DEFAULT_MAX_MESSAGE_BYTES;
+use crate::types::{
+    AppendEntriesRequest, Fatal, Raft, RaftError, Snapshot, SnapshotData, SnapshotMeta,
+    TransferLeaderRequest, TypeConfig, Vote, VoteRequest,
+};
+use cairn_proto::raft::v1::raft_peer_server::{RaftPeer, RaftPeerServer};
+use cairn_proto::raft::v1::{Payload, SnapshotChunk};
+
+/// The largest snapshot [`PeerService`] accepts by default: 4 GiB.
+pub const DEFAULT_MAX_SNAPSHOT_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+
+/// A boxed, `Send` future: keeps [`PeerHandler`] object-safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Serves the peer RPCs that are Cairn's rather than openraft's. The payloads
+/// are opaque to this crate; the implementation defines their encoding.
+pub trait PeerHandler: Send + Sync + 'static {
+    /// A follower forwards a client command to this node (the leader).
+    fn forward(&self, payload: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, Status>>;
+
+    /// A follower asks this node (the leader) for a read index.
+    fn read_index(&self, payload: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, Status>>;
+}
+
+/// A [`PeerHandler`] that answers `UNIMPLEMENTED` to everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UnimplementedPeerHandler;
+
+impl PeerHandler for UnimplementedPeerHandler {
+    fn forward(&self, _payload: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, Status>> {
+        Box::pin(async { Err(Status::unimplemented("forward is not served by this node")) })
+    }
+
+    fn read_index(&self, _payload: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, Status>> {
+        Box::pin(async {
+            Err(Status::unimplemented(
+                "read_index is not served by this node",
+            ))
+        })
+    }
+}
+
+/// The `RaftPeer` gRPC service over a local Raft node with state machine `SM`.
+pub struct PeerService<SM>
+where
+    SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotData>,
+{
+    raft: Raft<SM>,
+    handler: Arc<dyn PeerHandler>,
+    max_snapshot_bytes: u64,
+    max_message_bytes: usize,
+}
+
+impl<SM> fmt::Debug for PeerService<SM>
+where
+    SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotData>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeerService")
+            .field("max_snapshot_bytes", &self.max_snapshot_bytes)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<SM> PeerService<SM>
+where
+    SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotData>,
+{
+    pub fn new(raft: Raft<SM>, handler: Arc<dyn PeerHandler>) -> Self {
+        PeerService {
+            raft,
+            handler,
+            max_snapshot_bytes: DEFAULT_MAX_SNAPSHOT_BYTES,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+        }
+    }
+
+    /// The largest snapshot accepted; a larger transfer is refused with
+    /// `RESOURCE_EXHAUSTED`.
+    pub fn with_max_snapshot_bytes(mut self, bytes: u64) -> Self {
+        self.max_snapshot_bytes = bytes;
+        self
+    }
+
+    /// The largest gRPC message accepted or sent (default 64 MiB).
+    pub fn with_max_message_bytes(mut self, bytes: usize) -> Self {
+        self.max_message_bytes = bytes;
+        self
+    }
+
+    /// The tonic service, to add to a `tonic::transport::Server`.
+    pub fn into_server(self) -> RaftPeerServer<Self> {
+        let max = self.max_message_bytes;
+        RaftPeerServer::new(self)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max)
+    }
+
+    /// Receives a snapshot stream. The first chunk must carry the vote and
+    /// the meta, no later one may; the stream must end with `done`.
+    async fn receive_snapshot(
+        &self,
+        mut stream: Streaming<SnapshotChunk>,
+    ) -> Result<(Vote, SnapshotMeta, Vec<u8>), Status> {
+        let mut header: Option<(Vec<u8>, Vec<u8>)> = None;
+        let mut data: Vec<u8> = Vec::new();
+        let mut done = false;
+        while let Some(chunk) = stream.message().await? {
+            if done {
+                return Err(Status::invalid_argument(
+                    "install_snapshot: chunk after the last one",
+                ));
+            }
+            match &header {
+                None => {
+                    if chunk.vote.is_empty() || chunk.meta.is_empty() {
+                        return Err(Status::invalid_argument(
+                            "install_snapshot: first chunk lacks vote or meta",
+                        ));
+                    }
+                    header = Some((chunk.vote, chunk.meta));
+                }
+                Some(_) => {
+                    if !chunk.vote.is_empty() || !chunk.meta.is_empty() {
+                        return Err(Status::invalid_argument(
+                            "install_snapshot: vote or meta repeated after the first chunk",
+                        ));
+                    }
+                }
+            }
+            let total = data.len() as u64 + chunk.data.len() as u64;
+            if total > self.max_snapshot_bytes {
+                return Err(Status::resource_exhausted(format!(
+                    "install_snapshot: snapshot exceeds {} bytes",
+                    self.max_snapshot_bytes
+                )));
+            }
+            if data.is_empty() {
+                data = chunk.data;
+            } else {
+                data.try_reserve(chunk.data.len()).map_err(|_| {
+                    Status::resource_exhausted(format!(
+                        "install_snapshot: cannot allocate {total} bytes"
+                    ))
+                })?;
+                data.extend_from_slice(&chunk.data);
+            }
+            done = chunk.done;
+        }
+        let Some((vote, meta)) = header else {
+            return Err(Status::invalid_argument("install_snapshot: empty stream"));
+        };
+        if !done {
+            return Err(Status::invalid_argument(
+                "install_snapshot: stream ended before the last chunk",
+            ));
+        }
+        let vote: Vote = decode("install_snapshot vote", &vote)?;
+        let meta: SnapshotMeta = decode("install_snapshot meta", &meta)?;
+        Ok((vote, meta, data))
+    }
+}
+
+fn decode<T: DeserializeOwned>(what: &str, data: &[u8]) -> Result<T, Status> {
+    postcard::from_bytes(data)
+        .map_err(|e| Status::invalid_argument(format!("{what}: malformed payload: {e}")))
+}
+
+fn reply<T: Serialize>(what: &str, res: &Result<T, Fatal>) -> Result<Response<Payload>, Status> {
+    if let Err(fatal) = res {
+        tracing::warn!("{what}: local raft stopped: {fatal}");
+    }
+    postcard::to_allocvec(res)
+        .map(|data| Response::new(Payload { data }))
+        .map_err(|e| Status::internal(format!("{what}: encode reply: {e}")))
+}
+
+fn fatal(e: RaftError) -> Fatal {
+    match e {
+        RaftError::Fatal(f) => f,
+        RaftError::APIError(never) => match never {},
+    }
+}
+
+#[tonic::async_trait]
+impl<SM> RaftPeer for PeerService<SM>
+where
+    SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotData>,
+{
+    async fn append_entries(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let req: AppendEntriesRequest = decode("append_entries", &request.into_inner().data)?;
+        let res = self.raft.append_entries(req).await.map_err(fatal);
+        reply("append_entries", &res)
+    }
+
+    async fn vote(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let req: VoteRequest = decode("vote", &request.into_inner().data)?;
+        let res = self.raft.vote(req).await.map_err(fatal);
+        reply("vote", &res)
+    }
+
+    async fn pre_vote(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let req: VoteRequest = decode("pre_vote", &request.into_inner().data)?;
+        let res = self.raft.pre_vote(req).await.map_err(fatal);
+        reply("pre_vote", &res)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<Payload>, Status> {
+        let (vote, meta, data) = self.receive_snapshot(request.into_inner()).await?;
+        // openraft panics (in its core task) on a snapshot whose last log id
+        // lies beyond the sending leader's vote; refuse it here instead.
+        if let Some(last) = &meta.last_log_id {
+            if last.committed_leader_id() > &vote.leader_id().to_committed() {
+                return Err(Status::invalid_argument(format!(
+                    "install_snapshot: snapshot last log id {last} is beyond the leader's vote {vote}"
+                )));
+            }
+        }
+        let snapshot = Snapshot {
+            meta,
+            snapshot: Cursor::new(data),
+        };
+        let res = self.raft.install_full_snapshot(vote, snapshot).await;
+        reply("install_snapshot", &res)
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<Payload>,
+    ) -> Result<Response<Payload>, Status> {
+        let req: TransferLeaderRequest = decode("transfer_leader", &request.into_inner().data)?;
+        let res = self.raft.handle_transfer_leader(req).await;
+        reply("transfer_leader", &res)
+    }
+
+    async fn forward(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let data = self.handler.forward(request.into_inner().data).await?;
+        Ok(Response::new(Payload { data }))
+    }
+
+    async fn read_index(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let data = self.handler.read_index(request.into_inner().data).await?;
+        Ok(Response::new(Payload { data }))
+    }
+}

@@ -1,0 +1,465 @@
+//! The Raft state machine: `cairn_store::Store` in memory, mirrored in redb.
+//!
+//! Every applied batch is one redb write transaction holding the changed
+//! records, leases, the store's scalars, the last applied log id and the
+//! membership, so applied index and data can never disagree after a crash.
+//! The transaction is not fsynced on its own: it shares the database file
+//! with the log, and redb makes a non-durable commit durable with the next
+//! durable one (the next log append), and the log still holds every entry
+//! this commit covers until a durable snapshot lets Raft purge it.
+
+use std::io::{self, Cursor};
+use std::sync::{Arc, RwLock};
+
+use cairn_store::{CommandResult, Event, LeaseRecord, Record, Store, StoreMeta, StoreSnapshot};
+use futures::{Stream, TryStreamExt};
+use openraft::entry::RaftEntry;
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::types::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+
+const RECORDS: TableDefinition<(i64, i64), &[u8]> = TableDefinition::new("sm_records");
+const LEASES: TableDefinition<i64, &[u8]> = TableDefinition::new("sm_leases");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_meta");
+
+const KEY_STORE_META: &str = "store_meta";
+const KEY_APPLIED: &str = "applied";
+const KEY_MEMBERSHIP: &str = "membership";
+const KEY_SNAPSHOT_META: &str = "snapshot_meta";
+const KEY_SNAPSHOT_DATA: &str = "snapshot_data";
+
+/// The keyspace shared between the state machine (writer) and the server's
+/// readers. Apply holds the write lock only while it mutates memory.
+pub type SharedStore = Arc<RwLock<Store>>;
+
+/// Told about every applied batch, after it is persisted: feeds watchers.
+pub trait ApplyObserver: Send + Sync + 'static {
+    /// `events` are in revision order; `revision` is the store's revision
+    /// after the batch.
+    fn applied(&self, events: Vec<Event>, revision: i64);
+}
+
+/// An observer that ignores everything (tests, tools).
+pub struct NoObserver;
+
+impl ApplyObserver for NoObserver {
+    fn applied(&self, _events: Vec<Event>, _revision: i64) {}
+}
+
+pub struct StateMachineStore {
+    db: Arc<Database>,
+    store: SharedStore,
+    /// Last log id applied, persisted with the data it produced.
+    applied: Option<LogId>,
+    membership: StoredMembership,
+    observer: Arc<dyn ApplyObserver>,
+}
+
+/// A snapshot's bytes on the wire and on disk.
+#[derive(Serialize, Deserialize)]
+struct SnapshotFile {
+    store: StoreSnapshot,
+}
+
+fn io_err(context: &str, e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(format!("{context}: {e}"))
+}
+
+fn encode<T: Serialize>(what: &str, value: &T) -> io::Result<Vec<u8>> {
+    postcard::to_allocvec(value).map_err(|e| io_err(what, e))
+}
+
+fn decode<'a, T: Deserialize<'a>>(what: &str, bytes: &'a [u8]) -> io::Result<T> {
+    postcard::from_bytes(bytes).map_err(|e| io_err(&format!("corrupt {what}"), e))
+}
+
+impl StateMachineStore {
+    /// Load the state persisted in `db` (empty on a new database).
+    pub fn open(db: Arc<Database>) -> io::Result<Self> {
+        let observer: Arc<dyn ApplyObserver> = Arc::new(NoObserver);
+        let txn = db.begin_write().map_err(|e| io_err("begin", e))?;
+        {
+            // Create the tables so read transactions find them.
+            txn.open_table(RECORDS)
+                .map_err(|e| io_err("open records", e))?;
+            txn.open_table(LEASES)
+                .map_err(|e| io_err("open leases", e))?;
+            txn.open_table(META).map_err(|e| io_err("open meta", e))?;
+        }
+        txn.commit().map_err(|e| io_err("commit", e))?;
+
+        let read = db.begin_read().map_err(|e| io_err("begin read", e))?;
+        let meta_table = read.open_table(META).map_err(|e| io_err("open meta", e))?;
+        let get = |key: &str| -> io::Result<Option<Vec<u8>>> {
+            Ok(meta_table
+                .get(key)
+                .map_err(|e| io_err("read meta", e))?
+                .map(|v| v.value().to_vec()))
+        };
+        let store_meta: StoreMeta = match get(KEY_STORE_META)? {
+            Some(b) => decode("store meta", &b)?,
+            None => StoreMeta::default(),
+        };
+        let applied: Option<LogId> = match get(KEY_APPLIED)? {
+            Some(b) => decode("applied log id", &b)?,
+            None => None,
+        };
+        let membership: StoredMembership = match get(KEY_MEMBERSHIP)? {
+            Some(b) => decode("membership", &b)?,
+            None => StoredMembership::default(),
+        };
+        let mut records = Vec::new();
+        for row in read
+            .open_table(RECORDS)
+            .map_err(|e| io_err("open records", e))?
+            .iter()
+            .map_err(|e| io_err("scan", e))?
+        {
+            let (_, v) = row.map_err(|e| io_err("scan records", e))?;
+            records.push(decode::<(Vec<u8>, Record)>("record", v.value())?);
+        }
+        let mut leases = Vec::new();
+        for row in read
+            .open_table(LEASES)
+            .map_err(|e| io_err("open leases", e))?
+            .iter()
+            .map_err(|e| io_err("scan", e))?
+        {
+            let (_, v) = row.map_err(|e| io_err("scan leases", e))?;
+            leases.push(decode::<LeaseRecord>("lease", v.value())?);
+        }
+        let store = Store::restore(store_meta, records, leases);
+        Ok(StateMachineStore {
+            db,
+            store: Arc::new(RwLock::new(store)),
+            applied,
+            membership,
+            observer,
+        })
+    }
+
+    /// Who hears about applied batches; set before handing the state
+    /// machine to Raft.
+    pub fn set_observer(&mut self, observer: Arc<dyn ApplyObserver>) {
+        self.observer = observer;
+    }
+
+    pub fn shared_store(&self) -> SharedStore {
+        self.store.clone()
+    }
+
+    /// Collect what the store changed plus the applied position, to be
+    /// written in one transaction.
+    fn changed_rows(&self) -> io::Result<ChangedRows> {
+        let mut store = self
+            .store
+            .write()
+            .map_err(|_| io_err("store", "lock poisoned"))?;
+        let changes = store.take_changes();
+        let mut records = Vec::with_capacity(changes.records_added.len());
+        for rev in &changes.records_added {
+            // A record added and compacted away in the same batch is gone.
+            if let Some((key, record)) = store.record_at(*rev) {
+                records.push(((rev.main, rev.sub), encode("record", &(key, record))?));
+            }
+        }
+        let mut leases = Vec::with_capacity(changes.leases.len());
+        for id in &changes.leases {
+            leases.push((
+                *id,
+                store
+                    .lease_record(*id)
+                    .map(|r| encode("lease", r))
+                    .transpose()?,
+            ));
+        }
+        Ok(ChangedRows {
+            removed: changes
+                .records_removed
+                .iter()
+                .map(|r| (r.main, r.sub))
+                .collect(),
+            records,
+            leases,
+            store_meta: encode("store meta", store.meta())?,
+            applied: encode("applied", &self.applied)?,
+            membership: encode("membership", &self.membership)?,
+        })
+    }
+
+    /// Every row of the current state, to replace the tables after a
+    /// snapshot is installed.
+    fn whole_rows(
+        &self,
+        snapshot_meta: &SnapshotMeta,
+        snapshot_bytes: &[u8],
+    ) -> io::Result<WholeRows> {
+        let mut store = self
+            .store
+            .write()
+            .map_err(|_| io_err("store", "lock poisoned"))?;
+        store.take_changes();
+        let snap = store.snapshot();
+        drop(store);
+        let mut records = Vec::with_capacity(snap.records.len());
+        for (key, record) in &snap.records {
+            records.push((
+                (record.rev.main, record.rev.sub),
+                encode("record", &(key, record))?,
+            ));
+        }
+        let mut leases = Vec::with_capacity(snap.leases.len());
+        for lease in &snap.leases {
+            leases.push((lease.id, Some(encode("lease", lease)?)));
+        }
+        Ok(WholeRows {
+            rows: ChangedRows {
+                removed: Vec::new(),
+                records,
+                leases,
+                store_meta: encode("store meta", &snap.meta)?,
+                applied: encode("applied", &self.applied)?,
+                membership: encode("membership", &self.membership)?,
+            },
+            snapshot_meta: encode("snapshot meta", snapshot_meta)?,
+            snapshot_data: snapshot_bytes.to_vec(),
+        })
+    }
+}
+
+/// Encoded rows for one apply batch.
+struct ChangedRows {
+    removed: Vec<(i64, i64)>,
+    records: Vec<((i64, i64), Vec<u8>)>,
+    /// `None` deletes the lease row.
+    leases: Vec<(i64, Option<Vec<u8>>)>,
+    store_meta: Vec<u8>,
+    applied: Vec<u8>,
+    membership: Vec<u8>,
+}
+
+impl ChangedRows {
+    fn write(self, db: &Database, durability: Durability) -> io::Result<()> {
+        let mut txn = db.begin_write().map_err(|e| io_err("begin", e))?;
+        txn.set_durability(durability)
+            .map_err(|e| io_err("durability", e))?;
+        self.write_in(&txn)?;
+        txn.commit().map_err(|e| io_err("commit", e))
+    }
+
+    fn write_in(&self, txn: &redb::WriteTransaction) -> io::Result<()> {
+        let mut records = txn
+            .open_table(RECORDS)
+            .map_err(|e| io_err("open records", e))?;
+        for rev in &self.removed {
+            records
+                .remove(*rev)
+                .map_err(|e| io_err("remove record", e))?;
+        }
+        for (rev, bytes) in &self.records {
+            records
+                .insert(*rev, bytes.as_slice())
+                .map_err(|e| io_err("insert record", e))?;
+        }
+        let mut lease_table = txn
+            .open_table(LEASES)
+            .map_err(|e| io_err("open leases", e))?;
+        for (id, bytes) in &self.leases {
+            match bytes {
+                Some(b) => lease_table.insert(*id, b.as_slice()).map(|_| ()),
+                None => lease_table.remove(*id).map(|_| ()),
+            }
+            .map_err(|e| io_err("write lease", e))?;
+        }
+        let mut meta = txn.open_table(META).map_err(|e| io_err("open meta", e))?;
+        meta.insert(KEY_STORE_META, self.store_meta.as_slice())
+            .map_err(|e| io_err("write meta", e))?;
+        meta.insert(KEY_APPLIED, self.applied.as_slice())
+            .map_err(|e| io_err("write applied", e))?;
+        meta.insert(KEY_MEMBERSHIP, self.membership.as_slice())
+            .map_err(|e| io_err("write membership", e))?;
+        Ok(())
+    }
+}
+
+/// The full state after installing a snapshot, plus the snapshot itself.
+struct WholeRows {
+    rows: ChangedRows,
+    snapshot_meta: Vec<u8>,
+    snapshot_data: Vec<u8>,
+}
+
+impl WholeRows {
+    /// Replace the tables, durably: the log below the snapshot may be
+    /// purged right after.
+    fn write(self, db: &Database) -> io::Result<()> {
+        let txn = db.begin_write().map_err(|e| io_err("begin", e))?;
+        txn.delete_table(RECORDS)
+            .map_err(|e| io_err("clear records", e))?;
+        txn.delete_table(LEASES)
+            .map_err(|e| io_err("clear leases", e))?;
+        self.rows.write_in(&txn)?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| io_err("open meta", e))?;
+            meta.insert(KEY_SNAPSHOT_META, self.snapshot_meta.as_slice())
+                .map_err(|e| io_err("meta", e))?;
+            meta.insert(KEY_SNAPSHOT_DATA, self.snapshot_data.as_slice())
+                .map_err(|e| io_err("meta", e))?;
+        }
+        txn.commit().map_err(|e| io_err("commit", e))
+    }
+}
+
+/// Serialize the store and remember the result as the current snapshot.
+pub struct SnapshotBuilder {
+    db: Arc<Database>,
+    store: SharedStore,
+    applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = Cursor<Vec<u8>>;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        // Copy under the read lock, encode and write without it.
+        let state = self
+            .store
+            .read()
+            .map_err(|_| io_err("store", "lock poisoned"))?
+            .snapshot();
+        let (db, applied, membership) = (self.db.clone(), self.applied, self.membership.clone());
+        tokio::task::spawn_blocking(move || {
+            let data = encode("snapshot", &SnapshotFile { store: state })?;
+            let meta = SnapshotMeta {
+                last_log_id: applied,
+                last_membership: membership,
+            };
+            let txn = db.begin_write().map_err(|e| io_err("begin", e))?;
+            {
+                let mut t = txn.open_table(META).map_err(|e| io_err("open meta", e))?;
+                t.insert(
+                    KEY_SNAPSHOT_META,
+                    encode("snapshot meta", &meta)?.as_slice(),
+                )
+                .map_err(|e| io_err("meta", e))?;
+                t.insert(KEY_SNAPSHOT_DATA, data.as_slice())
+                    .map_err(|e| io_err("meta", e))?;
+            }
+            txn.commit().map_err(|e| io_err("commit", e))?;
+            Ok(Snapshot {
+                meta,
+                snapshot: Cursor::new(data),
+            })
+        })
+        .await
+        .map_err(|e| io_err("snapshot task", e))?
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        Ok((self.applied, self.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let batch: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
+        let mut replies = Vec::with_capacity(batch.len());
+        let mut events = Vec::new();
+        let revision;
+        {
+            let mut store = self
+                .store
+                .write()
+                .map_err(|_| io_err("store", "lock poisoned"))?;
+            for (entry, responder) in batch {
+                self.applied = Some(entry.log_id());
+                let result = match &entry.payload {
+                    EntryPayload::Blank => CommandResult::Empty,
+                    EntryPayload::Normal(cmd) => {
+                        let applied = store.apply(cmd);
+                        events.extend(applied.events);
+                        applied.result
+                    }
+                    EntryPayload::Membership(m) => {
+                        self.membership = StoredMembership::new(Some(entry.log_id()), m.clone());
+                        CommandResult::Empty
+                    }
+                };
+                replies.push((responder, result));
+            }
+            revision = store.revision();
+        }
+        let rows = self.changed_rows()?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || rows.write(&db, Durability::None))
+            .await
+            .map_err(|e| io_err("apply persist task", e))??;
+        self.observer.applied(events, revision);
+        for (responder, result) in replies {
+            if let Some(r) = responder {
+                r.send(result);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            db: self.db.clone(),
+            store: self.store.clone(),
+            applied: self.applied,
+            membership: self.membership.clone(),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Self::SnapshotData,
+    ) -> Result<(), io::Error> {
+        let bytes = snapshot.into_inner();
+        let file: SnapshotFile = decode("snapshot", &bytes)?;
+        let store = Store::from_snapshot(file.store);
+        let revision = store.revision();
+        *self
+            .store
+            .write()
+            .map_err(|_| io_err("store", "lock poisoned"))? = store;
+        self.applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        let this_db = self.db.clone();
+        let whole = self.whole_rows(meta, &bytes)?;
+        tokio::task::spawn_blocking(move || whole.write(&this_db))
+            .await
+            .map_err(|e| io_err("install persist task", e))??;
+        // Watchers cannot be fed a gap: tell them the new revision with no
+        // events; the watch hub resynchronises lagging watchers from history
+        // or cancels them as compacted.
+        self.observer.applied(Vec::new(), revision);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        let read = self.db.begin_read().map_err(|e| io_err("begin read", e))?;
+        let t = read.open_table(META).map_err(|e| io_err("open meta", e))?;
+        let meta = t.get(KEY_SNAPSHOT_META).map_err(|e| io_err("read", e))?;
+        let data = t.get(KEY_SNAPSHOT_DATA).map_err(|e| io_err("read", e))?;
+        match (meta, data) {
+            (Some(m), Some(d)) => Ok(Some(Snapshot {
+                meta: decode("snapshot meta", m.value())?,
+                snapshot: Cursor::new(d.value().to_vec()),
+            })),
+            _ => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,720 @@
+//! Storage conformance (openraft's suite) for the redb LogStore, persistence
+//! and corruption tests, and transport tests over real gRPC on 127.0.0.1.
+
+use std::collections::BTreeMap;
+use std::io::{self, Cursor};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cairn_proto::raft::v1::raft_peer_client::RaftPeerClient;
+use cairn_proto::raft::v1::{Payload, SnapshotChunk};
+use cairn_raft::log_store::{LogStore, LOG_TABLE, META_TABLE};
+use cairn_raft::network::{NetworkConfig, NetworkFactory};
+use cairn_raft::peer_service::{PeerService, UnimplementedPeerHandler};
+use cairn_raft::types::{
+    CairnNode, CommandResult, Entry, LeaderId, LogId, Raft, RaftConfig, Request, Snapshot,
+    SnapshotData, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Vote, VoteRequest,
+};
+use futures::{Stream, StreamExt};
+use openraft::entry::RaftEntry;
+use openraft::errors::RPCError;
+use openraft::network::{RPCOption, RaftNetworkV2};
+use openraft::storage::{
+    EntryResponder, IOFlushed, RaftLogReader, RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine,
+};
+use openraft::testing::log::{StoreBuilder, Suite};
+use openraft::type_config::TypeConfigExt;
+use openraft::vote::RaftLeaderId;
+use openraft::{EntryPayload, Membership, OptionalSend};
+use redb::Database;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+// --- A minimal in-memory state machine ------------------------------------
+
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct MemState {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    /// Normal (application) entries applied.
+    normal: u64,
+}
+
+#[derive(Debug, Default)]
+struct MemInner {
+    state: MemState,
+    snapshot: Option<(SnapshotMeta, Vec<u8>)>,
+}
+
+/// Applies nothing but tracks last-applied and membership; snapshots are the
+/// postcard encoding of that, followed by `pad` filler bytes (to make
+/// snapshots span several transport chunks).
+#[derive(Debug, Clone, Default)]
+struct MemSm {
+    inner: Arc<Mutex<MemInner>>,
+    pad: usize,
+}
+
+impl MemSm {
+    fn padded(pad: usize) -> Self {
+        MemSm {
+            pad,
+            ..Default::default()
+        }
+    }
+
+    fn state(&self) -> MemState {
+        self.inner.lock().unwrap().state.clone()
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for MemSm {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let mut inner = self.inner.lock().unwrap();
+        let mut data = postcard::to_allocvec(&inner.state).map_err(io::Error::other)?;
+        data.extend((0..self.pad).map(|i| i as u8));
+        let meta = SnapshotMeta {
+            last_log_id: inner.state.last_applied,
+            last_membership: inner.state.membership.clone(),
+        };
+        inner.snapshot = Some((meta.clone(), data.clone()));
+        Ok(Snapshot {
+            meta,
+            snapshot: Cursor::new(data),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for MemSm {
+    type SnapshotData = SnapshotData;
+    type SnapshotBuilder = MemSm;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let s = self.state();
+        Ok((s.last_applied, s.membership))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            {
+                let mut inner = self.inner.lock().unwrap();
+                let log_id = entry.log_id();
+                match &entry.payload {
+                    EntryPayload::Blank => {}
+                    EntryPayload::Normal(_) => inner.state.normal += 1,
+                    EntryPayload::Membership(m) => {
+                        inner.state.membership = StoredMembership::new(Some(log_id), m.clone());
+                    }
+                }
+                inner.state.last_applied = Some(log_id);
+            }
+            if let Some(r) = responder {
+                r.send(CommandResult::Empty);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> MemSm {
+        self.clone()
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotData,
+    ) -> Result<(), io::Error> {
+        let data = snapshot.into_inner();
+        let (state, rest): (MemState, _) = postcard::take_from_bytes(&data)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        if !rest.iter().enumerate().all(|(i, b)| *b == i as u8) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "snapshot filler garbled",
+            ));
+        }
+        let mut inner = self.inner.lock().unwrap();
+        inner.state = state;
+        inner.snapshot = Some((meta.clone(), data));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        let inner = self.inner.lock().unwrap();
+        Ok(inner.snapshot.as_ref().map(|(meta, data)| Snapshot {
+            meta: meta.clone(),
+            snapshot: Cursor::new(data.clone()),
+        }))
+    }
+}
+
+// --- Helpers -------------------------------------------------------------------
+
+fn open_db(dir: &TempDir) -> Arc<Database> {
+    Arc::new(Database::create(dir.path().join("cairn.redb")).expect("create redb"))
+}
+
+fn lid(term: u64, index: u64) -> LogId {
+    LogId::new(
+        <LeaderId as RaftLeaderId>::new(term, 1).to_committed(),
+        index,
+    )
+}
+
+fn put(key: &str) -> Request {
+    Request(cairn_store::Command::Put(cairn_store::PutRequest {
+        key: key.as_bytes().to_vec(),
+        value: b"v".to_vec(),
+        ..Default::default()
+    }))
+}
+
+fn entries(term: u64, range: std::ops::RangeInclusive<u64>) -> Vec<Entry> {
+    range
+        .map(|i| match i % 3 {
+            0 => Entry::new_blank(lid(term, i)),
+            1 => Entry::new_normal(lid(term, i), put(&format!("k{i}"))),
+            _ => Entry::new_membership(
+                lid(term, i),
+                Membership::new_with_defaults(vec![[1u64, 2, 3].into_iter().collect()], []),
+            ),
+        })
+        .collect()
+}
+
+/// Appends and waits for the flush callback.
+async fn append(store: &mut LogStore, ents: Vec<Entry>) -> io::Result<()> {
+    let (tx, rx) = TypeConfig::oneshot();
+    store.append(ents, IOFlushed::signal(tx)).await?;
+    rx.await.map_err(io::Error::other)?
+}
+
+// --- openraft's storage conformance suite --------------------------------------
+
+struct Builder;
+
+impl StoreBuilder<TypeConfig, LogStore, MemSm, TempDir> for Builder {
+    async fn build(&self) -> Result<(TempDir, LogStore, MemSm), StorageError> {
+        let dir =
+            tempfile::tempdir().map_err(|e| StorageError::read(TypeConfig::err_from_error(&e)))?;
+        let store = LogStore::open(open_db(&dir))
+            .map_err(|e| StorageError::read(TypeConfig::err_from_error(&e)))?;
+        Ok((dir, store, MemSm::default()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openraft_storage_suite() {
+    Suite::test_all(Builder)
+        .await
+        .expect("storage conformance suite");
+}
+
+// --- Persistence ---------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let vote = Vote::new_committed(3, 1);
+    let written = entries(3, 1..=20);
+    {
+        let mut store = LogStore::open(open_db(&dir))
+            .unwrap()
+            .with_durable_committed(true);
+        append(&mut store, written[..10].to_vec()).await.unwrap();
+        append(&mut store, written[10..].to_vec()).await.unwrap();
+        store.save_vote(&vote).await.unwrap();
+        store.save_committed(Some(lid(3, 15))).await.unwrap();
+        store.purge(lid(3, 5)).await.unwrap();
+        store.truncate_after(Some(lid(3, 18))).await.unwrap();
+        // Drop everything holding the database, then reopen the file.
+    }
+    let mut store = LogStore::open(open_db(&dir)).unwrap();
+    assert_eq!(store.read_committed().await.unwrap(), Some(lid(3, 15)));
+    let state = store.get_log_state().await.unwrap();
+    assert_eq!(state.last_purged_log_id, Some(lid(3, 5)));
+    assert_eq!(state.last_log_id, Some(lid(3, 18)));
+
+    let mut reader = store.get_log_reader().await;
+    assert_eq!(reader.read_vote().await.unwrap(), Some(vote));
+    let got = reader.try_get_log_entries(0..100).await.unwrap();
+    assert_eq!(got, written[5..18].to_vec());
+    assert_eq!(
+        reader.try_get_log_entries(7..=9).await.unwrap(),
+        written[6..9].to_vec()
+    );
+    #[allow(clippy::reversed_empty_ranges)]
+    let inverted = 9..7;
+    assert!(reader
+        .try_get_log_entries(inverted)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Purging everything keeps the last purged id as the last log id.
+    store.purge(lid(3, 18)).await.unwrap();
+    let state = store.get_log_state().await.unwrap();
+    assert_eq!(state.last_purged_log_id, Some(lid(3, 18)));
+    assert_eq!(state.last_log_id, Some(lid(3, 18)));
+    // Purge never moves backwards.
+    store.purge(lid(3, 10)).await.unwrap();
+    assert_eq!(
+        store.get_log_state().await.unwrap().last_purged_log_id,
+        Some(lid(3, 18))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limited_reads_respect_the_byte_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = LogStore::open(open_db(&dir))
+        .unwrap()
+        .with_replication_batch_bytes(1);
+    append(&mut store, entries(1, 1..=10)).await.unwrap();
+    let mut reader = store.get_log_reader().await;
+    // A budget smaller than one entry still returns one entry.
+    assert_eq!(
+        reader.limited_get_log_entries(1, 11).await.unwrap().len(),
+        1
+    );
+    assert!(reader
+        .limited_get_log_entries(5, 5)
+        .await
+        .unwrap()
+        .is_empty());
+    // try_get_log_entries is never limited.
+    assert_eq!(reader.try_get_log_entries(1..11).await.unwrap().len(), 10);
+}
+
+// --- Corruption: errors, never panics --------------------------------------------
+
+fn overwrite(db: &Database, f: impl FnOnce(&redb::WriteTransaction)) {
+    let txn = db.begin_write().unwrap();
+    f(&txn);
+    txn.commit().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_entry_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open_db(&dir);
+    let mut store = LogStore::open(db.clone()).unwrap();
+    append(&mut store, entries(1, 1..=10)).await.unwrap();
+
+    overwrite(&db, |txn| {
+        let mut log = txn.open_table(LOG_TABLE).unwrap();
+        log.insert(5u64, [0xffu8, 0xff, 0xff, 0x07, 0x01].as_slice())
+            .unwrap();
+        log.insert(10u64, [].as_slice()).unwrap();
+    });
+
+    let mut reader = store.get_log_reader().await;
+    let err = reader.try_get_log_entries(1..=10).await.unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+    assert!(err.to_string().contains("index 5"), "{err}");
+    // Entries around the corrupt one still read.
+    assert_eq!(reader.try_get_log_entries(1..5).await.unwrap().len(), 4);
+    // The last entry is corrupt: the log state cannot be computed.
+    let err = store.get_log_state().await.unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+
+    // An entry stored under the wrong index is corruption too.
+    let moved = postcard::to_allocvec(&entries(1, 3..=3)[0]).unwrap();
+    overwrite(&db, |txn| {
+        let mut log = txn.open_table(LOG_TABLE).unwrap();
+        log.insert(4u64, moved.as_slice()).unwrap();
+    });
+    let err = reader.try_get_log_entries(4..5).await.unwrap_err();
+    assert!(err.to_string().contains("key 4"), "{err}");
+
+    // A hole inside the requested range is an error.
+    overwrite(&db, |txn| {
+        let mut log = txn.open_table(LOG_TABLE).unwrap();
+        log.remove(2u64).unwrap();
+    });
+    let err = reader.try_get_log_entries(1..4).await.unwrap_err();
+    assert!(err.to_string().contains("hole"), "{err}");
+
+    // A corrupt vote fails reads of the vote, and reopening.
+    overwrite(&db, |txn| {
+        let mut meta = txn.open_table(META_TABLE).unwrap();
+        meta.insert("vote", [0xffu8].as_slice()).unwrap();
+    });
+    assert!(reader.read_vote().await.is_err());
+    drop(store);
+    assert!(LogStore::open(db.clone()).is_err());
+}
+
+// --- Transport ---------------------------------------------------------------------
+
+fn raft_config() -> Arc<RaftConfig> {
+    Arc::new(
+        RaftConfig {
+            cluster_name: "cairn-test".into(),
+            heartbeat_interval: 50,
+            election_timeout_min: 300,
+            election_timeout_max: 600,
+            install_snapshot_timeout: 2_000,
+            enable_pre_vote: Some(true),
+            snapshot_policy: openraft::SnapshotPolicy::Never,
+            max_in_snapshot_log_to_keep: 0,
+            purge_batch_size: 1,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap(),
+    )
+}
+
+struct TestNode {
+    id: u64,
+    node: CairnNode,
+    raft: Raft<MemSm>,
+    sm: MemSm,
+    stop: Option<oneshot::Sender<()>>,
+    _dir: TempDir,
+}
+
+impl TestNode {
+    async fn start(id: u64) -> TestNode {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let node = CairnNode {
+            name: format!("n{id}"),
+            peer_url: format!("http://{addr}"),
+            client_urls: vec![],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogStore::open(open_db(&dir)).unwrap();
+        // 2.5 MiB snapshots: three 1 MiB transport chunks.
+        let sm = MemSm::padded(5 << 19);
+        let network = NetworkFactory::new(id, NetworkConfig::default());
+        let raft = Raft::new(id, raft_config(), network, store, sm.clone())
+            .await
+            .unwrap();
+        let service = PeerService::new(raft.clone(), Arc::new(UnimplementedPeerHandler));
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service.into_server())
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    async {
+                        stopped.await.ok();
+                    },
+                ),
+        );
+        TestNode {
+            id,
+            node,
+            raft,
+            sm,
+            stop: Some(stop),
+            _dir: dir,
+        }
+    }
+
+    async fn stop(mut self) {
+        // Already shut down in some tests: ignore a second shutdown's result.
+        let _ = self.raft.shutdown().await;
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+const WAIT: Option<Duration> = Some(Duration::from_secs(20));
+
+/// Two voters elect a leader (Vote and PreVote over gRPC), replicate writes
+/// (AppendEntries), hand leadership over (TransferLeader), and a learner
+/// that joins after the log was purged catches up by snapshot
+/// (InstallSnapshot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_rpcs_round_trip_over_grpc() {
+    let n1 = TestNode::start(1).await;
+    let n2 = TestNode::start(2).await;
+    let members: BTreeMap<u64, CairnNode> = [(1, n1.node.clone()), (2, n2.node.clone())].into();
+    n1.raft.initialize(members).await.unwrap();
+
+    let m = n1
+        .raft
+        .wait(WAIT)
+        .metrics(|m| m.current_leader.is_some(), "a leader is elected")
+        .await
+        .unwrap();
+    let leader_id = m.current_leader.unwrap();
+    let (leader, follower) = if leader_id == 1 {
+        (&n1, &n2)
+    } else {
+        (&n2, &n1)
+    };
+    // A new leader accepts writes only once a quorum acknowledged its lease.
+    leader
+        .raft
+        .wait(WAIT)
+        .leader_with_quorum_acked(None, "leader lease")
+        .await
+        .unwrap();
+
+    // Replication.
+    let mut last = 0;
+    for i in 0..20 {
+        let resp = leader
+            .raft
+            .client_write(put(&format!("key-{i}")))
+            .await
+            .unwrap();
+        assert_eq!(resp.data, CommandResult::Empty);
+        last = resp.log_id.index;
+    }
+    for n in [&n1, &n2] {
+        n.raft
+            .wait(WAIT)
+            .applied_index_at_least(Some(last), "writes applied")
+            .await
+            .unwrap();
+        assert_eq!(n.sm.state().normal, 20, "node {}", n.id);
+    }
+
+    // Snapshot, purge, then a learner must be sent the snapshot.
+    leader.raft.trigger().snapshot().await.unwrap();
+    leader
+        .raft
+        .wait(WAIT)
+        .metrics(
+            |m| m.snapshot.as_ref().is_some_and(|s| s.index >= last),
+            "snapshot built",
+        )
+        .await
+        .unwrap();
+    leader.raft.trigger().purge_log(last).await.unwrap();
+    leader
+        .raft
+        .wait(WAIT)
+        .metrics(
+            |m| m.purged.as_ref().is_some_and(|p| p.index >= last),
+            "log purged",
+        )
+        .await
+        .unwrap();
+
+    let n3 = TestNode::start(3).await;
+    leader
+        .raft
+        .add_learner(3, n3.node.clone(), true)
+        .await
+        .unwrap();
+    n3.raft
+        .wait(WAIT)
+        .applied_index_at_least(Some(last), "learner caught up")
+        .await
+        .unwrap();
+    let installed = n3.sm.inner.lock().unwrap().snapshot.clone();
+    let (meta, data) = installed.expect("the learner installed a snapshot");
+    assert!(meta.last_log_id.as_ref().is_some_and(|l| l.index >= last));
+    assert!(
+        data.len() > 5 << 19,
+        "the whole multi-chunk snapshot arrived"
+    );
+    assert_eq!(
+        n3.sm.state().normal,
+        20,
+        "snapshot carried the state machine"
+    );
+
+    // Leadership transfer to the follower.
+    leader
+        .raft
+        .trigger()
+        .transfer_leader(follower.id)
+        .await
+        .unwrap();
+    follower
+        .raft
+        .wait(WAIT)
+        .leader_with_quorum_acked(None, "follower took over")
+        .await
+        .unwrap();
+    let resp = follower
+        .raft
+        .client_write(put("after-transfer"))
+        .await
+        .unwrap();
+    n3.raft
+        .wait(WAIT)
+        .applied_index_at_least(Some(resp.log_id.index), "new leader replicates")
+        .await
+        .unwrap();
+
+    n3.stop().await;
+    n2.stop().await;
+    n1.stop().await;
+}
+
+fn vote_req() -> VoteRequest {
+    VoteRequest::new(Vote::new(1, 9), None)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_port_is_unreachable() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+
+    let factory = NetworkFactory::new(9, NetworkConfig::default());
+    let node = CairnNode {
+        peer_url: format!("http://{addr}"),
+        ..Default::default()
+    };
+    let mut client = factory.client(1, &node);
+    let option = RPCOption::new(Duration::from_secs(2));
+    match client.vote(vote_req(), option.clone()).await {
+        Err(RPCError::Unreachable(_)) => {}
+        other => panic!("want Unreachable, got {other:?}"),
+    }
+    match client.pre_vote(vote_req(), option).await {
+        Err(RPCError::Unreachable(_)) => {}
+        other => panic!("want Unreachable, got {other:?}"),
+    }
+
+    // A URL that cannot be parsed is unreachable too.
+    let bad = CairnNode {
+        peer_url: "http://bad host:1".into(),
+        ..Default::default()
+    };
+    match factory
+        .client(2, &bad)
+        .vote(vote_req(), RPCOption::new(Duration::from_secs(1)))
+        .await
+    {
+        Err(RPCError::Unreachable(_)) => {}
+        other => panic!("want Unreachable, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_peer_times_out() {
+    // Accepts connections and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            held.push(sock);
+        }
+    });
+
+    let factory = NetworkFactory::new(9, NetworkConfig::default());
+    let node = CairnNode {
+        peer_url: addr.to_string(), // no scheme: http:// is assumed
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    match factory
+        .client(1, &node)
+        .vote(vote_req(), RPCOption::new(Duration::from_millis(400)))
+        .await
+    {
+        Err(RPCError::Timeout(t)) => {
+            assert_eq!((t.id, t.target), (9, 1));
+        }
+        other => panic!("want Timeout, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    hold.abort();
+}
+
+async fn grpc_client(addr: SocketAddr) -> RaftPeerClient<tonic::transport::Channel> {
+    RaftPeerClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
+}
+
+/// Malformed requests are refused with INVALID_ARGUMENT; the node keeps
+/// serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_are_invalid_argument() {
+    let n = TestNode::start(1).await;
+    let addr: SocketAddr = n
+        .node
+        .peer_url
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let mut c = grpc_client(addr).await;
+
+    let garbage = || Payload {
+        data: vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+    };
+    for status in [
+        c.append_entries(garbage()).await.unwrap_err(),
+        c.vote(garbage()).await.unwrap_err(),
+        c.pre_vote(garbage()).await.unwrap_err(),
+        c.transfer_leader(garbage()).await.unwrap_err(),
+    ] {
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    }
+
+    let vote = postcard::to_allocvec(&Vote::new(1, 2)).unwrap();
+    let meta = postcard::to_allocvec(&SnapshotMeta::default()).unwrap();
+    let chunk = |vote: &[u8], meta: &[u8], done| SnapshotChunk {
+        vote: vote.to_vec(),
+        meta: meta.to_vec(),
+        data: vec![1, 2, 3],
+        done,
+    };
+    let malformed: Vec<Vec<SnapshotChunk>> = vec![
+        vec![],
+        vec![chunk(&[], &meta, true)],
+        vec![chunk(&vote, &[], true)],
+        vec![chunk(&vote, &meta, false)],
+        vec![chunk(&vote, &meta, false), chunk(&vote, &meta, true)],
+        vec![chunk(&vote, &meta, true), chunk(&[], &[], true)],
+        vec![chunk(&[0xff], &meta, true)],
+        vec![chunk(&vote, &[0xff, 0xff], true)],
+    ];
+    for stream in malformed {
+        let status = c
+            .install_snapshot(tokio_stream::iter(stream))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    }
+
+    // Forward/ReadIndex reach the PeerHandler.
+    let status = c.forward(Payload { data: vec![1] }).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented);
+    let status = c.read_index(Payload { data: vec![1] }).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented);
+
+    // A well-formed vote still works: the node is alive.
+    let mut client = NetworkFactory::new(9, NetworkConfig::default()).client(1, &n.node);
+    client
+        .vote(vote_req(), RPCOption::new(Duration::from_secs(2)))
+        .await
+        .unwrap();
+    n.stop().await;
+}
+
+/// A stopped Raft answers with `Fatal`, which the client maps to Unreachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_raft_is_unreachable() {
+    let n = TestNode::start(1).await;
+    n.raft.shutdown().await.unwrap();
+    let mut client = NetworkFactory::new(9, NetworkConfig::default()).client(1, &n.node);
+    match client
+        .vote(vote_req(), RPCOption::new(Duration::from_secs(2)))
+        .await
+    {
+        Err(RPCError::Unreachable(e)) => assert!(e.to_string().contains("stopped"), "{e}"),
+        other => panic!("want Unreachable, got {other:?}"),
+    }
+    n.stop().await;
+}
