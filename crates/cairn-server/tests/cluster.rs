@@ -170,3 +170,55 @@ async fn learner_is_added_promoted_and_removed() {
     put(c.node(leader), "after-remove", "1").await;
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lease_ttl_keeps_counting_across_a_leader_change() {
+    use cairn_store::{Command, CommandResult, PutRequest};
+    let mut c = Cluster::start(3, |_| {}).await;
+    let leader = c.wait_leader(ELECTION).await;
+    let survivor = (leader + 1) % 3;
+    let now_ms = c.node(leader).clock.now_ms();
+    let granted_at = tokio::time::Instant::now();
+    let r = c
+        .node(leader)
+        .write(Command::LeaseGrant {
+            id: 42,
+            ttl_secs: 6,
+            now_ms,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(r, CommandResult::LeaseGrant(_)), "{r:?}");
+    let put = PutRequest {
+        key: b"owned".to_vec(),
+        value: b"v".to_vec(),
+        lease: 42,
+        ..Default::default()
+    };
+    c.node(leader).write(Command::Put(put)).await.unwrap();
+
+    // The leader dies 2 s into the lease's 6 s.
+    tokio::time::sleep_until(granted_at + Duration::from_secs(2)).await;
+    c.stop_member(leader).await;
+    c.wait_leader(ELECTION).await;
+    let failover_done = granted_at.elapsed();
+    wait_until("leased key expires", Duration::from_secs(15), || {
+        let gone = support::local_count(c.node(survivor), "owned") == 0;
+        async move { gone }
+    })
+    .await;
+    let lived = granted_at.elapsed();
+    eprintln!("new leader after {failover_done:?}; key lived {lived:?}");
+    assert!(
+        lived >= Duration::from_millis(5500),
+        "expired early: {lived:?}"
+    );
+    // Restarting the TTL at failover (etcd's way) would give at least
+    // failover + 6 s; Cairn's lease must end well before that.
+    let restarted = failover_done + Duration::from_secs(6);
+    assert!(
+        lived + Duration::from_millis(1000) <= restarted,
+        "TTL restarted: lived {lived:?}, failover at {failover_done:?}"
+    );
+    c.shutdown().await;
+}

@@ -211,7 +211,8 @@ pub(super) async fn publish_attributes(node: Weak<Node>) {
                 client_urls: want_urls,
             };
             if n.membership_request(req).await.is_ok() {
-                continue;
+                // Give our view of the membership a moment to catch up.
+                pause = Duration::from_millis(100);
             }
         }
         drop(n);

@@ -202,8 +202,12 @@ impl Router {
                         "unexpected read index answer {other:?}"
                     )))
                 }
-                // We became leader meanwhile: loop and serve locally.
-                Err(ServerError::NotLeader { .. }) => continue,
+                // We are becoming leader: pause, then serve locally.
+                Err(ServerError::NotLeader { .. }) if Instant::now() + RETRY_PAUSE < deadline => {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    continue;
+                }
+                Err(ServerError::NotLeader { .. }) => return Err(ServerError::Timeout),
                 Err(e) => return Err(e),
             };
             let wait = deadline.saturating_duration_since(Instant::now());
@@ -262,8 +266,8 @@ impl BatchSink for Router {
                         )));
                         pending.len()
                     ],
-                    // Leadership came to us while forwarding: propose locally.
-                    Err(ServerError::NotLeader { .. }) => continue,
+                    // Leadership is coming to us: propose locally next round.
+                    Err(ServerError::NotLeader { .. }) => Vec::new(),
                     Err(e) => vec![Err(e); pending.len()],
                 };
                 for (i, r) in pending.iter().zip(answers) {
