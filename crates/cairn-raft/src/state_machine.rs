@@ -40,6 +40,10 @@ pub trait ApplyObserver: Send + Sync + 'static {
     /// `events` are in revision order; `revision` is the store's revision
     /// after the batch.
     fn applied(&self, events: Vec<Event>, revision: i64);
+
+    /// The state was replaced by a snapshot at `revision`: events between
+    /// what observers saw and `revision` were never applied here one by one.
+    fn snapshot_installed(&self, revision: i64);
 }
 
 /// An observer that ignores everything (tests, tools).
@@ -47,6 +51,7 @@ pub struct NoObserver;
 
 impl ApplyObserver for NoObserver {
     fn applied(&self, _events: Vec<Event>, _revision: i64) {}
+    fn snapshot_installed(&self, _revision: i64) {}
 }
 
 pub struct StateMachineStore {
@@ -442,10 +447,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         tokio::task::spawn_blocking(move || whole.write(&this_db))
             .await
             .map_err(|e| io_err("install persist task", e))??;
-        // Watchers cannot be fed a gap: tell them the new revision with no
-        // events; the watch hub resynchronises lagging watchers from history
-        // or cancels them as compacted.
-        self.observer.applied(Vec::new(), revision);
+        // Watchers cannot be fed a gap: observers resynchronise from the
+        // new state's history (or cancel watchers as compacted).
+        self.observer.snapshot_installed(revision);
         Ok(())
     }
 
@@ -461,5 +465,117 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             })),
             _ => Ok(None),
         }
+    }
+}
+
+impl StateMachineStore {
+    /// Write `store` into `db` as the whole persisted state of a state
+    /// machine that has applied nothing: its records, leases and scalars,
+    /// with no applied log id and an empty membership. A node opening `db`
+    /// is therefore a fresh member (it bootstraps or joins as on an empty
+    /// data dir) whose keyspace is `store`. This is how a snapshot is
+    /// restored. Refuses a database that already holds state machine data.
+    /// The write is durable.
+    pub fn write_restored(db: &Database, store: &Store) -> io::Result<()> {
+        use redb::ReadableTableMetadata as _;
+        let snap = store.snapshot();
+        let mut records = Vec::with_capacity(snap.records.len());
+        for (key, record) in &snap.records {
+            records.push((
+                (record.rev.main, record.rev.sub),
+                encode("record", &(key, record))?,
+            ));
+        }
+        let mut leases = Vec::with_capacity(snap.leases.len());
+        for lease in &snap.leases {
+            leases.push((lease.id, Some(encode("lease", lease)?)));
+        }
+        let rows = ChangedRows {
+            removed: Vec::new(),
+            records,
+            leases,
+            store_meta: encode("store meta", &snap.meta)?,
+            applied: encode("applied", &None::<LogId>)?,
+            membership: encode("membership", &StoredMembership::default())?,
+        };
+        let txn = db.begin_write().map_err(|e| io_err("begin", e))?;
+        {
+            let records = txn
+                .open_table(RECORDS)
+                .map_err(|e| io_err("open records", e))?;
+            let leases = txn
+                .open_table(LEASES)
+                .map_err(|e| io_err("open leases", e))?;
+            let meta = txn.open_table(META).map_err(|e| io_err("open meta", e))?;
+            let used = !records.is_empty().map_err(|e| io_err("scan records", e))?
+                || !leases.is_empty().map_err(|e| io_err("scan leases", e))?
+                || !meta.is_empty().map_err(|e| io_err("scan meta", e))?;
+            if used {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "the database already holds state machine data",
+                ));
+            }
+        }
+        rows.write_in(&txn)?;
+        txn.commit().map_err(|e| io_err("commit", e))
+    }
+}
+
+#[cfg(test)]
+mod restored_tests {
+    use super::*;
+    use cairn_store::{Command, PutRequest};
+
+    fn sample_store() -> Store {
+        let mut store = Store::new();
+        let lease = match store
+            .apply(&Command::LeaseGrant {
+                id: 0,
+                ttl_secs: 30,
+                now_ms: 1_000,
+            })
+            .result
+        {
+            CommandResult::LeaseGrant(g) => g.id,
+            other => panic!("lease grant: {other:?}"),
+        };
+        for (key, lease) in [("a", 0), ("b", lease), ("a", 0)] {
+            store.apply(&Command::Put(PutRequest {
+                key: key.into(),
+                value: format!("{key}-value").into_bytes(),
+                lease,
+                ..Default::default()
+            }));
+        }
+        store
+    }
+
+    #[tokio::test]
+    async fn restored_state_opens_as_a_fresh_state_machine_with_the_same_keyspace() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::create(dir.path().join("db")).unwrap());
+        let store = sample_store();
+        StateMachineStore::write_restored(&db, &store).unwrap();
+
+        let mut sm = StateMachineStore::open(db.clone()).unwrap();
+        let opened = sm.shared_store().read().unwrap().snapshot();
+        assert_eq!(opened, store.snapshot());
+        assert_eq!(opened.meta.revision, 3);
+        assert_eq!(opened.leases.len(), 1);
+        let (applied, membership) = sm.applied_state().await.unwrap();
+        assert_eq!(applied, None, "nothing applied: the node bootstraps");
+        assert_eq!(membership, StoredMembership::default());
+        assert!(sm.get_current_snapshot().await.unwrap().is_none());
+    }
+
+    #[test]
+    fn restoring_over_existing_state_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("db")).unwrap();
+        let store = sample_store();
+        StateMachineStore::write_restored(&db, &store).unwrap();
+        let err = StateMachineStore::write_restored(&db, &store).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
     }
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod node;
 pub mod proposer;
+pub mod restore;
 pub mod watch_hub;
 
 pub use config::ServerConfig;

@@ -16,6 +16,9 @@ use crate::node::peer_handler::NodePeerHandler;
 use crate::node::{Node, StartError};
 use crate::services;
 
+/// How long shutdown waits for open client streams to finish.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// A member that is running; dropping it does not stop it, `shutdown` does.
 pub struct RunningServer {
     pub node: Arc<Node>,
@@ -111,8 +114,12 @@ impl RunningServer {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         self.node.shutdown().await;
-        for t in self.tasks {
-            let _ = t.await;
+        // Servers close once open streams end; long-lived streams (watch,
+        // observe, snapshot) are told to stop, but do not wait forever.
+        for mut t in self.tasks {
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut t).await.is_err() {
+                t.abort();
+            }
         }
     }
 

@@ -185,6 +185,18 @@ impl WatchHub {
         }
     }
 
+    /// The store was replaced by a snapshot: no watcher may assume it saw
+    /// everything. All fall back to catching up from the new store's
+    /// history (or are cancelled as compacted if it no longer has it).
+    pub fn resync_all(&self, _revision: i64) {
+        let mut state = self.state();
+        for w in state.watchers.values_mut() {
+            w.synced = false;
+        }
+        drop(state);
+        self.wake.notify_one();
+    }
+
     /// Replay history to unsynced watchers until they are synced. Runs for
     /// the node's lifetime; wakes on demand and every `poll` otherwise
     /// (a full channel frees up without telling us).

@@ -1,1 +1,95 @@
-fn main() {}
+//! `cairn`: run a member (`cairn serve`) or talk to a cluster, etcdctl
+//! style (`cairn get`, `cairn put`, `cairn member list`, ...).
+
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use cmd::GlobalArgs;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cairn",
+    version,
+    about = "Cairn: a replicated registry speaking the etcd v3 API"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a member of a Cairn cluster.
+    Serve(Box<cmd::serve::ServeArgs>),
+    /// Read a key or a range of keys.
+    Get(cmd::get::GetArgs),
+    /// Write a key.
+    Put(cmd::put::PutArgs),
+    /// Delete a key or a range of keys.
+    Del(cmd::del::DelArgs),
+    /// Print the changes to a key or range until interrupted.
+    Watch(cmd::watch::WatchArgs),
+    /// Discard the key-value history before a revision.
+    Compact(cmd::compact::CompactArgs),
+    /// Lease commands (IDs in hex).
+    #[command(subcommand)]
+    Lease(cmd::lease::LeaseCommand),
+    /// Cluster membership commands (IDs in hex).
+    #[command(subcommand)]
+    Member(cmd::member::MemberCommand),
+    /// Status of every endpoint.
+    Status(cmd::status::StatusArgs),
+    /// Alarm commands.
+    #[command(subcommand)]
+    Alarm(cmd::alarm::AlarmCommand),
+    /// Hand leadership to another voting member.
+    MoveLeader(cmd::move_leader::MoveLeaderArgs),
+    /// Save or restore a backup.
+    #[command(subcommand)]
+    Snapshot(cmd::snapshot::SnapshotCommand),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let g = &cli.global;
+    let result = match cli.command {
+        Command::Serve(args) => cmd::serve::run(*args).await,
+        Command::Get(args) => cmd::get::run(g, args).await,
+        Command::Put(args) => cmd::put::run(g, args).await,
+        Command::Del(args) => cmd::del::run(g, args).await,
+        Command::Watch(args) => cmd::watch::run(g, args).await,
+        Command::Compact(args) => cmd::compact::run(g, args).await,
+        Command::Lease(c) => cmd::lease::run(g, c).await,
+        Command::Member(c) => cmd::member::run(g, c).await,
+        Command::Status(args) => cmd::status::run(g, args).await,
+        Command::Alarm(c) => cmd::alarm::run(g, c).await,
+        Command::MoveLeader(args) => cmd::move_leader::run(g, args).await,
+        Command::Snapshot(c) => cmd::snapshot::run(g, c).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the error and its causes.
+            eprintln!("Error: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}

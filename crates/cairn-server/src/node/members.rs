@@ -7,6 +7,7 @@ use std::sync::Weak;
 use std::time::Duration;
 
 use cairn_raft::types::CairnNode;
+use cairn_raft::types::{ChangeMembershipError, ClientWriteError};
 use openraft::ChangeMembers;
 
 use super::forward::{ForwardRequest, ForwardResponse};
@@ -79,12 +80,7 @@ impl Node {
                 .cloned()
                 .ok_or(ServerError::MemberNotFound)
         };
-        let change = |c: ChangeMembers<u64, CairnNode>| async move {
-            self.raft
-                .change_membership(c, false)
-                .await
-                .map_err(|e| ServerError::Internal(e.to_string()))
-        };
+        let change = |c: ChangeMembers<u64, CairnNode>| self.change_membership(c);
         match req {
             ForwardRequest::AddMember {
                 peer_url,
@@ -93,16 +89,16 @@ impl Node {
                 if members.iter().any(|m| m.peer_urls.contains(&peer_url)) {
                     return Err(ServerError::PeerUrlExists);
                 }
+                if !is_learner {
+                    self.check_quorum_after_adding_voter(&members)?;
+                }
                 let id = identity::member_id(&peer_url, &self.config.initial_cluster_token);
                 let node = CairnNode {
                     name: String::new(),
                     peer_url,
                     client_urls: Vec::new(),
                 };
-                self.raft
-                    .add_learner(id, node, false)
-                    .await
-                    .map_err(|e| ServerError::Internal(e.to_string()))?;
+                change(ChangeMembers::AddNodes(BTreeMap::from([(id, node)]))).await?;
                 if !is_learner {
                     change(ChangeMembers::AddVoterIds(BTreeSet::from([id]))).await?;
                 }
@@ -188,6 +184,60 @@ impl Node {
             other => Err(ServerError::InvalidArgument(format!(
                 "not a membership request: {other:?}"
             ))),
+        }
+    }
+}
+
+impl Node {
+    /// etcd's strict reconfiguration check: a new voter that has not started
+    /// yet must not leave the cluster without a quorum of started voters.
+    /// A voter counts as started when the leader is replicating to it.
+    fn check_quorum_after_adding_voter(&self, members: &[Member]) -> Result<(), ServerError> {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let replication = metrics.replication.unwrap_or_default();
+        let voters: Vec<u64> = members
+            .iter()
+            .filter(|m| !m.is_learner)
+            .map(|m| m.id)
+            .collect();
+        let started = voters
+            .iter()
+            .filter(|id| {
+                **id == self.member_id() || replication.get(*id).is_some_and(|m| m.is_some())
+            })
+            .count();
+        let voters_after = voters.len() + 1;
+        let quorum_after = voters_after / 2 + 1;
+        if started < quorum_after {
+            return Err(ServerError::NotEnoughStartedMembers);
+        }
+        Ok(())
+    }
+
+    /// Apply one membership change on the leader, waiting (bounded) while
+    /// another change is still in progress: members publishing their
+    /// attributes at start-up race with `member add`.
+    async fn change_membership(
+        &self,
+        change: ChangeMembers<u64, CairnNode>,
+    ) -> Result<(), ServerError> {
+        let deadline = tokio::time::Instant::now() + self.router.request_timeout;
+        loop {
+            match self.raft.change_membership(change.clone(), false).await {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    let in_progress = matches!(
+                        e.api_error(),
+                        Some(ClientWriteError::ChangeMembershipError(
+                            ChangeMembershipError::InProgress(_)
+                        ))
+                    );
+                    if !in_progress || tokio::time::Instant::now() >= deadline {
+                        return Err(ServerError::Internal(e.to_string()));
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
         }
     }
 }

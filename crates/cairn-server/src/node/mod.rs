@@ -58,6 +58,12 @@ impl ApplyObserver for Observer {
         self.clock.observe(now);
         self.hub.applied(&events, revision);
     }
+
+    fn snapshot_installed(&self, revision: i64) {
+        let now = self.store.read().map(|s| s.now_ms()).unwrap_or(0);
+        self.clock.observe(now);
+        self.hub.resync_all(revision);
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,10 +93,7 @@ impl Node {
             reason: e.to_string(),
         })?;
         let db_path = data_dir.join("cairn.redb");
-        let db = Database::create(&db_path).map_err(|e| StartError::DataDir {
-            path: db_path.clone(),
-            reason: e.to_string(),
-        })?;
+        let db = open_database(&db_path).await?;
         let db = Arc::new(db);
 
         let (identity, fresh) = match identity::load(&db).map_err(StartError::Storage)? {
@@ -263,6 +266,29 @@ impl Node {
 
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
+    }
+}
+
+/// Open the data file. A member restarted in the same process right after
+/// a shutdown may find the file still held by threads that are finishing;
+/// wait for them (bounded) rather than fail.
+async fn open_database(path: &std::path::Path) -> Result<Database, StartError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match Database::create(path) {
+            Ok(db) => return Ok(db),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen)
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            Err(e) => {
+                return Err(StartError::DataDir {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                })
+            }
+        }
     }
 }
 

@@ -1,0 +1,138 @@
+//! HTTP/2 connections to the endpoints, and finding the Raft leader.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use cairn_proto::etcdserverpb::StatusRequest;
+use tonic::transport::{Channel, Endpoint};
+
+/// `127.0.0.1:2379` -> `http://127.0.0.1:2379`; URLs pass unchanged.
+pub fn normalize_endpoint(ep: &str) -> String {
+    let ep = ep.trim().trim_end_matches('/');
+    if ep.contains("://") {
+        ep.to_string()
+    } else {
+        format!("http://{ep}")
+    }
+}
+
+/// The port of an endpoint URL, if it names one.
+pub fn endpoint_port(ep: &str) -> Option<u16> {
+    let rest = ep.split_once("://").map_or(ep, |(_, r)| r);
+    let authority = rest.split('/').next()?;
+    authority.rsplit_once(':')?.1.parse().ok()
+}
+
+/// Open one HTTP/2 connection (a tonic `Channel` over one endpoint is one
+/// connection).
+pub async fn connect(url: &str, timeout: Duration) -> anyhow::Result<Channel> {
+    let endpoint = Endpoint::from_shared(url.to_string())
+        .with_context(|| format!("bad endpoint {url}"))?
+        .connect_timeout(timeout)
+        .tcp_nodelay(true);
+    tokio::time::timeout(timeout, endpoint.connect())
+        .await
+        .with_context(|| format!("connecting to {url}: timed out"))?
+        .with_context(|| format!("connecting to {url}"))
+}
+
+/// `n` connections spread round-robin over `endpoints`; clients are spread
+/// round-robin over the connections with [`Pool::get`].
+#[derive(Debug, Clone)]
+pub struct Pool {
+    channels: Vec<Channel>,
+}
+
+impl Pool {
+    pub async fn open(endpoints: &[String], n: usize, timeout: Duration) -> anyhow::Result<Pool> {
+        if endpoints.is_empty() {
+            bail!("no endpoints");
+        }
+        let mut channels = Vec::with_capacity(n.max(1));
+        for i in 0..n.max(1) {
+            channels.push(connect(&endpoints[i % endpoints.len()], timeout).await?);
+        }
+        Ok(Pool { channels })
+    }
+
+    pub fn len(&self) -> usize {
+        self.channels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.channels.is_empty()
+    }
+
+    /// The connection of client `i`.
+    pub fn get(&self, i: usize) -> Channel {
+        self.channels[i % self.channels.len()].clone()
+    }
+}
+
+/// The leader as the cluster reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leader {
+    pub endpoint: String,
+    pub member_id: u64,
+}
+
+/// Ask every endpoint for Maintenance.Status until one of them is the
+/// leader (its own member ID equals the leader ID it reports). Retries
+/// until `within` has passed, e.g. during an election.
+pub async fn find_leader(endpoints: &[String], within: Duration) -> anyhow::Result<Leader> {
+    let deadline = Instant::now() + within;
+    let per_call = Duration::from_secs(2).min(within);
+    let mut last_err = String::from("no endpoint answered");
+    loop {
+        for ep in endpoints {
+            let status = async {
+                let ch = connect(ep, per_call).await?;
+                let mut m = MaintenanceClient::new(ch);
+                let r = tokio::time::timeout(per_call, m.status(StatusRequest {}))
+                    .await
+                    .context("status timed out")??;
+                anyhow::Ok(r.into_inner())
+            }
+            .await;
+            match status {
+                Ok(s) => {
+                    let me = s.header.as_ref().map_or(0, |h| h.member_id);
+                    if s.leader != 0 && s.leader == me {
+                        return Ok(Leader {
+                            endpoint: ep.clone(),
+                            member_id: me,
+                        });
+                    }
+                    last_err = if s.leader == 0 {
+                        format!("{ep}: no leader yet")
+                    } else {
+                        format!("{ep}: leader is {:x}, not among the endpoints", s.leader)
+                    };
+                }
+                Err(e) => last_err = format!("{ep}: {e:#}"),
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!("no leader found among the endpoints within {within:?}: {last_err}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_get_a_scheme_and_ports_are_read() {
+        assert_eq!(
+            normalize_endpoint("127.0.0.1:2379"),
+            "http://127.0.0.1:2379"
+        );
+        assert_eq!(normalize_endpoint("http://a:1/"), "http://a:1");
+        assert_eq!(endpoint_port("http://127.0.0.1:2379"), Some(2379));
+        assert_eq!(endpoint_port("127.0.0.1:23791/x"), Some(23791));
+        assert_eq!(endpoint_port("http://host"), None);
+    }
+}

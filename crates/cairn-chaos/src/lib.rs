@@ -1,0 +1,42 @@
+//! Fault injection and history checking for Cairn.
+//!
+//! The first piece is a linearizability checker for recorded client
+//! histories:
+//!
+//! * [`history`]: the recorded [`Operation`]s, a JSON-serializable
+//!   [`History`], and a thread-safe [`Recorder`] for concurrent clients;
+//! * [`model`]: sequential specifications ([`Model`]), with the per-key
+//!   [`Register`] used for the key/value API;
+//! * [`checker`]: the Wing & Gong / Lowe search with Porcupine-style
+//!   memoisation, per-key partitioning, indeterminate operations, a
+//!   step/time [`Budget`] and sound minimisation of failing histories.
+//!
+//! ```
+//! use cairn_chaos::{check_history, Call, CheckOptions, History, Operation, Ret};
+//! let h = History::new(vec![
+//!     Operation::completed(1, "k", Call::Put { value: "a".into() }, 0, 10, Ret::Ok),
+//!     // A read that starts after the put finished must see it.
+//!     Operation::completed(2, "k", Call::Get, 20, 30, Ret::Value(None)),
+//! ]);
+//! let result = check_history(&h, &CheckOptions::default()).unwrap();
+//! assert!(result.is_illegal());
+//! println!("{result}");
+//! ```
+
+// Lets unit tests share helpers with the integration tests.
+#[cfg(test)]
+extern crate self as cairn_chaos;
+
+pub mod checker;
+pub mod history;
+mod minimize;
+pub mod model;
+
+pub use checker::{
+    check_entries, check_history, check_register, Budget, CheckOptions, CheckResult, Entry,
+    Verdict, Violation,
+};
+pub use history::{
+    Call, History, HistoryError, Operation, PendingOp, Recorder, Ret, Value, SETUP_CLIENT,
+};
+pub use model::{Model, Register};

@@ -1,0 +1,627 @@
+//! The etcd Watch service: one bidirectional stream carries many watchers.
+//!
+//! Each stream runs one session task. It owns a bounded channel that the
+//! node's watch hub feeds for every watcher of the stream, and turns what
+//! arrives there into `WatchResponse`s on the outgoing stream, in order.
+//! The hub never blocks on a session: when the channel is full the watcher
+//! falls behind and the hub replays it from history once there is room.
+//! So a client that reads slowly slows only its own stream.
+//!
+//! The hub knows a watcher by a token private to the session (never reused
+//! within it), not by the client's watch ID, so a message still queued for
+//! a cancelled watcher is dropped even if the client reuses its ID.
+//!
+//! Progress notifications promise that every event up to their revision
+//! has been sent. The session checks that its watchers are synced after
+//! the node has finished applying (and handing to the hub) the revision it
+//! reports, forwards what is already queued up to that revision, and only
+//! then sends the notification; see [`Session::try_progress`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_proto::etcdserverpb as pb;
+use cairn_proto::etcdserverpb::watch_create_request::FilterType;
+use cairn_proto::etcdserverpb::watch_request::RequestUnion;
+use cairn_proto::etcdserverpb::watch_server::Watch;
+use cairn_proto::mvccpb;
+use cairn_store::{KeyRange, StoreError};
+use futures::StreamExt;
+use openraft::async_runtime::WatchReceiver;
+use prost::Message;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::convert::event_to_wire;
+use super::until_stopped;
+use crate::error::ServerError;
+use crate::node::Node;
+use crate::services::common::{header, Limits};
+use crate::watch_hub::{WatchMessage, WatchSpec, WatcherKey};
+
+/// Hub messages queued per stream (for all its watchers together).
+const HUB_QUEUE: usize = 128;
+/// Responses queued per stream towards the client.
+const OUT_QUEUE: usize = 16;
+/// How often watchers that asked for `progress_notify` and saw no events
+/// meanwhile get an empty response with the current revision (etcd's
+/// default interval).
+pub const PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(10 * 60);
+/// How often a deferred progress notification is retried.
+const PROGRESS_RETRY: Duration = Duration::from_millis(20);
+/// Watch ID of a response about the whole stream (etcd's `InvalidWatchID`).
+const STREAM_WATCH_ID: i64 = -1;
+/// A create request's `watch_id` asking the server to choose one.
+const AUTO_WATCH_ID: i64 = 0;
+const DUPLICATE_ID_REASON: &str = "mvcc: duplicate watch ID provided on the WatchStream";
+
+pub struct WatchService {
+    node: Arc<Node>,
+    limits: Limits,
+    /// True once the node stopped; ends every session.
+    stopped: watch::Receiver<bool>,
+}
+
+impl WatchService {
+    pub fn new(node: Arc<Node>, limits: Limits, stopped: watch::Receiver<bool>) -> Self {
+        WatchService {
+            node,
+            limits,
+            stopped,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Watch for WatchService {
+    type WatchStream = ReceiverStream<Result<pb::WatchResponse, Status>>;
+
+    async fn watch(
+        &self,
+        request: Request<Streaming<pb::WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let incoming = request.into_inner();
+        let (out, rx) = mpsc::channel(OUT_QUEUE);
+        let (hub_tx, hub_rx) = mpsc::channel(HUB_QUEUE);
+        let session = Session {
+            node: self.node.clone(),
+            max_response_bytes: self.limits.max_request_bytes,
+            out,
+            stopped: self.stopped.clone(),
+            hub_tx,
+            watchers: BTreeMap::new(),
+            by_id: BTreeMap::new(),
+            next_token: 0,
+            next_auto_id: 0,
+            progress_requested: false,
+            periodic_due: false,
+            point: None,
+        };
+        tokio::spawn(session.run(incoming, hub_rx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+struct Watcher {
+    /// The ID the client knows.
+    watch_id: i64,
+    key: WatcherKey,
+    progress_notify: bool,
+    fragment: bool,
+    /// Events were sent since the last periodic progress notification.
+    active: bool,
+}
+
+/// A revision a progress notification may report once the node has
+/// applied the Raft log up to `index`: by then the hub has been handed
+/// every event up to `revision`.
+struct ProgressPoint {
+    revision: i64,
+    index: Option<u64>,
+}
+
+impl ProgressPoint {
+    fn now(node: &Node) -> Self {
+        // Read the revision first: the entries that produced it are
+        // committed, so the commit index read afterwards covers them.
+        let revision = node.store().revision();
+        let index = node
+            .raft
+            .metrics()
+            .borrow_watched()
+            .local_committed
+            .as_ref()
+            .map(|l| l.index());
+        ProgressPoint { revision, index }
+    }
+
+    /// The state machine's apply (which hands events to the hub before it
+    /// returns) has passed `index`.
+    fn reached(&self, node: &Node) -> bool {
+        let applied = node
+            .raft
+            .metrics()
+            .borrow_watched()
+            .last_applied
+            .as_ref()
+            .map(|l| l.index());
+        applied >= self.index
+    }
+}
+
+/// The client went away; the session ends.
+struct Closed;
+
+struct Session {
+    node: Arc<Node>,
+    max_response_bytes: usize,
+    out: mpsc::Sender<Result<pb::WatchResponse, Status>>,
+    /// True once the node stopped.
+    stopped: watch::Receiver<bool>,
+    /// Handed to the hub for every watcher of this stream.
+    hub_tx: mpsc::Sender<WatchMessage>,
+    /// By the token the hub knows.
+    watchers: BTreeMap<i64, Watcher>,
+    /// Client watch ID → token.
+    by_id: BTreeMap<i64, i64>,
+    next_token: i64,
+    next_auto_id: i64,
+    /// The client asked for a progress notification not yet sent.
+    progress_requested: bool,
+    /// The periodic progress notification is due.
+    periodic_due: bool,
+    point: Option<ProgressPoint>,
+}
+
+impl Session {
+    async fn run(
+        mut self,
+        mut incoming: Streaming<pb::WatchRequest>,
+        mut hub_rx: mpsc::Receiver<WatchMessage>,
+    ) {
+        let _ = self.serve(&mut incoming, &mut hub_rx).await;
+        for w in self.watchers.values() {
+            self.node.hub.cancel(w.key);
+        }
+    }
+
+    async fn serve(
+        &mut self,
+        incoming: &mut Streaming<pb::WatchRequest>,
+        hub_rx: &mut mpsc::Receiver<WatchMessage>,
+    ) -> Result<(), Closed> {
+        let out = self.out.clone();
+        let mut stopped = self.stopped.clone();
+        let mut reading = true;
+        let first = tokio::time::Instant::now() + PROGRESS_NOTIFY_INTERVAL;
+        let mut ticker = tokio::time::interval_at(first, PROGRESS_NOTIFY_INTERVAL);
+        loop {
+            let progress_pending = self.progress_requested || self.periodic_due;
+            tokio::select! {
+                _ = out.closed() => return Err(Closed),
+                _ = until_stopped(&mut stopped) => {
+                    // Never wait for a client that does not read.
+                    let _ = self.out.try_send(Err(ServerError::Stopped.into()));
+                    return Err(Closed);
+                }
+                next = incoming.next(), if reading => match next {
+                    Some(Ok(req)) => self.handle(req, hub_rx).await?,
+                    // The client closed its sending side; keep delivering
+                    // events until it goes away, as etcd does.
+                    None => reading = false,
+                    Some(Err(status)) => {
+                        let _ = self.out.try_send(Err(status));
+                        return Err(Closed);
+                    }
+                },
+                Some(msg) = hub_rx.recv() => self.forward(msg).await?,
+                _ = ticker.tick() => {
+                    self.periodic_due = self.watchers.values().any(|w| w.progress_notify);
+                    self.try_progress(hub_rx).await?;
+                }
+                _ = tokio::time::sleep(PROGRESS_RETRY), if progress_pending => {
+                    self.try_progress(hub_rx).await?;
+                }
+            }
+        }
+    }
+
+    /// Queue a response for the client; waits while the client does not
+    /// read, unless the node stops meanwhile.
+    async fn send(&mut self, resp: pb::WatchResponse) -> Result<(), Closed> {
+        tokio::select! {
+            sent = self.out.send(Ok(resp)) => sent.map_err(|_| Closed),
+            _ = until_stopped(&mut self.stopped) => Err(Closed),
+        }
+    }
+
+    fn response(&self, watch_id: i64, revision: Option<i64>) -> pb::WatchResponse {
+        pb::WatchResponse {
+            header: Some(header(&self.node, revision)),
+            watch_id,
+            ..Default::default()
+        }
+    }
+
+    async fn handle(
+        &mut self,
+        req: pb::WatchRequest,
+        hub_rx: &mut mpsc::Receiver<WatchMessage>,
+    ) -> Result<(), Closed> {
+        match req.request_union {
+            Some(RequestUnion::CreateRequest(c)) => self.create(c).await,
+            Some(RequestUnion::CancelRequest(c)) => self.cancel(c.watch_id).await,
+            Some(RequestUnion::ProgressRequest(_)) => {
+                self.progress_requested = true;
+                self.try_progress(hub_rx).await
+            }
+            None => Ok(()),
+        }
+    }
+
+    async fn create(&mut self, c: pb::WatchCreateRequest) -> Result<(), Closed> {
+        let watch_id = if c.watch_id == AUTO_WATCH_ID {
+            while self.by_id.contains_key(&self.next_auto_id) {
+                self.next_auto_id += 1;
+            }
+            self.next_auto_id += 1;
+            self.next_auto_id - 1
+        } else {
+            c.watch_id
+        };
+        if self.by_id.contains_key(&watch_id) {
+            let mut resp = self.response(watch_id, None);
+            resp.created = true;
+            resp.canceled = true;
+            resp.cancel_reason = DUPLICATE_ID_REASON.into();
+            return self.send(resp).await;
+        }
+        // An empty key means the smallest key, as in etcd.
+        let start = if c.key.is_empty() { vec![0] } else { c.key };
+        let spec = WatchSpec {
+            range: KeyRange {
+                start,
+                end: c.range_end,
+            },
+            start_revision: c.start_revision,
+            prev_kv: c.prev_kv,
+            no_put: c.filters.contains(&(FilterType::Noput as i32)),
+            no_delete: c.filters.contains(&(FilterType::Nodelete as i32)),
+        };
+        let token = self.next_token;
+        self.next_token += 1;
+        // The created response reports a revision read before the watcher
+        // starts: clients resume from the revision after it, so it must
+        // not claim events the watcher will not deliver.
+        let mut created = self.response(watch_id, None);
+        created.created = true;
+        let registered = self.node.hub.register(token, spec, self.hub_tx.clone());
+        // The created response goes out before anything the hub queues for
+        // this watcher, since this task forwards both.
+        match registered {
+            Ok(key) => {
+                self.watchers.insert(
+                    token,
+                    Watcher {
+                        watch_id,
+                        key,
+                        progress_notify: c.progress_notify,
+                        fragment: c.fragment,
+                        active: false,
+                    },
+                );
+                self.by_id.insert(watch_id, token);
+                self.send(created).await
+            }
+            // etcd creates the watcher, then cancels it with the compact
+            // revision; clients expect the two responses in that order.
+            Err(StoreError::Compacted { compact_revision }) => {
+                self.send(created).await?;
+                let mut resp = self.response(watch_id, None);
+                resp.canceled = true;
+                resp.compact_revision = compact_revision;
+                self.send(resp).await
+            }
+            Err(e) => {
+                created.canceled = true;
+                created.cancel_reason = e.to_string();
+                self.send(created).await
+            }
+        }
+    }
+
+    async fn cancel(&mut self, watch_id: i64) -> Result<(), Closed> {
+        // Like etcd, an unknown ID gets no answer.
+        let Some(token) = self.by_id.remove(&watch_id) else {
+            return Ok(());
+        };
+        if let Some(w) = self.watchers.remove(&token) {
+            self.node.hub.cancel(w.key);
+        }
+        let mut resp = self.response(watch_id, None);
+        resp.canceled = true;
+        self.send(resp).await
+    }
+
+    /// Turn one hub message into responses on the stream.
+    async fn forward(&mut self, msg: WatchMessage) -> Result<(), Closed> {
+        match msg {
+            WatchMessage::Events {
+                watch_id: token,
+                revision,
+                events,
+            } => {
+                // Not found: cancelled after the hub queued this.
+                let Some(w) = self.watchers.get_mut(&token) else {
+                    return Ok(());
+                };
+                w.active = true;
+                let (watch_id, fragment) = (w.watch_id, w.fragment);
+                let base = self.response(watch_id, Some(revision));
+                let events = events.into_iter().map(event_to_wire).collect();
+                for resp in event_responses(base, events, fragment, self.max_response_bytes) {
+                    self.send(resp).await?;
+                }
+                Ok(())
+            }
+            WatchMessage::Compacted {
+                watch_id: token,
+                compact_revision,
+            } => {
+                // The hub has already dropped the watcher.
+                let Some(w) = self.watchers.remove(&token) else {
+                    return Ok(());
+                };
+                self.by_id.remove(&w.watch_id);
+                let mut resp = self.response(w.watch_id, None);
+                resp.canceled = true;
+                resp.compact_revision = compact_revision;
+                self.send(resp).await
+            }
+        }
+    }
+
+    /// Send the pending progress notifications whose promise holds now:
+    /// the stream-wide one (asked for by a progress request) once every
+    /// watcher of the stream is synced; the periodic ones to each synced
+    /// `progress_notify` watcher that saw no events since the last round.
+    /// What cannot be sent yet is retried every `PROGRESS_RETRY`.
+    async fn try_progress(
+        &mut self,
+        hub_rx: &mut mpsc::Receiver<WatchMessage>,
+    ) -> Result<(), Closed> {
+        if !self.progress_requested && !self.periodic_due {
+            return Ok(());
+        }
+        let point = self
+            .point
+            .take()
+            .unwrap_or_else(|| ProgressPoint::now(&self.node));
+        if !point.reached(&self.node) {
+            self.point = Some(point);
+            return Ok(());
+        }
+        // Synced now, after the hub was handed `point.revision`: every
+        // event up to it is sent or queued in `hub_rx`.
+        let hub = &self.node.hub;
+        let keys: Vec<WatcherKey> = self.watchers.values().map(|w| w.key).collect();
+        let stream_wide = self.progress_requested && hub.all_synced(&keys);
+        let periodic: Vec<i64> = if self.periodic_due {
+            self.watchers
+                .values()
+                .filter(|w| w.progress_notify && !w.active && hub.all_synced(&[w.key]))
+                .map(|w| w.watch_id)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if !stream_wide && !self.periodic_due {
+            // A watcher lags; try again later, from a newer revision.
+            return Ok(());
+        }
+        let revision = point.revision;
+        // Forward what is queued up to `revision`; hold back the rest so
+        // no event newer than the notification precedes it.
+        let mut later = Vec::new();
+        while let Ok(msg) = hub_rx.try_recv() {
+            match msg {
+                WatchMessage::Events {
+                    watch_id,
+                    revision: up_to,
+                    events,
+                } => {
+                    let (now, after): (Vec<_>, Vec<_>) = events
+                        .into_iter()
+                        .partition(|e| e.kv.mod_revision <= revision);
+                    if !now.is_empty() {
+                        self.forward(WatchMessage::Events {
+                            watch_id,
+                            revision: up_to.min(revision),
+                            events: now,
+                        })
+                        .await?;
+                    }
+                    if !after.is_empty() {
+                        later.push(WatchMessage::Events {
+                            watch_id,
+                            revision: up_to,
+                            events: after,
+                        });
+                    }
+                }
+                compacted @ WatchMessage::Compacted { .. } => later.push(compacted),
+            }
+        }
+        if stream_wide {
+            self.progress_requested = false;
+            let resp = self.response(STREAM_WATCH_ID, Some(revision));
+            self.send(resp).await?;
+        }
+        if self.periodic_due {
+            self.periodic_due = false;
+            for w in self.watchers.values_mut() {
+                w.active = false;
+            }
+            for watch_id in periodic {
+                let resp = self.response(watch_id, Some(revision));
+                self.send(resp).await?;
+            }
+        }
+        for msg in later {
+            self.forward(msg).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Bytes an event adds to a `WatchResponse` (field tag, length, body).
+fn event_wire_len(e: &mvccpb::Event) -> usize {
+    let len = e.encoded_len();
+    1 + prost::length_delimiter_len(len) + len
+}
+
+/// The responses carrying `events` to one watcher. A response that would
+/// reach `limit` bytes is split: for a `fragment` watcher anywhere between
+/// events, with `fragment: true` on every part but the last (as etcd
+/// does); for any other watcher only between revisions, so each part is
+/// still a set of whole revisions. A single event is never split. Every
+/// part but the last reports the revision of its own last event, so no
+/// header claims events that have not been sent yet.
+fn event_responses(
+    base: pb::WatchResponse,
+    events: Vec<mvccpb::Event>,
+    fragment: bool,
+    limit: usize,
+) -> Vec<pb::WatchResponse> {
+    let base_len = pb::WatchResponse {
+        fragment: true,
+        ..base.clone()
+    }
+    .encoded_len();
+    let costs: Vec<usize> = events.iter().map(event_wire_len).collect();
+    if events.len() < 2 || base_len + costs.iter().sum::<usize>() < limit {
+        return vec![pb::WatchResponse { events, ..base }];
+    }
+    let revision = |e: &mvccpb::Event| e.kv.as_ref().map_or(0, |kv| kv.mod_revision);
+    let mut out = Vec::new();
+    let mut part = Vec::new();
+    let mut size = base_len;
+    let mut last_rev = None;
+    for (event, cost) in events.into_iter().zip(costs) {
+        let rev = revision(&event);
+        let may_split = fragment || last_rev != Some(rev);
+        if !part.is_empty() && size + cost >= limit && may_split {
+            let mut header = base.header;
+            if let (Some(h), Some(rev)) = (header.as_mut(), last_rev) {
+                h.revision = h.revision.min(rev);
+            }
+            out.push(pb::WatchResponse {
+                header,
+                events: std::mem::take(&mut part),
+                fragment,
+                ..base.clone()
+            });
+            size = base_len;
+        }
+        size += cost;
+        last_rev = Some(rev);
+        part.push(event);
+    }
+    out.push(pb::WatchResponse {
+        events: part,
+        fragment: false,
+        ..base
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(key: &str, rev: i64, value_len: usize) -> mvccpb::Event {
+        mvccpb::Event {
+            r#type: mvccpb::event::EventType::Put as i32,
+            kv: Some(mvccpb::KeyValue {
+                key: key.into(),
+                mod_revision: rev,
+                value: vec![b'x'; value_len],
+                ..Default::default()
+            }),
+            prev_kv: None,
+        }
+    }
+
+    fn base() -> pb::WatchResponse {
+        pb::WatchResponse {
+            header: Some(pb::ResponseHeader {
+                revision: 9,
+                ..Default::default()
+            }),
+            watch_id: 3,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn small_responses_are_not_split() {
+        let events = vec![event("a", 1, 10), event("b", 2, 10)];
+        let out = event_responses(base(), events.clone(), true, 10_000);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].events, events);
+        assert!(!out[0].fragment);
+    }
+
+    #[test]
+    fn fragment_watchers_get_parts_under_the_limit_marked_but_the_last() {
+        // Ten events of one revision, each ~1000 bytes, limit 3000.
+        let events: Vec<_> = (0..10).map(|i| event(&format!("k{i}"), 5, 1000)).collect();
+        let out = event_responses(base(), events.clone(), true, 3000);
+        assert!(out.len() >= 4, "{} parts", out.len());
+        for (i, r) in out.iter().enumerate() {
+            assert_eq!(r.fragment, i + 1 < out.len());
+            assert!(r.encoded_len() < 3000 || r.events.len() == 1);
+            assert_eq!(r.watch_id, 3);
+        }
+        let joined: Vec<_> = out.into_iter().flat_map(|r| r.events).collect();
+        assert_eq!(joined, events);
+    }
+
+    #[test]
+    fn other_watchers_are_split_only_between_revisions() {
+        // Revision 5 has three big events, revision 6 one.
+        let events = vec![
+            event("a", 5, 1000),
+            event("b", 5, 1000),
+            event("c", 5, 1000),
+            event("d", 6, 1000),
+        ];
+        let out = event_responses(base(), events.clone(), false, 1500);
+        let headers: Vec<i64> = out.iter().map(|r| r.header.unwrap().revision).collect();
+        assert_eq!(
+            headers,
+            [5, 9],
+            "a part claims no later revision than it carries"
+        );
+        let revs: Vec<Vec<i64>> = out
+            .iter()
+            .map(|r| {
+                r.events
+                    .iter()
+                    .map(|e| e.kv.as_ref().unwrap().mod_revision)
+                    .collect()
+            })
+            .collect();
+        assert_eq!(revs, vec![vec![5, 5, 5], vec![6]]);
+        assert!(out.iter().all(|r| !r.fragment));
+    }
+
+    #[test]
+    fn a_single_large_event_is_sent_whole() {
+        let out = event_responses(base(), vec![event("a", 1, 5000)], true, 100);
+        assert_eq!(out.len(), 1);
+        assert!(!out[0].fragment);
+    }
+}

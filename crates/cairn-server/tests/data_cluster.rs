@@ -1,0 +1,177 @@
+//! The KV, Watch and Lease services on a 3-member cluster: every member
+//! serves them, followers included, with the same answers.
+
+mod support;
+
+use std::time::Duration;
+
+use cairn_proto::etcdserverpb::kv_client::KvClient;
+use cairn_proto::etcdserverpb::lease_client::LeaseClient;
+use cairn_proto::etcdserverpb::watch_client::WatchClient;
+use cairn_proto::etcdserverpb::watch_request::RequestUnion;
+use cairn_proto::etcdserverpb::*;
+use futures::StreamExt;
+use support::*;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic::Streaming;
+
+type Result<T = ()> = anyhow::Result<T>;
+
+const ELECTION: Duration = Duration::from_secs(10);
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn channel(c: &Cluster, i: usize) -> Result<Channel> {
+    let url = c.members[i].server.as_ref().unwrap().client_url();
+    Ok(Channel::from_shared(url)?.connect().await?)
+}
+
+async fn put(kv: &mut KvClient<Channel>, key: &str, value: &str) -> Result<i64> {
+    let resp = kv
+        .put(PutRequest {
+            key: key.into(),
+            value: value.into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    Ok(resp.header.unwrap().revision)
+}
+
+async fn next(s: &mut Streaming<WatchResponse>) -> Result<WatchResponse> {
+    match tokio::time::timeout(WAIT, s.next()).await {
+        Ok(Some(r)) => Ok(r?),
+        Ok(None) => anyhow::bail!("watch stream ended"),
+        Err(_) => anyhow::bail!("no watch response within {WAIT:?}"),
+    }
+}
+
+fn request(r: RequestUnion) -> WatchRequest {
+    WatchRequest {
+        request_union: Some(r),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn followers_serve_kv_watch_and_lease() -> Result {
+    let c = Cluster::start(3, |_| {}).await;
+    let leader = c.wait_leader(ELECTION).await;
+    let (f1, f2) = ((leader + 1) % 3, (leader + 2) % 3);
+    let mut kv_leader = KvClient::new(channel(&c, leader).await?);
+    let follower = channel(&c, f1).await?;
+    let mut kv_f1 = KvClient::new(follower.clone());
+    let mut kv_f2 = KvClient::new(channel(&c, f2).await?);
+
+    // A watcher on a follower sees writes made through the leader and the
+    // other follower, in revision order.
+    let (tx, rx) = mpsc::channel(4);
+    let mut watch = WatchClient::new(follower.clone())
+        .watch(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    tx.send(request(RequestUnion::CreateRequest(WatchCreateRequest {
+        key: "c/".into(),
+        range_end: "c0".into(),
+        ..Default::default()
+    })))
+    .await?;
+    assert!(next(&mut watch).await?.created);
+    let mut revs = Vec::new();
+    for i in 0..10 {
+        let kv = if i % 2 == 0 {
+            &mut kv_leader
+        } else {
+            &mut kv_f2
+        };
+        revs.push(put(kv, &format!("c/{i}"), "v").await?);
+    }
+    // Linearizable: a read on a follower right after the write returns
+    // sees it.
+    let got = kv_f1
+        .range(RangeRequest {
+            key: "c/9".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(got.kvs.len(), 1);
+    assert!(got.header.unwrap().revision >= revs[9]);
+
+    let mut seen = Vec::new();
+    while seen.len() < revs.len() {
+        for e in next(&mut watch).await?.events {
+            seen.push(e.kv.unwrap().mod_revision);
+        }
+    }
+    assert_eq!(seen, revs);
+    // A progress request on the follower reports at least the last write,
+    // after its events.
+    tx.send(request(RequestUnion::ProgressRequest(
+        WatchProgressRequest {},
+    )))
+    .await?;
+    let progress = next(&mut watch).await?;
+    assert_eq!((progress.watch_id, progress.events.len()), (-1, 0));
+    assert!(progress.header.unwrap().revision >= revs[9]);
+
+    // Leases through followers: grant on one, keep alive on it, read the
+    // TTL and revoke through the other; the attached key goes everywhere.
+    let mut lease_f1 = LeaseClient::new(follower.clone());
+    let mut lease_f2 = LeaseClient::new(channel(&c, f2).await?);
+    let id = lease_f1
+        .lease_grant(LeaseGrantRequest { ttl: 20, id: 0 })
+        .await?
+        .into_inner()
+        .id;
+    kv_f1
+        .put(PutRequest {
+            key: "c/leased".into(),
+            value: "v".into(),
+            lease: id,
+            ..Default::default()
+        })
+        .await?;
+    let (ka_tx, ka_rx) = mpsc::channel(1);
+    let mut answers = lease_f1
+        .lease_keep_alive(ReceiverStream::new(ka_rx))
+        .await?
+        .into_inner();
+    ka_tx.send(LeaseKeepAliveRequest { id }).await?;
+    let answer = tokio::time::timeout(WAIT, answers.next())
+        .await?
+        .expect("keep-alive answer")?;
+    assert_eq!((answer.id, answer.ttl), (id, 20));
+    let ttl = lease_f2
+        .lease_time_to_live(LeaseTimeToLiveRequest { id, keys: true })
+        .await?
+        .into_inner();
+    assert_eq!(ttl.keys, [b"c/leased".to_vec()]);
+    assert!((15..=20).contains(&ttl.ttl), "remaining {}", ttl.ttl);
+    lease_f2.lease_revoke(LeaseRevokeRequest { id }).await?;
+    for kv in [&mut kv_leader, &mut kv_f1, &mut kv_f2] {
+        let got = kv
+            .range(RangeRequest {
+                key: "c/leased".into(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        assert!(got.kvs.is_empty());
+    }
+    // The watcher saw the put and the revoke's delete.
+    let mut kinds = Vec::new();
+    while kinds.len() < 2 {
+        for e in next(&mut watch).await?.events {
+            kinds.push((e.r#type, e.kv.unwrap().key));
+        }
+    }
+    assert_eq!(
+        kinds,
+        [(0, b"c/leased".to_vec()), (1, b"c/leased".to_vec())],
+        "put then delete"
+    );
+    // Open watch and keep-alive streams must not hold the shutdown up.
+    tokio::time::timeout(WAIT, c.shutdown()).await?;
+    Ok(())
+}

@@ -1,0 +1,114 @@
+//! `cairn serve`: run a member. With no flags, a single-node cluster with
+//! data in `./cairn-data`, clients on 127.0.0.1:2379, peers on :2380.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use cairn_server::config::{ClusterState, ServerConfig};
+
+/// Every setting is optional here: given ones override the environment
+/// (`CAIRN_*`, read by clap), which overrides `--config`, which overrides
+/// the defaults.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// TOML file with settings (field names as in `ServerConfig`).
+    #[arg(long, env = "CAIRN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Member name, unique in the cluster.
+    #[arg(long, env = "CAIRN_NAME")]
+    pub name: Option<String>,
+    #[arg(long, env = "CAIRN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address for the etcd-compatible client API.
+    #[arg(long, env = "CAIRN_LISTEN_CLIENT")]
+    pub listen_client: Option<SocketAddr>,
+    /// Address for the peer (Raft) API.
+    #[arg(long, env = "CAIRN_LISTEN_PEER")]
+    pub listen_peer: Option<SocketAddr>,
+    #[arg(long, env = "CAIRN_ADVERTISE_CLIENT")]
+    pub advertise_client: Option<String>,
+    #[arg(long, env = "CAIRN_ADVERTISE_PEER")]
+    pub advertise_peer: Option<String>,
+    /// `name=http://host:port,...`: the first members (bootstrap only).
+    #[arg(long, env = "CAIRN_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+    /// `new` to bootstrap, `existing` to join after `member add`.
+    #[arg(long, env = "CAIRN_INITIAL_CLUSTER_STATE")]
+    pub initial_cluster_state: Option<ClusterState>,
+    #[arg(long, env = "CAIRN_INITIAL_CLUSTER_TOKEN")]
+    pub initial_cluster_token: Option<String>,
+    #[arg(long, env = "CAIRN_HEARTBEAT_INTERVAL_MS")]
+    pub heartbeat_interval_ms: Option<u64>,
+    #[arg(long, env = "CAIRN_ELECTION_TIMEOUT_MS")]
+    pub election_timeout_ms: Option<u64>,
+    #[arg(long, env = "CAIRN_MAX_REQUEST_BYTES")]
+    pub max_request_bytes: Option<usize>,
+    #[arg(long, env = "CAIRN_MAX_TXN_OPS")]
+    pub max_txn_ops: Option<usize>,
+    #[arg(long, env = "CAIRN_QUOTA_BACKEND_BYTES")]
+    pub quota_backend_bytes: Option<u64>,
+    /// Applied entries between automatic snapshots.
+    #[arg(long, env = "CAIRN_SNAPSHOT_ENTRIES")]
+    pub snapshot_entries: Option<u64>,
+    #[arg(long, env = "CAIRN_TICK_INTERVAL_MS")]
+    pub tick_interval_ms: Option<u64>,
+    #[arg(long, env = "CAIRN_REQUEST_TIMEOUT_MS")]
+    pub request_timeout_ms: Option<u64>,
+}
+
+impl ServeArgs {
+    pub fn to_config(&self) -> anyhow::Result<ServerConfig> {
+        let mut c = match &self.config {
+            Some(path) => ServerConfig::from_toml_file(path)?,
+            None => ServerConfig::default(),
+        };
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = &self.$field { c.$field = v.clone(); } )* };
+        }
+        set!(
+            name,
+            data_dir,
+            listen_client,
+            listen_peer,
+            initial_cluster,
+            initial_cluster_state,
+            initial_cluster_token,
+            heartbeat_interval_ms,
+            election_timeout_ms,
+            max_request_bytes,
+            max_txn_ops,
+            quota_backend_bytes,
+            snapshot_entries,
+            tick_interval_ms,
+            request_timeout_ms
+        );
+        if self.advertise_client.is_some() {
+            c.advertise_client = self.advertise_client.clone();
+        }
+        if self.advertise_peer.is_some() {
+            c.advertise_peer = self.advertise_peer.clone();
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.to_config().context("refusing to start")?;
+    let server = cairn_server::serve::start(config)
+        .await
+        .context("starting cairn")?;
+    tracing::info!(
+        member = %format!("{:x}", server.node.member_id()),
+        client = %server.client_addr,
+        peer = %server.peer_addr,
+        "cairn is serving"
+    );
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}

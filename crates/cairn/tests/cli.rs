@@ -1,0 +1,277 @@
+//! The `cairn` client subcommands against a real `cairn serve` process.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use support::*;
+
+/// Run `cairn --endpoints EP ARGS...` (optionally feeding stdin).
+fn cairn(ep: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(cairn_bin())
+        .arg(format!("--endpoints={ep}"))
+        .args(["--dial-timeout=2s", "--command-timeout=10s"])
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cairn");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    wait_with_timeout(child, Duration::from_secs(30))
+}
+
+/// Stdout of a command that must succeed.
+fn ok(ep: &str, args: &[&str]) -> String {
+    let o = cairn(ep, args, None);
+    assert!(
+        o.status.success(),
+        "cairn {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    text(&o)
+}
+
+fn single() -> (ProcCluster, String) {
+    let c = ProcCluster::start(1);
+    let ep = c.endpoints();
+    (c, ep)
+}
+
+#[test]
+fn keyspace_commands() {
+    let (_c, ep) = single();
+    assert_eq!(ok(&ep, &["put", "k1", "v1"]), "OK\n");
+    assert_eq!(ok(&ep, &["put", "k2", "v2"]), "OK\n");
+    let o = cairn(&ep, &["put", "k3"], Some("from stdin"));
+    assert!(o.status.success());
+    assert_eq!(ok(&ep, &["get", "k1"]), "k1\nv1\n");
+    assert_eq!(
+        ok(&ep, &["get", "k", "--prefix"]),
+        "k1\nv1\nk2\nv2\nk3\nfrom stdin\n"
+    );
+    assert_eq!(ok(&ep, &["get", "k1", "k3"]), "k1\nv1\nk2\nv2\n");
+    assert_eq!(
+        ok(
+            &ep,
+            &[
+                "get",
+                "k",
+                "--prefix",
+                "--keys-only",
+                "--order",
+                "descend",
+                "--limit",
+                "2"
+            ]
+        ),
+        "k3\nk2\n"
+    );
+    assert_eq!(ok(&ep, &["get", "", "--from-key", "--count-only"]), "3\n");
+    let json = ok(&ep, &["get", "k1", "-w", "json"]);
+    assert!(json.contains("\"key\":\"azE=\""), "{json}");
+    assert!(json.contains("\"value\":\"djE=\""), "{json}");
+    assert!(json.contains("\"revision\":"), "{json}");
+    assert_eq!(ok(&ep, &["put", "k1", "v1b", "--prev-kv"]), "OK\nk1\nv1\n");
+    assert_eq!(
+        ok(&ep, &["del", "k", "--prefix", "--prev-kv"]),
+        "3\nk1\nv1b\nk2\nv2\nk3\nfrom stdin\n"
+    );
+    assert_eq!(ok(&ep, &["get", "k", "--prefix"]), "");
+
+    // Errors: one line on stderr, non-zero exit.
+    let o = cairn(&ep, &["put", "x", "--ignore-value"], None);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.starts_with("Error: etcdserver: key not found"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+
+    let o = cairn("http://127.0.0.1:1", &["get", "x"], None);
+    assert!(!o.status.success());
+
+    let rev: i64 = {
+        let json = ok(&ep, &["get", "nothing", "-w", "json"]);
+        let at = json.find("\"revision\":").unwrap() + "\"revision\":".len();
+        json[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        ok(&ep, &["compact", &rev.to_string()]),
+        format!("compacted revision {rev}\n")
+    );
+}
+
+#[test]
+fn lease_commands() {
+    let (_c, ep) = single();
+    let granted = ok(&ep, &["lease", "grant", "60"]);
+    // "lease 694d77aa9e38260f granted with TTL(60s)"
+    let id = granted.split_whitespace().nth(1).unwrap().to_string();
+    assert!(granted.ends_with("granted with TTL(60s)\n"), "{granted}");
+    ok(&ep, &["put", "leased", "v", "--lease", &id]);
+    let ttl = ok(&ep, &["lease", "timetolive", &id, "--keys"]);
+    assert!(ttl.contains("granted with TTL(60s), remaining("), "{ttl}");
+    assert!(ttl.contains("attached keys([leased])"), "{ttl}");
+    let list = ok(&ep, &["lease", "list"]);
+    assert!(
+        list.starts_with("found 1 leases\n") && list.contains(&id),
+        "{list}"
+    );
+    assert_eq!(
+        ok(&ep, &["lease", "keep-alive", &id, "--once"]),
+        format!("lease {id} keepalived with TTL(60)\n")
+    );
+    assert_eq!(
+        ok(&ep, &["lease", "revoke", &id]),
+        format!("lease {id} revoked\n")
+    );
+    assert_eq!(ok(&ep, &["get", "leased"]), "");
+    assert_eq!(
+        ok(&ep, &["lease", "timetolive", &id]),
+        format!("lease {id} already expired\n")
+    );
+    assert!(!cairn(&ep, &["lease", "keep-alive", &id, "--once"], None)
+        .status
+        .success());
+}
+
+#[test]
+fn cluster_and_maintenance_commands() {
+    let (c, ep) = single();
+    let members = ok(&ep, &["member", "list"]);
+    assert!(members.contains("| started |"), "{members}");
+    assert!(members.contains(&c.members[0].peer_url()), "{members}");
+    let simple = ok(&ep, &["member", "list", "-w", "simple"]);
+    assert!(simple.contains(", started, n1, "), "{simple}");
+
+    let status = ok(&ep, &["status"]);
+    assert!(status.contains("IS LEADER"), "{status}");
+    assert!(status.contains(&ep), "{status}");
+    let simple = ok(&ep, &["status", "-w", "simple"]);
+    assert!(simple.contains(", true, false, "), "{simple}");
+    assert!(ok(&ep, &["status", "-w", "json"]).starts_with("[{\"Endpoint\""));
+
+    assert_eq!(ok(&ep, &["alarm", "list"]), "");
+
+    ok(&ep, &["put", "snap", "shot"]);
+    let file = c.dir.path().join("backup.db");
+    let saved = ok(&ep, &["snapshot", "save", file.to_str().unwrap()]);
+    assert!(saved.starts_with("Snapshot saved at "), "{saved}");
+    let len = std::fs::metadata(&file).unwrap().len();
+    assert!(len > 32 && (len - 32) % 512 == 0, "{len}");
+    assert!(!c.dir.path().join("backup.db.part").exists());
+}
+
+#[test]
+fn watch_prints_events() {
+    let (_c, ep) = single();
+    let mut child = Command::new(cairn_bin())
+        .arg(format!("--endpoints={ep}"))
+        .args(["watch", "w", "--prefix"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = Arc::new(Mutex::new(String::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let sink = out.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    // The watcher may start after the first puts; keep writing until seen.
+    let mut i = 0;
+    wait_until("watch output", Duration::from_secs(15), || {
+        i += 1;
+        ok(&ep, &["put", &format!("w{i}"), "val"]);
+        out.lock().unwrap().contains("PUT\nw")
+    });
+    ok(&ep, &["del", "w1"]);
+    wait_until("delete event", Duration::from_secs(15), || {
+        out.lock().unwrap().contains("DELETE\nw1\n")
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn snapshot_save_then_restore_into_a_new_member() {
+    let (c, ep) = single();
+    ok(&ep, &["put", "kept", "across-restore"]);
+    let file = c.dir.path().join("backup.db");
+    ok(&ep, &["snapshot", "save", file.to_str().unwrap()]);
+
+    let data = c.dir.path().join("restored");
+    let (client, peer) = (free_port(), free_port());
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let initial = format!("r1={peer_url}");
+    let restored = ok(
+        &ep,
+        &[
+            "snapshot",
+            "restore",
+            file.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--name",
+            "r1",
+            "--initial-cluster",
+            &initial,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+        ],
+    );
+    assert!(restored.starts_with("Restored snapshot"), "{restored}");
+
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _member = Kill(
+        Command::new(cairn_bin())
+            .args(["serve", "--name", "r1", "--data-dir"])
+            .arg(&data)
+            .args(["--listen-client", &format!("127.0.0.1:{client}")])
+            .args(["--listen-peer", &format!("127.0.0.1:{peer}")])
+            .args(["--initial-cluster", &initial])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("restored member healthy", Duration::from_secs(20), || {
+        http_health(client)
+    });
+    let ep2 = format!("http://127.0.0.1:{client}");
+    assert_eq!(ok(&ep2, &["get", "kept"]), "kept\nacross-restore\n");
+}
