@@ -53,6 +53,8 @@ enum Command {
     /// Save or restore a backup.
     #[command(subcommand)]
     Snapshot(cmd::snapshot::SnapshotCommand),
+    /// Load-test any etcd v3 server (Cairn or etcd) with the same client code.
+    Bench(Box<cairn_bench::BenchArgs>),
 }
 
 #[tokio::main]
@@ -83,6 +85,10 @@ async fn main() -> ExitCode {
         Command::Alarm(c) => cmd::alarm::run(g, c).await,
         Command::MoveLeader(args) => cmd::move_leader::run(g, args).await,
         Command::Snapshot(c) => cmd::snapshot::run(g, c).await,
+        Command::Bench(mut args) => {
+            args.endpoints = g.endpoints.clone();
+            cairn_bench::run(*args).await
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
