@@ -209,26 +209,8 @@ impl StateMachineStore {
         store.take_changes();
         let snap = store.snapshot();
         drop(store);
-        let mut records = Vec::with_capacity(snap.records.len());
-        for (key, record) in &snap.records {
-            records.push((
-                (record.rev.main, record.rev.sub),
-                encode("record", &(key, record))?,
-            ));
-        }
-        let mut leases = Vec::with_capacity(snap.leases.len());
-        for lease in &snap.leases {
-            leases.push((lease.id, Some(encode("lease", lease)?)));
-        }
         Ok(WholeRows {
-            rows: ChangedRows {
-                removed: Vec::new(),
-                records,
-                leases,
-                store_meta: encode("store meta", &snap.meta)?,
-                applied: encode("applied", &self.applied)?,
-                membership: encode("membership", &self.membership)?,
-            },
+            rows: ChangedRows::of_snapshot(&snap, &self.applied, &self.membership)?,
             snapshot_meta: encode("snapshot meta", snapshot_meta)?,
             snapshot_data: snapshot_bytes.to_vec(),
         })
@@ -247,6 +229,33 @@ struct ChangedRows {
 }
 
 impl ChangedRows {
+    /// Every row of a whole state (after a snapshot install or a restore).
+    fn of_snapshot(
+        snap: &StoreSnapshot,
+        applied: &Option<LogId>,
+        membership: &StoredMembership,
+    ) -> io::Result<ChangedRows> {
+        let mut records = Vec::with_capacity(snap.records.len());
+        for (key, record) in &snap.records {
+            records.push((
+                (record.rev.main, record.rev.sub),
+                encode("record", &(key, record))?,
+            ));
+        }
+        let mut leases = Vec::with_capacity(snap.leases.len());
+        for lease in &snap.leases {
+            leases.push((lease.id, Some(encode("lease", lease)?)));
+        }
+        Ok(ChangedRows {
+            removed: Vec::new(),
+            records,
+            leases,
+            store_meta: encode("store meta", &snap.meta)?,
+            applied: encode("applied", applied)?,
+            membership: encode("membership", membership)?,
+        })
+    }
+
     fn write(self, db: &Database, durability: Durability) -> io::Result<()> {
         let mut txn = db.begin_write().map_err(|e| io_err("begin", e))?;
         txn.set_durability(durability)
@@ -479,25 +488,7 @@ impl StateMachineStore {
     pub fn write_restored(db: &Database, store: &Store) -> io::Result<()> {
         use redb::ReadableTableMetadata as _;
         let snap = store.snapshot();
-        let mut records = Vec::with_capacity(snap.records.len());
-        for (key, record) in &snap.records {
-            records.push((
-                (record.rev.main, record.rev.sub),
-                encode("record", &(key, record))?,
-            ));
-        }
-        let mut leases = Vec::with_capacity(snap.leases.len());
-        for lease in &snap.leases {
-            leases.push((lease.id, Some(encode("lease", lease)?)));
-        }
-        let rows = ChangedRows {
-            removed: Vec::new(),
-            records,
-            leases,
-            store_meta: encode("store meta", &snap.meta)?,
-            applied: encode("applied", &None::<LogId>)?,
-            membership: encode("membership", &StoredMembership::default())?,
-        };
+        let rows = ChangedRows::of_snapshot(&snap, &None, &StoredMembership::default())?;
         let txn = db.begin_write().map_err(|e| io_err("begin", e))?;
         {
             let records = txn

@@ -2,9 +2,8 @@
 
 mod support;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::{Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use support::*;
@@ -183,41 +182,21 @@ fn cluster_and_maintenance_commands() {
 #[test]
 fn watch_prints_events() {
     let (_c, ep) = single();
-    let mut child = Command::new(cairn_bin())
-        .arg(format!("--endpoints={ep}"))
-        .args(["watch", "w", "--prefix"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = Arc::new(Mutex::new(String::new()));
-    let mut stdout = child.stdout.take().unwrap();
-    let sink = out.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
+    let mut cmd = Command::new(cairn_bin());
+    cmd.arg(format!("--endpoints={ep}"))
+        .args(["watch", "w", "--prefix"]);
+    let watch = Collected::spawn(cmd);
     // The watcher may start after the first puts; keep writing until seen.
     let mut i = 0;
     wait_until("watch output", Duration::from_secs(15), || {
         i += 1;
         ok(&ep, &["put", &format!("w{i}"), "val"]);
-        out.lock().unwrap().contains("PUT\nw")
+        watch.contains("PUT\nw")
     });
     ok(&ep, &["del", "w1"]);
     wait_until("delete event", Duration::from_secs(15), || {
-        out.lock().unwrap().contains("DELETE\nw1\n")
+        watch.contains("DELETE\nw1\n")
     });
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[test]

@@ -4,9 +4,7 @@
 
 mod support;
 
-use std::io::Read;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use support::*;
@@ -21,60 +19,31 @@ macro_rules! require_etcdctl {
 }
 
 /// A streaming etcdctl (watch, elect, lock) whose output is collected.
-struct Streaming {
-    child: Child,
-    out: Arc<Mutex<String>>,
-}
+struct Streaming(Collected);
 
 impl Streaming {
     fn spawn(endpoints: &str, args: &[&str]) -> Streaming {
-        let mut child = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
+        let mut cmd = Command::new("etcdctl");
+        cmd.env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={endpoints}"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = Arc::new(Mutex::new(String::new()));
-        let mut stdout = child.stdout.take().unwrap();
-        let sink = out.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stdout.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        Streaming { child, out }
+            .args(args);
+        Streaming(Collected::spawn(cmd))
     }
 
     fn wait_for(&self, what: &str, needle: &str) {
         wait_until(
-            &format!("{what}: {needle:?} in {:?}", self.out.lock().unwrap()),
+            &format!("{what}: {needle:?} in {:?}", self.0.output()),
             Duration::from_secs(15),
-            || self.out.lock().unwrap().contains(needle),
+            || self.0.contains(needle),
         );
     }
 
     fn output(&self) -> String {
-        self.out.lock().unwrap().clone()
+        self.0.output()
     }
 
     fn exited(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_some()
-    }
-}
-
-impl Drop for Streaming {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.exited()
     }
 }
 
