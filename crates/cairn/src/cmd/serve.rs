@@ -112,3 +112,50 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     server.shutdown().await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn flags_beat_environment_beats_file_beats_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cairn.toml");
+        std::fs::write(
+            &file,
+            "name = \"from-file\"\nmax_txn_ops = 7\nsnapshot_entries = 11\n",
+        )
+        .unwrap();
+        // The only test in this binary that touches CAIRN_* variables.
+        std::env::set_var("CAIRN_MAX_TXN_OPS", "9");
+        std::env::set_var("CAIRN_NAME", "from-env");
+        let cli = Cli::parse_from([
+            "cairn",
+            "--config",
+            file.to_str().unwrap(),
+            "--name",
+            "from-flag",
+        ]);
+        let config = cli.serve.to_config().unwrap();
+        std::env::remove_var("CAIRN_MAX_TXN_OPS");
+        std::env::remove_var("CAIRN_NAME");
+        assert_eq!(config.name, "from-flag", "flag wins over env and file");
+        assert_eq!(config.max_txn_ops, 9, "env wins over file");
+        assert_eq!(config.snapshot_entries, 11, "file wins over default");
+        assert_eq!(config.heartbeat_interval_ms, 100, "default");
+    }
+
+    #[test]
+    fn invalid_settings_are_refused_with_the_setting_named() {
+        let cli = Cli::parse_from(["cairn", "--election-timeout-ms", "10"]);
+        let err = cli.serve.to_config().unwrap_err().to_string();
+        assert!(err.contains("election-timeout-ms"), "{err}");
+    }
+}
