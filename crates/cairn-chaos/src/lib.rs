@@ -11,6 +11,14 @@
 //!   memoisation, per-key partitioning, indeterminate operations, a
 //!   step/time [`Budget`] and sound minimisation of failing histories.
 //!
+//! The fault-injection harness drives real `cairn` processes:
+//!
+//! * [`harness`]: a cluster of `cairn serve` processes with SIGKILL +
+//!   restart and SIGSTOP / SIGCONT, killed on drop;
+//! * [`campaign`]: one seeded chaos run (fault schedule, recording
+//!   clients, heal, linearizability and replica-agreement checks). The
+//!   `chaos` binary runs long campaigns; see `TESTING.md`.
+//!
 //! ```
 //! use cairn_chaos::{check_history, Call, CheckOptions, History, Operation, Ret};
 //! let h = History::new(vec![
@@ -27,7 +35,9 @@
 #[cfg(test)]
 extern crate self as cairn_chaos;
 
+pub mod campaign;
 pub mod checker;
+pub mod harness;
 pub mod history;
 mod minimize;
 pub mod model;

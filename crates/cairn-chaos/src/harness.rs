@@ -1,0 +1,522 @@
+//! A cluster of real `cairn` processes on 127.0.0.1 that faults can be
+//! injected into: SIGKILL + restart, SIGSTOP / SIGCONT.
+//!
+//! Every child is killed (SIGKILL) when the [`ProcCluster`] drops, also when
+//! a test panics, and the data directory (a temp dir) is removed then
+//! unless [`ProcCluster::keep_dir`] was called.
+//!
+//! # Which binary
+//!
+//! `cairn` is a binary of another crate, so `CARGO_BIN_EXE_cairn` is not
+//! available here. [`cairn_bin`] looks, in order, for
+//!
+//! 1. `$CAIRN_BIN` (used as is; must exist);
+//! 2. `$CARGO_TARGET_DIR/debug/cairn` (relative `CARGO_TARGET_DIR` taken
+//!    from the workspace root);
+//! 3. `<workspace>/target/debug/cairn`.
+//!
+//! If none exists it runs `cargo build -p cairn` once (bounded to 15
+//! minutes) and uses the result. Build the binary first (`cargo build -p
+//! cairn`) to be sure the harness does not test a stale one: when a binary
+//! is found it is used as is.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use cairn_proto::etcdserverpb as pb;
+use pb::kv_client::KvClient;
+use pb::maintenance_client::MaintenanceClient;
+use tonic::transport::{Channel, Endpoint};
+
+/// Heartbeat interval passed to every member.
+pub const HEARTBEAT_MS: u64 = 50;
+/// Election timeout passed to every member.
+pub const ELECTION_TIMEOUT_MS: u64 = 500;
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
+}
+
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => {
+            let d = PathBuf::from(d);
+            if d.is_absolute() {
+                d
+            } else {
+                workspace_root().join(d)
+            }
+        }
+        None => workspace_root().join("target"),
+    }
+}
+
+/// Path of the `cairn` binary (see the module docs); builds it once if it
+/// cannot be found.
+pub fn cairn_bin() -> Result<PathBuf, String> {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(locate_or_build).clone()
+}
+
+fn locate_or_build() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("CAIRN_BIN") {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(format!("CAIRN_BIN={} does not exist", p.display()))
+        };
+    }
+    let candidates = [
+        target_dir().join("debug/cairn"),
+        workspace_root().join("target/debug/cairn"),
+    ];
+    if let Some(p) = candidates.iter().find(|p| p.is_file()) {
+        return Ok(p.clone());
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!("cairn-chaos: no cairn binary found; running `cargo build -p cairn`");
+    let mut child = Command::new(cargo)
+        .args(["build", "-p", "cairn"])
+        .current_dir(workspace_root())
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("spawn cargo build: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(15 * 60);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => break,
+            Ok(Some(status)) => return Err(format!("cargo build -p cairn failed: {status}")),
+            Ok(None) if Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("cargo build -p cairn timed out; build it first".into());
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(200)),
+            Err(e) => return Err(format!("waiting for cargo build: {e}")),
+        }
+    }
+    candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .ok_or_else(|| "cargo build -p cairn succeeded but no binary found".into())
+}
+
+/// A free TCP port on 127.0.0.1 (released before use, as usual).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+/// `GET /health` answered 200 (the member sees a leader).
+pub fn http_health(port: u16) -> bool {
+    let Ok(mut s) =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
+    else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf.starts_with("HTTP/1.1 200")
+}
+
+/// Run state of one member process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    /// Not running (never started or killed).
+    Down,
+    Running,
+    /// SIGSTOPped.
+    Paused,
+}
+
+pub struct Member {
+    pub name: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+    paused: bool,
+    /// Started before: restarts go without bootstrap flags, as an
+    /// operator would restart a member on its data dir.
+    started: bool,
+}
+
+impl Member {
+    pub fn client_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    pub fn state(&self) -> RunState {
+        match (&self.child, self.paused) {
+            (None, _) => RunState::Down,
+            (Some(_), false) => RunState::Running,
+            (Some(_), true) => RunState::Paused,
+        }
+    }
+}
+
+/// N `cairn serve` processes forming one cluster.
+pub struct ProcCluster {
+    dir: Option<tempfile::TempDir>,
+    pub members: Vec<Member>,
+    pub initial_cluster: String,
+    bin: PathBuf,
+}
+
+fn signal(pid: u32, sig: &str) -> Result<(), String> {
+    let out = Command::new("kill")
+        .args(["-s", sig, &pid.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("kill -s {sig} {pid}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "kill -s {sig} {pid}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl ProcCluster {
+    /// Starts `n` members and waits (up to `ready_timeout`) until all of
+    /// them see a leader.
+    pub fn start(n: usize, ready_timeout: Duration) -> Result<ProcCluster, String> {
+        let bin = cairn_bin()?;
+        let dir = tempfile::Builder::new()
+            .prefix("cairn-chaos-")
+            .tempdir()
+            .map_err(|e| format!("temp dir: {e}"))?;
+        let members: Vec<Member> = (0..n)
+            .map(|i| {
+                let name = format!("n{}", i + 1);
+                Member {
+                    data_dir: dir.path().join(&name),
+                    log: dir.path().join(format!("{name}.log")),
+                    name,
+                    client_port: free_port(),
+                    peer_port: free_port(),
+                    child: None,
+                    paused: false,
+                    started: false,
+                }
+            })
+            .collect();
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = ProcCluster {
+            dir: Some(dir),
+            members,
+            initial_cluster,
+            bin,
+        };
+        for i in 0..n {
+            c.spawn(i)?;
+        }
+        c.wait_healthy(ready_timeout)?;
+        Ok(c)
+    }
+
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// The directory holding data dirs and logs.
+    pub fn dir(&self) -> &Path {
+        self.dir.as_ref().map(|d| d.path()).expect("dir present")
+    }
+
+    /// Do not delete the data dirs and logs on drop (for post-mortems).
+    pub fn keep_dir(&mut self) -> PathBuf {
+        match self.dir.take() {
+            Some(d) => d.keep(),
+            None => PathBuf::new(),
+        }
+    }
+
+    /// Starts member `i` (no-op if it runs).
+    pub fn spawn(&mut self, i: usize) -> Result<(), String> {
+        let bin = self.bin.clone();
+        let initial_cluster = self.initial_cluster.clone();
+        let m = &mut self.members[i];
+        if m.child.is_some() {
+            return Ok(());
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&m.log)
+            .map_err(|e| format!("open {}: {e}", m.log.display()))?;
+        let log2 = log.try_clone().map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(&bin);
+        cmd.arg("serve");
+        if !m.started {
+            cmd.args(["--initial-cluster", &initial_cluster]);
+        }
+        let child = cmd
+            .args(["--name", &m.name])
+            .arg("--data-dir")
+            .arg(&m.data_dir)
+            .args(["--listen-client", &format!("127.0.0.1:{}", m.client_port)])
+            .args(["--listen-peer", &format!("127.0.0.1:{}", m.peer_port)])
+            .args([
+                "--heartbeat-interval-ms",
+                &HEARTBEAT_MS.to_string(),
+                "--election-timeout-ms",
+                &ELECTION_TIMEOUT_MS.to_string(),
+            ])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .map_err(|e| format!("spawn {}: {e}", bin.display()))?;
+        m.child = Some(child);
+        m.paused = false;
+        m.started = true;
+        Ok(())
+    }
+
+    /// SIGKILL member `i` (no shutdown path runs, as in a crash) and reap it.
+    pub fn kill(&mut self, i: usize) {
+        let m = &mut self.members[i];
+        if let Some(mut c) = m.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        m.paused = false;
+    }
+
+    /// SIGSTOP member `i`.
+    pub fn pause(&mut self, i: usize) -> Result<(), String> {
+        let m = &mut self.members[i];
+        if let Some(pid) = m.pid() {
+            signal(pid, "STOP")?;
+            m.paused = true;
+        }
+        Ok(())
+    }
+
+    /// SIGCONT member `i`.
+    pub fn resume(&mut self, i: usize) -> Result<(), String> {
+        let m = &mut self.members[i];
+        if let Some(pid) = m.pid() {
+            signal(pid, "CONT")?;
+        }
+        m.paused = false;
+        Ok(())
+    }
+
+    /// Resumes paused members and restarts dead ones; a member that exited
+    /// by itself is reported (and restarted).
+    pub fn heal(&mut self) -> Result<Vec<String>, String> {
+        let mut notes = Vec::new();
+        for i in 0..self.members.len() {
+            if self.members[i].paused {
+                self.resume(i)?;
+            }
+            let exited = match self.members[i].child.as_mut() {
+                Some(c) => c.try_wait().ok().flatten(),
+                None => None,
+            };
+            if let Some(status) = exited {
+                notes.push(format!(
+                    "{} exited by itself ({status})",
+                    self.members[i].name
+                ));
+                self.members[i].child = None;
+            }
+            if self.members[i].child.is_none() {
+                self.spawn(i)?;
+            }
+        }
+        Ok(notes)
+    }
+
+    /// Members that exited without being killed by the harness.
+    pub fn unexpected_exits(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        for m in &mut self.members {
+            if let Some(c) = m.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    out.push(format!("{} exited ({status})", m.name));
+                }
+            }
+        }
+        out
+    }
+
+    /// Waits until every running member answers `GET /health` with 200.
+    pub fn wait_healthy(&self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        for m in self
+            .members
+            .iter()
+            .filter(|m| m.state() == RunState::Running)
+        {
+            while !http_health(m.client_port) {
+                if Instant::now() > deadline {
+                    return Err(format!(
+                        "{} not healthy after {timeout:?}\n{}",
+                        m.name,
+                        self.logs(40)
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(())
+    }
+
+    /// The last `lines` lines of every member's log.
+    pub fn logs(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for m in &self.members {
+            let text = std::fs::read_to_string(&m.log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+            out.push_str(&format!("--- {} log (last {lines} lines) ---\n", m.name));
+            for l in tail.into_iter().rev() {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    pub fn client_urls(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.client_url()).collect()
+    }
+}
+
+impl Drop for ProcCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// A lazily connecting channel with per-request `timeout`.
+pub fn channel(url: &str, timeout: Duration) -> Channel {
+    Endpoint::from_shared(url.to_string())
+        .expect("valid url")
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(timeout)
+        .connect_lazy()
+}
+
+/// `(member_id, leader_id, raft_applied_index)` of the member at `url`.
+pub async fn status(url: &str, timeout: Duration) -> Result<(u64, u64, u64), String> {
+    let mut c = MaintenanceClient::new(channel(url, timeout));
+    let r = tokio::time::timeout(timeout, c.status(pb::StatusRequest {}))
+        .await
+        .map_err(|_| "status timed out".to_string())?
+        .map_err(|e| e.message().to_string())?
+        .into_inner();
+    let me = r.header.map(|h| h.member_id).unwrap_or(0);
+    Ok((me, r.leader, r.raft_applied_index))
+}
+
+/// Member ids (`ResponseHeader.member_id`) of the members at `urls`, in
+/// order; retried until `timeout` passes.
+pub async fn member_ids(urls: &[String], timeout: Duration) -> Result<Vec<u64>, String> {
+    let deadline = Instant::now() + timeout;
+    let mut ids = Vec::new();
+    for u in urls {
+        loop {
+            match status(u, Duration::from_millis(500)).await {
+                Ok((me, _, _)) if me != 0 => {
+                    ids.push(me);
+                    break;
+                }
+                r if Instant::now() > deadline => {
+                    return Err(format!("no member id from {u}: {r:?}"));
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// Index (into `ids`) of the leader as reported by most of the members
+/// that answer `Maintenance.Status` within `timeout` (a paused leader that
+/// the others still follow is reported too).
+pub async fn find_leader(urls: &[String], ids: &[u64], timeout: Duration) -> Option<usize> {
+    let mut votes: Vec<(u64, usize)> = Vec::new();
+    for u in urls {
+        if let Ok((_, l, _)) = status(u, timeout).await {
+            if l != 0 {
+                match votes.iter_mut().find(|(id, _)| *id == l) {
+                    Some((_, n)) => *n += 1,
+                    None => votes.push((l, 1)),
+                }
+            }
+        }
+    }
+    let (leader, _) = votes.into_iter().max_by_key(|(_, n)| *n)?;
+    ids.iter().position(|id| *id == leader)
+}
+
+/// Head revision of the member's store (serializable read, no barrier).
+pub async fn local_revision(url: &str, timeout: Duration) -> Result<i64, String> {
+    let mut c = KvClient::new(channel(url, timeout));
+    let r = tokio::time::timeout(
+        timeout,
+        c.range(pb::RangeRequest {
+            key: b"\0".to_vec(),
+            serializable: true,
+            count_only: true,
+            ..Default::default()
+        }),
+    )
+    .await
+    .map_err(|_| "range timed out".to_string())?
+    .map_err(|e| e.message().to_string())?
+    .into_inner();
+    Ok(r.header.map(|h| h.revision).unwrap_or(0))
+}
+
+/// `Maintenance.HashKV` at `revision` on the member at `url`.
+pub async fn hash_kv(url: &str, revision: i64, timeout: Duration) -> Result<u32, String> {
+    let mut c = MaintenanceClient::new(channel(url, timeout));
+    let r = tokio::time::timeout(timeout, c.hash_kv(pb::HashKvRequest { revision }))
+        .await
+        .map_err(|_| "hash_kv timed out".to_string())?
+        .map_err(|e| e.message().to_string())?
+        .into_inner();
+    Ok(r.hash)
+}
