@@ -208,14 +208,18 @@ cpu_ticks() { # total utime+stime of the given PIDs, in clock ticks
     echo "$sum"
 }
 
+# Busy ticks of the whole machine (user, nice, system, irq, softirq).
+sys_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
+
 pids_of() { awk -v s="$1" '$1 == s { print $3 }' "$WORK/members"; }
 
 run_suite() { # run_suite LABEL ENDPOINTS ROUND
     local label=$1 eps=$2 round=$3
     local pids
     pids=$(pids_of "$label" | xargs)
-    local c0 t0 c1 t1
+    local c0 t0 c1 t1 b0 b1
     c0=$(cpu_ticks $pids)
+    b0=$(sys_busy)
     t0=$(date +%s.%N)
     log "round $round: $label suite ($DURATION per row)"
     # shellcheck disable=SC2086
@@ -229,14 +233,19 @@ run_suite() { # run_suite LABEL ENDPOINTS ROUND
         return 1
     }
     c1=$(cpu_ticks $pids)
+    b1=$(sys_busy)
     t1=$(date +%s.%N)
     local hz cli
     hz=$(getconf CLK_TCK)
     cli=$(awk '{ print $1 + $2 }' "$OUT/$label-r$round.client-time")
-    awk -v l="$label" -v r="$round" -v t0="$t0" -v t1="$t1" -v c0="$c0" -v c1="$c1" -v hz="$hz" -v cli="$cli" 'BEGIN {
-        wall = t1 - t0; srv = (c1 - c0) / hz
-        printf "%s round %s: wall %.1f s, server CPU %.1f s (%.2f cores avg, 3 members), bench client CPU %.1f s (%.2f cores)\n",
-            l, r, wall, srv, srv / wall, cli, cli / wall }' | tee -a "$OUT/cpu.txt" >&2
+    # "other" is everything else on the machine (e.g. someone's build): if
+    # it is large, the round competed for the 2 cores and is suspect.
+    awk -v l="$label" -v r="$round" -v t0="$t0" -v t1="$t1" -v c0="$c0" -v c1="$c1" -v hz="$hz" \
+        -v cli="$cli" -v b0="$b0" -v b1="$b1" -v n="$(nproc)" 'BEGIN {
+        wall = t1 - t0; srv = (c1 - c0) / hz; all = (b1 - b0) / hz; other = all - srv - cli
+        if (other < 0) other = 0
+        printf "%s round %s: wall %.1f s; cores busy avg: servers %.2f, bench client %.2f, other processes %.2f (of %d)\n",
+            l, r, wall, srv / wall, cli / wall, other / wall, n }' | tee -a "$OUT/cpu.txt" >&2
 }
 
 rss_report() {

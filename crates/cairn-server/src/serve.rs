@@ -8,7 +8,7 @@ use cairn_raft::peer_service::PeerService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
 use crate::config::ServerConfig;
@@ -33,6 +33,13 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| StartError::Storage(format!("cannot listen for {what} on {addr}: {e}")))
+}
+
+/// Accepted connections with Nagle's algorithm off: small gRPC messages
+/// must not wait for delayed ACKs. (`Server::tcp_nodelay` does not apply to
+/// a listener handed to `serve_with_incoming*`.)
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// Bind both ports, start the node, serve. Port 0 picks a free port; the
@@ -68,12 +75,8 @@ pub async fn start(mut config: ServerConfig) -> Result<RunningServer, StartError
         let stopped = stopped.clone();
         async move {
             let result = Server::builder()
-                .tcp_nodelay(true)
                 .add_service(peer_service.into_server())
-                .serve_with_incoming_shutdown(
-                    TcpListenerStream::new(peer_listener),
-                    until_stopped(stopped),
-                )
+                .serve_with_incoming_shutdown(incoming(peer_listener), until_stopped(stopped))
                 .await;
             if let Err(e) = result {
                 tracing::error!("peer server stopped: {e}");
@@ -87,12 +90,8 @@ pub async fn start(mut config: ServerConfig) -> Result<RunningServer, StartError
         async move {
             let result = Server::builder()
                 .accept_http1(true)
-                .tcp_nodelay(true)
                 .add_routes(routes)
-                .serve_with_incoming_shutdown(
-                    TcpListenerStream::new(client_listener),
-                    until_stopped(stopped),
-                )
+                .serve_with_incoming_shutdown(incoming(client_listener), until_stopped(stopped))
                 .await;
             if let Err(e) = result {
                 tracing::error!("client server stopped: {e}");
