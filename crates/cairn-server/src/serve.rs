@@ -91,7 +91,10 @@ pub async fn start(mut config: ServerConfig) -> Result<RunningServer, StartError
             let result = Server::builder()
                 .accept_http1(true)
                 .add_routes(routes)
-                .serve_with_incoming_shutdown(incoming(client_listener), until_stopped(stopped))
+                .serve_with_incoming_shutdown(
+                    crate::authority_fix::incoming(client_listener),
+                    until_stopped(stopped),
+                )
                 .await;
             if let Err(e) = result {
                 tracing::error!("client server stopped: {e}");

@@ -283,14 +283,12 @@ fn etcdctl_cluster_and_maintenance_commands() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(health.matches("is healthy").count(), 3, "{health}");
-    // etcdctl 3.4 dials each endpoint for status/hashkv/move-leader with
-    // `:authority` set to the whole URL ("http://host:port"), which the
-    // HTTP/2 library under tonic rejects as malformed (etcd's Go server lets
-    // it pass). Endpoints given as host:port work; see README.
-    let bare = ep.replace("http://", "");
-    let status = ok(etcdctl(&bare, &["endpoint", "status", "-w", "table"]));
+    // etcdctl 3.4 dials each endpoint for status/hashkv/move-leader with the
+    // whole URL as HTTP/2 `:authority`; `authority_fix` makes that work.
+    let bare = &ep;
+    let status = ok(etcdctl(bare, &["endpoint", "status", "-w", "table"]));
     assert_eq!(status.matches("3.5.0").count(), 3, "{status}");
-    let hashes = ok(etcdctl(&bare, &["endpoint", "hashkv"]));
+    let hashes = ok(etcdctl(bare, &["endpoint", "hashkv"]));
     assert_eq!(hashes.lines().count(), 3, "{hashes}");
 
     // snapshot save: etcdctl checks the sha256 trailer itself.
@@ -309,11 +307,11 @@ fn etcdctl_cluster_and_maintenance_commands() {
     ok(etcdctl(&ep, &["alarm", "disarm"]));
 
     // move-leader to another member
-    let json = ok(etcdctl(&bare, &["endpoint", "status", "-w", "json"]));
+    let json = ok(etcdctl(bare, &["endpoint", "status", "-w", "json"]));
     let leader_id = field_u64(&json, "\"leader\":");
     let ids: Vec<u64> = member_ids(&ok(etcdctl(&ep, &["member", "list", "-w", "json"])));
     let target = ids.iter().copied().find(|i| *i != leader_id).unwrap();
-    let out = ok(etcdctl(&bare, &["move-leader", &format!("{target:x}")]));
+    let out = ok(etcdctl(bare, &["move-leader", &format!("{target:x}")]));
     assert!(out.contains("Leadership transferred"), "{out}");
 
     // member add (learner) → start it → promote → remove
