@@ -2,7 +2,6 @@
 
 mod support;
 
-use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -10,28 +9,11 @@ use support::*;
 
 /// Run `cairn --endpoints EP ARGS...` (optionally feeding stdin).
 fn cairn(ep: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(cairn_bin())
-        .arg(format!("--endpoints={ep}"))
+    let mut cmd = Command::new(cairn_bin());
+    cmd.arg(format!("--endpoints={ep}"))
         .args(["--dial-timeout=2s", "--command-timeout=10s"])
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn cairn");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    wait_with_timeout(child, Duration::from_secs(30))
+        .args(args);
+    run_bounded(cmd, stdin)
 }
 
 /// Stdout of a command that must succeed.

@@ -213,15 +213,21 @@ pub fn etcdctl_stdin(endpoints: &str, args: &[&str], stdin: Option<&str>) -> Out
     cmd.env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoints}"))
         .args(["--dial-timeout=3s", "--command-timeout=10s"])
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn etcdctl");
+        .args(args);
+    run_bounded(cmd, stdin)
+}
+
+/// Run `cmd` to completion (killed after 30 s), feeding `stdin` if given,
+/// capturing stdout and stderr.
+pub fn run_bounded(mut cmd: Command, stdin: Option<&str>) -> Output {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn command");
     if let Some(input) = stdin {
         child
             .stdin
