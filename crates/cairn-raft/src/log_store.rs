@@ -16,9 +16,16 @@
 //!   reach the disk in the order openraft issued them, which the
 //!   `RaftLogStorage` contract requires, even if a caller's future is dropped
 //!   half-way;
+//! - `append` does not wait for its job: it leaves the entries readable in
+//!   memory ([`unflushed`]) and returns, and the writer thread reports the
+//!   fsync through openraft's callback. RaftCore keeps batching client writes
+//!   and replicating (the leader's fsync overlaps the followers') instead of
+//!   stalling for every fsync. `save_committed` is not waited for either;
+//!   `save_vote`, `truncate_after` and `purge` are;
 //! - reads run on tokio's blocking pool (`spawn_blocking`), each in its own
 //!   read transaction, so they see a consistent snapshot and never wait for
-//!   the writer.
+//!   the writer; a read that only needs unflushed entries does not touch
+//!   redb at all.
 //!
 //! # Durability
 //!
@@ -51,6 +58,9 @@ use tokio::sync::oneshot;
 
 use crate::types::{Entry, IOFlushed, LogId, LogState, TypeConfig, Vote};
 
+mod unflushed;
+use unflushed::{Pending, Unflushed};
+
 /// `raft_log`: log index → postcard-encoded [`Entry`].
 pub const LOG_TABLE: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 /// `raft_meta`: small postcard-encoded records, see the `KEY_*` constants.
@@ -69,6 +79,8 @@ pub const DEFAULT_REPLICATION_BATCH_BYTES: usize = 16 * 1024 * 1024;
 pub struct LogStore {
     db: Arc<Database>,
     writer: Writer,
+    /// Appended entries whose transaction has not committed yet.
+    unflushed: Arc<Unflushed>,
     replication_batch_bytes: usize,
     committed_durability: Durability,
 }
@@ -102,6 +114,7 @@ impl LogStore {
         Ok(LogStore {
             db,
             writer: Writer::spawn()?,
+            unflushed: Arc::new(Unflushed::default()),
             replication_batch_bytes: DEFAULT_REPLICATION_BATCH_BYTES,
             committed_durability: Durability::None,
         })
@@ -134,6 +147,7 @@ impl LogStore {
     pub fn reader(&self) -> LogReader {
         LogReader {
             db: self.db.clone(),
+            unflushed: self.unflushed.clone(),
             replication_batch_bytes: self.replication_batch_bytes,
         }
     }
@@ -145,12 +159,23 @@ impl LogStore {
         let db = self.db.clone();
         self.writer.run(what, move || job(&db)).await
     }
+
+    /// Queues a write without waiting for it; `job` reports its own outcome.
+    fn submit<F>(&self, what: &'static str, job: F) -> io::Result<()>
+    where
+        F: FnOnce(&Database) + Send + 'static,
+    {
+        let db = self.db.clone();
+        self.writer.submit(what, move || job(&db))
+    }
 }
 
 /// Reads the log and the vote. Every clone shares the same database.
 #[derive(Clone)]
 pub struct LogReader {
     db: Arc<Database>,
+    /// The log's tail that is still being written; see [`unflushed`].
+    unflushed: Arc<Unflushed>,
     replication_batch_bytes: usize,
 }
 
@@ -171,6 +196,45 @@ impl LogReader {
             .await
             .map_err(|e| ctx("raft log read task", e))?
     }
+
+    /// The entries in `[lo, hi)` up to `budget` encoded bytes (at least one):
+    /// flushed ones from redb, then the unflushed tail.
+    async fn read_range(&self, lo: u64, hi: Option<u64>, budget: usize) -> io::Result<Vec<Entry>> {
+        // Copy the tail first: an entry leaves it only once it is in redb.
+        let tail = self.unflushed.range(lo, hi);
+        let tail_start = tail.first().map(|p| p.entry.log_id.index);
+        let mut out = Vec::new();
+        let mut bytes_read = 0usize;
+        if tail_start != Some(lo) {
+            let redb_hi = tail_start.or(hi);
+            let (flushed, bytes) = self
+                .read(move |db| read_entries(db, lo, redb_hi, budget))
+                .await?;
+            out = flushed;
+            bytes_read = bytes;
+            if bytes_read >= budget || tail_start.is_none() {
+                return Ok(out);
+            }
+            let next = out.last().map_or(lo, |e| e.log_id.index + 1);
+            if Some(next) != tail_start {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "raft log store: hole in raft_log: expected index {next}, \
+                         the unflushed tail starts at {tail_start:?}"
+                    ),
+                ));
+            }
+        }
+        for p in tail {
+            if !out.is_empty() && bytes_read >= budget {
+                break;
+            }
+            bytes_read = bytes_read.saturating_add(p.encoded_bytes);
+            out.push(p.entry);
+        }
+        Ok(out)
+    }
 }
 
 impl RaftLogReader<TypeConfig> for LogReader {
@@ -181,8 +245,7 @@ impl RaftLogReader<TypeConfig> for LogReader {
         let Some((lo, hi)) = normalize(&range) else {
             return Ok(Vec::new());
         };
-        self.read(move |db| read_entries(db, lo, hi, usize::MAX))
-            .await
+        self.read_range(lo, hi, usize::MAX).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
@@ -198,8 +261,7 @@ impl RaftLogReader<TypeConfig> for LogReader {
             return Ok(Vec::new());
         }
         let budget = self.replication_batch_bytes;
-        self.read(move |db| read_entries(db, start, Some(end), budget))
-            .await
+        self.read_range(start, Some(end), budget).await
     }
 }
 
@@ -207,7 +269,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogReader;
 
     async fn get_log_state(&mut self) -> Result<LogState, io::Error> {
-        self.reader()
+        let unflushed_last = self.unflushed.last_log_id();
+        let state = self
+            .reader()
             .read(|db| {
                 let txn = db
                     .begin_read()
@@ -237,7 +301,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                     last_purged_log_id: last_purged,
                 })
             })
-            .await
+            .await?;
+        Ok(LogState {
+            last_log_id: unflushed_last.or(state.last_log_id),
+            ..state
+        })
     }
 
     async fn get_log_reader(&mut self) -> LogReader {
@@ -258,25 +326,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             None => None,
         };
         let durability = self.committed_durability;
-        self.write("save committed", move |db| {
-            let mut txn = db
-                .begin_write()
-                .map_err(|e| ctx("save committed: begin write", e))?;
-            txn.set_durability(durability)
-                .map_err(|e| ctx("save committed: set durability", e))?;
-            {
-                let mut meta = txn
-                    .open_table(META_TABLE)
-                    .map_err(|e| ctx("save committed: open raft_meta", e))?;
-                match &bytes {
-                    Some(b) => meta.insert(KEY_COMMITTED, b.as_slice()).map(|_| ()),
-                    None => meta.remove(KEY_COMMITTED).map(|_| ()),
-                }
-                .map_err(|e| ctx("save committed: write", e))?;
+        if matches!(durability, Durability::Immediate) {
+            return self
+                .write("save committed", move |db| {
+                    write_committed(db, bytes.as_deref(), durability)
+                })
+                .await;
+        }
+        // Not waited for: a lost or late committed id only makes recovery
+        // re-apply less (see `with_durable_committed`), and waiting would
+        // stall RaftCore behind the append fsyncs queued before it.
+        self.submit("save committed", move |db| {
+            if let Err(e) = write_committed(db, bytes.as_deref(), durability) {
+                tracing::warn!("raft log store: {e}");
             }
-            txn.commit().map_err(|e| ctx("save committed: commit", e))
         })
-        .await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
@@ -290,45 +354,32 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let entries: Vec<Entry> = entries.into_iter().collect();
-        if entries.is_empty() {
+        let mut rows: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut pending: Vec<Pending> = Vec::new();
+        let mut written: Vec<LogId> = Vec::new();
+        for entry in entries {
+            let bytes = encode(&entry, "entry")?;
+            rows.push((entry.log_id.index, bytes));
+            written.push(entry.log_id);
+            pending.push(Pending {
+                encoded_bytes: rows.last().map_or(0, |(_, b)| b.len()),
+                entry,
+            });
+        }
+        if rows.is_empty() {
             callback.io_completed(Ok(()));
             return Ok(());
         }
-        let res = self
-            .write("append", move |db| {
-                let mut buf = Vec::new();
-                let mut txn = db
-                    .begin_write()
-                    .map_err(|e| ctx("append: begin write", e))?;
-                txn.set_durability(Durability::Immediate)
-                    .map_err(|e| ctx("append: set durability", e))?;
-                {
-                    let mut log = txn
-                        .open_table(LOG_TABLE)
-                        .map_err(|e| ctx("append: open raft_log", e))?;
-                    for entry in &entries {
-                        buf.clear();
-                        let bytes = postcard::to_extend(entry, std::mem::take(&mut buf))
-                            .map_err(|e| ctx("append: encode entry", e))?;
-                        log.insert(entry.log_id.index, bytes.as_slice())
-                            .map_err(|e| ctx("append: insert entry", e))?;
-                        buf = bytes;
-                    }
-                }
-                txn.commit().map_err(|e| ctx("append: commit", e))
-            })
-            .await;
-        match res {
-            Ok(()) => {
-                callback.io_completed(Ok(()));
-                Ok(())
+        // Readable from now on, as openraft requires; durable at the callback.
+        self.unflushed.insert(pending);
+        let unflushed = self.unflushed.clone();
+        self.submit("append", move |db| {
+            let res = write_rows(db, &rows);
+            if res.is_ok() {
+                unflushed.flushed(&written);
             }
-            Err(e) => {
-                callback.io_completed(Err(io::Error::new(e.kind(), e.to_string())));
-                Err(e)
-            }
-        }
+            callback.io_completed(res);
+        })
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
@@ -339,6 +390,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             },
             None => 0,
         };
+        // Waited for (it follows every queued append), so no reader can see
+        // a removed entry afterwards.
+        self.unflushed.truncate_from(from);
         self.write("truncate", move |db| {
             let mut txn = db
                 .begin_write()
@@ -394,15 +448,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
 // --- The writer thread -------------------------------------------------------
 
-type Job = Box<dyn FnOnce() -> io::Result<()> + Send>;
+type Job = Box<dyn FnOnce() + Send>;
+
+/// How many writes may wait for the writer thread. Appends are not awaited,
+/// so this is what bounds them: when the disk falls this far behind, the
+/// submitting task blocks until the writer catches up (backpressure on
+/// RaftCore, which is what should slow down).
+const WRITER_QUEUE_JOBS: usize = 1024;
 
 struct Writer {
-    tx: mpsc::Sender<(Job, oneshot::Sender<io::Result<()>>)>,
+    tx: mpsc::SyncSender<Job>,
 }
 
 impl Writer {
     fn spawn() -> io::Result<Self> {
-        let (tx, rx) = mpsc::channel::<(Job, oneshot::Sender<io::Result<()>>)>();
+        let (tx, rx) = mpsc::sync_channel::<Job>(WRITER_QUEUE_JOBS);
         std::thread::Builder::new()
             .name("cairn-raft-log-writer".into())
             .spawn(move || {
@@ -410,8 +470,8 @@ impl Writer {
                 // their Arc<Database>, released before the result is sent, so
                 // once an awaited write returns this thread holds no reference
                 // to the database.
-                while let Ok((job, done)) = rx.recv() {
-                    let _ = done.send(job());
+                while let Ok(job) = rx.recv() {
+                    job();
                 }
             })
             .map_err(|e| ctx("spawn raft log writer thread", e))?;
@@ -423,12 +483,22 @@ impl Writer {
         F: FnOnce() -> io::Result<()> + Send + 'static,
     {
         let (done_tx, done_rx) = oneshot::channel();
-        self.tx
-            .send((Box::new(job), done_tx))
-            .map_err(|_| io::Error::other(format!("raft log {what}: writer thread has stopped")))?;
+        self.submit(what, move || {
+            let _ = done_tx.send(job());
+        })?;
         done_rx
             .await
             .map_err(|_| io::Error::other(format!("raft log {what}: writer thread has stopped")))?
+    }
+
+    /// Queues `job` behind every earlier one without waiting for it.
+    fn submit<F>(&self, what: &'static str, job: F) -> io::Result<()>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        self.tx
+            .send(Box::new(job))
+            .map_err(|_| io::Error::other(format!("raft log {what}: writer thread has stopped")))
     }
 }
 
@@ -503,6 +573,44 @@ fn put_meta(
         .map_err(|e| ctx(&format!("write {key}: commit"), e))
 }
 
+/// Writes encoded entries in one transaction with one fsync.
+fn write_rows(db: &Database, rows: &[(u64, Vec<u8>)]) -> io::Result<()> {
+    let mut txn = db
+        .begin_write()
+        .map_err(|e| ctx("append: begin write", e))?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(|e| ctx("append: set durability", e))?;
+    {
+        let mut log = txn
+            .open_table(LOG_TABLE)
+            .map_err(|e| ctx("append: open raft_log", e))?;
+        for (index, bytes) in rows {
+            log.insert(*index, bytes.as_slice())
+                .map_err(|e| ctx("append: insert entry", e))?;
+        }
+    }
+    txn.commit().map_err(|e| ctx("append: commit", e))
+}
+
+fn write_committed(db: &Database, bytes: Option<&[u8]>, durability: Durability) -> io::Result<()> {
+    let mut txn = db
+        .begin_write()
+        .map_err(|e| ctx("save committed: begin write", e))?;
+    txn.set_durability(durability)
+        .map_err(|e| ctx("save committed: set durability", e))?;
+    {
+        let mut meta = txn
+            .open_table(META_TABLE)
+            .map_err(|e| ctx("save committed: open raft_meta", e))?;
+        match bytes {
+            Some(b) => meta.insert(KEY_COMMITTED, b).map(|_| ()),
+            None => meta.remove(KEY_COMMITTED).map(|_| ()),
+        }
+        .map_err(|e| ctx("save committed: write", e))?;
+    }
+    txn.commit().map_err(|e| ctx("save committed: commit", e))
+}
+
 /// `[lo, hi)` for a range of log indexes (`hi == None`: unbounded), or `None`
 /// when the range is empty.
 fn normalize(range: &impl RangeBounds<u64>) -> Option<(u64, Option<u64>)> {
@@ -524,7 +632,13 @@ fn normalize(range: &impl RangeBounds<u64>) -> Option<(u64, Option<u64>)> {
 
 /// Reads the entries in `[lo, hi)`, stopping once `budget` encoded bytes have
 /// been read (always at least one entry). Fails on a hole between entries.
-fn read_entries(db: &Database, lo: u64, hi: Option<u64>, budget: usize) -> io::Result<Vec<Entry>> {
+/// Returns the entries and their encoded size.
+fn read_entries(
+    db: &Database,
+    lo: u64,
+    hi: Option<u64>,
+    budget: usize,
+) -> io::Result<(Vec<Entry>, usize)> {
     let txn = db
         .begin_read()
         .map_err(|e| ctx("read entries: begin read", e))?;
@@ -563,12 +677,99 @@ fn read_entries(db: &Database, lo: u64, hi: Option<u64>, budget: usize) -> io::R
         }
         expect = index.checked_add(1);
     }
-    Ok(out)
+    Ok((out, bytes_read))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::normalize;
+    use super::*;
+    use openraft::entry::RaftEntry;
+    use openraft::type_config::TypeConfigExt;
+    use openraft::vote::RaftLeaderId;
+
+    use crate::types::LeaderId;
+
+    fn entry(index: u64) -> Entry {
+        let leader = <LeaderId as RaftLeaderId>::new(1, 1).to_committed();
+        Entry::new_blank(LogId::new(leader, index))
+    }
+
+    fn pending(range: std::ops::RangeInclusive<u64>) -> Vec<Pending> {
+        range
+            .map(|i| Pending {
+                entry: entry(i),
+                encoded_bytes: 10,
+            })
+            .collect()
+    }
+
+    fn indexes(entries: &[Entry]) -> Vec<u64> {
+        entries.iter().map(|e| e.log_id.index).collect()
+    }
+
+    async fn store_with_flushed(last: u64) -> (tempfile::TempDir, LogStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::create(dir.path().join("db")).unwrap());
+        let mut store = LogStore::open(db).unwrap();
+        let (tx, rx) = TypeConfig::oneshot();
+        store
+            .append((1..=last).map(entry), IOFlushed::signal(tx))
+            .await
+            .unwrap();
+        rx.await.unwrap().unwrap();
+        (dir, store)
+    }
+
+    /// Reads join the flushed log in redb and the unflushed tail in memory.
+    #[tokio::test]
+    async fn reads_see_flushed_and_unflushed_entries() {
+        let (_dir, mut store) = store_with_flushed(5).await;
+        store.unflushed.insert(pending(6..=8));
+        let mut reader = store.get_log_reader().await;
+        assert_eq!(
+            indexes(&reader.try_get_log_entries(1..9).await.unwrap()),
+            (1..=8).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            indexes(&reader.try_get_log_entries(7..).await.unwrap()),
+            [7, 8]
+        );
+        assert_eq!(
+            indexes(&reader.try_get_log_entries(2..4).await.unwrap()),
+            [2, 3]
+        );
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id.map(|l| l.index), Some(8));
+
+        // The budget covers both parts: redb's 1..=5 are tens of bytes, the
+        // tail's entries count 10 each.
+        let mut small = store.reader();
+        small.replication_batch_bytes = 1;
+        assert_eq!(
+            indexes(&small.limited_get_log_entries(6, 9).await.unwrap()),
+            [6]
+        );
+        assert_eq!(small.limited_get_log_entries(1, 9).await.unwrap().len(), 1);
+
+        // Once flushed, an entry is read from redb; a replaced one stays.
+        store.unflushed.flushed(&[entry(6).log_id]);
+        assert_eq!(store.unflushed.range(0, None).len(), 2);
+        store.unflushed.truncate_from(8);
+        assert_eq!(
+            indexes(&reader.try_get_log_entries(7..).await.unwrap()),
+            [7]
+        );
+    }
+
+    /// A gap between redb and the unflushed tail is corruption, not a short read.
+    #[tokio::test]
+    async fn gap_before_the_unflushed_tail_is_an_error() {
+        let (_dir, store) = store_with_flushed(3).await;
+        store.unflushed.insert(pending(6..=7));
+        let mut reader = store.reader();
+        let err = reader.try_get_log_entries(1..8).await.unwrap_err();
+        assert!(err.to_string().contains("hole"), "{err}");
+    }
 
     #[test]
     fn normalize_ranges() {

@@ -19,9 +19,12 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::Stream;
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::errors::{Fatal, ReplicationClosed};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
-use openraft::RPCTypes;
+use openraft::raft::StreamAppendResult as RaftStreamAppendResult;
+use openraft::{OptionalSend, RPCTypes};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
@@ -34,6 +37,10 @@ use crate::types::{
 };
 use cairn_proto::raft::v1::raft_peer_client::RaftPeerClient;
 use cairn_proto::raft::v1::{Payload, SnapshotChunk};
+
+mod stream_append;
+
+type StreamAppendResult = RaftStreamAppendResult<TypeConfig>;
 
 /// The largest gRPC message either side sends or accepts by default: room for
 /// a large AppendEntries batch.
@@ -57,6 +64,10 @@ pub struct NetworkConfig {
     /// Snapshot chunk size; capped at [`MAX_SNAPSHOT_CHUNK_BYTES`] and at
     /// openraft's `snapshot_max_chunk_size`.
     pub snapshot_chunk_bytes: usize,
+    /// How long a replication stream may owe a reply before it is dropped
+    /// and restarted. Far above a follower's fsync under load: restarting a
+    /// busy stream costs more than waiting for it.
+    pub append_reply_timeout: Duration,
 }
 
 impl Default for NetworkConfig {
@@ -68,6 +79,7 @@ impl Default for NetworkConfig {
             http2_keepalive_timeout: Duration::from_secs(5),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             snapshot_chunk_bytes: MAX_SNAPSHOT_CHUNK_BYTES,
+            append_reply_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -403,6 +415,17 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse, RPCError> {
         Ok(self.unary(Unary::AppendEntries, &rpc, &option).await?)
+    }
+
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<'s, Result<BoxStream<'s, Result<StreamAppendResult, RPCError>>, RPCError>>
+    where
+        S: Stream<Item = AppendEntriesRequest> + OptionalSend + Unpin + 'static,
+    {
+        self.open_append_stream(input, option)
     }
 
     async fn vote(

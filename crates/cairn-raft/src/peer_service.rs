@@ -13,7 +13,9 @@ use std::fmt;
 use std::future::Future;
 use std::io::Cursor;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use futures::{Stream, StreamExt};
 
 use openraft::storage::RaftStateMachine;
 use openraft::vote::RaftLeaderId;
@@ -191,11 +193,15 @@ fn decode<T: DeserializeOwned>(what: &str, data: &[u8]) -> Result<T, Status> {
 }
 
 fn reply<T: Serialize>(what: &str, res: &Result<T, Fatal>) -> Result<Response<Payload>, Status> {
+    encode_reply(what, res).map(Response::new)
+}
+
+fn encode_reply<T: Serialize>(what: &str, res: &Result<T, Fatal>) -> Result<Payload, Status> {
     if let Err(fatal) = res {
         tracing::warn!("{what}: local raft stopped: {fatal}");
     }
     postcard::to_allocvec(res)
-        .map(|data| Response::new(Payload { data }))
+        .map(|data| Payload { data })
         .map_err(|e| Status::internal(format!("{what}: encode reply: {e}")))
 }
 
@@ -211,6 +217,38 @@ impl<SM> RaftPeer for PeerService<SM>
 where
     SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotData>,
 {
+    type StreamAppendStream = Pin<Box<dyn Stream<Item = Result<Payload, Status>> + Send>>;
+
+    /// Feeds the request stream into openraft's pipelined `stream_append`
+    /// and answers each request, in order. A malformed request ends the
+    /// input: the requests before it are still answered, then the stream
+    /// ends with `INVALID_ARGUMENT`.
+    async fn stream_append(
+        &self,
+        request: Request<Streaming<Payload>>,
+    ) -> Result<Response<Self::StreamAppendStream>, Status> {
+        let bad_request: Arc<Mutex<Option<Status>>> = Arc::default();
+        let input = request.into_inner().scan(bad_request.clone(), |bad, item| {
+            let req = item.and_then(|p| decode::<AppendEntriesRequest>("stream_append", &p.data));
+            futures::future::ready(match req {
+                Ok(req) => Some(req),
+                Err(status) => {
+                    *bad.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
+                    None
+                }
+            })
+        });
+        let replies = self
+            .raft
+            .stream_append(input)
+            .map(|res| encode_reply("stream_append", &res));
+        let last = futures::stream::once(async move {
+            bad_request.lock().unwrap_or_else(|p| p.into_inner()).take()
+        })
+        .filter_map(|bad| futures::future::ready(bad.map(Err)));
+        Ok(Response::new(Box::pin(replies.chain(last))))
+    }
+
     async fn append_entries(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
         let req: AppendEntriesRequest = decode("append_entries", &request.into_inner().data)?;
         let res = self.raft.append_entries(req).await.map_err(fatal);

@@ -13,8 +13,9 @@ use cairn_raft::log_store::{LogStore, LOG_TABLE, META_TABLE};
 use cairn_raft::network::{NetworkConfig, NetworkFactory};
 use cairn_raft::peer_service::{PeerService, UnimplementedPeerHandler};
 use cairn_raft::types::{
-    CairnNode, CommandResult, Entry, LeaderId, LogId, Raft, RaftConfig, Request, Snapshot,
-    SnapshotData, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Vote, VoteRequest,
+    AppendEntriesRequest, CairnNode, CommandResult, Entry, LeaderId, LogId, Raft, RaftConfig,
+    Request, Snapshot, SnapshotData, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+    Vote, VoteRequest,
 };
 use futures::{Stream, StreamExt};
 use openraft::entry::RaftEntry;
@@ -628,6 +629,26 @@ async fn silent_peer_times_out() {
         other => panic!("want Timeout, got {other:?}"),
     }
     assert!(started.elapsed() < Duration::from_secs(5));
+
+    // Opening a replication stream times out the same way.
+    let started = std::time::Instant::now();
+    let heartbeat = AppendEntriesRequest {
+        vote: Vote::new(1, 9),
+        prev_log_id: None,
+        leader_commit: None,
+        entries: vec![],
+    };
+    let input = Box::pin(futures::stream::once(async { heartbeat }));
+    let mut client = factory.client(1, &node);
+    match client
+        .stream_append(input, RPCOption::new(Duration::from_millis(400)))
+        .await
+    {
+        Err(RPCError::Timeout(t)) => assert_eq!((t.id, t.target), (9, 1)),
+        Err(other) => panic!("want Timeout, got {other:?}"),
+        Ok(_) => panic!("want Timeout, got a stream"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
     hold.abort();
 }
 
@@ -687,6 +708,16 @@ async fn malformed_requests_are_invalid_argument() {
             .unwrap_err();
         assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     }
+
+    // A malformed request in a replication stream ends it with
+    // INVALID_ARGUMENT.
+    let mut replies = c
+        .stream_append(tokio_stream::iter(vec![garbage()]))
+        .await
+        .unwrap()
+        .into_inner();
+    let status = replies.message().await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
 
     // Forward/ReadIndex reach the PeerHandler.
     let status = c.forward(Payload { data: vec![1] }).await.unwrap_err();
