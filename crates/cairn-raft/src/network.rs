@@ -386,6 +386,21 @@ impl PeerClient {
         }
     }
 
+    /// Opens the `Presence` stream to this peer (see
+    /// [`crate::leader_watch`]); fails if it cannot be opened in `timeout`.
+    pub async fn presence(&self, timeout: Duration) -> Result<tonic::Streaming<Payload>, Status> {
+        let mut client = self
+            .inner
+            .clone()
+            .map_err(|m| Status::unavailable(m.to_string()))?;
+        // No grpc-timeout: the stream is meant to stay open.
+        let request = tonic::Request::new(Payload { data: Vec::new() });
+        match tokio::time::timeout(timeout, client.presence(request)).await {
+            Err(_) => Err(Status::deadline_exceeded("presence: timed out")),
+            Ok(r) => r.map(|r| r.into_inner()),
+        }
+    }
+
     /// Sends a `ReadIndex` call (a follower asks the leader for a read index);
     /// the bytes are opaque to this crate.
     pub async fn read_index(

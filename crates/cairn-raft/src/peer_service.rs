@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::{Stream, StreamExt};
 
+use openraft::async_runtime::WatchReceiver;
 use openraft::storage::RaftStateMachine;
 use openraft::vote::RaftLeaderId;
 use serde::de::DeserializeOwned;
@@ -247,6 +248,27 @@ where
         })
         .filter_map(|bad| futures::future::ready(bad.map(Err)));
         Ok(Response::new(Box::pin(replies.chain(last))))
+    }
+
+    type PresenceStream = Pin<Box<dyn Stream<Item = Result<Payload, Status>> + Send>>;
+
+    /// Sends nothing and ends when the local Raft stops, so a follower can
+    /// tell a dead leader (broken connection) from a quiet one.
+    async fn presence(
+        &self,
+        _request: Request<Payload>,
+    ) -> Result<Response<Self::PresenceStream>, Status> {
+        let mut metrics = self.raft.metrics();
+        let until_stopped = async move {
+            while metrics.borrow_watched().running_state.is_ok() {
+                if metrics.changed().await.is_err() {
+                    break;
+                }
+            }
+            None
+        };
+        let stream = futures::stream::once(until_stopped).filter_map(futures::future::ready);
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn append_entries(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {

@@ -68,6 +68,27 @@ async fn leader_loss_elects_a_new_leader_and_keeps_acknowledged_writes() {
     c.shutdown().await;
 }
 
+/// When the leader's process is gone (its port refuses connections), the
+/// voters elect a successor without waiting out the election timeout or
+/// the leader lease. Timeout elections are switched off once the cluster
+/// is up, so only the fast path (cairn_raft::leader_watch) can elect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dead_leader_is_replaced_without_a_timeout_election() {
+    let mut c = Cluster::start(3, |_| {}).await;
+    let old = c.wait_leader(ELECTION).await;
+    put(c.node(old), "before", "1").await;
+    for i in 0..3 {
+        c.node(i).raft.runtime_config().elect(false);
+    }
+    let old_id = c.node(old).member_id();
+    c.stop_member(old).await;
+    let new = c.wait_leader(Duration::from_secs(20)).await;
+    assert_ne!(c.node(new).member_id(), old_id);
+    put(c.node(new), "after", "1").await;
+    assert_eq!(get(c.node(new), "before").await, Some(b"1".to_vec()));
+    c.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lagging_follower_rejoins_via_snapshot_after_log_purge() {
     // Snapshot every 40 entries so the log the follower misses is purged.
@@ -78,20 +99,44 @@ async fn lagging_follower_rejoins_via_snapshot_after_log_purge() {
     for i in 0..400 {
         put(c.node(leader), &format!("bulk/{i:04}"), "x").await;
     }
-    let purged = c.node(leader).raft.metrics().borrow_watched().purged;
-    assert!(purged.is_some(), "leader purged its log after snapshotting");
+    // Whoever leads when the member returns (a loaded machine may have
+    // changed leaders) must have purged what the member lacks.
+    for i in c.running() {
+        let raft = &c.node(i).raft;
+        let applied = raft.metrics().borrow_watched().last_applied.unwrap().index;
+        raft.trigger().snapshot().await.unwrap();
+        let m = raft
+            .wait(Some(ELECTION))
+            .metrics(
+                |m| m.snapshot.is_some_and(|s| s.index >= applied),
+                "snapshot built",
+            )
+            .await
+            .unwrap();
+        let snapshot = m.snapshot.unwrap().index;
+        raft.trigger().purge_log(snapshot).await.unwrap();
+        raft.wait(Some(ELECTION))
+            .metrics(
+                |m| m.purged.is_some_and(|p| p.index >= snapshot),
+                "log purged",
+            )
+            .await
+            .unwrap();
+    }
     c.start_member(lagging).await;
+    // The keyspace fills during the install, before openraft's metrics
+    // report the snapshot: wait for both.
     wait_until(
-        "lagging member has every key",
+        "lagging member installed a snapshot and has every key",
         Duration::from_secs(20),
         || {
-            let ok = support::local_count(c.node(lagging), "bulk/") == 400;
+            let node = c.node(lagging);
+            let ok = support::local_count(node, "bulk/") == 400
+                && node.raft.metrics().borrow_watched().snapshot.is_some();
             async move { ok }
         },
     )
     .await;
-    let snap = c.node(lagging).raft.metrics().borrow_watched().snapshot;
-    assert!(snap.is_some(), "the follower installed a snapshot");
     c.shutdown().await;
 }
 
@@ -125,12 +170,17 @@ async fn learner_is_added_promoted_and_removed() {
         server: None,
     });
     c.start_member(3).await;
-    wait_until("learner has the data", ELECTION, || {
-        let ok = support::local_count(c.node(3), "before-learner") == 1;
-        async move { ok }
-    })
+    // The put precedes the membership entry in the log: wait for both.
+    wait_until(
+        "learner has the data and knows it is a learner",
+        ELECTION,
+        || {
+            let ok =
+                support::local_count(c.node(3), "before-learner") == 1 && c.node(3).is_learner();
+            async move { ok }
+        },
+    )
     .await;
-    assert!(c.node(3).is_learner());
     wait_until("learner published its name", ELECTION, || {
         let ok = c
             .node(0)
@@ -197,8 +247,9 @@ async fn lease_ttl_keeps_counting_across_a_leader_change() {
     };
     c.node(leader).write(Command::Put(put)).await.unwrap();
 
-    // The leader dies 2 s into the lease's 6 s.
-    tokio::time::sleep_until(granted_at + Duration::from_secs(2)).await;
+    // The leader dies 4 s into the lease's 6 s (failover takes milliseconds
+    // when its process is gone, see cairn_raft::leader_watch).
+    tokio::time::sleep_until(granted_at + Duration::from_secs(4)).await;
     c.stop_member(leader).await;
     c.wait_leader(ELECTION).await;
     let failover_done = granted_at.elapsed();
@@ -214,10 +265,10 @@ async fn lease_ttl_keeps_counting_across_a_leader_change() {
         "expired early: {lived:?}"
     );
     // Restarting the TTL at failover (etcd's way) would give at least
-    // failover + 6 s; Cairn's lease must end well before that.
+    // failover + 6 s, about 10 s; Cairn's lease ends near 6 s.
     let restarted = failover_done + Duration::from_secs(6);
     assert!(
-        lived + Duration::from_millis(1000) <= restarted,
+        lived + Duration::from_millis(2500) <= restarted,
         "TTL restarted: lived {lived:?}, failover at {failover_done:?}"
     );
     c.shutdown().await;

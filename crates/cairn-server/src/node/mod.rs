@@ -141,10 +141,11 @@ impl Node {
         }
         .validate()
         .map_err(|e| StartError::Raft(e.to_string()))?;
+        let network = NetworkFactory::new(identity.member_id, NetworkConfig::default());
         let raft = Raft::new(
             identity.member_id,
             Arc::new(raft_config),
-            NetworkFactory::new(identity.member_id, NetworkConfig::default()),
+            network.clone(),
             log_store,
             sm,
         )
@@ -198,6 +199,7 @@ impl Node {
         });
         tokio::spawn(node.hub.clone().run_catch_up(Duration::from_millis(100)));
         tokio::spawn(tick_loop(node.clone()));
+        tokio::spawn(cairn_raft::leader_watch::run(node.raft.clone(), network));
         tokio::spawn(members::publish_attributes(Arc::downgrade(&node)));
         Ok(node)
     }
@@ -311,7 +313,9 @@ async fn tick_loop(node: Arc<Node>) {
     loop {
         ticker.tick().await;
         let Some(node) = weak.upgrade() else { return };
-        if !node.raft.is_leader() {
+        let leading = node.raft.is_leader();
+        node.clock.set_leading(leading);
+        if !leading {
             continue;
         }
         let now_ms = node.clock.now_ms();
