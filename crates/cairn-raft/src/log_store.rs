@@ -20,8 +20,10 @@
 //!   memory ([`unflushed`]) and returns, and the writer thread reports the
 //!   fsync through openraft's callback. RaftCore keeps batching client writes
 //!   and replicating (the leader's fsync overlaps the followers') instead of
-//!   stalling for every fsync. `save_committed` is not waited for either;
-//!   `save_vote`, `truncate_after` and `purge` are;
+//!   stalling for every fsync. The writer folds the appends queued behind
+//!   each other into one transaction with one fsync (group commit, see
+//!   [`writer`]). `save_committed` is not waited for either; `save_vote`,
+//!   `truncate_after` and `purge` are;
 //! - reads run on tokio's blocking pool (`spawn_blocking`), each in its own
 //!   read transaction, so they see a consistent snapshot and never wait for
 //!   the writer; a read that only needs unflushed entries does not touch
@@ -46,7 +48,6 @@
 use std::fmt::{self, Debug};
 use std::io;
 use std::ops::{Bound, RangeBounds};
-use std::sync::mpsc;
 use std::sync::Arc;
 
 use openraft::storage::{RaftLogReader, RaftLogStorage};
@@ -54,12 +55,13 @@ use openraft::OptionalSend;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::oneshot;
 
 use crate::types::{Entry, IOFlushed, LogId, LogState, TypeConfig, Vote};
 
 mod unflushed;
+mod writer;
 use unflushed::{Pending, Unflushed};
+use writer::{Append, Job, Writer};
 
 /// `raft_log`: log index → postcard-encoded [`Entry`].
 pub const LOG_TABLE: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
@@ -158,15 +160,6 @@ impl LogStore {
     {
         let db = self.db.clone();
         self.writer.run(what, move || job(&db)).await
-    }
-
-    /// Queues a write without waiting for it; `job` reports its own outcome.
-    fn submit<F>(&self, what: &'static str, job: F) -> io::Result<()>
-    where
-        F: FnOnce(&Database) + Send + 'static,
-    {
-        let db = self.db.clone();
-        self.writer.submit(what, move || job(&db))
     }
 }
 
@@ -336,11 +329,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Not waited for: a lost or late committed id only makes recovery
         // re-apply less (see `with_durable_committed`), and waiting would
         // stall RaftCore behind the append fsyncs queued before it.
-        self.submit("save committed", move |db| {
-            if let Err(e) = write_committed(db, bytes.as_deref(), durability) {
-                tracing::warn!("raft log store: {e}");
-            }
-        })
+        self.writer.submit(
+            "save committed",
+            Job::Committed {
+                db: self.db.clone(),
+                bytes,
+            },
+        )
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
@@ -372,14 +367,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         // Readable from now on, as openraft requires; durable at the callback.
         self.unflushed.insert(pending);
-        let unflushed = self.unflushed.clone();
-        self.submit("append", move |db| {
-            let res = write_rows(db, &rows);
-            if res.is_ok() {
-                unflushed.flushed(&written);
-            }
-            callback.io_completed(res);
-        })
+        self.writer.submit(
+            "append",
+            Job::Append(Append {
+                db: self.db.clone(),
+                rows,
+                written,
+                unflushed: self.unflushed.clone(),
+                callback,
+            }),
+        )
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
@@ -443,62 +440,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             txn.commit().map_err(|e| ctx("purge: commit", e))
         })
         .await
-    }
-}
-
-// --- The writer thread -------------------------------------------------------
-
-type Job = Box<dyn FnOnce() + Send>;
-
-/// How many writes may wait for the writer thread. Appends are not awaited,
-/// so this is what bounds them: when the disk falls this far behind, the
-/// submitting task blocks until the writer catches up (backpressure on
-/// RaftCore, which is what should slow down).
-const WRITER_QUEUE_JOBS: usize = 1024;
-
-struct Writer {
-    tx: mpsc::SyncSender<Job>,
-}
-
-impl Writer {
-    fn spawn() -> io::Result<Self> {
-        let (tx, rx) = mpsc::sync_channel::<Job>(WRITER_QUEUE_JOBS);
-        std::thread::Builder::new()
-            .name("cairn-raft-log-writer".into())
-            .spawn(move || {
-                // Ends when the LogStore (the only sender) is dropped. Jobs own
-                // their Arc<Database>, released before the result is sent, so
-                // once an awaited write returns this thread holds no reference
-                // to the database.
-                while let Ok(job) = rx.recv() {
-                    job();
-                }
-            })
-            .map_err(|e| ctx("spawn raft log writer thread", e))?;
-        Ok(Writer { tx })
-    }
-
-    async fn run<F>(&self, what: &'static str, job: F) -> io::Result<()>
-    where
-        F: FnOnce() -> io::Result<()> + Send + 'static,
-    {
-        let (done_tx, done_rx) = oneshot::channel();
-        self.submit(what, move || {
-            let _ = done_tx.send(job());
-        })?;
-        done_rx
-            .await
-            .map_err(|_| io::Error::other(format!("raft log {what}: writer thread has stopped")))?
-    }
-
-    /// Queues `job` behind every earlier one without waiting for it.
-    fn submit<F>(&self, what: &'static str, job: F) -> io::Result<()>
-    where
-        F: FnOnce() + Send + 'static,
-    {
-        self.tx
-            .send(Box::new(job))
-            .map_err(|_| io::Error::other(format!("raft log {what}: writer thread has stopped")))
     }
 }
 
@@ -571,25 +512,6 @@ fn put_meta(
     }
     txn.commit()
         .map_err(|e| ctx(&format!("write {key}: commit"), e))
-}
-
-/// Writes encoded entries in one transaction with one fsync.
-fn write_rows(db: &Database, rows: &[(u64, Vec<u8>)]) -> io::Result<()> {
-    let mut txn = db
-        .begin_write()
-        .map_err(|e| ctx("append: begin write", e))?;
-    txn.set_durability(Durability::Immediate)
-        .map_err(|e| ctx("append: set durability", e))?;
-    {
-        let mut log = txn
-            .open_table(LOG_TABLE)
-            .map_err(|e| ctx("append: open raft_log", e))?;
-        for (index, bytes) in rows {
-            log.insert(*index, bytes.as_slice())
-                .map_err(|e| ctx("append: insert entry", e))?;
-        }
-    }
-    txn.commit().map_err(|e| ctx("append: commit", e))
 }
 
 fn write_committed(db: &Database, bytes: Option<&[u8]>, durability: Durability) -> io::Result<()> {

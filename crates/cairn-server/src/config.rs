@@ -50,6 +50,11 @@ pub struct ServerConfig {
     pub max_lease_expiries_per_tick: u32,
     /// Budget for a client request that waits on a leader or consensus.
     pub request_timeout_ms: u64,
+    /// redb's page cache. Reads are served from the in-memory keyspace and
+    /// replication reads mostly from the unflushed tail, so the cache only
+    /// speeds up startup and lagging followers; redb's 1 GiB default would
+    /// be most of a member's memory.
+    pub storage_cache_bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -95,6 +100,7 @@ impl Default for ServerConfig {
             tick_interval_ms: 500,
             max_lease_expiries_per_tick: 1000,
             request_timeout_ms: 5000,
+            storage_cache_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -226,6 +232,9 @@ impl ServerConfig {
         }
         if self.tick_interval_ms == 0 || self.tick_interval_ms > 10_000 {
             return invalid("tick-interval-ms", "must be between 1 and 10000");
+        }
+        if self.storage_cache_bytes < 1024 * 1024 {
+            return invalid("storage-cache-bytes", "must be at least 1 MiB");
         }
         if self.max_lease_expiries_per_tick == 0 {
             return invalid("max-lease-expiries-per-tick", "must be > 0");

@@ -93,7 +93,7 @@ impl Node {
             reason: e.to_string(),
         })?;
         let db_path = data_dir.join("cairn.redb");
-        let db = open_database(&db_path).await?;
+        let db = open_database(&db_path, config.storage_cache_bytes).await?;
         let db = Arc::new(db);
 
         let (identity, fresh) = match identity::load(&db).map_err(StartError::Storage)? {
@@ -274,10 +274,13 @@ impl Node {
 /// Open the data file. A member restarted in the same process right after
 /// a shutdown may find the file still held by threads that are finishing;
 /// wait for them (bounded) rather than fail.
-async fn open_database(path: &std::path::Path) -> Result<Database, StartError> {
+async fn open_database(path: &std::path::Path, cache_bytes: usize) -> Result<Database, StartError> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        match Database::create(path) {
+        match redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .create(path)
+        {
             Ok(db) => return Ok(db),
             Err(redb::DatabaseError::DatabaseAlreadyOpen)
                 if tokio::time::Instant::now() < deadline =>

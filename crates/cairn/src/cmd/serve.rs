@@ -55,6 +55,9 @@ pub struct ServeArgs {
     pub tick_interval_ms: Option<u64>,
     #[arg(long, env = "CAIRN_REQUEST_TIMEOUT_MS")]
     pub request_timeout_ms: Option<u64>,
+    /// redb page cache size.
+    #[arg(long, env = "CAIRN_STORAGE_CACHE_BYTES")]
+    pub storage_cache_bytes: Option<usize>,
 }
 
 impl ServeArgs {
@@ -81,7 +84,8 @@ impl ServeArgs {
             quota_backend_bytes,
             snapshot_entries,
             tick_interval_ms,
-            request_timeout_ms
+            request_timeout_ms,
+            storage_cache_bytes
         );
         if self.advertise_client.is_some() {
             c.advertise_client = self.advertise_client.clone();
