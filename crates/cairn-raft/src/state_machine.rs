@@ -28,8 +28,13 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_meta");
 const KEY_STORE_META: &str = "store_meta";
 const KEY_APPLIED: &str = "applied";
 const KEY_MEMBERSHIP: &str = "membership";
-const KEY_SNAPSHOT_META: &str = "snapshot_meta";
-const KEY_SNAPSHOT_DATA: &str = "snapshot_data";
+/// The current snapshot, apart from `sm_meta`: redb copies a whole leaf on
+/// every update, and a multi-megabyte snapshot sharing a leaf with the
+/// applied log id was rewritten by every applied batch (a 1-client put went
+/// from 2.4 ms to 15 ms after the first snapshot).
+const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_snapshot");
+const KEY_SNAPSHOT_META: &str = "meta";
+const KEY_SNAPSHOT_DATA: &str = "data";
 
 /// The keyspace shared between the state machine (writer) and the server's
 /// readers. Apply holds the write lock only while it mutates memory.
@@ -93,6 +98,8 @@ impl StateMachineStore {
             txn.open_table(LEASES)
                 .map_err(|e| io_err("open leases", e))?;
             txn.open_table(META).map_err(|e| io_err("open meta", e))?;
+            txn.open_table(SNAPSHOT)
+                .map_err(|e| io_err("open snapshot", e))?;
         }
         txn.commit().map_err(|e| io_err("commit", e))?;
 
@@ -316,15 +323,21 @@ impl WholeRows {
         txn.delete_table(LEASES)
             .map_err(|e| io_err("clear leases", e))?;
         self.rows.write_in(&txn)?;
-        {
-            let mut meta = txn.open_table(META).map_err(|e| io_err("open meta", e))?;
-            meta.insert(KEY_SNAPSHOT_META, self.snapshot_meta.as_slice())
-                .map_err(|e| io_err("meta", e))?;
-            meta.insert(KEY_SNAPSHOT_DATA, self.snapshot_data.as_slice())
-                .map_err(|e| io_err("meta", e))?;
-        }
+        write_snapshot(&txn, &self.snapshot_meta, &self.snapshot_data)?;
         txn.commit().map_err(|e| io_err("commit", e))
     }
+}
+
+/// Records `data` (with its encoded meta) as the current snapshot.
+fn write_snapshot(txn: &redb::WriteTransaction, meta: &[u8], data: &[u8]) -> io::Result<()> {
+    let mut t = txn
+        .open_table(SNAPSHOT)
+        .map_err(|e| io_err("open snapshot", e))?;
+    t.insert(KEY_SNAPSHOT_META, meta)
+        .map_err(|e| io_err("snapshot meta", e))?;
+    t.insert(KEY_SNAPSHOT_DATA, data)
+        .map_err(|e| io_err("snapshot data", e))?;
+    Ok(())
 }
 
 /// Serialize the store and remember the result as the current snapshot.
@@ -353,16 +366,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 last_membership: membership,
             };
             let txn = db.begin_write().map_err(|e| io_err("begin", e))?;
-            {
-                let mut t = txn.open_table(META).map_err(|e| io_err("open meta", e))?;
-                t.insert(
-                    KEY_SNAPSHOT_META,
-                    encode("snapshot meta", &meta)?.as_slice(),
-                )
-                .map_err(|e| io_err("meta", e))?;
-                t.insert(KEY_SNAPSHOT_DATA, data.as_slice())
-                    .map_err(|e| io_err("meta", e))?;
-            }
+            write_snapshot(&txn, &encode("snapshot meta", &meta)?, &data)?;
             txn.commit().map_err(|e| io_err("commit", e))?;
             Ok(Snapshot {
                 meta,
@@ -464,7 +468,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
         let read = self.db.begin_read().map_err(|e| io_err("begin read", e))?;
-        let t = read.open_table(META).map_err(|e| io_err("open meta", e))?;
+        let t = read
+            .open_table(SNAPSHOT)
+            .map_err(|e| io_err("open snapshot", e))?;
         let meta = t.get(KEY_SNAPSHOT_META).map_err(|e| io_err("read", e))?;
         let data = t.get(KEY_SNAPSHOT_DATA).map_err(|e| io_err("read", e))?;
         match (meta, data) {
