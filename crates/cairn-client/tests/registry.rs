@@ -326,3 +326,27 @@ async fn names_and_sessions_survive_leader_loss_and_ttls_keep_counting() {
     drop(kept);
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_reports_lost_when_it_ends_elsewhere() {
+    let (cluster, c) = single().await;
+    c.create_registry("svc", Mode::Unique).await.unwrap();
+    let s = Session::create(&c, 10).await.unwrap();
+    c.register(s.id(), "svc", "k", "v").await.unwrap();
+    // The session is a lease: revoking it through the etcd API ends it.
+    c.lease_revoke(s.id()).await.unwrap();
+    let why = tokio::time::timeout(WAIT, s.lost())
+        .await
+        .expect("the session reports it was lost");
+    assert!(why.contains("expired or was closed"), "{why}");
+    assert!(s.is_lost());
+    assert_eq!(c.count("svc", "k").await.unwrap(), 0);
+    // Registering for a session that is gone, or in a registry that does
+    // not exist, is refused with NotFound.
+    let gone = c.register(s.id(), "svc", "k", "v").await.unwrap_err();
+    assert_eq!(gone.code(), Some(cairn_client::tonic::Code::NotFound));
+    let s2 = Session::create(&c, 10).await.unwrap();
+    let nope = c.register(s2.id(), "nope", "k", "v").await.unwrap_err();
+    assert_eq!(nope.code(), Some(cairn_client::tonic::Code::NotFound));
+    cluster.shutdown().await;
+}

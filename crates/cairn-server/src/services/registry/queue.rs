@@ -21,8 +21,12 @@ use tonic::{Request, Response, Status};
 
 use super::wait::{stopped, Watch};
 use super::{apply, check_size, unexpected};
+use crate::error::ServerError;
 use crate::node::Node;
 use crate::services::Limits;
+
+/// Pause before retrying a read barrier that found no leader.
+const BARRIER_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Observe responses queued per stream.
 const OBSERVE_QUEUE: usize = 16;
@@ -78,8 +82,18 @@ async fn wait_for_head(
     token: i64,
 ) -> Result<i64, Status> {
     loop {
-        // Every check sees at least what was acknowledged before it.
-        node.read_barrier().await?;
+        // Every check sees at least what was acknowledged before it. While
+        // there is no leader the wait goes on (keeping the place in the
+        // queue) rather than failing and leaving.
+        if let Err(e) = node.read_barrier().await {
+            if !(e.is_retryable() || e == ServerError::LeaderChanged) {
+                return Err(e.into());
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(BARRIER_RETRY) => continue,
+                _ = stopped(node) => return Err(ServerError::Stopped.into()),
+            }
+        }
         let (queue, revision) = {
             let store = node.store();
             (read::queue(&store, kind, name), store.revision())
@@ -101,7 +115,7 @@ async fn wait_for_head(
         let mut watch = Watch::new(node, &ranges, revision + 1)?;
         tokio::select! {
             m = watch.next() => { m?; }
-            _ = stopped(node) => return Err(crate::error::ServerError::Stopped.into()),
+            _ = stopped(node) => return Err(ServerError::Stopped.into()),
         }
     }
 }
