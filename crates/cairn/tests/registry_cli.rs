@@ -209,3 +209,65 @@ fn a_sigstopped_lock_holder_is_fenced_off_after_resuming() {
     let status = holder.child.wait().unwrap();
     assert!(!status.success(), "a holder that lost its lock must fail");
 }
+
+/// Index of the member that reports itself leader (`cairn status`).
+fn leader_index(cluster: &ProcCluster) -> Option<usize> {
+    (0..cluster.members.len())
+        .filter(|i| cluster.members[*i].child.is_some())
+        .find(|i| {
+            let url = cluster.members[*i].client_url();
+            let o = cairn(&url, &["status", "-w", "simple"]);
+            text(&o).split(", ").nth(4) == Some("true")
+        })
+}
+
+#[test]
+fn names_survive_a_sigkilled_leader_and_go_when_their_client_dies() {
+    let mut cluster = ProcCluster::start(3);
+    let ep = cluster.endpoints();
+    let ttl = Duration::from_secs(3);
+    ok(&ep, &["name", "create", "svc", "--mode", "unique"]);
+    let holder = spawn_client(
+        &ep,
+        &[
+            "name", "register", "svc", "db", "primary", "--hold", "--ttl", "3",
+        ],
+    );
+    wait_until("registered", WAIT, || holder.contains("registered"));
+
+    let mut leader = None;
+    wait_until("a leader", WAIT, || {
+        leader = leader_index(&cluster);
+        leader.is_some()
+    });
+    cluster.kill(leader.unwrap());
+    let survivors = cluster.endpoints();
+    // For two TTLs after the leader died, the name is there on every read:
+    // the holder's session is kept alive through the new leader.
+    let until = Instant::now() + ttl * 2;
+    while Instant::now() < until {
+        let lookup = cairn(&survivors, &["name", "lookup", "svc", "db"]);
+        if lookup.status.success() {
+            assert!(
+                text(&lookup).contains("primary"),
+                "name lost: {}",
+                text(&lookup)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        ok(&survivors, &["name", "lookup", "svc", "db"]).contains("primary"),
+        "the name survives the leader's death"
+    );
+    let mut holder = holder;
+    assert!(!holder.exited(), "the holder's session was never lost");
+
+    // Now the client dies: its name goes within its TTL.
+    let killed = Instant::now();
+    signal("KILL", holder.child.id(), true);
+    wait_until("the name is gone", WAIT, || {
+        ok(&survivors, &["name", "count", "svc", "db"]).trim() == "0"
+    });
+    assert!(killed.elapsed() < ttl + Duration::from_secs(4));
+}
