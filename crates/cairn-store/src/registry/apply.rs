@@ -71,11 +71,7 @@ pub fn apply(store: &mut Store, cmd: &C, events: &mut Vec<Event>) -> R {
 }
 
 fn apply_checked(store: &mut Store, cmd: &C, events: &mut Vec<Event>) -> Result<R, RegistryError> {
-    let adds_data = matches!(
-        cmd,
-        C::CreateRegistry { .. } | C::Register { .. } | C::RegisterOrGet { .. } | C::Join { .. }
-    );
-    if adds_data && store.space_exceeded() {
+    if cmd.adds_data() && store.space_exceeded() {
         return Err(RegistryError::NoSpace);
     }
     match cmd {

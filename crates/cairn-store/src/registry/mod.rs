@@ -109,6 +109,31 @@ pub enum RegistryCommand {
     },
 }
 
+impl RegistryCommand {
+    /// True for commands that can add data, refused while over quota
+    /// (unregister and leave must stay possible then: they free space).
+    pub fn adds_data(&self) -> bool {
+        !matches!(
+            self,
+            RegistryCommand::Unregister { .. } | RegistryCommand::Leave { .. }
+        )
+    }
+
+    /// The operation's name, for logs (never keys or values).
+    pub fn op_name(&self) -> &'static str {
+        match self {
+            RegistryCommand::CreateRegistry { .. } => "CreateRegistry",
+            RegistryCommand::Register { .. } => "Register",
+            RegistryCommand::RegisterOrGet { .. } => "RegisterOrGet",
+            RegistryCommand::Unregister { .. } => "Unregister",
+            RegistryCommand::UpdateValue { .. } => "UpdateValue",
+            RegistryCommand::Join { .. } => "Join",
+            RegistryCommand::Leave { .. } => "Leave",
+            RegistryCommand::Proclaim { .. } => "Proclaim",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RegistryResult {
     Created {

@@ -566,3 +566,28 @@ fn registry_state_survives_snapshot_and_restore() {
     );
     assert_eq!(read::keys_of(&restored, b"u", A), vec![v("k")]);
 }
+
+#[test]
+fn over_quota_adding_is_refused_but_removing_is_not() {
+    let mut s = store_with_sessions();
+    run(
+        &mut s,
+        vec![
+            (create("u", Unique), R::Created { revision: 1 }),
+            (reg("u", "k", "1", A), registered(2)),
+        ],
+    );
+    s.apply(&Command::Alarm {
+        action: crate::AlarmAction::Activate,
+        member_id: 0,
+        alarm: crate::AlarmKind::NoSpace,
+    });
+    run(
+        &mut s,
+        vec![
+            (reg("u", "k2", "1", A), R::Refused(E::NoSpace)),
+            (join(Lock, "L", A, ""), R::Refused(E::NoSpace)),
+            (unreg("u", "k", A), R::Unregistered { revision: 3 }),
+        ],
+    );
+}
