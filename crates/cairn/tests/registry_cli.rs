@@ -271,3 +271,83 @@ fn names_survive_a_sigkilled_leader_and_go_when_their_client_dies() {
     });
     assert!(killed.elapsed() < ttl + Duration::from_secs(4));
 }
+
+#[test]
+fn name_subcommands_register_list_watch_and_unregister() {
+    let cluster = ProcCluster::start(1);
+    let ep = cluster.endpoints();
+    assert_eq!(
+        ok(&ep, &["name", "create", "pool", "--mode", "duplicate"]).trim(),
+        "created"
+    );
+    assert_eq!(
+        ok(&ep, &["name", "create", "pool", "--mode", "duplicate"]).trim(),
+        "exists"
+    );
+    // From revision 1: the whole history, however late the watch starts.
+    let watch = spawn_client(&ep, &["name", "watch", "pool", "--rev", "1"]);
+    // A session made elsewhere (any lease works) and kept for the test.
+    let granted = ok(&ep, &["lease", "grant", "60"]);
+    let session = granted.split_whitespace().nth(1).unwrap().to_string();
+    let session_short = format!("{:x}", u64::from_str_radix(&session, 16).unwrap());
+    let reg = ok(
+        &ep,
+        &[
+            "name",
+            "register",
+            "pool",
+            "w/1",
+            "v1",
+            "--session",
+            &session,
+        ],
+    );
+    assert!(reg.contains(&format!("session={session_short}")), "{reg}");
+    ok(
+        &ep,
+        &[
+            "name",
+            "register",
+            "pool",
+            "w/2",
+            "v2",
+            "--session",
+            &session,
+        ],
+    );
+    assert_eq!(
+        ok(&ep, &["name", "keys", "pool", "--session", &session]),
+        "w/1\nw/2\n"
+    );
+    assert_eq!(
+        ok(&ep, &["name", "lookup", "pool", "w/1"]),
+        format!("{session_short} v1\n")
+    );
+    assert_eq!(
+        ok(
+            &ep,
+            &["name", "unregister", "pool", "w/1", "--session", &session]
+        )
+        .trim(),
+        "unregistered"
+    );
+    // Unregistering again fails: nothing of this session is there.
+    assert!(!cairn(
+        &ep,
+        &["name", "unregister", "pool", "w/1", "--session", &session]
+    )
+    .status
+    .success());
+    assert_eq!(ok(&ep, &["name", "count", "pool", "w/1"]).trim(), "0");
+    wait_until("watch events", WAIT, || watch.contains("UNREGISTERED w/1"));
+    let events = watch.output();
+    let kinds: Vec<&str> = events
+        .lines()
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["REGISTERED", "REGISTERED", "UNREGISTERED"],
+        "{events}"
+    );
+}
