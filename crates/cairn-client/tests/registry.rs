@@ -301,6 +301,14 @@ async fn names_and_sessions_survive_leader_loss_and_ttls_keep_counting() {
         .await
         .unwrap();
 
+    // A lock held by `kept`, and a waiter queued behind it, across failover.
+    let held = c.lock("L", kept.id()).await.unwrap();
+    let waiter_session = Session::create(&c, 10).await.unwrap();
+    let waiter = {
+        let (c, id) = (c.clone(), waiter_session.id());
+        tokio::spawn(async move { c.lock("L", id).await })
+    };
+
     // The leader dies 3 s into the abandoned session's 6 s.
     tokio::time::sleep_until(created + Duration::from_secs(3)).await;
     cluster.stop_member(leader).await;
@@ -324,6 +332,19 @@ async fn names_and_sessions_survive_leader_loss_and_ttls_keep_counting() {
         lived + Duration::from_secs(1) <= failover_done + Duration::from_secs(6),
         "TTL restarted: lived {lived:?}, failover at {failover_done:?}"
     );
+    // The waiter kept its place through the failover and gets the lock
+    // when the holder releases it.
+    assert!(!waiter.is_finished(), "the lock is still held");
+    let token = held.fencing_token();
+    assert!(held.unlock().await.unwrap());
+    let got = tokio::time::timeout(WAIT, waiter)
+        .await
+        .expect("the waiter gets the lock")
+        .unwrap()
+        .unwrap();
+    assert!(got.fencing_token() > token);
+    drop(got);
+    drop(waiter_session);
     // The kept session outlived several TTLs of failover and still owns its name.
     assert_eq!(kept.state(), SessionState::Alive);
     assert_eq!(c2.lookup("svc", "kept").await.unwrap()[0].owner, kept.id());
