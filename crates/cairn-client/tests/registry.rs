@@ -323,6 +323,7 @@ async fn names_and_sessions_survive_leader_loss_and_ttls_keep_counting() {
     })
     .await;
     let lived = created.elapsed();
+    eprintln!("6 s session: failover done at {failover_done:?}, expired after {lived:?}");
     assert!(
         lived >= Duration::from_millis(5500),
         "expired early: {lived:?}"
