@@ -245,7 +245,7 @@ impl Client {
 
     /// A unary call through [`with_retry`](Self::with_retry); the request
     /// carries the time left as its gRPC deadline.
-    async fn unary<Req, Resp, F, Fut>(
+    pub(crate) async fn unary<Req, Resp, F, Fut>(
         &self,
         op: &'static str,
         kind: CallKind,

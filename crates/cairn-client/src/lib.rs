@@ -36,6 +36,7 @@ mod error;
 mod lease;
 mod options;
 mod range;
+pub mod registry;
 mod retry;
 mod snapshot;
 mod txn;

@@ -51,6 +51,15 @@ pub mod raft {
     }
 }
 
+/// Cairn's native API (`cairn.v1`).
+pub mod cairn {
+    /// Version 1: sessions, registries, locks and elections (`registry.proto`).
+    #[allow(clippy::all, clippy::pedantic, clippy::nursery)]
+    pub mod v1 {
+        tonic::include_proto!("cairn.v1");
+    }
+}
+
 /// Encoded `google.protobuf.FileDescriptorSet` of every file in this crate,
 /// for serving gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

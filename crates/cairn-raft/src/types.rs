@@ -65,6 +65,7 @@ impl fmt::Display for Request {
                 t.success.len(),
                 t.failure.len()
             ),
+            Command::Registry(r) => write!(f, "Registry({})", r.op_name()),
             // The other commands are small.
             other => write!(f, "{other:?}"),
         }

@@ -91,6 +91,10 @@ fn store_status(e: &StoreError) -> Status {
         StoreError::LeaseTtlTooLarge { .. } => {
             (Code::OutOfRange, "etcdserver: too large lease TTL")
         }
+        StoreError::ReservedPrefix => (
+            Code::InvalidArgument,
+            "etcdserver: keys under the reserved prefix \\0cairn/ are written only by the cairn.v1 registry API",
+        ),
         other => return Status::internal(format!("etcdserver: {other}")),
     };
     Status::new(code, msg)

@@ -45,6 +45,8 @@ pub enum Command {
         member_id: u64,
         alarm: AlarmKind,
     },
+    /// A registry operation (names, locks, elections); see `registry`.
+    Registry(crate::registry::RegistryCommand),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -221,6 +223,7 @@ pub enum CommandResult {
     Alarm {
         revision: i64,
     },
+    Registry(crate::registry::RegistryResult),
     /// Raft-internal entries (blank, membership) carry no command.
     #[default]
     Empty,

@@ -29,4 +29,7 @@ pub enum StoreError {
     ValueProvided,
     #[error("too many operations in txn request")]
     TooManyOps,
+    /// A write through the etcd API touched the registry's reserved prefix.
+    #[error("keys under the reserved prefix \\0cairn/ are written only by the registry API")]
+    ReservedPrefix,
 }

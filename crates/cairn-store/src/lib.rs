@@ -14,6 +14,7 @@ pub use error::StoreError;
 pub use kv::{prefix_end, Event, EventKind, KeyRange, KeyValue};
 pub mod lease;
 pub mod mvcc;
+pub mod registry;
 pub mod revision;
 pub mod store;
 pub mod txn;

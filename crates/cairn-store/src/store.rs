@@ -152,6 +152,7 @@ impl Store {
                 if d.range.start.is_empty() {
                     return Err(StoreError::EmptyKey);
                 }
+                self.check_delete_reserved(&d.range)?;
                 let mut w = self.begin();
                 let resp = self.delete(d, &mut w);
                 self.finish(w, events);
@@ -233,7 +234,58 @@ impl Store {
                     revision: self.meta.revision,
                 }
             }
+            Command::Registry(c) => {
+                CommandResult::Registry(crate::registry::apply(self, c, events))
+            }
         })
+    }
+
+    /// Registry writes: `puts` then `deletes`, all at one revision (none
+    /// if nothing changed), past the reserved-prefix guard. Returns the
+    /// store revision after.
+    pub(crate) fn write_reserved(
+        &mut self,
+        puts: Vec<PutRequest>,
+        deletes: &[Vec<u8>],
+        events: &mut Vec<Event>,
+    ) -> i64 {
+        let mut w = self.begin();
+        for p in &puts {
+            self.put(p, &mut w);
+        }
+        for key in deletes {
+            self.delete_key(key, &mut w, None);
+        }
+        self.finish(w, events);
+        self.meta.revision
+    }
+
+    pub(crate) fn space_exceeded(&self) -> bool {
+        self.no_space()
+    }
+
+    /// etcd-API deletes may span the reserved prefix (e.g. "every key")
+    /// only while they would delete no registry record.
+    fn check_delete_reserved(&self, range: &KeyRange) -> Result<(), StoreError> {
+        let reserved = KeyRange::prefix(crate::registry::RESERVED_PREFIX);
+        let overlaps = if range.is_single() {
+            reserved.contains(&range.start)
+        } else {
+            range.start.as_slice() < reserved.end.as_slice()
+                && range
+                    .upper()
+                    .is_none_or(|end| end > crate::registry::RESERVED_PREFIX)
+        };
+        if overlaps
+            && self
+                .kv
+                .live_keys(range)
+                .iter()
+                .any(|k| crate::registry::is_reserved(k))
+        {
+            return Err(StoreError::ReservedPrefix);
+        }
+        Ok(())
     }
 
     fn begin(&self) -> Write {
@@ -265,6 +317,9 @@ impl Store {
     fn check_put(&self, p: &PutRequest) -> Result<(), StoreError> {
         if p.key.is_empty() {
             return Err(StoreError::EmptyKey);
+        }
+        if crate::registry::is_reserved(&p.key) {
+            return Err(StoreError::ReservedPrefix);
         }
         if p.ignore_value && !p.value.is_empty() {
             return Err(StoreError::ValueProvided);
@@ -476,7 +531,7 @@ impl Store {
                 RequestOp::DeleteRange(d) if d.range.start.is_empty() => {
                     return Err(StoreError::EmptyKey)
                 }
-                RequestOp::DeleteRange(_) => {}
+                RequestOp::DeleteRange(d) => self.check_delete_reserved(&d.range)?,
                 RequestOp::Range(r) => {
                     self.read_revision(r, self.meta.revision)?;
                 }

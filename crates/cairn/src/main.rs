@@ -53,6 +53,15 @@ enum Command {
     /// Save or restore a backup.
     #[command(subcommand)]
     Snapshot(cmd::snapshot::SnapshotCommand),
+    /// Cairn registries: names owned by sessions (unique or duplicate).
+    #[command(subcommand)]
+    Name(cmd::name::NameCommand),
+    /// Run COMMAND while holding a lock (fencing token in CAIRN_LOCK_TOKEN).
+    Lock(cmd::lock::LockArgs),
+    /// Campaign in an election and lead until interrupted.
+    Elect(cmd::elect::ElectArgs),
+    /// Write a key only with a fencing token no older than any seen before.
+    FencedPut(cmd::fenced_put::FencedPutArgs),
     /// Load-test any etcd v3 server (Cairn or etcd) with the same client code.
     Bench(Box<cairn_bench::BenchArgs>),
 }
@@ -85,6 +94,10 @@ async fn main() -> ExitCode {
         Command::Alarm(c) => cmd::alarm::run(g, c).await,
         Command::MoveLeader(args) => cmd::move_leader::run(g, args).await,
         Command::Snapshot(c) => cmd::snapshot::run(g, c).await,
+        Command::Name(c) => cmd::name::run(g, c).await,
+        Command::Lock(args) => cmd::lock::run(g, args).await,
+        Command::Elect(args) => cmd::elect::run(g, args).await,
+        Command::FencedPut(args) => cmd::fenced_put::run(g, args).await,
         Command::Bench(mut args) => {
             args.endpoints = g.endpoints.clone();
             cairn_bench::run(*args).await

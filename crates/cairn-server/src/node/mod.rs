@@ -301,6 +301,7 @@ fn adds_data(c: &Command) -> bool {
     match c {
         Command::Put(_) | Command::LeaseGrant { .. } => true,
         Command::Txn(t) => cairn_store::txn::has_put(t),
+        Command::Registry(r) => r.adds_data(),
         _ => false,
     }
 }

@@ -5,11 +5,14 @@
 //! * `admin`: Cluster, Maintenance, Lock, Election — membership, operations
 //!   and the concurrency recipes etcdctl uses.
 //! * `health`: gRPC health and HTTP `/health`.
+//! * `registry`: Cairn's own `cairn.v1` API — sessions, registries, locks,
+//!   elections.
 
 mod admin;
 mod common;
 mod data;
 mod health;
+mod registry;
 
 use std::sync::Arc;
 
@@ -24,5 +27,6 @@ pub fn routes(node: Arc<Node>, limits: Limits) -> Routes {
     let routes = Routes::default();
     let routes = data::add(routes, node.clone(), limits);
     let routes = admin::add(routes, node.clone(), limits);
+    let routes = registry::add(routes, node.clone(), limits);
     health::add(routes, node)
 }

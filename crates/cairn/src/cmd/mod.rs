@@ -4,10 +4,14 @@
 pub mod alarm;
 pub mod compact;
 pub mod del;
+pub mod elect;
+pub mod fenced_put;
 pub mod get;
 pub mod lease;
+pub mod lock;
 pub mod member;
 pub mod move_leader;
+pub mod name;
 pub mod output;
 pub mod put;
 pub mod serve;
