@@ -37,10 +37,13 @@ extern crate self as cairn_chaos;
 
 pub mod campaign;
 pub mod checker;
+pub mod faults;
 pub mod harness;
 pub mod history;
+pub mod membership;
 mod minimize;
 pub mod model;
+pub mod netns;
 
 pub use checker::{
     check_entries, check_history, check_register, Budget, CheckOptions, CheckResult, Entry,
