@@ -41,6 +41,7 @@ use tonic::transport::Channel;
 use crate::faults::{plan, FaultKind, Injector};
 use crate::harness::{self, ProcCluster};
 use crate::netns::NetLab;
+use crate::side_workloads::{SideSummary, SideWorkloads};
 use crate::{check_history, Budget, Call, CheckOptions, CheckResult, History, Recorder, Ret};
 
 /// Parameters of one run.
@@ -70,6 +71,10 @@ pub struct Config {
     /// Run the members in network namespaces when possible even if no
     /// partition fault is selected (same addresses as a partition run).
     pub prefer_namespaces: bool,
+    /// Watchers of the whole workload prefix (half of them reconnect).
+    pub watchers: usize,
+    /// Clients granting, attaching, keeping alive and abandoning leases.
+    pub lease_clients: usize,
 }
 
 impl Config {
@@ -88,6 +93,8 @@ impl Config {
             keep_on_failure: true,
             faults: FaultKind::ALL.to_vec(),
             prefer_namespaces: false,
+            watchers: 4,
+            lease_clients: 2,
         }
     }
 }
@@ -140,13 +147,15 @@ pub struct Report {
     pub undecided_keys: Vec<String>,
     pub revision: i64,
     pub check_time: Duration,
+    /// Watch and lease checks.
+    pub side: SideSummary,
 }
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "seed {}: {} ops ({} indeterminate, {} client errors), {} faults, replicas agree at revision {}, check {:.1}s: {}",
+            "seed {}: {} ops ({} indeterminate, {} client errors), {} faults, replicas agree at revision {}, check {:.1}s: {}; {}",
             self.seed,
             self.ops,
             self.indeterminate,
@@ -158,7 +167,8 @@ impl fmt::Display for Report {
                 "linearizable".to_string()
             } else {
                 format!("UNDECIDED (budget) for keys {:?}", self.undecided_keys)
-            }
+            },
+            self.side
         )
     }
 }
@@ -170,6 +180,11 @@ pub enum FailureKind {
     Linearizability(String),
     /// Members disagree on the data at the same revision.
     Divergence(String),
+    /// A watcher missed, duplicated or reordered a change, or the revision
+    /// log disagrees with the acknowledged writes.
+    Watch(String),
+    /// A key on an expired lease survived, or a TTL restarted.
+    Lease(String),
     /// The cluster did not come back / a member exited by itself.
     Availability(String),
     /// The harness itself failed (spawn error, malformed history...).
@@ -207,6 +222,8 @@ impl fmt::Display for Failure {
         match &self.kind {
             FailureKind::Linearizability(v) => writeln!(f, "{v}")?,
             FailureKind::Divergence(m) => writeln!(f, "replicas diverge: {m}")?,
+            FailureKind::Watch(m) => writeln!(f, "watch check: {m}")?,
+            FailureKind::Lease(m) => writeln!(f, "lease check: {m}")?,
             FailureKind::Availability(m) => writeln!(f, "availability: {m}")?,
             FailureKind::Harness(m) => writeln!(f, "harness error: {m}")?,
         }
@@ -552,6 +569,27 @@ pub fn run(cfg: &Config) -> Result<Report, Box<Failure>> {
         })
         .collect();
 
+    let mut side = match SideWorkloads::start(
+        &rt,
+        &urls,
+        cfg.seed,
+        cfg.watchers,
+        cfg.lease_clients,
+        deadline,
+        start,
+        cfg.request_timeout,
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            return Err(fail(
+                FailureKind::Harness(format!("starting watchers: {e}")),
+                &notes,
+                None,
+                Some(&mut cluster),
+            ))
+        }
+    };
+
     // Inject the planned faults, one at a time.
     let mut injector = Injector {
         cluster: &mut cluster,
@@ -600,6 +638,8 @@ pub fn run(cfg: &Config) -> Result<Report, Box<Failure>> {
             Some(&mut cluster),
         ));
     }
+
+    let leases = side.finish_leases(&rt);
 
     // Heal and wait for the cluster.
     let exits = cluster.unexpected_exits();
@@ -685,6 +725,26 @@ pub fn run(cfg: &Config) -> Result<Report, Box<Failure>> {
             return Err(failure);
         }
     };
+    if let Err(e) = leases {
+        return Err(fail(
+            FailureKind::Lease(e),
+            &schedule_log,
+            Some(&history),
+            Some(&mut cluster),
+        ));
+    }
+    let side_summary =
+        match side.finish_watches(&rt, &urls, revision, &history, cfg.request_timeout) {
+            Ok(s) => s,
+            Err(e) => {
+                return Err(fail(
+                    FailureKind::Watch(e),
+                    &schedule_log,
+                    Some(&history),
+                    Some(&mut cluster),
+                ))
+            }
+        };
     Ok(Report {
         seed: cfg.seed,
         schedule: schedule_log,
@@ -694,6 +754,7 @@ pub fn run(cfg: &Config) -> Result<Report, Box<Failure>> {
         undecided_keys,
         revision,
         check_time,
+        side: side_summary,
     })
 }
 

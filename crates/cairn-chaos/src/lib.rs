@@ -40,10 +40,13 @@ pub mod checker;
 pub mod faults;
 pub mod harness;
 pub mod history;
+pub mod lease_check;
 pub mod membership;
 mod minimize;
 pub mod model;
 pub mod netns;
+pub mod side_workloads;
+pub mod watch_check;
 
 pub use checker::{
     check_entries, check_history, check_register, Budget, CheckOptions, CheckResult, Entry,

@@ -7,9 +7,33 @@
 //! time. A follower that becomes leader therefore continues the old
 //! leader's clock (losing only replication delay), so a lease's TTL keeps
 //! counting across a leader change instead of restarting.
+//!
+//! A restarted member starts from the store time it last applied, which
+//! is older than the cluster's time by its downtime. If it leads again
+//! before applying a newer tick (openraft lets a restarted leader resume
+//! its term), that would stall cluster time and stretch every lease by the
+//! downtime. So [`downtime_ms`] adds the wall-clock time since the data
+//! file was last written (a lower bound of the time that passed since the
+//! last applied tick was proposed, so the estimate never runs ahead),
+//! capped so that a wall-clock jump cannot expire leases early by more
+//! than the cap.
 
+use std::path::Path;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
+
+/// Wall-clock milliseconds since `data_file` was last modified, at most
+/// `cap_ms`; 0 if it does not exist or its time is in the future. Read it
+/// before opening the file (opening may write).
+pub fn downtime_ms(data_file: &Path, cap_ms: u64) -> u64 {
+    let Ok(modified) = std::fs::metadata(data_file).and_then(|m| m.modified()) else {
+        return 0;
+    };
+    SystemTime::now()
+        .duration_since(modified)
+        .map(|d| (d.as_millis() as u64).min(cap_ms))
+        .unwrap_or(0)
+}
 
 #[derive(Debug)]
 pub struct ClusterClock {
@@ -42,6 +66,24 @@ impl ClusterClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn downtime_is_time_since_last_write_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("db");
+        assert_eq!(downtime_ms(&f, 10_000), 0, "missing file: no downtime");
+        std::fs::write(&f, b"x").unwrap();
+        let old = SystemTime::now() - std::time::Duration::from_secs(3);
+        std::fs::File::options()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let d = downtime_ms(&f, 10_000);
+        assert!((3_000..4_000).contains(&d), "{d}");
+        assert_eq!(downtime_ms(&f, 1_000), 1_000, "capped");
+    }
 
     #[test]
     fn estimate_advances_from_the_last_observation() {
