@@ -51,6 +51,10 @@ pub const GONE_TOLERANCE: Duration = Duration::from_secs(4);
 /// rounds up to whole seconds (up to 1 s) and a member's cluster-time
 /// estimate lags the leader's by up to about a second under load.
 pub const TTL_TOLERANCE: Duration = Duration::from_secs(2);
+/// How much earlier than `refresh sent + TTL` a lease may expire: the
+/// member that stamps a keep-alive uses its estimate of cluster time,
+/// which may trail the leader's by replication delay.
+pub const EARLY_TOLERANCE: Duration = Duration::from_secs(1);
 /// A keep-alive that timed out may still be applied later (it may sit in
 /// a forward queue until the server's own request timeout): counted as a
 /// refresh this long after it was sent.
@@ -74,12 +78,12 @@ pub struct LeaseRecord {
     pub ttl_s: i64,
     pub key: String,
     pub value: String,
-    /// Completion of the grant.
-    pub granted_ns: u64,
-    /// Whether the put of the key was acknowledged (else unknown).
-    pub put_acknowledged: bool,
-    /// Completion times of acknowledged keep-alives (TTL > 0).
-    pub refreshed_ns: Vec<u64>,
+    /// Invoke and completion of the grant.
+    pub granted_ns: (u64, u64),
+    /// When the put of the key was acknowledged (`None`: unknown).
+    pub put_acknowledged_ns: Option<u64>,
+    /// Invoke and completion of acknowledged keep-alives (TTL > 0).
+    pub refreshed_ns: Vec<(u64, u64)>,
     /// Invoke times of keep-alives with unknown outcome.
     pub ambiguous_refresh_ns: Vec<u64>,
     /// `(invoke_ns, complete_ns, what)`.
@@ -90,14 +94,26 @@ impl LeaseRecord {
     /// The latest moment the lease may have been refreshed (see module
     /// docs).
     pub fn last_refresh_ns(&self) -> u64 {
-        let acked = self.refreshed_ns.iter().copied().max().unwrap_or(0);
+        let acked = self.refreshed_ns.iter().map(|r| r.1).max().unwrap_or(0);
         let ambiguous = self
             .ambiguous_refresh_ns
             .iter()
             .map(|i| i + AMBIGUOUS_GRACE.as_nanos() as u64)
             .max()
             .unwrap_or(0);
-        self.granted_ns.max(acked).max(ambiguous)
+        self.granted_ns.1.max(acked).max(ambiguous)
+    }
+
+    /// The lease must be alive until this, as far as the refreshes that
+    /// were acknowledged before `at` say (sent + TTL - tolerance).
+    pub fn must_live_until_ns(&self, at: u64) -> u64 {
+        let ttl_ns = (self.ttl_s.max(0) as u64) * 1_000_000_000;
+        std::iter::once(self.granted_ns)
+            .chain(self.refreshed_ns.iter().copied())
+            .filter(|(_, c)| *c <= at)
+            .map(|(i, _)| (i + ttl_ns).saturating_sub(EARLY_TOLERANCE.as_nanos() as u64))
+            .max()
+            .unwrap_or(0)
     }
 
     /// After this, the key must be gone for good.
@@ -119,19 +135,20 @@ impl LeaseRecord {
         let secs = |ns: u64| ns as f64 / 1e9;
         let mut lines = vec![format!(
             "  t={:.3}s granted (TTL {}s), put {}",
-            secs(self.granted_ns),
+            secs(self.granted_ns.1),
             self.ttl_s,
-            if self.put_acknowledged {
-                "acknowledged"
-            } else {
-                "unknown"
+            match self.put_acknowledged_ns {
+                Some(t) => format!("acknowledged t={:.3}s", secs(t)),
+                None => "unknown".to_string(),
             }
         )];
-        lines.extend(
-            self.refreshed_ns
-                .iter()
-                .map(|t| format!("  t={:.3}s keep-alive acknowledged", secs(*t))),
-        );
+        lines.extend(self.refreshed_ns.iter().map(|(i, c)| {
+            format!(
+                "  t={:.3}s..{:.3}s keep-alive acknowledged",
+                secs(*i),
+                secs(*c)
+            )
+        }));
         lines.extend(
             self.ambiguous_refresh_ns
                 .iter()
@@ -179,6 +196,19 @@ fn check_lease_inner(r: &LeaseRecord) -> Result<(), String> {
                 }
             }
             _ => {}
+        }
+        let gone = match seen {
+            Seen::Ttl(t) => *t <= 0,
+            Seen::KeyPresent(p) => !p && r.put_acknowledged_ns.is_some_and(|t| t < *invoke),
+        };
+        let lives_until = r.must_live_until_ns(*complete);
+        if gone && *complete < lives_until {
+            return Err(format!(
+                "{who}: expired early: {seen:?} at t={:.3}s..{:.3}s, but an acknowledged refresh keeps it alive until t={:.3}s (incl. {EARLY_TOLERANCE:?} tolerance)",
+                secs(*invoke),
+                secs(*complete),
+                secs(lives_until)
+            ));
         }
     }
     Ok(())
@@ -236,6 +266,7 @@ pub async fn lease_loop(ctx: LeaseCtx) {
         member = (member + 1) % chans.len();
         let mut lc = LeaseClient::new(chans[member].clone());
         let mut kv = KvClient::new(chans[member].clone());
+        let grant_invoke = ctx.now_ns();
         let granted = tokio::time::timeout(
             ctx.timeout,
             lc.lease_grant(pb::LeaseGrantRequest {
@@ -255,7 +286,7 @@ pub async fn lease_loop(ctx: LeaseCtx) {
             ttl_s: g.ttl,
             key: format!("{}c{}-{n}", ctx.prefix, ctx.id),
             value: format!("L{}-{n}", ctx.id),
-            granted_ns: ctx.now_ns(),
+            granted_ns: (grant_invoke, ctx.now_ns()),
             ..Default::default()
         };
         let put = tokio::time::timeout(
@@ -268,14 +299,20 @@ pub async fn lease_loop(ctx: LeaseCtx) {
             }),
         )
         .await;
-        rec.put_acknowledged = matches!(put, Ok(Ok(_)));
+        if let Ok(Ok(_)) = put {
+            rec.put_acknowledged_ns = Some(ctx.now_ns());
+        }
         // Keep alive for a while.
         let keep_until = Instant::now() + Duration::from_millis(rng.random_range(0..2000));
         while Instant::now() < keep_until {
             tokio::time::sleep(Duration::from_millis(500)).await;
             let invoke = ctx.now_ns();
             match tokio::time::timeout(ctx.timeout, keep_alive(&mut lc, g.id)).await {
-                Ok(Ok(ttl)) if ttl > 0 => rec.refreshed_ns.push(ctx.now_ns()),
+                Ok(Ok(ttl)) if ttl > 0 => {
+                    rec.refreshed_ns.push((invoke, ctx.now_ns()));
+                    // The key must be there while the lease is kept alive.
+                    read_key(&ctx, &mut kv, &mut rec).await;
+                }
                 Ok(Ok(_)) => {
                     // Unknown lease: it expired (or was never granted).
                     rec.seen.push((invoke, ctx.now_ns(), Seen::Ttl(-1)));
@@ -290,6 +327,24 @@ pub async fn lease_loop(ctx: LeaseCtx) {
         }
         observe(&ctx, &chans, &mut rec).await;
         ctx.out.lock().unwrap_or_else(|e| e.into_inner()).push(rec);
+    }
+}
+
+/// One linearizable read of the key, recorded (failures are dropped).
+async fn read_key(ctx: &LeaseCtx, kv: &mut KvClient<Channel>, rec: &mut LeaseRecord) {
+    let invoke = ctx.now_ns();
+    if let Ok(Ok(r)) = tokio::time::timeout(
+        ctx.timeout,
+        kv.range(pb::RangeRequest {
+            key: rec.key.clone().into_bytes(),
+            ..Default::default()
+        }),
+    )
+    .await
+    {
+        let present = !r.into_inner().kvs.is_empty();
+        rec.seen
+            .push((invoke, ctx.now_ns(), Seen::KeyPresent(present)));
     }
 }
 
@@ -318,20 +373,7 @@ async fn observe(ctx: &LeaseCtx, chans: &[Channel], rec: &mut LeaseRecord) {
             rec.seen
                 .push((invoke, ctx.now_ns(), Seen::Ttl(r.into_inner().ttl)));
         }
-        let invoke = ctx.now_ns();
-        if let Ok(Ok(r)) = tokio::time::timeout(
-            ctx.timeout,
-            kv.range(pb::RangeRequest {
-                key: rec.key.clone().into_bytes(),
-                ..Default::default()
-            }),
-        )
-        .await
-        {
-            let present = !r.into_inner().kvs.is_empty();
-            rec.seen
-                .push((invoke, ctx.now_ns(), Seen::KeyPresent(present)));
-        }
+        read_key(ctx, &mut kv, rec).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
@@ -349,9 +391,9 @@ mod tests {
             ttl_s: 3,
             key: "chaos/lease/c1-0".into(),
             value: "L1-0".into(),
-            granted_ns: S,
-            put_acknowledged: true,
-            refreshed_ns: vec![2 * S],
+            granted_ns: (S, S),
+            put_acknowledged_ns: Some(S),
+            refreshed_ns: vec![(2 * S, 2 * S)],
             ambiguous_refresh_ns: vec![],
             seen: vec![],
         }
@@ -389,6 +431,24 @@ mod tests {
         r.seen = vec![(5 * S, 5 * S + 1, Seen::Ttl(3))];
         let e = check_lease(&r).unwrap_err();
         assert!(e.contains("did not keep counting"), "{e}");
+    }
+
+    #[test]
+    fn early_expiry_is_caught() {
+        let mut r = record();
+        // Refresh sent at 2 s: alive until at least 2 + 3 - 1 = 4 s.
+        r.seen = vec![(3 * S, 3 * S + 1, Seen::KeyPresent(false))];
+        let e = check_lease(&r).unwrap_err();
+        assert!(e.contains("expired early"), "{e}");
+        r.seen = vec![(3 * S, 3 * S + 1, Seen::Ttl(-1))];
+        assert!(check_lease(&r).is_err());
+        // After that it may be gone.
+        r.seen = vec![(4 * S, 4 * S + 1, Seen::Ttl(-1))];
+        assert_eq!(check_lease(&r), Ok(()));
+        // An absent key before the put was acknowledged proves nothing.
+        r.put_acknowledged_ns = None;
+        r.seen = vec![(3 * S, 3 * S + 1, Seen::KeyPresent(false))];
+        assert_eq!(check_lease(&r), Ok(()));
     }
 
     #[test]

@@ -13,11 +13,19 @@
 //!
 //! The fault-injection harness drives real `cairn` processes:
 //!
-//! * [`harness`]: a cluster of `cairn serve` processes with SIGKILL +
-//!   restart and SIGSTOP / SIGCONT, killed on drop;
+//! * [`netns`]: a private network per run (bridge, one namespace per
+//!   member, blackhole-route partitions, netem), removed on drop;
+//! * [`harness`]: a cluster of `cairn serve` processes (on 127.0.0.1 or
+//!   in a [`netns::NetLab`]) with SIGKILL + restart, SIGSTOP / SIGCONT and
+//!   member replacement, killed on drop;
+//! * [`faults`]: the seeded fault schedule and its injection, including
+//!   [`membership`] changes through the Cluster API;
+//! * [`watch_check`], [`lease_check`], [`side_workloads`]: the watch and
+//!   lease workloads and their checks;
 //! * [`campaign`]: one seeded chaos run (fault schedule, recording
-//!   clients, heal, linearizability and replica-agreement checks). The
-//!   `chaos` binary runs long campaigns; see `TESTING.md`.
+//!   clients, heal, linearizability, durability, replica-agreement, watch
+//!   and lease checks). The `chaos` binary runs long campaigns; see
+//!   `TESTING.md`.
 //!
 //! ```
 //! use cairn_chaos::{check_history, Call, CheckOptions, History, Operation, Ret};

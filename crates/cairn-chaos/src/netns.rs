@@ -99,6 +99,12 @@ fn to_base36(mut n: u32) -> String {
     String::from_utf8(out).expect("ascii")
 }
 
+/// `cch-<pid base 36>`: the start of every name a process with `pid`
+/// creates.
+pub fn stem_for_pid(pid: u32) -> String {
+    format!("{PREFIX}{}", to_base36(pid))
+}
+
 /// The pid encoded in a name this module made (`cch-<pid36>-...`).
 fn owner_pid(name: &str) -> Option<u32> {
     let rest = name.strip_prefix(PREFIX)?;
@@ -229,7 +235,7 @@ impl NetLab {
         }
         let run = RUNS.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
-        let tag = format!("{PREFIX}{}-{}", to_base36(pid), to_base36(run % 1296));
+        let tag = format!("{}-{}", stem_for_pid(pid), to_base36(run % 1296));
         let mut lab = NetLab {
             bridge: None,
             namespaces: Vec::new(),

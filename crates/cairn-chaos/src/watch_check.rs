@@ -9,7 +9,7 @@
 //!
 //! The reference is the revision log read independently of the watch
 //! path ([`revision_log`]): the prefix is read with `Range{revision: r}`
-//! at every revision r, and consecutive states are diffed. [`check`] then
+//! at every revision r, and consecutive states are diffed. [`check_watcher`] then
 //! requires every watcher's events to be exactly the reference's events
 //! from its start revision to the final one: in revision order, no gap,
 //! no duplicate, same values. [`check_against_writes`] ties the reference

@@ -48,10 +48,16 @@ impl ClusterClock {
         }
     }
 
-    /// Called after each applied batch with the store's time.
+    /// Called after each applied batch with the store's time. Only moves
+    /// the estimate forward: an entry applied late (a tick proposed before
+    /// a partition healed, or replayed at start-up) carries a time older
+    /// than the current estimate, and taking it as "now" would set this
+    /// member's clock back by the delay — and, on the leader, stall
+    /// cluster time and stretch every lease by it.
     pub fn observe(&self, store_now_ms: u64) {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        if store_now_ms > last.0 {
+        let estimate = last.0.saturating_add(last.1.elapsed().as_millis() as u64);
+        if store_now_ms > estimate {
             *last = (store_now_ms, Instant::now());
         }
     }
@@ -83,6 +89,18 @@ mod tests {
         let d = downtime_ms(&f, 10_000);
         assert!((3_000..4_000).contains(&d), "{d}");
         assert_eq!(downtime_ms(&f, 1_000), 1_000, "capped");
+    }
+
+    #[test]
+    fn a_late_applied_time_does_not_set_the_estimate_back() {
+        let c = ClusterClock::new(10_000);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let before = c.now_ms();
+        assert!(before >= 10_050);
+        // A tick stamped 10_010 but applied only now (it waited out a
+        // partition) must not pull the estimate back to ~10_010.
+        c.observe(10_010);
+        assert!(c.now_ms() >= before, "{} < {before}", c.now_ms());
     }
 
     #[test]
