@@ -38,7 +38,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tonic::transport::Channel;
 
-use crate::harness::{self, ProcCluster, ELECTION_TIMEOUT_MS};
+use crate::faults::{plan, FaultKind, Injector};
+use crate::harness::{self, ProcCluster};
+use crate::netns::NetLab;
+use crate::side_workloads::{SideSummary, SideWorkloads};
 use crate::{check_history, Budget, Call, CheckOptions, CheckResult, History, Recorder, Ret};
 
 /// Parameters of one run.
@@ -61,6 +64,17 @@ pub struct Config {
     pub check_budget: Duration,
     /// Keep the data dirs and logs of a failing run.
     pub keep_on_failure: bool,
+    /// The fault kinds the schedule draws from. Kinds that need network
+    /// namespaces (or netem) are dropped, with a printed note, where
+    /// those are unavailable.
+    pub faults: Vec<FaultKind>,
+    /// Run the members in network namespaces when possible even if no
+    /// partition fault is selected (same addresses as a partition run).
+    pub prefer_namespaces: bool,
+    /// Watchers of the whole workload prefix (half of them reconnect).
+    pub watchers: usize,
+    /// Clients granting, attaching, keeping alive and abandoning leases.
+    pub lease_clients: usize,
 }
 
 impl Config {
@@ -77,80 +91,45 @@ impl Config {
             think_time: Duration::from_millis(5),
             check_budget: Duration::from_secs(30),
             keep_on_failure: true,
+            faults: FaultKind::ALL.to_vec(),
+            prefer_namespaces: false,
+            watchers: 4,
+            lease_clients: 2,
         }
     }
 }
 
-/// The kinds of fault this slice injects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FaultKind {
-    /// SIGKILL a random member, restart it after `down`.
-    KillRandom,
-    /// SIGKILL the current leader, restart it after `down`.
-    KillLeader,
-    /// SIGSTOP the current leader, SIGCONT it after `down` (always longer
-    /// than the election timeout).
-    PauseLeader,
-}
-
-/// One planned fault; the leader is resolved when it is injected.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlannedFault {
-    /// Offset from the start of the workload.
-    pub at: Duration,
-    pub kind: FaultKind,
-    /// How long the member stays killed / paused.
-    pub down: Duration,
-    /// Member index for `KillRandom`, and fallback when no leader is known.
-    pub pick: usize,
-}
-
-impl fmt::Display for PlannedFault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = match self.kind {
-            FaultKind::KillRandom => format!("kill member #{}", self.pick),
-            FaultKind::KillLeader => "kill leader".to_string(),
-            FaultKind::PauseLeader => "pause leader".to_string(),
-        };
-        write!(
-            f,
-            "t={:.3}s {what} for {}ms",
-            self.at.as_secs_f64(),
-            self.down.as_millis()
-        )
+/// Creates the network lab if the selected faults need one (or
+/// `prefer_namespaces`), and drops the fault kinds that cannot run here.
+/// Returns the lab, the kinds to plan with, and notes saying what was
+/// skipped and why.
+fn prepare_network(cfg: &Config) -> (Option<NetLab>, Vec<FaultKind>, Vec<String>) {
+    let mut notes = Vec::new();
+    let mut kinds = cfg.faults.clone();
+    let wants_lab = cfg.prefer_namespaces || kinds.iter().any(|k| k.needs_lab());
+    let lab = if wants_lab {
+        match NetLab::create(cfg.members) {
+            Ok(lab) => Some(lab),
+            Err(why) => {
+                notes.push(format!(
+                    "SKIPPED partition and delay/loss faults (members on 127.0.0.1): {why}"
+                ));
+                kinds.retain(|k| !k.needs_lab());
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if let Some(why) = lab.as_ref().and_then(|l| l.netem_unavailable()) {
+        if kinds.contains(&FaultKind::Degrade) {
+            notes.push(format!(
+                "SKIPPED delay/loss faults: tc netem unavailable here ({why})"
+            ));
+            kinds.retain(|k| *k != FaultKind::Degrade);
+        }
     }
-}
-
-/// The fault schedule of a run: a pure function of the seed, the member
-/// count and the duration.
-pub fn plan(seed: u64, members: usize, duration: Duration) -> Vec<PlannedFault> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut out = Vec::new();
-    let mut t = Duration::from_millis(rng.random_range(500..1500));
-    // Leave the last second fault-free.
-    let end = duration.saturating_sub(Duration::from_secs(1));
-    while t < end && out.len() < 1_000 {
-        let kind = match rng.random_range(0..3) {
-            0 => FaultKind::KillRandom,
-            1 => FaultKind::KillLeader,
-            _ => FaultKind::PauseLeader,
-        };
-        let down = match kind {
-            FaultKind::PauseLeader => Duration::from_millis(
-                rng.random_range(3 * ELECTION_TIMEOUT_MS..6 * ELECTION_TIMEOUT_MS),
-            ),
-            _ => Duration::from_millis(rng.random_range(200..1500)),
-        };
-        let pick = rng.random_range(0..members.max(1));
-        out.push(PlannedFault {
-            at: t,
-            kind,
-            down,
-            pick,
-        });
-        t += down + Duration::from_millis(rng.random_range(300..1500));
-    }
-    out
+    (lab, kinds, notes)
 }
 
 /// Outcome of a run that found nothing wrong.
@@ -168,13 +147,15 @@ pub struct Report {
     pub undecided_keys: Vec<String>,
     pub revision: i64,
     pub check_time: Duration,
+    /// Watch and lease checks.
+    pub side: SideSummary,
 }
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "seed {}: {} ops ({} indeterminate, {} client errors), {} faults, replicas agree at revision {}, check {:.1}s: {}",
+            "seed {}: {} ops ({} indeterminate, {} client errors), {} faults, replicas agree at revision {}, check {:.1}s: {}; {}",
             self.seed,
             self.ops,
             self.indeterminate,
@@ -186,7 +167,8 @@ impl fmt::Display for Report {
                 "linearizable".to_string()
             } else {
                 format!("UNDECIDED (budget) for keys {:?}", self.undecided_keys)
-            }
+            },
+            self.side
         )
     }
 }
@@ -198,6 +180,11 @@ pub enum FailureKind {
     Linearizability(String),
     /// Members disagree on the data at the same revision.
     Divergence(String),
+    /// A watcher missed, duplicated or reordered a change, or the revision
+    /// log disagrees with the acknowledged writes.
+    Watch(String),
+    /// A key on an expired lease survived, or a TTL restarted.
+    Lease(String),
     /// The cluster did not come back / a member exited by itself.
     Availability(String),
     /// The harness itself failed (spawn error, malformed history...).
@@ -235,6 +222,8 @@ impl fmt::Display for Failure {
         match &self.kind {
             FailureKind::Linearizability(v) => writeln!(f, "{v}")?,
             FailureKind::Divergence(m) => writeln!(f, "replicas diverge: {m}")?,
+            FailureKind::Watch(m) => writeln!(f, "watch check: {m}")?,
+            FailureKind::Lease(m) => writeln!(f, "lease check: {m}")?,
             FailureKind::Availability(m) => writeln!(f, "availability: {m}")?,
             FailureKind::Harness(m) => writeln!(f, "harness error: {m}")?,
         }
@@ -522,7 +511,6 @@ fn save_history(seed: u64, history: &History) -> Option<PathBuf> {
 
 /// Runs one chaos run (blocking; creates its own tokio runtime).
 pub fn run(cfg: &Config) -> Result<Report, Box<Failure>> {
-    let mut schedule_log: Vec<String> = Vec::new();
     let fail = |kind: FailureKind,
                 schedule: &[String],
                 history: Option<&History>,
@@ -549,10 +537,13 @@ pub fn run(cfg: &Config) -> Result<Report, Box<Failure>> {
         .build()
         .map_err(|e| fail(FailureKind::Harness(e.to_string()), &[], None, None))?;
 
-    let mut cluster = ProcCluster::start(cfg.members, Duration::from_secs(30))
-        .map_err(|e| fail(FailureKind::Harness(e), &[], None, None))?;
+    let (lab, kinds, notes) = prepare_network(cfg);
+    for n in &notes {
+        eprintln!("cairn-chaos (seed {}): {n}", cfg.seed);
+    }
+    let mut cluster = ProcCluster::start(cfg.members, Duration::from_secs(30), lab)
+        .map_err(|e| fail(FailureKind::Harness(e), &notes, None, None))?;
     let urls = cluster.client_urls();
-    let names: Vec<String> = cluster.members.iter().map(|m| m.name.clone()).collect();
     let ids = rt
         .block_on(harness::member_ids(&urls, Duration::from_secs(10)))
         .map_err(|e| fail(FailureKind::Harness(e), &[], None, None))?;
@@ -578,9 +569,36 @@ pub fn run(cfg: &Config) -> Result<Report, Box<Failure>> {
         })
         .collect();
 
+    let mut side = match SideWorkloads::start(
+        &rt,
+        &urls,
+        cfg.seed,
+        cfg.watchers,
+        cfg.lease_clients,
+        deadline,
+        start,
+        cfg.request_timeout,
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            return Err(fail(
+                FailureKind::Harness(format!("starting watchers: {e}")),
+                &notes,
+                None,
+                Some(&mut cluster),
+            ))
+        }
+    };
+
     // Inject the planned faults, one at a time.
-    let status_timeout = Duration::from_millis(500);
-    for f in plan(cfg.seed, cfg.members, cfg.duration) {
+    let mut injector = Injector {
+        cluster: &mut cluster,
+        rt: &rt,
+        ids,
+        log: notes,
+    };
+    let mut injected = Ok(());
+    for f in plan(cfg.seed, cfg.members, cfg.duration, &kinds) {
         let now = start.elapsed();
         if f.at > now {
             std::thread::sleep(f.at - now);
@@ -588,62 +606,20 @@ pub fn run(cfg: &Config) -> Result<Report, Box<Failure>> {
         if Instant::now() >= deadline {
             break;
         }
-        let (target, how) = match f.kind {
-            FaultKind::KillRandom => (f.pick % cfg.members, "random"),
-            FaultKind::KillLeader | FaultKind::PauseLeader => {
-                match rt.block_on(harness::find_leader(&urls, &ids, status_timeout)) {
-                    Some(l) => (l, "leader"),
-                    None => (f.pick % cfg.members, "no leader known; random"),
-                }
-            }
-        };
-        let t = start.elapsed().as_secs_f64();
-        let res = match f.kind {
-            FaultKind::KillRandom | FaultKind::KillLeader => {
-                schedule_log.push(format!(
-                    "t={t:.3}s SIGKILL {} ({how}), restart after {}ms",
-                    names[target],
-                    f.down.as_millis()
-                ));
-                cluster.kill(target);
-                std::thread::sleep(f.down);
-                cluster.spawn(target)
-            }
-            FaultKind::PauseLeader => {
-                schedule_log.push(format!(
-                    "t={t:.3}s SIGSTOP {} ({how}), SIGCONT after {}ms",
-                    names[target],
-                    f.down.as_millis()
-                ));
-                match cluster.pause(target) {
-                    Ok(()) => {
-                        std::thread::sleep(f.down);
-                        // Who leads now, as the others see it (the paused
-                        // member does not answer)?
-                        let now = rt.block_on(harness::find_leader(&urls, &ids, status_timeout));
-                        if let Some(last) = schedule_log.last_mut() {
-                            last.push_str(&match now {
-                                Some(l) if l == target => {
-                                    "; others still follow it before SIGCONT".to_string()
-                                }
-                                Some(l) => format!("; leader before SIGCONT: {}", names[l]),
-                                None => "; no leader known before SIGCONT".to_string(),
-                            });
-                        }
-                        cluster.resume(target)
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-        };
-        if let Err(e) = res {
-            return Err(fail(
-                FailureKind::Harness(e),
-                &schedule_log,
-                None,
-                Some(&mut cluster),
-            ));
+        injected = injector.inject(&f, start.elapsed());
+        if injected.is_err() {
+            break;
         }
+    }
+    let schedule_log = std::mem::take(&mut injector.log);
+    drop(injector);
+    if let Err(e) = injected {
+        return Err(fail(
+            FailureKind::Availability(format!("{e}\n{}", cluster.logs(40))),
+            &schedule_log,
+            Some(&recorder.history()),
+            Some(&mut cluster),
+        ));
     }
 
     // Let the workload finish (every op is bounded by the request timeout).
@@ -662,6 +638,8 @@ pub fn run(cfg: &Config) -> Result<Report, Box<Failure>> {
             Some(&mut cluster),
         ));
     }
+
+    let leases = side.finish_leases(&rt);
 
     // Heal and wait for the cluster.
     let exits = cluster.unexpected_exits();
@@ -747,6 +725,26 @@ pub fn run(cfg: &Config) -> Result<Report, Box<Failure>> {
             return Err(failure);
         }
     };
+    if let Err(e) = leases {
+        return Err(fail(
+            FailureKind::Lease(e),
+            &schedule_log,
+            Some(&history),
+            Some(&mut cluster),
+        ));
+    }
+    let side_summary =
+        match side.finish_watches(&rt, &urls, revision, &history, cfg.request_timeout) {
+            Ok(s) => s,
+            Err(e) => {
+                return Err(fail(
+                    FailureKind::Watch(e),
+                    &schedule_log,
+                    Some(&history),
+                    Some(&mut cluster),
+                ))
+            }
+        };
     Ok(Report {
         seed: cfg.seed,
         schedule: schedule_log,
@@ -756,6 +754,7 @@ pub fn run(cfg: &Config) -> Result<Report, Box<Failure>> {
         undecided_keys,
         revision,
         check_time,
+        side: side_summary,
     })
 }
 
@@ -768,20 +767,6 @@ async fn futures_join(handles: Vec<tokio::task::JoinHandle<()>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn plan_is_a_function_of_the_seed() {
-        let d = Duration::from_secs(30);
-        assert_eq!(plan(7, 3, d), plan(7, 3, d));
-        assert_ne!(plan(7, 3, d), plan(8, 3, d));
-        for f in plan(7, 3, d) {
-            assert!(f.at < d);
-            assert!(f.pick < 3);
-            if f.kind == FaultKind::PauseLeader {
-                assert!(f.down > Duration::from_millis(ELECTION_TIMEOUT_MS));
-            }
-        }
-    }
 
     #[test]
     fn failure_message_has_seed_schedule_and_reproduce_command() {

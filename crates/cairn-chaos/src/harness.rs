@@ -1,5 +1,11 @@
-//! A cluster of real `cairn` processes on 127.0.0.1 that faults can be
-//! injected into: SIGKILL + restart, SIGSTOP / SIGCONT.
+//! A cluster of real `cairn` processes that faults can be injected into:
+//! SIGKILL + restart, SIGSTOP / SIGCONT, and — when it runs in a
+//! [`NetLab`] (each member in its own network namespace) — partitions and
+//! packet delay/loss. Without a lab every member listens on 127.0.0.1.
+//!
+//! In a lab a member runs as `ip netns exec <ns> cairn serve ...`; `ip`
+//! execs `cairn` in place, so the child pid is the `cairn` process itself
+//! and SIGKILL / SIGSTOP hit it directly.
 //!
 //! Every child is killed (SIGKILL) when the [`ProcCluster`] drops, also when
 //! a test panics, and the data directory (a temp dir) is removed then
@@ -21,7 +27,7 @@
 //! is found it is used as is.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -31,6 +37,8 @@ use cairn_proto::etcdserverpb as pb;
 use pb::kv_client::KvClient;
 use pb::maintenance_client::MaintenanceClient;
 use tonic::transport::{Channel, Endpoint};
+
+use crate::netns::NetLab;
 
 /// Heartbeat interval passed to every member.
 pub const HEARTBEAT_MS: u64 = 50;
@@ -117,10 +125,15 @@ pub fn free_port() -> u16 {
         .expect("bind an ephemeral port")
 }
 
+/// Client and peer port of every member inside a [`NetLab`] (each member
+/// has its own address there); a re-added member gets peer port
+/// `LAB_PEER_PORT + generation`.
+pub const LAB_CLIENT_PORT: u16 = 2379;
+pub const LAB_PEER_PORT: u16 = 2380;
+
 /// `GET /health` answered 200 (the member sees a leader).
-pub fn http_health(port: u16) -> bool {
-    let Ok(mut s) =
-        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
+pub fn http_health(host: Ipv4Addr, port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&(host, port).into(), Duration::from_millis(200))
     else {
         return false;
     };
@@ -146,9 +159,18 @@ pub enum RunState {
 }
 
 pub struct Member {
+    /// Changes when the member is removed and re-added (`n2g1`, ...).
     pub name: String,
+    /// 127.0.0.1, or the member's address in its namespace.
+    pub host: Ipv4Addr,
+    /// The namespace it runs in (`ip netns exec`), if in a lab.
+    pub netns: Option<String>,
     pub client_port: u16,
+    /// Changes when the member is re-added (a new peer URL is a new member
+    /// ID, as etcd gives a re-added member a new ID).
     pub peer_port: u16,
+    /// How many times this slot was removed and re-added.
+    pub generation: u32,
     pub data_dir: PathBuf,
     pub log: PathBuf,
     child: Option<Child>,
@@ -156,15 +178,18 @@ pub struct Member {
     /// Started before: restarts go without bootstrap flags, as an
     /// operator would restart a member on its data dir.
     started: bool,
+    /// Joins an existing cluster on first start (after `member add`)
+    /// instead of bootstrapping.
+    joins: bool,
 }
 
 impl Member {
     pub fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("http://{}:{}", self.host, self.client_port)
     }
 
     pub fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer_port)
+        format!("http://{}:{}", self.host, self.peer_port)
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -186,6 +211,9 @@ pub struct ProcCluster {
     pub members: Vec<Member>,
     pub initial_cluster: String,
     bin: PathBuf,
+    /// The private network, if the members run in namespaces. Dropped
+    /// after the processes are killed (see `Drop`).
+    pub net: Option<NetLab>,
 }
 
 fn signal(pid: u32, sig: &str) -> Result<(), String> {
@@ -207,24 +235,48 @@ fn signal(pid: u32, sig: &str) -> Result<(), String> {
 impl ProcCluster {
     /// Starts `n` members and waits (up to `ready_timeout`) until all of
     /// them see a leader.
-    pub fn start(n: usize, ready_timeout: Duration) -> Result<ProcCluster, String> {
+    /// With `net`, member `i` runs in `net`'s namespace `i` (which must
+    /// exist).
+    pub fn start(
+        n: usize,
+        ready_timeout: Duration,
+        net: Option<NetLab>,
+    ) -> Result<ProcCluster, String> {
         let bin = cairn_bin()?;
         let dir = tempfile::Builder::new()
             .prefix("cairn-chaos-")
             .tempdir()
             .map_err(|e| format!("temp dir: {e}"))?;
+        if let Some(lab) = &net {
+            if lab.len() < n {
+                return Err(format!("lab has {} namespaces, need {n}", lab.len()));
+            }
+        }
         let members: Vec<Member> = (0..n)
             .map(|i| {
                 let name = format!("n{}", i + 1);
+                let (host, netns, client_port, peer_port) = match &net {
+                    Some(lab) => (
+                        lab.member_addr(i),
+                        Some(lab.namespace(i).to_string()),
+                        LAB_CLIENT_PORT,
+                        LAB_PEER_PORT,
+                    ),
+                    None => (Ipv4Addr::LOCALHOST, None, free_port(), free_port()),
+                };
                 Member {
                     data_dir: dir.path().join(&name),
                     log: dir.path().join(format!("{name}.log")),
                     name,
-                    client_port: free_port(),
-                    peer_port: free_port(),
+                    host,
+                    netns,
+                    client_port,
+                    peer_port,
+                    generation: 0,
                     child: None,
                     paused: false,
                     started: false,
+                    joins: false,
                 }
             })
             .collect();
@@ -238,6 +290,7 @@ impl ProcCluster {
             members,
             initial_cluster,
             bin,
+            net,
         };
         for i in 0..n {
             c.spawn(i)?;
@@ -281,17 +334,27 @@ impl ProcCluster {
             .open(&m.log)
             .map_err(|e| format!("open {}: {e}", m.log.display()))?;
         let log2 = log.try_clone().map_err(|e| e.to_string())?;
-        let mut cmd = Command::new(&bin);
+        let mut cmd = match &m.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
         cmd.arg("serve");
-        if !m.started {
+        if !m.started && m.joins {
+            cmd.args(["--initial-cluster", &format!("{}={}", m.name, m.peer_url())])
+                .args(["--initial-cluster-state", "existing"]);
+        } else if !m.started {
             cmd.args(["--initial-cluster", &initial_cluster]);
         }
         let child = cmd
             .args(["--name", &m.name])
             .arg("--data-dir")
             .arg(&m.data_dir)
-            .args(["--listen-client", &format!("127.0.0.1:{}", m.client_port)])
-            .args(["--listen-peer", &format!("127.0.0.1:{}", m.peer_port)])
+            .args(["--listen-client", &format!("{}:{}", m.host, m.client_port)])
+            .args(["--listen-peer", &format!("{}:{}", m.host, m.peer_port)])
             .args([
                 "--heartbeat-interval-ms",
                 &HEARTBEAT_MS.to_string(),
@@ -318,6 +381,31 @@ impl ProcCluster {
             let _ = c.wait();
         }
         m.paused = false;
+    }
+
+    /// Replaces member `i` by a brand-new member in the same slot (same
+    /// namespace and client port): kills it, wipes its data dir, and gives
+    /// it a new name and peer URL (hence a new member ID). The next
+    /// [`spawn`](Self::spawn) joins the existing cluster; call it after
+    /// `MemberAdd` of [`Member::peer_url`].
+    pub fn replace(&mut self, i: usize) -> Result<(), String> {
+        self.kill(i);
+        let in_lab = self.net.is_some();
+        let m = &mut self.members[i];
+        if m.data_dir.exists() {
+            std::fs::remove_dir_all(&m.data_dir)
+                .map_err(|e| format!("wipe {}: {e}", m.data_dir.display()))?;
+        }
+        m.generation += 1;
+        m.name = format!("n{}g{}", i + 1, m.generation);
+        m.peer_port = if in_lab {
+            LAB_PEER_PORT + m.generation as u16
+        } else {
+            free_port()
+        };
+        m.started = false;
+        m.joins = true;
+        Ok(())
     }
 
     /// SIGSTOP member `i`.
@@ -387,7 +475,7 @@ impl ProcCluster {
             .iter()
             .filter(|m| m.state() == RunState::Running)
         {
-            while !http_health(m.client_port) {
+            while !http_health(m.host, m.client_port) {
                 if Instant::now() > deadline {
                     return Err(format!(
                         "{} not healthy after {timeout:?}\n{}",
@@ -426,6 +514,8 @@ impl Drop for ProcCluster {
         for i in 0..self.members.len() {
             self.kill(i);
         }
+        // Processes first, then the network they lived in.
+        self.net.take();
     }
 }
 

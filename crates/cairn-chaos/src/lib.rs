@@ -13,11 +13,19 @@
 //!
 //! The fault-injection harness drives real `cairn` processes:
 //!
-//! * [`harness`]: a cluster of `cairn serve` processes with SIGKILL +
-//!   restart and SIGSTOP / SIGCONT, killed on drop;
+//! * [`netns`]: a private network per run (bridge, one namespace per
+//!   member, blackhole-route partitions, netem), removed on drop;
+//! * [`harness`]: a cluster of `cairn serve` processes (on 127.0.0.1 or
+//!   in a [`netns::NetLab`]) with SIGKILL + restart, SIGSTOP / SIGCONT and
+//!   member replacement, killed on drop;
+//! * [`faults`]: the seeded fault schedule and its injection, including
+//!   [`membership`] changes through the Cluster API;
+//! * [`watch_check`], [`lease_check`], [`side_workloads`]: the watch and
+//!   lease workloads and their checks;
 //! * [`campaign`]: one seeded chaos run (fault schedule, recording
-//!   clients, heal, linearizability and replica-agreement checks). The
-//!   `chaos` binary runs long campaigns; see `TESTING.md`.
+//!   clients, heal, linearizability, durability, replica-agreement, watch
+//!   and lease checks). The `chaos` binary runs long campaigns; see
+//!   `TESTING.md`.
 //!
 //! ```
 //! use cairn_chaos::{check_history, Call, CheckOptions, History, Operation, Ret};
@@ -37,10 +45,16 @@ extern crate self as cairn_chaos;
 
 pub mod campaign;
 pub mod checker;
+pub mod faults;
 pub mod harness;
 pub mod history;
+pub mod lease_check;
+pub mod membership;
 mod minimize;
 pub mod model;
+pub mod netns;
+pub mod side_workloads;
+pub mod watch_check;
 
 pub use checker::{
     check_entries, check_history, check_register, Budget, CheckOptions, CheckResult, Entry,

@@ -1,21 +1,27 @@
 //! The short chaos profile: real `cairn` processes (3 members), 4 clients,
-//! SIGKILL / SIGSTOP faults from a fixed seed, then linearizability and
-//! replica-agreement checks. Needs the `cairn` binary: see
+//! faults from fixed seeds, then linearizability, replica-agreement and
+//! (see `campaign`) watch and lease checks. Needs the `cairn` binary: see
 //! `cairn_chaos::harness` for how it is found (or built once).
+//!
+//! Partition and delay/loss faults need root (network namespaces); without
+//! it they are skipped with a printed reason and the other faults run on
+//! 127.0.0.1.
 //!
 //! Longer campaigns: `cargo run -p cairn-chaos --bin chaos -- --help`.
 
 use std::sync::Mutex;
 
 use cairn_chaos::campaign::{run, Config};
+use cairn_chaos::faults::FaultKind;
+use cairn_chaos::netns::NetLab;
 
 /// One cluster at a time: two concurrent clusters on a loaded 2-core
 /// machine would make elections (500 ms timeout) flap for no good reason.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn run_seed(seed: u64) {
+fn run_cfg(cfg: Config) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let cfg = Config::short(seed);
+    let seed = cfg.seed;
     match run(&cfg) {
         Ok(report) => {
             println!("{report}");
@@ -31,12 +37,35 @@ fn run_seed(seed: u64) {
     }
 }
 
+/// Every fault kind this machine supports.
 #[test]
 fn chaos_short_seed_1() {
-    run_seed(1);
+    run_cfg(Config::short(1));
 }
 
 #[test]
 fn chaos_short_seed_2() {
-    run_seed(2);
+    run_cfg(Config::short(2));
+}
+
+/// Partitions only (isolate the leader, minority split, bridge node) and
+/// delay/loss where netem exists.
+#[test]
+fn chaos_partitions() {
+    if let Err(why) = NetLab::precondition() {
+        eprintln!("SKIPPED chaos_partitions: {why}");
+        return;
+    }
+    let mut cfg = Config::short(11);
+    cfg.faults = [FaultKind::PARTITION.as_slice(), &[FaultKind::Degrade]].concat();
+    run_cfg(cfg);
+}
+
+/// Membership changes under load (remove a voter, re-add it as a learner,
+/// promote it) mixed with leader kills.
+#[test]
+fn chaos_membership() {
+    let mut cfg = Config::short(21);
+    cfg.faults = vec![FaultKind::Reconfigure, FaultKind::KillLeader];
+    run_cfg(cfg);
 }

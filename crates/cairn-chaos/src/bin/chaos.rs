@@ -10,7 +10,11 @@
 //! `--first-seed S` (default 1), `--seed S` (exactly one seed),
 //! `--duration SECS` (per seed, default 30), `--members 3|5` (default 3),
 //! `--clients K` (default 4), `--keys K` (default 5), `--check-budget
-//! SECS` (default 60). The binary is located as described in
+//! SECS` (default 60), `--faults a,b,...` (default: all; names:
+//! `kill`, `kill-leader`, `pause-leader`, `isolate-leader`, `split`,
+//! `bridge`, `degrade`, `reconfigure`). Partition and delay/loss faults
+//! need root (network namespaces) and are skipped with a printed reason
+//! otherwise. The binary is located as described in
 //! `cairn_chaos::harness` (`CAIRN_BIN`, `$CARGO_TARGET_DIR/debug/cairn`,
 //! `target/debug/cairn`). Exit status 1 if any seed failed.
 
@@ -18,11 +22,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use cairn_chaos::campaign::{run, Config};
+use cairn_chaos::faults::FaultKind;
 
 fn usage() -> ExitCode {
     eprintln!(
         "usage: chaos [--seeds N] [--first-seed S] [--seed S] [--duration SECS] \
-         [--members 3|5] [--clients K] [--keys K] [--check-budget SECS]"
+         [--members 3|5] [--clients K] [--keys K] [--check-budget SECS] \
+         [--faults kill,kill-leader,pause-leader,isolate-leader,split,bridge,degrade,reconfigure]"
     );
     ExitCode::from(2)
 }
@@ -37,6 +43,21 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < args.len() {
+        if args[i] == "--faults" {
+            let Some(list) = args.get(i + 1) else {
+                return usage();
+            };
+            let parsed: Option<Vec<FaultKind>> = list.split(',').map(FaultKind::parse).collect();
+            match parsed {
+                Some(kinds) if !kinds.is_empty() => cfg.faults = kinds,
+                _ => {
+                    eprintln!("unknown fault in {list:?}");
+                    return usage();
+                }
+            }
+            i += 2;
+            continue;
+        }
         let Some(v) = args.get(i + 1).and_then(|v| v.parse::<u64>().ok()) else {
             eprintln!("missing or invalid value for {}", args[i]);
             return usage();

@@ -93,6 +93,9 @@ impl Node {
             reason: e.to_string(),
         })?;
         let db_path = data_dir.join("cairn.redb");
+        // How long this member was down (see clock.rs), before opening
+        // the file touches it.
+        let downtime_ms = crate::clock::downtime_ms(&db_path, 10 * config.election_timeout_ms);
         let db = open_database(&db_path, config.storage_cache_bytes).await?;
         let db = Arc::new(db);
 
@@ -118,7 +121,7 @@ impl Node {
             StateMachineStore::open(db.clone()).map_err(|e| StartError::Storage(e.to_string()))?;
         let store = sm.shared_store();
         let now = store.read().map(|s| s.now_ms()).unwrap_or(0);
-        let clock = Arc::new(ClusterClock::new(now));
+        let clock = Arc::new(ClusterClock::new(now.saturating_add(downtime_ms)));
         let hub = WatchHub::new(store.clone());
         sm.set_observer(Arc::new(Observer {
             hub: hub.clone(),

@@ -1,0 +1,424 @@
+//! The fault schedule of a run ([`plan`], a pure function of the seed) and
+//! its injection into a [`ProcCluster`] ([`Injector`]).
+//!
+//! One fault at a time, each undone before the next starts:
+//!
+//! | kind | what | needs |
+//! |---|---|---|
+//! | `KillRandom` / `KillLeader` | SIGKILL, restart on the same data dir after `down` | – |
+//! | `PauseLeader` | SIGSTOP, SIGCONT after `down` (3–6 election timeouts) | – |
+//! | `IsolateLeader` | cut the leader from every other member | a [`NetLab`](crate::netns::NetLab) |
+//! | `SplitMinority` | cut a random minority (with or without the leader) from the majority | a lab |
+//! | `BridgeNode` | split the others in two halves that cannot talk, one member sees both | a lab |
+//! | `Degrade` | netem delay + jitter + loss on one member's packets | a lab with `sch_netem` |
+//! | `Reconfigure` | `MemberRemove` a voter, wipe it, `MemberAdd` it back as a learner with a new peer URL (new ID), start it, `MemberPromote` it | – |
+//!
+//! Partitions cut member-to-member traffic only: clients (the test
+//! process, in the root namespace) still reach every member, so the
+//! minority side keeps receiving requests it cannot commit.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::harness::{self, ProcCluster, ELECTION_TIMEOUT_MS};
+use crate::membership;
+
+/// The kinds of fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FaultKind {
+    /// SIGKILL a random member, restart it after `down`.
+    KillRandom,
+    /// SIGKILL the current leader, restart it after `down`.
+    KillLeader,
+    /// SIGSTOP the current leader, SIGCONT it after `down` (always longer
+    /// than the election timeout).
+    PauseLeader,
+    /// Cut the leader off from every other member for `down`.
+    IsolateLeader,
+    /// Cut a minority off from the majority for `down`.
+    SplitMinority,
+    /// Two halves that cannot talk, one member in touch with both.
+    BridgeNode,
+    /// Delay, jitter and loss on one member's outgoing packets.
+    Degrade,
+    /// Remove a voter, re-add it as a fresh learner, promote it.
+    Reconfigure,
+}
+
+impl FaultKind {
+    pub const PROCESS: [FaultKind; 3] = [
+        FaultKind::KillRandom,
+        FaultKind::KillLeader,
+        FaultKind::PauseLeader,
+    ];
+    pub const PARTITION: [FaultKind; 3] = [
+        FaultKind::IsolateLeader,
+        FaultKind::SplitMinority,
+        FaultKind::BridgeNode,
+    ];
+    pub const ALL: [FaultKind; 8] = [
+        FaultKind::KillRandom,
+        FaultKind::KillLeader,
+        FaultKind::PauseLeader,
+        FaultKind::IsolateLeader,
+        FaultKind::SplitMinority,
+        FaultKind::BridgeNode,
+        FaultKind::Degrade,
+        FaultKind::Reconfigure,
+    ];
+
+    /// Needs the members in network namespaces.
+    pub fn needs_lab(self) -> bool {
+        matches!(
+            self,
+            FaultKind::IsolateLeader
+                | FaultKind::SplitMinority
+                | FaultKind::BridgeNode
+                | FaultKind::Degrade
+        )
+    }
+
+    /// Parses the `--faults` names of the campaign binary.
+    pub fn parse(name: &str) -> Option<FaultKind> {
+        Some(match name {
+            "kill" => FaultKind::KillRandom,
+            "kill-leader" => FaultKind::KillLeader,
+            "pause-leader" => FaultKind::PauseLeader,
+            "isolate-leader" => FaultKind::IsolateLeader,
+            "split" => FaultKind::SplitMinority,
+            "bridge" => FaultKind::BridgeNode,
+            "degrade" => FaultKind::Degrade,
+            "reconfigure" => FaultKind::Reconfigure,
+            _ => return None,
+        })
+    }
+}
+
+/// One planned fault; the leader is resolved when it is injected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedFault {
+    /// Offset from the start of the workload.
+    pub at: Duration,
+    pub kind: FaultKind,
+    /// How long the fault lasts (not used by `Reconfigure`).
+    pub down: Duration,
+    /// Member index (random choices), and fallback when no leader is known.
+    pub pick: usize,
+    /// A second random draw: the minority size / side for splits, the
+    /// severity for `Degrade`.
+    pub shape: u64,
+}
+
+impl fmt::Display for PlannedFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "t={:.3}s {:?} pick #{} for {}ms",
+            self.at.as_secs_f64(),
+            self.kind,
+            self.pick,
+            self.down.as_millis()
+        )
+    }
+}
+
+/// The fault schedule of a run: a pure function of the seed, the member
+/// count, the duration and the allowed kinds.
+pub fn plan(
+    seed: u64,
+    members: usize,
+    duration: Duration,
+    kinds: &[FaultKind],
+) -> Vec<PlannedFault> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut out = Vec::new();
+    if kinds.is_empty() {
+        return out;
+    }
+    let mut t = Duration::from_millis(rng.random_range(500..1500));
+    // Leave the last second fault-free.
+    let end = duration.saturating_sub(Duration::from_secs(1));
+    while t < end && out.len() < 1_000 {
+        let kind = kinds[rng.random_range(0..kinds.len())];
+        let down = match kind {
+            FaultKind::PauseLeader => Duration::from_millis(
+                rng.random_range(3 * ELECTION_TIMEOUT_MS..6 * ELECTION_TIMEOUT_MS),
+            ),
+            FaultKind::IsolateLeader | FaultKind::SplitMinority | FaultKind::BridgeNode => {
+                Duration::from_millis(
+                    rng.random_range(2 * ELECTION_TIMEOUT_MS..8 * ELECTION_TIMEOUT_MS),
+                )
+            }
+            FaultKind::Degrade => Duration::from_millis(rng.random_range(1000..3000)),
+            // Takes as long as it takes; the gap after it is what counts.
+            FaultKind::Reconfigure => Duration::from_millis(500),
+            FaultKind::KillRandom | FaultKind::KillLeader => {
+                Duration::from_millis(rng.random_range(200..1500))
+            }
+        };
+        let pick = rng.random_range(0..members.max(1));
+        let shape = rng.random();
+        out.push(PlannedFault {
+            at: t,
+            kind,
+            down,
+            pick,
+            shape,
+        });
+        t += down + Duration::from_millis(rng.random_range(300..1500));
+    }
+    out
+}
+
+/// Injects planned faults into a cluster and logs what it did.
+pub struct Injector<'a> {
+    pub cluster: &'a mut ProcCluster,
+    pub rt: &'a tokio::runtime::Runtime,
+    /// Member IDs by slot; updated when a slot is re-added.
+    pub ids: Vec<u64>,
+    /// What was injected, with resolved targets (for failure reports).
+    pub log: Vec<String>,
+}
+
+const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
+
+impl Injector<'_> {
+    fn names(&self) -> Vec<String> {
+        self.cluster
+            .members
+            .iter()
+            .map(|m| m.name.clone())
+            .collect()
+    }
+
+    fn leader_or(&self, pick: usize) -> (usize, &'static str) {
+        let urls = self.cluster.client_urls();
+        match self
+            .rt
+            .block_on(harness::find_leader(&urls, &self.ids, STATUS_TIMEOUT))
+        {
+            Some(l) => (l, "leader"),
+            None => (pick % self.cluster.len(), "no leader known; random"),
+        }
+    }
+
+    /// Injects `f`, waits `f.down`, undoes it. `Err` is a harness or
+    /// availability problem (the run fails with it).
+    pub fn inject(&mut self, f: &PlannedFault, t: Duration) -> Result<(), String> {
+        let n = self.cluster.len();
+        let names = self.names();
+        let t = t.as_secs_f64();
+        let down = f.down.as_millis();
+        match f.kind {
+            FaultKind::KillRandom | FaultKind::KillLeader => {
+                let (target, how) = if f.kind == FaultKind::KillRandom {
+                    (f.pick % n, "random")
+                } else {
+                    self.leader_or(f.pick)
+                };
+                self.log.push(format!(
+                    "t={t:.3}s SIGKILL {} ({how}), restart after {down}ms",
+                    names[target]
+                ));
+                self.cluster.kill(target);
+                std::thread::sleep(f.down);
+                self.cluster.spawn(target)
+            }
+            FaultKind::PauseLeader => {
+                let (target, how) = self.leader_or(f.pick);
+                self.log.push(format!(
+                    "t={t:.3}s SIGSTOP {} ({how}), SIGCONT after {down}ms",
+                    names[target]
+                ));
+                self.cluster.pause(target)?;
+                std::thread::sleep(f.down);
+                // Who leads now, as the others see it (the paused member
+                // does not answer)?
+                let urls = self.cluster.client_urls();
+                let now = self
+                    .rt
+                    .block_on(harness::find_leader(&urls, &self.ids, STATUS_TIMEOUT));
+                if let Some(last) = self.log.last_mut() {
+                    last.push_str(&match now {
+                        Some(l) if l == target => {
+                            "; others still follow it before SIGCONT".to_string()
+                        }
+                        Some(l) => format!("; leader before SIGCONT: {}", names[l]),
+                        None => "; no leader known before SIGCONT".to_string(),
+                    });
+                }
+                self.cluster.resume(target)
+            }
+            FaultKind::IsolateLeader | FaultKind::SplitMinority | FaultKind::BridgeNode => {
+                let (left, right, what) = self.sides(f)?;
+                let show = |s: &[usize]| {
+                    s.iter()
+                        .map(|i| names[*i].as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                self.log.push(format!(
+                    "t={t:.3}s partition {what}: [{}] | [{}] for {down}ms",
+                    show(&left),
+                    show(&right)
+                ));
+                let lab = self.cluster.net.as_mut().ok_or("partition without a lab")?;
+                let cut = lab.split(&left, &right);
+                std::thread::sleep(f.down);
+                let urls = self.cluster.client_urls();
+                let now = self
+                    .rt
+                    .block_on(harness::find_leader(&urls, &self.ids, STATUS_TIMEOUT));
+                if let Some(last) = self.log.last_mut() {
+                    last.push_str(&match now {
+                        Some(l) => format!("; leader before heal: {}", names[l]),
+                        None => "; no leader known before heal".to_string(),
+                    });
+                }
+                let lab = self.cluster.net.as_mut().ok_or("partition without a lab")?;
+                let healed = lab.heal();
+                cut.and(healed)
+            }
+            FaultKind::Degrade => {
+                let target = f.pick % n;
+                let delay_ms = 20 + f.shape % 130;
+                let jitter_ms = delay_ms / 4;
+                let loss = ((f.shape >> 16) % 20) as u32;
+                self.log.push(format!(
+                    "t={t:.3}s netem on {}: delay {delay_ms}ms ±{jitter_ms}ms, loss {loss}% for {down}ms",
+                    names[target]
+                ));
+                let lab = self.cluster.net.as_mut().ok_or("netem without a lab")?;
+                let res = lab.degrade(target, delay_ms, jitter_ms, loss);
+                std::thread::sleep(f.down);
+                let lab = self.cluster.net.as_mut().ok_or("netem without a lab")?;
+                res.and(lab.heal())
+            }
+            FaultKind::Reconfigure => self.reconfigure(f.pick % n, t),
+        }
+    }
+
+    /// The two sides of a partition fault; members in neither side (the
+    /// bridge) talk to both.
+    fn sides(&self, f: &PlannedFault) -> Result<(Vec<usize>, Vec<usize>, String), String> {
+        let n = self.cluster.len();
+        let all: Vec<usize> = (0..n).collect();
+        let rotate = |first: usize| -> Vec<usize> { (0..n).map(|k| (first + k) % n).collect() };
+        Ok(match f.kind {
+            FaultKind::IsolateLeader => {
+                let (l, how) = self.leader_or(f.pick);
+                let rest = all.into_iter().filter(|i| *i != l).collect();
+                (vec![l], rest, format!("isolate {how}"))
+            }
+            FaultKind::SplitMinority => {
+                // Minority of size 1..=(n-1)/2, starting at the leader
+                // half of the time.
+                let (start, how) = if f.shape.is_multiple_of(2) {
+                    self.leader_or(f.pick)
+                } else {
+                    (f.pick % n, "random")
+                };
+                let size = 1 + (f.shape / 2) as usize % ((n - 1) / 2).max(1);
+                let order = rotate(start);
+                let (minority, majority) = order.split_at(size.min(n - 1));
+                (
+                    minority.to_vec(),
+                    majority.to_vec(),
+                    format!("minority of {size} from {how}"),
+                )
+            }
+            _ => {
+                // Bridge: member `pick`; the others split in two halves.
+                let bridge = f.pick % n;
+                let others: Vec<usize> = rotate(bridge).into_iter().skip(1).collect();
+                let (a, b) = others.split_at(others.len() / 2);
+                let name = &self.cluster.members[bridge].name;
+                (a.to_vec(), b.to_vec(), format!("{name} bridges"))
+            }
+        })
+    }
+
+    /// Removes the voter in slot `slot`, re-adds the slot as a fresh
+    /// learner and promotes it, all through the Cluster API while the
+    /// workload runs.
+    fn reconfigure(&mut self, slot: usize, t: f64) -> Result<(), String> {
+        let old_name = self.cluster.members[slot].name.clone();
+        let old_id = self.ids[slot];
+        let others: Vec<String> = self
+            .cluster
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != slot)
+            .map(|(_, m)| m.client_url())
+            .collect();
+        let started = Instant::now();
+        let deadline = || Instant::now() + membership::STEP_TIMEOUT;
+        self.log.push(format!(
+            "t={t:.3}s reconfigure: remove {old_name} ({old_id:x})"
+        ));
+        self.rt
+            .block_on(membership::remove(&others, old_id, deadline()))?;
+        self.cluster.replace(slot)?;
+        let peer = self.cluster.members[slot].peer_url();
+        let new_name = self.cluster.members[slot].name.clone();
+        let new_id = self
+            .rt
+            .block_on(membership::add_learner(&others, &peer, deadline()))?;
+        self.cluster.spawn(slot)?;
+        self.rt
+            .block_on(membership::promote(&others, new_id, deadline()))?;
+        self.ids[slot] = new_id;
+        if let Some(last) = self.log.last_mut() {
+            last.push_str(&format!(
+                ", add learner {new_name} ({new_id:x}) at {peer}, promote: done in {}ms",
+                started.elapsed().as_millis()
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_is_a_function_of_the_seed() {
+        let d = Duration::from_secs(30);
+        let all = &FaultKind::ALL;
+        assert_eq!(plan(7, 3, d, all), plan(7, 3, d, all));
+        assert_ne!(plan(7, 3, d, all), plan(8, 3, d, all));
+        for f in plan(7, 3, d, all) {
+            assert!(f.at < d);
+            assert!(f.pick < 3);
+            if f.kind == FaultKind::PauseLeader || FaultKind::PARTITION.contains(&f.kind) {
+                assert!(f.down > Duration::from_millis(ELECTION_TIMEOUT_MS));
+            }
+        }
+    }
+
+    #[test]
+    fn plan_uses_only_the_allowed_kinds() {
+        let d = Duration::from_secs(60);
+        let p = plan(3, 5, d, &FaultKind::PARTITION);
+        assert!(!p.is_empty());
+        assert!(p.iter().all(|f| FaultKind::PARTITION.contains(&f.kind)));
+        assert!(plan(3, 5, d, &[]).is_empty());
+    }
+
+    #[test]
+    fn fault_names_parse() {
+        for (name, kind) in [
+            ("kill", FaultKind::KillRandom),
+            ("isolate-leader", FaultKind::IsolateLeader),
+            ("reconfigure", FaultKind::Reconfigure),
+        ] {
+            assert_eq!(FaultKind::parse(name), Some(kind));
+        }
+        assert_eq!(FaultKind::parse("nope"), None);
+    }
+}
