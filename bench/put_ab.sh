@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Puts against a fresh 3-node Cairn cluster from the binaries in BIN_DIR,
+# at 1, 64 and 256 clients, 5 s each. Run it for two builds in turn to
+# compare them side by side (A B A B):
+#
+#   bench/put_ab.sh target-old/release old; bench/put_ab.sh target/release new
+#
+# EXTRA=--target-leader sends everything to the leader.
+set -euo pipefail
+BIN=${1:?usage: put_ab.sh BIN_DIR LABEL}
+LABEL=${2:-cairn}
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+IC="n1=http://127.0.0.1:26801,n2=http://127.0.0.1:26802,n3=http://127.0.0.1:26803"
+for i in 1 2 3; do
+    "$BIN/cairn" serve --name "n$i" --data-dir "$WORK/d$i" \
+        --listen-client "127.0.0.1:2679$i" --listen-peer "127.0.0.1:2680$i" \
+        --initial-cluster "$IC" >"$WORK/n$i.log" 2>&1 &
+    PIDS+=($!)
+done
+EPS=http://127.0.0.1:26791,http://127.0.0.1:26792,http://127.0.0.1:26793
+for _ in $(seq 1 100); do
+    "$BIN/cairn" --endpoints "$EPS" put ab-ready 1 >/dev/null 2>&1 && break
+    sleep 0.1
+done
+for c in 1 64 256; do
+    # shellcheck disable=SC2086
+    "$BIN/cairn-bench" --endpoints "$EPS" ${EXTRA:-} --workload put --clients "$c" \
+        --duration 5s 2>&1 | tail -1 | sed "s/^/$LABEL /"
+done
