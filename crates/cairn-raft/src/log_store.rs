@@ -62,6 +62,7 @@ mod unflushed;
 mod writer;
 use unflushed::{Pending, Unflushed};
 use writer::{Append, Job, Writer};
+pub use writer::{StateRows, StateWriter};
 
 /// `raft_log`: log index → postcard-encoded [`Entry`].
 pub const LOG_TABLE: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
@@ -143,6 +144,12 @@ impl LogStore {
     pub fn with_replication_batch_bytes(mut self, bytes: usize) -> Self {
         self.replication_batch_bytes = bytes.max(1);
         self
+    }
+
+    /// A handle through which the state machine writes its rows on this
+    /// store's writer thread, in the log's transactions (see [`writer`]).
+    pub fn state_writer(&self) -> StateWriter {
+        self.writer.state_writer(self.db.clone())
     }
 
     /// A reader over this store; cheap to create and to clone.
@@ -322,7 +329,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if matches!(durability, Durability::Immediate) {
             return self
                 .write("save committed", move |db| {
-                    write_committed(db, bytes.as_deref(), durability)
+                    writer::write_group(db, &[], Some(bytes.as_deref()), true)
                 })
                 .await;
         }
@@ -512,25 +519,6 @@ fn put_meta(
     }
     txn.commit()
         .map_err(|e| ctx(&format!("write {key}: commit"), e))
-}
-
-fn write_committed(db: &Database, bytes: Option<&[u8]>, durability: Durability) -> io::Result<()> {
-    let mut txn = db
-        .begin_write()
-        .map_err(|e| ctx("save committed: begin write", e))?;
-    txn.set_durability(durability)
-        .map_err(|e| ctx("save committed: set durability", e))?;
-    {
-        let mut meta = txn
-            .open_table(META_TABLE)
-            .map_err(|e| ctx("save committed: open raft_meta", e))?;
-        match bytes {
-            Some(b) => meta.insert(KEY_COMMITTED, b).map(|_| ()),
-            None => meta.remove(KEY_COMMITTED).map(|_| ()),
-        }
-        .map_err(|e| ctx("save committed: write", e))?;
-    }
-    txn.commit().map_err(|e| ctx("save committed: commit", e))
 }
 
 /// `[lo, hi)` for a range of log indexes (`hi == None`: unbounded), or `None`

@@ -19,6 +19,7 @@ use openraft::{EntryPayload, OptionalSend};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+use crate::log_store::StateWriter;
 use crate::types::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 
 const RECORDS: TableDefinition<(i64, i64), &[u8]> = TableDefinition::new("sm_records");
@@ -66,6 +67,10 @@ pub struct StateMachineStore {
     applied: Option<LogId>,
     membership: StoredMembership,
     observer: Arc<dyn ApplyObserver>,
+    /// When set, applied rows go to the log's writer thread and join its
+    /// transactions (see `log_store::StateWriter`) instead of a
+    /// transaction of their own that waits for redb's writer lock.
+    writer: Option<StateWriter>,
 }
 
 /// A snapshot's bytes on the wire and on disk.
@@ -150,7 +155,15 @@ impl StateMachineStore {
             applied,
             membership,
             observer,
+            writer: None,
         })
+    }
+
+    /// Write applied rows through the log store's writer thread. Both must
+    /// use the same database.
+    pub fn with_writer(mut self, writer: StateWriter) -> Self {
+        self.writer = Some(writer);
+        self
     }
 
     /// Who hears about applied batches; set before handing the state
@@ -418,10 +431,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             revision = store.revision();
         }
         let rows = self.changed_rows()?;
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || rows.write(&db, Durability::None))
-            .await
-            .map_err(|e| io_err("apply persist task", e))??;
+        match &self.writer {
+            // Queued behind the log's writes, in order; durable with the
+            // next fsync, like a `Durability::None` commit of our own.
+            Some(w) => w.submit(Box::new(move |txn| rows.write_in(txn)))?,
+            None => {
+                let db = self.db.clone();
+                tokio::task::spawn_blocking(move || rows.write(&db, Durability::None))
+                    .await
+                    .map_err(|e| io_err("apply persist task", e))??;
+            }
+        }
         self.observer.applied(events, revision);
         for (responder, result) in replies {
             if let Some(r) = responder {
@@ -457,9 +477,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.membership = meta.last_membership.clone();
         let this_db = self.db.clone();
         let whole = self.whole_rows(meta, &bytes)?;
-        tokio::task::spawn_blocking(move || whole.write(&this_db))
-            .await
-            .map_err(|e| io_err("install persist task", e))??;
+        match &self.writer {
+            // After every queued batch's rows, which it replaces.
+            Some(w) => w.run(move || whole.write(&this_db)).await?,
+            None => tokio::task::spawn_blocking(move || whole.write(&this_db))
+                .await
+                .map_err(|e| io_err("install persist task", e))??,
+        }
         // Watchers cannot be fed a gap: observers resynchronise from the
         // new state's history (or cancel watchers as compacted).
         self.observer.snapshot_installed(revision);

@@ -7,10 +7,17 @@
 //! AppendEntries — it writes them, and any queued `committed` update, in
 //! **one** transaction with one fsync, then reports each append flushed.
 //! Without this, non-blocking appends would cost one fsync each.
+//!
+//! The state machine hands its per-batch rows here too ([`StateWriter`]):
+//! they join the same transaction as the log appends queued around them,
+//! so applying a batch neither waits for redb's single writer lock (held
+//! by the fsync in progress) nor costs a transaction of its own. Their
+//! durability is the log's: they are committed non-durably when no append
+//! is in the group, and made durable by the next fsync.
 
 use std::io;
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use redb::{Database, Durability};
 use tokio::sync::oneshot;
@@ -24,8 +31,8 @@ use crate::types::{IOFlushed, LogId};
 /// submitting task blocks until the writer catches up (backpressure on
 /// RaftCore, which is what should slow down).
 const QUEUE_JOBS: usize = 1024;
-/// Most appends folded into one transaction.
-const MAX_GROUP_APPENDS: usize = 256;
+/// Most jobs folded into one transaction.
+const MAX_GROUP_JOBS: usize = 256;
 /// Most encoded bytes folded into one transaction (at least one append).
 const MAX_GROUP_BYTES: usize = 32 * 1024 * 1024;
 
@@ -48,8 +55,74 @@ pub(super) enum Job {
         db: Arc<Database>,
         bytes: Option<Vec<u8>>,
     },
+    /// State machine rows, written in the next transaction.
+    State(StateJob),
     /// Anything else, run as is, in order.
     Run(Box<dyn FnOnce() + Send>),
+}
+
+/// Writes a batch's rows into an open transaction.
+pub type StateRows = Box<dyn FnOnce(&redb::WriteTransaction) -> io::Result<()> + Send>;
+
+pub(super) struct StateJob {
+    db: Arc<Database>,
+    rows: StateRows,
+    failed: Arc<Mutex<Option<String>>>,
+}
+
+/// Lets the state machine queue its rows on the log's writer thread.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct StateWriter {
+    tx: SyncSender<Job>,
+    db: Arc<Database>,
+    /// The first failed write, reported by the next `check`.
+    failed: Arc<Mutex<Option<String>>>,
+}
+
+impl StateWriter {
+    /// Queues `rows`, to be written in order after everything queued
+    /// before; does not wait. Blocks when the writer is far behind.
+    pub fn submit(&self, rows: StateRows) -> io::Result<()> {
+        self.check()?;
+        let job = Job::State(StateJob {
+            db: self.db.clone(),
+            rows,
+            failed: self.failed.clone(),
+        });
+        self.tx
+            .send(job)
+            .map_err(|_| io::Error::other("state rows: writer thread has stopped"))
+    }
+
+    /// Runs `job` after every queued write and waits for its result.
+    pub async fn run<F>(&self, job: F) -> io::Result<()>
+    where
+        F: FnOnce() -> io::Result<()> + Send + 'static,
+    {
+        let (done_tx, done_rx) = oneshot::channel();
+        let job = Job::Run(Box::new(move || {
+            let _ = done_tx.send(job());
+        }));
+        self.tx
+            .send(job)
+            .map_err(|_| io::Error::other("state write: writer thread has stopped"))?;
+        done_rx
+            .await
+            .map_err(|_| io::Error::other("state write: writer thread has stopped"))??;
+        self.check()
+    }
+
+    /// Fails if an earlier queued write failed: the persisted state no
+    /// longer follows the applied one, so the state machine must stop.
+    pub fn check(&self) -> io::Result<()> {
+        match &*self.failed.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(e) => Err(io::Error::other(format!(
+                "state rows: earlier write failed: {e}"
+            ))),
+            None => Ok(()),
+        }
+    }
 }
 
 pub(super) struct Writer {
@@ -57,6 +130,15 @@ pub(super) struct Writer {
 }
 
 impl Writer {
+    /// A handle for the state machine's rows, on `db`.
+    pub fn state_writer(&self, db: Arc<Database>) -> StateWriter {
+        StateWriter {
+            tx: self.tx.clone(),
+            db,
+            failed: Arc::default(),
+        }
+    }
+
     pub fn spawn() -> io::Result<Self> {
         let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE_JOBS);
         std::thread::Builder::new()
@@ -107,72 +189,140 @@ fn run(rx: Receiver<Job>) {
         match job {
             Job::Run(f) => f(),
             Job::Committed { db, bytes } => {
-                if let Err(e) = write_group(&db, &[], Some(bytes.as_deref())) {
+                if let Err(e) = write_group(&db, &[], Some(bytes.as_deref()), false) {
                     tracing::warn!("raft log store: save committed: {e}");
                 }
             }
             Job::Append(first) => {
-                let (group, committed, after) = gather(first, &rx);
+                let (group, after) = gather(Group::with_append(first), &rx);
                 next = after;
-                flush_group(group, committed);
+                group.flush();
+            }
+            Job::State(first) => {
+                let (group, after) = gather(Group::with_state(first), &rx);
+                next = after;
+                group.flush();
             }
         }
     }
 }
 
-/// The appends (and latest committed id) queued right behind `first`, up to
-/// the group limits; also the first job that could not join, if any.
-type Gathered = (Vec<Append>, Option<Option<Vec<u8>>>, Option<Job>);
+/// Writes queued back to back, folded into one transaction.
+#[derive(Default)]
+struct Group {
+    appends: Vec<Append>,
+    /// The latest committed id queued, if any (`None` inside: remove it).
+    committed: Option<Option<Vec<u8>>>,
+    states: Vec<StateJob>,
+    bytes: usize,
+}
 
-fn gather(first: Append, rx: &Receiver<Job>) -> Gathered {
-    let mut bytes: usize = first.rows.iter().map(|(_, b)| b.len()).sum();
-    let mut group = vec![first];
-    let mut committed = None;
-    while group.len() < MAX_GROUP_APPENDS && bytes < MAX_GROUP_BYTES {
-        match rx.try_recv() {
-            Ok(Job::Append(a)) => {
-                bytes += a.rows.iter().map(|(_, b)| b.len()).sum::<usize>();
-                group.push(a);
+impl Group {
+    fn with_append(a: Append) -> Group {
+        let mut g = Group::default();
+        g.add_append(a);
+        g
+    }
+
+    fn with_state(s: StateJob) -> Group {
+        let mut g = Group::default();
+        g.states.push(s);
+        g
+    }
+
+    fn add_append(&mut self, a: Append) {
+        self.bytes += a.rows.iter().map(|(_, b)| b.len()).sum::<usize>();
+        self.appends.push(a);
+    }
+
+    fn full(&self) -> bool {
+        self.appends.len() + self.states.len() >= MAX_GROUP_JOBS || self.bytes >= MAX_GROUP_BYTES
+    }
+
+    fn db(&self) -> Arc<Database> {
+        match (self.appends.first(), self.states.first()) {
+            (Some(a), _) => a.db.clone(),
+            (None, Some(s)) => s.db.clone(),
+            (None, None) => unreachable!("a group starts with a job"),
+        }
+    }
+
+    /// One transaction for everything; then each append's callback.
+    fn flush(self) {
+        let db = self.db();
+        let rows: Vec<&(u64, Vec<u8>)> = self.appends.iter().flat_map(|a| a.rows.iter()).collect();
+        let committed = self.committed.as_ref().map(|c| c.as_deref());
+        let mut state_error: Option<String> = None;
+        let states = self.states;
+        let res = write_txn(&db, &rows, committed, false, |txn| {
+            for s in states {
+                if let Err(e) = (s.rows)(txn) {
+                    let msg = e.to_string();
+                    *s.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg.clone());
+                    state_error = Some(msg);
+                    return Err(e);
+                }
             }
-            Ok(Job::Committed { bytes: c, .. }) => committed = Some(c),
-            Ok(other) => return (group, committed, Some(other)),
+            Ok(())
+        });
+        drop(db);
+        if let (Err(e), None) = (&res, &state_error) {
+            tracing::error!("raft log store: write failed: {e}");
+        }
+        for a in self.appends {
+            let outcome = match &res {
+                Ok(()) => {
+                    a.unflushed.flushed(&a.written);
+                    Ok(())
+                }
+                Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+            };
+            a.callback.io_completed(outcome);
+        }
+    }
+}
+
+/// Adds the jobs queued right behind the group's first, up to the group
+/// limits; returns the group and the first job that could not join.
+fn gather(mut group: Group, rx: &Receiver<Job>) -> (Group, Option<Job>) {
+    while !group.full() {
+        match rx.try_recv() {
+            Ok(Job::Append(a)) => group.add_append(a),
+            Ok(Job::Committed { bytes, .. }) => group.committed = Some(bytes),
+            Ok(Job::State(s)) => group.states.push(s),
+            Ok(other) => return (group, Some(other)),
             Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
         }
     }
-    (group, committed, None)
+    (group, None)
 }
 
-fn flush_group(group: Vec<Append>, committed: Option<Option<Vec<u8>>>) {
-    let db = group[0].db.clone();
-    let rows: Vec<&(u64, Vec<u8>)> = group.iter().flat_map(|a| a.rows.iter()).collect();
-    let res = write_group(&db, &rows, committed.as_ref().map(|c| c.as_deref()));
-    drop(db);
-    for a in group {
-        let outcome = match &res {
-            Ok(()) => {
-                a.unflushed.flushed(&a.written);
-                Ok(())
-            }
-            Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
-        };
-        a.callback.io_completed(outcome);
-    }
-}
-
-/// One transaction: the rows (fsynced if any) and, if given, the committed
-/// log id (`None` inside: remove it).
-fn write_group(
+/// One transaction: the rows and, if given, the committed log id (`None`
+/// inside: remove it). Fsynced when there are rows or `durable` is set.
+pub(super) fn write_group(
     db: &Database,
     rows: &[&(u64, Vec<u8>)],
     committed: Option<Option<&[u8]>>,
+    durable: bool,
+) -> io::Result<()> {
+    write_txn(db, rows, committed, durable, |_| Ok(()))
+}
+
+/// [`write_group`] plus `more`, run inside the same transaction.
+fn write_txn(
+    db: &Database,
+    rows: &[&(u64, Vec<u8>)],
+    committed: Option<Option<&[u8]>>,
+    durable: bool,
+    more: impl FnOnce(&redb::WriteTransaction) -> io::Result<()>,
 ) -> io::Result<()> {
     let mut txn = db
         .begin_write()
         .map_err(|e| ctx("append: begin write", e))?;
-    let durability = if rows.is_empty() {
-        Durability::None
-    } else {
+    let durability = if durable || !rows.is_empty() {
         Durability::Immediate
+    } else {
+        Durability::None
     };
     txn.set_durability(durability)
         .map_err(|e| ctx("append: set durability", e))?;
@@ -195,5 +345,6 @@ fn write_group(
         }
         .map_err(|e| ctx("save committed: write", e))?;
     }
+    more(&txn)?;
     txn.commit().map_err(|e| ctx("append: commit", e))
 }

@@ -117,8 +117,9 @@ impl Node {
 
         let log_store =
             LogStore::open(db.clone()).map_err(|e| StartError::Storage(e.to_string()))?;
-        let mut sm =
-            StateMachineStore::open(db.clone()).map_err(|e| StartError::Storage(e.to_string()))?;
+        let mut sm = StateMachineStore::open(db.clone())
+            .map_err(|e| StartError::Storage(e.to_string()))?
+            .with_writer(log_store.state_writer());
         let store = sm.shared_store();
         let now = store.read().map(|s| s.now_ms()).unwrap_or(0);
         let clock = Arc::new(ClusterClock::new(now.saturating_add(downtime_ms)));
