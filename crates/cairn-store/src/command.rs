@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::claims::{ClaimsCommand, ClaimsResult};
 use crate::error::StoreError;
 use crate::kv::{KeyRange, KeyValue};
 
@@ -45,6 +46,8 @@ pub enum Command {
         member_id: u64,
         alarm: AlarmKind,
     },
+    /// A block-claims request (see `claims`): one command per request.
+    Claims(ClaimsCommand),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -221,6 +224,7 @@ pub enum CommandResult {
     Alarm {
         revision: i64,
     },
+    Claims(ClaimsResult),
     /// Raft-internal entries (blank, membership) carry no command.
     #[default]
     Empty,
