@@ -51,6 +51,15 @@ pub mod raft {
     }
 }
 
+/// Cairn's own client API (`cairn.v1`): block claims.
+pub mod cairn {
+    /// Version 1.
+    #[allow(clippy::all, clippy::pedantic, clippy::nursery)]
+    pub mod v1 {
+        tonic::include_proto!("cairn.v1");
+    }
+}
+
 /// Encoded `google.protobuf.FileDescriptorSet` of every file in this crate,
 /// for serving gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
