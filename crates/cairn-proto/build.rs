@@ -16,6 +16,7 @@ const PROTOS: &[&str] = &[
     "etcd/server/etcdserver/api/v3election/v3electionpb/v3election.proto",
     "cairn/raft/v1/raft.proto",
     "cairn/v1/registry.proto",
+    "cairn/v1/claims.proto",
 ];
 
 /// Name of the encoded `FileDescriptorSet` in `OUT_DIR`.

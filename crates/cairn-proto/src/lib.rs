@@ -53,7 +53,8 @@ pub mod raft {
 
 /// Cairn's native API (`cairn.v1`).
 pub mod cairn {
-    /// Version 1: sessions, registries, locks and elections (`registry.proto`).
+    /// Version 1: sessions, registries, locks and elections
+    /// (`registry.proto`), block claims (`claims.proto`).
     #[allow(clippy::all, clippy::pedantic, clippy::nursery)]
     pub mod v1 {
         tonic::include_proto!("cairn.v1");

@@ -1176,6 +1176,7 @@ fn descriptor_set_files() {
         files,
         [
             ("cairn/raft/v1/raft.proto", "cairn.raft.v1"),
+            ("cairn/v1/claims.proto", "cairn.v1"),
             ("cairn/v1/registry.proto", "cairn.v1"),
             ("etcd/api/authpb/auth.proto", "authpb"),
             ("etcd/api/etcdserverpb/rpc.proto", "etcdserverpb"),
@@ -1462,6 +1463,7 @@ fn etcd_services_and_rpcs() {
         s.keys().map(String::as_str).collect::<Vec<_>>(),
         [
             "cairn.raft.v1.RaftPeer",
+            "cairn.v1.Claims",
             "cairn.v1.Election",
             "cairn.v1.Lock",
             "cairn.v1.Registry",

@@ -19,6 +19,7 @@ use openraft::{EntryPayload, OptionalSend};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+use crate::claims_rows::{self, ClaimsRows};
 use crate::log_store::StateWriter;
 use crate::types::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 
@@ -105,6 +106,7 @@ impl StateMachineStore {
             txn.open_table(META).map_err(|e| io_err("open meta", e))?;
             txn.open_table(SNAPSHOT)
                 .map_err(|e| io_err("open snapshot", e))?;
+            claims_rows::create_tables(&txn)?;
         }
         txn.commit().map_err(|e| io_err("commit", e))?;
 
@@ -148,7 +150,8 @@ impl StateMachineStore {
             let (_, v) = row.map_err(|e| io_err("scan leases", e))?;
             leases.push(decode::<LeaseRecord>("lease", v.value())?);
         }
-        let store = Store::restore(store_meta, records, leases);
+        let mut store = Store::restore(store_meta, records, leases);
+        store.restore_claims(claims_rows::load(&read)?);
         Ok(StateMachineStore {
             db,
             store: Arc::new(RwLock::new(store)),
@@ -209,6 +212,7 @@ impl StateMachineStore {
                 .collect(),
             records,
             leases,
+            claims: ClaimsRows::changed(&store, &changes.claims)?,
             store_meta: encode("store meta", store.meta())?,
             applied: encode("applied", &self.applied)?,
             membership: encode("membership", &self.membership)?,
@@ -243,6 +247,7 @@ struct ChangedRows {
     records: Vec<((i64, i64), Vec<u8>)>,
     /// `None` deletes the lease row.
     leases: Vec<(i64, Option<Vec<u8>>)>,
+    claims: ClaimsRows,
     store_meta: Vec<u8>,
     applied: Vec<u8>,
     membership: Vec<u8>,
@@ -270,6 +275,7 @@ impl ChangedRows {
             removed: Vec::new(),
             records,
             leases,
+            claims: ClaimsRows::of_snapshot(&snap.claims)?,
             store_meta: encode("store meta", &snap.meta)?,
             applied: encode("applied", applied)?,
             membership: encode("membership", membership)?,
@@ -308,6 +314,7 @@ impl ChangedRows {
             }
             .map_err(|e| io_err("write lease", e))?;
         }
+        self.claims.write_in(txn)?;
         let mut meta = txn.open_table(META).map_err(|e| io_err("open meta", e))?;
         meta.insert(KEY_STORE_META, self.store_meta.as_slice())
             .map_err(|e| io_err("write meta", e))?;
@@ -335,6 +342,7 @@ impl WholeRows {
             .map_err(|e| io_err("clear records", e))?;
         txn.delete_table(LEASES)
             .map_err(|e| io_err("clear leases", e))?;
+        claims_rows::clear_tables(&txn)?;
         self.rows.write_in(&txn)?;
         write_snapshot(&txn, &self.snapshot_meta, &self.snapshot_data)?;
         txn.commit().map_err(|e| io_err("commit", e))

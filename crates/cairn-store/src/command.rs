@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::claims::{ClaimsCommand, ClaimsResult};
 use crate::error::StoreError;
 use crate::kv::{KeyRange, KeyValue};
 
@@ -47,6 +48,8 @@ pub enum Command {
     },
     /// A registry operation (names, locks, elections); see `registry`.
     Registry(crate::registry::RegistryCommand),
+    /// A block-claims request (see `claims`): one command per request.
+    Claims(ClaimsCommand),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -224,6 +227,7 @@ pub enum CommandResult {
         revision: i64,
     },
     Registry(crate::registry::RegistryResult),
+    Claims(ClaimsResult),
     /// Raft-internal entries (blank, membership) carry no command.
     #[default]
     Empty,

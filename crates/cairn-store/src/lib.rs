@@ -5,6 +5,7 @@
 //! function of the commands applied so far. Two replicas that apply the same
 //! commands hold byte-identical state.
 
+pub mod claims;
 pub mod command;
 pub mod error;
 pub mod kv;

@@ -5,6 +5,9 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
+use crate::claims::{
+    Claims, ClaimsChanges, ClaimsReply, ClaimsSnapshot, MAX_CLAIM_EXPIRIES_PER_TICK,
+};
 use crate::command::*;
 use crate::error::StoreError;
 use crate::kv::{Event, KeyRange, KeyValue};
@@ -32,11 +35,16 @@ pub struct Changes {
     pub records_removed: Vec<Revision>,
     /// Leases granted, kept alive or removed; look each up to tell which.
     pub leases: BTreeSet<i64>,
+    /// Claim slots and namespaces changed.
+    pub claims: ClaimsChanges,
 }
 
 impl Changes {
     pub fn is_empty(&self) -> bool {
-        self.records_added.is_empty() && self.records_removed.is_empty() && self.leases.is_empty()
+        self.records_added.is_empty()
+            && self.records_removed.is_empty()
+            && self.leases.is_empty()
+            && self.claims.is_empty()
     }
 }
 
@@ -46,6 +54,7 @@ pub struct StoreSnapshot {
     pub meta: StoreMeta,
     pub records: Vec<(Vec<u8>, Record)>,
     pub leases: Vec<LeaseRecord>,
+    pub claims: ClaimsSnapshot,
 }
 
 /// What applying a command produced: the client's answer and the events for
@@ -71,6 +80,7 @@ pub struct LeaseInfo {
 pub struct Store {
     kv: KeySpace,
     leases: Leases,
+    claims: Claims,
     meta: StoreMeta,
     changes: Changes,
 }
@@ -210,6 +220,8 @@ impl Store {
                 for id in &expired {
                     self.revoke(*id, events);
                 }
+                self.claims
+                    .expire_due(self.meta.now_ms, MAX_CLAIM_EXPIRIES_PER_TICK);
                 CommandResult::Tick {
                     revision: self.meta.revision,
                     expired,
@@ -237,6 +249,7 @@ impl Store {
             Command::Registry(c) => {
                 CommandResult::Registry(crate::registry::apply(self, c, events))
             }
+            Command::Claims(c) => CommandResult::Claims(self.apply_claims(c)),
         })
     }
 
@@ -286,6 +299,28 @@ impl Store {
             return Err(StoreError::ReservedPrefix);
         }
         Ok(())
+    }
+
+    /// A claims command that is accepted takes exactly one revision, so it
+    /// is ordered with every other write; one that is refused takes none.
+    fn apply_claims(&mut self, c: &crate::claims::ClaimsCommand) -> crate::claims::ClaimsResult {
+        if let Some(now_ms) = c.now_ms() {
+            self.advance_time(now_ms);
+        }
+        let leases = &self.leases;
+        let output = self
+            .claims
+            .apply(c, self.meta.now_ms, |id| leases.contains(id))?;
+        self.meta.revision += 1;
+        Ok(ClaimsReply {
+            revision: self.meta.revision,
+            output,
+        })
+    }
+
+    /// The block-claims registry, for reads.
+    pub fn claims(&self) -> &Claims {
+        &self.claims
     }
 
     fn begin(&self) -> Write {
@@ -483,6 +518,8 @@ impl Store {
             return;
         };
         self.changes.leases.insert(id);
+        // The session ends: its claim leases end in the same apply.
+        self.claims.release_session(id);
         let mut w = self.begin();
         for key in &lease.keys {
             self.delete_key(key, &mut w, None);
@@ -727,7 +764,9 @@ impl Store {
     }
 
     pub fn take_changes(&mut self) -> Changes {
-        std::mem::take(&mut self.changes)
+        let mut changes = std::mem::take(&mut self.changes);
+        changes.claims = self.claims.take_changes();
+        changes
     }
 
     pub fn record_at(&self, rev: Revision) -> Option<(&[u8], &Record)> {
@@ -748,6 +787,7 @@ impl Store {
                 .map(|(k, r)| (k.to_vec(), r.clone()))
                 .collect(),
             leases: self.leases.records().cloned().collect(),
+            claims: self.claims.snapshot(),
         }
     }
 
@@ -781,7 +821,14 @@ impl Store {
     }
 
     pub fn from_snapshot(snapshot: StoreSnapshot) -> Store {
-        Store::restore(snapshot.meta, snapshot.records, snapshot.leases)
+        let mut store = Store::restore(snapshot.meta, snapshot.records, snapshot.leases);
+        store.restore_claims(snapshot.claims);
+        store
+    }
+
+    /// Replace the claims state (after `restore`, from persisted rows).
+    pub fn restore_claims(&mut self, snapshot: ClaimsSnapshot) {
+        self.claims = Claims::restore(snapshot.namespaces, snapshot.slots);
     }
 }
 

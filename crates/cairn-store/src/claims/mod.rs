@@ -1,0 +1,602 @@
+//! Block claims: a replicated dedup registry.
+//!
+//! Workers ask which block hashes they may store (`can_offload` grants a
+//! lease to their session), record the blocks they stored (`register`),
+//! and look up stored blocks (`match_prefix`, `match_all`). The data lives
+//! outside the MVCC keyspace: millions of hashes, no history needed.
+//!
+//! Rules (all decided in the state machine, deterministically):
+//! * A key holds at most one slot: a lease (one session storing it) or a
+//!   stored entry. A lease ends by its holder's register (`converted`),
+//!   by running out of time (`expired`: lazily when a command touches the
+//!   key, and by `Tick`, bounded), by `remove` or by its session ending
+//!   (`released`, in the same apply as the session's end).
+//! * A lease is live while `now_ms < deadline_ms`, with `now_ms` the
+//!   leader-stamped cluster time of the command being applied.
+//! * `register` by a session that does not hold a live lease someone else
+//!   holds is refused for that entry (`LeasedByOther`): nothing changes,
+//!   the holder keeps its lease. A key with no live lease may be
+//!   registered by anyone (e.g. after the lease expired).
+//! * Capacity counts stored entries and is never exceeded: a register into
+//!   a full namespace evicts the policy's next victim first, or is refused
+//!   per entry (`RejectedFull`) under policy `None`.
+//! * Every accepted claims command takes exactly one store revision (the
+//!   Store does that); a rejected one changes nothing.
+
+mod namespace;
+mod types;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+pub use namespace::{NamespaceRow, Slot, StoredEntry};
+pub use types::*;
+
+use namespace::Namespace;
+
+/// What changed since the last `take_changes`, for persistence: look each
+/// up to tell an upsert from a delete.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClaimsChanges {
+    pub slots: BTreeSet<(u32, ClaimKey)>,
+    pub namespaces: BTreeSet<u32>,
+}
+
+impl ClaimsChanges {
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty() && self.namespaces.is_empty()
+    }
+}
+
+/// The whole claims state, for snapshots and restore.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimsSnapshot {
+    pub namespaces: Vec<NamespaceRow>,
+    pub slots: Vec<(u32, ClaimKey, Slot)>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Claims {
+    by_name: BTreeMap<String, u32>,
+    spaces: BTreeMap<u32, Namespace>,
+    /// Lease deadlines across namespaces, earliest first, for `Tick`.
+    deadlines: BTreeSet<(u64, u32, ClaimKey)>,
+    /// Leases held by each session, released when the session ends.
+    by_session: BTreeMap<i64, BTreeSet<(u32, ClaimKey)>>,
+    changes: ClaimsChanges,
+}
+
+impl Claims {
+    /// Apply one command at cluster time `now_ms`. `session_alive` says
+    /// whether a session (an etcd lease of the store) exists.
+    pub fn apply(
+        &mut self,
+        cmd: &ClaimsCommand,
+        now_ms: u64,
+        session_alive: impl Fn(i64) -> bool,
+    ) -> Result<ClaimsOutput, ClaimsError> {
+        match cmd {
+            ClaimsCommand::CreateNamespace { name, config } => self.create(name, config),
+            ClaimsCommand::CanOffload {
+                namespace,
+                session_id,
+                keys,
+                ..
+            } => {
+                let id = self.checked(namespace, keys.iter())?;
+                if !session_alive(*session_id) {
+                    return Err(ClaimsError::SessionNotFound(*session_id));
+                }
+                Ok(self.can_offload(id, *session_id, keys, now_ms))
+            }
+            ClaimsCommand::Register {
+                namespace,
+                session_id,
+                entries,
+                ..
+            } => {
+                let id = self.checked(namespace, entries.iter().map(|e| &e.key))?;
+                check_entries(self.spaces[&id].config(), entries)?;
+                Ok(self.register(id, *session_id, entries, now_ms))
+            }
+            ClaimsCommand::Remove {
+                namespace, keys, ..
+            } => {
+                let id = self.checked(namespace, keys.iter())?;
+                Ok(self.remove(id, keys))
+            }
+            ClaimsCommand::Touch {
+                namespace, keys, ..
+            } => {
+                let id = self.checked(namespace, keys.iter())?;
+                Ok(self.touch(id, keys, now_ms))
+            }
+        }
+    }
+
+    fn create(
+        &mut self,
+        name: &str,
+        config: &NamespaceConfig,
+    ) -> Result<ClaimsOutput, ClaimsError> {
+        check_name(name)?;
+        check_config(config)?;
+        if let Some(id) = self.by_name.get(name) {
+            return if self.spaces[id].config() == config {
+                Ok(ClaimsOutput::Created { existed: true })
+            } else {
+                Err(ClaimsError::NamespaceExists(name.to_string()))
+            };
+        }
+        if self.spaces.len() >= MAX_NAMESPACES {
+            return Err(ClaimsError::TooManyNamespaces);
+        }
+        let id = self.spaces.keys().next_back().map_or(1, |last| last + 1);
+        self.by_name.insert(name.to_string(), id);
+        self.spaces.insert(
+            id,
+            Namespace::new(NamespaceRow {
+                id,
+                name: name.to_string(),
+                config: config.clone(),
+                counters: ClaimCounters::default(),
+                next_touch_seq: 0,
+            }),
+        );
+        self.changes.namespaces.insert(id);
+        Ok(ClaimsOutput::Created { existed: false })
+    }
+
+    /// Resolve a namespace and validate a request's keys against it.
+    fn checked<'a>(
+        &self,
+        namespace: &str,
+        keys: impl ExactSizeIterator<Item = &'a ClaimKey>,
+    ) -> Result<u32, ClaimsError> {
+        let id = self.namespace_id(namespace)?;
+        check_keys(self.spaces[&id].config(), keys)?;
+        Ok(id)
+    }
+
+    fn namespace_id(&self, name: &str) -> Result<u32, ClaimsError> {
+        self.by_name
+            .get(name)
+            .copied()
+            .ok_or_else(|| ClaimsError::NamespaceNotFound(name.to_string()))
+    }
+
+    fn ns(&mut self, id: u32) -> &mut Namespace {
+        self.changes.namespaces.insert(id);
+        self.spaces.get_mut(&id).expect("namespace id resolved")
+    }
+
+    fn can_offload(
+        &mut self,
+        id: u32,
+        session_id: i64,
+        keys: &[ClaimKey],
+        now_ms: u64,
+    ) -> ClaimsOutput {
+        let deadline_ms = now_ms.saturating_add(self.spaces[&id].config().lease_ttl_ms);
+        let mut statuses = Vec::with_capacity(keys.len());
+        for key in keys {
+            self.collect_if_expired(id, key, now_ms);
+            let status = match self.spaces[&id].slots.get(key) {
+                Some(Slot::Stored(_)) => {
+                    self.ns(id).row.counters.already_stored += 1;
+                    OffloadStatus::AlreadyStored
+                }
+                Some(Slot::Leased { session_id: s, .. }) if *s != session_id => {
+                    self.ns(id).row.counters.denied += 1;
+                    OffloadStatus::Leased
+                }
+                Some(Slot::Leased { .. }) => {
+                    self.drop_lease(id, key);
+                    self.grant(id, key, session_id, deadline_ms);
+                    self.ns(id).row.counters.refreshed += 1;
+                    OffloadStatus::Granted
+                }
+                None => {
+                    self.grant(id, key, session_id, deadline_ms);
+                    self.ns(id).row.counters.granted += 1;
+                    OffloadStatus::Granted
+                }
+            };
+            statuses.push(status);
+        }
+        ClaimsOutput::CanOffload {
+            statuses,
+            lease_deadline_ms: deadline_ms,
+        }
+    }
+
+    fn register(
+        &mut self,
+        id: u32,
+        session_id: i64,
+        entries: &[RegisterEntry],
+        now_ms: u64,
+    ) -> ClaimsOutput {
+        let mut statuses = Vec::with_capacity(entries.len());
+        let mut evicted = 0;
+        for entry in entries {
+            self.collect_if_expired(id, &entry.key, now_ms);
+            let own_lease = match self.spaces[&id].slots.get(&entry.key) {
+                Some(Slot::Stored(_)) => {
+                    statuses.push(RegisterStatus::AlreadyStored);
+                    continue;
+                }
+                Some(Slot::Leased { session_id: s, .. }) if *s != session_id => {
+                    statuses.push(RegisterStatus::LeasedByOther);
+                    continue;
+                }
+                Some(Slot::Leased { .. }) => true,
+                None => false,
+            };
+            let Some(n) = self.make_room(id) else {
+                statuses.push(RegisterStatus::RejectedFull);
+                continue;
+            };
+            evicted += n;
+            if own_lease {
+                self.drop_lease(id, &entry.key);
+                self.ns(id).row.counters.converted += 1;
+            }
+            let ns = self.ns(id);
+            ns.row.counters.registered += 1;
+            let parent = ns.insert_entry(entry);
+            self.changes.slots.insert((id, entry.key.clone()));
+            if let Some(p) = parent {
+                self.changes.slots.insert((id, p));
+            }
+            statuses.push(RegisterStatus::Stored);
+        }
+        ClaimsOutput::Register { statuses, evicted }
+    }
+
+    /// Evict until one more entry fits; `None` if it cannot fit.
+    fn make_room(&mut self, id: u32) -> Option<u64> {
+        let mut evicted = 0;
+        while self.spaces[&id].entries >= self.spaces[&id].config().capacity {
+            let victim = self.spaces[&id].next_victim()?;
+            self.remove_entry(id, &victim);
+            self.ns(id).row.counters.evicted += 1;
+            evicted += 1;
+        }
+        Some(evicted)
+    }
+
+    fn remove_entry(&mut self, id: u32, key: &ClaimKey) -> bool {
+        let Some(parent) = self.ns(id).remove_entry(key) else {
+            return false;
+        };
+        self.changes.slots.insert((id, key.clone()));
+        if let Some(p) = parent {
+            self.changes.slots.insert((id, p));
+        }
+        true
+    }
+
+    fn remove(&mut self, id: u32, keys: &[ClaimKey]) -> ClaimsOutput {
+        let (mut removed, mut leases_released) = (0, 0);
+        for key in keys {
+            if self.remove_entry(id, key) {
+                removed += 1;
+                self.ns(id).row.counters.removed += 1;
+            } else if self.drop_lease(id, key).is_some() {
+                leases_released += 1;
+                self.ns(id).row.counters.released += 1;
+            }
+        }
+        ClaimsOutput::Remove {
+            removed,
+            leases_released,
+        }
+    }
+
+    fn touch(&mut self, id: u32, keys: &[ClaimKey], now_ms: u64) -> ClaimsOutput {
+        let mut present = 0;
+        for key in keys {
+            self.collect_if_expired(id, key, now_ms);
+            if self.ns(id).touch(key) {
+                self.changes.slots.insert((id, key.clone()));
+                present += 1;
+            }
+        }
+        ClaimsOutput::Touch { present }
+    }
+
+    fn grant(&mut self, id: u32, key: &ClaimKey, session_id: i64, deadline_ms: u64) {
+        self.ns(id)
+            .insert_lease(key.clone(), session_id, deadline_ms);
+        self.deadlines.insert((deadline_ms, id, key.clone()));
+        self.by_session
+            .entry(session_id)
+            .or_default()
+            .insert((id, key.clone()));
+        self.changes.slots.insert((id, key.clone()));
+    }
+
+    /// Remove a lease slot and its index entries; returns its holder.
+    fn drop_lease(&mut self, id: u32, key: &ClaimKey) -> Option<i64> {
+        let (session_id, deadline_ms) = self.ns(id).remove_lease(key)?;
+        self.deadlines.remove(&(deadline_ms, id, key.clone()));
+        if let Some(held) = self.by_session.get_mut(&session_id) {
+            held.remove(&(id, key.clone()));
+            if held.is_empty() {
+                self.by_session.remove(&session_id);
+            }
+        }
+        self.changes.slots.insert((id, key.clone()));
+        Some(session_id)
+    }
+
+    /// Expire the key's lease if its deadline has passed.
+    fn collect_if_expired(&mut self, id: u32, key: &ClaimKey, now_ms: u64) {
+        if let Some(Slot::Leased { deadline_ms, .. }) = self.spaces[&id].slots.get(key) {
+            if *deadline_ms <= now_ms {
+                self.drop_lease(id, key);
+                self.ns(id).row.counters.expired += 1;
+            }
+        }
+    }
+
+    /// A session ended: release every claim lease it held.
+    pub fn release_session(&mut self, session_id: i64) -> u64 {
+        let Some(held) = self.by_session.remove(&session_id) else {
+            return 0;
+        };
+        let mut released = 0;
+        for (id, key) in held {
+            let Some((_, deadline_ms)) = self.ns(id).remove_lease(&key) else {
+                continue;
+            };
+            self.deadlines.remove(&(deadline_ms, id, key.clone()));
+            self.ns(id).row.counters.released += 1;
+            self.changes.slots.insert((id, key));
+            released += 1;
+        }
+        released
+    }
+
+    /// Expire up to `max` leases whose deadline is at or before `now_ms`.
+    pub fn expire_due(&mut self, now_ms: u64, max: usize) -> u64 {
+        let due: Vec<(u32, ClaimKey)> = self
+            .deadlines
+            .iter()
+            .take_while(|(deadline, _, _)| *deadline <= now_ms)
+            .take(max)
+            .map(|(_, id, key)| (*id, key.clone()))
+            .collect();
+        for (id, key) in &due {
+            self.drop_lease(*id, key);
+            self.ns(*id).row.counters.expired += 1;
+        }
+        due.len() as u64
+    }
+
+    /// Earliest claim lease deadline (cluster ms).
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        self.deadlines.iter().next().map(|(d, _, _)| *d)
+    }
+
+    /// The longest prefix of `keys` that is stored, in order.
+    pub fn match_prefix(
+        &self,
+        namespace: &str,
+        keys: &[ClaimKey],
+    ) -> Result<Vec<StoredView>, ClaimsError> {
+        let ns = &self.spaces[&self.checked(namespace, keys.iter())?];
+        Ok(keys
+            .iter()
+            .map_while(|k| ns.stored(k).map(|e| view(k, e)))
+            .collect())
+    }
+
+    /// Every stored key of `keys`, in request order, with its index in the
+    /// request; misses are skipped.
+    pub fn match_all(
+        &self,
+        namespace: &str,
+        keys: &[ClaimKey],
+    ) -> Result<Vec<(u32, StoredView)>, ClaimsError> {
+        let ns = &self.spaces[&self.checked(namespace, keys.iter())?];
+        Ok(keys
+            .iter()
+            .enumerate()
+            .filter_map(|(i, k)| ns.stored(k).map(|e| (i as u32, view(k, e))))
+            .collect())
+    }
+
+    pub fn stats(&self, namespace: &str) -> Result<NamespaceStats, ClaimsError> {
+        Ok(stats_of(&self.spaces[&self.namespace_id(namespace)?]))
+    }
+
+    /// Stats of every namespace, by name.
+    pub fn all_stats(&self) -> Vec<NamespaceStats> {
+        self.by_name
+            .values()
+            .map(|id| stats_of(&self.spaces[id]))
+            .collect()
+    }
+
+    /// Claim leases held by a session (for tests and tools).
+    pub fn leases_of(&self, session_id: i64) -> usize {
+        self.by_session.get(&session_id).map_or(0, |s| s.len())
+    }
+
+    pub fn slot(&self, id: u32, key: &ClaimKey) -> Option<&Slot> {
+        self.spaces.get(&id)?.slots.get(key)
+    }
+
+    pub fn namespace_row(&self, id: u32) -> Option<&NamespaceRow> {
+        self.spaces.get(&id).map(|ns| &ns.row)
+    }
+
+    pub fn take_changes(&mut self) -> ClaimsChanges {
+        std::mem::take(&mut self.changes)
+    }
+
+    pub fn snapshot(&self) -> ClaimsSnapshot {
+        ClaimsSnapshot {
+            namespaces: self.spaces.values().map(|ns| ns.row.clone()).collect(),
+            slots: self
+                .spaces
+                .values()
+                .flat_map(|ns| {
+                    ns.slots
+                        .iter()
+                        .map(move |(k, s)| (ns.row.id, k.clone(), s.clone()))
+                })
+                .collect(),
+        }
+    }
+
+    /// Rebuild from persisted rows; indexes are derived.
+    pub fn restore(
+        namespaces: impl IntoIterator<Item = NamespaceRow>,
+        slots: impl IntoIterator<Item = (u32, ClaimKey, Slot)>,
+    ) -> Claims {
+        let mut claims = Claims::default();
+        for row in namespaces {
+            claims.by_name.insert(row.name.clone(), row.id);
+            claims.spaces.insert(row.id, Namespace::new(row));
+        }
+        for (id, key, slot) in slots {
+            let Some(ns) = claims.spaces.get_mut(&id) else {
+                continue;
+            };
+            if let Slot::Leased {
+                session_id,
+                deadline_ms,
+            } = &slot
+            {
+                claims.deadlines.insert((*deadline_ms, id, key.clone()));
+                claims
+                    .by_session
+                    .entry(*session_id)
+                    .or_default()
+                    .insert((id, key.clone()));
+            }
+            ns.restore_slot(key, slot);
+        }
+        claims
+    }
+}
+
+fn view(key: &ClaimKey, e: &StoredEntry) -> StoredView {
+    StoredView {
+        key: key.clone(),
+        value: e.value.clone(),
+        metadata: e.metadata.clone(),
+    }
+}
+
+fn stats_of(ns: &Namespace) -> NamespaceStats {
+    NamespaceStats {
+        name: ns.row.name.clone(),
+        config: ns.row.config.clone(),
+        entries: ns.entries,
+        active_leases: ns.leases,
+        counters: ns.row.counters,
+    }
+}
+
+fn check_name(name: &str) -> Result<(), ClaimsError> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || "._-/:".contains(c);
+    if name.is_empty() || name.len() > MAX_NAMESPACE_NAME_BYTES || !name.chars().all(ok_char) {
+        return Err(ClaimsError::InvalidName(format!(
+            "{name:?}: 1..={MAX_NAMESPACE_NAME_BYTES} bytes of [A-Za-z0-9._-/:]"
+        )));
+    }
+    Ok(())
+}
+
+fn check_config(c: &NamespaceConfig) -> Result<(), ClaimsError> {
+    let bad = |what: String| Err(ClaimsError::InvalidConfig(what));
+    if c.capacity == 0 || c.capacity > MAX_CAPACITY {
+        return bad(format!("capacity {} not in 1..={MAX_CAPACITY}", c.capacity));
+    }
+    if !(MIN_CLAIM_TTL_MS..=MAX_CLAIM_TTL_MS).contains(&c.lease_ttl_ms) {
+        return bad(format!(
+            "lease TTL {} ms not in {MIN_CLAIM_TTL_MS}..={MAX_CLAIM_TTL_MS}",
+            c.lease_ttl_ms
+        ));
+    }
+    if c.key_kind == KeyKind::Bytes && !(1..=MAX_KEY_BYTES).contains(&c.max_key_bytes) {
+        return bad(format!(
+            "max key bytes {} not in 1..={MAX_KEY_BYTES}",
+            c.max_key_bytes
+        ));
+    }
+    for (what, v) in [
+        ("max value bytes", c.max_value_bytes),
+        ("max metadata bytes", c.max_metadata_bytes),
+    ] {
+        if v > MAX_VALUE_BYTES_CEILING {
+            return bad(format!("{what} {v} > {MAX_VALUE_BYTES_CEILING}"));
+        }
+    }
+    Ok(())
+}
+
+fn check_key(c: &NamespaceConfig, index: usize, key: &ClaimKey) -> Result<(), ClaimsError> {
+    if key.kind() != c.key_kind {
+        return Err(ClaimsError::WrongKeyKind {
+            index,
+            expected: c.key_kind,
+            got: key.kind(),
+        });
+    }
+    if let ClaimKey::Bytes(b) = key {
+        if b.is_empty() || b.len() > c.max_key_bytes as usize {
+            return Err(ClaimsError::KeyTooLong {
+                index,
+                len: b.len(),
+                max: c.max_key_bytes,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn check_keys<'a>(
+    c: &NamespaceConfig,
+    keys: impl ExactSizeIterator<Item = &'a ClaimKey>,
+) -> Result<(), ClaimsError> {
+    match keys.len() {
+        0 => return Err(ClaimsError::EmptyRequest),
+        n if n > MAX_KEYS_PER_REQUEST => return Err(ClaimsError::TooManyKeys { count: n }),
+        _ => {}
+    }
+    for (i, key) in keys.enumerate() {
+        check_key(c, i, key)?;
+    }
+    Ok(())
+}
+
+fn check_entries(c: &NamespaceConfig, entries: &[RegisterEntry]) -> Result<(), ClaimsError> {
+    for (index, e) in entries.iter().enumerate() {
+        if let Some(p) = &e.parent {
+            check_key(c, index, p)?;
+        }
+        for (what, len, max) in [
+            ("value", e.value.len(), c.max_value_bytes),
+            ("metadata", e.metadata.len(), c.max_metadata_bytes),
+        ] {
+            if len > max as usize {
+                return Err(ClaimsError::ValueTooLong {
+                    index,
+                    what: what.to_string(),
+                    len,
+                    max,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,248 @@
+//! One claims namespace: its slots (a lease or a stored entry per key) and
+//! the eviction index over stored entries.
+//!
+//! The eviction index is a `BTreeSet` ordered by (rank descending, touch
+//! sequence, key), so the next victim is its first element and every
+//! insert, touch and removal costs O(log n). `touch_seq` comes from a
+//! per-namespace counter, never a clock: every replica orders the same.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::types::*;
+
+/// What a key of a namespace holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Slot {
+    /// A session is storing the block.
+    Leased {
+        session_id: i64,
+        deadline_ms: u64,
+    },
+    Stored(StoredEntry),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredEntry {
+    pub value: Vec<u8>,
+    pub metadata: Vec<u8>,
+    /// Parent this entry was linked to (it was stored when this one was
+    /// registered); `None` for a chain root.
+    pub parent: Option<ClaimKey>,
+    /// Chain depth: the linked parent's depth + 1, or 0.
+    pub depth: u32,
+    /// Rank for the `Positional` policy.
+    pub position: u64,
+    /// Entries registered while this one was stored that link to it and
+    /// still exist; a `Tail` victim must have none. Persisted, so a
+    /// restored replica orders victims exactly as a live one.
+    pub children: u32,
+    /// When this entry was last registered or touched, in this namespace's
+    /// touch sequence.
+    pub touch_seq: u64,
+}
+
+/// A namespace's persisted scalars (its row in storage).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceRow {
+    pub id: u32,
+    pub name: String,
+    pub config: NamespaceConfig,
+    pub counters: ClaimCounters,
+    /// Next touch sequence number to hand out.
+    pub next_touch_seq: u64,
+}
+
+type EvictKey = (Reverse<u64>, u64, ClaimKey);
+
+#[derive(Debug, Clone)]
+pub struct Namespace {
+    pub row: NamespaceRow,
+    pub slots: BTreeMap<ClaimKey, Slot>,
+    /// Stored entries (the capacity counts these).
+    pub entries: u64,
+    /// Lease slots.
+    pub leases: u64,
+    /// Eviction candidates, next victim first.
+    evict_order: BTreeSet<EvictKey>,
+}
+
+impl Namespace {
+    pub fn new(row: NamespaceRow) -> Self {
+        Namespace {
+            row,
+            slots: BTreeMap::new(),
+            entries: 0,
+            leases: 0,
+            evict_order: BTreeSet::new(),
+        }
+    }
+
+    pub fn config(&self) -> &NamespaceConfig {
+        &self.row.config
+    }
+
+    fn index(&mut self, key: &ClaimKey, entry: &StoredEntry) {
+        index(&mut self.evict_order, self.row.config.eviction, key, entry);
+    }
+
+    fn unindex(&mut self, key: &ClaimKey, entry: &StoredEntry) {
+        unindex(&mut self.evict_order, self.row.config.eviction, key, entry);
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        let seq = self.row.next_touch_seq;
+        self.row.next_touch_seq += 1;
+        seq
+    }
+
+    /// Put a slot back while restoring (indexes rebuilt, nothing counted).
+    pub fn restore_slot(&mut self, key: ClaimKey, slot: Slot) {
+        match &slot {
+            Slot::Leased { .. } => self.leases += 1,
+            Slot::Stored(e) => {
+                self.entries += 1;
+                index(&mut self.evict_order, self.row.config.eviction, &key, e);
+            }
+        }
+        self.slots.insert(key, slot);
+    }
+
+    pub fn insert_lease(&mut self, key: ClaimKey, session_id: i64, deadline_ms: u64) {
+        let old = self.slots.insert(
+            key,
+            Slot::Leased {
+                session_id,
+                deadline_ms,
+            },
+        );
+        debug_assert!(old.is_none(), "lease over an occupied slot");
+        self.leases += 1;
+    }
+
+    /// Remove a lease slot; returns its (session, deadline).
+    pub fn remove_lease(&mut self, key: &ClaimKey) -> Option<(i64, u64)> {
+        match self.slots.get(key) {
+            Some(Slot::Leased {
+                session_id,
+                deadline_ms,
+            }) => {
+                let out = (*session_id, *deadline_ms);
+                self.slots.remove(key);
+                self.leases -= 1;
+                Some(out)
+            }
+            _ => None,
+        }
+    }
+
+    /// Store a new entry into a free slot (the caller made room). Returns
+    /// the parent key whose row changed, if any.
+    pub fn insert_entry(&mut self, entry: &RegisterEntry) -> Option<ClaimKey> {
+        let mut depth = 0;
+        let mut linked = None;
+        if let Some(parent_key) = &entry.parent {
+            if parent_key != &entry.key {
+                let policy = self.row.config.eviction;
+                if let Some(Slot::Stored(parent)) = self.slots.get_mut(parent_key) {
+                    unindex(&mut self.evict_order, policy, parent_key, parent);
+                    parent.children = parent.children.saturating_add(1);
+                    depth = parent.depth.saturating_add(1);
+                    index(&mut self.evict_order, policy, parent_key, parent);
+                    linked = Some(parent_key.clone());
+                }
+            }
+        }
+        let stored = StoredEntry {
+            value: entry.value.clone(),
+            metadata: entry.metadata.clone(),
+            parent: linked.clone(),
+            depth,
+            position: entry.position.unwrap_or(depth as u64),
+            children: 0,
+            touch_seq: self.next_seq(),
+        };
+        self.index(&entry.key, &stored);
+        self.slots.insert(entry.key.clone(), Slot::Stored(stored));
+        self.entries += 1;
+        linked
+    }
+
+    /// Remove a stored entry; returns the parent key whose row changed.
+    pub fn remove_entry(&mut self, key: &ClaimKey) -> Option<Option<ClaimKey>> {
+        if !matches!(self.slots.get(key), Some(Slot::Stored(_))) {
+            return None;
+        }
+        let Some(Slot::Stored(entry)) = self.slots.remove(key) else {
+            return None;
+        };
+        self.unindex(key, &entry);
+        self.entries -= 1;
+        let Some(parent_key) = entry.parent else {
+            return Some(None);
+        };
+        let policy = self.row.config.eviction;
+        if let Some(Slot::Stored(parent)) = self.slots.get_mut(&parent_key) {
+            unindex(&mut self.evict_order, policy, &parent_key, parent);
+            parent.children = parent.children.saturating_sub(1);
+            index(&mut self.evict_order, policy, &parent_key, parent);
+            return Some(Some(parent_key));
+        }
+        Some(None)
+    }
+
+    /// Mark a stored entry as just used; false if not stored.
+    pub fn touch(&mut self, key: &ClaimKey) -> bool {
+        if !matches!(self.slots.get(key), Some(Slot::Stored(_))) {
+            return false;
+        }
+        let seq = self.next_seq();
+        let policy = self.row.config.eviction;
+        if let Some(Slot::Stored(entry)) = self.slots.get_mut(key) {
+            unindex(&mut self.evict_order, policy, key, entry);
+            entry.touch_seq = seq;
+            index(&mut self.evict_order, policy, key, entry);
+        }
+        true
+    }
+
+    /// The entry the policy evicts next, if any.
+    pub fn next_victim(&self) -> Option<ClaimKey> {
+        self.evict_order.iter().next().map(|(_, _, k)| k.clone())
+    }
+
+    pub fn stored(&self, key: &ClaimKey) -> Option<&StoredEntry> {
+        match self.slots.get(key) {
+            Some(Slot::Stored(e)) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Rank for eviction, or `None` when the entry is not a candidate.
+fn rank(policy: EvictionPolicy, entry: &StoredEntry) -> Option<u64> {
+    match policy {
+        EvictionPolicy::None => None,
+        EvictionPolicy::Tail => (entry.children == 0).then_some(entry.depth as u64),
+        EvictionPolicy::Positional => Some(entry.position),
+    }
+}
+
+fn index(order: &mut BTreeSet<EvictKey>, policy: EvictionPolicy, key: &ClaimKey, e: &StoredEntry) {
+    if let Some(r) = rank(policy, e) {
+        order.insert((Reverse(r), e.touch_seq, key.clone()));
+    }
+}
+
+fn unindex(
+    order: &mut BTreeSet<EvictKey>,
+    policy: EvictionPolicy,
+    key: &ClaimKey,
+    e: &StoredEntry,
+) {
+    if let Some(r) = rank(policy, e) {
+        order.remove(&(Reverse(r), e.touch_seq, key.clone()));
+    }
+}
