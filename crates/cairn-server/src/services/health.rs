@@ -8,8 +8,9 @@ use tonic::service::Routes;
 use tonic_health::ServingStatus;
 
 use crate::node::Node;
+use crate::services::claims::{metrics, ReadCounters as ClaimReads};
 
-pub fn add(routes: Routes, node: Arc<Node>) -> Routes {
+pub fn add(routes: Routes, node: Arc<Node>, claim_reads: Arc<ClaimReads>) -> Routes {
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let weak = Arc::downgrade(&node);
     tokio::spawn(async move {
@@ -30,13 +31,29 @@ pub fn add(routes: Routes, node: Arc<Node>) -> Routes {
         }
     });
     let router = routes.add_service(health_service).into_axum_router();
-    let router = router.route(
-        "/health",
-        axum::routing::get(move || {
-            let node = node.clone();
-            async move { http_health(&node) }
-        }),
-    );
+    let metrics_node = node.clone();
+    let router = router
+        .route(
+            "/health",
+            axum::routing::get(move || {
+                let node = node.clone();
+                async move { http_health(&node) }
+            }),
+        )
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let node = metrics_node.clone();
+                let reads = claim_reads.clone();
+                async move {
+                    let stats = node.store().claims().all_stats();
+                    (
+                        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        metrics::render(&stats, &reads),
+                    )
+                }
+            }),
+        );
     Routes::from(router)
 }
 

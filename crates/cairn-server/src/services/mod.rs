@@ -4,11 +4,13 @@
 //! * `data`: KV, Watch, Lease — the keyspace.
 //! * `admin`: Cluster, Maintenance, Lock, Election — membership, operations
 //!   and the concurrency recipes etcdctl uses.
-//! * `health`: gRPC health and HTTP `/health`.
+//! * `claims`: `cairn.v1.Claims`, block claims.
+//! * `health`: gRPC health, HTTP `/health` and `/metrics`.
 //! * `registry`: Cairn's own `cairn.v1` API — sessions, registries, locks,
 //!   elections.
 
 mod admin;
+pub mod claims;
 mod common;
 mod data;
 mod health;
@@ -22,11 +24,13 @@ pub use common::Limits;
 
 use crate::node::Node;
 
-/// Every client-port service, plus HTTP `GET /health`.
+/// Every client-port service, plus HTTP `GET /health` and `GET /metrics`.
 pub fn routes(node: Arc<Node>, limits: Limits) -> Routes {
     let routes = Routes::default();
     let routes = data::add(routes, node.clone(), limits);
     let routes = admin::add(routes, node.clone(), limits);
     let routes = registry::add(routes, node.clone(), limits);
-    health::add(routes, node)
+    let claim_reads = Arc::new(claims::ReadCounters::default());
+    let routes = claims::add(routes, node.clone(), claim_reads.clone());
+    health::add(routes, node, claim_reads)
 }

@@ -1,0 +1,273 @@
+//! The `cairn.v1.Claims` service: block claims over gRPC. Writes are one
+//! replicated command each (stamped with this member's estimate of cluster
+//! time, as lease grants are); reads pass the linearizable read barrier and
+//! then read the local store.
+
+mod convert;
+pub mod metrics;
+mod reads;
+
+use std::sync::Arc;
+
+use cairn_proto::cairn::v1 as pb;
+use cairn_proto::cairn::v1::claims_server::{Claims, ClaimsServer};
+use cairn_store::claims::{ClaimsCommand, ClaimsOutput, ClaimsReply, MAX_KEY_BYTES};
+use cairn_store::{Command, CommandResult};
+use tonic::service::Routes;
+use tonic::{Request, Response, Status};
+
+pub use reads::ReadCounters;
+
+use crate::error::ServerError;
+use crate::node::Node;
+
+/// gRPC decode limit for claims requests: 10,000 keys of the longest kind
+/// (256-byte keys) fit with room for values, whatever `max_request_bytes`.
+pub const MAX_CLAIMS_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+const _: () = assert!(
+    MAX_CLAIMS_MESSAGE_BYTES
+        > cairn_store::claims::MAX_KEYS_PER_REQUEST * (MAX_KEY_BYTES as usize + 8) * 2
+);
+
+pub fn add(routes: Routes, node: Arc<Node>, reads: Arc<ReadCounters>) -> Routes {
+    routes.add_service(
+        ClaimsServer::new(ClaimsService { node, reads })
+            .max_decoding_message_size(MAX_CLAIMS_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_CLAIMS_MESSAGE_BYTES),
+    )
+}
+
+struct ClaimsService {
+    node: Arc<Node>,
+    reads: Arc<ReadCounters>,
+}
+
+impl ClaimsService {
+    async fn write(&self, cmd: ClaimsCommand) -> Result<ClaimsReply, Status> {
+        match self.node.write(Command::Claims(cmd)).await? {
+            CommandResult::Claims(r) => r.map_err(convert::error_status),
+            other => {
+                Err(ServerError::Internal(format!("unexpected claims result {other:?}")).into())
+            }
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.node.clock.now_ms()
+    }
+}
+
+fn unexpected(out: ClaimsOutput) -> Status {
+    ServerError::Internal(format!("unexpected claims output {out:?}")).into()
+}
+
+#[tonic::async_trait]
+impl Claims for ClaimsService {
+    async fn create_namespace(
+        &self,
+        request: Request<pb::CreateNamespaceRequest>,
+    ) -> Result<Response<pb::CreateNamespaceResponse>, Status> {
+        let req = request.into_inner();
+        let config = convert::config(req.config)?;
+        let reply = self
+            .write(ClaimsCommand::CreateNamespace {
+                name: req.namespace,
+                config,
+            })
+            .await?;
+        match reply.output {
+            ClaimsOutput::Created { existed } => Ok(Response::new(pb::CreateNamespaceResponse {
+                revision: reply.revision,
+                existed,
+            })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn can_offload(
+        &self,
+        request: Request<pb::CanOffloadRequest>,
+    ) -> Result<Response<pb::CanOffloadResponse>, Status> {
+        let req = request.into_inner();
+        let keys = convert::keys(req.keys)?;
+        let now_ms = self.now_ms();
+        let reply = self
+            .write(ClaimsCommand::CanOffload {
+                namespace: req.namespace,
+                session_id: req.session_id,
+                keys,
+                now_ms,
+            })
+            .await?;
+        match reply.output {
+            ClaimsOutput::CanOffload {
+                statuses,
+                lease_deadline_ms,
+            } => Ok(Response::new(pb::CanOffloadResponse {
+                revision: reply.revision,
+                statuses: statuses.into_iter().map(convert::offload_status).collect(),
+                lease_ttl_ms: lease_deadline_ms.saturating_sub(self.now_ms()),
+            })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn register(
+        &self,
+        request: Request<pb::ClaimsRegisterRequest>,
+    ) -> Result<Response<pb::ClaimsRegisterResponse>, Status> {
+        let req = request.into_inner();
+        let entries = convert::entries(req.entries)?;
+        let reply = self
+            .write(ClaimsCommand::Register {
+                namespace: req.namespace,
+                session_id: req.session_id,
+                entries,
+                now_ms: self.now_ms(),
+            })
+            .await?;
+        match reply.output {
+            ClaimsOutput::Register { statuses, evicted } => {
+                Ok(Response::new(pb::ClaimsRegisterResponse {
+                    revision: reply.revision,
+                    statuses: statuses.into_iter().map(convert::register_status).collect(),
+                    evicted,
+                }))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn match_prefix(
+        &self,
+        request: Request<pb::MatchRequest>,
+    ) -> Result<Response<pb::MatchResponse>, Status> {
+        let req = request.into_inner();
+        let keys = convert::keys(req.keys)?;
+        self.node.read_barrier().await?;
+        let (found, revision) = {
+            let store = self.node.store();
+            let found = store
+                .claims()
+                .match_prefix(&req.namespace, &keys)
+                .map_err(convert::error_status)?;
+            (found, store.revision())
+        };
+        let hits = found.len() as u64;
+        self.reads
+            .add(&req.namespace, hits, keys.len() as u64 - hits);
+        Ok(Response::new(pb::MatchResponse {
+            revision,
+            matches: found
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| convert::matched(i as u32, v))
+                .collect(),
+        }))
+    }
+
+    async fn match_all(
+        &self,
+        request: Request<pb::MatchRequest>,
+    ) -> Result<Response<pb::MatchResponse>, Status> {
+        let req = request.into_inner();
+        let keys = convert::keys(req.keys)?;
+        self.node.read_barrier().await?;
+        let (found, revision) = {
+            let store = self.node.store();
+            let found = store
+                .claims()
+                .match_all(&req.namespace, &keys)
+                .map_err(convert::error_status)?;
+            (found, store.revision())
+        };
+        let hits = found.len() as u64;
+        self.reads
+            .add(&req.namespace, hits, keys.len() as u64 - hits);
+        Ok(Response::new(pb::MatchResponse {
+            revision,
+            matches: found
+                .into_iter()
+                .map(|(i, v)| convert::matched(i, v))
+                .collect(),
+        }))
+    }
+
+    async fn remove(
+        &self,
+        request: Request<pb::ClaimsKeysRequest>,
+    ) -> Result<Response<pb::RemoveResponse>, Status> {
+        let req = request.into_inner();
+        let keys = convert::keys(req.keys)?;
+        let reply = self
+            .write(ClaimsCommand::Remove {
+                namespace: req.namespace,
+                keys,
+                now_ms: self.now_ms(),
+            })
+            .await?;
+        match reply.output {
+            ClaimsOutput::Remove {
+                removed,
+                leases_released,
+            } => Ok(Response::new(pb::RemoveResponse {
+                revision: reply.revision,
+                removed,
+                leases_released,
+            })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn touch(
+        &self,
+        request: Request<pb::ClaimsKeysRequest>,
+    ) -> Result<Response<pb::TouchResponse>, Status> {
+        let req = request.into_inner();
+        let keys = convert::keys(req.keys)?;
+        let reply = self
+            .write(ClaimsCommand::Touch {
+                namespace: req.namespace,
+                keys,
+                now_ms: self.now_ms(),
+            })
+            .await?;
+        match reply.output {
+            ClaimsOutput::Touch { present } => Ok(Response::new(pb::TouchResponse {
+                revision: reply.revision,
+                present,
+            })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn stats(
+        &self,
+        request: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::StatsResponse>, Status> {
+        let req = request.into_inner();
+        self.node.read_barrier().await?;
+        let (stats, revision) = {
+            let store = self.node.store();
+            let stats = if req.namespace.is_empty() {
+                store.claims().all_stats()
+            } else {
+                vec![store
+                    .claims()
+                    .stats(&req.namespace)
+                    .map_err(convert::error_status)?]
+            };
+            (stats, store.revision())
+        };
+        Ok(Response::new(pb::StatsResponse {
+            revision,
+            namespaces: stats
+                .into_iter()
+                .map(|s| {
+                    let reads = self.reads.get(&s.name);
+                    convert::stats_to_wire(s, reads)
+                })
+                .collect(),
+        }))
+    }
+}
