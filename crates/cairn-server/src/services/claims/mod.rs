@@ -11,7 +11,10 @@ use std::sync::Arc;
 
 use cairn_proto::cairn::v1 as pb;
 use cairn_proto::cairn::v1::claims_server::{Claims, ClaimsServer};
-use cairn_store::claims::{ClaimsCommand, ClaimsOutput, ClaimsReply, MAX_KEY_BYTES};
+use cairn_store::claims::{
+    ClaimKey, Claims as ClaimsState, ClaimsCommand, ClaimsError, ClaimsOutput, ClaimsReply,
+    StoredView, MAX_KEY_BYTES,
+};
 use cairn_store::{Command, CommandResult};
 use tonic::service::Routes;
 use tonic::{Request, Response, Status};
@@ -54,6 +57,37 @@ impl ClaimsService {
 
     fn now_ms(&self) -> u64 {
         self.node.clock.now_ms()
+    }
+
+    /// A linearizable lookup: `find` gives (request index, entry) pairs;
+    /// hits and misses are counted for `/metrics`.
+    async fn matches(
+        &self,
+        req: pb::MatchRequest,
+        find: impl FnOnce(
+            &ClaimsState,
+            &str,
+            &[ClaimKey],
+        ) -> Result<Vec<(u32, StoredView)>, ClaimsError>,
+    ) -> Result<Response<pb::MatchResponse>, Status> {
+        let keys = convert::keys(req.keys)?;
+        self.node.read_barrier().await?;
+        let (found, revision) = {
+            let store = self.node.store();
+            let found =
+                find(store.claims(), &req.namespace, &keys).map_err(convert::error_status)?;
+            (found, store.revision())
+        };
+        let hits = found.len() as u64;
+        self.reads
+            .add(&req.namespace, hits, keys.len() as u64 - hits);
+        Ok(Response::new(pb::MatchResponse {
+            revision,
+            matches: found
+                .into_iter()
+                .map(|(i, v)| convert::matched(i, v))
+                .collect(),
+        }))
     }
 }
 
@@ -142,55 +176,25 @@ impl Claims for ClaimsService {
         &self,
         request: Request<pb::MatchRequest>,
     ) -> Result<Response<pb::MatchResponse>, Status> {
-        let req = request.into_inner();
-        let keys = convert::keys(req.keys)?;
-        self.node.read_barrier().await?;
-        let (found, revision) = {
-            let store = self.node.store();
-            let found = store
-                .claims()
-                .match_prefix(&req.namespace, &keys)
-                .map_err(convert::error_status)?;
-            (found, store.revision())
-        };
-        let hits = found.len() as u64;
-        self.reads
-            .add(&req.namespace, hits, keys.len() as u64 - hits);
-        Ok(Response::new(pb::MatchResponse {
-            revision,
-            matches: found
+        self.matches(request.into_inner(), |claims, ns, keys| {
+            let found = claims.match_prefix(ns, keys)?;
+            Ok(found
                 .into_iter()
                 .enumerate()
-                .map(|(i, v)| convert::matched(i as u32, v))
-                .collect(),
-        }))
+                .map(|(i, v)| (i as u32, v))
+                .collect())
+        })
+        .await
     }
 
     async fn match_all(
         &self,
         request: Request<pb::MatchRequest>,
     ) -> Result<Response<pb::MatchResponse>, Status> {
-        let req = request.into_inner();
-        let keys = convert::keys(req.keys)?;
-        self.node.read_barrier().await?;
-        let (found, revision) = {
-            let store = self.node.store();
-            let found = store
-                .claims()
-                .match_all(&req.namespace, &keys)
-                .map_err(convert::error_status)?;
-            (found, store.revision())
-        };
-        let hits = found.len() as u64;
-        self.reads
-            .add(&req.namespace, hits, keys.len() as u64 - hits);
-        Ok(Response::new(pb::MatchResponse {
-            revision,
-            matches: found
-                .into_iter()
-                .map(|(i, v)| convert::matched(i, v))
-                .collect(),
-        }))
+        self.matches(request.into_inner(), |claims, ns, keys| {
+            claims.match_all(ns, keys)
+        })
+        .await
     }
 
     async fn remove(
