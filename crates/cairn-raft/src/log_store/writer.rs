@@ -74,7 +74,7 @@ pub(super) struct StateJob {
 /// Cheap to clone.
 #[derive(Clone)]
 pub struct StateWriter {
-    tx: SyncSender<Job>,
+    writer: Writer,
     db: Arc<Database>,
     /// The first failed write, reported by the next `check`.
     failed: Arc<Mutex<Option<String>>>,
@@ -90,9 +90,7 @@ impl StateWriter {
             rows,
             failed: self.failed.clone(),
         });
-        self.tx
-            .send(job)
-            .map_err(|_| io::Error::other("state rows: writer thread has stopped"))
+        self.writer.submit("state rows", job)
     }
 
     /// Runs `job` after every queued write and waits for its result.
@@ -100,16 +98,7 @@ impl StateWriter {
     where
         F: FnOnce() -> io::Result<()> + Send + 'static,
     {
-        let (done_tx, done_rx) = oneshot::channel();
-        let job = Job::Run(Box::new(move || {
-            let _ = done_tx.send(job());
-        }));
-        self.tx
-            .send(job)
-            .map_err(|_| io::Error::other("state write: writer thread has stopped"))?;
-        done_rx
-            .await
-            .map_err(|_| io::Error::other("state write: writer thread has stopped"))??;
+        self.writer.run("state write", job).await?;
         self.check()
     }
 
@@ -125,6 +114,7 @@ impl StateWriter {
     }
 }
 
+#[derive(Clone)]
 pub(super) struct Writer {
     tx: SyncSender<Job>,
 }
@@ -133,7 +123,7 @@ impl Writer {
     /// A handle for the state machine's rows, on `db`.
     pub fn state_writer(&self, db: Arc<Database>) -> StateWriter {
         StateWriter {
-            tx: self.tx.clone(),
+            writer: self.clone(),
             db,
             failed: Arc::default(),
         }

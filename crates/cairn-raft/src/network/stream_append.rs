@@ -24,7 +24,7 @@ use openraft::RPCTypes;
 use tonic::Streaming;
 
 use super::{Failure, PeerClient};
-use crate::types::{AppendEntriesRequest, Fatal, NetworkError, RPCError, TypeConfig, Unreachable};
+use crate::types::{AppendEntriesRequest, NetworkError, RPCError, TypeConfig};
 use cairn_proto::raft::v1::Payload;
 
 /// The least time given to opening a stream: the RPC's own `soft_ttl` is a
@@ -148,29 +148,15 @@ impl Replies {
             }
         };
         self.received += 1;
-        let target = self.client.target;
-        match postcard::from_bytes::<Result<StreamAppendResult<TypeConfig>, Fatal>>(&payload.data) {
-            Ok(Ok(result)) => {
+        let decoded = self
+            .client
+            .decode_reply::<StreamAppendResult<TypeConfig>>(action, &payload.data);
+        match decoded {
+            Ok(result) => {
                 let go_on = result.is_ok();
                 Some((Ok(result), go_on))
             }
-            Ok(Err(fatal)) => {
-                let msg = format!("{action} to node {target}: remote raft stopped: {fatal}");
-                Some((
-                    Err(RPCError::Unreachable(Unreachable::from_string(msg))),
-                    false,
-                ))
-            }
-            Err(e) => {
-                let msg = format!(
-                    "{action} to node {target}: undecodable reply ({} bytes): {e}",
-                    payload.data.len()
-                );
-                Some((
-                    Err(RPCError::Network(NetworkError::from_string(msg))),
-                    false,
-                ))
-            }
+            Err(failure) => Some((Err(failure.into()), false)),
         }
     }
 
