@@ -41,7 +41,7 @@ fn append(c: &mut Criterion) {
     std::fs::create_dir_all(&base).expect("bench dir");
     let dir = tempfile::tempdir_in(&base).expect("temp dir");
     let db = Arc::new(Database::create(dir.path().join("log.redb")).expect("create redb"));
-    let mut store = LogStore::open(db).expect("open log store");
+    let mut store = LogStore::open(db, &dir.path().join("wal")).expect("open log store");
     let mut next = 1u64;
 
     let mut g = c.benchmark_group("log_append_fsync");

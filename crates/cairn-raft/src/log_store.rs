@@ -1,46 +1,45 @@
-//! The Raft log and vote, stored in redb.
+//! The Raft log and vote.
 //!
-//! The redb [`Database`] is shared with the state machine, which keeps its own
-//! tables; this module owns exactly two:
+//! Entries live in append-only segment files ([`wal`]): one sequential
+//! write and one `fdatasync` per group of appends. Everything else lives in
+//! the redb [`Database`] shared with the state machine, in one table:
 //!
-//! - `raft_log`: `u64` log index → postcard-encoded [`Entry`];
 //! - `raft_meta`: `&str` → postcard bytes, keys `vote`, `committed` and
 //!   `last_purged_log_id`.
 //!
+//! (`raft_log`, the entries' table of older versions, is emptied into the
+//! files at open.)
+//!
 //! # Threads
 //!
-//! redb is a blocking API, so none of it runs on the async executor:
-//!
-//! - every write (append, vote, committed, truncate, purge) is a job on one
-//!   dedicated writer thread, taken from a FIFO queue. One thread means writes
-//!   reach the disk in the order openraft issued them, which the
-//!   `RaftLogStorage` contract requires, even if a caller's future is dropped
-//!   half-way;
+//! - every write (append, vote, committed, truncate, purge) and the state
+//!   machine's rows are jobs on one dedicated writer thread, taken from a
+//!   FIFO queue. One thread means writes reach the disk in the order
+//!   openraft issued them, which the `RaftLogStorage` contract requires, even
+//!   if a caller's future is dropped half-way;
 //! - `append` does not wait for its job: it leaves the entries readable in
 //!   memory ([`unflushed`]) and returns, and the writer thread reports the
 //!   fsync through openraft's callback. RaftCore keeps batching client writes
 //!   and replicating (the leader's fsync overlaps the followers') instead of
 //!   stalling for every fsync. The writer folds the appends queued behind
-//!   each other into one transaction with one fsync (group commit, see
-//!   [`writer`]). `save_committed` is not waited for either; `save_vote`,
+//!   each other into one write with one fsync (group commit, see [`writer`]).
+//!   `save_committed` is not waited for either; `save_vote`,
 //!   `truncate_after` and `purge` are;
-//! - reads run on tokio's blocking pool (`spawn_blocking`), each in its own
-//!   read transaction, so they see a consistent snapshot and never wait for
-//!   the writer; a read that only needs unflushed entries does not touch
-//!   redb at all.
+//! - reads run on tokio's blocking pool (`spawn_blocking`); a read that only
+//!   needs unflushed entries touches no file at all.
 //!
 //! # Durability
 //!
-//! | write          | redb durability | why |
-//! | -------------- | --------------- | --- |
-//! | `append`       | `Immediate`     | an acknowledged entry must survive a crash. One transaction per `append()` call, i.e. one fsync per batch openraft hands over (group commit) |
-//! | `save_vote`    | `Immediate`     | Raft safety: never vote twice in a term |
-//! | `truncate_after` | `Immediate`   | rare; keeps a removed conflicting suffix from reappearing after a crash |
-//! | `purge`        | `None`          | losing it only brings back entries the state machine already covers, together with the older `last_purged_log_id` (same transaction) |
-//! | `save_committed` | `None` (`Immediate` with [`LogStore::with_durable_committed`]) | an optimisation (recovery re-applies up to it); openraft allows an older value after a crash |
+//! | write          | how | why |
+//! | -------------- | --- | --- |
+//! | `append`       | segment file, `fdatasync` per group | an acknowledged entry must survive a crash |
+//! | `truncate_after` | segment files cut and synced | rare; keeps a removed conflicting suffix from reappearing after a crash |
+//! | `save_vote`    | redb `Immediate` | Raft safety: never vote twice in a term |
+//! | `purge`        | redb `Immediate` (`last_purged_log_id`), then whole segment files deleted | the state machine rows covering the purged entries must be durable before the entries go; this commit makes them so |
+//! | `save_committed` | redb `None` (`Immediate` with [`LogStore::with_durable_committed`]) | an optimisation (recovery re-applies up to it); openraft allows an older value after a crash |
+//! | state machine rows | redb `None`, `Immediate` every 500 ms | recoverable from the log: a restart re-applies the entries after the last durable row (see `writer::Checkpoint`) |
 //!
-//! A redb `Immediate` commit also makes every earlier `None` commit durable, ours
-//! and the state machine's alike.
+//! A redb `Immediate` commit also makes every earlier `None` commit durable.
 //!
 //! A redb database has one writer at a time: a state machine that holds a
 //! write transaction open while waiting on Raft would stall the log writer.
@@ -48,6 +47,7 @@
 use std::fmt::{self, Debug};
 use std::io;
 use std::ops::{Bound, RangeBounds};
+use std::path::Path;
 use std::sync::Arc;
 
 use openraft::storage::{RaftLogReader, RaftLogStorage};
@@ -59,8 +59,10 @@ use serde::Serialize;
 use crate::types::{Entry, IOFlushed, LogId, LogState, TypeConfig, Vote};
 
 mod unflushed;
+mod wal;
 mod writer;
 use unflushed::{Pending, Unflushed};
+use wal::Wal;
 use writer::{Append, Job, Writer};
 pub use writer::{StateRows, StateWriter};
 
@@ -81,6 +83,8 @@ pub const DEFAULT_REPLICATION_BATCH_BYTES: usize = 16 * 1024 * 1024;
 /// it to `Raft::new`.
 pub struct LogStore {
     db: Arc<Database>,
+    /// The entries; redb keeps the vote and the other small records.
+    wal: Arc<Wal>,
     writer: Writer,
     /// Appended entries whose transaction has not committed yet.
     unflushed: Arc<Unflushed>,
@@ -95,12 +99,13 @@ impl Debug for LogStore {
 }
 
 impl LogStore {
-    /// Opens (creating if needed) the log tables in `db` and starts the
-    /// writer thread.
+    /// Opens (creating if needed) the log's tables in `db` and its segment
+    /// files in `wal_dir`, and starts the writer thread. Entries left in
+    /// redb's `raft_log` table by an older version move to the files.
     ///
-    /// This blocks on a redb write transaction: call it before starting the
-    /// async runtime's work, or from `spawn_blocking`.
-    pub fn open(db: Arc<Database>) -> io::Result<Self> {
+    /// This blocks on file IO and a redb write transaction: call it before
+    /// starting the async runtime's work, or from `spawn_blocking`.
+    pub fn open(db: Arc<Database>, wal_dir: &Path) -> io::Result<Self> {
         {
             let txn = db.begin_write().map_err(|e| ctx("open: begin write", e))?;
             txn.open_table(LOG_TABLE)
@@ -112,10 +117,13 @@ impl LogStore {
         // Surface corruption of the small records at startup, not mid-flight.
         read_meta::<Vote>(&db, KEY_VOTE)?;
         read_meta::<LogId>(&db, KEY_COMMITTED)?;
-        read_meta::<LogId>(&db, KEY_LAST_PURGED)?;
+        let purged = read_meta::<LogId>(&db, KEY_LAST_PURGED)?;
+        let wal = Wal::open(wal_dir, purged)?;
+        migrate_redb_log(&db, &wal)?;
 
         Ok(LogStore {
             db,
+            wal: Arc::new(wal),
             writer: Writer::spawn()?,
             unflushed: Arc::new(Unflushed::default()),
             replication_batch_bytes: DEFAULT_REPLICATION_BATCH_BYTES,
@@ -156,6 +164,7 @@ impl LogStore {
     pub fn reader(&self) -> LogReader {
         LogReader {
             db: self.db.clone(),
+            wal: self.wal.clone(),
             unflushed: self.unflushed.clone(),
             replication_batch_bytes: self.replication_batch_bytes,
         }
@@ -174,6 +183,7 @@ impl LogStore {
 #[derive(Clone)]
 pub struct LogReader {
     db: Arc<Database>,
+    wal: Arc<Wal>,
     /// The log's tail that is still being written; see [`unflushed`].
     unflushed: Arc<Unflushed>,
     replication_batch_bytes: usize,
@@ -198,7 +208,7 @@ impl LogReader {
     }
 
     /// The entries in `[lo, hi)` up to `budget` encoded bytes (at least one):
-    /// flushed ones from redb, then the unflushed tail.
+    /// flushed ones from the segment files, then the unflushed tail.
     async fn read_range(&self, lo: u64, hi: Option<u64>, budget: usize) -> io::Result<Vec<Entry>> {
         // Copy the tail first: an entry leaves it only once it is in redb.
         let tail = self.unflushed.range(lo, hi);
@@ -206,10 +216,12 @@ impl LogReader {
         let mut out = Vec::new();
         let mut bytes_read = 0usize;
         if tail_start != Some(lo) {
-            let redb_hi = tail_start.or(hi);
-            let (flushed, bytes) = self
-                .read(move |db| read_entries(db, lo, redb_hi, budget))
-                .await?;
+            let wal_hi = tail_start.or(hi).unwrap_or(u64::MAX);
+            let wal = self.wal.clone();
+            let (flushed, bytes) =
+                tokio::task::spawn_blocking(move || wal.read(lo, wal_hi, budget))
+                    .await
+                    .map_err(|e| ctx("raft log read task", e))??;
             out = flushed;
             bytes_read = bytes;
             if bytes_read >= budget || tail_start.is_none() {
@@ -270,41 +282,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState, io::Error> {
         let unflushed_last = self.unflushed.last_log_id();
-        let state = self
+        let last_purged = self
             .reader()
-            .read(|db| {
-                let txn = db
-                    .begin_read()
-                    .map_err(|e| ctx("log state: begin read", e))?;
-                let meta = txn
-                    .open_table(META_TABLE)
-                    .map_err(|e| ctx("log state: open raft_meta", e))?;
-                let last_purged: Option<LogId> = match meta
-                    .get(KEY_LAST_PURGED)
-                    .map_err(|e| ctx("log state: read last_purged_log_id", e))?
-                {
-                    Some(v) => Some(decode(v.value(), "raft_meta last_purged_log_id")?),
-                    None => None,
-                };
-                let log = txn
-                    .open_table(LOG_TABLE)
-                    .map_err(|e| ctx("log state: open raft_log", e))?;
-                let last = match log
-                    .last()
-                    .map_err(|e| ctx("log state: read last entry", e))?
-                {
-                    Some((k, v)) => Some(decode_entry(k.value(), v.value())?.log_id),
-                    None => None,
-                };
-                Ok(LogState {
-                    last_log_id: last.or(last_purged),
-                    last_purged_log_id: last_purged,
-                })
-            })
+            .read(|db| read_meta::<LogId>(db, KEY_LAST_PURGED))
             .await?;
         Ok(LogState {
-            last_log_id: unflushed_last.or(state.last_log_id),
-            ..state
+            last_log_id: unflushed_last.or(self.wal.last_log_id()).or(last_purged),
+            last_purged_log_id: last_purged,
         })
     }
 
@@ -329,7 +313,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if matches!(durability, Durability::Immediate) {
             return self
                 .write("save committed", move |db| {
-                    writer::write_group(db, &[], Some(bytes.as_deref()), true)
+                    writer::write_group(db, Some(bytes.as_deref()), true)
                 })
                 .await;
         }
@@ -356,12 +340,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut rows: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut rows: Vec<(LogId, Vec<u8>)> = Vec::new();
         let mut pending: Vec<Pending> = Vec::new();
         let mut written: Vec<LogId> = Vec::new();
         for entry in entries {
             let bytes = encode(&entry, "entry")?;
-            rows.push((entry.log_id.index, bytes));
+            rows.push((entry.log_id, bytes));
             written.push(entry.log_id);
             pending.push(Pending {
                 encoded_bytes: rows.last().map_or(0, |(_, b)| b.len()),
@@ -377,7 +361,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.writer.submit(
             "append",
             Job::Append(Append {
-                db: self.db.clone(),
+                wal: self.wal.clone(),
                 rows,
                 written,
                 unflushed: self.unflushed.clone(),
@@ -397,28 +381,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Waited for (it follows every queued append), so no reader can see
         // a removed entry afterwards.
         self.unflushed.truncate_from(from);
-        self.write("truncate", move |db| {
-            let mut txn = db
-                .begin_write()
-                .map_err(|e| ctx("truncate: begin write", e))?;
-            txn.set_durability(Durability::Immediate)
-                .map_err(|e| ctx("truncate: set durability", e))?;
-            {
-                let mut log = txn
-                    .open_table(LOG_TABLE)
-                    .map_err(|e| ctx("truncate: open raft_log", e))?;
-                log.retain_in(from.., |_, _| false)
-                    .map_err(|e| ctx("truncate: delete entries", e))?;
-            }
-            txn.commit().map_err(|e| ctx("truncate: commit", e))
-        })
-        .await
+        let wal = self.wal.clone();
+        self.writer
+            .run("truncate", move || wal.truncate(from))
+            .await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        let wal = self.wal.clone();
         self.write("purge", move |db| {
+            // Durable before any file goes: it is what tells a restart to
+            // skip what the files may still hold. This commit also makes
+            // every state machine row queued before it durable, and those
+            // cover the snapshot this purge follows, so no entry the state
+            // machine still needs at restart is deleted.
             let mut txn = db.begin_write().map_err(|e| ctx("purge: begin write", e))?;
-            txn.set_durability(Durability::None)
+            txn.set_durability(Durability::Immediate)
                 .map_err(|e| ctx("purge: set durability", e))?;
             {
                 let mut meta = txn
@@ -438,16 +416,62 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 let bytes = encode(&log_id, "last_purged_log_id")?;
                 meta.insert(KEY_LAST_PURGED, bytes.as_slice())
                     .map_err(|e| ctx("purge: write last_purged_log_id", e))?;
-                let mut log = txn
-                    .open_table(LOG_TABLE)
-                    .map_err(|e| ctx("purge: open raft_log", e))?;
-                log.retain_in(..=log_id.index, |_, _| false)
-                    .map_err(|e| ctx("purge: delete entries", e))?;
             }
-            txn.commit().map_err(|e| ctx("purge: commit", e))
+            txn.commit().map_err(|e| ctx("purge: commit", e))?;
+            wal.purge(log_id.index)
         })
         .await
     }
+}
+
+/// Moves entries an older Cairn kept in redb's `raft_log` table into the
+/// segment files, then empties the table (one fsync each side).
+fn migrate_redb_log(db: &Database, wal: &Wal) -> io::Result<()> {
+    let rows: Vec<(u64, Vec<u8>)> = {
+        let txn = db.begin_read().map_err(|e| ctx("migrate: begin read", e))?;
+        let log = txn
+            .open_table(LOG_TABLE)
+            .map_err(|e| ctx("migrate: open raft_log", e))?;
+        let mut rows = Vec::new();
+        for item in log.iter().map_err(|e| ctx("migrate: iterate", e))? {
+            let (k, v) = item.map_err(|e| ctx("migrate: iterate", e))?;
+            rows.push((k.value(), v.value().to_vec()));
+        }
+        rows
+    };
+    if rows.is_empty() {
+        return Ok(());
+    }
+    // A crash after the files took them and before the table was emptied
+    // leaves them in both: the files win.
+    if wal.last_log_id().is_none() {
+        let mut records = Vec::with_capacity(rows.len());
+        for (index, bytes) in &rows {
+            records.push(wal::Record {
+                log_id: decode_entry(*index, bytes)?.log_id,
+                payload: bytes,
+            });
+        }
+        wal.append(&records)?;
+    }
+    let mut txn = db
+        .begin_write()
+        .map_err(|e| ctx("migrate: begin write", e))?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(|e| ctx("migrate: set durability", e))?;
+    {
+        let mut log = txn
+            .open_table(LOG_TABLE)
+            .map_err(|e| ctx("migrate: open raft_log", e))?;
+        log.retain(|_, _| false)
+            .map_err(|e| ctx("migrate: clear raft_log", e))?;
+    }
+    txn.commit().map_err(|e| ctx("migrate: commit", e))?;
+    tracing::info!(
+        "raft log store: moved {} entries from redb to the segment files",
+        rows.len()
+    );
+    Ok(())
 }
 
 // --- Helpers -------------------------------------------------------------------
@@ -540,56 +564,6 @@ fn normalize(range: &impl RangeBounds<u64>) -> Option<(u64, Option<u64>)> {
     }
 }
 
-/// Reads the entries in `[lo, hi)`, stopping once `budget` encoded bytes have
-/// been read (always at least one entry). Fails on a hole between entries.
-/// Returns the entries and their encoded size.
-fn read_entries(
-    db: &Database,
-    lo: u64,
-    hi: Option<u64>,
-    budget: usize,
-) -> io::Result<(Vec<Entry>, usize)> {
-    let txn = db
-        .begin_read()
-        .map_err(|e| ctx("read entries: begin read", e))?;
-    let log = txn
-        .open_table(LOG_TABLE)
-        .map_err(|e| ctx("read entries: open raft_log", e))?;
-    let upper = match hi {
-        Some(h) => Bound::Excluded(h),
-        None => Bound::Unbounded,
-    };
-    let iter = log
-        .range::<u64>((Bound::Included(lo), upper))
-        .map_err(|e| ctx("read entries: range", e))?;
-
-    let mut out = Vec::new();
-    let mut bytes_read = 0usize;
-    let mut expect: Option<u64> = None;
-    for item in iter {
-        let (k, v) = item.map_err(|e| ctx("read entries: iterate", e))?;
-        let index = k.value();
-        if let Some(want) = expect {
-            if index != want {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "raft log store: hole in raft_log: expected index {want}, found {index}"
-                    ),
-                ));
-            }
-        }
-        let value = v.value();
-        out.push(decode_entry(index, value)?);
-        bytes_read = bytes_read.saturating_add(value.len());
-        if bytes_read >= budget {
-            break;
-        }
-        expect = index.checked_add(1);
-    }
-    Ok((out, bytes_read))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -620,7 +594,7 @@ mod tests {
     async fn store_with_flushed(last: u64) -> (tempfile::TempDir, LogStore) {
         let dir = tempfile::tempdir().unwrap();
         let db = Arc::new(Database::create(dir.path().join("db")).unwrap());
-        let mut store = LogStore::open(db).unwrap();
+        let mut store = LogStore::open(db, &dir.path().join("wal")).unwrap();
         let (tx, rx) = TypeConfig::oneshot();
         store
             .append((1..=last).map(entry), IOFlushed::signal(tx))

@@ -4,16 +4,17 @@
 //! in the order openraft issued them. `append` does not wait for its job
 //! (see [`super::unflushed`]); when the writer finds several appends
 //! queued — RaftCore submits one per batch it accepted, a follower one per
-//! AppendEntries — it writes them, and any queued `committed` update, in
-//! **one** transaction with one fsync, then reports each append flushed.
-//! Without this, non-blocking appends would cost one fsync each.
+//! AppendEntries — it writes them to the segment file in **one** write with
+//! one fsync, then reports each append flushed. Without this, non-blocking
+//! appends would cost one fsync each.
 //!
-//! The state machine hands its per-batch rows here too ([`StateWriter`]):
-//! they join the same transaction as the log appends queued around them,
-//! so applying a batch neither waits for redb's single writer lock (held
-//! by the fsync in progress) nor costs a transaction of its own. Their
-//! durability is the log's: they are committed non-durably when no append
-//! is in the group, and made durable by the next fsync.
+//! The state machine hands its per-batch rows here too ([`StateWriter`]),
+//! and they are folded, with any queued `committed` update, into one redb
+//! transaction per group, written after the group's appends are synced and
+//! reported. Applying a batch thus never waits for redb's single writer
+//! lock nor costs a transaction of its own, and the rows are never written
+//! ahead of the entries they come from. They are committed without fsync;
+//! see [`Checkpoint`] for when they are made durable.
 
 use std::io;
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
@@ -23,7 +24,8 @@ use redb::{Database, Durability};
 use tokio::sync::oneshot;
 
 use super::unflushed::Unflushed;
-use super::{ctx, KEY_COMMITTED, LOG_TABLE, META_TABLE};
+use super::wal::{Record, Wal};
+use super::{ctx, KEY_COMMITTED, META_TABLE};
 use crate::types::{IOFlushed, LogId};
 
 /// How many writes may wait for the writer thread. Appends are not awaited,
@@ -38,9 +40,9 @@ const MAX_GROUP_BYTES: usize = 32 * 1024 * 1024;
 
 /// Entries to write, as openraft handed them to one `append` call.
 pub(super) struct Append {
-    pub db: Arc<Database>,
-    /// (log index, postcard-encoded entry)
-    pub rows: Vec<(u64, Vec<u8>)>,
+    pub wal: Arc<Wal>,
+    /// (log id, postcard-encoded entry)
+    pub rows: Vec<(LogId, Vec<u8>)>,
     /// The log ids written, to drop them from the unflushed tail.
     pub written: Vec<LogId>,
     pub unflushed: Arc<Unflushed>,
@@ -168,6 +170,7 @@ impl Writer {
 
 fn run(rx: Receiver<Job>) {
     let mut next: Option<Job> = None;
+    let mut checkpoint = Checkpoint::default();
     loop {
         let job = match next.take() {
             Some(job) => job,
@@ -179,21 +182,59 @@ fn run(rx: Receiver<Job>) {
         match job {
             Job::Run(f) => f(),
             Job::Committed { db, bytes } => {
-                if let Err(e) = write_group(&db, &[], Some(bytes.as_deref()), false) {
+                let durable = checkpoint.due();
+                if let Err(e) = write_group(&db, Some(bytes.as_deref()), durable) {
                     tracing::warn!("raft log store: save committed: {e}");
                 }
             }
             Job::Append(first) => {
                 let (group, after) = gather(Group::with_append(first), &rx);
                 next = after;
-                group.flush();
+                group.flush(&mut checkpoint);
             }
             Job::State(first) => {
                 let (group, after) = gather(Group::with_state(first), &rx);
                 next = after;
-                group.flush();
+                group.flush(&mut checkpoint);
             }
         }
+    }
+}
+
+/// When the state machine's rows were last made durable.
+///
+/// They are committed without fsync: the log's segment files are what a
+/// restart recovers from (it re-applies the log after the state machine's
+/// last durable row). Every [`CHECKPOINT_INTERVAL`] one of those commits is
+/// made durable instead. That bounds the re-apply after a crash, and lets
+/// redb reuse the pages the non-durable commits freed (it cannot before a
+/// durable commit, so the file would grow). It costs one redb fsync per
+/// interval, after the log's own fsync of the same group: the state made
+/// durable never covers an entry the log does not hold durably.
+struct Checkpoint {
+    last: std::time::Instant,
+}
+
+/// How often the state machine's rows are made durable; see [`Checkpoint`].
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
+impl Default for Checkpoint {
+    fn default() -> Self {
+        Checkpoint {
+            last: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Checkpoint {
+    /// Whether the commit about to be made should be durable; if so, counts
+    /// it as made.
+    fn due(&mut self) -> bool {
+        if self.last.elapsed() < CHECKPOINT_INTERVAL {
+            return false;
+        }
+        self.last = std::time::Instant::now();
+        true
     }
 }
 
@@ -201,8 +242,9 @@ fn run(rx: Receiver<Job>) {
 #[derive(Default)]
 struct Group {
     appends: Vec<Append>,
-    /// The latest committed id queued, if any (`None` inside: remove it).
-    committed: Option<Option<Vec<u8>>>,
+    /// The latest committed id queued, if any (`None` inside: remove it),
+    /// and the database to write it to.
+    committed: Option<(Arc<Database>, Option<Vec<u8>>)>,
     states: Vec<StateJob>,
     bytes: usize,
 }
@@ -229,22 +271,53 @@ impl Group {
         self.appends.len() + self.states.len() >= MAX_GROUP_JOBS || self.bytes >= MAX_GROUP_BYTES
     }
 
-    fn db(&self) -> Arc<Database> {
-        match (self.appends.first(), self.states.first()) {
-            (Some(a), _) => a.db.clone(),
-            (None, Some(s)) => s.db.clone(),
-            (None, None) => unreachable!("a group starts with a job"),
+    /// The database the group's redb rows go to, if it has any.
+    fn db(&self) -> Option<Arc<Database>> {
+        match (&self.committed, self.states.first()) {
+            (Some((db, _)), _) => Some(db.clone()),
+            (None, Some(s)) => Some(s.db.clone()),
+            (None, None) => None,
         }
     }
 
-    /// One transaction for everything; then each append's callback.
-    fn flush(self) {
+    /// The appends' entries in one write and one fsync of the segment file,
+    /// then each append's callback; then the committed id and the state
+    /// machine's rows in one redb transaction, not fsynced: the log is what
+    /// makes them recoverable (see the module docs of `log_store`).
+    fn flush(self, checkpoint: &mut Checkpoint) {
         let db = self.db();
-        let rows: Vec<&(u64, Vec<u8>)> = self.appends.iter().flat_map(|a| a.rows.iter()).collect();
-        let committed = self.committed.as_ref().map(|c| c.as_deref());
+        if let Some(first) = self.appends.first() {
+            let wal = first.wal.clone();
+            let records: Vec<Record<'_>> = self
+                .appends
+                .iter()
+                .flat_map(|a| a.rows.iter())
+                .map(|(log_id, payload)| Record {
+                    log_id: *log_id,
+                    payload,
+                })
+                .collect();
+            let res = wal.append(&records);
+            drop(records);
+            if let Err(e) = &res {
+                tracing::error!("raft log store: append failed: {e}");
+            }
+            for a in self.appends {
+                let outcome = match &res {
+                    Ok(()) => {
+                        a.unflushed.flushed(&a.written);
+                        Ok(())
+                    }
+                    Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+                };
+                a.callback.io_completed(outcome);
+            }
+        }
+        let Some(db) = db else { return };
+        let committed = self.committed.as_ref().map(|(_, c)| c.as_deref());
         let mut state_error: Option<String> = None;
         let states = self.states;
-        let res = write_txn(&db, &rows, committed, false, |txn| {
+        let res = write_txn(&db, committed, checkpoint.due(), |txn| {
             for s in states {
                 if let Err(e) = (s.rows)(txn) {
                     let msg = e.to_string();
@@ -255,19 +328,8 @@ impl Group {
             }
             Ok(())
         });
-        drop(db);
         if let (Err(e), None) = (&res, &state_error) {
-            tracing::error!("raft log store: write failed: {e}");
-        }
-        for a in self.appends {
-            let outcome = match &res {
-                Ok(()) => {
-                    a.unflushed.flushed(&a.written);
-                    Ok(())
-                }
-                Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
-            };
-            a.callback.io_completed(outcome);
+            tracing::warn!("raft log store: save committed: {e}");
         }
     }
 }
@@ -278,7 +340,7 @@ fn gather(mut group: Group, rx: &Receiver<Job>) -> (Group, Option<Job>) {
     while !group.full() {
         match rx.try_recv() {
             Ok(Job::Append(a)) => group.add_append(a),
-            Ok(Job::Committed { bytes, .. }) => group.committed = Some(bytes),
+            Ok(Job::Committed { db, bytes }) => group.committed = Some((db, bytes)),
             Ok(Job::State(s)) => group.states.push(s),
             Ok(other) => return (group, Some(other)),
             Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
@@ -287,44 +349,33 @@ fn gather(mut group: Group, rx: &Receiver<Job>) -> (Group, Option<Job>) {
     (group, None)
 }
 
-/// One transaction: the rows and, if given, the committed log id (`None`
-/// inside: remove it). Fsynced when there are rows or `durable` is set.
+/// One transaction with, if given, the committed log id (`None` inside:
+/// remove it); fsynced when `durable` is set.
 pub(super) fn write_group(
     db: &Database,
-    rows: &[&(u64, Vec<u8>)],
     committed: Option<Option<&[u8]>>,
     durable: bool,
 ) -> io::Result<()> {
-    write_txn(db, rows, committed, durable, |_| Ok(()))
+    write_txn(db, committed, durable, |_| Ok(()))
 }
 
 /// [`write_group`] plus `more`, run inside the same transaction.
 fn write_txn(
     db: &Database,
-    rows: &[&(u64, Vec<u8>)],
     committed: Option<Option<&[u8]>>,
     durable: bool,
     more: impl FnOnce(&redb::WriteTransaction) -> io::Result<()>,
 ) -> io::Result<()> {
     let mut txn = db
         .begin_write()
-        .map_err(|e| ctx("append: begin write", e))?;
-    let durability = if durable || !rows.is_empty() {
+        .map_err(|e| ctx("state rows: begin write", e))?;
+    let durability = if durable {
         Durability::Immediate
     } else {
         Durability::None
     };
     txn.set_durability(durability)
-        .map_err(|e| ctx("append: set durability", e))?;
-    if !rows.is_empty() {
-        let mut log = txn
-            .open_table(LOG_TABLE)
-            .map_err(|e| ctx("append: open raft_log", e))?;
-        for (index, bytes) in rows.iter().copied() {
-            log.insert(*index, bytes.as_slice())
-                .map_err(|e| ctx("append: insert entry", e))?;
-        }
-    }
+        .map_err(|e| ctx("state rows: set durability", e))?;
     if let Some(committed) = committed {
         let mut meta = txn
             .open_table(META_TABLE)
@@ -336,5 +387,5 @@ fn write_txn(
         .map_err(|e| ctx("save committed: write", e))?;
     }
     more(&txn)?;
-    txn.commit().map_err(|e| ctx("append: commit", e))
+    txn.commit().map_err(|e| ctx("state rows: commit", e))
 }

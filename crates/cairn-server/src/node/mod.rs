@@ -115,8 +115,8 @@ impl Node {
             }
         };
 
-        let log_store =
-            LogStore::open(db.clone()).map_err(|e| StartError::Storage(e.to_string()))?;
+        let log_store = LogStore::open(db.clone(), &data_dir.join("raft-wal"))
+            .map_err(|e| StartError::Storage(e.to_string()))?;
         let mut sm = StateMachineStore::open(db.clone())
             .map_err(|e| StartError::Storage(e.to_string()))?
             .with_writer(log_store.state_writer());
