@@ -210,7 +210,8 @@ impl LogReader {
     /// The entries in `[lo, hi)` up to `budget` encoded bytes (at least one):
     /// flushed ones from the segment files, then the unflushed tail.
     async fn read_range(&self, lo: u64, hi: Option<u64>, budget: usize) -> io::Result<Vec<Entry>> {
-        // Copy the tail first: an entry leaves it only once it is in redb.
+        // Copy the tail first: an entry leaves it only once it is readable
+        // from the files.
         let tail = self.unflushed.range(lo, hi);
         let tail_start = tail.first().map(|p| p.entry.log_id.index);
         let mut out = Vec::new();
@@ -232,8 +233,8 @@ impl LogReader {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!(
-                        "raft log store: hole in raft_log: expected index {next}, \
-                         the unflushed tail starts at {tail_start:?}"
+                        "raft log store: hole in the log: expected index {next}, \
+                         the tail in memory starts at {tail_start:?}"
                     ),
                 ));
             }
@@ -241,6 +242,18 @@ impl LogReader {
         for p in tail {
             if !out.is_empty() && bytes_read >= budget {
                 break;
+            }
+            let index = p.entry.log_id.index;
+            if let Some(prev) = out.last().map(|e| e.log_id.index) {
+                if index != prev + 1 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "raft log store: hole in the log's tail in memory: \
+                             index {index} follows {prev}"
+                        ),
+                    ));
+                }
             }
             bytes_read = bytes_read.saturating_add(p.encoded_bytes);
             out.push(p.entry);
@@ -420,7 +433,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             txn.commit().map_err(|e| ctx("purge: commit", e))?;
             wal.purge(log_id.index)
         })
-        .await
+        .await?;
+        self.unflushed.purge_upto(log_id.index);
+        Ok(())
     }
 }
 
@@ -604,7 +619,7 @@ mod tests {
         (dir, store)
     }
 
-    /// Reads join the flushed log in redb and the unflushed tail in memory.
+    /// Reads join the segment files and the tail in memory.
     #[tokio::test]
     async fn reads_see_flushed_and_unflushed_entries() {
         let (_dir, mut store) = store_with_flushed(5).await;
@@ -635,9 +650,9 @@ mod tests {
         );
         assert_eq!(small.limited_get_log_entries(1, 9).await.unwrap().len(), 1);
 
-        // Once flushed, an entry is read from redb; a replaced one stays.
+        // Synced entries stay readable from memory; truncation drops them.
         store.unflushed.flushed(&[entry(6).log_id]);
-        assert_eq!(store.unflushed.range(0, None).len(), 2);
+        assert_eq!(store.unflushed.range(0, None).len(), 8);
         store.unflushed.truncate_from(8);
         assert_eq!(
             indexes(&reader.try_get_log_entries(7..).await.unwrap()),
@@ -645,7 +660,7 @@ mod tests {
         );
     }
 
-    /// A gap between redb and the unflushed tail is corruption, not a short read.
+    /// A gap in the log is corruption, not a short read.
     #[tokio::test]
     async fn gap_before_the_unflushed_tail_is_an_error() {
         let (_dir, store) = store_with_flushed(3).await;
