@@ -48,6 +48,8 @@ pub const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 /// (The transport caps a message at 64 MiB, so no entry gets near it.)
 const MAX_RECORD_BYTES: u32 = 256 * 1024 * 1024;
 const HEADER_BYTES: usize = 16;
+/// Tries of a read that a concurrent truncation keeps invalidating.
+const READ_ATTEMPTS: usize = 8;
 
 /// Where one entry's record lives.
 #[derive(Clone, Copy, Debug)]
@@ -387,7 +389,9 @@ impl Wal {
     /// `budget` payload bytes (at least one entry). Returns the entries and
     /// the bytes read. Fails on corruption; never blocks appends.
     pub fn read(&self, lo: u64, hi: u64, budget: usize) -> io::Result<(Vec<Entry>, usize)> {
-        loop {
+        // Truncations are rare (a follower dropping a conflicting suffix),
+        // so a few retries always suffice; the bound keeps the loop finite.
+        for _ in 0..READ_ATTEMPTS {
             let (locs, segments, truncations) = {
                 let index = self.read_index();
                 let lo = lo.max(index.first);
@@ -423,6 +427,9 @@ impl Wal {
             }
             return result.map(|()| (out, bytes));
         }
+        Err(io::Error::other(format!(
+            "raft wal: read of [{lo}, {hi}) raced {READ_ATTEMPTS} truncations"
+        )))
     }
 
     /// The lowest index held.
