@@ -228,12 +228,14 @@ impl LogReader {
             if bytes_read >= budget || tail_start.is_none() {
                 return Ok(out);
             }
-            let next = out.last().map_or(lo, |e| e.log_id.index + 1);
-            if Some(next) != tail_start {
+            // Nothing stored below the tail (indexes before the log's first
+            // one, or purged) is not a hole; a gap between the two parts is.
+            let next = out.last().map(|e| e.log_id.index + 1);
+            if next.is_some() && next != tail_start {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!(
-                        "raft log store: hole in the log: expected index {next}, \
+                        "raft log store: hole in the log: expected index {next:?}, \
                          the tail in memory starts at {tail_start:?}"
                     ),
                 ));

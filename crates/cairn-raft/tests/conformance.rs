@@ -325,6 +325,9 @@ async fn corrupt_entry_is_an_error() {
     let mut store = LogStore::open(db.clone(), &wal_dir(&dir)).unwrap();
     let written = entries(1, 1..=10);
     append(&mut store, written.clone()).await.unwrap();
+    // Push the first ten out of the log's tail kept in memory (8192 entries
+    // at most), so reads of them go to the segment file.
+    append(&mut store, entries(1, 11..=9000)).await.unwrap();
 
     // Flip a byte inside the record of index 5 (records are laid out in
     // order, each a 16-byte header and the postcard entry).
