@@ -90,8 +90,12 @@ struct Log {
 
 const UNIVERSE: u64 = 240;
 const WORKERS: usize = 16;
-/// The dying worker's keys: claimed first, never registered.
+/// The closed worker's keys: claimed first, never registered.
 const DOOMED_KEYS: std::ops::Range<u64> = 0..40;
+/// The vanished worker's keys (its session expires): likewise.
+const EXPIRED_KEYS: std::ops::Range<u64> = 40..60;
+/// TTL of the vanished worker's session.
+const VANISHED_TTL: Duration = Duration::from_secs(3);
 
 /// A worker's overlapping slice of the universe, in its own order.
 fn worker_keys(w: usize) -> Vec<u64> {
@@ -205,6 +209,14 @@ async fn racing_workers_each_hash_is_granted_to_one_live_session_and_stored_once
     assert!(!doomed.create_namespace(&ns).await.unwrap());
     let held = doomed.can_offload(&u64s(DOOMED_KEYS)).await.unwrap();
     assert!(held.statuses.iter().all(|s| *s == OffloadStatus::Granted));
+    // The vanished worker holds EXPIRED_KEYS; its process "dies" mid-way
+    // (renewals stop) and its session expires on the server.
+    let vanished_session = Session::create(&c, VANISHED_TTL.as_secs() as i64)
+        .await
+        .unwrap();
+    let vanished = ClaimsClient::new(&c, vanished_session.id(), config("race", 100));
+    let held = vanished.can_offload(&u64s(EXPIRED_KEYS)).await.unwrap();
+    assert!(held.statuses.iter().all(|s| *s == OffloadStatus::Granted));
 
     let log = Arc::new(Mutex::new(Log::default()));
     let calls = Arc::new(AtomicUsize::new(0));
@@ -225,6 +237,13 @@ async fn racing_workers_each_hash_is_granted_to_one_live_session_and_stored_once
     .await;
     let close_started = Instant::now();
     let doomed_id = doomed_session.id();
+    // The vanished worker stops renewing; the server says how long its
+    // session has left (renewals only ever push that later).
+    let vanished_id = vanished_session.id();
+    drop(vanished_session);
+    let vanished_at = Instant::now();
+    let (_, remaining) = c.session_info(vanished_id).await.unwrap().unwrap();
+    let earliest_expiry = vanished_at + remaining.saturating_sub(Duration::from_millis(50));
     doomed_session.close().await.unwrap();
     for t in tasks {
         t.await.unwrap();
@@ -233,7 +252,9 @@ async fn racing_workers_each_hash_is_granted_to_one_live_session_and_stored_once
     let log = std::mem::take(&mut *log.lock().unwrap());
     let universe: BTreeSet<u64> = (0..WORKERS - 1).flat_map(worker_keys).collect();
     // Every doomed key is in some worker's set, so all were re-granted.
-    assert!(DOOMED_KEYS.clone().all(|k| universe.contains(&k)));
+    assert!(DOOMED_KEYS
+        .chain(EXPIRED_KEYS)
+        .all(|k| universe.contains(&k)));
     for k in &universe {
         let grants = log.grants.get(k).map(Vec::as_slice).unwrap_or_default();
         let sessions: BTreeSet<i64> = grants.iter().map(|g| g.session).collect();
@@ -253,6 +274,16 @@ async fn racing_workers_each_hash_is_granted_to_one_live_session_and_stored_once
                 );
             }
         }
+        if EXPIRED_KEYS.contains(k) {
+            for g in grants {
+                assert!(
+                    g.ended >= earliest_expiry,
+                    "key {k} re-granted {:?} after the vanished session's renewals \
+                     stopped, {remaining:?} before its expiry",
+                    g.ended - vanished_at
+                );
+            }
+        }
     }
     // While the doomed session lived, its keys were refused to others.
     let refused_before_close = log
@@ -263,6 +294,15 @@ async fn racing_workers_each_hash_is_granted_to_one_live_session_and_stored_once
     assert!(
         refused_before_close > 0,
         "the workers asked for the doomed keys while they were held"
+    );
+    let refused_before_expiry = log
+        .leased
+        .iter()
+        .filter(|(k, _, ended)| EXPIRED_KEYS.contains(k) && *ended < vanished_at)
+        .count();
+    assert!(
+        refused_before_expiry > 0,
+        "the workers asked for the vanished worker's keys while they were held"
     );
     // Stored exactly once each, by the session granted it (the value names
     // the storing session), with no register wasted or refused.
@@ -286,12 +326,19 @@ async fn racing_workers_each_hash_is_granted_to_one_live_session_and_stored_once
     assert_eq!(stats.entries, universe.len() as u64);
     assert_eq!(stats.active_leases, 0);
     assert_eq!(stats.converted, universe.len() as u64);
-    assert_eq!(stats.released, DOOMED_KEYS.count() as u64);
+    // Both sessions' leases were released when the session ended (the
+    // vanished one's session expiry releases them, none expires by itself:
+    // the claim lease TTL is 60 s).
+    assert_eq!(
+        stats.released,
+        (DOOMED_KEYS.count() + EXPIRED_KEYS.count()) as u64
+    );
+    assert_eq!(stats.expired, 0);
     // Each grant seen by a worker, plus the doomed worker's, is counted.
     let seen_grants: usize = log.grants.values().map(Vec::len).sum();
     assert_eq!(
         stats.granted + stats.refreshed,
-        (seen_grants + DOOMED_KEYS.count()) as u64
+        (seen_grants + DOOMED_KEYS.count() + EXPIRED_KEYS.count()) as u64
     );
     // The doomed session is gone: it can claim nothing any more.
     let gone = doomed.can_offload(&u64s([9999])).await.unwrap_err();
