@@ -539,7 +539,7 @@ async fn connect_cache_precise_errors_and_no_false_offload_when_the_cluster_is_d
     let cached = claims.can_offload(&u64s([1])).await.unwrap();
     assert_eq!(cached.statuses, vec![OffloadStatus::AlreadyStored]);
     let down = claims.can_offload(&u64s([1, 99])).await.unwrap_err();
-    assert!(down.is_unavailable(), "{down}");
+    assert!(down.is_unavailable(), "{down:?}");
     let batcher = claims.batcher();
     batcher
         .register(vec![RegisterEntry::new(ClaimKey::U64(7), "x")])

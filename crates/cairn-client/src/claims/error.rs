@@ -70,9 +70,13 @@ impl ClaimsError {
                     Code::InvalidArgument | Code::OutOfRange => {
                         return ClaimsError::InvalidArgument(msg.into())
                     }
-                    Code::Unavailable | Code::DeadlineExceeded => {
-                        return ClaimsError::Unavailable(e)
-                    }
+                    // Unknown / Cancelled: the transport broke mid-call
+                    // (a member going down), which no Cairn handler sends.
+                    Code::Unavailable
+                    | Code::DeadlineExceeded
+                    | Code::Unknown
+                    | Code::Cancelled
+                    | Code::Aborted => return ClaimsError::Unavailable(e),
                     _ => {}
                 }
             }
@@ -117,6 +121,7 @@ mod tests {
             ClaimsError::NamespaceExists(_)
         ));
         assert!(rpc(Status::unavailable("etcdserver: no leader")).is_unavailable());
+        assert!(rpc(Status::unknown("transport error")).is_unavailable());
         assert!(matches!(
             rpc(Status::internal("boom")),
             ClaimsError::Client(_)
