@@ -104,9 +104,14 @@ impl ClaimsConfig {
         ClaimsConfigBuilder(ClaimsConfig::default())
     }
 
-    /// From the process environment (see the module docs).
+    /// From the process environment (see the module docs); reference
+    /// variables that mean nothing to Cairn are logged as warnings.
     pub fn from_env() -> Result<ClaimsConfig, ClaimsError> {
-        Self::from_vars(|name| std::env::var(name).ok())
+        let var = |name: &str| std::env::var(name).ok();
+        for (name, why) in Self::ignored_env(var) {
+            tracing::warn!(variable = name, "ignored: {why}");
+        }
+        Self::from_vars(var)
     }
 
     /// From any variable source (`from_env` uses the process environment).
