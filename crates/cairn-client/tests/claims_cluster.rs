@@ -462,14 +462,21 @@ async fn connect_cache_precise_errors_and_no_false_offload_when_the_cluster_is_d
         eviction: EvictionPolicy::Tail,
         ..NamespaceConfig::default()
     };
-    let config = ClaimsConfig::builder()
-        .endpoints(vec![url])
-        .namespace("cached")
-        .cache_entries(100)
-        .session_ttl_secs(5)
-        .request_timeout(Duration::from_secs(2))
-        .create(ns.clone())
-        .build();
+    // Configured the way an existing deployment is: its DYN_REGISTRY_*
+    // variables, plus where the Cairn members are.
+    let env: std::collections::HashMap<&str, String> = [
+        ("CAIRN_CLAIMS_ENDPOINTS", url),
+        ("DYN_REGISTRY_CLIENT_NAMESPACE", "cached".into()),
+        ("DYN_REGISTRY_CLIENT_LOCAL_CACHE", "100".into()),
+        ("DYN_REGISTRY_CLIENT_REQUEST_TIMEOUT_MS", "2000".into()),
+        ("DYN_REGISTRY_HUB_CAPACITY", "3".into()),
+        ("DYN_REGISTRY_HUB_LEASE_TIMEOUT_SECS", "30".into()),
+        ("CAIRN_CLAIMS_EVICTION", "tail".into()),
+        ("CAIRN_CLAIMS_SESSION_TTL_SECS", "5".into()),
+    ]
+    .into();
+    let config = ClaimsConfig::from_vars(|k| env.get(k).cloned()).unwrap();
+    assert_eq!(config.create.as_ref(), Some(&ns));
     let claims = ClaimsClient::connect(config).await.unwrap();
     assert!(
         claims.create_namespace(&ns).await.unwrap(),
