@@ -196,3 +196,40 @@ fn claims_commands_show_every_status_and_refuse_bad_input() {
         ok(&ep, &["claims", "can-offload", "blocks", "9", &sb]) == format!("{} GRANTED\n", k(9))
     });
 }
+
+#[test]
+fn a_held_session_keeps_its_leases_until_interrupted_then_releases_them() {
+    let cluster = ProcCluster::start(1);
+    let ep = cluster.endpoints();
+    ok(&ep, &["claims", "create", "held"]);
+    let other = format!("--session={}", session(&ep, "60"));
+    // A 60 s session: only closing it can release the lease within the wait.
+    let mut cmd = Command::new(cairn_bin());
+    cmd.arg(format!("--endpoints={ep}")).args([
+        "claims",
+        "can-offload",
+        "held",
+        "5",
+        "--hold",
+        "--ttl=60",
+    ]);
+    let mut holder = Collected::spawn(cmd);
+    wait_until("the holder is granted", WAIT, || {
+        holder.contains(&format!("{} GRANTED", k(5)))
+    });
+    assert_eq!(
+        ok(&ep, &["claims", "can-offload", "held", "5", &other]),
+        format!("{} LEASED\n", k(5))
+    );
+    let st = Command::new("kill")
+        .args(["-INT", &holder.child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(st.success());
+    wait_until("the holder exits", WAIT, || holder.exited());
+    wait_until("the lease is released", Duration::from_secs(20), || {
+        ok(&ep, &["claims", "can-offload", "held", "5", &other]) == format!("{} GRANTED\n", k(5))
+    });
+    let stats = ok(&ep, &["claims", "stats", "held"]);
+    assert!(stats.contains("released=1 "), "{stats}");
+}
