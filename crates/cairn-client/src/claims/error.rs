@@ -62,7 +62,9 @@ impl ClaimsError {
             ClientError::Rpc { status, .. } => {
                 let msg = status.message();
                 match status.code() {
-                    Code::NotFound if msg.contains("session") => {
+                    // The store's texts: "session N not found ..." and
+                    // "claims namespace \"name\" not found".
+                    Code::NotFound if msg.starts_with("session ") => {
                         return ClaimsError::SessionNotFound(session)
                     }
                     Code::NotFound => return ClaimsError::NamespaceNotFound(namespace.into()),
@@ -111,6 +113,12 @@ mod tests {
                 "session 42 not found (expired or never granted)"
             )),
             ClaimsError::SessionNotFound(0x2a)
+        ));
+        assert!(matches!(
+            rpc(Status::not_found(
+                "claims namespace \"session-ns\" not found"
+            )),
+            ClaimsError::NamespaceNotFound(_)
         ));
         assert!(matches!(
             rpc(Status::invalid_argument("the request has no keys")),
