@@ -465,7 +465,7 @@ async fn connect_cache_precise_errors_and_no_false_offload_when_the_cluster_is_d
     // Configured the way an existing deployment is: its DYN_REGISTRY_*
     // variables, plus where the Cairn members are.
     let env: std::collections::HashMap<&str, String> = [
-        ("CAIRN_CLAIMS_ENDPOINTS", url),
+        ("CAIRN_CLAIMS_ENDPOINTS", url.clone()),
         ("DYN_REGISTRY_CLIENT_NAMESPACE", "cached".into()),
         ("DYN_REGISTRY_CLIENT_LOCAL_CACHE", "100".into()),
         ("DYN_REGISTRY_CLIENT_REQUEST_TIMEOUT_MS", "2000".into()),
@@ -539,6 +539,23 @@ async fn connect_cache_precise_errors_and_no_false_offload_when_the_cluster_is_d
         .unwrap()
         .iter()
         .any(|s| s.namespace == "cached"));
+
+    // close() ends a session connect() created, even while a batcher
+    // shares it: its lease goes at once (the TTL is a minute).
+    let config = ClaimsConfig::builder()
+        .endpoints(vec![url])
+        .namespace("cached")
+        .session_ttl_secs(60)
+        .build();
+    let short = ClaimsClient::connect(config).await.unwrap();
+    let _batcher = short.batcher();
+    let got = short.can_offload(&u64s([50])).await.unwrap();
+    assert_eq!(got.statuses, vec![OffloadStatus::Granted]);
+    let seen = stranger.can_offload(&u64s([50])).await.unwrap();
+    assert_eq!(seen.statuses, vec![OffloadStatus::Leased]);
+    short.close().await.unwrap();
+    let seen = stranger.can_offload(&u64s([50])).await.unwrap();
+    assert_eq!(seen.statuses, vec![OffloadStatus::Granted]);
 
     // The cluster goes away: cached keys still answer AlreadyStored, and
     // anything else is an error, never "granted".

@@ -148,17 +148,18 @@ impl ClaimsClient {
         }
     }
 
-    /// End the session this client created (its leases are released at
-    /// once), if no other clone holds it; otherwise only drops this handle.
+    /// End the session this client created: its leases are released at
+    /// once, and clones (e.g. a batcher's) see it gone. A client for a
+    /// caller's session leaves that session alone.
     pub async fn close(self) -> Result<(), ClaimsError> {
-        let ns = self.namespace.clone();
-        if let Some(s) = self.session.and_then(|s| Arc::try_unwrap(s).ok()) {
-            let id = s.id();
-            s.close()
-                .await
-                .map_err(|e| ClaimsError::from_client(e, &ns, id))?;
-        }
-        Ok(())
+        let (ns, id) = (self.namespace.clone(), self.session_id);
+        let result = match self.session.map(Arc::try_unwrap) {
+            None => return Ok(()),
+            Some(Ok(session)) => session.close().await,
+            // Still shared: end it through its lease.
+            Some(Err(_shared)) => self.client.lease_revoke(id).await.map(drop),
+        };
+        result.map_err(|e| ClaimsError::from_client(e, &ns, id))
     }
 
     /// A register batcher over a clone of this client (see
