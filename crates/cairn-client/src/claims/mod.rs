@@ -20,8 +20,9 @@
 //! Every claims call is safe to repeat (a re-asked `can_offload` refreshes
 //! this session's own leases, a repeated `register` finds the entry stored),
 //! so the client retries them on any `Unavailable`, through leader changes,
-//! within [`ClaimsConfig::request_timeout`]. The one visible effect: an
-//! entry stored by a try whose answer was lost reports `AlreadyStored`.
+//! within [`ClaimsConfig::request_timeout`]. The visible effects of a try
+//! whose answer was lost: an entry it stored reports `AlreadyStored`, and
+//! entries it removed are not counted by the repeated `remove`.
 
 mod batcher;
 mod cache;
