@@ -30,6 +30,7 @@
 //! (`leader changed`, `request timed out`, a lost connection or a deadline)
 //! fails with [`ClientError::OutcomeUnknown`] and is never repeated.
 
+pub mod claims;
 mod client;
 mod endpoints;
 mod error;

@@ -56,6 +56,9 @@ enum Command {
     /// Cairn registries: names owned by sessions (unique or duplicate).
     #[command(subcommand)]
     Name(cmd::name::NameCommand),
+    /// Block claims: which data blocks are stored or being stored.
+    #[command(subcommand)]
+    Claims(cmd::claims::ClaimsCommand),
     /// Run COMMAND while holding a lock (fencing token in CAIRN_LOCK_TOKEN).
     Lock(cmd::lock::LockArgs),
     /// Campaign in an election and lead until interrupted.
@@ -95,6 +98,7 @@ async fn main() -> ExitCode {
         Command::MoveLeader(args) => cmd::move_leader::run(g, args).await,
         Command::Snapshot(c) => cmd::snapshot::run(g, c).await,
         Command::Name(c) => cmd::name::run(g, c).await,
+        Command::Claims(c) => cmd::claims::run(g, c).await,
         Command::Lock(args) => cmd::lock::run(g, args).await,
         Command::Elect(args) => cmd::elect::run(g, args).await,
         Command::FencedPut(args) => cmd::fenced_put::run(g, args).await,

@@ -2,6 +2,7 @@
 //! library. Shared here: the global flags and small parsers.
 
 pub mod alarm;
+pub mod claims;
 pub mod compact;
 pub mod del;
 pub mod elect;
