@@ -364,7 +364,12 @@ fn write_snapshot(txn: &redb::WriteTransaction, meta: &[u8], data: &[u8]) -> io:
 /// Serialize the store and remember the result as the current snapshot.
 pub struct SnapshotBuilder {
     db: Arc<Database>,
-    store: SharedStore,
+    /// The store as of `applied`, copied when the builder was made.
+    /// openraft runs `build_snapshot` in a task of its own while the state
+    /// machine goes on applying, so a copy taken there could hold entries
+    /// after `applied`: a member installing it would apply them twice.
+    /// `None` if the store's lock was poisoned (an apply panicked).
+    state: Option<StoreSnapshot>,
     applied: Option<LogId>,
     membership: StoredMembership,
 }
@@ -373,12 +378,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = Cursor<Vec<u8>>;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        // Copy under the read lock, encode and write without it.
         let state = self
-            .store
-            .read()
-            .map_err(|_| io_err("store", "lock poisoned"))?
-            .snapshot();
+            .state
+            .take()
+            .ok_or_else(|| io_err("store", "lock poisoned, or the builder was used twice"))?;
         let (db, applied, membership) = (self.db.clone(), self.applied, self.membership.clone());
         tokio::task::spawn_blocking(move || {
             let data = encode("snapshot", &SnapshotFile { store: state })?;
@@ -460,9 +463,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        // Called between applies: the copy matches `applied` exactly.
+        let state = self.store.read().ok().map(|store| store.snapshot());
         SnapshotBuilder {
             db: self.db.clone(),
-            store: self.store.clone(),
+            state,
             applied: self.applied,
             membership: self.membership.clone(),
         }
@@ -596,6 +601,30 @@ mod restored_tests {
         assert_eq!(applied, None, "nothing applied: the node bootstraps");
         assert_eq!(membership, StoredMembership::default());
         assert!(sm.get_current_snapshot().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_holds_the_state_as_of_its_builder_not_later_applies() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::create(dir.path().join("db")).unwrap());
+        let store = sample_store();
+        StateMachineStore::write_restored(&db, &store).unwrap();
+        let mut sm = StateMachineStore::open(db.clone()).unwrap();
+        let mut builder = sm.get_snapshot_builder().await;
+        // openraft builds in a task of its own while the state machine
+        // applies on: a put lands between making the builder and building.
+        sm.shared_store()
+            .write()
+            .unwrap()
+            .apply(&Command::Put(PutRequest {
+                key: "late".into(),
+                value: b"v".to_vec(),
+                ..Default::default()
+            }));
+        let snap = builder.build_snapshot().await.unwrap();
+        let file: SnapshotFile = decode("snapshot", snap.snapshot.get_ref()).unwrap();
+        assert_eq!(file.store, store.snapshot());
+        assert_eq!(file.store.meta.revision, 3, "the late put is not in it");
     }
 
     #[test]
