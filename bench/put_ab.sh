@@ -5,7 +5,8 @@
 #
 #   bench/put_ab.sh target-old/release old; bench/put_ab.sh target/release new
 #
-# EXTRA=--target-leader sends everything to the leader.
+# EXTRA=--target-leader sends everything to the leader; SERVE_EXTRA adds
+# `cairn serve` flags (e.g. SERVE_EXTRA="--snapshot-entries 100000").
 set -euo pipefail
 BIN=${1:?usage: put_ab.sh BIN_DIR LABEL}
 LABEL=${2:-cairn}
@@ -19,9 +20,10 @@ cleanup() {
 trap cleanup EXIT
 IC="n1=http://127.0.0.1:26801,n2=http://127.0.0.1:26802,n3=http://127.0.0.1:26803"
 for i in 1 2 3; do
+    # shellcheck disable=SC2086
     "$BIN/cairn" serve --name "n$i" --data-dir "$WORK/d$i" \
         --listen-client "127.0.0.1:2679$i" --listen-peer "127.0.0.1:2680$i" \
-        --initial-cluster "$IC" >"$WORK/n$i.log" 2>&1 &
+        --initial-cluster "$IC" ${SERVE_EXTRA:-} >"$WORK/n$i.log" 2>&1 &
     PIDS+=($!)
 done
 EPS=http://127.0.0.1:26791,http://127.0.0.1:26792,http://127.0.0.1:26793

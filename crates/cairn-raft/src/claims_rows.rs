@@ -279,7 +279,7 @@ mod tests {
         claims(&mut store, offload(s, &[3, 4]));
         StateMachineStore::write_restored(&db, &store).unwrap();
 
-        let sm = StateMachineStore::open(db).unwrap();
+        let sm = StateMachineStore::open(db, &dir.path().join("snapshot")).unwrap();
         let opened = sm.shared_store().read().unwrap().snapshot();
         assert_eq!(opened, store.snapshot());
         assert_eq!(opened.claims.slots.len(), 4);

@@ -1,14 +1,15 @@
 //! The Raft state machine: `cairn_store::Store` in memory, mirrored in redb.
 //!
-//! Every applied batch is one redb write transaction holding the changed
-//! records, leases, the store's scalars, the last applied log id and the
-//! membership, so applied index and data can never disagree after a crash.
-//! The transaction is not fsynced on its own: it shares the database file
-//! with the log, and redb makes a non-durable commit durable with the next
-//! durable one (the next log append), and the log still holds every entry
-//! this commit covers until a durable snapshot lets Raft purge it.
+//! Every applied batch's changed records, leases, store scalars, last
+//! applied log id and membership are written in one redb transaction (the
+//! log writer's group transaction, see `log_store::writer`), so applied
+//! index and data can never disagree after a crash. Those commits are not
+//! fsynced one by one; the log still holds every entry they cover until
+//! the state is durable (see `log_store::writer::Checkpoint`). The current
+//! snapshot is a file of its own ([`crate::snapshot_file`]).
 
 use std::io::{self, Cursor};
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use cairn_store::{CommandResult, Event, LeaseRecord, Record, Store, StoreMeta, StoreSnapshot};
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::claims_rows::{self, ClaimsRows};
 use crate::log_store::StateWriter;
+use crate::snapshot_file::SnapshotFile;
 use crate::types::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 
 const RECORDS: TableDefinition<(i64, i64), &[u8]> = TableDefinition::new("sm_records");
@@ -30,10 +32,8 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_meta");
 const KEY_STORE_META: &str = "store_meta";
 const KEY_APPLIED: &str = "applied";
 const KEY_MEMBERSHIP: &str = "membership";
-/// The current snapshot, apart from `sm_meta`: redb copies a whole leaf on
-/// every update, and a multi-megabyte snapshot sharing a leaf with the
-/// applied log id was rewritten by every applied batch (a 1-client put went
-/// from 2.4 ms to 15 ms after the first snapshot).
+/// Where versions before the snapshot file kept the current snapshot; read
+/// once at open to move it to the file.
 const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_snapshot");
 const KEY_SNAPSHOT_META: &str = "meta";
 const KEY_SNAPSHOT_DATA: &str = "data";
@@ -72,11 +72,13 @@ pub struct StateMachineStore {
     /// transactions (see `log_store::StateWriter`) instead of a
     /// transaction of their own that waits for redb's writer lock.
     writer: Option<StateWriter>,
+    /// The current snapshot, for members that need one.
+    snapshots: Arc<SnapshotFile>,
 }
 
 /// A snapshot's bytes on the wire and on disk.
 #[derive(Serialize, Deserialize)]
-struct SnapshotFile {
+struct SnapshotContents {
     store: StoreSnapshot,
 }
 
@@ -93,9 +95,12 @@ fn decode<'a, T: Deserialize<'a>>(what: &str, bytes: &'a [u8]) -> io::Result<T> 
 }
 
 impl StateMachineStore {
-    /// Load the state persisted in `db` (empty on a new database).
-    pub fn open(db: Arc<Database>) -> io::Result<Self> {
+    /// Load the state persisted in `db` (empty on a new database); the
+    /// current snapshot lives in `snapshot_dir`.
+    pub fn open(db: Arc<Database>, snapshot_dir: &Path) -> io::Result<Self> {
         let observer: Arc<dyn ApplyObserver> = Arc::new(NoObserver);
+        let snapshots = Arc::new(SnapshotFile::open(snapshot_dir)?);
+        move_snapshot_out_of_redb(&db, &snapshots)?;
         let txn = db.begin_write().map_err(|e| io_err("begin", e))?;
         {
             // Create the tables so read transactions find them.
@@ -159,6 +164,7 @@ impl StateMachineStore {
             membership,
             observer,
             writer: None,
+            snapshots,
         })
     }
 
@@ -221,11 +227,7 @@ impl StateMachineStore {
 
     /// Every row of the current state, to replace the tables after a
     /// snapshot is installed.
-    fn whole_rows(
-        &self,
-        snapshot_meta: &SnapshotMeta,
-        snapshot_bytes: &[u8],
-    ) -> io::Result<WholeRows> {
+    fn whole_rows(&self) -> io::Result<WholeRows> {
         let mut store = self
             .store
             .write()
@@ -235,8 +237,6 @@ impl StateMachineStore {
         drop(store);
         Ok(WholeRows {
             rows: ChangedRows::of_snapshot(&snap, &self.applied, &self.membership)?,
-            snapshot_meta: encode("snapshot meta", snapshot_meta)?,
-            snapshot_data: snapshot_bytes.to_vec(),
         })
     }
 }
@@ -329,8 +329,6 @@ impl ChangedRows {
 /// The full state after installing a snapshot, plus the snapshot itself.
 struct WholeRows {
     rows: ChangedRows,
-    snapshot_meta: Vec<u8>,
-    snapshot_data: Vec<u8>,
 }
 
 impl WholeRows {
@@ -344,26 +342,43 @@ impl WholeRows {
             .map_err(|e| io_err("clear leases", e))?;
         claims_rows::clear_tables(&txn)?;
         self.rows.write_in(&txn)?;
-        write_snapshot(&txn, &self.snapshot_meta, &self.snapshot_data)?;
         txn.commit().map_err(|e| io_err("commit", e))
     }
 }
 
-/// Records `data` (with its encoded meta) as the current snapshot.
-fn write_snapshot(txn: &redb::WriteTransaction, meta: &[u8], data: &[u8]) -> io::Result<()> {
-    let mut t = txn
-        .open_table(SNAPSHOT)
-        .map_err(|e| io_err("open snapshot", e))?;
-    t.insert(KEY_SNAPSHOT_META, meta)
-        .map_err(|e| io_err("snapshot meta", e))?;
-    t.insert(KEY_SNAPSHOT_DATA, data)
-        .map_err(|e| io_err("snapshot data", e))?;
-    Ok(())
+/// Moves a snapshot left in redb by an older version into the file.
+fn move_snapshot_out_of_redb(db: &Database, snapshots: &SnapshotFile) -> io::Result<()> {
+    let txn = db.begin_write().map_err(|e| io_err("begin", e))?;
+    {
+        let mut t = txn
+            .open_table(SNAPSHOT)
+            .map_err(|e| io_err("open snapshot", e))?;
+        let found = {
+            let meta = t.get(KEY_SNAPSHOT_META).map_err(|e| io_err("read", e))?;
+            let data = t.get(KEY_SNAPSHOT_DATA).map_err(|e| io_err("read", e))?;
+            match (meta, data) {
+                (Some(m), Some(d)) => Some((
+                    decode::<SnapshotMeta>("snapshot meta", m.value())?,
+                    d.value().to_vec(),
+                )),
+                _ => None,
+            }
+        };
+        let Some((meta, data)) = found else {
+            return Ok(());
+        };
+        snapshots.save(&meta, &data)?;
+        t.remove(KEY_SNAPSHOT_META)
+            .map_err(|e| io_err("remove snapshot", e))?;
+        t.remove(KEY_SNAPSHOT_DATA)
+            .map_err(|e| io_err("remove snapshot", e))?;
+    }
+    txn.commit().map_err(|e| io_err("commit", e))
 }
 
 /// Serialize the store and remember the result as the current snapshot.
 pub struct SnapshotBuilder {
-    db: Arc<Database>,
+    snapshots: Arc<SnapshotFile>,
     /// The store as of `applied`, copied when the builder was made.
     /// openraft runs `build_snapshot` in a task of its own while the state
     /// machine goes on applying, so a copy taken there could hold entries
@@ -382,16 +397,18 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .state
             .take()
             .ok_or_else(|| io_err("store", "lock poisoned, or the builder was used twice"))?;
-        let (db, applied, membership) = (self.db.clone(), self.applied, self.membership.clone());
+        let (snapshots, applied, membership) = (
+            self.snapshots.clone(),
+            self.applied,
+            self.membership.clone(),
+        );
         tokio::task::spawn_blocking(move || {
-            let data = encode("snapshot", &SnapshotFile { store: state })?;
+            let data = encode("snapshot", &SnapshotContents { store: state })?;
             let meta = SnapshotMeta {
                 last_log_id: applied,
                 last_membership: membership,
             };
-            let txn = db.begin_write().map_err(|e| io_err("begin", e))?;
-            write_snapshot(&txn, &encode("snapshot meta", &meta)?, &data)?;
-            txn.commit().map_err(|e| io_err("commit", e))?;
+            snapshots.save(&meta, &data)?;
             Ok(Snapshot {
                 meta,
                 snapshot: Cursor::new(data),
@@ -466,7 +483,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // Called between applies: the copy matches `applied` exactly.
         let state = self.store.read().ok().map(|store| store.snapshot());
         SnapshotBuilder {
-            db: self.db.clone(),
+            snapshots: self.snapshots.clone(),
             state,
             applied: self.applied,
             membership: self.membership.clone(),
@@ -479,7 +496,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Self::SnapshotData,
     ) -> Result<(), io::Error> {
         let bytes = snapshot.into_inner();
-        let file: SnapshotFile = decode("snapshot", &bytes)?;
+        let file: SnapshotContents = decode("snapshot", &bytes)?;
+        // The file first: if a crash comes before the rows below, this
+        // member holds a snapshot ahead of its state, which is still a
+        // committed state to send; the other order could leave it with a
+        // purged log and only an older snapshot.
+        let snapshots = self.snapshots.clone();
+        let saved_meta = meta.clone();
+        tokio::task::spawn_blocking(move || snapshots.save(&saved_meta, &bytes))
+            .await
+            .map_err(|e| io_err("snapshot save task", e))??;
         let store = Store::from_snapshot(file.store);
         let revision = store.revision();
         *self
@@ -489,7 +515,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         let this_db = self.db.clone();
-        let whole = self.whole_rows(meta, &bytes)?;
+        let whole = self.whole_rows()?;
         match &self.writer {
             // After every queued batch's rows, which it replaces.
             Some(w) => w.run(move || whole.write(&this_db)).await?,
@@ -504,19 +530,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        let read = self.db.begin_read().map_err(|e| io_err("begin read", e))?;
-        let t = read
-            .open_table(SNAPSHOT)
-            .map_err(|e| io_err("open snapshot", e))?;
-        let meta = t.get(KEY_SNAPSHOT_META).map_err(|e| io_err("read", e))?;
-        let data = t.get(KEY_SNAPSHOT_DATA).map_err(|e| io_err("read", e))?;
-        match (meta, data) {
-            (Some(m), Some(d)) => Ok(Some(Snapshot {
-                meta: decode("snapshot meta", m.value())?,
-                snapshot: Cursor::new(d.value().to_vec()),
-            })),
-            _ => Ok(None),
-        }
+        let snapshots = self.snapshots.clone();
+        let loaded = tokio::task::spawn_blocking(move || snapshots.load())
+            .await
+            .map_err(|e| io_err("snapshot load task", e))??;
+        Ok(loaded.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Cursor::new(data),
+        }))
     }
 }
 
@@ -592,7 +613,7 @@ mod restored_tests {
         let store = sample_store();
         StateMachineStore::write_restored(&db, &store).unwrap();
 
-        let mut sm = StateMachineStore::open(db.clone()).unwrap();
+        let mut sm = StateMachineStore::open(db.clone(), &dir.path().join("snapshot")).unwrap();
         let opened = sm.shared_store().read().unwrap().snapshot();
         assert_eq!(opened, store.snapshot());
         assert_eq!(opened.meta.revision, 3);
@@ -609,7 +630,7 @@ mod restored_tests {
         let db = Arc::new(Database::create(dir.path().join("db")).unwrap());
         let store = sample_store();
         StateMachineStore::write_restored(&db, &store).unwrap();
-        let mut sm = StateMachineStore::open(db.clone()).unwrap();
+        let mut sm = StateMachineStore::open(db.clone(), &dir.path().join("snapshot")).unwrap();
         let mut builder = sm.get_snapshot_builder().await;
         // openraft builds in a task of its own while the state machine
         // applies on: a put lands between making the builder and building.
@@ -622,9 +643,45 @@ mod restored_tests {
                 ..Default::default()
             }));
         let snap = builder.build_snapshot().await.unwrap();
-        let file: SnapshotFile = decode("snapshot", snap.snapshot.get_ref()).unwrap();
+        let file: SnapshotContents = decode("snapshot", snap.snapshot.get_ref()).unwrap();
         assert_eq!(file.store, store.snapshot());
         assert_eq!(file.store.meta.revision, 3, "the late put is not in it");
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_left_in_redb_by_an_older_version_moves_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::create(dir.path().join("db")).unwrap());
+        let meta = SnapshotMeta {
+            last_log_id: None,
+            last_membership: StoredMembership::default(),
+        };
+        let data = encode(
+            "snapshot",
+            &SnapshotContents {
+                store: sample_store().snapshot(),
+            },
+        )
+        .unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(SNAPSHOT).unwrap();
+            t.insert(KEY_SNAPSHOT_META, encode("meta", &meta).unwrap().as_slice())
+                .unwrap();
+            t.insert(KEY_SNAPSHOT_DATA, data.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+
+        let mut sm = StateMachineStore::open(db.clone(), &dir.path().join("snapshot")).unwrap();
+        let current = sm.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta, meta);
+        assert_eq!(current.snapshot.into_inner(), data);
+        let read = db.begin_read().unwrap();
+        let t = read.open_table(SNAPSHOT).unwrap();
+        assert!(
+            t.get(KEY_SNAPSHOT_DATA).unwrap().is_none(),
+            "moved, not copied"
+        );
     }
 
     #[test]

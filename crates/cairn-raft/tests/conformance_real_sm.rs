@@ -24,7 +24,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for Builder 
         let dir = tempfile::tempdir().map_err(|e| err(&e))?;
         let db = Arc::new(Database::create(dir.path().join("cairn.redb")).map_err(|e| err(&e))?);
         let log = LogStore::open(db.clone(), &dir.path().join("wal")).map_err(|e| err(&e))?;
-        let sm = StateMachineStore::open(db)
+        let sm = StateMachineStore::open(db, &dir.path().join("snapshot"))
             .map_err(|e| err(&e))?
             .with_writer(log.state_writer());
         Ok((dir, log, sm))

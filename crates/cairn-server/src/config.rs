@@ -96,7 +96,9 @@ impl Default for ServerConfig {
             max_request_bytes: 1536 * 1024,
             max_txn_ops: 128,
             quota_backend_bytes: 2 * 1024 * 1024 * 1024,
-            snapshot_entries: 10_000,
+            // etcd's --snapshot-count default. Each snapshot copies and
+            // encodes the whole store, history included.
+            snapshot_entries: 100_000,
             tick_interval_ms: 500,
             max_lease_expiries_per_tick: 1000,
             request_timeout_ms: 5000,

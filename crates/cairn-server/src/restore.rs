@@ -292,7 +292,7 @@ mod tests {
         restore_snapshot(&file, &config).unwrap();
         let db =
             std::sync::Arc::new(redb::Database::create(config.data_dir.join(DB_FILE)).unwrap());
-        let sm = StateMachineStore::open(db).unwrap();
+        let sm = StateMachineStore::open(db, &config.data_dir.join("snapshot")).unwrap();
         let restored = sm.shared_store().read().unwrap().snapshot();
         let mut want = store.snapshot();
         want.meta.alarms.clear();

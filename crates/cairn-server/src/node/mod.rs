@@ -117,7 +117,7 @@ impl Node {
 
         let log_store = LogStore::open(db.clone(), &data_dir.join("raft-wal"))
             .map_err(|e| StartError::Storage(e.to_string()))?;
-        let mut sm = StateMachineStore::open(db.clone())
+        let mut sm = StateMachineStore::open(db.clone(), &data_dir.join("snapshot"))
             .map_err(|e| StartError::Storage(e.to_string()))?
             .with_writer(log_store.state_writer());
         let store = sm.shared_store();
