@@ -115,48 +115,9 @@ impl StateMachineStore {
         }
         txn.commit().map_err(|e| io_err("commit", e))?;
 
-        let read = db.begin_read().map_err(|e| io_err("begin read", e))?;
-        let meta_table = read.open_table(META).map_err(|e| io_err("open meta", e))?;
-        let get = |key: &str| -> io::Result<Option<Vec<u8>>> {
-            Ok(meta_table
-                .get(key)
-                .map_err(|e| io_err("read meta", e))?
-                .map(|v| v.value().to_vec()))
-        };
-        let store_meta: StoreMeta = match get(KEY_STORE_META)? {
-            Some(b) => decode("store meta", &b)?,
-            None => StoreMeta::default(),
-        };
-        let applied: Option<LogId> = match get(KEY_APPLIED)? {
-            Some(b) => decode("applied log id", &b)?,
-            None => None,
-        };
-        let membership: StoredMembership = match get(KEY_MEMBERSHIP)? {
-            Some(b) => decode("membership", &b)?,
-            None => StoredMembership::default(),
-        };
-        let mut records = Vec::new();
-        for row in read
-            .open_table(RECORDS)
-            .map_err(|e| io_err("open records", e))?
-            .iter()
-            .map_err(|e| io_err("scan", e))?
-        {
-            let (_, v) = row.map_err(|e| io_err("scan records", e))?;
-            records.push(decode::<(Vec<u8>, Record)>("record", v.value())?);
-        }
-        let mut leases = Vec::new();
-        for row in read
-            .open_table(LEASES)
-            .map_err(|e| io_err("open leases", e))?
-            .iter()
-            .map_err(|e| io_err("scan", e))?
-        {
-            let (_, v) = row.map_err(|e| io_err("scan leases", e))?;
-            leases.push(decode::<LeaseRecord>("lease", v.value())?);
-        }
-        let mut store = Store::restore(store_meta, records, leases);
-        store.restore_claims(claims_rows::load(&read)?);
+        let persisted = read_persisted(&db)?;
+        let store = Store::from_snapshot(persisted.store);
+        let (applied, membership) = (persisted.applied, persisted.membership);
         Ok(StateMachineStore {
             db,
             store: Arc::new(RwLock::new(store)),
@@ -346,6 +307,68 @@ impl WholeRows {
     }
 }
 
+/// The state as persisted in redb, read in one read transaction: the rows
+/// and the applied log id they cover, consistent with each other whatever
+/// the state machine applies meanwhile.
+struct Persisted {
+    store: StoreSnapshot,
+    applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+fn read_persisted(db: &Database) -> io::Result<Persisted> {
+    let read = db.begin_read().map_err(|e| io_err("begin read", e))?;
+    let meta_table = read.open_table(META).map_err(|e| io_err("open meta", e))?;
+    let get = |key: &str| -> io::Result<Option<Vec<u8>>> {
+        Ok(meta_table
+            .get(key)
+            .map_err(|e| io_err("read meta", e))?
+            .map(|v| v.value().to_vec()))
+    };
+    let store_meta: StoreMeta = match get(KEY_STORE_META)? {
+        Some(b) => decode("store meta", &b)?,
+        None => StoreMeta::default(),
+    };
+    let applied: Option<LogId> = match get(KEY_APPLIED)? {
+        Some(b) => decode("applied log id", &b)?,
+        None => None,
+    };
+    let membership: StoredMembership = match get(KEY_MEMBERSHIP)? {
+        Some(b) => decode("membership", &b)?,
+        None => StoredMembership::default(),
+    };
+    let mut records = Vec::new();
+    for row in read
+        .open_table(RECORDS)
+        .map_err(|e| io_err("open records", e))?
+        .iter()
+        .map_err(|e| io_err("scan", e))?
+    {
+        let (_, v) = row.map_err(|e| io_err("scan records", e))?;
+        records.push(decode::<(Vec<u8>, Record)>("record", v.value())?);
+    }
+    let mut leases = Vec::new();
+    for row in read
+        .open_table(LEASES)
+        .map_err(|e| io_err("open leases", e))?
+        .iter()
+        .map_err(|e| io_err("scan", e))?
+    {
+        let (_, v) = row.map_err(|e| io_err("scan leases", e))?;
+        leases.push(decode::<LeaseRecord>("lease", v.value())?);
+    }
+    Ok(Persisted {
+        store: StoreSnapshot {
+            meta: store_meta,
+            records,
+            leases,
+            claims: claims_rows::load(&read)?,
+        },
+        applied,
+        membership,
+    })
+}
+
 /// Moves a snapshot left in redb by an older version into the file.
 fn move_snapshot_out_of_redb(db: &Database, snapshots: &SnapshotFile) -> io::Result<()> {
     let txn = db.begin_write().map_err(|e| io_err("begin", e))?;
@@ -376,37 +399,37 @@ fn move_snapshot_out_of_redb(db: &Database, snapshots: &SnapshotFile) -> io::Res
     txn.commit().map_err(|e| io_err("commit", e))
 }
 
-/// Serialize the store and remember the result as the current snapshot.
+/// Serialize the persisted state and remember it as the current snapshot.
+///
+/// openraft runs `build_snapshot` in a task of its own while the state
+/// machine goes on applying, so the builder needs a view that later applies
+/// cannot change. It reads one redb read transaction (redb's readers see a
+/// fixed commit): the rows and the applied log id written with them. That
+/// may be a little behind what was applied in memory (rows still queued to
+/// the writer), which only makes the snapshot's log id smaller. Copying the
+/// in-memory store instead held its lock, and so stopped applies, for the
+/// whole copy of a store with its history.
 pub struct SnapshotBuilder {
+    db: Arc<Database>,
     snapshots: Arc<SnapshotFile>,
-    /// The store as of `applied`, copied when the builder was made.
-    /// openraft runs `build_snapshot` in a task of its own while the state
-    /// machine goes on applying, so a copy taken there could hold entries
-    /// after `applied`: a member installing it would apply them twice.
-    /// `None` if the store's lock was poisoned (an apply panicked).
-    state: Option<StoreSnapshot>,
-    applied: Option<LogId>,
-    membership: StoredMembership,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = Cursor<Vec<u8>>;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        let state = self
-            .state
-            .take()
-            .ok_or_else(|| io_err("store", "lock poisoned, or the builder was used twice"))?;
-        let (snapshots, applied, membership) = (
-            self.snapshots.clone(),
-            self.applied,
-            self.membership.clone(),
-        );
+        let (db, snapshots) = (self.db.clone(), self.snapshots.clone());
         tokio::task::spawn_blocking(move || {
-            let data = encode("snapshot", &SnapshotContents { store: state })?;
+            let persisted = read_persisted(&db)?;
+            let data = encode(
+                "snapshot",
+                &SnapshotContents {
+                    store: persisted.store,
+                },
+            )?;
             let meta = SnapshotMeta {
-                last_log_id: applied,
-                last_membership: membership,
+                last_log_id: persisted.applied,
+                last_membership: persisted.membership,
             };
             snapshots.save(&meta, &data)?;
             Ok(Snapshot {
@@ -480,13 +503,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        // Called between applies: the copy matches `applied` exactly.
-        let state = self.store.read().ok().map(|store| store.snapshot());
         SnapshotBuilder {
+            db: self.db.clone(),
             snapshots: self.snapshots.clone(),
-            state,
-            applied: self.applied,
-            membership: self.membership.clone(),
         }
     }
 
@@ -625,7 +644,7 @@ mod restored_tests {
     }
 
     #[tokio::test]
-    async fn a_snapshot_holds_the_state_as_of_its_builder_not_later_applies() {
+    async fn a_snapshot_is_the_persisted_state_untouched_by_later_applies() {
         let dir = tempfile::tempdir().unwrap();
         let db = Arc::new(Database::create(dir.path().join("db")).unwrap());
         let store = sample_store();
@@ -633,7 +652,8 @@ mod restored_tests {
         let mut sm = StateMachineStore::open(db.clone(), &dir.path().join("snapshot")).unwrap();
         let mut builder = sm.get_snapshot_builder().await;
         // openraft builds in a task of its own while the state machine
-        // applies on: a put lands between making the builder and building.
+        // applies on: a put lands in memory between making the builder and
+        // building, its rows not yet written.
         sm.shared_store()
             .write()
             .unwrap()
