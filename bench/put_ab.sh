@@ -31,8 +31,24 @@ for _ in $(seq 1 100); do
     "$BIN/cairn" --endpoints "$EPS" put ab-ready 1 >/dev/null 2>&1 && break
     sleep 0.1
 done
+# CPU seconds used by the three members so far (utime + stime).
+server_cpu() {
+    local ticks=0 pid
+    for pid in "${PIDS[@]}"; do
+        ticks=$((ticks + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+    done
+    echo "$ticks"
+}
 for c in 1 64 256; do
+    before=$(server_cpu)
     # shellcheck disable=SC2086
-    "$BIN/cairn-bench" --endpoints "$EPS" ${EXTRA:-} --workload put --clients "$c" \
-        --duration 5s 2>&1 | tail -1 | sed "s/^/$LABEL /"
+    line=$("$BIN/cairn-bench" --endpoints "$EPS" ${EXTRA:-} --workload put --clients "$c" \
+        --duration 5s 2>&1 | tail -1)
+    after=$(server_cpu)
+    # Columns: ... ops ops/s ...; CPU per op is what load on the machine
+    # disturbs least.
+    ops=$(echo "$line" | awk '{print $(NF-5)}')
+    us=$(awk -v t=$((after - before)) -v o="$ops" -v hz="$(getconf CLK_TCK)" \
+        'BEGIN { if (o > 0) printf "%.0f", t / hz * 1e6 / o; else print "-" }')
+    echo "$LABEL $line  server-cpu/op ${us}us"
 done
