@@ -457,19 +457,26 @@ fn move_snapshot_out_of_redb(db: &Database, snapshots: &SnapshotFile) -> io::Res
 /// machine goes on applying, so the builder needs a view that later applies
 /// cannot change. It reads one redb read transaction (redb's readers see a
 /// fixed commit): the rows and the applied log id written with them. That
-/// may be a little behind what was applied in memory (rows still queued to
-/// the writer), which only makes the snapshot's log id smaller. Copying the
-/// in-memory store instead held its lock, and so stopped applies, for the
-/// whole copy of a store with its history.
+/// may be a little behind what was applied in memory (rows queued to the
+/// writer after the build began), which only makes the snapshot's log id
+/// smaller; the build first waits for the rows queued before it. Copying
+/// the in-memory store instead held its lock, and so stopped applies, for
+/// the whole copy of a store with its history.
 pub struct SnapshotBuilder {
     db: Arc<Database>,
     snapshots: Arc<SnapshotFile>,
+    /// The log writer the applied rows are queued on, if any: the rows of
+    /// everything applied before the build are written before it reads.
+    writer: Option<StateWriter>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = Cursor<Vec<u8>>;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        if let Some(w) = &self.writer {
+            w.run(|| Ok(())).await?;
+        }
         let (db, snapshots) = (self.db.clone(), self.snapshots.clone());
         tokio::task::spawn_blocking(move || {
             let (meta, data) = encode_persisted(&db)?;
@@ -548,6 +555,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         SnapshotBuilder {
             db: self.db.clone(),
             snapshots: self.snapshots.clone(),
+            writer: self.writer.clone(),
         }
     }
 
