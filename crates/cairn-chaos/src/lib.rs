@@ -22,6 +22,8 @@
 //!   [`membership`] changes through the Cluster API;
 //! * [`watch_check`], [`lease_check`], [`side_workloads`]: the watch and
 //!   lease workloads and their checks;
+//! * [`proxy`]: userspace delay/loss (and partitions) for peer traffic
+//!   where `tc netem` is unavailable;
 //! * [`campaign`]: one seeded chaos run (fault schedule, recording
 //!   clients, heal, linearizability, durability, replica-agreement, watch
 //!   and lease checks). The `chaos` binary runs long campaigns; see
@@ -53,6 +55,7 @@ pub mod membership;
 mod minimize;
 pub mod model;
 pub mod netns;
+pub mod proxy;
 pub mod side_workloads;
 pub mod watch_check;
 
