@@ -75,6 +75,9 @@ pub struct Config {
     pub watchers: usize,
     /// Clients granting, attaching, keeping alive and abandoning leases.
     pub lease_clients: usize,
+    /// Slots running `cairn name register --hold` processes that are
+    /// SIGKILLed (see [`crate::names`]).
+    pub name_holders: usize,
 }
 
 impl Config {
@@ -95,6 +98,7 @@ impl Config {
             prefer_namespaces: false,
             watchers: 4,
             lease_clients: 2,
+            name_holders: 2,
         }
     }
 }
@@ -593,6 +597,8 @@ pub fn run(cfg: &Config) -> Result<Report, Box<Failure>> {
         cfg.seed,
         cfg.watchers,
         cfg.lease_clients,
+        cfg.name_holders,
+        harness::cairn_bin().ok().as_deref(),
         deadline,
         start,
         cfg.request_timeout,

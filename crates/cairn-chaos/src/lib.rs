@@ -20,6 +20,8 @@
 //!   member replacement, killed on drop;
 //! * [`faults`]: the seeded fault schedule and its injection, including
 //!   [`membership`] changes through the Cluster API;
+//! * [`names`]: `cairn name register --hold` processes SIGKILLed, their
+//!   names checked (one owner, gone within TTL, never back);
 //! * [`watch_check`], [`lease_check`], [`side_workloads`]: the watch and
 //!   lease workloads and their checks;
 //! * [`proxy`]: userspace delay/loss (and partitions) for peer traffic
@@ -54,6 +56,7 @@ pub mod lease_check;
 pub mod membership;
 mod minimize;
 pub mod model;
+pub mod names;
 pub mod netns;
 pub mod proxy;
 pub mod side_workloads;
