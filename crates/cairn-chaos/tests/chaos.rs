@@ -55,7 +55,8 @@ fn chaos_short_seed_2() {
 /// 127.0.0.1).
 #[test]
 fn chaos_partitions_and_delay() {
-    let mut cfg = Config::short(11);
+    // Seed 16: 3 partitions and a degrade with root.
+    let mut cfg = Config::short(16);
     cfg.faults = match NetLab::precondition() {
         Ok(()) => [FaultKind::PARTITION.as_slice(), &[FaultKind::Degrade]].concat(),
         Err(why) => {
@@ -63,6 +64,11 @@ fn chaos_partitions_and_delay() {
             vec![FaultKind::Degrade]
         }
     };
+    let planned = cairn_chaos::faults::plan(cfg.seed, cfg.members, cfg.duration, &cfg.faults);
+    assert!(
+        planned.iter().any(|f| f.kind == FaultKind::Degrade),
+        "the seed must schedule a delay/loss fault"
+    );
     run_cfg(cfg);
 }
 
