@@ -75,6 +75,9 @@ pub struct Config {
     pub watchers: usize,
     /// Clients granting, attaching, keeping alive and abandoning leases.
     pub lease_clients: usize,
+    /// Slots running `cairn name register --hold` processes that are
+    /// SIGKILLed (see [`crate::names`]).
+    pub name_holders: usize,
 }
 
 impl Config {
@@ -95,25 +98,32 @@ impl Config {
             prefer_namespaces: false,
             watchers: 4,
             lease_clients: 2,
+            name_holders: 2,
         }
     }
 }
 
 /// Creates the network lab if the selected faults need one (or
-/// `prefer_namespaces`), and drops the fault kinds that cannot run here.
-/// Returns the lab, the kinds to plan with, and notes saying what was
-/// skipped and why.
-fn prepare_network(cfg: &Config) -> (Option<NetLab>, Vec<FaultKind>, Vec<String>) {
+/// `prefer_namespaces`), drops the fault kinds that cannot run here, and
+/// says whether delay/loss needs the userspace proxies (no `tc netem`).
+/// Returns the lab, the kinds to plan with, whether to proxy peer traffic,
+/// and notes saying what was skipped or replaced and why.
+fn prepare_network(cfg: &Config) -> (Option<NetLab>, Vec<FaultKind>, bool, Vec<String>) {
     let mut notes = Vec::new();
     let mut kinds = cfg.faults.clone();
-    let wants_lab = cfg.prefer_namespaces || kinds.iter().any(|k| k.needs_lab());
+    let wants_lab = cfg.prefer_namespaces
+        || kinds
+            .iter()
+            .any(|k| k.needs_lab() || *k == FaultKind::Degrade);
     let lab = if wants_lab {
         match NetLab::create(cfg.members) {
             Ok(lab) => Some(lab),
             Err(why) => {
-                notes.push(format!(
-                    "SKIPPED partition and delay/loss faults (members on 127.0.0.1): {why}"
-                ));
+                if kinds.iter().any(|k| k.needs_lab()) {
+                    notes.push(format!(
+                        "SKIPPED partition faults (members on 127.0.0.1): {why}"
+                    ));
+                }
                 kinds.retain(|k| !k.needs_lab());
                 None
             }
@@ -121,15 +131,26 @@ fn prepare_network(cfg: &Config) -> (Option<NetLab>, Vec<FaultKind>, Vec<String>
     } else {
         None
     };
-    if let Some(why) = lab.as_ref().and_then(|l| l.netem_unavailable()) {
-        if kinds.contains(&FaultKind::Degrade) {
-            notes.push(format!(
-                "SKIPPED delay/loss faults: tc netem unavailable here ({why})"
-            ));
-            kinds.retain(|k| *k != FaultKind::Degrade);
+    let mut proxied = false;
+    if kinds.contains(&FaultKind::Degrade) {
+        match lab.as_ref().map(|l| l.netem_unavailable()) {
+            Some(None) => notes.push("delay/loss faults via tc netem".into()),
+            Some(Some(why)) => {
+                proxied = true;
+                notes.push(format!(
+                    "delay/loss faults via userspace TCP proxies, loss as stalls (tc netem unavailable here: {why}); partitions also held in the proxies"
+                ));
+            }
+            None => {
+                proxied = true;
+                notes.push(
+                    "delay/loss faults via userspace TCP proxies on 127.0.0.1, loss as stalls (no network namespaces)"
+                        .into(),
+                );
+            }
         }
     }
-    (lab, kinds, notes)
+    (lab, kinds, proxied, notes)
 }
 
 /// Outcome of a run that found nothing wrong.
@@ -537,11 +558,12 @@ pub fn run(cfg: &Config) -> Result<Report, Box<Failure>> {
         .build()
         .map_err(|e| fail(FailureKind::Harness(e.to_string()), &[], None, None))?;
 
-    let (lab, kinds, notes) = prepare_network(cfg);
+    let (lab, kinds, proxied, notes) = prepare_network(cfg);
     for n in &notes {
         eprintln!("cairn-chaos (seed {}): {n}", cfg.seed);
     }
-    let mut cluster = ProcCluster::start(cfg.members, Duration::from_secs(30), lab)
+    let proxy_seed = proxied.then_some(cfg.seed);
+    let mut cluster = ProcCluster::start(cfg.members, Duration::from_secs(30), lab, proxy_seed)
         .map_err(|e| fail(FailureKind::Harness(e), &notes, None, None))?;
     let urls = cluster.client_urls();
     let ids = rt
@@ -575,6 +597,8 @@ pub fn run(cfg: &Config) -> Result<Report, Box<Failure>> {
         cfg.seed,
         cfg.watchers,
         cfg.lease_clients,
+        cfg.name_holders,
+        harness::cairn_bin().ok().as_deref(),
         deadline,
         start,
         cfg.request_timeout,

@@ -10,7 +10,7 @@
 //! | `IsolateLeader` | cut the leader from every other member | a [`NetLab`](crate::netns::NetLab) |
 //! | `SplitMinority` | cut a random minority (with or without the leader) from the majority | a lab |
 //! | `BridgeNode` | split the others in two halves that cannot talk, one member sees both | a lab |
-//! | `Degrade` | netem delay + jitter + loss on one member's packets | a lab with `sch_netem` |
+//! | `Degrade` | delay + jitter + loss on what one member sends: `tc netem` in a lab with `sch_netem`, else the userspace proxies of [`crate::proxy`] (loss as stalls) | – |
 //! | `Reconfigure` | `MemberRemove` a voter, wipe it, `MemberAdd` it back as a learner with a new peer URL (new ID), start it, `MemberPromote` it | – |
 //!
 //! Partitions cut member-to-member traffic only: clients (the test
@@ -25,6 +25,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::harness::{self, ProcCluster, ELECTION_TIMEOUT_MS};
 use crate::membership;
+use crate::proxy::Degrade;
 
 /// The kinds of fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -70,14 +71,12 @@ impl FaultKind {
         FaultKind::Reconfigure,
     ];
 
-    /// Needs the members in network namespaces.
+    /// Needs the members in network namespaces (`Degrade` does not: it
+    /// falls back to the userspace proxies of [`crate::proxy`]).
     pub fn needs_lab(self) -> bool {
         matches!(
             self,
-            FaultKind::IsolateLeader
-                | FaultKind::SplitMinority
-                | FaultKind::BridgeNode
-                | FaultKind::Degrade
+            FaultKind::IsolateLeader | FaultKind::SplitMinority | FaultKind::BridgeNode
         )
     }
 
@@ -266,7 +265,12 @@ impl Injector<'_> {
                     show(&right)
                 ));
                 let lab = self.cluster.net.as_mut().ok_or("partition without a lab")?;
-                let cut = lab.split(&left, &right);
+                let mut cut = lab.split(&left, &right);
+                // Peer traffic through proxies bypasses the member-to-member
+                // routes: the proxies hold it instead.
+                if let Some(p) = &self.cluster.proxies {
+                    cut = cut.and(p.split(&left, &right));
+                }
                 std::thread::sleep(f.down);
                 let urls = self.cluster.client_urls();
                 let now = self
@@ -278,6 +282,9 @@ impl Injector<'_> {
                         None => "; no leader known before heal".to_string(),
                     });
                 }
+                if let Some(p) = &self.cluster.proxies {
+                    p.heal();
+                }
                 let lab = self.cluster.net.as_mut().ok_or("partition without a lab")?;
                 let healed = lab.heal();
                 cut.and(healed)
@@ -287,15 +294,48 @@ impl Injector<'_> {
                 let delay_ms = 20 + f.shape % 130;
                 let jitter_ms = delay_ms / 4;
                 let loss = ((f.shape >> 16) % 20) as u32;
+                let netem = self
+                    .cluster
+                    .net
+                    .as_ref()
+                    .is_some_and(|l| l.netem_unavailable().is_none());
+                let how = if netem {
+                    "netem"
+                } else if self.cluster.proxies.is_some() {
+                    "proxy (stalls for loss)"
+                } else {
+                    return Err("degrade without netem or proxies".into());
+                };
                 self.log.push(format!(
-                    "t={t:.3}s netem on {}: delay {delay_ms}ms ±{jitter_ms}ms, loss {loss}% for {down}ms",
+                    "t={t:.3}s degrade {} via {how}: delay {delay_ms}ms ±{jitter_ms}ms, loss {loss}% for {down}ms",
                     names[target]
                 ));
-                let lab = self.cluster.net.as_mut().ok_or("netem without a lab")?;
-                let res = lab.degrade(target, delay_ms, jitter_ms, loss);
+                if netem {
+                    let lab = self.cluster.net.as_mut().ok_or("netem without a lab")?;
+                    let res = lab.degrade(target, delay_ms, jitter_ms, loss);
+                    std::thread::sleep(f.down);
+                    let lab = self.cluster.net.as_mut().ok_or("netem without a lab")?;
+                    return res.and(lab.heal());
+                }
+                let p = self.cluster.proxies.as_ref().ok_or("no proxies")?;
+                let before = p.counters();
+                p.degrade(Degrade {
+                    target,
+                    delay_ms,
+                    jitter_ms,
+                    loss_percent: loss,
+                });
                 std::thread::sleep(f.down);
-                let lab = self.cluster.net.as_mut().ok_or("netem without a lab")?;
-                res.and(lab.heal())
+                p.heal();
+                let after = p.counters();
+                if let Some(last) = self.log.last_mut() {
+                    last.push_str(&format!(
+                        "; {} chunks delayed, {} stalled",
+                        after.0 - before.0,
+                        after.1 - before.1
+                    ));
+                }
+                Ok(())
             }
             FaultKind::Reconfigure => self.reconfigure(f.pick % n, t),
         }

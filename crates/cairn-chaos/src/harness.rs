@@ -39,6 +39,7 @@ use pb::maintenance_client::MaintenanceClient;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::netns::NetLab;
+use crate::proxy::ProxySet;
 
 /// Heartbeat interval passed to every member.
 pub const HEARTBEAT_MS: u64 = 50;
@@ -171,6 +172,10 @@ pub struct Member {
     pub peer_port: u16,
     /// How many times this slot was removed and re-added.
     pub generation: u32,
+    /// `(host, port)` of the member's peer proxy, if peer traffic goes
+    /// through [`ProxySet`]: then this, not the real peer port, is the
+    /// member's advertised peer URL (what its ID is derived from).
+    pub peer_proxy: Option<(Ipv4Addr, u16)>,
     pub data_dir: PathBuf,
     pub log: PathBuf,
     child: Option<Child>,
@@ -188,8 +193,12 @@ impl Member {
         format!("http://{}:{}", self.host, self.client_port)
     }
 
+    /// The advertised peer URL: the proxy's if there is one.
     pub fn peer_url(&self) -> String {
-        format!("http://{}:{}", self.host, self.peer_port)
+        match self.peer_proxy {
+            Some((host, port)) => format!("http://{host}:{port}"),
+            None => format!("http://{}:{}", self.host, self.peer_port),
+        }
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -214,6 +223,9 @@ pub struct ProcCluster {
     /// The private network, if the members run in namespaces. Dropped
     /// after the processes are killed (see `Drop`).
     pub net: Option<NetLab>,
+    /// Userspace peer proxies (delay/loss without netem), if used.
+    /// Dropped with the cluster, after the processes.
+    pub proxies: Option<ProxySet>,
 }
 
 fn signal(pid: u32, sig: &str) -> Result<(), String> {
@@ -236,11 +248,14 @@ impl ProcCluster {
     /// Starts `n` members and waits (up to `ready_timeout`) until all of
     /// them see a leader.
     /// With `net`, member `i` runs in `net`'s namespace `i` (which must
-    /// exist).
+    /// exist). With `proxy_seed`, every member's peer traffic goes
+    /// through a [`ProxySet`] seeded with it (on the lab's bridge address
+    /// in a lab, else on 127.0.0.1).
     pub fn start(
         n: usize,
         ready_timeout: Duration,
         net: Option<NetLab>,
+        proxy_seed: Option<u64>,
     ) -> Result<ProcCluster, String> {
         let bin = cairn_bin()?;
         let dir = tempfile::Builder::new()
@@ -273,6 +288,7 @@ impl ProcCluster {
                     client_port,
                     peer_port,
                     generation: 0,
+                    peer_proxy: None,
                     child: None,
                     paused: false,
                     started: false,
@@ -280,6 +296,22 @@ impl ProcCluster {
                 }
             })
             .collect();
+        let mut members = members;
+        let proxies = match proxy_seed {
+            Some(seed) => {
+                let (bind, sources) = match &net {
+                    Some(lab) => (lab.gateway(), (0..n).map(|i| lab.member_addr(i)).collect()),
+                    None => (Ipv4Addr::LOCALHOST, Vec::new()),
+                };
+                let mut set = ProxySet::new(bind, sources, seed)?;
+                for (i, m) in members.iter_mut().enumerate() {
+                    let port = set.add(i, (m.host, m.peer_port).into())?;
+                    m.peer_proxy = Some((bind, port));
+                }
+                Some(set)
+            }
+            None => None,
+        };
         let initial_cluster = members
             .iter()
             .map(|m| format!("{}={}", m.name, m.peer_url()))
@@ -291,6 +323,7 @@ impl ProcCluster {
             initial_cluster,
             bin,
             net,
+            proxies,
         };
         for i in 0..n {
             c.spawn(i)?;
@@ -355,6 +388,7 @@ impl ProcCluster {
             .arg(&m.data_dir)
             .args(["--listen-client", &format!("{}:{}", m.host, m.client_port)])
             .args(["--listen-peer", &format!("{}:{}", m.host, m.peer_port)])
+            .args(["--advertise-peer", &m.peer_url()])
             .args([
                 "--heartbeat-interval-ms",
                 &HEARTBEAT_MS.to_string(),
@@ -405,6 +439,10 @@ impl ProcCluster {
         };
         m.started = false;
         m.joins = true;
+        if let Some(set) = self.proxies.as_mut() {
+            let port = set.add(i, (m.host, m.peer_port).into())?;
+            m.peer_proxy = Some((set.bind_ip(), port));
+        }
         Ok(())
     }
 
@@ -514,7 +552,9 @@ impl Drop for ProcCluster {
         for i in 0..self.members.len() {
             self.kill(i);
         }
-        // Processes first, then the network they lived in.
+        // Processes first, then their proxies and the network they
+        // lived in.
+        self.proxies.take();
         self.net.take();
     }
 }

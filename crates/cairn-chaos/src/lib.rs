@@ -20,8 +20,12 @@
 //!   member replacement, killed on drop;
 //! * [`faults`]: the seeded fault schedule and its injection, including
 //!   [`membership`] changes through the Cluster API;
+//! * [`names`]: `cairn name register --hold` processes SIGKILLed, their
+//!   names checked (one owner, gone within TTL, never back);
 //! * [`watch_check`], [`lease_check`], [`side_workloads`]: the watch and
 //!   lease workloads and their checks;
+//! * [`proxy`]: userspace delay/loss (and partitions) for peer traffic
+//!   where `tc netem` is unavailable;
 //! * [`campaign`]: one seeded chaos run (fault schedule, recording
 //!   clients, heal, linearizability, durability, replica-agreement, watch
 //!   and lease checks). The `chaos` binary runs long campaigns; see
@@ -52,7 +56,9 @@ pub mod lease_check;
 pub mod membership;
 mod minimize;
 pub mod model;
+pub mod names;
 pub mod netns;
+pub mod proxy;
 pub mod side_workloads;
 pub mod watch_check;
 

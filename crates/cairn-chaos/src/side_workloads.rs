@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::harness;
 use crate::lease_check::{self, LeaseCtx, LeaseRecord};
+use crate::names::{self, NameCtx, NameLog};
 use crate::watch_check::{self, WatchControl, WatcherCtx, WatcherLog};
 use crate::History;
 
@@ -34,6 +35,10 @@ pub struct SideWorkloads {
     watch_logs: Arc<Mutex<Vec<WatcherLog>>>,
     leases: Vec<JoinHandle<()>>,
     lease_records: Arc<Mutex<Vec<LeaseRecord>>>,
+    /// Name holder slots (each runs one `cairn name register --hold`
+    /// process at a time; aborting a slot kills its process).
+    names: Vec<JoinHandle<()>>,
+    name_log: Arc<Mutex<NameLog>>,
 }
 
 /// What the side checks saw (for the report).
@@ -44,14 +49,26 @@ pub struct SideSummary {
     pub watch_events: usize,
     pub leases: usize,
     pub lease_observations: usize,
+    /// Name holder processes that registered (and were killed).
+    pub names: usize,
+    pub name_observations: usize,
+    /// Registrations refused because another holder owned the name.
+    pub name_refusals: usize,
 }
 
 impl std::fmt::Display for SideSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} watchers ({} streams, {} events) exact; {} leases ({} observations) expired in time",
-            self.watchers, self.watch_streams, self.watch_events, self.leases, self.lease_observations
+            "{} watchers ({} streams, {} events) exact; {} leases ({} observations) expired in time; {} killed name holders ({} observations, {} refusals) one owner, gone in time",
+            self.watchers,
+            self.watch_streams,
+            self.watch_events,
+            self.leases,
+            self.lease_observations,
+            self.names,
+            self.name_observations,
+            self.name_refusals
         )
     }
 }
@@ -59,8 +76,9 @@ impl std::fmt::Display for SideSummary {
 impl SideWorkloads {
     /// Starts `watchers` watchers (even ids keep one stream, odd ones
     /// reconnect; watcher 0 starts at revision 1, the others at the
-    /// current revision + 1) and `lease_clients` lease clients that start
-    /// no new lease after `deadline`.
+    /// current revision + 1), `lease_clients` lease clients that start
+    /// no new lease after `deadline`, and `name_holders` name holder slots
+    /// running `bin` (none if `bin` is `None`).
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         rt: &Runtime,
@@ -68,6 +86,8 @@ impl SideWorkloads {
         seed: u64,
         watchers: usize,
         lease_clients: usize,
+        name_holders: usize,
+        bin: Option<&std::path::Path>,
         deadline: Instant,
         origin: Instant,
         timeout: Duration,
@@ -110,19 +130,40 @@ impl SideWorkloads {
                 }))
             })
             .collect();
+        let name_log = Arc::new(Mutex::new(NameLog::default()));
+        let names = match bin {
+            Some(bin) => (0..name_holders as u64)
+                .map(|slot| {
+                    rt.spawn(names::holder_loop(NameCtx {
+                        slot,
+                        bin: bin.to_path_buf(),
+                        urls: urls.to_vec(),
+                        seed,
+                        deadline,
+                        origin,
+                        timeout,
+                        out: name_log.clone(),
+                    }))
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         Ok(SideWorkloads {
             control,
             watchers,
             watch_logs,
             leases,
             lease_records,
+            names,
+            name_log,
         })
     }
 
     /// Waits for the lease clients (each finishes observing its last
     /// lease; bounded) and checks every lease record.
     pub fn finish_leases(&mut self, rt: &Runtime) -> Result<(usize, usize), String> {
-        let handles = std::mem::take(&mut self.leases);
+        let mut handles = std::mem::take(&mut self.leases);
+        handles.append(&mut self.names);
         let joined = rt.block_on(async {
             tokio::time::timeout(Duration::from_secs(90), async {
                 for h in handles {
@@ -132,8 +173,9 @@ impl SideWorkloads {
             .await
         });
         if joined.is_err() {
-            return Err("lease clients did not stop within 90s".into());
+            return Err("lease clients and name holders did not stop within 90s".into());
         }
+        names::check_names(&self.name_log.lock().unwrap_or_else(|e| e.into_inner()))?;
         let records = self.lease_records.lock().unwrap_or_else(|e| e.into_inner());
         for r in records.iter() {
             lease_check::check_lease(r)?;
@@ -160,6 +202,27 @@ impl SideWorkloads {
                 "keys on expired leases still present at the end: {left:?}"
             ));
         }
+        // Every name holder was killed well before now.
+        let left = rt.block_on(names::names_left(urls, timeout))?;
+        if !left.is_empty() {
+            return Err(format!(
+                "names of killed holders still registered at the end: {left:?}"
+            ));
+        }
+        let reference = rt.block_on(watch_check::revision_log(
+            &urls[0],
+            WATCH_PREFIX,
+            final_revision,
+            REVISION_LOG_BUDGET,
+        ))?;
+        // The last revisions may be outside the watched prefix (names
+        // expiring in the registry): watchers see events only, so they can
+        // reach the last revision that changed the prefix, not more.
+        let final_revision = reference
+            .iter()
+            .map(|c| c.revision)
+            .max()
+            .unwrap_or(final_revision);
         self.control
             .final_revision
             .store(final_revision, Ordering::Release);
@@ -179,16 +242,11 @@ impl SideWorkloads {
                 logs.iter().map(|l| (l.id, l.next_revision)).collect::<Vec<_>>()
             ));
         }
-        let reference = rt.block_on(watch_check::revision_log(
-            &urls[0],
-            WATCH_PREFIX,
-            final_revision,
-            REVISION_LOG_BUDGET,
-        ))?;
         let records = self.lease_records.lock().unwrap_or_else(|e| e.into_inner());
         let lease_values: BTreeSet<String> = records.iter().map(|r| r.value.clone()).collect();
         watch_check::check_against_writes(&reference, history, &lease_values)?;
         check_lease_keys_in_log(&reference)?;
+        let name_log = self.name_log.lock().unwrap_or_else(|e| e.into_inner());
         let logs = self.watch_logs.lock().unwrap_or_else(|e| e.into_inner());
         for l in logs.iter() {
             watch_check::check_watcher(l, &reference, final_revision)?;
@@ -199,13 +257,16 @@ impl SideWorkloads {
             watch_events: logs.iter().map(|l| l.events.len()).sum(),
             leases: records.len(),
             lease_observations: records.iter().map(|r| r.seen.len()).sum(),
+            names: name_log.holders.len(),
+            name_observations: name_log.holders.iter().map(|r| r.seen.len()).sum(),
+            name_refusals: name_log.refusals.len(),
         })
     }
 }
 
 impl Drop for SideWorkloads {
     fn drop(&mut self) {
-        for h in self.watchers.iter().chain(&self.leases) {
+        for h in self.watchers.iter().chain(&self.leases).chain(&self.names) {
             h.abort();
         }
     }

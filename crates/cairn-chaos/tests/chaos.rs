@@ -3,9 +3,11 @@
 //! (see `campaign`) watch and lease checks. Needs the `cairn` binary: see
 //! `cairn_chaos::harness` for how it is found (or built once).
 //!
-//! Partition and delay/loss faults need root (network namespaces); without
-//! it they are skipped with a printed reason and the other faults run on
-//! 127.0.0.1.
+//! Partition faults need root (network namespaces); without it they are
+//! skipped with a printed reason and the other faults run on 127.0.0.1.
+//! Delay/loss runs everywhere: `tc netem` where the kernel has it, else
+//! the userspace TCP proxies of `cairn_chaos::proxy`. Every run also
+//! SIGKILLs `cairn name register --hold` processes and checks their names.
 //!
 //! Longer campaigns: `cargo run -p cairn-chaos --bin chaos -- --help`.
 
@@ -48,16 +50,25 @@ fn chaos_short_seed_2() {
     run_cfg(Config::short(2));
 }
 
-/// Partitions only (isolate the leader, minority split, bridge node) and
-/// delay/loss where netem exists.
+/// Partitions (isolate the leader, minority split, bridge node) and
+/// delay/loss; without root only delay/loss (userspace proxies on
+/// 127.0.0.1).
 #[test]
-fn chaos_partitions() {
-    if let Err(why) = NetLab::precondition() {
-        eprintln!("SKIPPED chaos_partitions: {why}");
-        return;
-    }
-    let mut cfg = Config::short(11);
-    cfg.faults = [FaultKind::PARTITION.as_slice(), &[FaultKind::Degrade]].concat();
+fn chaos_partitions_and_delay() {
+    // Seed 16: 3 partitions and a degrade with root.
+    let mut cfg = Config::short(16);
+    cfg.faults = match NetLab::precondition() {
+        Ok(()) => [FaultKind::PARTITION.as_slice(), &[FaultKind::Degrade]].concat(),
+        Err(why) => {
+            eprintln!("SKIPPED partition faults in chaos_partitions_and_delay: {why}");
+            vec![FaultKind::Degrade]
+        }
+    };
+    let planned = cairn_chaos::faults::plan(cfg.seed, cfg.members, cfg.duration, &cfg.faults);
+    assert!(
+        planned.iter().any(|f| f.kind == FaultKind::Degrade),
+        "the seed must schedule a delay/loss fault"
+    );
     run_cfg(cfg);
 }
 

@@ -12,9 +12,10 @@
 //! `--clients K` (default 4), `--keys K` (default 5), `--check-budget
 //! SECS` (default 60), `--faults a,b,...` (default: all; names:
 //! `kill`, `kill-leader`, `pause-leader`, `isolate-leader`, `split`,
-//! `bridge`, `degrade`, `reconfigure`). Partition and delay/loss faults
-//! need root (network namespaces) and are skipped with a printed reason
-//! otherwise. The binary is located as described in
+//! `bridge`, `degrade`, `reconfigure`). Partition faults need root
+//! (network namespaces) and are skipped with a printed reason otherwise;
+//! delay/loss uses `tc netem` where it exists, else userspace TCP proxies
+//! (printed). The binary is located as described in
 //! `cairn_chaos::harness` (`CAIRN_BIN`, `$CARGO_TARGET_DIR/debug/cairn`,
 //! `target/debug/cairn`). Exit status 1 if any seed failed.
 
