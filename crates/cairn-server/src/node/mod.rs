@@ -141,6 +141,14 @@ impl Node {
             max_in_snapshot_log_to_keep: config.snapshot_entries,
             // openraft applies this per snapshot chunk; chunks are 1 MiB.
             install_snapshot_timeout: 10_000,
+            // A restarted leader must not resume its term without an
+            // election: it would serve ReadIndex reads before committing an
+            // entry of its own, from a commit index that lags what it
+            // acknowledged before the crash (stale reads, and lease
+            // deadlines recomputed from a restarted clock; both found by
+            // cairn-chaos, seeds 1001 and 901). A new term costs one
+            // election, which the other members have usually held already.
+            enable_leader_restore: Some(false),
             ..Default::default()
         }
         .validate()
