@@ -18,6 +18,10 @@
 //! voter) starts an election at once whose vote requests are granted
 //! without waiting for the lease.
 //!
+//! A voter that cannot open the stream at all checks the same way, so a
+//! leader that still answered the first probe while shutting down is
+//! caught on the next attempt.
+//!
 //! A partitioned or paused leader breaks no connection (or the reconnect is
 //! not refused), so the normal election timeout handles it: this path never
 //! fires on mere silence. Safety does not depend on it either way: votes
@@ -70,7 +74,16 @@ where
         let mut stream = match client.presence(CONNECT_TIMEOUT).await {
             Ok(s) => s,
             Err(_) => {
-                // Unreachable now: if it is dead, the normal timeout elects.
+                // A refused connection is proof here too: the stream may
+                // have broken while the leader was shutting down, with the
+                // probe still served from its backlog (`Probe::Alive`).
+                // Anything else (a timeout, a reset): if it is dead, the
+                // normal election timeout elects.
+                if refuses_connections(&followed.node.peer_url).await
+                    && current(&metrics).as_ref() == Some(&followed)
+                {
+                    succeed(&raft, &followed).await;
+                }
                 pause_or_change(&mut metrics, &followed).await;
                 continue;
             }
