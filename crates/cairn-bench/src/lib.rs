@@ -5,12 +5,15 @@
 //! Workloads: `put`, `range-l` (linearizable), `range-s` (serializable),
 //! `txn-cas` (compare-and-put), `lease` (grant + revoke), `watch` (fan-out
 //! to many watchers), `suite` (the standard table) and `failover` (SIGKILL
-//! the leader, time until the first acknowledged write). Each row reports
+//! the leader, time until the first acknowledged write) and `claims`
+//! (Cairn's block-claims API: offload, register, match per batch size).
+//! Each row reports
 //! ops/s, p50 / p99 / max latency and errors, as a table and as JSON lines.
 //!
 //! With `--compare FILE...` it runs nothing and prints a side-by-side table
 //! of the rows in those JSON-lines files instead (see `bench/compare.sh`).
 
+pub mod claims;
 pub mod conn;
 pub mod driver;
 pub mod hist;
@@ -49,6 +52,9 @@ pub enum Workload {
     Suite,
     /// SIGKILL the leader with `--kill-cmd`; time to the first acked write.
     Failover,
+    /// Cairn only: CanOffload, Register and MatchPrefix rows for each of
+    /// `--claims-batches` keys per request.
+    Claims,
 }
 
 /// Flags of `cairn bench` / `cairn-bench`.
@@ -110,6 +116,9 @@ pub struct BenchArgs {
     /// Give up on one request after this long (counted as an error).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub op_timeout: Duration,
+    /// Keys per request of the claims rows, comma-separated (1..=10000).
+    #[arg(long, value_delimiter = ',', default_value = "16,1000", value_parser = claims::parse_batch)]
+    pub claims_batches: Vec<usize>,
     /// Shell command that SIGKILLs the leader (failover workload). It gets
     /// BENCH_LEADER_ENDPOINT, BENCH_LEADER_PORT and BENCH_LEADER_ID (hex).
     #[arg(long)]
@@ -294,6 +303,27 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         endpoints
     };
 
+    if args.workload == Workload::Claims {
+        let clients = args.clients.unwrap_or(16).max(1);
+        let pool = Pool::open(&targets, args.conns.clamp(1, clients), args.op_timeout).await?;
+        for batch in args.claims_batches.iter().copied() {
+            if driver::stop_requested() {
+                break;
+            }
+            eprintln!(
+                "{}: claims with {clients} clients over {} connections, {batch} keys per request, {:?} per row",
+                args.label,
+                pool.len(),
+                args.duration
+            );
+            for row in claims::rows(&pool, clients, batch, &params).await? {
+                out.push(row)?;
+            }
+        }
+        out.finish();
+        return Ok(());
+    }
+
     let plan: Vec<(Workload, usize)> = match args.workload {
         Workload::Suite => SUITE
             .iter()
@@ -364,7 +394,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             Workload::Watch => {
                 workloads::watch_fanout(&pool, clients, args.watch_writers, &params).await
             }
-            Workload::Suite | Workload::Failover => unreachable!("not a row"),
+            Workload::Suite | Workload::Failover | Workload::Claims => {
+                unreachable!("not a row")
+            }
         };
         out.push(row)?;
     }
