@@ -75,6 +75,8 @@ async fn setup(pool: &Pool, clients: usize, p: &Params) -> anyhow::Result<Setup>
                 lease_ttl_ms: 30_000,
                 eviction: EvictionPolicy::Tail as i32,
                 key_kind: KeyKind::U64 as i32,
+                // Register writes an 8-byte value (the key's number).
+                max_value_bytes: 64,
                 ..Default::default()
             }),
         })

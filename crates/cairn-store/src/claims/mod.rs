@@ -26,7 +26,7 @@
 mod namespace;
 mod types;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -62,8 +62,9 @@ pub struct Claims {
     spaces: BTreeMap<u32, Namespace>,
     /// Lease deadlines across namespaces, earliest first, for `Tick`.
     deadlines: BTreeSet<(u64, u32, ClaimKey)>,
-    /// Leases held by each session, released when the session ends.
-    by_session: BTreeMap<i64, BTreeSet<(u32, ClaimKey)>>,
+    /// Leases held by each session, released when the session ends (in
+    /// any order: releasing one lease does not affect another).
+    by_session: BTreeMap<i64, HashSet<(u32, ClaimKey)>>,
     changes: ClaimsChanges,
 }
 
@@ -445,8 +446,10 @@ impl Claims {
                 .spaces
                 .values()
                 .flat_map(|ns| {
-                    ns.slots
-                        .iter()
+                    let mut slots: Vec<_> = ns.slots.iter().collect();
+                    slots.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                    slots
+                        .into_iter()
                         .map(move |(k, s)| (ns.row.id, k.clone(), s.clone()))
                 })
                 .collect(),
