@@ -8,6 +8,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 
 use serde::{Deserialize, Serialize};
 
@@ -57,14 +58,65 @@ pub struct NamespaceRow {
 
 type EvictKey = (Reverse<u64>, u64, ClaimKey);
 
+/// Shards of [`SlotMap`]: a power of two.
+const SLOT_SHARDS: usize = 256;
+
+/// The slots of a namespace, by key.
+///
+/// Hashed, not ordered: keys are block hashes looked up one by one, and a
+/// lookup in a B-tree of millions of random keys costs a cache miss per
+/// level (it topped the offload profile). Sharded, so that growing never
+/// rehashes the whole map in one apply: a single table of millions of
+/// slots stalls every replica for hundreds of milliseconds when it
+/// doubles; a shard is 1/256 of that. Nothing iterates it except
+/// [`super::Claims::snapshot`], which sorts.
+#[derive(Debug, Clone)]
+pub struct SlotMap {
+    shards: Vec<HashMap<ClaimKey, Slot>>,
+}
+
+impl Default for SlotMap {
+    fn default() -> Self {
+        SlotMap {
+            shards: vec![HashMap::new(); SLOT_SHARDS],
+        }
+    }
+}
+
+impl SlotMap {
+    fn shard_of(key: &ClaimKey) -> usize {
+        // A fixed-key hasher: the same shard on every replica and run (it
+        // only places keys in memory; nothing depends on the order).
+        let h = BuildHasherDefault::<DefaultHasher>::default().hash_one(key);
+        (h as usize) & (SLOT_SHARDS - 1)
+    }
+
+    pub fn get(&self, key: &ClaimKey) -> Option<&Slot> {
+        self.shards[Self::shard_of(key)].get(key)
+    }
+
+    pub fn get_mut(&mut self, key: &ClaimKey) -> Option<&mut Slot> {
+        self.shards[Self::shard_of(key)].get_mut(key)
+    }
+
+    pub fn insert(&mut self, key: ClaimKey, slot: Slot) -> Option<Slot> {
+        self.shards[Self::shard_of(&key)].insert(key, slot)
+    }
+
+    pub fn remove(&mut self, key: &ClaimKey) -> Option<Slot> {
+        self.shards[Self::shard_of(key)].remove(key)
+    }
+
+    /// Every slot, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&ClaimKey, &Slot)> {
+        self.shards.iter().flat_map(|s| s.iter())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Namespace {
     pub row: NamespaceRow,
-    /// Hashed, not ordered: keys are block hashes, looked up one by one,
-    /// and a lookup in a B-tree of millions of random keys costs a cache
-    /// miss per level (it was the top of the offload profile). Nothing
-    /// iterates it except [`super::Claims::snapshot`], which sorts.
-    pub slots: HashMap<ClaimKey, Slot>,
+    pub slots: SlotMap,
     /// Stored entries (the capacity counts these).
     pub entries: u64,
     /// Lease slots.
@@ -77,7 +129,7 @@ impl Namespace {
     pub fn new(row: NamespaceRow) -> Self {
         Namespace {
             row,
-            slots: HashMap::new(),
+            slots: SlotMap::default(),
             entries: 0,
             leases: 0,
             evict_order: BTreeSet::new(),
@@ -248,5 +300,44 @@ fn unindex(
 ) {
     if let Some(r) = rank(policy, e) {
         order.remove(&(Reverse(r), e.touch_seq, key.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(n: i64) -> Slot {
+        Slot::Leased {
+            session_id: n,
+            deadline_ms: 0,
+        }
+    }
+
+    #[test]
+    fn slot_map_finds_what_it_holds_across_shards() {
+        let mut m = SlotMap::default();
+        assert_eq!(m.iter().count(), 0);
+        for k in 0..2_000u64 {
+            assert_eq!(m.insert(ClaimKey::U64(k), lease(k as i64)), None);
+        }
+        m.insert(ClaimKey::Bytes(b"abc".to_vec()), lease(-1));
+        assert_eq!(m.iter().count(), 2_001);
+        assert!(m.shards.iter().all(|s| !s.is_empty()), "keys spread");
+        assert_eq!(m.get(&ClaimKey::U64(1_234)), Some(&lease(1_234)));
+        assert_eq!(m.get(&ClaimKey::Bytes(b"abc".to_vec())), Some(&lease(-1)));
+        assert_eq!(m.remove(&ClaimKey::U64(7)), Some(lease(7)));
+        assert_eq!(m.get(&ClaimKey::U64(7)), None);
+        if let Some(Slot::Leased { deadline_ms, .. }) = m.get_mut(&ClaimKey::U64(8)) {
+            *deadline_ms = 99;
+        }
+        assert_eq!(
+            m.get(&ClaimKey::U64(8)),
+            Some(&Slot::Leased {
+                session_id: 8,
+                deadline_ms: 99
+            })
+        );
+        assert_eq!(m.iter().count(), 2_000);
     }
 }
