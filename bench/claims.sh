@@ -8,7 +8,8 @@
 #
 # CLIENTS (default 16), DURATION (default 5s per row) and BATCHES (default
 # 16,1000) change the load; SERVE_EXTRA adds `cairn serve` flags. Prints
-# the server CPU per key as well, which load on the machine disturbs least.
+# the server CPU for the run as well, which load on the machine disturbs
+# least; KEEP_LOGS=DIR keeps the members' logs there.
 set -euo pipefail
 BIN=${1:?usage: claims.sh BIN_DIR LABEL}
 LABEL=${2:-cairn}
@@ -17,7 +18,7 @@ PIDS=()
 cleanup() {
     for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    rm -rf "$WORK"
+    [ -n "${KEEP_LOGS:-}" ] && cp "$WORK"/n*.log "$KEEP_LOGS"/ 2>/dev/null; rm -rf "$WORK"
 }
 trap cleanup EXIT
 IC="n1=http://127.0.0.1:26821,n2=http://127.0.0.1:26822,n3=http://127.0.0.1:26823"

@@ -1,13 +1,27 @@
 //! Block-claims state in redb, beside the state machine's other tables.
 //!
-//! `sm_claims` holds one row per claim slot (a lease or a stored entry):
-//! key = namespace id (big-endian u32) + the postcard-encoded claim key,
-//! value = the postcard-encoded slot. `sm_claims_ns` holds one row per
-//! namespace (configuration, counters, touch sequence). Rows are written
-//! in the state machine's per-batch transaction, so claims and the applied
-//! log id never disagree; eviction and deadline indexes are rebuilt from
-//! the rows at open.
+//! - `sm_claims`: one row per stored entry, key = namespace id (big-endian
+//!   u32) + the postcard-encoded claim key, value = the postcard-encoded
+//!   slot. (Databases written before the lease log may still hold lease
+//!   slots here; they load as leases, and any change to such a key removes
+//!   its row.)
+//! - `sm_claims_ns`: one row per namespace (configuration, counters, touch
+//!   sequence).
+//! - `sm_claims_lease_log`: claim leases, as a log. Each apply batch that
+//!   changes leases appends **one** row listing each changed key's lease as
+//!   it now is (`None`: no lease). Leases are short-lived and their keys
+//!   are random block hashes: as one row per key, every grant, refresh,
+//!   conversion and expiry copy-on-wrote a different B-tree page, about a
+//!   third of all CPU under CanOffload load. When the log has grown past
+//!   twice its base (and a floor), the next batch replaces it with one base
+//!   row holding every live lease, so its size stays proportional to the
+//!   live leases.
+//!
+//! Rows are written in the state machine's per-batch transaction, so claims
+//! and the applied log id never disagree; the eviction and deadline indexes
+//! are rebuilt from the rows at open.
 
+use std::collections::BTreeMap;
 use std::io;
 
 use cairn_store::claims::{ClaimKey, ClaimsChanges, ClaimsSnapshot, NamespaceRow, Slot};
@@ -16,6 +30,15 @@ use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 
 const CLAIMS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sm_claims");
 const CLAIMS_NS: TableDefinition<u32, &[u8]> = TableDefinition::new("sm_claims_ns");
+const LEASE_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("sm_claims_lease_log");
+
+/// The lease log is compacted once it holds more than this many bytes
+/// and more than twice its base.
+const LEASE_LOG_COMPACT_MIN_BYTES: u64 = 8 * 1024 * 1024;
+
+/// One key's lease in the lease log: (namespace id, key, (session,
+/// deadline)) or `None` when the key holds no lease.
+type LeaseEntry = (u32, ClaimKey, Option<(i64, u64)>);
 
 fn io_err(context: &str, e: impl std::fmt::Display) -> io::Error {
     io::Error::other(format!("{context}: {e}"))
@@ -35,25 +58,89 @@ fn row_key(ns: u32, key: &ClaimKey) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// How big the lease log is, to decide when to compact it. Kept by the
+/// state machine across batches; rebuilt from the table at open.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LeaseLogSize {
+    /// Bytes of the base row (the last compaction).
+    base_bytes: u64,
+    /// Bytes of the rows appended since.
+    appended_bytes: u64,
+    /// Never compact below this ([`LEASE_LOG_COMPACT_MIN_BYTES`]; tests
+    /// lower it).
+    min_bytes: u64,
+}
+
+impl Default for LeaseLogSize {
+    fn default() -> Self {
+        LeaseLogSize {
+            base_bytes: 0,
+            appended_bytes: 0,
+            min_bytes: LEASE_LOG_COMPACT_MIN_BYTES,
+        }
+    }
+}
+
+impl LeaseLogSize {
+    fn compaction_due(&self) -> bool {
+        self.appended_bytes > self.min_bytes.max(2 * self.base_bytes)
+    }
+
+    /// Sizes after writing a base of `base_bytes`.
+    fn rebased(&self, base_bytes: u64) -> LeaseLogSize {
+        LeaseLogSize {
+            base_bytes,
+            appended_bytes: 0,
+            min_bytes: self.min_bytes,
+        }
+    }
+}
+
 /// Encoded claims rows of one apply batch (or of a whole state).
 #[derive(Default)]
 pub(crate) struct ClaimsRows {
-    /// `None` deletes the slot's row.
+    /// Stored-entry rows; `None` deletes the key's row.
     slots: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     namespaces: Vec<(u32, Vec<u8>)>,
+    /// This batch's lease-log row, if any lease changed.
+    lease_row: Option<Vec<u8>>,
+    /// Replaces the whole lease log (a compaction or a whole state).
+    lease_base: Option<Vec<u8>>,
 }
 
 impl ClaimsRows {
-    /// The rows `changes` names, as they are now in `store`.
-    pub(crate) fn changed(store: &Store, changes: &ClaimsChanges) -> io::Result<ClaimsRows> {
+    /// The rows `changes` names, as they are now in `store`; `size` is the
+    /// lease log's, updated for what these rows will write.
+    pub(crate) fn changed(
+        store: &Store,
+        changes: &ClaimsChanges,
+        size: &mut LeaseLogSize,
+    ) -> io::Result<ClaimsRows> {
         let claims = store.claims();
         let mut rows = ClaimsRows::default();
+        let mut leases: Vec<LeaseEntry> = Vec::new();
         for (ns, key) in &changes.slots {
-            let value = claims
-                .slot(*ns, key)
-                .map(|s| encode("claim slot", s))
-                .transpose()?;
-            rows.slots.push((row_key(*ns, key)?, value));
+            match claims.slot(*ns, key) {
+                Some(slot @ Slot::Stored(_)) => {
+                    rows.slots
+                        .push((row_key(*ns, key)?, Some(encode("claim slot", slot)?)));
+                    // The key may have been leased in an earlier row.
+                    leases.push((*ns, key.clone(), None));
+                }
+                Some(Slot::Leased {
+                    session_id,
+                    deadline_ms,
+                }) => {
+                    // The key may have been stored (removed, then leased in
+                    // this batch) or hold a lease row of an older version.
+                    rows.slots.push((row_key(*ns, key)?, None));
+                    leases.push((*ns, key.clone(), Some((*session_id, *deadline_ms))));
+                }
+                None => {
+                    rows.slots.push((row_key(*ns, key)?, None));
+                    leases.push((*ns, key.clone(), None));
+                }
+            }
         }
         for ns in &changes.namespaces {
             if let Some(row) = claims.namespace_row(*ns) {
@@ -61,46 +148,101 @@ impl ClaimsRows {
                     .push((*ns, encode("claims namespace", row)?));
             }
         }
+        if !leases.is_empty() {
+            let row = encode("claim leases", &leases)?;
+            size.appended_bytes += row.len() as u64;
+            if size.compaction_due() {
+                let base = encode_leases(store)?;
+                *size = size.rebased(base.len() as u64);
+                rows.lease_base = Some(base);
+            } else {
+                rows.lease_row = Some(row);
+            }
+        }
         Ok(rows)
     }
 
-    pub(crate) fn of_snapshot(snap: &ClaimsSnapshot) -> io::Result<ClaimsRows> {
+    /// Every row of a whole state; `size` becomes the new lease log's.
+    pub(crate) fn of_snapshot(
+        snap: &ClaimsSnapshot,
+        size: &mut LeaseLogSize,
+    ) -> io::Result<ClaimsRows> {
         let mut rows = ClaimsRows::default();
+        let mut leases: Vec<LeaseEntry> = Vec::new();
         for (ns, key, slot) in &snap.slots {
-            rows.slots
-                .push((row_key(*ns, key)?, Some(encode("claim slot", slot)?)));
+            match slot {
+                Slot::Stored(_) => rows
+                    .slots
+                    .push((row_key(*ns, key)?, Some(encode("claim slot", slot)?))),
+                Slot::Leased {
+                    session_id,
+                    deadline_ms,
+                } => leases.push((*ns, key.clone(), Some((*session_id, *deadline_ms)))),
+            }
         }
         for row in &snap.namespaces {
             rows.namespaces
                 .push((row.id, encode("claims namespace", row)?));
         }
+        let base = encode("claim leases", &leases)?;
+        *size = size.rebased(base.len() as u64);
+        rows.lease_base = Some(base);
         Ok(rows)
     }
 
     pub(crate) fn write_in(&self, txn: &WriteTransaction) -> io::Result<()> {
-        if self.slots.is_empty() && self.namespaces.is_empty() {
-            return Ok(());
-        }
-        let mut slots = txn
-            .open_table(CLAIMS)
-            .map_err(|e| io_err("open claims", e))?;
-        for (key, value) in &self.slots {
-            match value {
-                Some(v) => slots.insert(key.as_slice(), v.as_slice()).map(|_| ()),
-                None => slots.remove(key.as_slice()).map(|_| ()),
+        if !self.slots.is_empty() {
+            let mut slots = txn
+                .open_table(CLAIMS)
+                .map_err(|e| io_err("open claims", e))?;
+            for (key, value) in &self.slots {
+                match value {
+                    Some(v) => slots.insert(key.as_slice(), v.as_slice()).map(|_| ()),
+                    None => slots.remove(key.as_slice()).map(|_| ()),
+                }
+                .map_err(|e| io_err("write claim", e))?;
             }
-            .map_err(|e| io_err("write claim", e))?;
         }
-        let mut namespaces = txn
-            .open_table(CLAIMS_NS)
-            .map_err(|e| io_err("open claims namespaces", e))?;
-        for (id, row) in &self.namespaces {
-            namespaces
-                .insert(*id, row.as_slice())
-                .map_err(|e| io_err("write claims namespace", e))?;
+        if !self.namespaces.is_empty() {
+            let mut namespaces = txn
+                .open_table(CLAIMS_NS)
+                .map_err(|e| io_err("open claims namespaces", e))?;
+            for (id, row) in &self.namespaces {
+                namespaces
+                    .insert(*id, row.as_slice())
+                    .map_err(|e| io_err("write claims namespace", e))?;
+            }
+        }
+        if let Some(base) = &self.lease_base {
+            txn.delete_table(LEASE_LOG)
+                .map_err(|e| io_err("clear claim lease log", e))?;
+            txn.open_table(LEASE_LOG)
+                .map_err(|e| io_err("open claim lease log", e))?
+                .insert(0, base.as_slice())
+                .map_err(|e| io_err("write claim lease base", e))?;
+        } else if let Some(row) = &self.lease_row {
+            let mut log = txn
+                .open_table(LEASE_LOG)
+                .map_err(|e| io_err("open claim lease log", e))?;
+            let next = match log.last().map_err(|e| io_err("read claim lease log", e))? {
+                Some((k, _)) => k.value() + 1,
+                None => 0,
+            };
+            log.insert(next, row.as_slice())
+                .map_err(|e| io_err("write claim lease log", e))?;
         }
         Ok(())
     }
+}
+
+/// Every live lease of `store`, encoded as one lease-log row.
+fn encode_leases(store: &Store) -> io::Result<Vec<u8>> {
+    let claims = store.claims();
+    let mut leases: Vec<LeaseEntry> = Vec::with_capacity(claims.lease_count());
+    for (ns, key, session_id, deadline_ms) in claims.leases() {
+        leases.push((ns, key.clone(), Some((session_id, deadline_ms))));
+    }
+    encode("claim leases", &leases)
 }
 
 /// Create the tables so read transactions find them.
@@ -109,6 +251,8 @@ pub(crate) fn create_tables(txn: &WriteTransaction) -> io::Result<()> {
         .map_err(|e| io_err("open claims", e))?;
     txn.open_table(CLAIMS_NS)
         .map_err(|e| io_err("open claims namespaces", e))?;
+    txn.open_table(LEASE_LOG)
+        .map_err(|e| io_err("open claim lease log", e))?;
     Ok(())
 }
 
@@ -118,10 +262,35 @@ pub(crate) fn clear_tables(txn: &WriteTransaction) -> io::Result<()> {
         .map_err(|e| io_err("clear claims", e))?;
     txn.delete_table(CLAIMS_NS)
         .map_err(|e| io_err("clear claims namespaces", e))?;
+    txn.delete_table(LEASE_LOG)
+        .map_err(|e| io_err("clear claim lease log", e))?;
     Ok(())
 }
 
-/// Read the whole claims state back.
+/// The lease log's size as stored, for [`LeaseLogSize`] at open.
+pub(crate) fn lease_log_size(read: &ReadTransaction) -> io::Result<LeaseLogSize> {
+    let log = read
+        .open_table(LEASE_LOG)
+        .map_err(|e| io_err("open claim lease log", e))?;
+    let mut size = LeaseLogSize::default();
+    for (i, row) in log.iter().map_err(|e| io_err("scan", e))?.enumerate() {
+        let len = row
+            .map_err(|e| io_err("scan claim lease log", e))?
+            .1
+            .value()
+            .len() as u64;
+        if i == 0 {
+            size.base_bytes = len;
+        } else {
+            size.appended_bytes += len;
+        }
+    }
+    Ok(size)
+}
+
+/// Read the whole claims state back: stored entries, then the lease log
+/// replayed in order. Slots come out sorted by (namespace, key), as
+/// [`cairn_store::claims::Claims::snapshot`] lists them.
 pub(crate) fn load(read: &ReadTransaction) -> io::Result<ClaimsSnapshot> {
     let mut snap = ClaimsSnapshot::default();
     let namespaces = read
@@ -132,21 +301,60 @@ pub(crate) fn load(read: &ReadTransaction) -> io::Result<ClaimsSnapshot> {
         snap.namespaces
             .push(decode::<NamespaceRow>("claims namespace", v.value())?);
     }
-    let slots = read
+    let mut slots: BTreeMap<(u32, ClaimKey), Slot> = BTreeMap::new();
+    let table = read
         .open_table(CLAIMS)
         .map_err(|e| io_err("open claims", e))?;
-    for row in slots.iter().map_err(|e| io_err("scan", e))? {
+    for row in table.iter().map_err(|e| io_err("scan", e))? {
         let (k, v) = row.map_err(|e| io_err("scan claims", e))?;
         let k = k.value();
         let (ns, key) = k
             .split_first_chunk::<4>()
             .ok_or_else(|| io_err("corrupt claim row key", "shorter than 4 bytes"))?;
-        snap.slots.push((
-            u32::from_be_bytes(*ns),
-            decode::<ClaimKey>("claim key", key)?,
+        slots.insert(
+            (
+                u32::from_be_bytes(*ns),
+                decode::<ClaimKey>("claim key", key)?,
+            ),
             decode::<Slot>("claim slot", v.value())?,
-        ));
+        );
     }
+    // Each key's lease is its last record in the log: fold the log first,
+    // then lay the leases over the stored rows (a key that became leased
+    // lost its stored row in the same batch).
+    let mut leases: BTreeMap<(u32, ClaimKey), Option<(i64, u64)>> = BTreeMap::new();
+    let log = read
+        .open_table(LEASE_LOG)
+        .map_err(|e| io_err("open claim lease log", e))?;
+    for row in log.iter().map_err(|e| io_err("scan", e))? {
+        let (_, v) = row.map_err(|e| io_err("scan claim lease log", e))?;
+        for (ns, key, lease) in decode::<Vec<LeaseEntry>>("claim leases", v.value())? {
+            leases.insert((ns, key), lease);
+        }
+    }
+    for (at, lease) in leases {
+        match lease {
+            Some((session_id, deadline_ms)) => {
+                slots.insert(
+                    at,
+                    Slot::Leased {
+                        session_id,
+                        deadline_ms,
+                    },
+                );
+            }
+            // No lease now: drop a lease row an older version left.
+            None => {
+                if let Some(Slot::Leased { .. }) = slots.get(&at) {
+                    slots.remove(&at);
+                }
+            }
+        }
+    }
+    snap.slots = slots
+        .into_iter()
+        .map(|((ns, key), slot)| (ns, key, slot))
+        .collect();
     Ok(snap)
 }
 
@@ -183,9 +391,13 @@ mod tests {
     }
 
     fn register(keys: &[u64]) -> ClaimsCommand {
+        register_as(0, keys)
+    }
+
+    fn register_as(session_id: i64, keys: &[u64]) -> ClaimsCommand {
         ClaimsCommand::Register {
             namespace: "ns".into(),
-            session_id: 0,
+            session_id,
             entries: keys
                 .iter()
                 .map(|k| RegisterEntry {
@@ -209,12 +421,175 @@ mod tests {
         }
     }
 
-    fn persist(db: &Database, store: &mut Store) {
+    fn persist(db: &Database, store: &mut Store, size: &mut LeaseLogSize) {
         let changes = store.take_changes();
-        let rows = ClaimsRows::changed(store, &changes.claims).unwrap();
+        let rows = ClaimsRows::changed(store, &changes.claims, size).unwrap();
         let txn = db.begin_write().unwrap();
         rows.write_in(&txn).unwrap();
         txn.commit().unwrap();
+    }
+
+    fn lease_log_rows(db: &Database) -> usize {
+        let read = db.begin_read().unwrap();
+        let log = read.open_table(LEASE_LOG).unwrap();
+        log.iter().unwrap().count()
+    }
+
+    fn stored_rows(db: &Database) -> usize {
+        let read = db.begin_read().unwrap();
+        let t = read.open_table(CLAIMS).unwrap();
+        t.iter().unwrap().count()
+    }
+
+    fn new_db(dir: &tempfile::TempDir) -> Database {
+        let db = Database::create(dir.path().join("db")).unwrap();
+        let txn = db.begin_write().unwrap();
+        create_tables(&txn).unwrap();
+        txn.commit().unwrap();
+        db
+    }
+
+    fn create_ns(store: &mut Store, capacity: u64) {
+        claims(
+            store,
+            ClaimsCommand::CreateNamespace {
+                name: "ns".into(),
+                config: NamespaceConfig {
+                    capacity,
+                    eviction: EvictionPolicy::Tail,
+                    ..Default::default()
+                },
+            },
+        );
+    }
+
+    fn remove(keys: &[u64]) -> ClaimsCommand {
+        ClaimsCommand::Remove {
+            namespace: "ns".into(),
+            keys: keys.iter().map(|k| ClaimKey::U64(*k)).collect(),
+            now_ms: 2_000,
+        }
+    }
+
+    /// Leases go to the lease log, one row per batch; stored entries to
+    /// their own rows.
+    #[test]
+    fn leases_are_one_log_row_per_batch_and_entries_one_row_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = new_db(&dir);
+        let mut size = LeaseLogSize::default();
+        let mut store = Store::new();
+        let s = session(&mut store);
+        create_ns(&mut store, 100);
+        claims(&mut store, offload(s, &(0..50).collect::<Vec<_>>()));
+        persist(&db, &mut store, &mut size);
+        assert_eq!((lease_log_rows(&db), stored_rows(&db)), (1, 0));
+        claims(&mut store, register_as(s, &[3, 4]));
+        persist(&db, &mut store, &mut size);
+        assert_eq!((lease_log_rows(&db), stored_rows(&db)), (2, 2));
+        assert_eq!(loaded(&db), store.claims().snapshot());
+    }
+
+    /// A stored key removed and leased again within one batch loses its
+    /// stored row; a lease converted to an entry does not come back.
+    #[test]
+    fn a_key_removed_then_leased_in_one_batch_loads_as_a_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = new_db(&dir);
+        let mut size = LeaseLogSize::default();
+        let mut store = Store::new();
+        let s = session(&mut store);
+        create_ns(&mut store, 100);
+        claims(&mut store, register(&[1, 2]));
+        persist(&db, &mut store, &mut size);
+        claims(&mut store, remove(&[1]));
+        claims(&mut store, offload(s, &[1, 5]));
+        persist(&db, &mut store, &mut size);
+        assert_eq!(loaded(&db), store.claims().snapshot());
+        claims(&mut store, register_as(s, &[5]));
+        persist(&db, &mut store, &mut size);
+        let snap = loaded(&db);
+        assert_eq!(snap, store.claims().snapshot());
+        assert!(matches!(
+            snap.slots.iter().find(|(_, k, _)| *k == ClaimKey::U64(5)),
+            Some((_, _, Slot::Stored(_)))
+        ));
+    }
+
+    /// Past its threshold the lease log is replaced by one base row of the
+    /// live leases, and the state loads the same.
+    #[test]
+    fn the_lease_log_compacts_to_the_live_leases() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = new_db(&dir);
+        let mut size = LeaseLogSize {
+            min_bytes: 2_000,
+            ..LeaseLogSize::default()
+        };
+        let mut store = Store::new();
+        let s = session(&mut store);
+        create_ns(&mut store, 10_000);
+        let mut most_rows = 0;
+        for round in 0..40u64 {
+            let keys: Vec<u64> = (round * 20..round * 20 + 20).collect();
+            claims(&mut store, offload(s, &keys));
+            // Convert half of the previous round's leases.
+            if round > 0 {
+                let prev: Vec<u64> = ((round - 1) * 20..(round - 1) * 20 + 10).collect();
+                claims(&mut store, register_as(s, &prev));
+            }
+            persist(&db, &mut store, &mut size);
+            most_rows = most_rows.max(lease_log_rows(&db));
+            assert_eq!(loaded(&db), store.claims().snapshot(), "round {round}");
+        }
+        assert!(size.base_bytes > 0, "compacted at least once: {size:?}");
+        assert!(most_rows < 40, "the log never kept every row: {most_rows}");
+        // What open would compute matches what the writer tracked.
+        let read = db.begin_read().unwrap();
+        let on_disk = lease_log_size(&read).unwrap();
+        assert_eq!(
+            (on_disk.base_bytes, on_disk.appended_bytes),
+            (size.base_bytes, size.appended_bytes)
+        );
+    }
+
+    /// A database from before the lease log holds lease slots in
+    /// `sm_claims`: they load as leases and leave when they change.
+    #[test]
+    fn lease_rows_of_an_older_version_load_and_leave_on_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = new_db(&dir);
+        let mut store = Store::new();
+        let s = session(&mut store);
+        create_ns(&mut store, 100);
+        claims(&mut store, offload(s, &[7, 8]));
+        // Write the state as the old layout did: every slot a row.
+        store.take_changes();
+        let snap = store.claims().snapshot();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(CLAIMS).unwrap();
+            for (ns, key, slot) in &snap.slots {
+                t.insert(
+                    row_key(*ns, key).unwrap().as_slice(),
+                    encode("slot", slot).unwrap().as_slice(),
+                )
+                .unwrap();
+            }
+            let mut n = txn.open_table(CLAIMS_NS).unwrap();
+            for row in &snap.namespaces {
+                n.insert(row.id, encode("ns", row).unwrap().as_slice())
+                    .unwrap();
+            }
+        }
+        txn.commit().unwrap();
+        assert_eq!(loaded(&db), store.claims().snapshot());
+        let mut size = LeaseLogSize::default();
+        claims(&mut store, register_as(s, &[7]));
+        store.apply(&Command::LeaseRevoke { id: s });
+        persist(&db, &mut store, &mut size);
+        assert_eq!(loaded(&db), store.claims().snapshot());
+        assert_eq!(stored_rows(&db), 1, "only the entry 7 is left");
     }
 
     fn loaded(db: &Database) -> ClaimsSnapshot {
@@ -224,10 +599,8 @@ mod tests {
     #[test]
     fn batches_of_changed_rows_rebuild_the_same_claims_state() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Database::create(dir.path().join("db")).unwrap();
-        let txn = db.begin_write().unwrap();
-        create_tables(&txn).unwrap();
-        txn.commit().unwrap();
+        let db = new_db(&dir);
+        let mut size = LeaseLogSize::default();
 
         let mut store = Store::new();
         let s = session(&mut store);
@@ -243,17 +616,17 @@ mod tests {
             },
         );
         claims(&mut store, offload(s, &[7, 8, 9]));
-        persist(&db, &mut store);
+        persist(&db, &mut store, &mut size);
         assert_eq!(loaded(&db), store.claims().snapshot());
 
         // Evictions (parents' child counts change), conversions, releases.
         claims(&mut store, register(&[0, 1, 2, 3, 4, 5]));
         claims(&mut store, offload(s, &[1, 5, 6]));
-        persist(&db, &mut store);
+        persist(&db, &mut store, &mut size);
         assert_eq!(loaded(&db), store.claims().snapshot());
 
         store.apply(&Command::LeaseRevoke { id: s });
-        persist(&db, &mut store);
+        persist(&db, &mut store, &mut size);
         let snap = loaded(&db);
         assert_eq!(snap, store.claims().snapshot());
         assert!(snap

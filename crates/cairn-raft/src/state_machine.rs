@@ -20,7 +20,7 @@ use openraft::{EntryPayload, OptionalSend};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::claims_rows::{self, ClaimsRows};
+use crate::claims_rows::{self, ClaimsRows, LeaseLogSize};
 use crate::log_store::StateWriter;
 use crate::snapshot_file::SnapshotFile;
 use crate::types::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
@@ -74,6 +74,8 @@ pub struct StateMachineStore {
     writer: Option<StateWriter>,
     /// The current snapshot, for members that need one.
     snapshots: Arc<SnapshotFile>,
+    /// Size of the claims lease log, to compact it in time.
+    lease_log: LeaseLogSize,
 }
 
 /// A snapshot's bytes on the wire and on disk.
@@ -116,6 +118,8 @@ impl StateMachineStore {
         txn.commit().map_err(|e| io_err("commit", e))?;
 
         let persisted = read_persisted(&db)?;
+        let lease_log =
+            claims_rows::lease_log_size(&db.begin_read().map_err(|e| io_err("begin read", e))?)?;
         let store = Store::from_snapshot(persisted.store);
         let (applied, membership) = (persisted.applied, persisted.membership);
         Ok(StateMachineStore {
@@ -126,6 +130,7 @@ impl StateMachineStore {
             observer,
             writer: None,
             snapshots,
+            lease_log,
         })
     }
 
@@ -148,7 +153,7 @@ impl StateMachineStore {
 
     /// Collect what the store changed plus the applied position, to be
     /// written in one transaction.
-    fn changed_rows(&self) -> io::Result<ChangedRows> {
+    fn changed_rows(&mut self) -> io::Result<ChangedRows> {
         let mut store = self
             .store
             .write()
@@ -179,7 +184,7 @@ impl StateMachineStore {
                 .collect(),
             records,
             leases,
-            claims: ClaimsRows::changed(&store, &changes.claims)?,
+            claims: ClaimsRows::changed(&store, &changes.claims, &mut self.lease_log)?,
             store_meta: encode("store meta", store.meta())?,
             applied: encode("applied", &self.applied)?,
             membership: encode("membership", &self.membership)?,
@@ -188,7 +193,7 @@ impl StateMachineStore {
 
     /// Every row of the current state, to replace the tables after a
     /// snapshot is installed.
-    fn whole_rows(&self) -> io::Result<WholeRows> {
+    fn whole_rows(&mut self) -> io::Result<WholeRows> {
         let mut store = self
             .store
             .write()
@@ -197,7 +202,12 @@ impl StateMachineStore {
         let snap = store.snapshot();
         drop(store);
         Ok(WholeRows {
-            rows: ChangedRows::of_snapshot(&snap, &self.applied, &self.membership)?,
+            rows: ChangedRows::of_snapshot(
+                &snap,
+                &self.applied,
+                &self.membership,
+                &mut self.lease_log,
+            )?,
         })
     }
 }
@@ -220,6 +230,7 @@ impl ChangedRows {
         snap: &StoreSnapshot,
         applied: &Option<LogId>,
         membership: &StoredMembership,
+        lease_log: &mut LeaseLogSize,
     ) -> io::Result<ChangedRows> {
         let mut records = Vec::with_capacity(snap.records.len());
         for (key, record) in &snap.records {
@@ -236,7 +247,7 @@ impl ChangedRows {
             removed: Vec::new(),
             records,
             leases,
-            claims: ClaimsRows::of_snapshot(&snap.claims)?,
+            claims: ClaimsRows::of_snapshot(&snap.claims, lease_log)?,
             store_meta: encode("store meta", &snap.meta)?,
             applied: encode("applied", applied)?,
             membership: encode("membership", membership)?,
@@ -621,7 +632,12 @@ impl StateMachineStore {
     pub fn write_restored(db: &Database, store: &Store) -> io::Result<()> {
         use redb::ReadableTableMetadata as _;
         let snap = store.snapshot();
-        let rows = ChangedRows::of_snapshot(&snap, &None, &StoredMembership::default())?;
+        let rows = ChangedRows::of_snapshot(
+            &snap,
+            &None,
+            &StoredMembership::default(),
+            &mut LeaseLogSize::default(),
+        )?;
         let txn = db.begin_write().map_err(|e| io_err("begin", e))?;
         {
             let records = txn

@@ -427,6 +427,22 @@ impl Claims {
         self.by_session.get(&session_id).map_or(0, |s| s.len())
     }
 
+    /// Every claim lease: (namespace id, key, session, deadline), earliest
+    /// deadline first.
+    pub fn leases(&self) -> impl Iterator<Item = (u32, &ClaimKey, i64, u64)> + '_ {
+        self.deadlines.iter().filter_map(|(deadline_ms, id, key)| {
+            match self.spaces.get(id)?.slots.get(key)? {
+                Slot::Leased { session_id, .. } => Some((*id, key, *session_id, *deadline_ms)),
+                Slot::Stored(_) => None,
+            }
+        })
+    }
+
+    /// Number of claim leases, all namespaces.
+    pub fn lease_count(&self) -> usize {
+        self.deadlines.len()
+    }
+
     pub fn slot(&self, id: u32, key: &ClaimKey) -> Option<&Slot> {
         self.spaces.get(&id)?.slots.get(key)
     }
