@@ -42,11 +42,19 @@ const KEY_SNAPSHOT_DATA: &str = "data";
 /// readers. Apply holds the write lock only while it mutates memory.
 pub type SharedStore = Arc<RwLock<Store>>;
 
+/// The cluster time carried by the last applied command that carried one,
+/// and the term of its entry: the leader of that term stamped it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub term: u64,
+    pub now_ms: u64,
+}
+
 /// Told about every applied batch, after it is persisted: feeds watchers.
 pub trait ApplyObserver: Send + Sync + 'static {
     /// `events` are in revision order; `revision` is the store's revision
-    /// after the batch.
-    fn applied(&self, events: Vec<Event>, revision: i64);
+    /// after the batch; `stamp` is the batch's last time stamp, if any.
+    fn applied(&self, events: Vec<Event>, revision: i64, stamp: Option<Stamp>);
 
     /// The state was replaced by a snapshot at `revision`: events between
     /// what observers saw and `revision` were never applied here one by one.
@@ -57,7 +65,7 @@ pub trait ApplyObserver: Send + Sync + 'static {
 pub struct NoObserver;
 
 impl ApplyObserver for NoObserver {
-    fn applied(&self, _events: Vec<Event>, _revision: i64) {}
+    fn applied(&self, _events: Vec<Event>, _revision: i64, _stamp: Option<Stamp>) {}
     fn snapshot_installed(&self, _revision: i64) {}
 }
 
@@ -517,6 +525,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let batch: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
         let mut replies = Vec::with_capacity(batch.len());
         let mut events = Vec::new();
+        let mut stamp = None;
         let revision;
         {
             let mut store = self
@@ -528,6 +537,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 let result = match &entry.payload {
                     EntryPayload::Blank => CommandResult::Empty,
                     EntryPayload::Normal(cmd) => {
+                        if let Some(now_ms) = cmd.now_ms() {
+                            stamp = Some(Stamp {
+                                term: entry.log_id().leader_id.term,
+                                now_ms,
+                            });
+                        }
                         let applied = store.apply(cmd);
                         events.extend(applied.events);
                         applied.result
@@ -553,7 +568,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     .map_err(|e| io_err("apply persist task", e))??;
             }
         }
-        self.observer.applied(events, revision);
+        self.observer.applied(events, revision, stamp);
         for (responder, result) in replies {
             if let Some(r) = responder {
                 r.send(result);

@@ -5,30 +5,50 @@
 //! estimate: a store time (the anchor) and the local monotonic instant it
 //! was taken at; the estimate is the anchor plus the elapsed monotonic time.
 //!
-//! - **Only forward.** An applied time moves the estimate only when it is
-//!   ahead of it. A command is stamped when proposed and applied a commit
-//!   latency later; a tick proposed before a partition healed is applied
-//!   seconds late. Taking such a time as "now" set the clock back: on the
-//!   leader, by a commit latency per tick (a 6 s lease lived 8 s with 100 ms
-//!   ticks), and by a partition's length after a heal.
-//! - **Runs only from a real anchor.** A member starts *frozen* at the store
-//!   time it last applied; it starts running at its first applied time (a
-//!   stamp made by a leader) or when it becomes leader itself. A clock that
-//!   ran from process start would be ahead of the leader's by the
-//!   difference in start times, and as leader it would expire leases early.
-//!   A follower anchored on a leader's stamp is never ahead of that leader,
-//!   so a follower that becomes leader continues the old leader's clock, at
-//!   most one commit latency behind: a lease's TTL keeps counting across a
-//!   leader change instead of restarting, and never ends early.
-//! - **A restart keeps its downtime.** A restarted member starts from the
-//!   store time it last applied, older than the cluster's by its downtime.
-//!   If it leads again before applying a newer tick (openraft lets a
-//!   restarted leader resume its term), that would stall cluster time and
-//!   stretch every lease by the downtime. So [`downtime_ms`] adds the
-//!   wall-clock time since the data file was last written (a lower bound of
-//!   the time that passed since the last applied tick was proposed, so the
-//!   estimate never runs ahead), capped so that a wall-clock jump cannot
-//!   expire leases early by more than the cap.
+//! - **The leader's clock only moves forward.** An applied time moves the
+//!   estimate forward when it is ahead of it, never back. A command is
+//!   stamped when proposed and applied a commit latency later; taking such
+//!   a time as "now" would set the leader's clock back by a commit latency
+//!   per tick (a 6 s lease lived 8 s with 100 ms ticks).
+//! - **A follower follows its leader's stamps**, back as well as forward
+//!   ([`ClusterClock::follow`]), but only stamps from entries of the
+//!   current term while it knows the leader of that term: those were made
+//!   by the leader it follows, a replication delay ago. A follower's clock
+//!   runs on while no leader ticks (an election, a partition), and the next
+//!   leader's may be behind it; keeping the larger estimate left followers
+//!   seconds ahead of their leader for good — they reported leases as
+//!   nearly expired, and one of them elected later would have expired
+//!   leases early (cairn-chaos seed 1). Stamps of older terms move it only
+//!   forward: a new leader commits the last ticks of an isolated old leader
+//!   seconds after they were made, and following those lost 2 s of cluster
+//!   time (seed 16).
+//! - **Only the leader's clock stamps.** The leader re-stamps every command
+//!   it proposes, forwarded ones too (`Command::restamp`): the store's time
+//!   is the largest stamp ever applied, so one stamp from a member whose
+//!   estimate ran ahead would move cluster time ahead for good and expire
+//!   leases early.
+//! - **A new cluster's clock runs only from a real anchor.** A member of a
+//!   new cluster starts *frozen* at time 0; it starts running at its first
+//!   applied time (a stamp made by a leader) or when it becomes leader
+//!   itself. A clock that ran from process start would be ahead of the
+//!   leader's by the difference in start times. A follower anchored on a
+//!   leader's stamp is not ahead of that leader, so a follower that becomes
+//!   leader continues the old leader's clock, at most one commit latency
+//!   behind: a lease's TTL keeps counting across a leader change instead
+//!   of restarting, and never ends early.
+//! - **A restart keeps its downtime, and runs.** A restarted member starts
+//!   from the store time it last applied plus [`downtime_ms`] — the
+//!   wall-clock time since the data file was last written, a lower bound
+//!   of the time that passed since the last applied stamp was made, capped
+//!   so that a wall-clock jump cannot expire leases early by more than the
+//!   cap — and runs from there at once ([`ClusterClock::resumed`]). Frozen
+//!   until it applied a newer stamp or led, a restarted member that was
+//!   elected first continued cluster time from when it went down: every
+//!   lease was stretched by its downtime and its wait, and the followers,
+//!   whose clocks had run on, were seconds ahead of their new leader and
+//!   reported leases as nearly expired (cairn-chaos seed 1). Entries it
+//!   re-applies from its log carry older stamps than its start and move
+//!   nothing.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -49,7 +69,14 @@ pub fn downtime_ms(data_file: &Path, cap_ms: u64) -> u64 {
 
 #[derive(Debug)]
 pub struct ClusterClock {
-    state: Mutex<Anchor>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct State {
+    anchor: Anchor,
+    /// (term, time) of the newest leader stamp this member followed.
+    followed: (u64, u64),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -72,24 +99,37 @@ impl Anchor {
 }
 
 impl ClusterClock {
-    /// A frozen clock at `store_now_ms` (see the module docs).
+    /// A frozen clock at `store_now_ms`, for a member of a new cluster
+    /// (see the module docs).
     pub fn new(store_now_ms: u64) -> Self {
+        Self::start(store_now_ms, None)
+    }
+
+    /// A clock running from `start_ms` now, for a restarted member:
+    /// `start_ms` is its store time plus its downtime.
+    pub fn resumed(start_ms: u64) -> Self {
+        Self::start(start_ms, Some(Instant::now()))
+    }
+
+    fn start(store_ms: u64, at: Option<Instant>) -> Self {
         ClusterClock {
-            state: Mutex::new(Anchor {
-                store_ms: store_now_ms,
-                at: None,
+            state: Mutex::new(State {
+                anchor: Anchor { store_ms, at },
+                followed: (0, 0),
             }),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Anchor> {
-        // One Copy value: a panic elsewhere cannot leave it half-written.
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Plain Copy values: a panic elsewhere cannot leave them half-written.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Called after each applied batch with the store's time.
+    /// Called after each applied batch with the store's time: moves the
+    /// estimate forward only.
     pub fn observe(&self, store_now_ms: u64) {
-        let mut anchor = self.lock();
+        let mut state = self.lock();
+        let anchor = &mut state.anchor;
         let running = anchor.at.is_some();
         if store_now_ms > anchor.estimate() || (!running && store_now_ms >= anchor.store_ms) {
             *anchor = Anchor {
@@ -99,17 +139,33 @@ impl ClusterClock {
         }
     }
 
+    /// A follower applied `stamp_ms`, stamped by the leader it follows in
+    /// `term`, the current term: the estimate becomes that stamp, back as
+    /// well as forward (see the module docs). Only a newer stamp than the
+    /// last one followed counts.
+    pub fn follow(&self, stamp_ms: u64, term: u64) {
+        let mut state = self.lock();
+        if (term, stamp_ms) <= state.followed {
+            return;
+        }
+        state.followed = (term, stamp_ms);
+        state.anchor = Anchor {
+            store_ms: stamp_ms,
+            at: Some(Instant::now()),
+        };
+    }
+
     /// This node leads now: its clock must run (it stamps cluster time).
     pub fn set_leading(&self, leading: bool) {
-        let mut anchor = self.lock();
-        if leading && anchor.at.is_none() {
-            anchor.at = Some(Instant::now());
+        let mut state = self.lock();
+        if leading && state.anchor.at.is_none() {
+            state.anchor.at = Some(Instant::now());
         }
     }
 
-    /// Estimated cluster time now, never behind what was observed.
+    /// Estimated cluster time now.
     pub fn now_ms(&self) -> u64 {
-        self.lock().estimate()
+        self.lock().anchor.estimate()
     }
 }
 
@@ -181,5 +237,40 @@ mod tests {
         c.observe(10_000);
         c.observe(20_000);
         assert!(c.now_ms() >= 20_000);
+    }
+
+    #[test]
+    fn a_resumed_clock_runs_and_ignores_replayed_older_stamps() {
+        let c = ClusterClock::resumed(20_000);
+        spin_ms(20);
+        assert!(c.now_ms() >= 20_020, "runs from the restart");
+        // Entries re-applied from the log after a restart carry stamps from
+        // before the downtime.
+        c.observe(15_000);
+        c.observe(19_999);
+        assert!(c.now_ms() >= 20_020);
+        c.observe(30_000);
+        assert!(c.now_ms() >= 30_000, "a newer stamp moves it");
+    }
+
+    #[test]
+    fn a_follower_ahead_of_its_leader_follows_the_leaders_stamps_back() {
+        // The follower ran on while no leader ticked; the new leader's
+        // clock is behind it. The leader's stamps of its term win.
+        let c = ClusterClock::new(10_000);
+        c.observe(10_000);
+        spin_ms(60);
+        assert!(c.now_ms() >= 10_060);
+        c.observe(10_010);
+        assert!(c.now_ms() >= 10_060, "observe alone never goes back");
+        c.follow(10_010, 7);
+        let now = c.now_ms();
+        assert!((10_010..10_050).contains(&now), "{now}");
+        // An older stamp, or the same term's earlier one, moves nothing.
+        c.follow(10_005, 7);
+        c.follow(99_999, 6);
+        assert!(c.now_ms() >= now && c.now_ms() < 10_060);
+        c.follow(10_020, 8);
+        assert!(c.now_ms() >= 10_020);
     }
 }

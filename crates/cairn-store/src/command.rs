@@ -52,6 +52,46 @@ pub enum Command {
     Claims(ClaimsCommand),
 }
 
+impl Command {
+    /// The cluster time the command carries, if any.
+    pub fn now_ms(&self) -> Option<u64> {
+        match self {
+            Command::LeaseGrant { now_ms, .. }
+            | Command::LeaseKeepAlive { now_ms, .. }
+            | Command::Tick { now_ms, .. } => Some(*now_ms),
+            Command::Claims(c) => c.now_ms(),
+            Command::Put(_)
+            | Command::DeleteRange(_)
+            | Command::Txn(_)
+            | Command::Compact { .. }
+            | Command::LeaseRevoke { .. }
+            | Command::Alarm { .. }
+            | Command::Registry(_) => None,
+        }
+    }
+
+    /// Replace the cluster time the command carries, if any. The leader
+    /// stamps every command it proposes with its own clock: the store's
+    /// time is the largest stamp ever applied, so a stamp from a member
+    /// whose estimate ran ahead would move cluster time ahead for good and
+    /// expire leases early.
+    pub fn restamp(&mut self, at_ms: u64) {
+        match self {
+            Command::LeaseGrant { now_ms, .. }
+            | Command::LeaseKeepAlive { now_ms, .. }
+            | Command::Tick { now_ms, .. } => *now_ms = at_ms,
+            Command::Claims(c) => c.restamp(at_ms),
+            Command::Put(_)
+            | Command::DeleteRange(_)
+            | Command::Txn(_)
+            | Command::Compact { .. }
+            | Command::LeaseRevoke { .. }
+            | Command::Alarm { .. }
+            | Command::Registry(_) => {}
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AlarmAction {
     Activate,

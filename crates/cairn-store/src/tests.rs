@@ -784,3 +784,40 @@ fn changes_list_what_to_persist() {
     assert_eq!(c.leases.into_iter().collect::<Vec<_>>(), vec![4]);
     assert!(s.take_changes().is_empty());
 }
+
+#[test]
+fn restamp_replaces_the_time_of_commands_that_carry_one() {
+    use crate::claims::{ClaimKey, ClaimsCommand};
+    let mut timed = vec![
+        Command::LeaseGrant {
+            id: 0,
+            ttl_secs: 5,
+            now_ms: 1,
+        },
+        Command::LeaseKeepAlive { id: 7, now_ms: 1 },
+        Command::Tick {
+            now_ms: 1,
+            max_expiries: 10,
+        },
+        Command::Claims(ClaimsCommand::CanOffload {
+            namespace: "ns".into(),
+            session_id: 7,
+            keys: vec![ClaimKey::U64(1)],
+            now_ms: 1,
+        }),
+    ];
+    for c in &mut timed {
+        c.restamp(9_000);
+        let at = match c {
+            Command::LeaseGrant { now_ms, .. }
+            | Command::LeaseKeepAlive { now_ms, .. }
+            | Command::Tick { now_ms, .. } => *now_ms,
+            Command::Claims(c) => c.now_ms().unwrap(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(at, 9_000, "{c:?}");
+    }
+    let mut untimed = put("k", "v");
+    untimed.restamp(9_000);
+    assert_eq!(untimed, put("k", "v"));
+}

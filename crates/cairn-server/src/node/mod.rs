@@ -8,12 +8,12 @@ pub mod peer_handler;
 mod router;
 
 use openraft::async_runtime::WatchReceiver;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use cairn_raft::log_store::LogStore;
 use cairn_raft::network::{NetworkConfig, NetworkFactory};
-use cairn_raft::state_machine::{ApplyObserver, SharedStore, StateMachineStore};
+use cairn_raft::state_machine::{ApplyObserver, SharedStore, Stamp, StateMachineStore};
 use cairn_raft::types::CairnNode;
 use cairn_store::{AlarmAction, AlarmKind, Command, CommandResult, Event, Store, StoreError};
 use redb::Database;
@@ -50,12 +50,32 @@ struct Observer {
     hub: Arc<WatchHub>,
     clock: Arc<ClusterClock>,
     store: SharedStore,
+    /// The member's Raft, once started: whom it follows in which term
+    /// decides which stamps its clock follows (clock.rs).
+    raft: Arc<OnceLock<Raft>>,
+}
+
+impl Observer {
+    fn follow(&self, stamp: Stamp) {
+        let Some(raft) = self.raft.get() else { return };
+        let (term, leader, me) = {
+            let m = raft.metrics();
+            let m = m.borrow_watched();
+            (m.current_term, m.current_leader, m.id)
+        };
+        if leader.is_some_and(|l| l != me) && stamp.term == term {
+            self.clock.follow(stamp.now_ms, stamp.term);
+        }
+    }
 }
 
 impl ApplyObserver for Observer {
-    fn applied(&self, events: Vec<Event>, revision: i64) {
+    fn applied(&self, events: Vec<Event>, revision: i64, stamp: Option<Stamp>) {
         let now = self.store.read().map(|s| s.now_ms()).unwrap_or(0);
         self.clock.observe(now);
+        if let Some(stamp) = stamp {
+            self.follow(stamp);
+        }
         self.hub.applied(&events, revision);
     }
 
@@ -95,6 +115,7 @@ impl Node {
         let db_path = data_dir.join("cairn.redb");
         // How long this member was down (see clock.rs), before opening
         // the file touches it.
+        let restarted = db_path.exists();
         let downtime_ms = crate::clock::downtime_ms(&db_path, 10 * config.election_timeout_ms);
         let db = open_database(&db_path, config.storage_cache_bytes).await?;
         let db = Arc::new(db);
@@ -122,12 +143,18 @@ impl Node {
             .with_writer(log_store.state_writer());
         let store = sm.shared_store();
         let now = store.read().map(|s| s.now_ms()).unwrap_or(0);
-        let clock = Arc::new(ClusterClock::new(now.saturating_add(downtime_ms)));
+        let clock = Arc::new(if restarted {
+            ClusterClock::resumed(now.saturating_add(downtime_ms))
+        } else {
+            ClusterClock::new(now)
+        });
         let hub = WatchHub::new(store.clone());
+        let observed_raft = Arc::new(OnceLock::new());
         sm.set_observer(Arc::new(Observer {
             hub: hub.clone(),
             clock: clock.clone(),
             store: store.clone(),
+            raft: observed_raft.clone(),
         }));
 
         let raft_config = openraft::Config {
@@ -163,6 +190,7 @@ impl Node {
         )
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
+        let _ = observed_raft.set(raft.clone());
 
         if fresh && config.initial_cluster_state == ClusterState::New {
             let members = config.initial_members()?;
@@ -196,6 +224,7 @@ impl Node {
         let router = Arc::new(Router::new(
             raft.clone(),
             Duration::from_millis(config.request_timeout_ms),
+            clock.clone(),
         ));
         let proposer = Proposer::start(router.clone());
         let node = Arc::new(Node {

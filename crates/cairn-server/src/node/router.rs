@@ -4,7 +4,7 @@
 
 use openraft::async_runtime::WatchReceiver;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn_proto::raft::v1::raft_peer_client::RaftPeerClient;
@@ -18,6 +18,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::forward::{decode, encode, ForwardRequest, ForwardResponse};
 use super::Raft;
+use crate::clock::ClusterClock;
 use crate::error::ServerError;
 use crate::proposer::BatchSink;
 
@@ -30,6 +31,9 @@ pub struct Router {
     channels: Mutex<HashMap<String, Channel>>,
     /// Longest a request may wait for a leader and an answer.
     pub(crate) request_timeout: Duration,
+    /// This member's cluster time: what it proposes as leader carries it
+    /// (see `Command::restamp`), whoever stamped the request first.
+    clock: Arc<ClusterClock>,
 }
 
 /// One command's fate in a local proposal.
@@ -40,11 +44,12 @@ enum Outcome {
 }
 
 impl Router {
-    pub fn new(raft: Raft, request_timeout: Duration) -> Self {
+    pub fn new(raft: Raft, request_timeout: Duration, clock: Arc<ClusterClock>) -> Self {
         Router {
             raft,
             channels: Mutex::new(HashMap::new()),
             request_timeout,
+            clock,
         }
     }
 
@@ -129,11 +134,12 @@ impl Router {
     /// Propose on this node, which believes it leads.
     async fn propose_local(&self, commands: &[Command]) -> Vec<Outcome> {
         let n = commands.len();
-        let stream = match self
-            .raft
-            .client_write_many(commands.iter().cloned().map(Request))
-            .await
-        {
+        let now_ms = self.clock.now_ms();
+        let stamped = commands.iter().cloned().map(|mut c| {
+            c.restamp(now_ms);
+            Request(c)
+        });
+        let stream = match self.raft.client_write_many(stamped).await {
             Ok(s) => s,
             Err(fatal) => {
                 return (0..n)

@@ -160,6 +160,17 @@ impl ClaimsCommand {
             | ClaimsCommand::Touch { now_ms, .. } => Some(*now_ms),
         }
     }
+
+    /// Replace the cluster time carried, if the command carries one.
+    pub fn restamp(&mut self, at_ms: u64) {
+        match self {
+            ClaimsCommand::CreateNamespace { .. } => {}
+            ClaimsCommand::CanOffload { now_ms, .. }
+            | ClaimsCommand::Register { now_ms, .. }
+            | ClaimsCommand::Remove { now_ms, .. }
+            | ClaimsCommand::Touch { now_ms, .. } => *now_ms = at_ms,
+        }
+    }
 }
 
 /// Answer to `can_offload` for one key.

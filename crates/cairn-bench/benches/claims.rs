@@ -1,0 +1,177 @@
+//! Block-claims apply micro-benchmarks: `cairn_store::Store` with no IO,
+//! i.e. what one member spends applying a claims request of 1,000 keys
+//! (every member applies every request).
+//!
+//! `cargo bench -p cairn-bench --bench claims`
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use cairn_store::claims::{
+    ClaimKey, ClaimsCommand, EvictionPolicy, KeyKind, NamespaceConfig, RegisterEntry,
+};
+use cairn_store::{Command, CommandResult, Store};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+const NS: &str = "blocks";
+const BATCH: usize = 1_000;
+/// Cluster time advances this much per request, so leases (30 s) expire
+/// and the live lease set stays near 30 000 / STEP_MS requests' worth.
+const STEP_MS: u64 = 100;
+
+/// splitmix64: distinct, well-spread block hashes without a RNG crate.
+fn hash(n: u64) -> u64 {
+    let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+struct World {
+    store: Store,
+    session_id: i64,
+    now_ms: u64,
+    next_key: u64,
+}
+
+impl World {
+    fn new() -> World {
+        let mut store = Store::new();
+        store.apply(&Command::Claims(ClaimsCommand::CreateNamespace {
+            name: NS.into(),
+            config: NamespaceConfig {
+                capacity: 50_000_000,
+                eviction: EvictionPolicy::Tail,
+                key_kind: KeyKind::U64,
+                max_value_bytes: 64,
+                ..Default::default()
+            },
+        }));
+        let session_id = match store
+            .apply(&Command::LeaseGrant {
+                id: 0,
+                ttl_secs: 1_000_000,
+                now_ms: 0,
+            })
+            .result
+        {
+            CommandResult::LeaseGrant(g) => g.id,
+            other => panic!("lease grant: {other:?}"),
+        };
+        store.take_changes();
+        World {
+            store,
+            session_id,
+            now_ms: 1_000,
+            next_key: 0,
+        }
+    }
+
+    fn fresh_keys(&mut self) -> Vec<ClaimKey> {
+        let first = self.next_key;
+        self.next_key += BATCH as u64;
+        (first..self.next_key)
+            .map(|n| ClaimKey::U64(hash(n)))
+            .collect()
+    }
+
+    /// Apply one command the way the state machine does: apply, then take
+    /// the changes for persistence, then a tick that expires due leases.
+    fn apply(&mut self, cmd: ClaimsCommand) {
+        let applied = self.store.apply(&Command::Claims(cmd));
+        match applied.result {
+            CommandResult::Claims(Ok(_)) => {}
+            other => panic!("claims: {other:?}"),
+        }
+        black_box(self.store.take_changes());
+        self.now_ms += STEP_MS;
+        self.store.apply(&Command::Tick {
+            now_ms: self.now_ms,
+            max_expiries: 1_000,
+        });
+        black_box(self.store.take_changes());
+    }
+
+    fn offload(&mut self, keys: Vec<ClaimKey>) {
+        let cmd = ClaimsCommand::CanOffload {
+            namespace: NS.into(),
+            session_id: self.session_id,
+            keys,
+            now_ms: self.now_ms,
+        };
+        self.apply(cmd);
+    }
+
+    fn register(&mut self, keys: Vec<ClaimKey>) {
+        let entries = keys
+            .into_iter()
+            .map(|key| RegisterEntry {
+                key,
+                value: vec![7; 16],
+                metadata: Vec::new(),
+                parent: None,
+                position: None,
+            })
+            .collect();
+        let cmd = ClaimsCommand::Register {
+            namespace: NS.into(),
+            session_id: self.session_id,
+            entries,
+            now_ms: self.now_ms,
+        };
+        self.apply(cmd);
+    }
+}
+
+fn claims(c: &mut Criterion) {
+    let mut g = c.benchmark_group("claims_apply");
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(4))
+        .throughput(Throughput::Elements(BATCH as u64));
+
+    // A fresh 1,000-key can_offload: every key granted.
+    let mut w = World::new();
+    g.bench_function("can_offload_1000_fresh", |b| {
+        b.iter(|| {
+            let keys = w.fresh_keys();
+            w.offload(keys)
+        })
+    });
+
+    // A worker's cycle minus the offload: register 1,000 keys it holds.
+    let mut w = World::new();
+    g.bench_function("register_1000_leased", |b| {
+        b.iter_custom(|iters| {
+            let mut timed = Duration::ZERO;
+            for _ in 0..iters {
+                let keys = w.fresh_keys();
+                w.offload(keys.clone());
+                let started = Instant::now();
+                w.register(keys);
+                timed += started.elapsed();
+            }
+            timed
+        })
+    });
+
+    // Reads: match_prefix of 1,000 stored keys.
+    let mut w = World::new();
+    let mut stored = Vec::new();
+    for _ in 0..100 {
+        let keys = w.fresh_keys();
+        w.offload(keys.clone());
+        w.register(keys.clone());
+        stored.push(keys);
+    }
+    let mut n = 0;
+    g.bench_function("match_prefix_1000_stored", |b| {
+        b.iter(|| {
+            n = (n + 1) % stored.len();
+            black_box(w.store.claims().match_prefix(NS, &stored[n]).unwrap())
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, claims);
+criterion_main!(benches);
