@@ -419,25 +419,51 @@ fn encode_persisted(db: &Database) -> io::Result<(SnapshotMeta, Vec<u8>)> {
     let records = read
         .open_table(RECORDS)
         .map_err(|e| io_err("open records", e))?;
-    let count = records.len().map_err(|e| io_err("count records", e))?;
-    out.extend(encode("record count", &(count as usize))?);
-    for row in records.iter().map_err(|e| io_err("scan", e))? {
-        out.extend_from_slice(row.map_err(|e| io_err("scan records", e))?.1.value());
-    }
     let leases = read
         .open_table(LEASES)
         .map_err(|e| io_err("open leases", e))?;
-    let count = leases.len().map_err(|e| io_err("count leases", e))?;
-    out.extend(encode("lease count", &(count as usize))?);
+    let claims = encode("claims", &claims_rows::load(&read)?)?;
+    // Size the buffer exactly before filling it: grown by doubling, a
+    // snapshot of a large history held up to three times its size at the
+    // last reallocation (old and new buffer), and that was the members'
+    // peak memory.
+    let record_count = records.len().map_err(|e| io_err("count records", e))? as usize;
+    let lease_count = leases.len().map_err(|e| io_err("count leases", e))? as usize;
+    let record_count_bytes = encode("record count", &record_count)?;
+    let lease_count_bytes = encode("lease count", &lease_count)?;
+    out.reserve_exact(
+        record_count_bytes.len()
+            + value_bytes(&records, "size records")?
+            + lease_count_bytes.len()
+            + value_bytes(&leases, "size leases")?
+            + claims.len(),
+    );
+    out.extend(record_count_bytes);
+    for row in records.iter().map_err(|e| io_err("scan", e))? {
+        out.extend_from_slice(row.map_err(|e| io_err("scan records", e))?.1.value());
+    }
+    out.extend(lease_count_bytes);
     for row in leases.iter().map_err(|e| io_err("scan", e))? {
         out.extend_from_slice(row.map_err(|e| io_err("scan leases", e))?.1.value());
     }
-    out.extend(encode("claims", &claims_rows::load(&read)?)?);
+    out.extend(claims);
     let meta = SnapshotMeta {
         last_log_id: applied,
         last_membership,
     };
     Ok((meta, out))
+}
+
+/// The total length of a table's values.
+fn value_bytes<K: redb::Key + 'static>(
+    table: &redb::ReadOnlyTable<K, &'static [u8]>,
+    what: &str,
+) -> io::Result<usize> {
+    let mut n = 0;
+    for row in table.iter().map_err(|e| io_err(what, e))? {
+        n += row.map_err(|e| io_err(what, e))?.1.value().len();
+    }
+    Ok(n)
 }
 
 /// Moves a snapshot left in redb by an older version into the file.
