@@ -51,9 +51,10 @@ pub struct ServerConfig {
     /// Budget for a client request that waits on a leader or consensus.
     pub request_timeout_ms: u64,
     /// redb's page cache. Reads are served from the in-memory keyspace and
-    /// replication reads mostly from the unflushed tail, so the cache only
-    /// speeds up startup and lagging followers; redb's 1 GiB default would
-    /// be most of a member's memory.
+    /// replication reads from the WAL, so the cache only holds pages the
+    /// writes of state rows touch; redb's 1 GiB default would be most of a
+    /// member's memory. 8 MiB: 64 MiB added ~75 MiB RSS per member and no
+    /// throughput (put c=64, claims register; BENCHMARKS.md, session 6).
     pub storage_cache_bytes: usize,
 }
 
@@ -102,7 +103,7 @@ impl Default for ServerConfig {
             tick_interval_ms: 500,
             max_lease_expiries_per_tick: 1000,
             request_timeout_ms: 5000,
-            storage_cache_bytes: 64 * 1024 * 1024,
+            storage_cache_bytes: 8 * 1024 * 1024,
         }
     }
 }
