@@ -423,21 +423,27 @@ fn encode_persisted(db: &Database) -> io::Result<(SnapshotMeta, Vec<u8>)> {
         .open_table(LEASES)
         .map_err(|e| io_err("open leases", e))?;
     let claims = encode("claims", &claims_rows::load(&read)?)?;
-    // Size the buffer exactly before filling it: grown by doubling, a
-    // snapshot of a large history held up to three times its size at the
-    // last reallocation (old and new buffer), and that was the members'
-    // peak memory.
+    // Size the buffer before filling it: grown by doubling, a snapshot of
+    // a large history held up to three times its size at the last
+    // reallocation (old and new buffer), and that was the members' peak
+    // memory. redb's table stats (keys and values, an upper bound of the
+    // values by the few key bytes per row) come from its pages, without a
+    // second pass over the rows.
     let record_count = records.len().map_err(|e| io_err("count records", e))? as usize;
     let lease_count = leases.len().map_err(|e| io_err("count leases", e))? as usize;
     let record_count_bytes = encode("record count", &record_count)?;
     let lease_count_bytes = encode("lease count", &lease_count)?;
+    let stored = |stats: redb::Result<redb::TableStats>, what: &str| -> io::Result<usize> {
+        Ok(stats.map_err(|e| io_err(what, e))?.stored_bytes() as usize)
+    };
     out.reserve_exact(
         record_count_bytes.len()
-            + value_bytes(&records, "size records")?
+            + stored(records.stats(), "size records")?
             + lease_count_bytes.len()
-            + value_bytes(&leases, "size leases")?
+            + stored(leases.stats(), "size leases")?
             + claims.len(),
     );
+    let reserved = out.capacity();
     out.extend(record_count_bytes);
     for row in records.iter().map_err(|e| io_err("scan", e))? {
         out.extend_from_slice(row.map_err(|e| io_err("scan records", e))?.1.value());
@@ -447,23 +453,12 @@ fn encode_persisted(db: &Database) -> io::Result<(SnapshotMeta, Vec<u8>)> {
         out.extend_from_slice(row.map_err(|e| io_err("scan leases", e))?.1.value());
     }
     out.extend(claims);
+    debug_assert_eq!(out.capacity(), reserved, "snapshot buffer reallocated");
     let meta = SnapshotMeta {
         last_log_id: applied,
         last_membership,
     };
     Ok((meta, out))
-}
-
-/// The total length of a table's values.
-fn value_bytes<K: redb::Key + 'static>(
-    table: &redb::ReadOnlyTable<K, &'static [u8]>,
-    what: &str,
-) -> io::Result<usize> {
-    let mut n = 0;
-    for row in table.iter().map_err(|e| io_err(what, e))? {
-        n += row.map_err(|e| io_err(what, e))?.1.value().len();
-    }
-    Ok(n)
 }
 
 /// Moves a snapshot left in redb by an older version into the file.
