@@ -6,6 +6,7 @@ pub mod leader_watch;
 pub mod log_store;
 pub mod network;
 pub mod peer_service;
+pub mod snapshot_data;
 pub mod snapshot_file;
 pub mod state_machine;
 pub mod types;

@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,7 +33,7 @@ use tonic::{Code, Status};
 
 use crate::types::{
     AppendEntriesRequest, AppendEntriesResponse, CairnNode, NetworkError, NodeId, RPCError,
-    Snapshot, SnapshotResponse, StreamingError, Timeout, TransferLeaderRequest,
+    Snapshot, SnapshotData, SnapshotResponse, StreamingError, Timeout, TransferLeaderRequest,
     TransferLeaderResponse, TypeConfig, Unreachable, Vote, VoteRequest, VoteResponse,
 };
 use cairn_proto::raft::v1::raft_peer_client::RaftPeerClient;
@@ -492,9 +493,6 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             postcard::to_allocvec(&snapshot.meta).map_err(|e| encode_err("meta", e))?;
         let mut client = self.grpc()?;
 
-        let cursor = snapshot.snapshot;
-        let start = usize::try_from(cursor.position()).unwrap_or(usize::MAX);
-        let data = cursor.into_inner();
         let chunk_bytes = self
             .config
             .snapshot_chunk_bytes
@@ -504,12 +502,19 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                     .unwrap_or(MAX_SNAPSHOT_CHUNK_BYTES),
             )
             .clamp(1, MAX_SNAPSHOT_CHUNK_BYTES);
-        let (n, chunks) = snapshot_chunks(vote_bytes, meta_bytes, data, start, chunk_bytes);
+        let read_failed = Arc::new(Mutex::new(None));
+        let (n, chunks) = snapshot_chunks(
+            vote_bytes,
+            meta_bytes,
+            snapshot.snapshot,
+            chunk_bytes,
+            read_failed.clone(),
+        );
 
         let n = u32::try_from(n).unwrap_or(u32::MAX);
         let budget = option.soft_ttl().saturating_mul(n.saturating_add(1));
 
-        let mut request = tonic::Request::new(tokio_stream::iter(chunks));
+        let mut request = tonic::Request::new(chunks);
         request.set_timeout(budget);
         let started = Instant::now();
         let call = tokio::time::timeout(budget, client.install_snapshot(request));
@@ -524,34 +529,62 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 Ok(Ok(reply)) => reply.into_inner(),
             },
         };
+        // A read error ends the stream early, without `done`: the receiver
+        // installs nothing and says so; the error here says why.
+        if let Some(e) = read_failed.lock().ok().and_then(|mut f| f.take()) {
+            return Err(StreamingError::Network(NetworkError::from_string(format!(
+                "{action}: read snapshot: {e}"
+            ))));
+        }
         Ok(self.decode_reply(action, &reply.data)?)
     }
 }
 
-/// Splits `data[start..]` into chunks, lazily (the snapshot is not copied
-/// twice); the first carries the vote and meta, the last has `done` set. An
-/// empty snapshot is one chunk. Returns the number of chunks too.
+/// The snapshot as chunks of `chunk_bytes`, read one at a time (from the
+/// snapshot file, off the runtime) as the transport asks for them: the
+/// first carries the vote and meta, the last has `done` set. An empty
+/// snapshot is one chunk. A read error is put in `failed` and ends the
+/// stream. Returns the number of chunks too.
 fn snapshot_chunks(
     vote: Vec<u8>,
     meta: Vec<u8>,
-    data: Vec<u8>,
-    start: usize,
+    data: SnapshotData,
     chunk_bytes: usize,
-) -> (usize, impl Iterator<Item = SnapshotChunk> + Send + 'static) {
-    let start = start.min(data.len());
+    failed: Arc<Mutex<Option<io::Error>>>,
+) -> (usize, impl Stream<Item = SnapshotChunk> + Send + 'static) {
     let chunk_bytes = chunk_bytes.max(1);
-    let len = data.len() - start;
-    let n = len.div_ceil(chunk_bytes).max(1);
-    let mut vote = Some(vote);
-    let mut meta = Some(meta);
-    let chunks = (0..n).map(move |i| {
-        let lo = start + (i * chunk_bytes).min(len);
-        let hi = (lo + chunk_bytes).min(data.len());
-        SnapshotChunk {
-            vote: vote.take().unwrap_or_default(),
-            meta: meta.take().unwrap_or_default(),
-            data: data[lo..hi].to_vec(),
-            done: i + 1 == n,
+    let len = data.len();
+    let n = usize::try_from(len.div_ceil(chunk_bytes as u64))
+        .unwrap_or(usize::MAX)
+        .max(1);
+    let data = Arc::new(data);
+    let state = (0usize, Some(vote), Some(meta));
+    let chunks = futures::stream::unfold(state, move |(i, mut vote, mut meta)| {
+        let (data, failed) = (data.clone(), failed.clone());
+        async move {
+            if i >= n {
+                return None;
+            }
+            let pos = (i as u64).saturating_mul(chunk_bytes as u64);
+            let read = tokio::task::spawn_blocking(move || data.read_chunk(pos, chunk_bytes))
+                .await
+                .unwrap_or_else(|e| Err(io::Error::other(e)));
+            let bytes = match read {
+                Ok(b) => b,
+                Err(e) => {
+                    if let Ok(mut f) = failed.lock() {
+                        *f = Some(e);
+                    }
+                    return None;
+                }
+            };
+            let chunk = SnapshotChunk {
+                vote: vote.take().unwrap_or_default(),
+                meta: meta.take().unwrap_or_default(),
+                data: bytes,
+                done: i + 1 == n,
+            };
+            Some((chunk, (i + 1, vote, meta)))
         }
     });
     (n, chunks)
@@ -559,13 +592,25 @@ fn snapshot_chunks(
 
 #[cfg(test)]
 mod tests {
-    use super::snapshot_chunks;
+    use super::*;
+    use futures::StreamExt as _;
 
-    #[test]
-    fn chunks_cover_the_snapshot() {
+    async fn chunks_of(
+        data: SnapshotData,
+        chunk_bytes: usize,
+    ) -> (usize, Vec<SnapshotChunk>, Option<io::Error>) {
+        let failed = Arc::new(Mutex::new(None));
+        let (n, chunks) = snapshot_chunks(vec![1], vec![2], data, chunk_bytes, failed.clone());
+        let chunks = chunks.collect().await;
+        let failed = failed.lock().unwrap().take();
+        (n, chunks, failed)
+    }
+
+    #[tokio::test]
+    async fn chunks_cover_the_snapshot() {
         let data: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
-        let (n, chunks) = snapshot_chunks(vec![1], vec![2], data.clone(), 0, 4096);
-        let chunks: Vec<_> = chunks.collect();
+        let (n, chunks, failed) = chunks_of(SnapshotData::Bytes(data.clone()), 4096).await;
+        assert!(failed.is_none());
         assert_eq!(n, 3);
         assert_eq!(chunks.len(), 3);
         assert_eq!(chunks[0].vote, vec![1]);
@@ -575,18 +620,29 @@ mod tests {
         let joined: Vec<u8> = chunks.iter().flat_map(|c| c.data.clone()).collect();
         assert_eq!(joined, data);
 
-        let empty: Vec<_> = snapshot_chunks(vec![1], vec![2], Vec::new(), 0, 4096)
-            .1
-            .collect();
-        assert_eq!(empty.len(), 1);
+        let (n, empty, _) = chunks_of(SnapshotData::Bytes(Vec::new()), 4096).await;
+        assert_eq!((n, empty.len()), (1, 1));
         assert!(empty[0].done && empty[0].data.is_empty());
 
-        let (n, exact) = snapshot_chunks(vec![], vec![], vec![7; 8192], 0, 4096);
-        assert_eq!((n, exact.count()), (2, 2));
+        let (n, exact, _) = chunks_of(SnapshotData::Bytes(vec![7; 8192]), 4096).await;
+        assert_eq!((n, exact.len()), (2, 2));
+    }
 
-        let offset: Vec<_> = snapshot_chunks(vec![], vec![], vec![1, 2, 3, 4], 2, 4096)
-            .1
-            .collect();
-        assert_eq!(offset[0].data, vec![3, 4]);
+    #[tokio::test]
+    async fn a_read_error_ends_the_stream_before_done_and_is_kept() {
+        use std::io::Write as _;
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&[5; 6000]).unwrap();
+        // The file is shorter than the data it claims to hold.
+        let data = SnapshotData::File {
+            file: Arc::new(file),
+            offset: 0,
+            len: 10_000,
+        };
+        let (n, chunks, failed) = chunks_of(data, 4096).await;
+        assert_eq!(n, 3);
+        assert_eq!(chunks.len(), 1, "the second read fails");
+        assert!(!chunks[0].done);
+        assert_eq!(failed.unwrap().kind(), io::ErrorKind::UnexpectedEof);
     }
 }

@@ -11,7 +11,6 @@
 
 use std::fmt;
 use std::future::Future;
-use std::io::Cursor;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
@@ -305,7 +304,7 @@ where
         }
         let snapshot = Snapshot {
             meta,
-            snapshot: Cursor::new(data),
+            snapshot: SnapshotData::Bytes(data),
         };
         let res = self.raft.install_full_snapshot(vote, snapshot).await;
         reply("install_snapshot", &res)

@@ -19,10 +19,12 @@
 //! empty snapshot: members would otherwise be sent nothing as the state.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use crate::snapshot_data::SnapshotData;
 use crate::types::{LogId, SnapshotMeta};
 
 const MAGIC: &[u8; 8] = b"CAIRNSNP";
@@ -30,6 +32,8 @@ const VERSION: u32 = 1;
 const HEADER_BYTES: usize = 8 + 4 + 4 + 8;
 const FILE_NAME: &str = "current.snap";
 const TMP_NAME: &str = "current.snap.tmp";
+/// Block size for writing and checking a snapshot file.
+const BLOCK_BYTES: usize = 1024 * 1024;
 
 /// Where the current snapshot lives, and a lock that orders its writers.
 #[derive(Debug)]
@@ -71,43 +75,44 @@ impl SnapshotFile {
         self.dir.join(FILE_NAME)
     }
 
-    /// The snapshot on disk, if any.
-    pub fn load(&self) -> io::Result<Option<(SnapshotMeta, Vec<u8>)>> {
+    /// The snapshot on disk, if any: its meta and its data, left in the
+    /// file. The whole file's checksum is verified first, reading it in
+    /// blocks.
+    pub fn load(&self) -> io::Result<Option<(SnapshotMeta, SnapshotData)>> {
         let path = self.path();
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
+        let file = match File::open(&path) {
+            Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        decode(&path, &bytes).map(Some)
+        verify(&path, file).map(Some)
     }
 
     /// Makes `data` (the snapshot described by `meta`) the current one,
     /// durably, unless the one on disk is newer. Returns whether it was
     /// written.
     pub fn save(&self, meta: &SnapshotMeta, data: &[u8]) -> io::Result<bool> {
+        self.save_with(meta, |w| w.write_all(data))
+    }
+
+    /// Like [`SnapshotFile::save`], with the data written by `fill` straight
+    /// into the file: a snapshot is never whole in memory while it is made.
+    pub fn save_with(
+        &self,
+        meta: &SnapshotMeta,
+        fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> io::Result<bool> {
         let mut saved = self.saved.lock().map_err(|_| poisoned())?;
         if *saved > meta.last_log_id {
             return Ok(false);
         }
-        let meta_bytes = postcard::to_allocvec(meta).map_err(io::Error::other)?;
-        let mut header = Vec::with_capacity(HEADER_BYTES + meta_bytes.len());
-        header.extend_from_slice(MAGIC);
-        header.extend_from_slice(&VERSION.to_le_bytes());
-        header.extend_from_slice(&(meta_bytes.len() as u32).to_le_bytes());
-        header.extend_from_slice(&(data.len() as u64).to_le_bytes());
-        header.extend_from_slice(&meta_bytes);
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&header);
-        crc.update(data);
-
         let tmp = self.dir.join(TMP_NAME);
-        let mut f = File::create(&tmp)?;
-        f.write_all(&header)?;
-        f.write_all(data)?;
-        f.write_all(&crc.finalize().to_le_bytes())?;
-        f.sync_all()?;
-        drop(f);
+        let written = write_file(&tmp, meta, fill);
+        if let Err(e) = written {
+            // Best effort: open() removes a leftover anyway.
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
         fs::rename(&tmp, self.path())?;
         // The rename is durable once the directory is.
         File::open(&self.dir)?.sync_all()?;
@@ -116,36 +121,119 @@ impl SnapshotFile {
     }
 }
 
+/// Writes a whole snapshot file at `path`, fsynced. The data's length is
+/// known only at its end, so the header is written with a zero length and
+/// patched; the checksum of header and data is combined from the two.
+fn write_file(
+    path: &Path,
+    meta: &SnapshotMeta,
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
+    let meta_bytes = postcard::to_allocvec(meta).map_err(io::Error::other)?;
+    let mut header = Vec::with_capacity(HEADER_BYTES + meta_bytes.len());
+    header.extend_from_slice(MAGIC);
+    header.extend_from_slice(&VERSION.to_le_bytes());
+    header.extend_from_slice(&(meta_bytes.len() as u32).to_le_bytes());
+    header.extend_from_slice(&0u64.to_le_bytes());
+    header.extend_from_slice(&meta_bytes);
+
+    let mut f = File::create(path)?;
+    f.write_all(&header)?;
+    let mut data = DataWriter {
+        out: BufWriter::with_capacity(BLOCK_BYTES, &f),
+        crc: crc32fast::Hasher::new(),
+        len: 0,
+    };
+    fill(&mut data)?;
+    data.out.flush()?;
+    let (data_crc, data_len) = (data.crc, data.len);
+    drop(data.out);
+
+    header[16..24].copy_from_slice(&data_len.to_le_bytes());
+    f.write_all_at(&header[16..24], 16)?;
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&header);
+    crc.combine(&data_crc);
+    // `write_all_at` left the position at the data's end.
+    (&f).write_all(&crc.finalize().to_le_bytes())?;
+    f.sync_all()
+}
+
+/// Counts and checksums the data on its way to the file.
+struct DataWriter<'a> {
+    out: BufWriter<&'a File>,
+    crc: crc32fast::Hasher,
+    len: u64,
+}
+
+impl Write for DataWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.crc.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
 fn poisoned() -> io::Error {
     io::Error::other("snapshot file: lock poisoned")
 }
 
-fn decode(path: &Path, bytes: &[u8]) -> io::Result<(SnapshotMeta, Vec<u8>)> {
-    if bytes.len() < HEADER_BYTES + 4 || &bytes[..8] != MAGIC {
+/// Checks a snapshot file's header, length and checksum; returns its meta
+/// and where its data is.
+fn verify(path: &Path, file: File) -> io::Result<(SnapshotMeta, SnapshotData)> {
+    let file_len = file.metadata()?.len();
+    let mut header = [0u8; HEADER_BYTES];
+    if file_len < (HEADER_BYTES + 4) as u64 {
         return Err(corrupt(path, "not a Cairn snapshot file"));
     }
-    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap_or([0; 4]));
+    file.read_exact_at(&mut header, 0)?;
+    if &header[..8] != MAGIC {
+        return Err(corrupt(path, "not a Cairn snapshot file"));
+    }
+    let u32_at = |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().unwrap_or([0; 4]));
     let version = u32_at(8);
     if version != VERSION {
         return Err(corrupt(path, &format!("unknown version {version}")));
     }
-    let meta_len = u32_at(12) as usize;
-    let data_len = u64::from_le_bytes(bytes[16..24].try_into().unwrap_or([0; 8]));
+    let meta_len = u64::from(u32_at(12));
+    let data_len = u64::from_le_bytes(header[16..24].try_into().unwrap_or([0; 8]));
     let expected = (HEADER_BYTES as u64)
-        .checked_add(meta_len as u64)
+        .checked_add(meta_len)
         .and_then(|n| n.checked_add(data_len))
         .and_then(|n| n.checked_add(4));
-    if expected != Some(bytes.len() as u64) {
+    if expected != Some(file_len) {
         return Err(corrupt(path, "length does not match its header (torn?)"));
     }
-    let body_end = bytes.len() - 4;
-    if crc32fast::hash(&bytes[..body_end]) != u32_at(body_end) {
+    let body_end = file_len - 4;
+    let mut crc = crc32fast::Hasher::new();
+    let mut block = vec![0u8; BLOCK_BYTES.min(body_end as usize)];
+    let mut pos = 0u64;
+    while pos < body_end {
+        let n = (body_end - pos).min(block.len() as u64) as usize;
+        file.read_exact_at(&mut block[..n], pos)?;
+        crc.update(&block[..n]);
+        pos += n as u64;
+    }
+    let mut stored = [0u8; 4];
+    file.read_exact_at(&mut stored, body_end)?;
+    if crc.finalize() != u32::from_le_bytes(stored) {
         return Err(corrupt(path, "checksum mismatch"));
     }
-    let meta_end = HEADER_BYTES + meta_len;
-    let meta: SnapshotMeta = postcard::from_bytes(&bytes[HEADER_BYTES..meta_end])
-        .map_err(|e| corrupt(path, &format!("meta: {e}")))?;
-    Ok((meta, bytes[meta_end..body_end].to_vec()))
+    let mut meta_bytes = vec![0u8; meta_len as usize];
+    file.read_exact_at(&mut meta_bytes, HEADER_BYTES as u64)?;
+    let meta: SnapshotMeta =
+        postcard::from_bytes(&meta_bytes).map_err(|e| corrupt(path, &format!("meta: {e}")))?;
+    let data = SnapshotData::File {
+        file: Arc::new(file),
+        offset: HEADER_BYTES as u64 + meta_len,
+        len: data_len,
+    };
+    Ok((meta, data))
 }
 
 #[cfg(test)]
@@ -174,7 +262,43 @@ mod tests {
         let f = SnapshotFile::open(dir.path()).unwrap();
         let (m, data) = f.load().unwrap().unwrap();
         assert_eq!(m, meta(5));
-        assert_eq!(data, b"state at 5");
+        assert_eq!(data.into_bytes().unwrap(), b"state at 5");
+    }
+
+    #[test]
+    fn streamed_data_larger_than_a_block_round_trips_and_a_failed_fill_keeps_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = SnapshotFile::open(dir.path()).unwrap();
+        let data: Vec<u8> = (0..BLOCK_BYTES * 2 + 77).map(|i| (i % 251) as u8).collect();
+        let written = f
+            .save_with(&meta(7), |w| {
+                for part in data.chunks(1000) {
+                    w.write_all(part)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert!(written);
+        let f = SnapshotFile::open(dir.path()).unwrap();
+        let (m, got) = f.load().unwrap().unwrap();
+        assert_eq!(m, meta(7));
+        assert_eq!(got.len(), data.len() as u64);
+        assert_eq!(got.into_bytes().unwrap(), data);
+
+        let err = f
+            .save_with(&meta(8), |w| {
+                w.write_all(b"half")?;
+                Err(io::Error::other("the source failed"))
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("the source failed"));
+        assert!(!dir.path().join(TMP_NAME).exists());
+        let (m, got) = f.load().unwrap().unwrap();
+        assert_eq!((m, got.into_bytes().unwrap()), (meta(7), data));
+        assert!(
+            f.save(&meta(8), b"eight").unwrap(),
+            "7 is still the one saved"
+        );
     }
 
     #[test]
@@ -187,7 +311,10 @@ mod tests {
         // Also across a reopen.
         let f = SnapshotFile::open(dir.path()).unwrap();
         assert!(!f.save(&meta(10), b"ten").unwrap());
-        assert_eq!(f.load().unwrap().unwrap().1, b"twelve");
+        assert_eq!(
+            f.load().unwrap().unwrap().1.into_bytes().unwrap(),
+            b"twelve"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! the state is durable (see `log_store::writer::Checkpoint`). The current
 //! snapshot is a file of its own ([`crate::snapshot_file`]).
 
-use std::io::{self, Cursor};
+use std::io::{self, Write};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
@@ -17,13 +17,15 @@ use futures::{Stream, TryStreamExt};
 use openraft::entry::RaftEntry;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::claims_rows::{self, ClaimsRows, LeaseLogSize};
 use crate::log_store::StateWriter;
 use crate::snapshot_file::SnapshotFile;
-use crate::types::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::types::{LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig};
 
 const RECORDS: TableDefinition<(i64, i64), &[u8]> = TableDefinition::new("sm_records");
 const LEASES: TableDefinition<i64, &[u8]> = TableDefinition::new("sm_leases");
@@ -388,77 +390,75 @@ fn read_persisted(db: &Database) -> io::Result<Persisted> {
     })
 }
 
-/// The persisted state, encoded as a snapshot ([`SnapshotContents`]), read
-/// in one read transaction. Built from the rows' bytes as stored, without
-/// decoding them: the rows hold exactly the postcard encoding of each
-/// `(key, record)` / lease, and postcard encodes a struct as its fields in
-/// order and a sequence as a varint count then its elements. Decoding
-/// every record first doubled a member's peak memory during a snapshot.
-fn encode_persisted(db: &Database) -> io::Result<(SnapshotMeta, Vec<u8>)> {
-    use redb::ReadableTableMetadata as _;
-    let read = db.begin_read().map_err(|e| io_err("begin read", e))?;
+/// The meta of the snapshot the persisted state makes, as of `read`.
+fn persisted_meta(read: &ReadTransaction) -> io::Result<SnapshotMeta> {
     let meta_table = read.open_table(META).map_err(|e| io_err("open meta", e))?;
-    let get = |key: &str| -> io::Result<Option<Vec<u8>>> {
-        Ok(meta_table
-            .get(key)
-            .map_err(|e| io_err("read meta", e))?
-            .map(|v| v.value().to_vec()))
-    };
-    let mut out = match get(KEY_STORE_META)? {
-        Some(b) => b,
-        None => encode("store meta", &StoreMeta::default())?,
-    };
-    let applied: Option<LogId> = match get(KEY_APPLIED)? {
-        Some(b) => decode("applied log id", &b)?,
+    let last_log_id: Option<LogId> = match meta_table
+        .get(KEY_APPLIED)
+        .map_err(|e| io_err("read meta", e))?
+    {
+        Some(b) => decode("applied log id", b.value())?,
         None => None,
     };
-    let last_membership: StoredMembership = match get(KEY_MEMBERSHIP)? {
-        Some(b) => decode("membership", &b)?,
+    let last_membership: StoredMembership = match meta_table
+        .get(KEY_MEMBERSHIP)
+        .map_err(|e| io_err("read meta", e))?
+    {
+        Some(b) => decode("membership", b.value())?,
         None => StoredMembership::default(),
     };
+    Ok(SnapshotMeta {
+        last_log_id,
+        last_membership,
+    })
+}
+
+/// Writes the persisted state as of `read`, encoded as a snapshot's data
+/// ([`SnapshotContents`]), to `out`, row by row: a snapshot is never whole
+/// in memory while it is made. Built from the rows' bytes as stored,
+/// without decoding them: the rows hold exactly the postcard encoding of
+/// each `(key, record)` / lease, and postcard encodes a struct as its
+/// fields in order and a sequence as a varint count then its elements.
+fn write_persisted(read: &ReadTransaction, out: &mut dyn Write) -> io::Result<()> {
+    use redb::ReadableTableMetadata as _;
+    let meta_table = read.open_table(META).map_err(|e| io_err("open meta", e))?;
+    match meta_table
+        .get(KEY_STORE_META)
+        .map_err(|e| io_err("read meta", e))?
+    {
+        Some(b) => out.write_all(b.value())?,
+        None => out.write_all(&encode("store meta", &StoreMeta::default())?)?,
+    }
     let records = read
         .open_table(RECORDS)
         .map_err(|e| io_err("open records", e))?;
+    let record_count = records.len().map_err(|e| io_err("count records", e))? as usize;
+    out.write_all(&encode("record count", &record_count)?)?;
+    for row in records.iter().map_err(|e| io_err("scan", e))? {
+        out.write_all(row.map_err(|e| io_err("scan records", e))?.1.value())?;
+    }
     let leases = read
         .open_table(LEASES)
         .map_err(|e| io_err("open leases", e))?;
-    let claims = encode("claims", &claims_rows::load(&read)?)?;
-    // Size the buffer before filling it: grown by doubling, a snapshot of
-    // a large history held up to three times its size at the last
-    // reallocation (old and new buffer), and that was the members' peak
-    // memory. redb's table stats (keys and values, an upper bound of the
-    // values by the few key bytes per row) come from its pages, without a
-    // second pass over the rows.
-    let record_count = records.len().map_err(|e| io_err("count records", e))? as usize;
     let lease_count = leases.len().map_err(|e| io_err("count leases", e))? as usize;
-    let record_count_bytes = encode("record count", &record_count)?;
-    let lease_count_bytes = encode("lease count", &lease_count)?;
-    let stored = |stats: redb::Result<redb::TableStats>, what: &str| -> io::Result<usize> {
-        Ok(stats.map_err(|e| io_err(what, e))?.stored_bytes() as usize)
-    };
-    out.reserve_exact(
-        record_count_bytes.len()
-            + stored(records.stats(), "size records")?
-            + lease_count_bytes.len()
-            + stored(leases.stats(), "size leases")?
-            + claims.len(),
-    );
-    let reserved = out.capacity();
-    out.extend(record_count_bytes);
-    for row in records.iter().map_err(|e| io_err("scan", e))? {
-        out.extend_from_slice(row.map_err(|e| io_err("scan records", e))?.1.value());
-    }
-    out.extend(lease_count_bytes);
+    out.write_all(&encode("lease count", &lease_count)?)?;
     for row in leases.iter().map_err(|e| io_err("scan", e))? {
-        out.extend_from_slice(row.map_err(|e| io_err("scan leases", e))?.1.value());
+        out.write_all(row.map_err(|e| io_err("scan leases", e))?.1.value())?;
     }
-    out.extend(claims);
-    debug_assert_eq!(out.capacity(), reserved, "snapshot buffer reallocated");
-    let meta = SnapshotMeta {
-        last_log_id: applied,
-        last_membership,
-    };
-    Ok((meta, out))
+    out.write_all(&encode("claims", &claims_rows::load(read)?)?)
+}
+
+/// Writes the persisted state as the current snapshot, unless a newer one
+/// was saved meanwhile; returns the snapshot on disk either way.
+fn save_persisted(db: &Database, snapshots: &SnapshotFile) -> io::Result<Snapshot> {
+    let read = db.begin_read().map_err(|e| io_err("begin read", e))?;
+    let meta = persisted_meta(&read)?;
+    snapshots.save_with(&meta, |out| write_persisted(&read, out))?;
+    drop(read);
+    let (meta, snapshot) = snapshots
+        .load()?
+        .ok_or_else(|| io_err("snapshot", "saved but not found"))?;
+    Ok(Snapshot { meta, snapshot })
 }
 
 /// Moves a snapshot left in redb by an older version into the file.
@@ -511,28 +511,21 @@ pub struct SnapshotBuilder {
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         if let Some(w) = &self.writer {
             w.run(|| Ok(())).await?;
         }
         let (db, snapshots) = (self.db.clone(), self.snapshots.clone());
-        tokio::task::spawn_blocking(move || {
-            let (meta, data) = encode_persisted(&db)?;
-            snapshots.save(&meta, &data)?;
-            Ok(Snapshot {
-                meta,
-                snapshot: Cursor::new(data),
-            })
-        })
-        .await
-        .map_err(|e| io_err("snapshot task", e))?
+        tokio::task::spawn_blocking(move || save_persisted(&db, &snapshots))
+            .await
+            .map_err(|e| io_err("snapshot task", e))?
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
-    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotData = SnapshotData;
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
@@ -611,7 +604,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         meta: &SnapshotMeta,
         snapshot: Self::SnapshotData,
     ) -> Result<(), io::Error> {
-        let bytes = snapshot.into_inner();
+        let bytes = snapshot.into_bytes()?;
         let file: SnapshotContents = decode("snapshot", &bytes)?;
         // The file first: if a crash comes before the rows below, this
         // member holds a snapshot ahead of its state, which is still a
@@ -650,10 +643,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let loaded = tokio::task::spawn_blocking(move || snapshots.load())
             .await
             .map_err(|e| io_err("snapshot load task", e))??;
-        Ok(loaded.map(|(meta, data)| Snapshot {
-            meta,
-            snapshot: Cursor::new(data),
-        }))
+        Ok(loaded.map(|(meta, snapshot)| Snapshot { meta, snapshot }))
     }
 }
 
@@ -765,7 +755,8 @@ mod restored_tests {
                 ..Default::default()
             }));
         let snap = builder.build_snapshot().await.unwrap();
-        let file: SnapshotContents = decode("snapshot", snap.snapshot.get_ref()).unwrap();
+        let bytes = snap.snapshot.into_bytes().unwrap();
+        let file: SnapshotContents = decode("snapshot", &bytes).unwrap();
         assert_eq!(file.store, store.snapshot());
         assert_eq!(file.store.meta.revision, 3, "the late put is not in it");
     }
@@ -797,7 +788,7 @@ mod restored_tests {
         let mut sm = StateMachineStore::open(db.clone(), &dir.path().join("snapshot")).unwrap();
         let current = sm.get_current_snapshot().await.unwrap().unwrap();
         assert_eq!(current.meta, meta);
-        assert_eq!(current.snapshot.into_inner(), data);
+        assert_eq!(current.snapshot.into_bytes().unwrap(), data);
         let read = db.begin_read().unwrap();
         let t = read.open_table(SNAPSHOT).unwrap();
         assert!(
@@ -819,8 +810,10 @@ mod restored_tests {
         let db = Arc::new(db);
         // Opening creates the tables write_restored left out (claims).
         drop(StateMachineStore::open(db.clone(), &dir.path().join("snapshot")).unwrap());
-        let (meta, bytes) = encode_persisted(&db).unwrap();
-        assert_eq!(meta.last_log_id, None);
+        let read = db.begin_read().unwrap();
+        assert_eq!(persisted_meta(&read).unwrap().last_log_id, None);
+        let mut bytes = Vec::new();
+        write_persisted(&read, &mut bytes).unwrap();
         let decoded: SnapshotContents = decode("snapshot", &bytes).unwrap();
         assert_eq!(decoded.store, store.snapshot());
         let persisted = read_persisted(&db).unwrap();

@@ -4,7 +4,6 @@
 //! change of openraft version or of a type parameter touches this file only.
 
 use std::fmt;
-use std::io::Cursor;
 use std::ops::Deref;
 
 use serde::{Deserialize, Serialize};
@@ -109,7 +108,7 @@ pub type EntryResponder = openraft::storage::EntryResponder<TypeConfig>;
 
 /// The snapshot bytes every Cairn state machine exposes
 /// (`RaftStateMachine::SnapshotData`); the transport sends exactly this.
-pub type SnapshotData = Cursor<Vec<u8>>;
+pub use crate::snapshot_data::SnapshotData;
 pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
 pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotData>;
 

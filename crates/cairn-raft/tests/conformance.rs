@@ -2,7 +2,7 @@
 //! and corruption tests, and transport tests over real gRPC on 127.0.0.1.
 
 use std::collections::BTreeMap;
-use std::io::{self, Cursor};
+use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -84,7 +84,7 @@ impl RaftSnapshotBuilder<TypeConfig> for MemSm {
         inner.snapshot = Some((meta.clone(), data.clone()));
         Ok(Snapshot {
             meta,
-            snapshot: Cursor::new(data),
+            snapshot: SnapshotData::Bytes(data),
         })
     }
 }
@@ -132,7 +132,7 @@ impl RaftStateMachine<TypeConfig> for MemSm {
         meta: &SnapshotMeta,
         snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
-        let data = snapshot.into_inner();
+        let data = snapshot.into_bytes()?;
         let (state, rest): (MemState, _) = postcard::take_from_bytes(&data)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         if !rest.iter().enumerate().all(|(i, b)| *b == i as u8) {
@@ -151,7 +151,7 @@ impl RaftStateMachine<TypeConfig> for MemSm {
         let inner = self.inner.lock().unwrap();
         Ok(inner.snapshot.as_ref().map(|(meta, data)| Snapshot {
             meta: meta.clone(),
-            snapshot: Cursor::new(data.clone()),
+            snapshot: SnapshotData::Bytes(data.clone()),
         }))
     }
 }
