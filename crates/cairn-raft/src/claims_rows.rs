@@ -653,8 +653,8 @@ mod tests {
         StateMachineStore::write_restored(&db, &store).unwrap();
 
         let sm = StateMachineStore::open(db, &dir.path().join("snapshot")).unwrap();
-        let opened = sm.shared_store().read().unwrap().snapshot();
-        assert_eq!(opened, store.snapshot());
+        let opened = sm.shared_store().read().unwrap().snapshot().unwrap();
+        assert_eq!(opened, store.snapshot().unwrap());
         assert_eq!(opened.claims.slots.len(), 4);
     }
 }

@@ -10,9 +10,13 @@
 
 use std::io::{self, Write};
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock, Weak};
 
-use cairn_store::{CommandResult, Event, LeaseRecord, Record, Store, StoreMeta, StoreSnapshot};
+use cairn_store::{
+    CommandResult, Event, HistoryValues, LeaseRecord, Record, Revision, Store, StoreMeta,
+    StoreSnapshot,
+};
 use futures::{Stream, TryStreamExt};
 use openraft::entry::RaftEntry;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
@@ -86,6 +90,34 @@ pub struct StateMachineStore {
     snapshots: Arc<SnapshotFile>,
     /// Size of the claims lease log, to compact it in time.
     lease_log: LeaseLogSize,
+    /// The store revision whose rows are committed in redb (readers see
+    /// them): values of records superseded up to it may leave memory, as
+    /// [`RedbHistory`] reads them back.
+    persisted_revision: Arc<AtomicI64>,
+}
+
+/// Reads the values the store dropped from memory back from the records
+/// table.
+struct RedbHistory {
+    /// Weak: the shared store outlives the node in tasks that still hold
+    /// it, and must not keep the database file open (and locked) after the
+    /// node stopped.
+    db: Weak<Database>,
+}
+
+impl HistoryValues for RedbHistory {
+    fn value(&self, rev: Revision) -> Result<Vec<u8>, String> {
+        let db = self.db.upgrade().ok_or("the database is closed")?;
+        let read = db.begin_read().map_err(|e| e.to_string())?;
+        let table = read.open_table(RECORDS).map_err(|e| e.to_string())?;
+        let row = table
+            .get((rev.main, rev.sub))
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "no such record row".to_string())?;
+        let (_, record): (Vec<u8>, Record) =
+            decode("record", row.value()).map_err(|e| e.to_string())?;
+        Ok(record.value)
+    }
 }
 
 /// A snapshot's bytes on the wire and on disk.
@@ -130,10 +162,16 @@ impl StateMachineStore {
         let persisted = read_persisted(&db)?;
         let lease_log =
             claims_rows::lease_log_size(&db.begin_read().map_err(|e| io_err("begin read", e))?)?;
-        let store = Store::from_snapshot(persisted.store);
+        let mut store = Store::from_snapshot(persisted.store);
+        // Every record was just read from its row.
+        let persisted_revision = Arc::new(AtomicI64::new(store.revision()));
+        store.set_history(Arc::new(RedbHistory {
+            db: Arc::downgrade(&db),
+        }));
         let (applied, membership) = (persisted.applied, persisted.membership);
         Ok(StateMachineStore {
-            db,
+            persisted_revision,
+            db: db.clone(),
             store: Arc::new(RwLock::new(store)),
             applied,
             membership,
@@ -209,7 +247,7 @@ impl StateMachineStore {
             .write()
             .map_err(|_| io_err("store", "lock poisoned"))?;
         store.take_changes();
-        let snap = store.snapshot();
+        let snap = store.snapshot().map_err(|e| io_err("store", e))?;
         drop(store);
         Ok(WholeRows {
             rows: ChangedRows::of_snapshot(
@@ -546,6 +584,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 .store
                 .write()
                 .map_err(|_| io_err("store", "lock poisoned"))?;
+            store.drop_history_values(self.persisted_revision.load(Ordering::Acquire));
             for (entry, responder) in batch {
                 self.applied = Some(entry.log_id());
                 let result = match &entry.payload {
@@ -574,12 +613,22 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         match &self.writer {
             // Queued behind the log's writes, in order; durable with the
             // next fsync, like a `Durability::None` commit of our own.
-            Some(w) => w.submit(Box::new(move |txn| rows.write_in(txn)))?,
+            Some(w) => {
+                let persisted = self.persisted_revision.clone();
+                w.submit_then(
+                    Box::new(move |txn| rows.write_in(txn)),
+                    Some(Box::new(move || {
+                        persisted.fetch_max(revision, Ordering::Release);
+                    })),
+                )?
+            }
             None => {
                 let db = self.db.clone();
                 tokio::task::spawn_blocking(move || rows.write(&db, Durability::None))
                     .await
                     .map_err(|e| io_err("apply persist task", e))??;
+                self.persisted_revision
+                    .fetch_max(revision, Ordering::Release);
             }
         }
         self.observer.applied(events, revision, stamp);
@@ -615,7 +664,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         tokio::task::spawn_blocking(move || snapshots.save(&saved_meta, &bytes))
             .await
             .map_err(|e| io_err("snapshot save task", e))??;
-        let store = Store::from_snapshot(file.store);
+        let mut store = Store::from_snapshot(file.store);
+        store.set_history(Arc::new(RedbHistory {
+            db: Arc::downgrade(&self.db),
+        }));
         let revision = store.revision();
         *self
             .store
@@ -632,6 +684,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 .await
                 .map_err(|e| io_err("install persist task", e))??,
         }
+        self.persisted_revision
+            .fetch_max(revision, Ordering::Release);
         // Watchers cannot be fed a gap: observers resynchronise from the
         // new state's history (or cancel watchers as compacted).
         self.observer.snapshot_installed(revision);
@@ -657,7 +711,7 @@ impl StateMachineStore {
     /// The write is durable.
     pub fn write_restored(db: &Database, store: &Store) -> io::Result<()> {
         use redb::ReadableTableMetadata as _;
-        let snap = store.snapshot();
+        let snap = store.snapshot().map_err(|e| io_err("store", e))?;
         let rows = ChangedRows::of_snapshot(
             &snap,
             &None,
@@ -725,14 +779,50 @@ mod restored_tests {
         StateMachineStore::write_restored(&db, &store).unwrap();
 
         let mut sm = StateMachineStore::open(db.clone(), &dir.path().join("snapshot")).unwrap();
-        let opened = sm.shared_store().read().unwrap().snapshot();
-        assert_eq!(opened, store.snapshot());
+        let opened = sm.shared_store().read().unwrap().snapshot().unwrap();
+        assert_eq!(opened, store.snapshot().unwrap());
         assert_eq!(opened.meta.revision, 3);
         assert_eq!(opened.leases.len(), 1);
         let (applied, membership) = sm.applied_state().await.unwrap();
         assert_eq!(applied, None, "nothing applied: the node bootstraps");
         assert_eq!(membership, StoredMembership::default());
         assert!(sm.get_current_snapshot().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn history_values_dropped_from_memory_are_read_back_from_their_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::create(dir.path().join("db")).unwrap());
+        let store = sample_store();
+        StateMachineStore::write_restored(&db, &store).unwrap();
+        let sm = StateMachineStore::open(db.clone(), &dir.path().join("snapshot")).unwrap();
+        let shared = sm.shared_store();
+        let old_a = cairn_store::RangeRequest {
+            range: cairn_store::KeyRange::single("a"),
+            revision: 1,
+            ..Default::default()
+        };
+        let want = store.range(&old_a).unwrap();
+        {
+            let mut s = shared.write().unwrap();
+            assert_eq!(s.superseded_values_held(), 1, "a@1, superseded at 3");
+            let head = s.revision();
+            s.drop_history_values(head);
+            assert_eq!(s.superseded_values_held(), 0);
+        }
+        let got = shared.read().unwrap().range(&old_a).unwrap();
+        assert_eq!(got, want);
+        assert_eq!(got.kvs[0].value, b"a-value");
+        assert_eq!(
+            shared.read().unwrap().snapshot().unwrap(),
+            store.snapshot().unwrap()
+        );
+        // The store does not keep the database open; once it is closed a
+        // read back is an error, not an empty value.
+        drop(sm);
+        drop(db);
+        let err = shared.read().unwrap().range(&old_a).unwrap_err();
+        assert!(err.to_string().contains("closed"), "{err}");
     }
 
     #[tokio::test]
@@ -757,7 +847,7 @@ mod restored_tests {
         let snap = builder.build_snapshot().await.unwrap();
         let bytes = snap.snapshot.into_bytes().unwrap();
         let file: SnapshotContents = decode("snapshot", &bytes).unwrap();
-        assert_eq!(file.store, store.snapshot());
+        assert_eq!(file.store, store.snapshot().unwrap());
         assert_eq!(file.store.meta.revision, 3, "the late put is not in it");
     }
 
@@ -772,7 +862,7 @@ mod restored_tests {
         let data = encode(
             "snapshot",
             &SnapshotContents {
-                store: sample_store().snapshot(),
+                store: sample_store().snapshot().unwrap(),
             },
         )
         .unwrap();
@@ -815,7 +905,7 @@ mod restored_tests {
         let mut bytes = Vec::new();
         write_persisted(&read, &mut bytes).unwrap();
         let decoded: SnapshotContents = decode("snapshot", &bytes).unwrap();
-        assert_eq!(decoded.store, store.snapshot());
+        assert_eq!(decoded.store, store.snapshot().unwrap());
         let persisted = read_persisted(&db).unwrap();
         assert_eq!(
             bytes,

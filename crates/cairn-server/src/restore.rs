@@ -241,7 +241,7 @@ mod tests {
 
     #[test]
     fn encoded_snapshot_has_the_etcd_trailer_and_round_trips() {
-        let snap = sample().snapshot();
+        let snap = sample().snapshot().unwrap();
         let bytes = encode_snapshot(&snap).unwrap();
         assert_eq!(bytes.len() % ALIGN, HASH_LEN);
         assert_eq!(&bytes[..8], MAGIC);
@@ -251,7 +251,7 @@ mod tests {
 
     #[test]
     fn corruption_truncation_and_foreign_files_are_refused() {
-        let bytes = encode_snapshot(&sample().snapshot()).unwrap();
+        let bytes = encode_snapshot(&sample().snapshot().unwrap()).unwrap();
         let mut flipped = bytes.clone();
         flipped[40] ^= 1;
         assert!(matches!(
@@ -284,7 +284,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = sample();
         let file = dir.path().join("snap.db");
-        write_snapshot_file(&file, &encode_snapshot(&store.snapshot()).unwrap()).unwrap();
+        write_snapshot_file(&file, &encode_snapshot(&store.snapshot().unwrap()).unwrap()).unwrap();
         let config = ServerConfig {
             data_dir: dir.path().join("restored"),
             ..Default::default()
@@ -293,8 +293,8 @@ mod tests {
         let db =
             std::sync::Arc::new(redb::Database::create(config.data_dir.join(DB_FILE)).unwrap());
         let sm = StateMachineStore::open(db, &config.data_dir.join("snapshot")).unwrap();
-        let restored = sm.shared_store().read().unwrap().snapshot();
-        let mut want = store.snapshot();
+        let restored = sm.shared_store().read().unwrap().snapshot().unwrap();
+        let mut want = store.snapshot().unwrap();
         want.meta.alarms.clear();
         assert_eq!(restored, want);
         drop(sm);

@@ -32,4 +32,8 @@ pub enum StoreError {
     /// A write through the etcd API touched the registry's reserved prefix.
     #[error("keys under the reserved prefix \\0cairn/ are written only by the registry API")]
     ReservedPrefix,
+    /// A value of the history, dropped from memory, could not be read back
+    /// from storage.
+    #[error("history value at revision {revision} unavailable: {reason}")]
+    HistoryUnavailable { revision: i64, reason: String },
 }

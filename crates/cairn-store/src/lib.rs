@@ -8,6 +8,7 @@
 pub mod claims;
 pub mod command;
 pub mod error;
+pub mod history;
 pub mod kv;
 
 pub use command::*;
@@ -20,10 +21,13 @@ pub mod revision;
 pub mod store;
 pub mod txn;
 
+pub use history::HistoryValues;
 pub use lease::{LeaseRecord, MAX_LEASE_TTL_SECS, MIN_LEASE_TTL_SECS};
 pub use mvcc::Record;
 pub use revision::Revision;
 pub use store::{Applied, Changes, LeaseInfo, Store, StoreMeta, StoreSnapshot};
 
+#[cfg(test)]
+mod history_tests;
 #[cfg(test)]
 mod tests;

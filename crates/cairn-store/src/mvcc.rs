@@ -1,11 +1,14 @@
 //! The multi-version keyspace: every key's history, the global revision
 //! log, reads at any retained revision, compaction and event replay.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::StoreError;
+use crate::history::{HistorySource, HistoryValues};
 use crate::kv::{Event, EventKind, KeyRange, KeyValue};
 use crate::revision::Revision;
 
@@ -15,27 +18,50 @@ pub struct Record {
     pub rev: Revision,
     pub create_revision: i64,
     pub version: i64,
+    /// Empty once dropped from memory (see `dropped_len`).
     pub value: Vec<u8>,
     pub lease: i64,
     /// A delete: the key does not exist from this revision on.
     pub tombstone: bool,
+    /// The length of `value` when it was dropped from memory, to be read
+    /// back through [`HistoryValues`]; `None` while it is held. Never
+    /// persisted: every stored copy holds its value.
+    #[serde(skip)]
+    dropped_len: Option<u32>,
 }
 
 impl Record {
-    fn to_kv(&self, key: &[u8]) -> KeyValue {
-        KeyValue {
-            key: key.to_vec(),
-            create_revision: self.create_revision,
-            mod_revision: self.rev.main,
-            version: self.version,
-            value: self.value.clone(),
-            lease: self.lease,
+    pub fn new(
+        rev: Revision,
+        create_revision: i64,
+        version: i64,
+        value: Vec<u8>,
+        lease: i64,
+        tombstone: bool,
+    ) -> Record {
+        Record {
+            rev,
+            create_revision,
+            version,
+            value,
+            lease,
+            tombstone,
+            dropped_len: None,
         }
+    }
+
+    /// Whether the value was dropped from memory.
+    pub fn is_dropped(&self) -> bool {
+        self.dropped_len.is_some()
+    }
+
+    fn value_len(&self) -> usize {
+        self.dropped_len.map_or(self.value.len(), |n| n as usize)
     }
 
     /// Approximate bytes this record costs, for the quota.
     pub fn footprint(&self, key: &[u8]) -> u64 {
-        (key.len() + self.value.len() + 48) as u64
+        (key.len() + self.value_len() + 48) as u64
     }
 }
 
@@ -47,6 +73,12 @@ pub struct KeySpace {
     /// history that watches replay and persistence mirrors.
     log: BTreeMap<Revision, Vec<u8>>,
     size_bytes: u64,
+    /// Records superseded by a newer version of their key, in revision
+    /// order, whose values are still in memory: the candidates for
+    /// [`KeySpace::drop_values_through`].
+    superseded: VecDeque<Revision>,
+    /// Where dropped values are read back from; none: never drop.
+    history: HistorySource,
 }
 
 impl KeySpace {
@@ -58,10 +90,124 @@ impl KeySpace {
         self.log.len()
     }
 
+    /// Reads values dropped from memory back from `source`, and lets
+    /// [`KeySpace::drop_values_through`] drop them.
+    pub fn set_history(&mut self, source: Arc<dyn HistoryValues>) {
+        self.history = HistorySource(Some(source));
+    }
+
+    /// Drops from memory the values of superseded records at revisions up
+    /// to `main` (inclusive), which the caller guarantees its
+    /// [`HistoryValues`] can read back. Current values are never dropped:
+    /// applying commands reads them. Does nothing without a source.
+    pub fn drop_values_through(&mut self, main: i64) {
+        if self.history.0.is_none() {
+            return;
+        }
+        while let Some(rev) = self.superseded.front().copied() {
+            if rev.main > main {
+                break;
+            }
+            self.superseded.pop_front();
+            // Compaction may have removed it meanwhile.
+            let Some(key) = self.log.get(&rev) else {
+                continue;
+            };
+            let Some(history) = self.keys.get_mut(key) else {
+                continue;
+            };
+            let Ok(i) = history.binary_search_by(|r| r.rev.cmp(&rev)) else {
+                continue;
+            };
+            if i + 1 == history.len() {
+                continue;
+            }
+            let r = &mut history[i];
+            if r.dropped_len.is_none() && !r.value.is_empty() {
+                r.dropped_len = Some(r.value.len() as u32);
+                r.value = Vec::new();
+            }
+        }
+    }
+
+    /// How many records hold their value in memory though superseded.
+    pub fn superseded_held(&self) -> usize {
+        self.superseded.len()
+    }
+
+    /// The record as a key-value, its value read back if it was dropped.
+    fn kv_of(&self, key: &[u8], r: &Record) -> Result<KeyValue, StoreError> {
+        let value = match r.dropped_len {
+            None => r.value.clone(),
+            Some(_) => self.read_back(r.rev)?,
+        };
+        Ok(KeyValue {
+            key: key.to_vec(),
+            create_revision: r.create_revision,
+            mod_revision: r.rev.main,
+            version: r.version,
+            value,
+            lease: r.lease,
+        })
+    }
+
+    fn read_back(&self, rev: Revision) -> Result<Vec<u8>, StoreError> {
+        let unavailable = |reason: String| StoreError::HistoryUnavailable {
+            revision: rev.main,
+            reason,
+        };
+        match &self.history.0 {
+            Some(source) => source.value(rev).map_err(unavailable),
+            None => Err(unavailable("no history source".into())),
+        }
+    }
+
+    /// The record with its value in memory (read back if dropped).
+    pub fn held(&self, r: &Record) -> Result<Record, StoreError> {
+        let mut held = r.clone();
+        if r.dropped_len.is_some() {
+            held.value = self.read_back(r.rev)?;
+            held.dropped_len = None;
+        }
+        Ok(held)
+    }
+
     /// The key's value as of `rev` (inclusive), if it existed then.
-    pub fn get_at(&self, key: &[u8], rev: i64) -> Option<KeyValue> {
-        let history = self.keys.get(key)?;
-        live_at(history, rev).map(|r| r.to_kv(key))
+    pub fn get_at(&self, key: &[u8], rev: i64) -> Result<Option<KeyValue>, StoreError> {
+        let Some(history) = self.keys.get(key) else {
+            return Ok(None);
+        };
+        live_at(history, rev)
+            .map(|r| self.kv_of(key, r))
+            .transpose()
+    }
+
+    /// The first `max` keys in `range` live at `rev`, and how many there
+    /// were in all, in one pass.
+    pub fn range_counted(
+        &self,
+        range: &KeyRange,
+        rev: i64,
+        max: usize,
+    ) -> Result<(Vec<KeyValue>, usize), StoreError> {
+        let mut kvs = Vec::new();
+        let mut count = 0;
+        for (key, history) in self.key_iter(range) {
+            if let Some(r) = live_at(history, rev) {
+                count += 1;
+                if kvs.len() < max {
+                    kvs.push(self.kv_of(key, r)?);
+                }
+            }
+        }
+        Ok((kvs, count))
+    }
+
+    /// How many keys in `range` were live at `rev` (no value is read).
+    pub fn count_at(&self, range: &KeyRange, rev: i64) -> usize {
+        self.key_iter(range)
+            .filter(|(_, history)| live_at(history, rev).is_some())
+            .count()
     }
 
     /// Current live record of `key`.
@@ -74,9 +220,9 @@ impl KeySpace {
         &'a self,
         range: &'a KeyRange,
         rev: i64,
-    ) -> impl Iterator<Item = KeyValue> + 'a {
+    ) -> impl Iterator<Item = Result<KeyValue, StoreError>> + 'a {
         self.key_iter(range)
-            .filter_map(move |(key, history)| live_at(history, rev).map(|r| r.to_kv(key)))
+            .filter_map(move |(key, history)| live_at(history, rev).map(|r| self.kv_of(key, r)))
     }
 
     fn key_iter<'a>(
@@ -108,10 +254,14 @@ impl KeySpace {
     /// Append a record; returns the event it represents.
     pub fn push(&mut self, key: &[u8], record: Record) -> Event {
         let history = self.keys.entry(key.to_vec()).or_default();
+        // The current record always holds its value.
         let prev = history
             .last()
             .filter(|r| !r.tombstone)
-            .map(|r| r.to_kv(key));
+            .map(|r| held_kv(key, r));
+        if let Some(prev) = history.last().filter(|r| !r.tombstone) {
+            self.superseded.push_back(prev.rev);
+        }
         let event = event_of(key, &record, prev);
         self.size_bytes += record.footprint(key);
         self.log.insert(record.rev, key.to_vec());
@@ -162,7 +312,7 @@ impl KeySpace {
         to: i64,
         range: &KeyRange,
         max_events: usize,
-    ) -> (Vec<Event>, i64) {
+    ) -> Result<(Vec<Event>, i64), StoreError> {
         let mut out = Vec::new();
         let mut next = from;
         for (rev, key) in self.log.range(Revision::new(from, 0)..) {
@@ -170,28 +320,34 @@ impl KeySpace {
                 break;
             }
             if out.len() >= max_events && rev.main != next - 1 {
-                return (out, rev.main);
+                return Ok((out, rev.main));
             }
             next = rev.main + 1;
             if !range.contains(key) {
                 continue;
             }
-            if let Some(e) = self.event_at(key, *rev) {
+            if let Some(e) = self.event_at(key, *rev)? {
                 out.push(e);
             }
         }
-        (out, to.saturating_add(1).max(from))
+        Ok((out, to.saturating_add(1).max(from)))
     }
 
-    fn event_at(&self, key: &[u8], rev: Revision) -> Option<Event> {
-        let history = self.keys.get(key)?;
-        let i = history.binary_search_by(|r| r.rev.cmp(&rev)).ok()?;
+    fn event_at(&self, key: &[u8], rev: Revision) -> Result<Option<Event>, StoreError> {
+        let Some(history) = self.keys.get(key) else {
+            return Ok(None);
+        };
+        let Ok(i) = history.binary_search_by(|r| r.rev.cmp(&rev)) else {
+            return Ok(None);
+        };
         let prev = i
             .checked_sub(1)
             .map(|p| &history[p])
             .filter(|r| !r.tombstone)
-            .map(|r| r.to_kv(key));
-        Some(event_of(key, &history[i], prev))
+            .map(|r| self.kv_of(key, r))
+            .transpose()?;
+        let record = self.held(&history[i])?;
+        Ok(Some(event_of(key, &record, prev)))
     }
 
     /// The record at `rev` with its key, for persistence.
@@ -205,6 +361,20 @@ impl KeySpace {
     /// Every retained record in revision order.
     pub fn records(&self) -> impl Iterator<Item = (&[u8], &Record)> + '_ {
         self.log.keys().filter_map(|rev| self.record_at(*rev))
+    }
+
+    /// After [`KeySpace::insert_restored`]: every record but each key's
+    /// last becomes a candidate for dropping its value.
+    pub fn index_superseded(&mut self) {
+        let mut revs: Vec<Revision> = self
+            .keys
+            .values()
+            .flat_map(|h| h[..h.len().saturating_sub(1)].iter())
+            .filter(|r| !r.tombstone && r.dropped_len.is_none())
+            .map(|r| r.rev)
+            .collect();
+        revs.sort_unstable();
+        self.superseded = revs.into();
     }
 
     /// Rebuild from persisted records (any order).
@@ -223,6 +393,19 @@ fn live_at(history: &[Record], rev: i64) -> Option<&Record> {
     (!r.tombstone).then_some(r)
 }
 
+/// A record known to hold its value (current ones do) as a key-value.
+fn held_kv(key: &[u8], r: &Record) -> KeyValue {
+    debug_assert!(r.dropped_len.is_none(), "current values stay in memory");
+    KeyValue {
+        key: key.to_vec(),
+        create_revision: r.create_revision,
+        mod_revision: r.rev.main,
+        version: r.version,
+        value: r.value.clone(),
+        lease: r.lease,
+    }
+}
+
 fn event_of(key: &[u8], record: &Record, prev_kv: Option<KeyValue>) -> Event {
     if record.tombstone {
         Event {
@@ -237,7 +420,7 @@ fn event_of(key: &[u8], record: &Record, prev_kv: Option<KeyValue>) -> Event {
     } else {
         Event {
             kind: EventKind::Put,
-            kv: record.to_kv(key),
+            kv: held_kv(key, record),
             prev_kv,
         }
     }

@@ -384,14 +384,14 @@ impl Store {
         };
         let rev = Revision::new(w.main, w.sub);
         w.sub += 1;
-        let record = Record {
+        let record = Record::new(
             rev,
-            create_revision: current.as_ref().map_or(w.main, |c| c.create_revision),
-            version: current.as_ref().map_or(1, |c| c.version + 1),
+            current.as_ref().map_or(w.main, |c| c.create_revision),
+            current.as_ref().map_or(1, |c| c.version + 1),
             value,
             lease,
-            tombstone: false,
-        };
+            false,
+        );
         if let Some(c) = &current {
             if c.lease != lease {
                 self.leases.detach(c.lease, &p.key);
@@ -434,14 +434,7 @@ impl Store {
         let lease = current.lease;
         let rev = Revision::new(w.main, w.sub);
         w.sub += 1;
-        let record = Record {
-            rev,
-            create_revision: 0,
-            version: 0,
-            value: Vec::new(),
-            lease: 0,
-            tombstone: true,
-        };
+        let record = Record::new(rev, 0, 0, Vec::new(), 0, true);
         self.leases.detach(lease, key);
         let event = self.kv.push(key, record);
         self.changes.records_added.push(rev);
@@ -610,7 +603,13 @@ impl Store {
     }
 
     fn compare_holds(&self, c: &Compare, head: i64) -> bool {
-        let kvs: Vec<KeyValue> = self.kv.range_at(&c.range, head).collect();
+        // At the head every record is current and holds its value, so no
+        // read fails.
+        let kvs: Vec<KeyValue> = self
+            .kv
+            .range_at(&c.range, head)
+            .filter_map(Result::ok)
+            .collect();
         if kvs.is_empty() {
             return !matches!(c.target, CompareTarget::Value(_))
                 && compare_kv(c, &KeyValue::default());
@@ -663,19 +662,21 @@ impl Store {
             usize::MAX
         };
 
-        let mut count = 0i64;
+        let count;
         let mut kvs = Vec::new();
         if req.count_only && !filtered {
-            count = self.kv.range_at(&req.range, rev).count() as i64;
+            count = self.kv.count_at(&req.range, rev) as i64;
         } else if !filtered && !sorted {
-            for kv in self.kv.range_at(&req.range, rev) {
-                count += 1;
-                if kvs.len() <= limit {
-                    kvs.push(kv);
-                }
-            }
+            let (first, all) = self
+                .kv
+                .range_counted(&req.range, rev, limit.saturating_add(1))?;
+            kvs = first;
+            count = all as i64;
         } else {
-            kvs = self.kv.range_at(&req.range, rev).collect();
+            kvs = self
+                .kv
+                .range_at(&req.range, rev)
+                .collect::<Result<_, _>>()?;
             count = kvs.len() as i64;
             kvs.retain(|kv| passes_filters(req, kv));
             sort_kvs(&mut kvs, sort_order, req.sort_target);
@@ -711,9 +712,8 @@ impl Store {
                 compact_revision: self.meta.compact_revision,
             });
         }
-        Ok(self
-            .kv
-            .events(from.max(1), self.meta.revision, range, max_events))
+        self.kv
+            .events(from.max(1), self.meta.revision, range, max_events)
     }
 
     pub fn lease_info(&self, id: i64) -> Option<LeaseInfo> {
@@ -758,7 +758,7 @@ impl Store {
             h.update(&r.rev.main.to_be_bytes());
             h.update(&r.rev.sub.to_be_bytes());
             h.update(&[r.tombstone as u8]);
-            h.update(&r.value);
+            h.update(&self.kv.held(r)?.value);
         }
         Ok((h.finalize(), self.meta.compact_revision))
     }
@@ -777,18 +777,39 @@ impl Store {
         self.leases.get(id).map(|l| &l.record)
     }
 
-    /// The whole state, for a Raft snapshot.
-    pub fn snapshot(&self) -> StoreSnapshot {
-        StoreSnapshot {
+    /// The whole state, for a Raft snapshot; values dropped from memory
+    /// are read back.
+    pub fn snapshot(&self) -> Result<StoreSnapshot, StoreError> {
+        Ok(StoreSnapshot {
             meta: self.meta.clone(),
             records: self
                 .kv
                 .records()
-                .map(|(k, r)| (k.to_vec(), r.clone()))
-                .collect(),
+                .map(|(k, r)| Ok((k.to_vec(), self.kv.held(r)?)))
+                .collect::<Result<_, StoreError>>()?,
             leases: self.leases.records().cloned().collect(),
             claims: self.claims.snapshot(),
-        }
+        })
+    }
+
+    /// Reads values dropped from memory back from `source`, and lets
+    /// [`Store::drop_history_values`] drop them.
+    pub fn set_history(&mut self, source: std::sync::Arc<dyn crate::HistoryValues>) {
+        self.kv.set_history(source);
+    }
+
+    /// Drops from memory the values of records superseded by a newer
+    /// version of their key, at revisions up to `revision`: the caller's
+    /// [`crate::HistoryValues`] must be able to read them back (the storage
+    /// layer has persisted them). Changes no state a command or a read can
+    /// see. Does nothing before [`Store::set_history`].
+    pub fn drop_history_values(&mut self, revision: i64) {
+        self.kv.drop_values_through(revision);
+    }
+
+    /// How many superseded records still hold their value in memory.
+    pub fn superseded_values_held(&self) -> usize {
+        self.kv.superseded_held()
     }
 
     /// Rebuild from persisted parts (a snapshot, or what storage kept).
@@ -804,6 +825,7 @@ impl Store {
         for (key, record) in records {
             store.kv.insert_restored(key, record);
         }
+        store.kv.index_superseded();
         for lease in leases {
             store.leases.insert(lease);
         }

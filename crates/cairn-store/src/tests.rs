@@ -309,7 +309,7 @@ fn compaction_drops_deleted_keys_entirely() {
     let before = s.size_bytes();
     ok(&mut s, Command::Compact { revision: 3 });
     assert!(s.size_bytes() < before);
-    assert_eq!(s.snapshot().records.len(), 1, "only b@3 remains");
+    assert_eq!(s.snapshot().unwrap().records.len(), 1, "only b@3 remains");
 }
 
 fn cmp(key: &str, result: CompareResult, target: CompareTarget) -> Compare {
@@ -713,7 +713,7 @@ fn snapshot_restore_round_trip_preserves_state_and_hash() {
     ok(&mut s, put("a", "2"));
     ok(&mut s, del(KeyRange::single("a")));
     ok(&mut s, Command::Compact { revision: 2 });
-    let snap = s.snapshot();
+    let snap = s.snapshot().unwrap();
     let bytes = postcard::to_allocvec(&snap).unwrap();
     let restored = Store::from_snapshot(postcard::from_bytes(&bytes).unwrap());
     assert_eq!(restored.hash_kv(0), s.hash_kv(0));

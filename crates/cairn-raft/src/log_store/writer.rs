@@ -70,7 +70,12 @@ pub(super) struct StateJob {
     db: Arc<Database>,
     rows: StateRows,
     failed: Arc<Mutex<Option<String>>>,
+    /// Run once the transaction holding `rows` committed (readers see it).
+    on_commit: Option<OnCommit>,
 }
+
+/// Told that a batch's rows are committed.
+pub type OnCommit = Box<dyn FnOnce() + Send>;
 
 /// Lets the state machine queue its rows on the log's writer thread.
 /// Cheap to clone.
@@ -86,11 +91,18 @@ impl StateWriter {
     /// Queues `rows`, to be written in order after everything queued
     /// before; does not wait. Blocks when the writer is far behind.
     pub fn submit(&self, rows: StateRows) -> io::Result<()> {
+        self.submit_then(rows, None)
+    }
+
+    /// [`StateWriter::submit`], then `on_commit` once the rows' transaction
+    /// committed (not called if it failed).
+    pub fn submit_then(&self, rows: StateRows, on_commit: Option<OnCommit>) -> io::Result<()> {
         self.check()?;
         let job = Job::State(StateJob {
             db: self.db.clone(),
             rows,
             failed: self.failed.clone(),
+            on_commit,
         });
         self.writer.submit("state rows", job)
     }
@@ -316,7 +328,11 @@ impl Group {
         let Some(db) = db else { return };
         let committed = self.committed.as_ref().map(|(_, c)| c.as_deref());
         let mut state_error: Option<String> = None;
-        let states = self.states;
+        let mut states = self.states;
+        let on_commit: Vec<OnCommit> = states
+            .iter_mut()
+            .filter_map(|s| s.on_commit.take())
+            .collect();
         let res = write_txn(&db, committed, checkpoint.due(), |txn| {
             for s in states {
                 if let Err(e) = (s.rows)(txn) {
@@ -330,6 +346,11 @@ impl Group {
         });
         if let (Err(e), None) = (&res, &state_error) {
             tracing::warn!("raft log store: save committed: {e}");
+        }
+        if res.is_ok() {
+            for f in on_commit {
+                f();
+            }
         }
     }
 }

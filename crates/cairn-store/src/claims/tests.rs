@@ -381,10 +381,10 @@ fn bad_input_gets_a_precise_error_and_changes_nothing() {
         ),
     ];
     for (cmd, want) in cases {
-        let before = (w.store.snapshot(), w.store.revision());
+        let before = (w.store.snapshot().unwrap(), w.store.revision());
         assert_eq!(w.run(cmd.clone()).unwrap_err(), want, "{cmd:?}");
         w.store.take_changes();
-        let mut after = w.store.snapshot();
+        let mut after = w.store.snapshot().unwrap();
         after.meta.now_ms = before.0.meta.now_ms; // time may advance
         assert_eq!((after, w.store.revision()), before, "{cmd:?} changed state");
     }
@@ -610,12 +610,12 @@ fn a_restored_store_holds_the_same_claims_and_evicts_the_same_way() {
         });
         let sessions = [w.session(3_600), w.session(3_600)];
         random_ops(&mut w, &sessions, 7, 300, |_| {});
-        let bytes = postcard::to_allocvec(&w.store.snapshot()).unwrap();
+        let bytes = postcard::to_allocvec(&w.store.snapshot().unwrap()).unwrap();
         let mut copy = World {
             store: Store::from_snapshot(postcard::from_bytes(&bytes).unwrap()),
             now_ms: w.now_ms,
         };
-        assert_eq!(copy.store.snapshot(), w.store.snapshot());
+        assert_eq!(copy.store.snapshot().unwrap(), w.store.snapshot().unwrap());
         // The same further commands give the same answers and state.
         for seed in 8..10 {
             let mut rng = Lcg(seed);
@@ -635,7 +635,7 @@ fn a_restored_store_holds_the_same_claims_and_evicts_the_same_way() {
                 );
             }
         }
-        assert_eq!(copy.store.snapshot(), w.store.snapshot());
+        assert_eq!(copy.store.snapshot().unwrap(), w.store.snapshot().unwrap());
     }
 }
 

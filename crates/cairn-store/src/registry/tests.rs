@@ -559,7 +559,7 @@ fn registry_state_survives_snapshot_and_restore() {
             (reg("u", "k", "1", A), registered(2)),
         ],
     );
-    let restored = Store::from_snapshot(s.snapshot());
+    let restored = Store::from_snapshot(s.snapshot().unwrap());
     assert_eq!(
         read::lookup(&restored, b"u", b"k"),
         vec![entry(A, "1", 2, 2)]

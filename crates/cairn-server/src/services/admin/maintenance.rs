@@ -235,7 +235,10 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<pb::HashResponse>, Status> {
         let (snapshot, revision) = {
             let store = self.node.store();
-            (store.snapshot(), store.revision())
+            (
+                store.snapshot().map_err(ServerError::from)?,
+                store.revision(),
+            )
         };
         let hash = tokio::task::spawn_blocking(move || hash_all(&snapshot))
             .await
@@ -277,7 +280,10 @@ impl Maintenance for MaintenanceService {
         // One read guard: the copy is a single revision of the store.
         let (snapshot, revision) = {
             let store = self.node.store();
-            (store.snapshot(), store.revision())
+            (
+                store.snapshot().map_err(ServerError::from)?,
+                store.revision(),
+            )
         };
         let bytes = tokio::task::spawn_blocking(move || encode_snapshot(&snapshot))
             .await

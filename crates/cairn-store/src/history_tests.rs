@@ -1,0 +1,225 @@
+//! Values dropped from memory read back through `HistoryValues`: every
+//! read answers as if nothing was dropped.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::*;
+
+/// What a storage layer persisted, plus how often it was asked.
+#[derive(Default)]
+struct Persisted {
+    values: Mutex<HashMap<Revision, Vec<u8>>>,
+    reads: AtomicUsize,
+}
+
+impl HistoryValues for Persisted {
+    fn value(&self, rev: Revision) -> Result<Vec<u8>, String> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        let values = self.values.lock().unwrap();
+        values
+            .get(&rev)
+            .cloned()
+            .ok_or_else(|| format!("no row {rev:?}"))
+    }
+}
+
+impl Persisted {
+    /// Persists what `store` changed, as the state machine does.
+    fn persist(&self, store: &mut Store) {
+        let changes = store.take_changes();
+        let mut values = self.values.lock().unwrap();
+        for rev in changes.records_added {
+            if let Some((_, r)) = store.record_at(rev) {
+                values.insert(rev, r.value.clone());
+            }
+        }
+        for rev in changes.records_removed {
+            values.remove(&rev);
+        }
+    }
+}
+
+fn put(key: &str, value: &str) -> Command {
+    Command::Put(PutRequest {
+        key: key.into(),
+        value: value.into(),
+        ..Default::default()
+    })
+}
+
+fn all() -> KeyRange {
+    KeyRange::new(vec![0], vec![0])
+}
+
+fn at(store: &Store, rev: i64) -> Vec<(Vec<u8>, Vec<u8>)> {
+    store
+        .range(&RangeRequest {
+            range: all(),
+            revision: rev,
+            ..Default::default()
+        })
+        .unwrap()
+        .kvs
+        .into_iter()
+        .map(|kv| (kv.key, kv.value))
+        .collect()
+}
+
+/// The same history twice: one store keeps every value, the other drops
+/// what it may after each command.
+fn twins(cmds: &[Command]) -> (Store, Store, Arc<Persisted>) {
+    let persisted = Arc::new(Persisted::default());
+    let mut kept = Store::new();
+    let mut dropping = Store::new();
+    dropping.set_history(persisted.clone());
+    for cmd in cmds {
+        assert_eq!(kept.apply(cmd), dropping.apply(cmd));
+        persisted.persist(&mut dropping);
+        dropping.drop_history_values(dropping.revision());
+    }
+    (kept, dropping, persisted)
+}
+
+fn history() -> Vec<Command> {
+    vec![
+        put("a", "a1"),
+        put("b", "b1"),
+        put("a", "a2"),
+        Command::DeleteRange(DeleteRangeRequest {
+            range: KeyRange::single("b"),
+            prev_kv: true,
+        }),
+        put("b", "b2"),
+        put("a", "a3"),
+        put("c", "c1"),
+    ]
+}
+
+#[test]
+fn superseded_values_are_dropped_and_every_read_answers_the_same() {
+    let (kept, dropping, persisted) = twins(&history());
+    assert_eq!(
+        dropping.superseded_values_held(),
+        0,
+        "all candidates dropped"
+    );
+    let reads_before = persisted.reads.load(Ordering::Relaxed);
+    assert_eq!(at(&dropping, 0), at(&kept, 0));
+    assert_eq!(
+        persisted.reads.load(Ordering::Relaxed),
+        reads_before,
+        "current values are in memory"
+    );
+    for rev in 1..=dropping.revision() {
+        assert_eq!(at(&dropping, rev), at(&kept, rev), "range at {rev}");
+    }
+    assert!(persisted.reads.load(Ordering::Relaxed) > reads_before);
+    assert_eq!(
+        dropping.events_since(1, &all(), 100),
+        kept.events_since(1, &all(), 100)
+    );
+    assert_eq!(dropping.hash_kv(3), kept.hash_kv(3));
+    assert_eq!(dropping.hash_kv(0), kept.hash_kv(0));
+    assert_eq!(dropping.snapshot(), kept.snapshot());
+    assert_eq!(dropping.size_bytes(), kept.size_bytes());
+}
+
+#[test]
+fn dropping_waits_for_the_persisted_revision_and_survives_compaction() {
+    let persisted = Arc::new(Persisted::default());
+    let mut s = Store::new();
+    s.set_history(persisted.clone());
+    for cmd in history() {
+        s.apply(&cmd);
+    }
+    // Nothing persisted yet: nothing may be dropped.
+    s.drop_history_values(0);
+    assert_eq!(at(&s, 1), vec![(b"a".to_vec(), b"a1".to_vec())]);
+    assert_eq!(persisted.reads.load(Ordering::Relaxed), 0);
+    persisted.persist(&mut s);
+    s.drop_history_values(2);
+    assert_eq!(
+        s.superseded_values_held(),
+        1,
+        "a1 and b1 dropped, a2 (rev 3) held"
+    );
+    assert_eq!(
+        at(&s, 3),
+        vec![
+            (b"a".to_vec(), b"a2".to_vec()),
+            (b"b".to_vec(), b"b1".to_vec()),
+        ]
+    );
+    s.apply(&Command::Compact { revision: 5 });
+    persisted.persist(&mut s);
+    s.drop_history_values(s.revision());
+    assert_eq!(s.superseded_values_held(), 0);
+    assert_eq!(
+        at(&s, 5),
+        vec![
+            (b"a".to_vec(), b"a2".to_vec()),
+            (b"b".to_vec(), b"b2".to_vec()),
+        ]
+    );
+}
+
+#[test]
+fn a_value_storage_cannot_read_back_is_an_error_not_an_empty_value() {
+    let (_, mut dropping, persisted) = twins(&history());
+    persisted.values.lock().unwrap().clear();
+    let err = dropping
+        .range(&RangeRequest {
+            range: KeyRange::single("a"),
+            revision: 1,
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::HistoryUnavailable { revision: 1, .. }),
+        "{err:?}"
+    );
+    assert!(dropping.snapshot().is_err());
+    // Writes go on: they read current values only.
+    dropping.apply(&put("a", "a4"));
+    assert_eq!(at(&dropping, 0)[0].1, b"a4");
+}
+
+#[test]
+fn a_restored_store_drops_the_values_its_rows_hold() {
+    let (kept, _, _) = twins(&history());
+    let persisted = Arc::new(Persisted::default());
+    let snap = kept.snapshot().unwrap();
+    for (_, r) in &snap.records {
+        persisted
+            .values
+            .lock()
+            .unwrap()
+            .insert(r.rev, r.value.clone());
+    }
+    let mut restored = Store::from_snapshot(snap);
+    restored.set_history(persisted.clone());
+    assert_eq!(restored.superseded_values_held(), 3, "a1, b1, a2");
+    restored.drop_history_values(restored.revision());
+    assert_eq!(restored.superseded_values_held(), 0);
+    for rev in 1..=kept.revision() {
+        assert_eq!(at(&restored, rev), at(&kept, rev));
+    }
+}
+
+#[test]
+fn without_a_history_source_nothing_is_dropped() {
+    let mut s = Store::new();
+    for cmd in history() {
+        s.apply(&cmd);
+    }
+    s.drop_history_values(s.revision());
+    assert_eq!(s.superseded_values_held(), 3);
+    assert!(s
+        .snapshot()
+        .unwrap()
+        .records
+        .iter()
+        .all(|(_, r)| !r.is_dropped()));
+}
