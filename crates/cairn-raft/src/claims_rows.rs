@@ -240,7 +240,7 @@ fn encode_leases(store: &Store) -> io::Result<Vec<u8>> {
     let claims = store.claims();
     let mut leases: Vec<LeaseEntry> = Vec::with_capacity(claims.lease_count());
     for (ns, key, session_id, deadline_ms) in claims.leases() {
-        leases.push((ns, key.clone(), Some((session_id, deadline_ms))));
+        leases.push((ns, key, Some((session_id, deadline_ms))));
     }
     encode("claim leases", &leases)
 }

@@ -23,10 +23,15 @@
 //! * Every accepted claims command takes exactly one store revision (the
 //!   Store does that); a rejected one changes nothing.
 
+mod deadlines;
 mod namespace;
+mod sessions;
 mod types;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+
+use deadlines::Deadlines;
+use sessions::SessionLeases;
 
 use serde::{Deserialize, Serialize};
 
@@ -39,7 +44,9 @@ use namespace::Namespace;
 /// up to tell an upsert from a delete.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClaimsChanges {
-    pub slots: BTreeSet<(u32, ClaimKey)>,
+    /// Sorted, each once. (Collected as a list and sorted once by
+    /// `take_changes`: a B-tree insert per touched key cost more.)
+    pub slots: Vec<(u32, ClaimKey)>,
     pub namespaces: BTreeSet<u32>,
 }
 
@@ -61,10 +68,10 @@ pub struct Claims {
     by_name: BTreeMap<String, u32>,
     spaces: BTreeMap<u32, Namespace>,
     /// Lease deadlines across namespaces, earliest first, for `Tick`.
-    deadlines: BTreeSet<(u64, u32, ClaimKey)>,
+    deadlines: Deadlines,
     /// Leases held by each session, released when the session ends (in
     /// any order: releasing one lease does not affect another).
-    by_session: BTreeMap<i64, HashSet<(u32, ClaimKey)>>,
+    by_session: SessionLeases,
     changes: ClaimsChanges,
 }
 
@@ -194,12 +201,12 @@ impl Claims {
                 }
                 Some(Slot::Leased { .. }) => {
                     self.drop_lease(id, key);
-                    self.grant(id, key, session_id, deadline_ms);
+                    self.grant(id, key, session_id, deadline_ms, now_ms);
                     self.ns(id).row.counters.refreshed += 1;
                     OffloadStatus::Granted
                 }
                 None => {
-                    self.grant(id, key, session_id, deadline_ms);
+                    self.grant(id, key, session_id, deadline_ms, now_ms);
                     self.ns(id).row.counters.granted += 1;
                     OffloadStatus::Granted
                 }
@@ -247,9 +254,9 @@ impl Claims {
             let ns = self.ns(id);
             ns.row.counters.registered += 1;
             let parent = ns.insert_entry(entry);
-            self.changes.slots.insert((id, entry.key.clone()));
+            self.changes.slots.push((id, entry.key.clone()));
             if let Some(p) = parent {
-                self.changes.slots.insert((id, p));
+                self.changes.slots.push((id, p));
             }
             statuses.push(RegisterStatus::Stored);
         }
@@ -272,9 +279,9 @@ impl Claims {
         let Some(parent) = self.ns(id).remove_entry(key) else {
             return false;
         };
-        self.changes.slots.insert((id, key.clone()));
+        self.changes.slots.push((id, key.clone()));
         if let Some(p) = parent {
-            self.changes.slots.insert((id, p));
+            self.changes.slots.push((id, p));
         }
         true
     }
@@ -301,35 +308,33 @@ impl Claims {
         for key in keys {
             self.collect_if_expired(id, key, now_ms);
             if self.ns(id).touch(key) {
-                self.changes.slots.insert((id, key.clone()));
+                self.changes.slots.push((id, key.clone()));
                 present += 1;
             }
         }
         ClaimsOutput::Touch { present }
     }
 
-    fn grant(&mut self, id: u32, key: &ClaimKey, session_id: i64, deadline_ms: u64) {
+    fn grant(&mut self, id: u32, key: &ClaimKey, session_id: i64, deadline_ms: u64, now_ms: u64) {
         self.ns(id)
             .insert_lease(key.clone(), session_id, deadline_ms);
-        self.deadlines.insert((deadline_ms, id, key.clone()));
-        self.by_session
-            .entry(session_id)
-            .or_default()
-            .insert((id, key.clone()));
-        self.changes.slots.insert((id, key.clone()));
+        self.deadlines.insert(deadline_ms, id, key.clone());
+        let spaces = &self.spaces;
+        self.by_session.add(
+            session_id,
+            (deadline_ms, id, key.clone()),
+            now_ms,
+            |id, key| leased_by(spaces, session_id, id, key),
+        );
+        self.changes.slots.push((id, key.clone()));
     }
 
     /// Remove a lease slot and its index entries; returns its holder.
     fn drop_lease(&mut self, id: u32, key: &ClaimKey) -> Option<i64> {
-        let (session_id, deadline_ms) = self.ns(id).remove_lease(key)?;
-        self.deadlines.remove(&(deadline_ms, id, key.clone()));
-        if let Some(held) = self.by_session.get_mut(&session_id) {
-            held.remove(&(id, key.clone()));
-            if held.is_empty() {
-                self.by_session.remove(&session_id);
-            }
-        }
-        self.changes.slots.insert((id, key.clone()));
+        let (session_id, _) = self.ns(id).remove_lease(key)?;
+        self.deadlines.remove();
+        self.by_session.ended(session_id);
+        self.changes.slots.push((id, key.clone()));
         Some(session_id)
     }
 
@@ -345,17 +350,19 @@ impl Claims {
 
     /// A session ended: release every claim lease it held.
     pub fn release_session(&mut self, session_id: i64) -> u64 {
-        let Some(held) = self.by_session.remove(&session_id) else {
-            return 0;
-        };
         let mut released = 0;
-        for (id, key) in held {
-            let Some((_, deadline_ms)) = self.ns(id).remove_lease(&key) else {
+        for (id, key) in self.by_session.take(session_id) {
+            // The entry may be stale: the key since leased by another
+            // session, or stored.
+            if !leased_by(&self.spaces, session_id, id, &key) {
                 continue;
-            };
-            self.deadlines.remove(&(deadline_ms, id, key.clone()));
+            }
+            if self.ns(id).remove_lease(&key).is_none() {
+                continue;
+            }
+            self.deadlines.remove();
             self.ns(id).row.counters.released += 1;
-            self.changes.slots.insert((id, key));
+            self.changes.slots.push((id, key));
             released += 1;
         }
         released
@@ -363,13 +370,10 @@ impl Claims {
 
     /// Expire up to `max` leases whose deadline is at or before `now_ms`.
     pub fn expire_due(&mut self, now_ms: u64, max: usize) -> u64 {
-        let due: Vec<(u32, ClaimKey)> = self
+        let spaces = &self.spaces;
+        let due = self
             .deadlines
-            .iter()
-            .take_while(|(deadline, _, _)| *deadline <= now_ms)
-            .take(max)
-            .map(|(_, id, key)| (*id, key.clone()))
-            .collect();
+            .take_due(now_ms, max, |d, id, key| leased_until(spaces, d, id, key));
         for (id, key) in &due {
             self.drop_lease(*id, key);
             self.ns(*id).row.counters.expired += 1;
@@ -379,7 +383,8 @@ impl Claims {
 
     /// Earliest claim lease deadline (cluster ms).
     pub fn next_deadline_ms(&self) -> Option<u64> {
-        self.deadlines.iter().next().map(|(d, _, _)| *d)
+        self.deadlines
+            .first(|d, id, key| leased_until(&self.spaces, d, id, key))
     }
 
     /// The longest prefix of `keys` that is stored, in order.
@@ -424,18 +429,21 @@ impl Claims {
 
     /// Claim leases held by a session (for tests and tools).
     pub fn leases_of(&self, session_id: i64) -> usize {
-        self.by_session.get(&session_id).map_or(0, |s| s.len())
+        self.by_session.live(session_id)
     }
 
     /// Every claim lease: (namespace id, key, session, deadline), earliest
     /// deadline first.
-    pub fn leases(&self) -> impl Iterator<Item = (u32, &ClaimKey, i64, u64)> + '_ {
-        self.deadlines.iter().filter_map(|(deadline_ms, id, key)| {
-            match self.spaces.get(id)?.slots.get(key)? {
-                Slot::Leased { session_id, .. } => Some((*id, key, *session_id, *deadline_ms)),
-                Slot::Stored(_) => None,
-            }
-        })
+    pub fn leases(&self) -> impl Iterator<Item = (u32, ClaimKey, i64, u64)> + '_ {
+        let spaces = &self.spaces;
+        self.deadlines
+            .live(move |d, id, key| leased_until(spaces, d, id, key))
+            .filter_map(
+                move |(deadline_ms, id, key)| match spaces.get(&id)?.slots.get(&key)? {
+                    Slot::Leased { session_id, .. } => Some((id, key, *session_id, deadline_ms)),
+                    Slot::Stored(_) => None,
+                },
+            )
     }
 
     /// Number of claim leases, all namespaces.
@@ -452,7 +460,10 @@ impl Claims {
     }
 
     pub fn take_changes(&mut self) -> ClaimsChanges {
-        std::mem::take(&mut self.changes)
+        let mut changes = std::mem::take(&mut self.changes);
+        changes.slots.sort_unstable();
+        changes.slots.dedup();
+        changes
     }
 
     pub fn snapshot(&self) -> ClaimsSnapshot {
@@ -491,17 +502,38 @@ impl Claims {
                 deadline_ms,
             } = &slot
             {
-                claims.deadlines.insert((*deadline_ms, id, key.clone()));
+                claims.deadlines.insert(*deadline_ms, id, key.clone());
+                // Restored leases are live and distinct: nothing to compact.
                 claims
                     .by_session
-                    .entry(*session_id)
-                    .or_default()
-                    .insert((id, key.clone()));
+                    .add(*session_id, (*deadline_ms, id, key.clone()), 0, |_, _| true);
             }
             ns.restore_slot(key, slot);
         }
         claims
     }
+}
+
+/// Whether `key` of namespace `id` holds a lease of `session_id`.
+fn leased_by(spaces: &BTreeMap<u32, Namespace>, session_id: i64, id: u32, key: &ClaimKey) -> bool {
+    matches!(
+        spaces.get(&id).and_then(|ns| ns.slots.get(key)),
+        Some(Slot::Leased { session_id: s, .. }) if *s == session_id
+    )
+}
+
+/// Whether `key` of namespace `id` holds a lease ending at `deadline_ms`
+/// (else its deadline entry is stale).
+fn leased_until(
+    spaces: &BTreeMap<u32, Namespace>,
+    deadline_ms: u64,
+    id: u32,
+    key: &ClaimKey,
+) -> bool {
+    matches!(
+        spaces.get(&id).and_then(|ns| ns.slots.get(key)),
+        Some(Slot::Leased { deadline_ms: d, .. }) if *d == deadline_ms
+    )
 }
 
 fn view(key: &ClaimKey, e: &StoredEntry) -> StoredView {

@@ -8,7 +8,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap};
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::hash::BuildHasher;
 
 use serde::{Deserialize, Serialize};
 
@@ -70,24 +70,35 @@ const SLOT_SHARDS: usize = 256;
 /// slots stalls every replica for hundreds of milliseconds when it
 /// doubles; a shard is 1/256 of that. Nothing iterates it except
 /// [`super::Claims::snapshot`], which sorts.
+///
+/// Hashed with foldhash under fixed seeds, not SipHash under random ones:
+/// keys are already hashes, SipHash was 5 % of an offload's apply, and a
+/// fixed seed keeps the store free of randomness (the map's order matters
+/// to nothing, but memory layout is then the same in every run).
 #[derive(Debug, Clone)]
 pub struct SlotMap {
-    shards: Vec<HashMap<ClaimKey, Slot>>,
+    shards: Vec<HashMap<ClaimKey, Slot, FixedHash>>,
 }
+
+/// The hasher of claims' hash maps: fast, fixed seed.
+pub(super) type FixedHash = foldhash::fast::FixedState;
+
+/// Seed of the shard choice; the maps use another, so that the keys of one
+/// shard still spread over its table (hashbrown takes its control bits
+/// from the top of the hash).
+const SHARD_SEED: u64 = 0x005e_ed0f_c1a1;
 
 impl Default for SlotMap {
     fn default() -> Self {
         SlotMap {
-            shards: vec![HashMap::new(); SLOT_SHARDS],
+            shards: vec![HashMap::with_hasher(FixedHash::default()); SLOT_SHARDS],
         }
     }
 }
 
 impl SlotMap {
     fn shard_of(key: &ClaimKey) -> usize {
-        // A fixed-key hasher: the same shard on every replica and run (it
-        // only places keys in memory; nothing depends on the order).
-        let h = BuildHasherDefault::<DefaultHasher>::default().hash_one(key);
+        let h = FixedHash::with_seed(SHARD_SEED).hash_one(key);
         (h as usize) & (SLOT_SHARDS - 1)
     }
 

@@ -1,0 +1,195 @@
+//! Claim lease deadlines, for expiry in deadline order.
+//!
+//! Why buckets and not a `BTreeSet<(deadline, namespace, key)>`: every
+//! lease one `CanOffload` grants has the same deadline (now + TTL), and the
+//! set's insert and remove per key were 16 % of an offload's apply (a
+//! B-tree walk with key comparisons each). Here a grant appends to its
+//! deadline's bucket, and a lease that ends early (converted, released,
+//! refreshed) is not looked up at all: its entry goes stale and is skipped
+//! when its bucket comes due, by asking the slot whether it still holds a
+//! lease with that deadline.
+//!
+//! Expiry order is canonical, (deadline, namespace, key) as the B-tree
+//! had it: a bucket is sorted (and deduplicated) before it is expired
+//! from. Replicas must agree on it, because a tick expires at most a
+//! bounded number of leases, and a replica restored from a snapshot fills
+//! its buckets in another order than one that applied every grant.
+
+use std::collections::BTreeMap;
+
+use super::types::ClaimKey;
+
+#[derive(Debug, Clone, Default)]
+pub(super) struct Deadlines {
+    buckets: BTreeMap<u64, Bucket>,
+    /// Live leases (entries not stale), kept by the callers' inserts and
+    /// removes.
+    live: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Bucket {
+    /// Leases with this deadline, some perhaps stale or repeated.
+    entries: Vec<(u32, ClaimKey)>,
+    /// Sorted by (namespace, key) and free of repeats.
+    sorted: bool,
+}
+
+impl Bucket {
+    fn sort(&mut self) {
+        if !self.sorted {
+            self.entries.sort_unstable();
+            self.entries.dedup();
+            self.sorted = true;
+        }
+    }
+}
+
+impl Deadlines {
+    /// A lease on `key` of namespace `id` now ends at `deadline_ms`.
+    pub fn insert(&mut self, deadline_ms: u64, id: u32, key: ClaimKey) {
+        let bucket = self.buckets.entry(deadline_ms).or_default();
+        bucket.entries.push((id, key));
+        bucket.sorted = false;
+        self.live += 1;
+    }
+
+    /// A lease ended before its deadline; its entry goes stale.
+    pub fn remove(&mut self) {
+        self.live = self.live.saturating_sub(1);
+    }
+
+    /// Number of live leases.
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    /// Up to `max` live leases due at `now_ms`, in (deadline, namespace,
+    /// key) order; `is_live(deadline, id, key)` tells a live entry from a
+    /// stale one. Stale entries of the buckets read are dropped, and
+    /// buckets emptied go. The caller ends the leases returned and calls
+    /// [`Deadlines::remove`] for each.
+    pub fn take_due(
+        &mut self,
+        now_ms: u64,
+        max: usize,
+        is_live: impl Fn(u64, u32, &ClaimKey) -> bool,
+    ) -> Vec<(u32, ClaimKey)> {
+        let mut due = Vec::new();
+        while due.len() < max {
+            let Some(mut entry) = self.buckets.first_entry() else {
+                break;
+            };
+            let deadline = *entry.key();
+            if deadline > now_ms {
+                break;
+            }
+            let bucket = entry.get_mut();
+            bucket.sort();
+            let mut taken = 0;
+            for (id, key) in &bucket.entries {
+                if due.len() >= max {
+                    break;
+                }
+                taken += 1;
+                if is_live(deadline, *id, key) {
+                    due.push((*id, key.clone()));
+                }
+            }
+            if taken == bucket.entries.len() {
+                entry.remove();
+            } else {
+                bucket.entries.drain(..taken);
+            }
+        }
+        due
+    }
+
+    /// The earliest deadline of a live lease.
+    pub fn first(&self, is_live: impl Fn(u64, u32, &ClaimKey) -> bool) -> Option<u64> {
+        self.buckets
+            .iter()
+            .find(|(d, b)| b.entries.iter().any(|(id, key)| is_live(**d, *id, key)))
+            .map(|(d, _)| *d)
+    }
+
+    /// Every live lease as (deadline, namespace, key), in that order.
+    pub fn live<'a>(
+        &'a self,
+        is_live: impl Fn(u64, u32, &ClaimKey) -> bool + 'a,
+    ) -> impl Iterator<Item = (u64, u32, ClaimKey)> + 'a {
+        self.buckets.iter().flat_map(move |(d, b)| {
+            let mut entries: Vec<(u32, ClaimKey)> = b
+                .entries
+                .iter()
+                .filter(|(id, key)| is_live(*d, *id, key))
+                .cloned()
+                .collect();
+            if !b.sorted {
+                entries.sort_unstable();
+                entries.dedup();
+            }
+            entries.into_iter().map(move |(id, key)| (*d, id, key))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    fn k(n: u64) -> ClaimKey {
+        ClaimKey::U64(n)
+    }
+
+    #[test]
+    fn due_leases_come_in_deadline_namespace_key_order_skipping_stale_ones() {
+        let mut d = Deadlines::default();
+        // (deadline, ns, key) in a scrambled order, one repeated.
+        for (deadline, ns, key) in [(20, 1, 5), (10, 2, 1), (10, 1, 9), (10, 1, 3), (20, 1, 5)] {
+            d.insert(deadline, ns, k(key));
+        }
+        // The second grant of (20, 1, 5) refreshed the first: one live.
+        d.remove();
+        let live: BTreeSet<(u64, u32, ClaimKey)> = [(10, 2, 1), (10, 1, 3), (10, 1, 9), (20, 1, 5)]
+            .into_iter()
+            .map(|(d, ns, key)| (d, ns, k(key)))
+            .collect();
+        let is_live = |dl: u64, id: u32, key: &ClaimKey| live.contains(&(dl, id, key.clone()));
+        assert_eq!(d.len(), 4);
+        assert_eq!(d.first(is_live), Some(10));
+        assert_eq!(
+            d.live(is_live).collect::<Vec<_>>(),
+            live.iter().cloned().collect::<Vec<_>>()
+        );
+
+        assert_eq!(d.take_due(9, 10, is_live), vec![]);
+        assert_eq!(d.take_due(25, 2, is_live), vec![(1, k(3)), (1, k(9))]);
+        assert_eq!(d.take_due(25, 10, is_live), vec![(2, k(1)), (1, k(5))]);
+        assert_eq!(d.take_due(25, 10, is_live), vec![]);
+        assert!(d.buckets.is_empty());
+    }
+
+    #[test]
+    fn a_stale_entry_is_skipped_and_does_not_count_against_the_bound() {
+        let mut d = Deadlines::default();
+        d.insert(10, 1, k(1));
+        d.insert(10, 1, k(2));
+        d.insert(10, 1, k(3));
+        // k(1) was converted to a stored entry: stale.
+        d.remove();
+        let is_live = |_: u64, _: u32, key: &ClaimKey| *key != k(1);
+        assert_eq!(d.first(is_live), Some(10));
+        assert_eq!(d.take_due(10, 2, is_live), vec![(1, k(2)), (1, k(3))]);
+        assert!(d.buckets.is_empty());
+        // The caller ends the two leases.
+        d.remove();
+        d.remove();
+        let none = |_: u64, _: u32, _: &ClaimKey| false;
+        d.insert(30, 1, k(4));
+        d.remove();
+        assert_eq!(d.first(none), None);
+        assert_eq!(d.len(), 0);
+    }
+}

@@ -1,0 +1,172 @@
+//! Claim leases by the session holding them, to release them all in the
+//! apply that ends the session.
+//!
+//! Why lists and not a hash set per session: a set insert when a lease is
+//! granted and a remove when it ends were two cache misses per key (a set
+//! of every live lease, keyed by random block hashes), as many as the slot
+//! map itself costs. A grant appends to its session's list instead, and a
+//! lease that ends leaves its entry stale; only a count of the session's
+//! live leases changes. Releasing checks each entry against its slot.
+//!
+//! A list compacts itself when it is more than twice the live count:
+//! first by time alone, dropping entries whose deadline has passed (such
+//! a lease is not live any more whatever its slot says, and `Tick` ends
+//! it), which needs no lookup; only if that leaves it still more than four
+//! times the live count (a session refreshing the same keys again and
+//! again) are entries checked against their slots. So a list stays
+//! O(live leases) in size at O(1) amortized cost per grant.
+
+use std::collections::BTreeMap;
+
+use super::types::ClaimKey;
+
+/// A list this long or shorter is never compacted.
+const MIN_COMPACT_LEN: usize = 64;
+
+#[derive(Debug, Clone, Default)]
+pub(super) struct SessionLeases {
+    by_session: BTreeMap<i64, Held>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Held {
+    /// (deadline, namespace, key) of every lease granted to the session
+    /// since the last compaction, some perhaps ended (stale) or repeated.
+    keys: Vec<(u64, u32, ClaimKey)>,
+    /// How many of the session's leases are live.
+    live: usize,
+}
+
+impl SessionLeases {
+    /// `session_id` now holds a lease on `key` of namespace `id` until
+    /// `deadline_ms`; it is `now_ms`. `holds(id, key)` says whether the
+    /// session holds a lease on a key (to compact its list).
+    pub fn add(
+        &mut self,
+        session_id: i64,
+        (deadline_ms, id, key): (u64, u32, ClaimKey),
+        now_ms: u64,
+        holds: impl Fn(u32, &ClaimKey) -> bool,
+    ) {
+        let held = self.by_session.entry(session_id).or_default();
+        held.keys.push((deadline_ms, id, key));
+        held.live += 1;
+        if held.keys.len() <= MIN_COMPACT_LEN || held.keys.len() <= 2 * held.live {
+            return;
+        }
+        held.keys.retain(|(deadline, _, _)| *deadline > now_ms);
+        if held.keys.len() > 4 * held.live {
+            held.keys.retain(|(_, id, key)| holds(*id, key));
+            held.keys
+                .sort_unstable_by(|a, b| (a.1, &a.2).cmp(&(b.1, &b.2)));
+            held.keys.dedup_by(|a, b| (a.1, &a.2) == (b.1, &b.2));
+        }
+    }
+
+    /// One of the session's leases ended (its entry goes stale).
+    pub fn ended(&mut self, session_id: i64) {
+        if let Some(held) = self.by_session.get_mut(&session_id) {
+            held.live = held.live.saturating_sub(1);
+            if held.live == 0 {
+                self.by_session.remove(&session_id);
+            }
+        }
+    }
+
+    /// The session ended: every entry it had, stale ones included (check
+    /// each against its slot), each key at most once.
+    pub fn take(&mut self, session_id: i64) -> Vec<(u32, ClaimKey)> {
+        let mut keys: Vec<(u32, ClaimKey)> = self
+            .by_session
+            .remove(&session_id)
+            .map(|h| h.keys.into_iter().map(|(_, id, key)| (id, key)).collect())
+            .unwrap_or_default();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
+
+    /// Live leases of the session.
+    pub fn live(&self, session_id: i64) -> usize {
+        self.by_session.get(&session_id).map_or(0, |h| h.live)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn entries_past_their_deadline_go_without_a_slot_lookup() {
+        let mut s = SessionLeases::default();
+        let no_lookup = |_: u32, _: &ClaimKey| panic!("looked up");
+        // Leases granted each ms for 10 ms, expiring after 10 ms; each
+        // ends (ticks) when due.
+        for now in 0..1_000u64 {
+            for k in 0..10 {
+                s.add(
+                    5,
+                    (now + 10, 1, ClaimKey::U64(now * 10 + k)),
+                    now,
+                    no_lookup,
+                );
+            }
+            if now >= 10 {
+                for _ in 0..10 {
+                    s.ended(5);
+                }
+            }
+        }
+        assert_eq!(s.live(5), 100);
+        assert!(s.by_session[&5].keys.len() <= 2 * 100 + 10);
+    }
+
+    use super::*;
+    use std::cell::RefCell;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn lists_stay_near_the_live_count_and_release_every_live_lease() {
+        let holding: RefCell<BTreeSet<u64>> = RefCell::default();
+        let holds = |_: u32, key: &ClaimKey| match key {
+            ClaimKey::U64(k) => holding.borrow().contains(k),
+            _ => false,
+        };
+        let mut s = SessionLeases::default();
+        // Grant 0..1000, end every lease but the multiples of 10, and
+        // refresh those (end + grant again) a few times.
+        // All deadlines lie ahead: only the slot check can compact.
+        for k in 0..1000u64 {
+            holding.borrow_mut().insert(k);
+            s.add(7, (1_000, 1, ClaimKey::U64(k)), 0, holds);
+            if k % 10 != 0 {
+                holding.borrow_mut().remove(&k);
+                s.ended(7);
+            }
+        }
+        for _ in 0..5 {
+            for k in (0..1000u64).step_by(10) {
+                s.ended(7);
+                s.add(7, (1_000, 1, ClaimKey::U64(k)), 0, holds);
+            }
+        }
+        assert_eq!(s.live(7), 100);
+        let held = s.by_session[&7].keys.len();
+        assert!(held <= 4 * 100 + 1, "list of {held} for 100 live leases");
+        let taken = s.take(7);
+        let live: Vec<_> = taken.iter().filter(|(id, k)| holds(*id, k)).collect();
+        assert_eq!(live.len(), 100);
+        assert!(taken.windows(2).all(|w| w[0] < w[1]), "each key once");
+        assert_eq!(s.live(7), 0);
+        assert!(s.take(7).is_empty());
+    }
+
+    #[test]
+    fn a_session_whose_leases_all_ended_is_forgotten() {
+        let mut s = SessionLeases::default();
+        s.add(3, (10, 1, ClaimKey::U64(1)), 0, |_, _| true);
+        s.add(3, (10, 1, ClaimKey::U64(2)), 0, |_, _| true);
+        s.ended(3);
+        assert_eq!(s.live(3), 1);
+        s.ended(3);
+        assert!(s.by_session.is_empty());
+    }
+}
