@@ -116,7 +116,7 @@ impl HistoryValues for RedbHistory {
             .ok_or_else(|| "no such record row".to_string())?;
         let (_, record): (Vec<u8>, Record) =
             decode("record", row.value()).map_err(|e| e.to_string())?;
-        Ok(record.value)
+        Ok(record.value.into_vec())
     }
 }
 

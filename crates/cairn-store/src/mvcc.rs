@@ -18,16 +18,21 @@ pub struct Record {
     pub rev: Revision,
     pub create_revision: i64,
     pub version: i64,
-    /// Empty once dropped from memory (see `dropped_len`).
-    pub value: Vec<u8>,
+    /// Empty once dropped from memory (see `dropped`). A boxed slice, not
+    /// a `Vec`: history keeps a record per revision, and the capacity
+    /// word was 8 of its bytes (postcard encodes both the same).
+    pub value: Box<[u8]>,
     pub lease: i64,
+    /// The length of `value` when it was dropped from memory.
+    #[serde(skip)]
+    dropped_len: u32,
     /// A delete: the key does not exist from this revision on.
     pub tombstone: bool,
-    /// The length of `value` when it was dropped from memory, to be read
-    /// back through [`HistoryValues`]; `None` while it is held. Never
-    /// persisted: every stored copy holds its value.
+    /// The value was dropped from memory, to be read back through
+    /// [`HistoryValues`]. Never persisted: every stored copy holds its
+    /// value.
     #[serde(skip)]
-    dropped_len: Option<u32>,
+    dropped: bool,
 }
 
 impl Record {
@@ -43,20 +48,25 @@ impl Record {
             rev,
             create_revision,
             version,
-            value,
+            value: value.into_boxed_slice(),
             lease,
+            dropped_len: 0,
             tombstone,
-            dropped_len: None,
+            dropped: false,
         }
     }
 
     /// Whether the value was dropped from memory.
     pub fn is_dropped(&self) -> bool {
-        self.dropped_len.is_some()
+        self.dropped
     }
 
     fn value_len(&self) -> usize {
-        self.dropped_len.map_or(self.value.len(), |n| n as usize)
+        if self.dropped {
+            self.dropped_len as usize
+        } else {
+            self.value.len()
+        }
     }
 
     /// Approximate bytes this record costs, for the quota.
@@ -67,11 +77,12 @@ impl Record {
 
 #[derive(Debug, Default, Clone)]
 pub struct KeySpace {
-    /// Each key's versions, oldest first.
-    keys: BTreeMap<Vec<u8>, Vec<Record>>,
+    /// Each key's versions, oldest first. Keys are shared with `log`
+    /// (one allocation per key, not one per revision).
+    keys: BTreeMap<Arc<[u8]>, Vec<Record>>,
     /// Every retained record by revision, pointing at its key: the
     /// history that watches replay and persistence mirrors.
-    log: BTreeMap<Revision, Vec<u8>>,
+    log: BTreeMap<Revision, Arc<[u8]>>,
     size_bytes: u64,
     /// Records superseded by a newer version of their key, in revision
     /// order, whose values are still in memory: the candidates for
@@ -123,9 +134,11 @@ impl KeySpace {
                 continue;
             }
             let r = &mut history[i];
-            if r.dropped_len.is_none() && !r.value.is_empty() {
-                r.dropped_len = Some(r.value.len() as u32);
-                r.value = Vec::new();
+            // Values are at most a request's size, far below 4 GiB.
+            if !r.dropped && !r.value.is_empty() && r.value.len() <= u32::MAX as usize {
+                r.dropped_len = r.value.len() as u32;
+                r.dropped = true;
+                r.value = Box::default();
             }
         }
     }
@@ -137,9 +150,10 @@ impl KeySpace {
 
     /// The record as a key-value, its value read back if it was dropped.
     fn kv_of(&self, key: &[u8], r: &Record) -> Result<KeyValue, StoreError> {
-        let value = match r.dropped_len {
-            None => r.value.clone(),
-            Some(_) => self.read_back(r.rev)?,
+        let value = if r.dropped {
+            self.read_back(r.rev)?
+        } else {
+            r.value.to_vec()
         };
         Ok(KeyValue {
             key: key.to_vec(),
@@ -165,9 +179,10 @@ impl KeySpace {
     /// The record with its value in memory (read back if dropped).
     pub fn held(&self, r: &Record) -> Result<Record, StoreError> {
         let mut held = r.clone();
-        if r.dropped_len.is_some() {
-            held.value = self.read_back(r.rev)?;
-            held.dropped_len = None;
+        if r.dropped {
+            held.value = self.read_back(r.rev)?.into_boxed_slice();
+            held.dropped = false;
+            held.dropped_len = 0;
         }
         Ok(held)
     }
@@ -228,32 +243,41 @@ impl KeySpace {
     fn key_iter<'a>(
         &'a self,
         range: &'a KeyRange,
-    ) -> Box<dyn Iterator<Item = (&'a Vec<u8>, &'a Vec<Record>)> + 'a> {
+    ) -> KeyIter<'a> {
         if range.is_single() {
-            return Box::new(self.keys.get_key_value(&range.start).into_iter());
+            return Box::new(self.keys.get_key_value(range.start.as_slice()).into_iter());
         }
         let upper = match range.upper() {
             Some(end) if end <= range.start.as_slice() => return Box::new(std::iter::empty()),
-            Some(end) => Bound::Excluded(end.to_vec()),
+            Some(end) => Bound::Excluded(end),
             None => Bound::Unbounded,
         };
         Box::new(
             self.keys
-                .range((Bound::Included(range.start.clone()), upper)),
+                .range::<[u8], _>((Bound::Included(range.start.as_slice()), upper)),
         )
+    }
+
+    /// `key` as stored (shared), or a new one.
+    fn shared_key(&self, key: &[u8]) -> Arc<[u8]> {
+        match self.keys.get_key_value(key) {
+            Some((k, _)) => Arc::clone(k),
+            None => Arc::from(key),
+        }
     }
 
     /// Live keys in `range` now (used by deletes and lease revocation).
     pub fn live_keys(&self, range: &KeyRange) -> Vec<Vec<u8>> {
         self.key_iter(range)
             .filter(|(_, h)| h.last().is_some_and(|r| !r.tombstone))
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| k.to_vec())
             .collect()
     }
 
     /// Append a record; returns the event it represents.
     pub fn push(&mut self, key: &[u8], record: Record) -> Event {
-        let history = self.keys.entry(key.to_vec()).or_default();
+        let shared = self.shared_key(key);
+        let history = self.keys.entry(shared.clone()).or_default();
         // The current record always holds its value.
         let prev = history
             .last()
@@ -264,7 +288,7 @@ impl KeySpace {
         }
         let event = event_of(key, &record, prev);
         self.size_bytes += record.footprint(key);
-        self.log.insert(record.rev, key.to_vec());
+        self.log.insert(record.rev, shared);
         history.push(record);
         event
     }
@@ -355,7 +379,7 @@ impl KeySpace {
         let key = self.log.get(&rev)?;
         let history = self.keys.get(key)?;
         let i = history.binary_search_by(|r| r.rev.cmp(&rev)).ok()?;
-        Some((key.as_slice(), &history[i]))
+        Some((key, &history[i]))
     }
 
     /// Every retained record in revision order.
@@ -370,7 +394,7 @@ impl KeySpace {
             .keys
             .values()
             .flat_map(|h| h[..h.len().saturating_sub(1)].iter())
-            .filter(|r| !r.tombstone && r.dropped_len.is_none())
+            .filter(|r| !r.tombstone && !r.dropped)
             .map(|r| r.rev)
             .collect();
         revs.sort_unstable();
@@ -380,12 +404,16 @@ impl KeySpace {
     /// Rebuild from persisted records (any order).
     pub fn insert_restored(&mut self, key: Vec<u8>, record: Record) {
         self.size_bytes += record.footprint(&key);
-        self.log.insert(record.rev, key.clone());
-        let history = self.keys.entry(key).or_default();
+        let shared = self.shared_key(&key);
+        self.log.insert(record.rev, shared.clone());
+        let history = self.keys.entry(shared).or_default();
         let at = history.partition_point(|r| r.rev < record.rev);
         history.insert(at, record);
     }
 }
+
+/// Keys of a range with their histories, in key order.
+type KeyIter<'a> = Box<dyn Iterator<Item = (&'a Arc<[u8]>, &'a Vec<Record>)> + 'a>;
 
 fn live_at(history: &[Record], rev: i64) -> Option<&Record> {
     let i = history.partition_point(|r| r.rev.main <= rev);
@@ -395,13 +423,13 @@ fn live_at(history: &[Record], rev: i64) -> Option<&Record> {
 
 /// A record known to hold its value (current ones do) as a key-value.
 fn held_kv(key: &[u8], r: &Record) -> KeyValue {
-    debug_assert!(r.dropped_len.is_none(), "current values stay in memory");
+    debug_assert!(!r.dropped, "current values stay in memory");
     KeyValue {
         key: key.to_vec(),
         create_revision: r.create_revision,
         mod_revision: r.rev.main,
         version: r.version,
-        value: r.value.clone(),
+        value: r.value.to_vec(),
         lease: r.lease,
     }
 }

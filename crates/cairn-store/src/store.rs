@@ -375,7 +375,7 @@ impl Store {
     fn put(&mut self, p: &PutRequest, w: &mut Write) -> PutResponse {
         let current = self.kv.current(&p.key).cloned();
         let value = match (&current, p.ignore_value) {
-            (Some(c), true) => c.value.clone(),
+            (Some(c), true) => c.value.to_vec(),
             _ => p.value.clone(),
         };
         let lease = match (&current, p.ignore_lease) {
