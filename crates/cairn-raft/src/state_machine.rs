@@ -107,16 +107,25 @@ struct RedbHistory {
 
 impl HistoryValues for RedbHistory {
     fn value(&self, rev: Revision) -> Result<Vec<u8>, String> {
+        Ok(self.values(&[rev])?.pop().unwrap_or_default())
+    }
+
+    /// One read transaction for all of them.
+    fn values(&self, revs: &[Revision]) -> Result<Vec<Vec<u8>>, String> {
         let db = self.db.upgrade().ok_or("the database is closed")?;
         let read = db.begin_read().map_err(|e| e.to_string())?;
         let table = read.open_table(RECORDS).map_err(|e| e.to_string())?;
-        let row = table
-            .get((rev.main, rev.sub))
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| "no such record row".to_string())?;
-        let (_, record): (Vec<u8>, Record) =
-            decode("record", row.value()).map_err(|e| e.to_string())?;
-        Ok(record.value.into_vec())
+        revs.iter()
+            .map(|rev| {
+                let row = table
+                    .get((rev.main, rev.sub))
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("no record row at {}.{}", rev.main, rev.sub))?;
+                let (_, record): (Vec<u8>, Record) =
+                    decode("record", row.value()).map_err(|e| e.to_string())?;
+                Ok(record.value.into_vec())
+            })
+            .collect()
     }
 }
 

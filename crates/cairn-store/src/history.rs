@@ -20,6 +20,13 @@ use crate::revision::Revision;
 pub trait HistoryValues: Send + Sync {
     /// The value of the record at `rev`. An error names what failed.
     fn value(&self, rev: Revision) -> Result<Vec<u8>, String>;
+
+    /// The values of the records at `revs`, in order: what a walk over the
+    /// whole history asks for, in chunks, so a storage layer can read them
+    /// in one go.
+    fn values(&self, revs: &[Revision]) -> Result<Vec<Vec<u8>>, String> {
+        revs.iter().map(|rev| self.value(*rev)).collect()
+    }
 }
 
 /// The installed [`HistoryValues`], if any. Without one, values are never

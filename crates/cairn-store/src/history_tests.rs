@@ -253,3 +253,21 @@ fn a_record_encodes_as_rows_written_before_values_could_be_dropped() {
     );
     assert_eq!(postcard::to_allocvec(&record).unwrap(), bytes);
 }
+
+#[test]
+fn whole_history_walks_read_back_across_chunks() {
+    let cmds: Vec<Command> = (0..3_000)
+        .map(|i| put(&format!("k{}", i % 50), &format!("v{i}")))
+        .collect();
+    let (kept, dropping, persisted) = twins(&cmds);
+    assert_eq!(dropping.superseded_values_held(), 0);
+    let before = persisted.reads.load(Ordering::Relaxed);
+    assert_eq!(dropping.snapshot(), kept.snapshot());
+    assert_eq!(
+        persisted.reads.load(Ordering::Relaxed) - before,
+        3_000 - 50,
+        "each dropped value read once"
+    );
+    assert_eq!(dropping.hash_kv(1_500), kept.hash_kv(1_500));
+    assert_eq!(dropping.hash_kv(0), kept.hash_kv(0));
+}

@@ -240,10 +240,7 @@ impl KeySpace {
             .filter_map(move |(key, history)| live_at(history, rev).map(|r| self.kv_of(key, r)))
     }
 
-    fn key_iter<'a>(
-        &'a self,
-        range: &'a KeyRange,
-    ) -> KeyIter<'a> {
+    fn key_iter<'a>(&'a self, range: &'a KeyRange) -> KeyIter<'a> {
         if range.is_single() {
             return Box::new(self.keys.get_key_value(range.start.as_slice()).into_iter());
         }
@@ -380,6 +377,63 @@ impl KeySpace {
         let history = self.keys.get(key)?;
         let i = history.binary_search_by(|r| r.rev.cmp(&rev)).ok()?;
         Some((key, &history[i]))
+    }
+
+    /// Every retained record at or below `max_rev`, in revision order, to
+    /// `f`, with its value in memory: dropped values are read back a chunk
+    /// of records at a time (one [`HistoryValues::values`] call per chunk).
+    pub fn walk_held(
+        &self,
+        max_rev: i64,
+        mut f: impl FnMut(&[u8], &Record) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        const CHUNK: usize = 1024;
+        let mut records = self.records().take_while(|(_, r)| r.rev.main <= max_rev);
+        loop {
+            let chunk: Vec<(&[u8], &Record)> = records.by_ref().take(CHUNK).collect();
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            let dropped: Vec<Revision> = chunk
+                .iter()
+                .filter(|(_, r)| r.dropped)
+                .map(|(_, r)| r.rev)
+                .collect();
+            let mut values = self.read_back_many(&dropped)?.into_iter();
+            for (key, r) in chunk {
+                if r.dropped {
+                    let mut held = r.clone();
+                    held.value = values.next().unwrap_or_default().into_boxed_slice();
+                    held.dropped = false;
+                    held.dropped_len = 0;
+                    f(key, &held)?;
+                } else {
+                    f(key, r)?;
+                }
+            }
+        }
+    }
+
+    fn read_back_many(&self, revs: &[Revision]) -> Result<Vec<Vec<u8>>, StoreError> {
+        if revs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let unavailable = |reason: String| StoreError::HistoryUnavailable {
+            revision: revs[0].main,
+            reason,
+        };
+        let values = match &self.history.0 {
+            Some(source) => source.values(revs).map_err(unavailable)?,
+            None => return Err(unavailable("no history source".into())),
+        };
+        if values.len() != revs.len() {
+            return Err(unavailable(format!(
+                "{} values read back for {} records",
+                values.len(),
+                revs.len()
+            )));
+        }
+        Ok(values)
     }
 
     /// Every retained record in revision order.

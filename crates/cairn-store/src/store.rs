@@ -753,13 +753,14 @@ impl Store {
             });
         }
         let mut h = crc32fast::Hasher::new();
-        for (key, r) in self.kv.records().filter(|(_, r)| r.rev.main <= rev) {
+        self.kv.walk_held(rev, |key, r| {
             h.update(key);
             h.update(&r.rev.main.to_be_bytes());
             h.update(&r.rev.sub.to_be_bytes());
             h.update(&[r.tombstone as u8]);
-            h.update(&self.kv.held(r)?.value);
-        }
+            h.update(&r.value);
+            Ok(())
+        })?;
         Ok((h.finalize(), self.meta.compact_revision))
     }
 
@@ -780,13 +781,14 @@ impl Store {
     /// The whole state, for a Raft snapshot; values dropped from memory
     /// are read back.
     pub fn snapshot(&self) -> Result<StoreSnapshot, StoreError> {
+        let mut records = Vec::with_capacity(self.kv.record_count());
+        self.kv.walk_held(i64::MAX, |k, r| {
+            records.push((k.to_vec(), r.clone()));
+            Ok(())
+        })?;
         Ok(StoreSnapshot {
             meta: self.meta.clone(),
-            records: self
-                .kv
-                .records()
-                .map(|(k, r)| Ok((k.to_vec(), self.kv.held(r)?)))
-                .collect::<Result<_, StoreError>>()?,
+            records,
             leases: self.leases.records().cloned().collect(),
             claims: self.claims.snapshot(),
         })
