@@ -40,6 +40,9 @@ const LEASE_LOG_COMPACT_MIN_BYTES: u64 = 8 * 1024 * 1024;
 /// deadline)) or `None` when the key holds no lease.
 type LeaseEntry = (u32, ClaimKey, Option<(i64, u64)>);
 
+/// A [`LeaseEntry`] borrowing its key; encodes the same.
+type LeaseEntryRef<'a> = (u32, &'a ClaimKey, Option<(i64, u64)>);
+
 fn io_err(context: &str, e: impl std::fmt::Display) -> io::Error {
     io::Error::other(format!("{context}: {e}"))
 }
@@ -235,10 +238,12 @@ impl ClaimsRows {
     }
 }
 
-/// Every live lease of `store`, encoded as one lease-log row.
+/// Every live lease of `store`, encoded as one lease-log row. Entries
+/// borrow their keys: `&ClaimKey` encodes as `ClaimKey` does, so this is
+/// the `LeaseEntry` encoding without a copy of every key.
 fn encode_leases(store: &Store) -> io::Result<Vec<u8>> {
     let claims = store.claims();
-    let mut leases: Vec<LeaseEntry> = Vec::with_capacity(claims.lease_count());
+    let mut leases: Vec<LeaseEntryRef<'_>> = Vec::with_capacity(claims.lease_count());
     for (ns, key, session_id, deadline_ms) in claims.leases() {
         leases.push((ns, key, Some((session_id, deadline_ms))));
     }

@@ -113,23 +113,17 @@ impl Deadlines {
             .map(|(d, _)| *d)
     }
 
-    /// Every live lease as (deadline, namespace, key), in that order.
-    pub fn live<'a>(
-        &'a self,
-        is_live: impl Fn(u64, u32, &ClaimKey) -> bool + 'a,
-    ) -> impl Iterator<Item = (u64, u32, ClaimKey)> + 'a {
-        self.buckets.iter().flat_map(move |(d, b)| {
-            let mut entries: Vec<(u32, ClaimKey)> = b
-                .entries
-                .iter()
-                .filter(|(id, key)| is_live(*d, *id, key))
-                .cloned()
-                .collect();
+    /// Every entry, live or stale, each once, as (deadline, namespace,
+    /// key) in that order; the caller tells live from stale (one slot
+    /// lookup per entry, which is what this costs).
+    pub fn entries(&self) -> impl Iterator<Item = (u64, u32, &ClaimKey)> + '_ {
+        self.buckets.iter().flat_map(|(d, b)| {
+            let mut entries: Vec<&(u32, ClaimKey)> = b.entries.iter().collect();
             if !b.sorted {
                 entries.sort_unstable();
                 entries.dedup();
             }
-            entries.into_iter().map(move |(id, key)| (*d, id, key))
+            entries.into_iter().map(move |(id, key)| (*d, *id, key))
         })
     }
 }
@@ -159,10 +153,13 @@ mod tests {
         let is_live = |dl: u64, id: u32, key: &ClaimKey| live.contains(&(dl, id, key.clone()));
         assert_eq!(d.len(), 4);
         assert_eq!(d.first(is_live), Some(10));
-        assert_eq!(
-            d.live(is_live).collect::<Vec<_>>(),
-            live.iter().cloned().collect::<Vec<_>>()
-        );
+        let listed: Vec<(u64, u32, ClaimKey)> = d
+            .entries()
+            .filter(|(dl, id, key)| is_live(*dl, *id, key))
+            .map(|(dl, id, key)| (dl, id, key.clone()))
+            .collect();
+        assert_eq!(listed, live.iter().cloned().collect::<Vec<_>>());
+        assert_eq!(d.entries().count(), 4, "the repeat listed once");
 
         assert_eq!(d.take_due(9, 10, is_live), vec![]);
         assert_eq!(d.take_due(25, 2, is_live), vec![(1, k(3)), (1, k(9))]);

@@ -434,14 +434,19 @@ impl Claims {
 
     /// Every claim lease: (namespace id, key, session, deadline), earliest
     /// deadline first.
-    pub fn leases(&self) -> impl Iterator<Item = (u32, ClaimKey, i64, u64)> + '_ {
+    pub fn leases(&self) -> impl Iterator<Item = (u32, &ClaimKey, i64, u64)> + '_ {
         let spaces = &self.spaces;
+        // One slot lookup per entry: it tells a live entry from a stale one
+        // and gives the holder.
         self.deadlines
-            .live(move |d, id, key| leased_until(spaces, d, id, key))
+            .entries()
             .filter_map(
-                move |(deadline_ms, id, key)| match spaces.get(&id)?.slots.get(&key)? {
-                    Slot::Leased { session_id, .. } => Some((id, key, *session_id, deadline_ms)),
-                    Slot::Stored(_) => None,
+                move |(deadline_ms, id, key)| match spaces.get(&id)?.slots.get(key)? {
+                    Slot::Leased {
+                        session_id,
+                        deadline_ms: d,
+                    } if *d == deadline_ms => Some((id, key, *session_id, deadline_ms)),
+                    _ => None,
                 },
             )
     }
