@@ -41,7 +41,7 @@ const KEYS: u64 = 10_000;
 struct Unread;
 
 impl HistoryValues for Unread {
-    fn value(&self, _rev: Revision) -> Result<Vec<u8>, String> {
+    fn values(&self, _revs: &[Revision]) -> Result<Vec<Vec<u8>>, String> {
         Err("not stored".into())
     }
 }

@@ -43,15 +43,14 @@ impl SnapshotData {
     /// a file: call it off the async runtime.
     pub fn read_chunk(&self, pos: u64, max: usize) -> io::Result<Vec<u8>> {
         let end = pos.saturating_add(max as u64).min(self.len());
-        let n = end.saturating_sub(pos) as usize;
+        let start = pos.min(end);
         match self {
             SnapshotData::File { file, offset, .. } => {
-                let mut buf = vec![0; n];
-                file.read_exact_at(&mut buf, offset + pos)?;
+                let mut buf = vec![0; (end - start) as usize];
+                file.read_exact_at(&mut buf, offset + start)?;
                 Ok(buf)
             }
-            SnapshotData::Bytes(b) if n == 0 => Ok(b[..0].to_vec()),
-            SnapshotData::Bytes(b) => Ok(b[pos as usize..end as usize].to_vec()),
+            SnapshotData::Bytes(b) => Ok(b[start as usize..end as usize].to_vec()),
         }
     }
 

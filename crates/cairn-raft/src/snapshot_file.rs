@@ -92,43 +92,47 @@ impl SnapshotFile {
     /// durably, unless the one on disk is newer. Returns whether it was
     /// written.
     pub fn save(&self, meta: &SnapshotMeta, data: &[u8]) -> io::Result<bool> {
-        self.save_with(meta, |w| w.write_all(data))
+        Ok(self.save_with(meta, |w| w.write_all(data))?.is_some())
     }
 
     /// Like [`SnapshotFile::save`], with the data written by `fill` straight
     /// into the file: a snapshot is never whole in memory while it is made.
+    /// Returns the data as written (in the file), if it was.
     pub fn save_with(
         &self,
         meta: &SnapshotMeta,
         fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
-    ) -> io::Result<bool> {
+    ) -> io::Result<Option<SnapshotData>> {
         let mut saved = self.saved.lock().map_err(|_| poisoned())?;
         if *saved > meta.last_log_id {
-            return Ok(false);
+            return Ok(None);
         }
         let tmp = self.dir.join(TMP_NAME);
-        let written = write_file(&tmp, meta, fill);
-        if let Err(e) = written {
-            // Best effort: open() removes a leftover anyway.
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
+        let data = match write_file(&tmp, meta, fill) {
+            Ok(data) => data,
+            Err(e) => {
+                // Best effort: open() removes a leftover anyway.
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
         fs::rename(&tmp, self.path())?;
         // The rename is durable once the directory is.
         File::open(&self.dir)?.sync_all()?;
         *saved = meta.last_log_id;
-        Ok(true)
+        Ok(Some(data))
     }
 }
 
-/// Writes a whole snapshot file at `path`, fsynced. The data's length is
-/// known only at its end, so the header is written with a zero length and
-/// patched; the checksum of header and data is combined from the two.
+/// Writes a whole snapshot file at `path`, fsynced; returns its data, read
+/// through the same handle. The data's length is known only at its end,
+/// so the header is written with a zero length and patched; the checksum
+/// of header and data is combined from the two.
 fn write_file(
     path: &Path,
     meta: &SnapshotMeta,
     fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
-) -> io::Result<()> {
+) -> io::Result<SnapshotData> {
     let meta_bytes = postcard::to_allocvec(meta).map_err(io::Error::other)?;
     let mut header = Vec::with_capacity(HEADER_BYTES + meta_bytes.len());
     header.extend_from_slice(MAGIC);
@@ -137,17 +141,23 @@ fn write_file(
     header.extend_from_slice(&0u64.to_le_bytes());
     header.extend_from_slice(&meta_bytes);
 
-    let mut f = File::create(path)?;
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
     f.write_all(&header)?;
-    let mut data = DataWriter {
-        out: BufWriter::with_capacity(BLOCK_BYTES, &f),
-        crc: crc32fast::Hasher::new(),
-        len: 0,
+    let (data_crc, data_len) = {
+        let mut data = DataWriter {
+            out: BufWriter::with_capacity(BLOCK_BYTES, &f),
+            crc: crc32fast::Hasher::new(),
+            len: 0,
+        };
+        fill(&mut data)?;
+        data.out.flush()?;
+        (data.crc, data.len)
     };
-    fill(&mut data)?;
-    data.out.flush()?;
-    let (data_crc, data_len) = (data.crc, data.len);
-    drop(data.out);
 
     header[16..24].copy_from_slice(&data_len.to_le_bytes());
     f.write_all_at(&header[16..24], 16)?;
@@ -155,8 +165,13 @@ fn write_file(
     crc.update(&header);
     crc.combine(&data_crc);
     // `write_all_at` left the position at the data's end.
-    (&f).write_all(&crc.finalize().to_le_bytes())?;
-    f.sync_all()
+    f.write_all(&crc.finalize().to_le_bytes())?;
+    f.sync_all()?;
+    Ok(SnapshotData::File {
+        file: Arc::new(f),
+        offset: header.len() as u64,
+        len: data_len,
+    })
 }
 
 /// Counts and checksums the data on its way to the file.
@@ -278,7 +293,7 @@ mod tests {
                 Ok(())
             })
             .unwrap();
-        assert!(written);
+        assert_eq!(written.unwrap().into_bytes().unwrap(), data);
         let f = SnapshotFile::open(dir.path()).unwrap();
         let (m, got) = f.load().unwrap().unwrap();
         assert_eq!(m, meta(7));

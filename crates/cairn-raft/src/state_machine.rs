@@ -105,11 +105,15 @@ struct RedbHistory {
     db: Weak<Database>,
 }
 
-impl HistoryValues for RedbHistory {
-    fn value(&self, rev: Revision) -> Result<Vec<u8>, String> {
-        Ok(self.values(&[rev])?.pop().unwrap_or_default())
+impl RedbHistory {
+    fn of(db: &Arc<Database>) -> Arc<dyn HistoryValues> {
+        Arc::new(RedbHistory {
+            db: Arc::downgrade(db),
+        })
     }
+}
 
+impl HistoryValues for RedbHistory {
     /// One read transaction for all of them.
     fn values(&self, revs: &[Revision]) -> Result<Vec<Vec<u8>>, String> {
         let db = self.db.upgrade().ok_or("the database is closed")?;
@@ -174,13 +178,11 @@ impl StateMachineStore {
         let mut store = Store::from_snapshot(persisted.store);
         // Every record was just read from its row.
         let persisted_revision = Arc::new(AtomicI64::new(store.revision()));
-        store.set_history(Arc::new(RedbHistory {
-            db: Arc::downgrade(&db),
-        }));
+        store.set_history(RedbHistory::of(&db));
         let (applied, membership) = (persisted.applied, persisted.membership);
         Ok(StateMachineStore {
             persisted_revision,
-            db: db.clone(),
+            db,
             store: Arc::new(RwLock::new(store)),
             applied,
             membership,
@@ -386,24 +388,18 @@ struct Persisted {
 
 fn read_persisted(db: &Database) -> io::Result<Persisted> {
     let read = db.begin_read().map_err(|e| io_err("begin read", e))?;
-    let meta_table = read.open_table(META).map_err(|e| io_err("open meta", e))?;
-    let get = |key: &str| -> io::Result<Option<Vec<u8>>> {
-        Ok(meta_table
-            .get(key)
-            .map_err(|e| io_err("read meta", e))?
-            .map(|v| v.value().to_vec()))
-    };
-    let store_meta: StoreMeta = match get(KEY_STORE_META)? {
-        Some(b) => decode("store meta", &b)?,
+    let SnapshotMeta {
+        last_log_id: applied,
+        last_membership: membership,
+    } = persisted_meta(&read)?;
+    let store_meta: StoreMeta = match read
+        .open_table(META)
+        .map_err(|e| io_err("open meta", e))?
+        .get(KEY_STORE_META)
+        .map_err(|e| io_err("read meta", e))?
+    {
+        Some(b) => decode("store meta", b.value())?,
         None => StoreMeta::default(),
-    };
-    let applied: Option<LogId> = match get(KEY_APPLIED)? {
-        Some(b) => decode("applied log id", &b)?,
-        None => None,
-    };
-    let membership: StoredMembership = match get(KEY_MEMBERSHIP)? {
-        Some(b) => decode("membership", &b)?,
-        None => StoredMembership::default(),
     };
     let mut records = Vec::new();
     for row in read
@@ -500,11 +496,13 @@ fn write_persisted(read: &ReadTransaction, out: &mut dyn Write) -> io::Result<()
 fn save_persisted(db: &Database, snapshots: &SnapshotFile) -> io::Result<Snapshot> {
     let read = db.begin_read().map_err(|e| io_err("begin read", e))?;
     let meta = persisted_meta(&read)?;
-    snapshots.save_with(&meta, |out| write_persisted(&read, out))?;
+    if let Some(snapshot) = snapshots.save_with(&meta, |out| write_persisted(&read, out))? {
+        return Ok(Snapshot { meta, snapshot });
+    }
     drop(read);
     let (meta, snapshot) = snapshots
         .load()?
-        .ok_or_else(|| io_err("snapshot", "saved but not found"))?;
+        .ok_or_else(|| io_err("snapshot", "a newer one was saved but is not found"))?;
     Ok(Snapshot { meta, snapshot })
 }
 
@@ -624,11 +622,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             // next fsync, like a `Durability::None` commit of our own.
             Some(w) => {
                 let persisted = self.persisted_revision.clone();
-                w.submit_then(
+                w.submit(
                     Box::new(move |txn| rows.write_in(txn)),
-                    Some(Box::new(move || {
+                    Box::new(move || {
                         persisted.fetch_max(revision, Ordering::Release);
-                    })),
+                    }),
                 )?
             }
             None => {
@@ -674,9 +672,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .await
             .map_err(|e| io_err("snapshot save task", e))??;
         let mut store = Store::from_snapshot(file.store);
-        store.set_history(Arc::new(RedbHistory {
-            db: Arc::downgrade(&self.db),
-        }));
+        store.set_history(RedbHistory::of(&self.db));
         let revision = store.revision();
         *self
             .store

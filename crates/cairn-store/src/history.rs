@@ -18,15 +18,10 @@ use crate::revision::Revision;
 /// Where dropped values are read back from: the storage layer's copy of
 /// every retained record.
 pub trait HistoryValues: Send + Sync {
-    /// The value of the record at `rev`. An error names what failed.
-    fn value(&self, rev: Revision) -> Result<Vec<u8>, String>;
-
-    /// The values of the records at `revs`, in order: what a walk over the
-    /// whole history asks for, in chunks, so a storage layer can read them
-    /// in one go.
-    fn values(&self, revs: &[Revision]) -> Result<Vec<Vec<u8>>, String> {
-        revs.iter().map(|rev| self.value(*rev)).collect()
-    }
+    /// The values of the records at `revs`, in order (one record for a
+    /// read, a chunk of them for a walk over the whole history, so a
+    /// storage layer reads them in one go). An error names what failed.
+    fn values(&self, revs: &[Revision]) -> Result<Vec<Vec<u8>>, String>;
 }
 
 /// The installed [`HistoryValues`], if any. Without one, values are never

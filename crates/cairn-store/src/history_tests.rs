@@ -15,13 +15,17 @@ struct Persisted {
 }
 
 impl HistoryValues for Persisted {
-    fn value(&self, rev: Revision) -> Result<Vec<u8>, String> {
-        self.reads.fetch_add(1, Ordering::Relaxed);
+    fn values(&self, revs: &[Revision]) -> Result<Vec<Vec<u8>>, String> {
+        self.reads.fetch_add(revs.len(), Ordering::Relaxed);
         let values = self.values.lock().unwrap();
-        values
-            .get(&rev)
-            .cloned()
-            .ok_or_else(|| format!("no row {rev:?}"))
+        revs.iter()
+            .map(|rev| {
+                values
+                    .get(rev)
+                    .cloned()
+                    .ok_or_else(|| format!("no row {rev:?}"))
+            })
+            .collect()
     }
 }
 

@@ -18,21 +18,19 @@ pub struct Record {
     pub rev: Revision,
     pub create_revision: i64,
     pub version: i64,
-    /// Empty once dropped from memory (see `dropped`). A boxed slice, not
-    /// a `Vec`: history keeps a record per revision, and the capacity
+    /// Empty once dropped from memory (see `dropped_len`). A boxed slice,
+    /// not a `Vec`: history keeps a record per revision, and the capacity
     /// word was 8 of its bytes (postcard encodes both the same).
     pub value: Box<[u8]>,
     pub lease: i64,
-    /// The length of `value` when it was dropped from memory.
+    /// The length of `value` when it was dropped from memory, to be read
+    /// back through [`HistoryValues`]; 0 while it is held (an empty value
+    /// is never dropped). Never persisted: every stored copy holds its
+    /// value.
     #[serde(skip)]
     dropped_len: u32,
     /// A delete: the key does not exist from this revision on.
     pub tombstone: bool,
-    /// The value was dropped from memory, to be read back through
-    /// [`HistoryValues`]. Never persisted: every stored copy holds its
-    /// value.
-    #[serde(skip)]
-    dropped: bool,
 }
 
 impl Record {
@@ -52,20 +50,28 @@ impl Record {
             lease,
             dropped_len: 0,
             tombstone,
-            dropped: false,
         }
     }
 
     /// Whether the value was dropped from memory.
     pub fn is_dropped(&self) -> bool {
-        self.dropped
+        self.dropped_len > 0
     }
 
     fn value_len(&self) -> usize {
-        if self.dropped {
+        if self.is_dropped() {
             self.dropped_len as usize
         } else {
             self.value.len()
+        }
+    }
+
+    /// This record holding `value` again (read back).
+    fn with_value(&self, value: Vec<u8>) -> Record {
+        Record {
+            value: value.into_boxed_slice(),
+            dropped_len: 0,
+            ..self.clone()
         }
     }
 
@@ -135,9 +141,8 @@ impl KeySpace {
             }
             let r = &mut history[i];
             // Values are at most a request's size, far below 4 GiB.
-            if !r.dropped && !r.value.is_empty() && r.value.len() <= u32::MAX as usize {
+            if !r.is_dropped() && !r.value.is_empty() && r.value.len() <= u32::MAX as usize {
                 r.dropped_len = r.value.len() as u32;
-                r.dropped = true;
                 r.value = Box::default();
             }
         }
@@ -150,51 +155,20 @@ impl KeySpace {
 
     /// The record as a key-value, its value read back if it was dropped.
     fn kv_of(&self, key: &[u8], r: &Record) -> Result<KeyValue, StoreError> {
-        let value = if r.dropped {
-            self.read_back(r.rev)?
+        if r.is_dropped() {
+            Ok(held_kv(key, &self.held(r)?))
         } else {
-            r.value.to_vec()
-        };
-        Ok(KeyValue {
-            key: key.to_vec(),
-            create_revision: r.create_revision,
-            mod_revision: r.rev.main,
-            version: r.version,
-            value,
-            lease: r.lease,
-        })
-    }
-
-    fn read_back(&self, rev: Revision) -> Result<Vec<u8>, StoreError> {
-        let unavailable = |reason: String| StoreError::HistoryUnavailable {
-            revision: rev.main,
-            reason,
-        };
-        match &self.history.0 {
-            Some(source) => source.value(rev).map_err(unavailable),
-            None => Err(unavailable("no history source".into())),
+            Ok(held_kv(key, r))
         }
     }
 
     /// The record with its value in memory (read back if dropped).
-    pub fn held(&self, r: &Record) -> Result<Record, StoreError> {
-        let mut held = r.clone();
-        if r.dropped {
-            held.value = self.read_back(r.rev)?.into_boxed_slice();
-            held.dropped = false;
-            held.dropped_len = 0;
+    fn held(&self, r: &Record) -> Result<Record, StoreError> {
+        if !r.is_dropped() {
+            return Ok(r.clone());
         }
-        Ok(held)
-    }
-
-    /// The key's value as of `rev` (inclusive), if it existed then.
-    pub fn get_at(&self, key: &[u8], rev: i64) -> Result<Option<KeyValue>, StoreError> {
-        let Some(history) = self.keys.get(key) else {
-            return Ok(None);
-        };
-        live_at(history, rev)
-            .map(|r| self.kv_of(key, r))
-            .transpose()
+        let value = self.read_back(&[r.rev])?.pop().unwrap_or_default();
+        Ok(r.with_value(value))
     }
 
     /// The first `max` keys in `range` live at `rev`, and how many there
@@ -276,14 +250,11 @@ impl KeySpace {
         let shared = self.shared_key(key);
         let history = self.keys.entry(shared.clone()).or_default();
         // The current record always holds its value.
-        let prev = history
-            .last()
-            .filter(|r| !r.tombstone)
-            .map(|r| held_kv(key, r));
-        if let Some(prev) = history.last().filter(|r| !r.tombstone) {
+        let prev = history.last().filter(|r| !r.tombstone);
+        if let Some(prev) = prev {
             self.superseded.push_back(prev.rev);
         }
-        let event = event_of(key, &record, prev);
+        let event = event_of(key, &record, prev.map(|r| held_kv(key, r)));
         self.size_bytes += record.footprint(key);
         self.log.insert(record.rev, shared);
         history.push(record);
@@ -396,17 +367,13 @@ impl KeySpace {
             }
             let dropped: Vec<Revision> = chunk
                 .iter()
-                .filter(|(_, r)| r.dropped)
+                .filter(|(_, r)| r.is_dropped())
                 .map(|(_, r)| r.rev)
                 .collect();
-            let mut values = self.read_back_many(&dropped)?.into_iter();
+            let mut values = self.read_back(&dropped)?.into_iter();
             for (key, r) in chunk {
-                if r.dropped {
-                    let mut held = r.clone();
-                    held.value = values.next().unwrap_or_default().into_boxed_slice();
-                    held.dropped = false;
-                    held.dropped_len = 0;
-                    f(key, &held)?;
+                if r.is_dropped() {
+                    f(key, &r.with_value(values.next().unwrap_or_default()))?;
                 } else {
                     f(key, r)?;
                 }
@@ -414,7 +381,8 @@ impl KeySpace {
         }
     }
 
-    fn read_back_many(&self, revs: &[Revision]) -> Result<Vec<Vec<u8>>, StoreError> {
+    /// The dropped values of the records at `revs`, in order.
+    fn read_back(&self, revs: &[Revision]) -> Result<Vec<Vec<u8>>, StoreError> {
         if revs.is_empty() {
             return Ok(Vec::new());
         }
@@ -448,7 +416,7 @@ impl KeySpace {
             .keys
             .values()
             .flat_map(|h| h[..h.len().saturating_sub(1)].iter())
-            .filter(|r| !r.tombstone && !r.dropped)
+            .filter(|r| !r.tombstone && !r.is_dropped())
             .map(|r| r.rev)
             .collect();
         revs.sort_unstable();
@@ -477,7 +445,7 @@ fn live_at(history: &[Record], rev: i64) -> Option<&Record> {
 
 /// A record known to hold its value (current ones do) as a key-value.
 fn held_kv(key: &[u8], r: &Record) -> KeyValue {
-    debug_assert!(!r.dropped, "current values stay in memory");
+    debug_assert!(!r.is_dropped(), "current values stay in memory");
     KeyValue {
         key: key.to_vec(),
         create_revision: r.create_revision,

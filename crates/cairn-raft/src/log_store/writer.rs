@@ -71,7 +71,7 @@ pub(super) struct StateJob {
     rows: StateRows,
     failed: Arc<Mutex<Option<String>>>,
     /// Run once the transaction holding `rows` committed (readers see it).
-    on_commit: Option<OnCommit>,
+    on_commit: OnCommit,
 }
 
 /// Told that a batch's rows are committed.
@@ -89,14 +89,9 @@ pub struct StateWriter {
 
 impl StateWriter {
     /// Queues `rows`, to be written in order after everything queued
-    /// before; does not wait. Blocks when the writer is far behind.
-    pub fn submit(&self, rows: StateRows) -> io::Result<()> {
-        self.submit_then(rows, None)
-    }
-
-    /// [`StateWriter::submit`], then `on_commit` once the rows' transaction
-    /// committed (not called if it failed).
-    pub fn submit_then(&self, rows: StateRows, on_commit: Option<OnCommit>) -> io::Result<()> {
+    /// before, then `on_commit` once their transaction committed (not if
+    /// it failed); does not wait. Blocks when the writer is far behind.
+    pub fn submit(&self, rows: StateRows, on_commit: OnCommit) -> io::Result<()> {
         self.check()?;
         let job = Job::State(StateJob {
             db: self.db.clone(),
@@ -328,16 +323,16 @@ impl Group {
         let Some(db) = db else { return };
         let committed = self.committed.as_ref().map(|(_, c)| c.as_deref());
         let mut state_error: Option<String> = None;
-        let mut states = self.states;
-        let on_commit: Vec<OnCommit> = states
-            .iter_mut()
-            .filter_map(|s| s.on_commit.take())
-            .collect();
+        let (rows, on_commit): (Vec<_>, Vec<_>) = self
+            .states
+            .into_iter()
+            .map(|s| ((s.rows, s.failed), s.on_commit))
+            .unzip();
         let res = write_txn(&db, committed, checkpoint.due(), |txn| {
-            for s in states {
-                if let Err(e) = (s.rows)(txn) {
+            for (rows, failed) in rows {
+                if let Err(e) = rows(txn) {
                     let msg = e.to_string();
-                    *s.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg.clone());
+                    *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg.clone());
                     state_error = Some(msg);
                     return Err(e);
                 }

@@ -441,11 +441,8 @@ impl Claims {
         self.deadlines
             .entries()
             .filter_map(
-                move |(deadline_ms, id, key)| match spaces.get(&id)?.slots.get(key)? {
-                    Slot::Leased {
-                        session_id,
-                        deadline_ms: d,
-                    } if *d == deadline_ms => Some((id, key, *session_id, deadline_ms)),
+                move |(deadline_ms, id, key)| match lease_of(spaces, id, key)? {
+                    (session_id, d) if d == deadline_ms => Some((id, key, session_id, deadline_ms)),
                     _ => None,
                 },
             )
@@ -519,12 +516,21 @@ impl Claims {
     }
 }
 
+/// The (session, deadline) of the lease `key` of namespace `id` holds, if
+/// it holds one.
+fn lease_of(spaces: &BTreeMap<u32, Namespace>, id: u32, key: &ClaimKey) -> Option<(i64, u64)> {
+    match spaces.get(&id)?.slots.get(key)? {
+        Slot::Leased {
+            session_id,
+            deadline_ms,
+        } => Some((*session_id, *deadline_ms)),
+        Slot::Stored(_) => None,
+    }
+}
+
 /// Whether `key` of namespace `id` holds a lease of `session_id`.
 fn leased_by(spaces: &BTreeMap<u32, Namespace>, session_id: i64, id: u32, key: &ClaimKey) -> bool {
-    matches!(
-        spaces.get(&id).and_then(|ns| ns.slots.get(key)),
-        Some(Slot::Leased { session_id: s, .. }) if *s == session_id
-    )
+    lease_of(spaces, id, key).is_some_and(|(s, _)| s == session_id)
 }
 
 /// Whether `key` of namespace `id` holds a lease ending at `deadline_ms`
@@ -535,10 +541,7 @@ fn leased_until(
     id: u32,
     key: &ClaimKey,
 ) -> bool {
-    matches!(
-        spaces.get(&id).and_then(|ns| ns.slots.get(key)),
-        Some(Slot::Leased { deadline_ms: d, .. }) if *d == deadline_ms
-    )
+    lease_of(spaces, id, key).is_some_and(|(_, d)| d == deadline_ms)
 }
 
 fn view(key: &ClaimKey, e: &StoredEntry) -> StoredView {
