@@ -21,7 +21,7 @@
 //! and the applied log id never disagree; the eviction and deadline indexes
 //! are rebuilt from the rows at open.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
 
 use cairn_store::claims::{ClaimKey, ClaimsChanges, ClaimsSnapshot, NamespaceRow, Slot};
@@ -32,9 +32,11 @@ const CLAIMS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sm_claims");
 const CLAIMS_NS: TableDefinition<u32, &[u8]> = TableDefinition::new("sm_claims_ns");
 const LEASE_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("sm_claims_lease_log");
 
-/// The lease log is compacted once it holds more than this many bytes
-/// and more than twice its base.
+/// The lease log is never compacted while it holds fewer bytes than this.
 const LEASE_LOG_COMPACT_MIN_BYTES: u64 = 8 * 1024 * 1024;
+/// Past [`LEASE_LOG_COMPACT_MIN_BYTES`], the log is compacted once it holds
+/// more than this many records per live lease.
+const LEASE_LOG_RECORDS_PER_LIVE: u64 = 4;
 
 /// One key's lease in the lease log: (namespace id, key, (session,
 /// deadline)) or `None` when the key holds no lease.
@@ -61,42 +63,130 @@ fn row_key(ns: u32, key: &ClaimKey) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// How big the lease log is, to decide when to compact it. Kept by the
-/// state machine across batches; rebuilt from the table at open.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct LeaseLogSize {
-    /// Bytes of the base row (the last compaction).
-    base_bytes: u64,
-    /// Bytes of the rows appended since.
-    appended_bytes: u64,
+/// The lease log as the writes queued so far leave it, to decide which
+/// rows go: kept by the state machine across batches, rebuilt from the
+/// table at open.
+///
+/// Two ways a row goes, both keeping the log proportional to the leases
+/// that can still be live:
+/// - **Trimmed** from the front: once every lease a row granted has a
+///   deadline before the earliest lease deadline still pending
+///   ([`Claims::lease_floor_ms`]), all of them have ended, and each key's
+///   later state is in a later row or in `sm_claims`. Only a prefix is
+///   trimmed, so a "no lease" record is never dropped while an older
+///   record it overrides stays. This costs a row delete, no encoding, so
+///   it runs on the apply path without a stall.
+/// - **Compacted**: when leases are refreshed again and again within
+///   their TTL, the log outgrows them before its rows can be trimmed;
+///   past [`LEASE_LOG_RECORDS_PER_LIVE`] records per live lease (and a
+///   floor in bytes) the next batch replaces it with one base row of the
+///   live leases.
+///
+/// [`Claims::lease_floor_ms`]: cairn_store::claims::Claims::lease_floor_ms
+#[derive(Debug, Clone)]
+pub(crate) struct LeaseLog {
+    rows: VecDeque<LeaseRow>,
+    /// Id of the next row appended.
+    next_id: u64,
+    /// Records (one key's lease as of one batch) in all rows.
+    records: u64,
+    /// Encoded bytes of all rows.
+    bytes: u64,
     /// Never compact below this ([`LEASE_LOG_COMPACT_MIN_BYTES`]; tests
     /// lower it).
     min_bytes: u64,
 }
 
-impl Default for LeaseLogSize {
+/// What the log keeps in memory about one of its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LeaseRow {
+    id: u64,
+    /// The latest deadline of a lease the row grants (0 if none).
+    last_deadline_ms: u64,
+    records: u64,
+    bytes: u64,
+}
+
+impl Default for LeaseLog {
     fn default() -> Self {
-        LeaseLogSize {
-            base_bytes: 0,
-            appended_bytes: 0,
+        LeaseLog {
+            rows: VecDeque::new(),
+            next_id: 0,
+            records: 0,
+            bytes: 0,
             min_bytes: LEASE_LOG_COMPACT_MIN_BYTES,
         }
     }
 }
 
-impl LeaseLogSize {
-    fn compaction_due(&self) -> bool {
-        self.appended_bytes > self.min_bytes.max(2 * self.base_bytes)
+impl LeaseLog {
+    fn push(&mut self, row: LeaseRow) {
+        self.records += row.records;
+        self.bytes += row.bytes;
+        self.next_id = row.id + 1;
+        self.rows.push_back(row);
     }
 
-    /// Sizes after writing a base of `base_bytes`.
-    fn rebased(&self, base_bytes: u64) -> LeaseLogSize {
-        LeaseLogSize {
-            base_bytes,
-            appended_bytes: 0,
+    /// Drops the rows whose leases have all ended, given that no live
+    /// lease ends before `floor_ms` (`None`: none is live); returns the
+    /// id of the last row dropped.
+    fn trim(&mut self, floor_ms: Option<u64>) -> Option<u64> {
+        let mut last = None;
+        while let Some(row) = self.rows.front() {
+            if floor_ms.is_some_and(|floor| row.last_deadline_ms >= floor) {
+                break;
+            }
+            self.records -= row.records;
+            self.bytes -= row.bytes;
+            last = Some(row.id);
+            self.rows.pop_front();
+        }
+        last
+    }
+
+    /// Appends a row of `records` records, `bytes` long; returns its id.
+    fn append(&mut self, records: u64, bytes: u64, last_deadline_ms: u64) -> u64 {
+        let id = self.next_id;
+        self.push(LeaseRow {
+            id,
+            last_deadline_ms,
+            records,
+            bytes,
+        });
+        id
+    }
+
+    fn compaction_due(&self, live: usize) -> bool {
+        self.bytes > self.min_bytes
+            && self.records > LEASE_LOG_RECORDS_PER_LIVE.saturating_mul(live as u64)
+    }
+
+    /// The log is now one base row (id 0) of `records` live leases.
+    fn rebase(&mut self, records: u64, bytes: u64, last_deadline_ms: u64) {
+        *self = LeaseLog {
             min_bytes: self.min_bytes,
+            ..LeaseLog::default()
+        };
+        self.push(LeaseRow {
+            id: 0,
+            last_deadline_ms,
+            records,
+            bytes,
+        });
+    }
+
+    #[cfg(test)]
+    pub(crate) fn with_min_bytes(min_bytes: u64) -> LeaseLog {
+        LeaseLog {
+            min_bytes,
+            ..LeaseLog::default()
         }
     }
+}
+
+/// The latest deadline among `leases` (0 if none).
+fn last_deadline<'a>(leases: impl Iterator<Item = &'a Option<(i64, u64)>>) -> u64 {
+    leases.flatten().map(|(_, d)| *d).max().unwrap_or(0)
 }
 
 /// Encoded claims rows of one apply batch (or of a whole state).
@@ -105,19 +195,21 @@ pub(crate) struct ClaimsRows {
     /// Stored-entry rows; `None` deletes the key's row.
     slots: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     namespaces: Vec<(u32, Vec<u8>)>,
-    /// This batch's lease-log row, if any lease changed.
-    lease_row: Option<Vec<u8>>,
+    /// Lease-log rows up to this id go (their leases have all ended).
+    lease_trim_through: Option<u64>,
+    /// This batch's lease-log row and its id, if any lease changed.
+    lease_row: Option<(u64, Vec<u8>)>,
     /// Replaces the whole lease log (a compaction or a whole state).
     lease_base: Option<Vec<u8>>,
 }
 
 impl ClaimsRows {
-    /// The rows `changes` names, as they are now in `store`; `size` is the
-    /// lease log's, updated for what these rows will write.
+    /// The rows `changes` names, as they are now in `store`; `log` is the
+    /// lease log, updated for what these rows will write.
     pub(crate) fn changed(
         store: &Store,
         changes: &ClaimsChanges,
-        size: &mut LeaseLogSize,
+        log: &mut LeaseLog,
     ) -> io::Result<ClaimsRows> {
         let claims = store.claims();
         let mut rows = ClaimsRows::default();
@@ -151,25 +243,29 @@ impl ClaimsRows {
                     .push((*ns, encode("claims namespace", row)?));
             }
         }
+        let mut appended = None;
         if !leases.is_empty() {
             let row = encode("claim leases", &leases)?;
-            size.appended_bytes += row.len() as u64;
-            if size.compaction_due() {
-                let base = encode_leases(store)?;
-                *size = size.rebased(base.len() as u64);
-                rows.lease_base = Some(base);
-            } else {
-                rows.lease_row = Some(row);
-            }
+            let last = last_deadline(leases.iter().map(|(_, _, l)| l));
+            appended = Some((log.append(leases.len() as u64, row.len() as u64, last), row));
+        }
+        // After the append: a batch that ends the last live lease leaves
+        // no row at all, its own included.
+        let trimmed = log.trim(claims.lease_floor_ms());
+        rows.lease_trim_through = trimmed;
+        rows.lease_row = appended.filter(|(id, _)| trimmed.is_none_or(|last| *id > last));
+        if log.compaction_due(claims.lease_count()) {
+            let (base, records, last) = encode_leases(store)?;
+            log.rebase(records, base.len() as u64, last);
+            rows.lease_base = Some(base);
+            rows.lease_row = None;
+            rows.lease_trim_through = None;
         }
         Ok(rows)
     }
 
-    /// Every row of a whole state; `size` becomes the new lease log's.
-    pub(crate) fn of_snapshot(
-        snap: &ClaimsSnapshot,
-        size: &mut LeaseLogSize,
-    ) -> io::Result<ClaimsRows> {
+    /// Every row of a whole state; `log` becomes the new lease log.
+    pub(crate) fn of_snapshot(snap: &ClaimsSnapshot, log: &mut LeaseLog) -> io::Result<ClaimsRows> {
         let mut rows = ClaimsRows::default();
         let mut leases: Vec<LeaseEntry> = Vec::new();
         for (ns, key, slot) in &snap.slots {
@@ -188,7 +284,8 @@ impl ClaimsRows {
                 .push((row.id, encode("claims namespace", row)?));
         }
         let base = encode("claim leases", &leases)?;
-        *size = size.rebased(base.len() as u64);
+        let last = last_deadline(leases.iter().map(|(_, _, l)| l));
+        log.rebase(leases.len() as u64, base.len() as u64, last);
         rows.lease_base = Some(base);
         Ok(rows)
     }
@@ -223,31 +320,38 @@ impl ClaimsRows {
                 .map_err(|e| io_err("open claim lease log", e))?
                 .insert(0, base.as_slice())
                 .map_err(|e| io_err("write claim lease base", e))?;
-        } else if let Some(row) = &self.lease_row {
-            let mut log = txn
-                .open_table(LEASE_LOG)
-                .map_err(|e| io_err("open claim lease log", e))?;
-            let next = match log.last().map_err(|e| io_err("read claim lease log", e))? {
-                Some((k, _)) => k.value() + 1,
-                None => 0,
-            };
-            log.insert(next, row.as_slice())
+            return Ok(());
+        }
+        if self.lease_trim_through.is_none() && self.lease_row.is_none() {
+            return Ok(());
+        }
+        let mut log = txn
+            .open_table(LEASE_LOG)
+            .map_err(|e| io_err("open claim lease log", e))?;
+        if let Some(last) = self.lease_trim_through {
+            log.retain_in(..=last, |_, _| false)
+                .map_err(|e| io_err("trim claim lease log", e))?;
+        }
+        if let Some((id, row)) = &self.lease_row {
+            log.insert(*id, row.as_slice())
                 .map_err(|e| io_err("write claim lease log", e))?;
         }
         Ok(())
     }
 }
 
-/// Every live lease of `store`, encoded as one lease-log row. Entries
-/// borrow their keys: `&ClaimKey` encodes as `ClaimKey` does, so this is
-/// the `LeaseEntry` encoding without a copy of every key.
-fn encode_leases(store: &Store) -> io::Result<Vec<u8>> {
+/// Every live lease of `store`, encoded as one lease-log row, with how
+/// many and the latest deadline. Entries borrow their keys: `&ClaimKey`
+/// encodes as `ClaimKey` does, so this is the `LeaseEntry` encoding
+/// without a copy of every key.
+fn encode_leases(store: &Store) -> io::Result<(Vec<u8>, u64, u64)> {
     let claims = store.claims();
     let mut leases: Vec<LeaseEntryRef<'_>> = Vec::with_capacity(claims.lease_count());
     for (ns, key, session_id, deadline_ms) in claims.leases() {
         leases.push((ns, key, Some((session_id, deadline_ms))));
     }
-    encode("claim leases", &leases)
+    let last = last_deadline(leases.iter().map(|(_, _, l)| l));
+    Ok((encode("claim leases", &leases)?, leases.len() as u64, last))
 }
 
 /// Create the tables so read transactions find them.
@@ -272,25 +376,25 @@ pub(crate) fn clear_tables(txn: &WriteTransaction) -> io::Result<()> {
     Ok(())
 }
 
-/// The lease log's size as stored, for [`LeaseLogSize`] at open.
-pub(crate) fn lease_log_size(read: &ReadTransaction) -> io::Result<LeaseLogSize> {
-    let log = read
+/// The lease log as stored, for [`LeaseLog`] at open (each row decoded
+/// once, for its records and latest deadline).
+pub(crate) fn lease_log(read: &ReadTransaction) -> io::Result<LeaseLog> {
+    let table = read
         .open_table(LEASE_LOG)
         .map_err(|e| io_err("open claim lease log", e))?;
-    let mut size = LeaseLogSize::default();
-    for (i, row) in log.iter().map_err(|e| io_err("scan", e))?.enumerate() {
-        let len = row
-            .map_err(|e| io_err("scan claim lease log", e))?
-            .1
-            .value()
-            .len() as u64;
-        if i == 0 {
-            size.base_bytes = len;
-        } else {
-            size.appended_bytes += len;
-        }
+    let mut log = LeaseLog::default();
+    for row in table.iter().map_err(|e| io_err("scan", e))? {
+        let (id, value) = row.map_err(|e| io_err("scan claim lease log", e))?;
+        let value = value.value();
+        let leases = decode::<Vec<LeaseEntry>>("claim leases", value)?;
+        log.push(LeaseRow {
+            id: id.value(),
+            last_deadline_ms: last_deadline(leases.iter().map(|(_, _, l)| l)),
+            records: leases.len() as u64,
+            bytes: value.len() as u64,
+        });
     }
-    Ok(size)
+    Ok(log)
 }
 
 /// Read the whole claims state back: stored entries, then the lease log
@@ -426,9 +530,9 @@ mod tests {
         }
     }
 
-    fn persist(db: &Database, store: &mut Store, size: &mut LeaseLogSize) {
+    fn persist(db: &Database, store: &mut Store, log: &mut LeaseLog) {
         let changes = store.take_changes();
-        let rows = ClaimsRows::changed(store, &changes.claims, size).unwrap();
+        let rows = ClaimsRows::changed(store, &changes.claims, log).unwrap();
         let txn = db.begin_write().unwrap();
         rows.write_in(&txn).unwrap();
         txn.commit().unwrap();
@@ -482,7 +586,7 @@ mod tests {
     fn leases_are_one_log_row_per_batch_and_entries_one_row_each() {
         let dir = tempfile::tempdir().unwrap();
         let db = new_db(&dir);
-        let mut size = LeaseLogSize::default();
+        let mut size = LeaseLog::default();
         let mut store = Store::new();
         let s = session(&mut store);
         create_ns(&mut store, 100);
@@ -501,7 +605,7 @@ mod tests {
     fn a_key_removed_then_leased_in_one_batch_loads_as_a_lease() {
         let dir = tempfile::tempdir().unwrap();
         let db = new_db(&dir);
-        let mut size = LeaseLogSize::default();
+        let mut size = LeaseLog::default();
         let mut store = Store::new();
         let s = session(&mut store);
         create_ns(&mut store, 100);
@@ -521,41 +625,116 @@ mod tests {
         ));
     }
 
-    /// Past its threshold the lease log is replaced by one base row of the
-    /// live leases, and the state loads the same.
+    /// Offloads at `now_ms` (deadline `now_ms` + the namespace's TTL).
+    fn offload_at(session_id: i64, keys: &[u64], now_ms: u64) -> ClaimsCommand {
+        ClaimsCommand::CanOffload {
+            namespace: "ns".into(),
+            session_id,
+            keys: keys.iter().map(|k| ClaimKey::U64(*k)).collect(),
+            now_ms,
+        }
+    }
+
+    /// A session that outlives every test's clock.
+    fn long_session(store: &mut Store) -> i64 {
+        match store
+            .apply(&Command::LeaseGrant {
+                id: 0,
+                ttl_secs: 1_000_000,
+                now_ms: 1_000,
+            })
+            .result
+        {
+            CommandResult::LeaseGrant(g) => g.id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn tick(store: &mut Store, now_ms: u64) {
+        store.apply(&Command::Tick {
+            now_ms,
+            max_expiries: 1_000_000,
+        });
+    }
+
+    /// What open would compute is what the writer tracked.
+    fn assert_tracked(db: &Database, log: &LeaseLog) {
+        let on_disk = lease_log(&db.begin_read().unwrap()).unwrap();
+        assert_eq!(on_disk.rows, log.rows);
+        assert_eq!((on_disk.records, on_disk.bytes), (log.records, log.bytes));
+    }
+
+    /// Rows whose leases have all ended leave the front of the log, with
+    /// no compaction, and the state loads the same after each batch.
     #[test]
-    fn the_lease_log_compacts_to_the_live_leases() {
+    fn rows_whose_leases_all_ended_are_trimmed_from_the_front() {
         let dir = tempfile::tempdir().unwrap();
         let db = new_db(&dir);
-        let mut size = LeaseLogSize {
-            min_bytes: 2_000,
-            ..LeaseLogSize::default()
-        };
+        let mut log = LeaseLog::default();
+        let mut store = Store::new();
+        let s = long_session(&mut store);
+        create_ns(&mut store, 100_000);
+        let ttl_ms = NamespaceConfig::default().lease_ttl_ms;
+        let mut most_rows = 0;
+        for round in 0..60u64 {
+            let now_ms = 2_000 + round * ttl_ms / 10;
+            tick(&mut store, now_ms);
+            let keys: Vec<u64> = (round * 20..round * 20 + 20).collect();
+            claims(&mut store, offload_at(s, &keys, now_ms));
+            // Convert a few and refresh a few of an earlier round's.
+            if round >= 3 {
+                let old = (round - 3) * 20;
+                let mut convert = register_as(s, &[old, old + 1]);
+                if let ClaimsCommand::Register { now_ms: at, .. } = &mut convert {
+                    *at = now_ms;
+                }
+                claims(&mut store, convert);
+                claims(&mut store, offload_at(s, &[old + 2, old + 3], now_ms));
+            }
+            persist(&db, &mut store, &mut log);
+            most_rows = most_rows.max(lease_log_rows(&db));
+            assert_eq!(loaded(&db), store.claims().snapshot(), "round {round}");
+            assert_tracked(&db, &log);
+        }
+        assert!(log.rows.front().is_some_and(|r| r.id > 40), "{log:?}");
+        assert!(
+            most_rows <= 12,
+            "a TTL's worth of rows at most: {most_rows}"
+        );
+        // Every lease ends: the next batch trims the whole log.
+        tick(&mut store, 2_000 + 100 * ttl_ms);
+        persist(&db, &mut store, &mut log);
+        assert_eq!(store.claims().lease_count(), 0);
+        assert_eq!(lease_log_rows(&db), 0);
+        assert_eq!(loaded(&db), store.claims().snapshot());
+        assert_tracked(&db, &log);
+    }
+
+    /// Leases refreshed within their TTL cannot be trimmed: past its
+    /// threshold the log is replaced by one base row of the live leases,
+    /// and the state loads the same.
+    #[test]
+    fn a_log_of_refreshed_leases_compacts_to_the_live_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = new_db(&dir);
+        let mut log = LeaseLog::with_min_bytes(2_000);
         let mut store = Store::new();
         let s = session(&mut store);
         create_ns(&mut store, 10_000);
+        let keys: Vec<u64> = (0..40).collect();
         let mut most_rows = 0;
+        let mut compacted = false;
         for round in 0..40u64 {
-            let keys: Vec<u64> = (round * 20..round * 20 + 20).collect();
-            claims(&mut store, offload(s, &keys));
-            // Convert half of the previous round's leases.
-            if round > 0 {
-                let prev: Vec<u64> = ((round - 1) * 20..(round - 1) * 20 + 10).collect();
-                claims(&mut store, register_as(s, &prev));
-            }
-            persist(&db, &mut store, &mut size);
+            claims(&mut store, offload_at(s, &keys, 2_000 + round));
+            persist(&db, &mut store, &mut log);
+            compacted |= log.rows.front().is_some_and(|r| r.id == 0) && round > 0;
             most_rows = most_rows.max(lease_log_rows(&db));
             assert_eq!(loaded(&db), store.claims().snapshot(), "round {round}");
+            assert_tracked(&db, &log);
+            assert!(log.records <= 40 * (LEASE_LOG_RECORDS_PER_LIVE + 1));
         }
-        assert!(size.base_bytes > 0, "compacted at least once: {size:?}");
+        assert!(compacted, "compacted at least once: {log:?}");
         assert!(most_rows < 40, "the log never kept every row: {most_rows}");
-        // What open would compute matches what the writer tracked.
-        let read = db.begin_read().unwrap();
-        let on_disk = lease_log_size(&read).unwrap();
-        assert_eq!(
-            (on_disk.base_bytes, on_disk.appended_bytes),
-            (size.base_bytes, size.appended_bytes)
-        );
     }
 
     /// A database from before the lease log holds lease slots in
@@ -589,7 +768,7 @@ mod tests {
         }
         txn.commit().unwrap();
         assert_eq!(loaded(&db), store.claims().snapshot());
-        let mut size = LeaseLogSize::default();
+        let mut size = LeaseLog::default();
         claims(&mut store, register_as(s, &[7]));
         store.apply(&Command::LeaseRevoke { id: s });
         persist(&db, &mut store, &mut size);
@@ -605,7 +784,7 @@ mod tests {
     fn batches_of_changed_rows_rebuild_the_same_claims_state() {
         let dir = tempfile::tempdir().unwrap();
         let db = new_db(&dir);
-        let mut size = LeaseLogSize::default();
+        let mut size = LeaseLog::default();
 
         let mut store = Store::new();
         let s = session(&mut store);

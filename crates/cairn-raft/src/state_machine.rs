@@ -26,7 +26,7 @@ use redb::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::claims_rows::{self, ClaimsRows, LeaseLogSize};
+use crate::claims_rows::{self, ClaimsRows, LeaseLog};
 use crate::log_store::StateWriter;
 use crate::snapshot_file::SnapshotFile;
 use crate::types::{LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig};
@@ -88,8 +88,8 @@ pub struct StateMachineStore {
     writer: Option<StateWriter>,
     /// The current snapshot, for members that need one.
     snapshots: Arc<SnapshotFile>,
-    /// Size of the claims lease log, to compact it in time.
-    lease_log: LeaseLogSize,
+    /// The claims lease log's rows, to trim and compact it in time.
+    lease_log: LeaseLog,
     /// The store revision whose rows are committed in redb (readers see
     /// them): values of records superseded up to it may leave memory, as
     /// [`RedbHistory`] reads them back.
@@ -174,7 +174,7 @@ impl StateMachineStore {
 
         let persisted = read_persisted(&db)?;
         let lease_log =
-            claims_rows::lease_log_size(&db.begin_read().map_err(|e| io_err("begin read", e))?)?;
+            claims_rows::lease_log(&db.begin_read().map_err(|e| io_err("begin read", e))?)?;
         let mut store = Store::from_snapshot(persisted.store);
         // Every record was just read from its row.
         let persisted_revision = Arc::new(AtomicI64::new(store.revision()));
@@ -289,7 +289,7 @@ impl ChangedRows {
         snap: &StoreSnapshot,
         applied: &Option<LogId>,
         membership: &StoredMembership,
-        lease_log: &mut LeaseLogSize,
+        lease_log: &mut LeaseLog,
     ) -> io::Result<ChangedRows> {
         let mut records = Vec::with_capacity(snap.records.len());
         for (key, record) in &snap.records {
@@ -721,7 +721,7 @@ impl StateMachineStore {
             &snap,
             &None,
             &StoredMembership::default(),
-            &mut LeaseLogSize::default(),
+            &mut LeaseLog::default(),
         )?;
         let txn = db.begin_write().map_err(|e| io_err("begin", e))?;
         {

@@ -113,6 +113,13 @@ impl Deadlines {
             .map(|(d, _)| *d)
     }
 
+    /// A deadline no live lease ends before: the earliest bucket's, stale
+    /// entries included (no lookups, so it may lag the true earliest).
+    /// `None` when no bucket is left, so no lease is live.
+    pub fn floor(&self) -> Option<u64> {
+        self.buckets.keys().next().copied()
+    }
+
     /// Every entry, live or stale, each once, as (deadline, namespace,
     /// key) in that order; the caller tells live from stale (one slot
     /// lookup per entry, which is what this costs).

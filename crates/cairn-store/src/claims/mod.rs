@@ -448,6 +448,14 @@ impl Claims {
             )
     }
 
+    /// Every claim lease ending before this deadline has ended (expired,
+    /// converted, released or refreshed); `None`: no lease is live. Cheap
+    /// (no slot lookups) and conservative: it may lag the earliest live
+    /// deadline, never pass it.
+    pub fn lease_floor_ms(&self) -> Option<u64> {
+        self.deadlines.floor()
+    }
+
     /// Number of claim leases, all namespaces.
     pub fn lease_count(&self) -> usize {
         self.deadlines.len()

@@ -18,11 +18,12 @@ use super::types::*;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Slot {
     /// A session is storing the block.
-    Leased {
-        session_id: i64,
-        deadline_ms: u64,
-    },
-    Stored(StoredEntry),
+    Leased { session_id: i64, deadline_ms: u64 },
+    /// Boxed: a lease is 16 bytes, an entry ~100, and every slot of the
+    /// map is as big as its largest kind. Millions of leases in 144-byte
+    /// buckets made each shard's growth copy and fault in 2.25 times the
+    /// memory (serde encodes a box as its content: rows are unchanged).
+    Stored(Box<StoredEntry>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,7 +59,7 @@ pub struct NamespaceRow {
 
 type EvictKey = (Reverse<u64>, u64, ClaimKey);
 
-/// Shards of [`SlotMap`]: a power of two.
+/// Shards of [`SlotMap`]; at most 256 (a shard index is a byte).
 const SLOT_SHARDS: usize = 256;
 
 /// The slots of a namespace, by key.
@@ -68,7 +69,16 @@ const SLOT_SHARDS: usize = 256;
 /// level (it topped the offload profile). Sharded, so that growing never
 /// rehashes the whole map in one apply: a single table of millions of
 /// slots stalls every replica for hundreds of milliseconds when it
-/// doubles; a shard is 1/256 of that. Nothing iterates it except
+/// doubles; a shard is 1/256 of that.
+///
+/// Shards get **unequal shares** of the keys, shard `i` about `2^(i/256)`
+/// times the first's: with equal shares every shard doubled within the
+/// same few requests (an offload of 1,000 keys spreads ~4 over each), so
+/// one apply in a hundred paid for dozens of rehashes and the fresh pages
+/// they fault in. With shares spread over a factor of two, the shards'
+/// doubling points spread evenly over each doubling of the map: about
+/// `256 × keys added / keys held / ln 2` rehashes per request, each of
+/// 1/256 of the map. Nothing iterates the map except
 /// [`super::Claims::snapshot`], which sorts.
 ///
 /// Hashed with foldhash under fixed seeds, not SipHash under random ones:
@@ -88,6 +98,33 @@ pub(super) type FixedHash = foldhash::fast::FixedState;
 /// from the top of the hash).
 const SHARD_SEED: u64 = 0x005e_ed0f_c1a1;
 
+/// Bits of the shard hash that pick a shard through [`shard_table`].
+const SHARD_TABLE_BITS: u32 = 16;
+
+/// Shard of each value of a hash's top [`SHARD_TABLE_BITS`] bits: shard
+/// `i` gets a run of values as long as its share (see [`SlotMap`]).
+fn shard_table() -> &'static [u8] {
+    static TABLE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let size = 1usize << SHARD_TABLE_BITS;
+        let weight = |i: usize| (i as f64 / SLOT_SHARDS as f64).exp2();
+        let total: f64 = (0..SLOT_SHARDS).map(weight).sum();
+        let mut table = Vec::with_capacity(size);
+        let mut below = 0.0;
+        for shard in 0..SLOT_SHARDS {
+            below += weight(shard);
+            // Where this shard's run ends; the last one ends at `size`.
+            let end = if shard + 1 == SLOT_SHARDS {
+                size
+            } else {
+                (below / total * size as f64).round() as usize
+            };
+            table.resize(end.max(table.len()), shard as u8);
+        }
+        table
+    })
+}
+
 impl Default for SlotMap {
     fn default() -> Self {
         SlotMap {
@@ -99,7 +136,7 @@ impl Default for SlotMap {
 impl SlotMap {
     fn shard_of(key: &ClaimKey) -> usize {
         let h = FixedHash::with_seed(SHARD_SEED).hash_one(key);
-        (h as usize) & (SLOT_SHARDS - 1)
+        shard_table()[(h >> (64 - SHARD_TABLE_BITS)) as usize] as usize
     }
 
     pub fn get(&self, key: &ClaimKey) -> Option<&Slot> {
@@ -121,6 +158,12 @@ impl SlotMap {
     /// Every slot, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&ClaimKey, &Slot)> {
         self.shards.iter().flat_map(|s| s.iter())
+    }
+
+    /// Slots each shard has room for before it grows (for tests).
+    #[cfg(test)]
+    fn capacities(&self) -> Vec<usize> {
+        self.shards.iter().map(|s| s.capacity()).collect()
     }
 }
 
@@ -232,7 +275,8 @@ impl Namespace {
             touch_seq: self.next_seq(),
         };
         self.index(&entry.key, &stored);
-        self.slots.insert(entry.key.clone(), Slot::Stored(stored));
+        self.slots
+            .insert(entry.key.clone(), Slot::Stored(Box::new(stored)));
         self.entries += 1;
         linked
     }
@@ -350,5 +394,73 @@ mod tests {
             })
         );
         assert_eq!(m.iter().count(), 2_000);
+    }
+}
+
+#[cfg(test)]
+mod slot_map_tests {
+    use super::*;
+
+    /// Keys inserted 1,000 per request, like `CanOffload`: the most slots
+    /// one request rehashed (the new capacity of each shard that grew),
+    /// and the rehashes in all.
+    fn rehashes_per_request(map: &mut SlotMap, requests: u64) -> (usize, usize) {
+        let mut worst = 0;
+        let mut all = 0;
+        let mut before = map.capacities();
+        for r in 0..requests {
+            for k in r * 1_000..(r + 1) * 1_000 {
+                // Keys are block hashes: spread them like ones.
+                let key = ClaimKey::U128(
+                    u128::from(k).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835),
+                );
+                let lease = Slot::Leased {
+                    session_id: 1,
+                    deadline_ms: 0,
+                };
+                map.insert(key, lease);
+            }
+            let after = map.capacities();
+            let grown = before.iter().zip(&after).filter(|(b, a)| a > b);
+            worst = worst.max(grown.clone().map(|(_, a)| *a).sum::<usize>());
+            all += grown.count();
+            before = after;
+        }
+        (worst, all)
+    }
+
+    #[test]
+    fn shards_grow_at_different_requests_not_all_at_once() {
+        let mut map = SlotMap::default();
+        let (worst, all) = rehashes_per_request(&mut map, 1_000);
+        // A million keys: every shard doubled about 9 times. With equal
+        // shares the shards doubled within the same ~20 requests, and the
+        // worst request rehashed ~79,000 slots; here ~21,000.
+        assert!(all > 256 * 8, "{all} rehashes");
+        assert!(worst <= 30_000, "one request rehashed {worst} slots");
+    }
+
+    #[test]
+    fn every_shard_takes_a_share_growing_by_index() {
+        let table = shard_table();
+        assert_eq!(table.len(), 1 << SHARD_TABLE_BITS);
+        let mut counts = vec![0usize; SLOT_SHARDS];
+        for s in table {
+            counts[*s as usize] += 1;
+        }
+        assert!(
+            table.windows(2).all(|w| w[0] <= w[1]),
+            "runs in shard order"
+        );
+        let (first, last) = (counts[0] as f64, counts[SLOT_SHARDS - 1] as f64);
+        assert!(
+            first > 100.0 && (1.9..2.1).contains(&(last / first)),
+            "{first} {last}"
+        );
+    }
+
+    #[test]
+    fn a_lease_slot_with_its_key_fits_in_64_bytes() {
+        assert!(std::mem::size_of::<(ClaimKey, Slot)>() <= 64);
     }
 }

@@ -15,6 +15,10 @@
 //! times the live count (a session refreshing the same keys again and
 //! again) are entries checked against their slots. So a list stays
 //! O(live leases) in size at O(1) amortized cost per grant.
+//!
+//! A list is kept in chunks of [`CHUNK`] entries, not one `Vec`: a worker
+//! holding a million leases had a 48 MB vector, and the apply that
+//! doubled it copied half of that and faulted in the rest.
 
 use std::collections::BTreeMap;
 
@@ -22,6 +26,11 @@ use super::types::ClaimKey;
 
 /// A list this long or shorter is never compacted.
 const MIN_COMPACT_LEN: usize = 64;
+/// Entries per chunk of a list.
+const CHUNK: usize = 4_096;
+
+/// (deadline, namespace, key) of a lease granted to a session.
+type Entry = (u64, u32, ClaimKey);
 
 #[derive(Debug, Clone, Default)]
 pub(super) struct SessionLeases {
@@ -32,7 +41,7 @@ pub(super) struct SessionLeases {
 struct Held {
     /// (deadline, namespace, key) of every lease granted to the session
     /// since the last compaction, some perhaps ended (stale) or repeated.
-    keys: Vec<(u64, u32, ClaimKey)>,
+    keys: Chunks,
     /// How many of the session's leases are live.
     live: usize,
 }
@@ -56,10 +65,11 @@ impl SessionLeases {
         }
         held.keys.retain(|(deadline, _, _)| *deadline > now_ms);
         if held.keys.len() > 4 * held.live {
-            held.keys.retain(|(_, id, key)| holds(*id, key));
-            held.keys
-                .sort_unstable_by(|a, b| (a.1, &a.2).cmp(&(b.1, &b.2)));
-            held.keys.dedup_by(|a, b| (a.1, &a.2) == (b.1, &b.2));
+            let mut keys = std::mem::take(&mut held.keys).into_vec();
+            keys.retain(|(_, id, key)| holds(*id, key));
+            keys.sort_unstable_by(|a, b| (a.1, &a.2).cmp(&(b.1, &b.2)));
+            keys.dedup_by(|a, b| (a.1, &a.2) == (b.1, &b.2));
+            held.keys = Chunks::from_vec(keys);
         }
     }
 
@@ -79,7 +89,13 @@ impl SessionLeases {
         let mut keys: Vec<(u32, ClaimKey)> = self
             .by_session
             .remove(&session_id)
-            .map(|h| h.keys.into_iter().map(|(_, id, key)| (id, key)).collect())
+            .map(|h| {
+                h.keys
+                    .into_vec()
+                    .into_iter()
+                    .map(|(_, id, key)| (id, key))
+                    .collect()
+            })
             .unwrap_or_default();
         keys.sort_unstable();
         keys.dedup();
@@ -89,6 +105,62 @@ impl SessionLeases {
     /// Live leases of the session.
     pub fn live(&self, session_id: i64) -> usize {
         self.by_session.get(&session_id).map_or(0, |h| h.live)
+    }
+}
+
+/// A list in chunks of [`CHUNK`] entries: pushing never moves what is
+/// already there.
+#[derive(Debug, Clone, Default)]
+struct Chunks {
+    chunks: Vec<Vec<Entry>>,
+    len: usize,
+}
+
+impl Chunks {
+    fn push(&mut self, entry: Entry) {
+        match self.chunks.last_mut() {
+            Some(last) if last.len() < CHUNK => last.push(entry),
+            _ => {
+                let mut chunk = Vec::with_capacity(CHUNK);
+                chunk.push(entry);
+                self.chunks.push(chunk);
+            }
+        }
+        self.len += 1;
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Keeps the entries `keep` accepts, in order, packed into full chunks
+    /// again.
+    fn retain(&mut self, mut keep: impl FnMut(&Entry) -> bool) {
+        let mut kept = Chunks::default();
+        for chunk in std::mem::take(&mut self.chunks) {
+            for entry in chunk {
+                if keep(&entry) {
+                    kept.push(entry);
+                }
+            }
+        }
+        *self = kept;
+    }
+
+    fn into_vec(self) -> Vec<Entry> {
+        let mut all = Vec::with_capacity(self.len);
+        for chunk in self.chunks {
+            all.extend(chunk);
+        }
+        all
+    }
+
+    fn from_vec(entries: Vec<Entry>) -> Chunks {
+        let mut chunks = Chunks::default();
+        for entry in entries {
+            chunks.push(entry);
+        }
+        chunks
     }
 }
 
@@ -157,6 +229,29 @@ mod tests {
         assert!(taken.windows(2).all(|w| w[0] < w[1]), "each key once");
         assert_eq!(s.live(7), 0);
         assert!(s.take(7).is_empty());
+    }
+
+    #[test]
+    fn a_list_over_many_chunks_keeps_its_order_through_retain() {
+        let n = 3 * CHUNK + 5;
+        let mut c = Chunks::default();
+        for i in 0..n as u64 {
+            c.push((i, 1, ClaimKey::U64(i)));
+        }
+        assert_eq!((c.len(), c.chunks.len()), (n, 4));
+        assert!(
+            c.chunks.iter().all(|ch| ch.capacity() == CHUNK),
+            "never regrown"
+        );
+        c.retain(|(d, _, _)| d % 3 == 0);
+        assert_eq!(c.len(), n.div_ceil(3));
+        assert!(
+            c.chunks.iter().rev().skip(1).all(|ch| ch.len() == CHUNK),
+            "packed"
+        );
+        let all = c.into_vec();
+        assert_eq!(all.len(), n.div_ceil(3));
+        assert!(all.windows(2).all(|w| w[0].0 + 3 == w[1].0), "in order");
     }
 
     #[test]
