@@ -2,9 +2,8 @@
 //!
 //! - `sm_claims`: one row per stored entry, key = namespace id (big-endian
 //!   u32) + the postcard-encoded claim key, value = the postcard-encoded
-//!   slot. (Databases written before the lease log may still hold lease
-//!   slots here; they load as leases, and any change to such a key removes
-//!   its row.)
+//!   slot. (Databases written before the lease log held lease slots here
+//!   too; opening one moves them to the lease log.)
 //! - `sm_claims_ns`: one row per namespace (configuration, counters, touch
 //!   sequence).
 //! - `sm_claims_lease_log`: claim leases, as a log. Each apply batch that
@@ -213,29 +212,14 @@ impl ClaimsRows {
     ) -> io::Result<ClaimsRows> {
         let claims = store.claims();
         let mut rows = ClaimsRows::default();
-        let mut leases: Vec<LeaseEntry> = Vec::new();
-        for (ns, key) in &changes.slots {
-            match claims.slot(*ns, key) {
-                Some(slot @ Slot::Stored(_)) => {
-                    rows.slots
-                        .push((row_key(*ns, key)?, Some(encode("claim slot", slot)?)));
-                    // The key may have been leased in an earlier row.
-                    leases.push((*ns, key.clone(), None));
-                }
-                Some(Slot::Leased {
-                    session_id,
-                    deadline_ms,
-                }) => {
-                    // The key may have been stored (removed, then leased in
-                    // this batch) or hold a lease row of an older version.
-                    rows.slots.push((row_key(*ns, key)?, None));
-                    leases.push((*ns, key.clone(), Some((*session_id, *deadline_ms))));
-                }
-                None => {
-                    rows.slots.push((row_key(*ns, key)?, None));
-                    leases.push((*ns, key.clone(), None));
-                }
-            }
+        rows.slots.reserve(changes.stored.len());
+        for (ns, key) in &changes.stored {
+            let row = match claims.slot(*ns, key) {
+                Some(slot @ Slot::Stored(_)) => Some(encode("claim slot", slot)?),
+                // Removed, evicted, or removed and leased again.
+                _ => None,
+            };
+            rows.slots.push((row_key(*ns, key)?, row));
         }
         for ns in &changes.namespaces {
             if let Some(row) = claims.namespace_row(*ns) {
@@ -243,9 +227,10 @@ impl ClaimsRows {
                     .push((*ns, encode("claims namespace", row)?));
             }
         }
+        let leases = &changes.leases;
         let mut appended = None;
         if !leases.is_empty() {
-            let row = encode("claim leases", &leases)?;
+            let row = encode("claim leases", leases)?;
             let last = last_deadline(leases.iter().map(|(_, _, l)| l));
             appended = Some((log.append(leases.len() as u64, row.len() as u64, last), row));
         }
@@ -365,6 +350,72 @@ pub(crate) fn create_tables(txn: &WriteTransaction) -> io::Result<()> {
     Ok(())
 }
 
+/// Moves the lease slots a database written before the lease log keeps in
+/// `sm_claims` into one lease-log row, so that `sm_claims` holds stored
+/// entries only and a lease never needs a row delete there. Returns how
+/// many moved. Their keys have no record in the log (any change to such a
+/// key removed its row), so the row's place in the log does not matter.
+pub(crate) fn move_lease_rows_to_log(txn: &WriteTransaction) -> io::Result<usize> {
+    let mut moved: Vec<(Vec<u8>, LeaseEntry)> = Vec::new();
+    {
+        let table = txn
+            .open_table(CLAIMS)
+            .map_err(|e| io_err("open claims", e))?;
+        for row in table.iter().map_err(|e| io_err("scan", e))? {
+            let (k, v) = row.map_err(|e| io_err("scan claims", e))?;
+            // postcard writes the variant index first: 0 is `Leased`.
+            if v.value().first() != Some(&0) {
+                continue;
+            }
+            let Slot::Leased {
+                session_id,
+                deadline_ms,
+            } = decode::<Slot>("claim slot", v.value())?
+            else {
+                continue;
+            };
+            let (ns, key) = split_row_key(k.value())?;
+            moved.push((
+                k.value().to_vec(),
+                (ns, key, Some((session_id, deadline_ms))),
+            ));
+        }
+    }
+    if moved.is_empty() {
+        return Ok(0);
+    }
+    let mut table = txn
+        .open_table(CLAIMS)
+        .map_err(|e| io_err("open claims", e))?;
+    for (k, _) in &moved {
+        table
+            .remove(k.as_slice())
+            .map_err(|e| io_err("move claim lease row", e))?;
+    }
+    let leases: Vec<&LeaseEntry> = moved.iter().map(|(_, l)| l).collect();
+    let mut log = txn
+        .open_table(LEASE_LOG)
+        .map_err(|e| io_err("open claim lease log", e))?;
+    let next = match log.last().map_err(|e| io_err("read claim lease log", e))? {
+        Some((id, _)) => id.value() + 1,
+        None => 0,
+    };
+    log.insert(next, encode("claim leases", &leases)?.as_slice())
+        .map_err(|e| io_err("write claim lease log", e))?;
+    Ok(moved.len())
+}
+
+/// (namespace id, claim key) of an `sm_claims` row key.
+fn split_row_key(k: &[u8]) -> io::Result<(u32, ClaimKey)> {
+    let (ns, key) = k
+        .split_first_chunk::<4>()
+        .ok_or_else(|| io_err("corrupt claim row key", "shorter than 4 bytes"))?;
+    Ok((
+        u32::from_be_bytes(*ns),
+        decode::<ClaimKey>("claim key", key)?,
+    ))
+}
+
 /// Drop every claims row (before a whole state replaces them).
 pub(crate) fn clear_tables(txn: &WriteTransaction) -> io::Result<()> {
     txn.delete_table(CLAIMS)
@@ -416,15 +467,8 @@ pub(crate) fn load(read: &ReadTransaction) -> io::Result<ClaimsSnapshot> {
         .map_err(|e| io_err("open claims", e))?;
     for row in table.iter().map_err(|e| io_err("scan", e))? {
         let (k, v) = row.map_err(|e| io_err("scan claims", e))?;
-        let k = k.value();
-        let (ns, key) = k
-            .split_first_chunk::<4>()
-            .ok_or_else(|| io_err("corrupt claim row key", "shorter than 4 bytes"))?;
         slots.insert(
-            (
-                u32::from_be_bytes(*ns),
-                decode::<ClaimKey>("claim key", key)?,
-            ),
+            split_row_key(k.value())?,
             decode::<Slot>("claim slot", v.value())?,
         );
     }
@@ -442,22 +486,15 @@ pub(crate) fn load(read: &ReadTransaction) -> io::Result<ClaimsSnapshot> {
         }
     }
     for (at, lease) in leases {
-        match lease {
-            Some((session_id, deadline_ms)) => {
-                slots.insert(
-                    at,
-                    Slot::Leased {
-                        session_id,
-                        deadline_ms,
-                    },
-                );
-            }
-            // No lease now: drop a lease row an older version left.
-            None => {
-                if let Some(Slot::Leased { .. }) = slots.get(&at) {
-                    slots.remove(&at);
-                }
-            }
+        // `None`: no lease now (the key's stored row, if any, stands).
+        if let Some((session_id, deadline_ms)) = lease {
+            slots.insert(
+                at,
+                Slot::Leased {
+                    session_id,
+                    deadline_ms,
+                },
+            );
         }
     }
     snap.slots = slots
@@ -738,14 +775,16 @@ mod tests {
     }
 
     /// A database from before the lease log holds lease slots in
-    /// `sm_claims`: they load as leases and leave when they change.
+    /// `sm_claims`: opening moves them to the lease log, and they load and
+    /// change as any lease.
     #[test]
-    fn lease_rows_of_an_older_version_load_and_leave_on_change() {
+    fn lease_rows_of_an_older_version_move_to_the_lease_log() {
         let dir = tempfile::tempdir().unwrap();
         let db = new_db(&dir);
         let mut store = Store::new();
         let s = session(&mut store);
         create_ns(&mut store, 100);
+        claims(&mut store, register(&[1]));
         claims(&mut store, offload(s, &[7, 8]));
         // Write the state as the old layout did: every slot a row.
         store.take_changes();
@@ -767,13 +806,22 @@ mod tests {
             }
         }
         txn.commit().unwrap();
+        assert_eq!((stored_rows(&db), lease_log_rows(&db)), (3, 0));
+        let txn = db.begin_write().unwrap();
+        assert_eq!(move_lease_rows_to_log(&txn).unwrap(), 2);
+        txn.commit().unwrap();
+        assert_eq!((stored_rows(&db), lease_log_rows(&db)), (1, 1));
         assert_eq!(loaded(&db), store.claims().snapshot());
-        let mut size = LeaseLog::default();
+        let txn = db.begin_write().unwrap();
+        assert_eq!(move_lease_rows_to_log(&txn).unwrap(), 0, "once");
+        txn.commit().unwrap();
+        let mut log = lease_log(&db.begin_read().unwrap()).unwrap();
         claims(&mut store, register_as(s, &[7]));
         store.apply(&Command::LeaseRevoke { id: s });
-        persist(&db, &mut store, &mut size);
+        persist(&db, &mut store, &mut log);
         assert_eq!(loaded(&db), store.claims().snapshot());
-        assert_eq!(stored_rows(&db), 1, "only the entry 7 is left");
+        assert_eq!(stored_rows(&db), 2, "the entries 1 and 7");
+        assert_eq!(store.claims().lease_count(), 0);
     }
 
     fn loaded(db: &Database) -> ClaimsSnapshot {

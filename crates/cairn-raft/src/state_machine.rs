@@ -170,6 +170,10 @@ impl StateMachineStore {
                 .map_err(|e| io_err("open snapshot", e))?;
             claims_rows::create_tables(&txn)?;
         }
+        let moved = claims_rows::move_lease_rows_to_log(&txn)?;
+        if moved > 0 {
+            tracing::info!("moved {moved} claim leases of an older layout to the lease log");
+        }
         txn.commit().map_err(|e| io_err("commit", e))?;
 
         let persisted = read_persisted(&db)?;

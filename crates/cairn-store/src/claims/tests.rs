@@ -644,14 +644,28 @@ fn changes_name_every_slot_and_namespace_touched() {
     let mut w = World::new(NamespaceConfig::default());
     let a = w.session(60);
     w.store.take_changes();
-    w.offload(a, &[1, 2]);
+    w.offload(a, &[2, 1, 3]);
     w.register(a, &[1]);
+    w.offload(a, &[3]);
     let changes = w.store.take_changes().claims;
+    assert_eq!(changes.stored, vec![(1, ClaimKey::U64(1))]);
+    let lease = |k| match w.store.claims().slot(1, &ClaimKey::U64(k)) {
+        Some(Slot::Leased {
+            session_id,
+            deadline_ms,
+        }) => Some((*session_id, *deadline_ms)),
+        _ => None,
+    };
     assert_eq!(
-        changes.slots,
-        vec![(1, ClaimKey::U64(1)), (1, ClaimKey::U64(2))],
-        "sorted, each once"
+        changes.leases,
+        vec![
+            (1, ClaimKey::U64(1), None),
+            (1, ClaimKey::U64(2), lease(2)),
+            (1, ClaimKey::U64(3), lease(3)),
+        ],
+        "sorted, each once, as each key is now"
     );
+    assert!(lease(2).is_some() && lease(3).is_some());
     assert_eq!(changes.namespaces, [1].into_iter().collect());
 }
 
