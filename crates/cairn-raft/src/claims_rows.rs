@@ -774,6 +774,81 @@ mod tests {
         assert!(most_rows < 40, "the log never kept every row: {most_rows}");
     }
 
+    /// Random batches of every claims operation by three sessions (one of
+    /// which ends), over a small key space with evictions, persisted batch
+    /// by batch while the lease log is trimmed and compacted: the rows
+    /// always load as the store's state, and the log as it was tracked.
+    #[test]
+    fn random_batches_always_load_as_the_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = new_db(&dir);
+        let mut log = LeaseLog::with_min_bytes(3_000);
+        let mut store = Store::new();
+        let sessions = [
+            long_session(&mut store),
+            long_session(&mut store),
+            session(&mut store),
+        ];
+        create_ns(&mut store, 300);
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let (mut now_ms, mut trims, mut compactions) = (2_000u64, 0, 0);
+        for batch in 0..400 {
+            // Time runs fast for a while (leases end, rows are trimmed),
+            // then slowly over fewer keys (leases are refreshed within
+            // their TTL, the log outgrows them and is compacted).
+            let fast = (batch / 100) % 2 == 0;
+            let key_space = if fast { 600 } else { 60 };
+            for _ in 0..1 + next(4) {
+                let session_id = sessions[next(3) as usize];
+                let keys: Vec<u64> = (0..1 + next(20)).map(|_| next(key_space)).collect();
+                let namespace = "ns".to_string();
+                let claim_keys = keys.iter().map(|k| ClaimKey::U64(*k)).collect();
+                let command = match next(6) {
+                    0..=2 => offload_at(session_id, &keys, now_ms),
+                    3 => {
+                        let mut c = register_as(session_id, &keys);
+                        c.restamp(now_ms);
+                        c
+                    }
+                    4 => ClaimsCommand::Remove {
+                        namespace,
+                        keys: claim_keys,
+                        now_ms,
+                    },
+                    _ => ClaimsCommand::Touch {
+                        namespace,
+                        keys: claim_keys,
+                        now_ms,
+                    },
+                };
+                // Some fail (the third session ends): they change nothing.
+                store.apply(&Command::Claims(command));
+            }
+            now_ms += if fast { next(4_000) } else { next(100) };
+            tick(&mut store, now_ms);
+            let first = log.rows.front().map(|r| r.id);
+            persist(&db, &mut store, &mut log);
+            match (first, log.rows.front().map(|r| r.id)) {
+                (Some(a), Some(0)) if a > 0 => compactions += 1,
+                (Some(a), b) if b.is_none_or(|b| b > a) => trims += 1,
+                _ => {}
+            }
+            assert_eq!(loaded(&db), store.claims().snapshot(), "batch {batch}");
+            assert_tracked(&db, &log);
+        }
+        assert!(
+            trims > 10 && compactions > 0,
+            "{trims} trims, {compactions} compactions"
+        );
+        assert!(store.claims().all_stats()[0].entries > 0);
+    }
+
     /// A database from before the lease log holds lease slots in
     /// `sm_claims`: opening moves them to the lease log, and they load and
     /// change as any lease.
