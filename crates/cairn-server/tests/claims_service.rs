@@ -225,3 +225,65 @@ async fn claims_over_grpc() -> Result {
     server.shutdown().await;
     Ok(())
 }
+
+/// Claim leases granted faster than one tick expires them (at most 10,000
+/// per tick, one tick per 500 ms) still end in time: the leader ticks
+/// again at once while some are due. 100,000 leases need ten ticks, 5 s
+/// of intervals without the catch-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_of_due_claim_leases_expires_within_one_interval() -> Result {
+    let dir = tempfile::tempdir()?;
+    let server = start_server(dir.path()).await?;
+    let channel = Channel::from_shared(server.client_url())?.connect().await?;
+    let mut c = ClaimsClient::new(channel.clone());
+    let mut lease = LeaseClient::new(channel);
+    let a = session(&mut lease).await?;
+    let ttl_ms = 1_000;
+    c.create_namespace(pb::CreateNamespaceRequest {
+        namespace: "blocks".into(),
+        config: Some(pb::NamespaceConfig {
+            capacity: 1_000_000,
+            lease_ttl_ms: ttl_ms,
+            ..Default::default()
+        }),
+    })
+    .await?;
+    for request in 0..10u64 {
+        let ks: Vec<u64> = (request * 10_000..(request + 1) * 10_000).collect();
+        let statuses = can_offload(&mut c, a, &ks).await?;
+        assert!(statuses.iter().all(|s| *s == GRANTED));
+    }
+    let active = |c: &mut ClaimsClient<Channel>| {
+        let mut c = c.clone();
+        async move {
+            let stats = c
+                .stats(pb::StatsRequest {
+                    namespace: "blocks".into(),
+                })
+                .await?
+                .into_inner();
+            anyhow::Ok((
+                stats.namespaces[0].active_leases,
+                stats.namespaces[0].expired,
+            ))
+        }
+    };
+    let granted_at = Instant::now();
+    assert_eq!(active(&mut c).await?.0, 100_000);
+    let deadline = granted_at + Duration::from_millis(ttl_ms) + Duration::from_millis(2_500);
+    loop {
+        let (left, expired) = active(&mut c).await?;
+        if left == 0 {
+            assert_eq!(expired, 100_000);
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{left} leases still live {:?} after the grants (TTL {ttl_ms} ms)",
+            granted_at.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.shutdown().await;
+    Ok(())
+}
