@@ -61,7 +61,12 @@ struct Setup {
     salt: u64,
 }
 
-async fn setup(pool: &Pool, clients: usize, p: &Params) -> anyhow::Result<Setup> {
+async fn setup(
+    pool: &Pool,
+    clients: usize,
+    lease_ttl_ms: u64,
+    p: &Params,
+) -> anyhow::Result<Setup> {
     let salt = Rng::for_client(clients).next_u64();
     let namespace = format!("{}claims-{salt:016x}", p.key_prefix.replace('/', "-"));
     let mut claims = ClaimsClient::new(pool.get(0));
@@ -72,7 +77,7 @@ async fn setup(pool: &Pool, clients: usize, p: &Params) -> anyhow::Result<Setup>
                 // Room for every key a long run registers; the tail policy
                 // keeps the namespace from refusing if it fills anyway.
                 capacity: 50_000_000,
-                lease_ttl_ms: 30_000,
+                lease_ttl_ms,
                 eviction: EvictionPolicy::Tail as i32,
                 key_kind: KeyKind::U64 as i32,
                 // Register writes an 8-byte value (the key's number).
@@ -271,9 +276,10 @@ pub async fn rows(
     pool: &Pool,
     clients: usize,
     batch: usize,
+    lease_ttl_ms: u64,
     p: &Params,
 ) -> anyhow::Result<Vec<Row>> {
-    let s = setup(pool, clients, p).await?;
+    let s = setup(pool, clients, lease_ttl_ms, p).await?;
     let mut out = Vec::new();
 
     let workers = (0..clients)

@@ -119,6 +119,12 @@ pub struct BenchArgs {
     /// Keys per request of the claims rows, comma-separated (1..=10000).
     #[arg(long, value_delimiter = ',', default_value = "16,1000", value_parser = claims::parse_batch)]
     pub claims_batches: Vec<usize>,
+    /// Lease TTL of the claims rows' namespace, in ms (the server accepts
+    /// 1000 and up). With a short one, leases the offload row grants
+    /// expire during the run, as in a steady state; with the default, they
+    /// all pile up.
+    #[arg(long, default_value_t = 30_000)]
+    pub claims_lease_ttl_ms: u64,
     /// Shell command that SIGKILLs the leader (failover workload). It gets
     /// BENCH_LEADER_ENDPOINT, BENCH_LEADER_PORT and BENCH_LEADER_ID (hex).
     #[arg(long)]
@@ -316,7 +322,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 pool.len(),
                 args.duration
             );
-            for row in claims::rows(&pool, clients, batch, &params).await? {
+            let ttl_ms = args.claims_lease_ttl_ms;
+            for row in claims::rows(&pool, clients, batch, ttl_ms, &params).await? {
                 out.push(row)?;
             }
         }
