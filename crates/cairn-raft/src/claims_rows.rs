@@ -23,7 +23,9 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
 
-use cairn_store::claims::{ClaimKey, ClaimsChanges, ClaimsSnapshot, NamespaceRow, Slot};
+use cairn_store::claims::{
+    ClaimKey, ClaimsChanges, ClaimsSnapshot, LeaseChange, NamespaceRow, Slot,
+};
 use cairn_store::Store;
 use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 
@@ -37,12 +39,9 @@ const LEASE_LOG_COMPACT_MIN_BYTES: u64 = 8 * 1024 * 1024;
 /// more than this many records per live lease.
 const LEASE_LOG_RECORDS_PER_LIVE: u64 = 4;
 
-/// One key's lease in the lease log: (namespace id, key, (session,
-/// deadline)) or `None` when the key holds no lease.
-type LeaseEntry = (u32, ClaimKey, Option<(i64, u64)>);
-
-/// A [`LeaseEntry`] borrowing its key; encodes the same.
-type LeaseEntryRef<'a> = (u32, &'a ClaimKey, Option<(i64, u64)>);
+/// A [`LeaseChange`] (one record of the lease log) borrowing its key;
+/// encodes the same.
+type LeaseChangeRef<'a> = (u32, &'a ClaimKey, Option<(i64, u64)>);
 
 fn io_err(context: &str, e: impl std::fmt::Display) -> io::Error {
     io::Error::other(format!("{context}: {e}"))
@@ -252,7 +251,7 @@ impl ClaimsRows {
     /// Every row of a whole state; `log` becomes the new lease log.
     pub(crate) fn of_snapshot(snap: &ClaimsSnapshot, log: &mut LeaseLog) -> io::Result<ClaimsRows> {
         let mut rows = ClaimsRows::default();
-        let mut leases: Vec<LeaseEntry> = Vec::new();
+        let mut leases: Vec<LeaseChange> = Vec::new();
         for (ns, key, slot) in &snap.slots {
             match slot {
                 Slot::Stored(_) => rows
@@ -327,11 +326,11 @@ impl ClaimsRows {
 
 /// Every live lease of `store`, encoded as one lease-log row, with how
 /// many and the latest deadline. Entries borrow their keys: `&ClaimKey`
-/// encodes as `ClaimKey` does, so this is the `LeaseEntry` encoding
+/// encodes as `ClaimKey` does, so this is the `LeaseChange` encoding
 /// without a copy of every key.
 fn encode_leases(store: &Store) -> io::Result<(Vec<u8>, u64, u64)> {
     let claims = store.claims();
-    let mut leases: Vec<LeaseEntryRef<'_>> = Vec::with_capacity(claims.lease_count());
+    let mut leases: Vec<LeaseChangeRef<'_>> = Vec::with_capacity(claims.lease_count());
     for (ns, key, session_id, deadline_ms) in claims.leases() {
         leases.push((ns, key, Some((session_id, deadline_ms))));
     }
@@ -356,7 +355,7 @@ pub(crate) fn create_tables(txn: &WriteTransaction) -> io::Result<()> {
 /// many moved. Their keys have no record in the log (any change to such a
 /// key removed its row), so the row's place in the log does not matter.
 pub(crate) fn move_lease_rows_to_log(txn: &WriteTransaction) -> io::Result<usize> {
-    let mut moved: Vec<(Vec<u8>, LeaseEntry)> = Vec::new();
+    let mut moved: Vec<(Vec<u8>, LeaseChange)> = Vec::new();
     {
         let table = txn
             .open_table(CLAIMS)
@@ -392,7 +391,7 @@ pub(crate) fn move_lease_rows_to_log(txn: &WriteTransaction) -> io::Result<usize
             .remove(k.as_slice())
             .map_err(|e| io_err("move claim lease row", e))?;
     }
-    let leases: Vec<&LeaseEntry> = moved.iter().map(|(_, l)| l).collect();
+    let leases: Vec<&LeaseChange> = moved.iter().map(|(_, l)| l).collect();
     let mut log = txn
         .open_table(LEASE_LOG)
         .map_err(|e| io_err("open claim lease log", e))?;
@@ -427,31 +426,11 @@ pub(crate) fn clear_tables(txn: &WriteTransaction) -> io::Result<()> {
     Ok(())
 }
 
-/// The lease log as stored, for [`LeaseLog`] at open (each row decoded
-/// once, for its records and latest deadline).
-pub(crate) fn lease_log(read: &ReadTransaction) -> io::Result<LeaseLog> {
-    let table = read
-        .open_table(LEASE_LOG)
-        .map_err(|e| io_err("open claim lease log", e))?;
-    let mut log = LeaseLog::default();
-    for row in table.iter().map_err(|e| io_err("scan", e))? {
-        let (id, value) = row.map_err(|e| io_err("scan claim lease log", e))?;
-        let value = value.value();
-        let leases = decode::<Vec<LeaseEntry>>("claim leases", value)?;
-        log.push(LeaseRow {
-            id: id.value(),
-            last_deadline_ms: last_deadline(leases.iter().map(|(_, _, l)| l)),
-            records: leases.len() as u64,
-            bytes: value.len() as u64,
-        });
-    }
-    Ok(log)
-}
-
 /// Read the whole claims state back: stored entries, then the lease log
 /// replayed in order. Slots come out sorted by (namespace, key), as
-/// [`cairn_store::claims::Claims::snapshot`] lists them.
-pub(crate) fn load(read: &ReadTransaction) -> io::Result<ClaimsSnapshot> {
+/// [`cairn_store::claims::Claims::snapshot`] lists them. Also the lease
+/// log's bookkeeping ([`LeaseLog`]), from the same one decode of each row.
+pub(crate) fn load(read: &ReadTransaction) -> io::Result<(ClaimsSnapshot, LeaseLog)> {
     let mut snap = ClaimsSnapshot::default();
     let namespaces = read
         .open_table(CLAIMS_NS)
@@ -479,9 +458,17 @@ pub(crate) fn load(read: &ReadTransaction) -> io::Result<ClaimsSnapshot> {
     let log = read
         .open_table(LEASE_LOG)
         .map_err(|e| io_err("open claim lease log", e))?;
+    let mut lease_log = LeaseLog::default();
     for row in log.iter().map_err(|e| io_err("scan", e))? {
-        let (_, v) = row.map_err(|e| io_err("scan claim lease log", e))?;
-        for (ns, key, lease) in decode::<Vec<LeaseEntry>>("claim leases", v.value())? {
+        let (id, v) = row.map_err(|e| io_err("scan claim lease log", e))?;
+        let records = decode::<Vec<LeaseChange>>("claim leases", v.value())?;
+        lease_log.push(LeaseRow {
+            id: id.value(),
+            last_deadline_ms: last_deadline(records.iter().map(|(_, _, l)| l)),
+            records: records.len() as u64,
+            bytes: v.value().len() as u64,
+        });
+        for (ns, key, lease) in records {
             leases.insert((ns, key), lease);
         }
     }
@@ -501,7 +488,7 @@ pub(crate) fn load(read: &ReadTransaction) -> io::Result<ClaimsSnapshot> {
         .into_iter()
         .map(|((ns, key), slot)| (ns, key, slot))
         .collect();
-    Ok(snap)
+    Ok((snap, lease_log))
 }
 
 #[cfg(test)]
@@ -523,10 +510,19 @@ mod tests {
     }
 
     fn session(store: &mut Store) -> i64 {
+        session_for(store, 60)
+    }
+
+    /// A session that outlives every test's clock.
+    fn long_session(store: &mut Store) -> i64 {
+        session_for(store, 1_000_000)
+    }
+
+    fn session_for(store: &mut Store, ttl_secs: i64) -> i64 {
         match store
             .apply(&Command::LeaseGrant {
                 id: 0,
-                ttl_secs: 60,
+                ttl_secs,
                 now_ms: 1_000,
             })
             .result
@@ -559,12 +555,7 @@ mod tests {
     }
 
     fn offload(session_id: i64, keys: &[u64]) -> ClaimsCommand {
-        ClaimsCommand::CanOffload {
-            namespace: "ns".into(),
-            session_id,
-            keys: keys.iter().map(|k| ClaimKey::U64(*k)).collect(),
-            now_ms: 2_000,
-        }
+        offload_at(session_id, keys, 2_000)
     }
 
     fn persist(db: &Database, store: &mut Store, log: &mut LeaseLog) {
@@ -672,21 +663,6 @@ mod tests {
         }
     }
 
-    /// A session that outlives every test's clock.
-    fn long_session(store: &mut Store) -> i64 {
-        match store
-            .apply(&Command::LeaseGrant {
-                id: 0,
-                ttl_secs: 1_000_000,
-                now_ms: 1_000,
-            })
-            .result
-        {
-            CommandResult::LeaseGrant(g) => g.id,
-            other => panic!("{other:?}"),
-        }
-    }
-
     fn tick(store: &mut Store, now_ms: u64) {
         store.apply(&Command::Tick {
             now_ms,
@@ -696,7 +672,7 @@ mod tests {
 
     /// What open would compute is what the writer tracked.
     fn assert_tracked(db: &Database, log: &LeaseLog) {
-        let on_disk = lease_log(&db.begin_read().unwrap()).unwrap();
+        let on_disk = load(&db.begin_read().unwrap()).unwrap().1;
         assert_eq!(on_disk.rows, log.rows);
         assert_eq!((on_disk.records, on_disk.bytes), (log.records, log.bytes));
     }
@@ -890,7 +866,7 @@ mod tests {
         let txn = db.begin_write().unwrap();
         assert_eq!(move_lease_rows_to_log(&txn).unwrap(), 0, "once");
         txn.commit().unwrap();
-        let mut log = lease_log(&db.begin_read().unwrap()).unwrap();
+        let mut log = load(&db.begin_read().unwrap()).unwrap().1;
         claims(&mut store, register_as(s, &[7]));
         store.apply(&Command::LeaseRevoke { id: s });
         persist(&db, &mut store, &mut log);
@@ -900,7 +876,7 @@ mod tests {
     }
 
     fn loaded(db: &Database) -> ClaimsSnapshot {
-        load(&db.begin_read().unwrap()).unwrap()
+        load(&db.begin_read().unwrap()).unwrap().0
     }
 
     #[test]

@@ -177,8 +177,6 @@ impl StateMachineStore {
         txn.commit().map_err(|e| io_err("commit", e))?;
 
         let persisted = read_persisted(&db)?;
-        let lease_log =
-            claims_rows::lease_log(&db.begin_read().map_err(|e| io_err("begin read", e))?)?;
         let mut store = Store::from_snapshot(persisted.store);
         // Every record was just read from its row.
         let persisted_revision = Arc::new(AtomicI64::new(store.revision()));
@@ -193,7 +191,7 @@ impl StateMachineStore {
             observer,
             writer: None,
             snapshots,
-            lease_log,
+            lease_log: persisted.lease_log,
         })
     }
 
@@ -386,6 +384,8 @@ impl WholeRows {
 /// the state machine applies meanwhile.
 struct Persisted {
     store: StoreSnapshot,
+    /// The claims lease log's bookkeeping, read with the claims.
+    lease_log: LeaseLog,
     applied: Option<LogId>,
     membership: StoredMembership,
 }
@@ -415,6 +415,7 @@ fn read_persisted(db: &Database) -> io::Result<Persisted> {
         let (_, v) = row.map_err(|e| io_err("scan records", e))?;
         records.push(decode::<(Vec<u8>, Record)>("record", v.value())?);
     }
+    let (claims, lease_log) = claims_rows::load(&read)?;
     let mut leases = Vec::new();
     for row in read
         .open_table(LEASES)
@@ -430,8 +431,9 @@ fn read_persisted(db: &Database) -> io::Result<Persisted> {
             meta: store_meta,
             records,
             leases,
-            claims: claims_rows::load(&read)?,
+            claims,
         },
+        lease_log,
         applied,
         membership,
     })
@@ -492,7 +494,7 @@ fn write_persisted(read: &ReadTransaction, out: &mut dyn Write) -> io::Result<()
     for row in leases.iter().map_err(|e| io_err("scan", e))? {
         out.write_all(row.map_err(|e| io_err("scan leases", e))?.1.value())?;
     }
-    out.write_all(&encode("claims", &claims_rows::load(read)?)?)
+    out.write_all(&encode("claims", &claims_rows::load(read)?.0)?)
 }
 
 /// Writes the persisted state as the current snapshot, unless a newer one

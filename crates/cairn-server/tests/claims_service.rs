@@ -70,6 +70,23 @@ async fn session(lease: &mut LeaseClient<Channel>) -> Result<i64> {
         .id)
 }
 
+/// A claims and a lease client on one connection to `server`.
+async fn clients(server: &RunningServer) -> Result<(ClaimsClient<Channel>, LeaseClient<Channel>)> {
+    let channel = Channel::from_shared(server.client_url())?.connect().await?;
+    Ok((
+        ClaimsClient::new(channel.clone()),
+        LeaseClient::new(channel),
+    ))
+}
+
+/// The stats of the one namespace `blocks`.
+async fn stats(c: &mut ClaimsClient<Channel>) -> Result<pb::StatsResponse> {
+    let request = pb::StatsRequest {
+        namespace: "blocks".into(),
+    };
+    Ok(c.stats(request).await?.into_inner())
+}
+
 async fn can_offload(c: &mut ClaimsClient<Channel>, session: i64, ks: &[u64]) -> Result<Vec<i32>> {
     Ok(c.can_offload(pb::CanOffloadRequest {
         namespace: "blocks".into(),
@@ -112,9 +129,7 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<String> {
 async fn claims_over_grpc() -> Result {
     let dir = tempfile::tempdir()?;
     let server = start_server(dir.path()).await?;
-    let channel = Channel::from_shared(server.client_url())?.connect().await?;
-    let mut c = ClaimsClient::new(channel.clone());
-    let mut lease = LeaseClient::new(channel);
+    let (mut c, mut lease) = clients(&server).await?;
     let (a, b) = (session(&mut lease).await?, session(&mut lease).await?);
 
     // Unknown namespace: NOT_FOUND, before and after nothing exists.
@@ -170,12 +185,7 @@ async fn claims_over_grpc() -> Result {
     assert_eq!(matched(all), [(1, b"v2".to_vec()), (3, b"v1".to_vec())]);
 
     // Bad input changes nothing.
-    let before = c
-        .stats(pb::StatsRequest {
-            namespace: "blocks".into(),
-        })
-        .await?
-        .into_inner();
+    let before = stats(&mut c).await?;
     let status = c
         .can_offload(pb::CanOffloadRequest {
             namespace: "blocks".into(),
@@ -185,16 +195,11 @@ async fn claims_over_grpc() -> Result {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    let after = c
-        .stats(pb::StatsRequest {
-            namespace: "blocks".into(),
-        })
-        .await?
-        .into_inner();
+    let after = stats(&mut c).await?;
     assert_eq!(before.namespaces, after.namespaces);
-    let stats = &after.namespaces[0];
-    assert_eq!(stats.entries, 2);
-    assert_eq!(stats.active_leases, 2, "a holds 3, b holds 4");
+    let blocks = &after.namespaces[0];
+    assert_eq!(blocks.entries, 2);
+    assert_eq!(blocks.active_leases, 2, "a holds 3, b holds 4");
 
     // Ending b's session releases its lease on 4 in the same apply.
     lease.lease_revoke(LeaseRevokeRequest { id: b }).await?;
@@ -234,9 +239,7 @@ async fn claims_over_grpc() -> Result {
 async fn a_backlog_of_due_claim_leases_expires_within_one_interval() -> Result {
     let dir = tempfile::tempdir()?;
     let server = start_server(dir.path()).await?;
-    let channel = Channel::from_shared(server.client_url())?.connect().await?;
-    let mut c = ClaimsClient::new(channel.clone());
-    let mut lease = LeaseClient::new(channel);
+    let (mut c, mut lease) = clients(&server).await?;
     let a = session(&mut lease).await?;
     let ttl_ms = 1_000;
     c.create_namespace(pb::CreateNamespaceRequest {
@@ -253,26 +256,15 @@ async fn a_backlog_of_due_claim_leases_expires_within_one_interval() -> Result {
         let statuses = can_offload(&mut c, a, &ks).await?;
         assert!(statuses.iter().all(|s| *s == GRANTED));
     }
-    let active = |c: &mut ClaimsClient<Channel>| {
-        let mut c = c.clone();
-        async move {
-            let stats = c
-                .stats(pb::StatsRequest {
-                    namespace: "blocks".into(),
-                })
-                .await?
-                .into_inner();
-            anyhow::Ok((
-                stats.namespaces[0].active_leases,
-                stats.namespaces[0].expired,
-            ))
-        }
+    let active = |stats: pb::StatsResponse| {
+        let ns = &stats.namespaces[0];
+        (ns.active_leases, ns.expired)
     };
     let granted_at = Instant::now();
-    assert_eq!(active(&mut c).await?.0, 100_000);
+    assert_eq!(active(stats(&mut c).await?).0, 100_000);
     let deadline = granted_at + Duration::from_millis(ttl_ms) + Duration::from_millis(2_500);
     loop {
-        let (left, expired) = active(&mut c).await?;
+        let (left, expired) = active(stats(&mut c).await?);
         if left == 0 {
             assert_eq!(expired, 100_000);
             break;

@@ -120,8 +120,14 @@ impl Chunks {
     fn push(&mut self, entry: Entry) {
         match self.chunks.last_mut() {
             Some(last) if last.len() < CHUNK => last.push(entry),
+            // The first chunk grows as a `Vec` does, so that a session
+            // with a few leases holds a few entries' room, not a chunk's
+            // (196 KB); the list's later chunks are whole at once.
             _ => {
-                let mut chunk = Vec::with_capacity(CHUNK);
+                let mut chunk = match self.chunks.is_empty() {
+                    true => Vec::new(),
+                    false => Vec::with_capacity(CHUNK),
+                };
                 chunk.push(entry);
                 self.chunks.push(chunk);
             }
@@ -241,7 +247,7 @@ mod tests {
         assert_eq!((c.len(), c.chunks.len()), (n, 4));
         assert!(
             c.chunks.iter().all(|ch| ch.capacity() == CHUNK),
-            "never regrown"
+            "full chunks"
         );
         c.retain(|(d, _, _)| d % 3 == 0);
         assert_eq!(c.len(), n.div_ceil(3));
@@ -252,6 +258,15 @@ mod tests {
         let all = c.into_vec();
         assert_eq!(all.len(), n.div_ceil(3));
         assert!(all.windows(2).all(|w| w[0].0 + 3 == w[1].0), "in order");
+    }
+
+    #[test]
+    fn a_short_list_holds_room_for_its_entries_not_a_chunk() {
+        let mut c = Chunks::default();
+        for i in 0..3u64 {
+            c.push((i, 1, ClaimKey::U64(i)));
+        }
+        assert!(c.chunks[0].capacity() < 16, "{}", c.chunks[0].capacity());
     }
 
     #[test]
