@@ -69,6 +69,10 @@ pub struct NetworkConfig {
     /// and restarted. Far above a follower's fsync under load: restarting a
     /// busy stream costs more than waiting for it.
     pub append_reply_timeout: Duration,
+    /// How long a replication stream may hold back a request that only
+    /// moves the commit index, hoping to send it with the next entries
+    /// (see `stream_append::HeldCommit`). Zero sends it at once.
+    pub commit_notice_delay: Duration,
 }
 
 impl Default for NetworkConfig {
@@ -81,6 +85,7 @@ impl Default for NetworkConfig {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             snapshot_chunk_bytes: MAX_SNAPSHOT_CHUNK_BYTES,
             append_reply_timeout: Duration::from_secs(2),
+            commit_notice_delay: Duration::from_millis(2),
         }
     }
 }

@@ -180,7 +180,13 @@ impl Node {
         }
         .validate()
         .map_err(|e| StartError::Raft(e.to_string()))?;
-        let network = NetworkFactory::new(identity.member_id, NetworkConfig::default());
+        let network = NetworkFactory::new(
+            identity.member_id,
+            NetworkConfig {
+                commit_notice_delay: Duration::from_millis(config.commit_notice_delay_ms),
+                ..NetworkConfig::default()
+            },
+        );
         let raft = Raft::new(
             identity.member_id,
             Arc::new(raft_config),

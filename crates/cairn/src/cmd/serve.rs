@@ -58,6 +58,10 @@ pub struct ServeArgs {
     /// redb page cache size.
     #[arg(long, env = "CAIRN_STORAGE_CACHE_BYTES")]
     pub storage_cache_bytes: Option<usize>,
+    /// Longest the leader holds a commit-index-only message to a follower
+    /// back, hoping to send it with the next entries (0: at once).
+    #[arg(long, env = "CAIRN_COMMIT_NOTICE_DELAY_MS")]
+    pub commit_notice_delay_ms: Option<u64>,
 }
 
 impl ServeArgs {
@@ -85,7 +89,8 @@ impl ServeArgs {
             snapshot_entries,
             tick_interval_ms,
             request_timeout_ms,
-            storage_cache_bytes
+            storage_cache_bytes,
+            commit_notice_delay_ms
         );
         if self.advertise_client.is_some() {
             c.advertise_client = self.advertise_client.clone();
