@@ -6,7 +6,9 @@
 #   bench/put_ab.sh target-old/release old; bench/put_ab.sh target/release new
 #
 # EXTRA=--target-leader sends everything to the leader; SERVE_EXTRA adds
-# `cairn serve` flags (e.g. SERVE_EXTRA="--snapshot-entries 100000").
+# `cairn serve` flags (e.g. SERVE_EXTRA="--snapshot-entries 100000");
+# ROWS (default "1 64 256") picks the client counts, DURATION (5s) a row's
+# length.
 set -euo pipefail
 BIN=${1:?usage: put_ab.sh BIN_DIR LABEL}
 LABEL=${2:-cairn}
@@ -39,11 +41,11 @@ server_cpu() {
     done
     echo "$ticks"
 }
-for c in 1 64 256; do
+for c in ${ROWS:-1 64 256}; do
     before=$(server_cpu)
     # shellcheck disable=SC2086
     line=$("$BIN/cairn-bench" --endpoints "$EPS" ${EXTRA:-} --workload put --clients "$c" \
-        --duration 5s 2>&1 | tail -1)
+        --duration "${DURATION:-5s}" 2>&1 | tail -1)
     after=$(server_cpu)
     # Columns: ... ops ops/s ...; CPU per op is what load on the machine
     # disturbs least.

@@ -2,6 +2,7 @@
 //! log store, and the gRPC transport between peers.
 
 mod claims_rows;
+pub mod coalesce;
 pub mod leader_watch;
 pub mod log_store;
 pub mod network;

@@ -31,6 +31,7 @@ use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
+use crate::coalesce::Connector;
 use crate::types::{
     AppendEntriesRequest, AppendEntriesResponse, CairnNode, NetworkError, NodeId, RPCError,
     Snapshot, SnapshotData, SnapshotResponse, StreamingError, Timeout, TransferLeaderRequest,
@@ -159,7 +160,10 @@ impl NetworkFactory {
                 return Ok(c.channel.clone());
             }
         }
-        let channel = self.endpoint(peer_url)?.connect_lazy();
+        let connector = Connector::new(Some(self.config.tcp_keepalive));
+        let channel = self
+            .endpoint(peer_url)?
+            .connect_with_connector_lazy(connector);
         map.insert(
             target,
             CachedChannel {
@@ -180,8 +184,6 @@ impl NetworkFactory {
         Endpoint::from_shared(url)
             .map(|e| {
                 e.connect_timeout(c.connect_timeout)
-                    .tcp_nodelay(true)
-                    .tcp_keepalive(Some(c.tcp_keepalive))
                     .http2_keep_alive_interval(c.http2_keepalive_interval)
                     .keep_alive_timeout(c.http2_keepalive_timeout)
                     .keep_alive_while_idle(true)

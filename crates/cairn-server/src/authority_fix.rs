@@ -22,6 +22,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use cairn_raft::coalesce::Coalesced;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -236,9 +237,10 @@ impl AsyncWrite for FilteredConn {
     }
 }
 
-/// Accept connections on `listener` (nodelay on) and yield filtered ones.
-/// The accept loop ends when the returned stream is dropped.
-pub fn incoming(listener: TcpListener) -> ReceiverStream<io::Result<FilteredConn>> {
+/// Accept connections on `listener` (nodelay on) and yield filtered ones,
+/// their writes coalesced. The accept loop ends when the returned stream is
+/// dropped.
+pub fn incoming(listener: TcpListener) -> ReceiverStream<io::Result<Coalesced<FilteredConn>>> {
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
         loop {
@@ -259,7 +261,8 @@ pub fn incoming(listener: TcpListener) -> ReceiverStream<io::Result<FilteredConn
                 local_addr: tcp.local_addr().ok(),
                 remote_addr: Some(remote),
             };
-            if tx.send(Ok(FilteredConn::new(tcp, info))).await.is_err() {
+            let conn = Coalesced::new(FilteredConn::new(tcp, info));
+            if tx.send(Ok(conn)).await.is_err() {
                 return;
             }
         }

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use cairn_raft::coalesce::Coalesced;
 use cairn_raft::peer_service::PeerService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -37,9 +38,15 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, StartError> {
 
 /// Accepted connections with Nagle's algorithm off: small gRPC messages
 /// must not wait for delayed ACKs. (`Server::tcp_nodelay` does not apply to
-/// a listener handed to `serve_with_incoming*`.)
-fn incoming(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener).with_nodelay(Some(true))
+/// a listener handed to `serve_with_incoming*`.) Writes are coalesced
+/// instead (`cairn_raft::coalesce`).
+fn incoming(
+    listener: TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<Coalesced<tokio::net::TcpStream>>> {
+    use futures::StreamExt;
+    TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .map(|accepted| accepted.map(Coalesced::new))
 }
 
 /// Bind both ports, start the node, serve. Port 0 picks a free port; the

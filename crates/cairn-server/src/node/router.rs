@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use cairn_proto::raft::v1::raft_peer_client::RaftPeerClient;
 use cairn_proto::raft::v1::Payload;
+use cairn_raft::coalesce::Connector;
 use cairn_raft::types::{CairnNode, ClientWriteError, Request};
 use cairn_store::{Command, CommandResult};
 use futures::StreamExt;
@@ -77,8 +78,7 @@ impl Router {
         let ch = Endpoint::from_shared(url.to_string())
             .map_err(|e| ServerError::Internal(format!("bad peer URL {url}: {e}")))?
             .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .connect_with_connector_lazy(Connector::new(None));
         channels.insert(url.to_string(), ch.clone());
         Ok(ch)
     }
