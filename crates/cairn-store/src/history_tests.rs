@@ -275,3 +275,34 @@ fn whole_history_walks_read_back_across_chunks() {
     assert_eq!(dropping.hash_kv(1_500), kept.hash_kv(1_500));
     assert_eq!(dropping.hash_kv(0), kept.hash_kv(0));
 }
+
+#[test]
+fn a_persisted_record_is_dropped_as_it_is_superseded_a_fresh_one_waits() {
+    let persisted = Arc::new(Persisted::default());
+    let mut s = Store::new();
+    s.set_history(persisted.clone());
+    s.apply(&put("a", "a1"));
+    s.apply(&put("b", "b1"));
+    persisted.persist(&mut s);
+    s.drop_history_values(2);
+    // a1 (rev 1) is persisted: superseding it drops its value at once,
+    // nothing is queued.
+    s.apply(&put("a", "a2"));
+    assert_eq!(s.superseded_values_held(), 0);
+    // a2 (rev 3) is not persisted yet: it is queued, not dropped.
+    s.apply(&put("a", "a3"));
+    assert_eq!(s.superseded_values_held(), 1);
+    persisted.persist(&mut s);
+    assert_eq!(at(&s, 1), vec![(b"a".to_vec(), b"a1".to_vec())]);
+    assert_eq!(persisted.reads.load(Ordering::Relaxed), 1, "a1 read back");
+    assert_eq!(
+        at(&s, 3),
+        vec![
+            (b"a".to_vec(), b"a2".to_vec()),
+            (b"b".to_vec(), b"b1".to_vec())
+        ]
+    );
+    assert_eq!(persisted.reads.load(Ordering::Relaxed), 1, "a2 in memory");
+    s.drop_history_values(s.revision());
+    assert_eq!(s.superseded_values_held(), 0);
+}

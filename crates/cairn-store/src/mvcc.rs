@@ -81,6 +81,15 @@ impl Record {
     }
 }
 
+/// Frees a superseded record's value; reads fetch it from the history.
+fn drop_value(r: &mut Record) {
+    // Values are at most a request's size, far below 4 GiB.
+    if !r.is_dropped() && !r.value.is_empty() && r.value.len() <= u32::MAX as usize {
+        r.dropped_len = r.value.len() as u32;
+        r.value = Box::default();
+    }
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct KeySpace {
     /// Each key's versions, oldest first. Keys are shared with `log`
@@ -96,6 +105,11 @@ pub struct KeySpace {
     superseded: VecDeque<Revision>,
     /// Where dropped values are read back from; none: never drop.
     history: HistorySource,
+    /// The revision [`KeySpace::drop_values_through`] was last given: a
+    /// record at or below it that [`KeySpace::push`] supersedes is
+    /// persisted, so its value is dropped at once instead of queued (no
+    /// second lookup of its key later).
+    dropped_through: i64,
 }
 
 impl KeySpace {
@@ -121,6 +135,7 @@ impl KeySpace {
         if self.history.0.is_none() {
             return;
         }
+        self.dropped_through = self.dropped_through.max(main);
         while let Some(rev) = self.superseded.front().copied() {
             if rev.main > main {
                 break;
@@ -139,12 +154,7 @@ impl KeySpace {
             if i + 1 == history.len() {
                 continue;
             }
-            let r = &mut history[i];
-            // Values are at most a request's size, far below 4 GiB.
-            if !r.is_dropped() && !r.value.is_empty() && r.value.len() <= u32::MAX as usize {
-                r.dropped_len = r.value.len() as u32;
-                r.value = Box::default();
-            }
+            drop_value(&mut history[i]);
         }
     }
 
@@ -250,11 +260,15 @@ impl KeySpace {
         let shared = self.shared_key(key);
         let history = self.keys.entry(shared.clone()).or_default();
         // The current record always holds its value.
-        let prev = history.last().filter(|r| !r.tombstone);
+        let prev = history.last_mut().filter(|r| !r.tombstone);
+        let event = event_of(key, &record, prev.as_deref().map(|r| held_kv(key, r)));
         if let Some(prev) = prev {
-            self.superseded.push_back(prev.rev);
+            if self.history.0.is_some() && prev.rev.main <= self.dropped_through {
+                drop_value(prev);
+            } else {
+                self.superseded.push_back(prev.rev);
+            }
         }
-        let event = event_of(key, &record, prev.map(|r| held_kv(key, r)));
         self.size_bytes += record.footprint(key);
         self.log.insert(record.rev, shared);
         history.push(record);
