@@ -255,23 +255,38 @@ impl KeySpace {
             .collect()
     }
 
-    /// Append a record; returns the event it represents.
+    /// Append a record; returns the event it represents. One search of
+    /// the key map for a key that exists (this runs for every put).
     pub fn push(&mut self, key: &[u8], record: Record) -> Event {
-        let shared = self.shared_key(key);
-        let history = self.keys.entry(shared.clone()).or_default();
-        // The current record always holds its value.
-        let prev = history.last_mut().filter(|r| !r.tombstone);
-        let event = event_of(key, &record, prev.as_deref().map(|r| held_kv(key, r)));
-        if let Some(prev) = prev {
-            if self.history.0.is_some() && prev.rev.main <= self.dropped_through {
-                drop_value(prev);
-            } else {
-                self.superseded.push_back(prev.rev);
-            }
-        }
+        let rev = record.rev;
         self.size_bytes += record.footprint(key);
-        self.log.insert(record.rev, shared);
-        history.push(record);
+        let existing = self
+            .keys
+            .range_mut::<[u8], _>((Bound::Included(key), Bound::Included(key)))
+            .next();
+        let (shared, event) = match existing {
+            Some((shared, history)) => {
+                // The current record always holds its value.
+                let prev = history.last_mut().filter(|r| !r.tombstone);
+                let event = event_of(key, &record, prev.as_deref().map(|r| held_kv(key, r)));
+                if let Some(prev) = prev {
+                    if self.history.0.is_some() && prev.rev.main <= self.dropped_through {
+                        drop_value(prev);
+                    } else {
+                        self.superseded.push_back(prev.rev);
+                    }
+                }
+                history.push(record);
+                (Arc::clone(shared), event)
+            }
+            None => {
+                let shared: Arc<[u8]> = Arc::from(key);
+                let event = event_of(key, &record, None);
+                self.keys.insert(Arc::clone(&shared), vec![record]);
+                (shared, event)
+            }
+        };
+        self.log.insert(rev, shared);
         event
     }
 

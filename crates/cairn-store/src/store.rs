@@ -373,28 +373,36 @@ impl Store {
 
     /// Infallible once `check_put` passed.
     fn put(&mut self, p: &PutRequest, w: &mut Write) -> PutResponse {
-        let current = self.kv.current(&p.key).cloned();
-        let value = match (&current, p.ignore_value) {
-            (Some(c), true) => c.value.to_vec(),
-            _ => p.value.clone(),
-        };
-        let lease = match (&current, p.ignore_lease) {
-            (Some(c), true) => c.lease,
-            _ => p.lease,
+        // What the new record keeps of the current one; its value is
+        // copied only when the request keeps it.
+        let mut current = self.kv.current(&p.key).map(|c| {
+            let value = p.ignore_value.then(|| c.value.to_vec());
+            (c.create_revision, c.version, c.lease, value)
+        });
+        let (value, lease) = match &mut current {
+            Some((_, _, current_lease, kept_value)) => (
+                kept_value.take().unwrap_or_else(|| p.value.clone()),
+                if p.ignore_lease {
+                    *current_lease
+                } else {
+                    p.lease
+                },
+            ),
+            None => (p.value.clone(), p.lease),
         };
         let rev = Revision::new(w.main, w.sub);
         w.sub += 1;
         let record = Record::new(
             rev,
-            current.as_ref().map_or(w.main, |c| c.create_revision),
-            current.as_ref().map_or(1, |c| c.version + 1),
+            current.as_ref().map_or(w.main, |c| c.0),
+            current.as_ref().map_or(1, |c| c.1 + 1),
             value,
             lease,
             false,
         );
-        if let Some(c) = &current {
-            if c.lease != lease {
-                self.leases.detach(c.lease, &p.key);
+        if let Some((_, _, current_lease, _)) = &current {
+            if *current_lease != lease {
+                self.leases.detach(*current_lease, &p.key);
             }
         }
         if lease != 0 {
