@@ -92,6 +92,15 @@ struct Write {
     events: Vec<Event>,
 }
 
+/// What a put keeps of the key's current version.
+struct CurrentVersion {
+    create_revision: i64,
+    version: i64,
+    lease: i64,
+    /// The current value, taken only for `ignore_value`.
+    kept_value: Option<Vec<u8>>,
+}
+
 impl Store {
     pub fn new() -> Self {
         Store::default()
@@ -373,38 +382,31 @@ impl Store {
 
     /// Infallible once `check_put` passed.
     fn put(&mut self, p: &PutRequest, w: &mut Write) -> PutResponse {
-        // What the new record keeps of the current one; its value is
+        // What the new record takes from the current one; its value is
         // copied only when the request keeps it.
-        let mut current = self.kv.current(&p.key).map(|c| {
-            let value = p.ignore_value.then(|| c.value.to_vec());
-            (c.create_revision, c.version, c.lease, value)
+        let current = self.kv.current(&p.key).map(|c| CurrentVersion {
+            create_revision: c.create_revision,
+            version: c.version,
+            lease: c.lease,
+            kept_value: p.ignore_value.then(|| c.value.to_vec()),
         });
-        let (value, lease) = match &mut current {
-            Some((_, _, current_lease, kept_value)) => (
-                kept_value.take().unwrap_or_else(|| p.value.clone()),
-                if p.ignore_lease {
-                    *current_lease
-                } else {
-                    p.lease
-                },
-            ),
-            None => (p.value.clone(), p.lease),
+        let lease = match &current {
+            Some(c) if p.ignore_lease => c.lease,
+            _ => p.lease,
         };
         let rev = Revision::new(w.main, w.sub);
         w.sub += 1;
-        let record = Record::new(
-            rev,
-            current.as_ref().map_or(w.main, |c| c.0),
-            current.as_ref().map_or(1, |c| c.1 + 1),
-            value,
-            lease,
-            false,
-        );
-        if let Some((_, _, current_lease, _)) = &current {
-            if *current_lease != lease {
-                self.leases.detach(*current_lease, &p.key);
+        let (create_revision, version, value) = match current {
+            Some(c) => {
+                if c.lease != lease {
+                    self.leases.detach(c.lease, &p.key);
+                }
+                let value = c.kept_value.unwrap_or_else(|| p.value.clone());
+                (c.create_revision, c.version + 1, value)
             }
-        }
+            None => (w.main, 1, p.value.clone()),
+        };
+        let record = Record::new(rev, create_revision, version, value, lease, false);
         if lease != 0 {
             self.leases.attach(lease, &p.key);
         }
