@@ -167,4 +167,13 @@ mod tests {
         let err = cli.serve.to_config().unwrap_err().to_string();
         assert!(err.contains("election-timeout-ms"), "{err}");
     }
+
+    #[test]
+    fn the_commit_notice_delay_is_a_flag_bounded_by_the_heartbeat() {
+        let cli = Cli::parse_from(["cairn", "--commit-notice-delay-ms", "0"]);
+        assert_eq!(cli.serve.to_config().unwrap().commit_notice_delay_ms, 0);
+        let cli = Cli::parse_from(["cairn", "--commit-notice-delay-ms", "500"]);
+        let err = cli.serve.to_config().unwrap_err().to_string();
+        assert!(err.contains("commit-notice-delay-ms"), "{err}");
+    }
 }
