@@ -355,37 +355,32 @@ pub(crate) fn create_tables(txn: &WriteTransaction) -> io::Result<()> {
 /// many moved. Their keys have no record in the log (any change to such a
 /// key removed its row), so the row's place in the log does not matter.
 pub(crate) fn move_lease_rows_to_log(txn: &WriteTransaction) -> io::Result<usize> {
+    let mut table = txn
+        .open_table(CLAIMS)
+        .map_err(|e| io_err("open claims", e))?;
     let mut moved: Vec<(Vec<u8>, LeaseChange)> = Vec::new();
-    {
-        let table = txn
-            .open_table(CLAIMS)
-            .map_err(|e| io_err("open claims", e))?;
-        for row in table.iter().map_err(|e| io_err("scan", e))? {
-            let (k, v) = row.map_err(|e| io_err("scan claims", e))?;
-            // postcard writes the variant index first: 0 is `Leased`.
-            if v.value().first() != Some(&0) {
-                continue;
-            }
-            let Slot::Leased {
-                session_id,
-                deadline_ms,
-            } = decode::<Slot>("claim slot", v.value())?
-            else {
-                continue;
-            };
-            let (ns, key) = split_row_key(k.value())?;
-            moved.push((
-                k.value().to_vec(),
-                (ns, key, Some((session_id, deadline_ms))),
-            ));
+    for row in table.iter().map_err(|e| io_err("scan", e))? {
+        let (k, v) = row.map_err(|e| io_err("scan claims", e))?;
+        // postcard writes the variant index first: 0 is `Leased`.
+        if v.value().first() != Some(&0) {
+            continue;
         }
+        let Slot::Leased {
+            session_id,
+            deadline_ms,
+        } = decode::<Slot>("claim slot", v.value())?
+        else {
+            continue;
+        };
+        let (ns, key) = split_row_key(k.value())?;
+        moved.push((
+            k.value().to_vec(),
+            (ns, key, Some((session_id, deadline_ms))),
+        ));
     }
     if moved.is_empty() {
         return Ok(0);
     }
-    let mut table = txn
-        .open_table(CLAIMS)
-        .map_err(|e| io_err("open claims", e))?;
     for (k, _) in &moved {
         table
             .remove(k.as_slice())

@@ -150,8 +150,8 @@ struct HeldCommit<S> {
     delay: Duration,
     /// A commit notice not yet sent, and when it must go out.
     held: Option<(AppendEntriesRequest, tokio::time::Instant)>,
-    /// Requests passed on so far.
-    passed: u64,
+    /// Whether a request was passed on yet (the first never waits).
+    passed_any: bool,
     input_ended: bool,
 }
 
@@ -164,7 +164,7 @@ where
             input,
             delay,
             held: None,
-            passed: 0,
+            passed_any: false,
             input_ended: false,
         }
     }
@@ -194,7 +194,7 @@ where
                 self.input_ended = true;
                 return None;
             };
-            let holdable = req.entries.is_empty() && self.passed > 0 && !self.delay.is_zero();
+            let holdable = req.entries.is_empty() && self.passed_any && !self.delay.is_zero();
             if !holdable {
                 return Some(self.pass(req));
             }
@@ -205,7 +205,7 @@ where
     }
 
     fn pass(&mut self, req: AppendEntriesRequest) -> AppendEntriesRequest {
-        self.passed += 1;
+        self.passed_any = true;
         req
     }
 }

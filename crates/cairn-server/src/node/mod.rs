@@ -259,7 +259,6 @@ impl Node {
         self.identity.cluster_id
     }
 
-    /// Read access to the keyspace. Hold it briefly: apply waits for it.
     /// Whether claim leases due at `now_ms` are left after a tick (it hit
     /// its bound). Conservative: a bucket of ended leases not yet swept
     /// also counts, and the next tick sweeps it.
@@ -270,6 +269,7 @@ impl Node {
             .is_some_and(|floor| floor <= now_ms)
     }
 
+    /// Read access to the keyspace. Hold it briefly: apply waits for it.
     pub fn store(&self) -> std::sync::RwLockReadGuard<'_, Store> {
         self.store.read().unwrap_or_else(|p| p.into_inner())
     }

@@ -124,9 +124,10 @@ impl Chunks {
             // with a few leases holds a few entries' room, not a chunk's
             // (196 KB); the list's later chunks are whole at once.
             _ => {
-                let mut chunk = match self.chunks.is_empty() {
-                    true => Vec::new(),
-                    false => Vec::with_capacity(CHUNK),
+                let mut chunk = if self.chunks.is_empty() {
+                    Vec::new()
+                } else {
+                    Vec::with_capacity(CHUNK)
                 };
                 chunk.push(entry);
                 self.chunks.push(chunk);
