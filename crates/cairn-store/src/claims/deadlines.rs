@@ -46,12 +46,20 @@ impl Bucket {
 }
 
 impl Deadlines {
-    /// A lease on `key` of namespace `id` now ends at `deadline_ms`.
-    pub fn insert(&mut self, deadline_ms: u64, id: u32, key: ClaimKey) {
+    /// Leases on these (namespace, key) pairs now end at `deadline_ms`
+    /// (one bucket lookup for all: a request's grants share a deadline).
+    pub fn insert(
+        &mut self,
+        deadline_ms: u64,
+        leases: impl ExactSizeIterator<Item = (u32, ClaimKey)>,
+    ) {
+        if leases.len() == 0 {
+            return;
+        }
         let bucket = self.buckets.entry(deadline_ms).or_default();
-        bucket.entries.push((id, key));
+        self.live += leases.len();
+        bucket.entries.extend(leases);
         bucket.sorted = false;
-        self.live += 1;
     }
 
     /// A lease ended before its deadline; its entry goes stale.
@@ -149,7 +157,7 @@ mod tests {
         let mut d = Deadlines::default();
         // (deadline, ns, key) in a scrambled order, one repeated.
         for (deadline, ns, key) in [(20, 1, 5), (10, 2, 1), (10, 1, 9), (10, 1, 3), (20, 1, 5)] {
-            d.insert(deadline, ns, k(key));
+            d.insert(deadline, [(ns, k(key))].into_iter());
         }
         // The second grant of (20, 1, 5) refreshed the first: one live.
         d.remove();
@@ -178,9 +186,9 @@ mod tests {
     #[test]
     fn a_stale_entry_is_skipped_and_does_not_count_against_the_bound() {
         let mut d = Deadlines::default();
-        d.insert(10, 1, k(1));
-        d.insert(10, 1, k(2));
-        d.insert(10, 1, k(3));
+        d.insert(10, [(1, k(1))].into_iter());
+        d.insert(10, [(1, k(2))].into_iter());
+        d.insert(10, [(1, k(3))].into_iter());
         // k(1) was converted to a stored entry: stale.
         d.remove();
         let is_live = |_: u64, _: u32, key: &ClaimKey| *key != k(1);
@@ -191,7 +199,7 @@ mod tests {
         d.remove();
         d.remove();
         let none = |_: u64, _: u32, _: &ClaimKey| false;
-        d.insert(30, 1, k(4));
+        d.insert(30, [(1, k(4))].into_iter());
         d.remove();
         assert_eq!(d.first(none), None);
         assert_eq!(d.len(), 0);

@@ -190,6 +190,10 @@ impl Claims {
         self.spaces.get_mut(&id).expect("namespace id resolved")
     }
 
+    /// One pass over the keys, one slot-map probe each (the probe is a
+    /// cache miss in a map of millions, and it was three: expiry check,
+    /// status, insert); the grants then go to the deadline buckets, the
+    /// session's list and the change list in one call each.
     fn can_offload(
         &mut self,
         id: u32,
@@ -197,33 +201,79 @@ impl Claims {
         keys: &[ClaimKey],
         now_ms: u64,
     ) -> ClaimsOutput {
-        let deadline_ms = now_ms.saturating_add(self.spaces[&id].config().lease_ttl_ms);
+        self.changes.namespaces.insert(id);
+        let ns = self.spaces.get_mut(&id).expect("namespace id resolved");
+        let deadline_ms = now_ms.saturating_add(ns.config().lease_ttl_ms);
+        let counters = &mut ns.row.counters;
         let mut statuses = Vec::with_capacity(keys.len());
+        let mut granted = Vec::with_capacity(keys.len());
+        // Holders of the leases this request ends (expired or refreshed).
+        let mut ended = Vec::new();
         for key in keys {
-            self.collect_if_expired(id, key, now_ms);
-            let status = match self.spaces[&id].slots.get(key) {
-                Some(Slot::Stored(_)) => {
-                    self.ns(id).row.counters.already_stored += 1;
-                    OffloadStatus::AlreadyStored
-                }
-                Some(Slot::Leased { session_id: s, .. }) if *s != session_id => {
-                    self.ns(id).row.counters.denied += 1;
-                    OffloadStatus::Leased
-                }
-                Some(Slot::Leased { .. }) => {
-                    self.drop_lease(id, key);
-                    self.grant(id, key, session_id, deadline_ms, now_ms);
-                    self.ns(id).row.counters.refreshed += 1;
+            let (slot, fresh) = ns.slots.get_or_insert(key, || Slot::Leased {
+                session_id,
+                deadline_ms,
+            });
+            let status = match slot {
+                _ if fresh => {
+                    ns.leases += 1;
+                    counters.granted += 1;
+                    granted.push(key.clone());
                     OffloadStatus::Granted
                 }
-                None => {
-                    self.grant(id, key, session_id, deadline_ms, now_ms);
-                    self.ns(id).row.counters.granted += 1;
+                Slot::Stored(_) => {
+                    counters.already_stored += 1;
+                    OffloadStatus::AlreadyStored
+                }
+                Slot::Leased {
+                    session_id: holder,
+                    deadline_ms: until,
+                } => {
+                    if *until <= now_ms {
+                        // Expired: it ends, and the key is granted afresh.
+                        counters.expired += 1;
+                        counters.granted += 1;
+                    } else if *holder != session_id {
+                        counters.denied += 1;
+                        statuses.push(OffloadStatus::Leased);
+                        continue;
+                    } else {
+                        counters.refreshed += 1;
+                        if *until == deadline_ms {
+                            // Granted by this very request (the key is
+                            // repeated) or one at the same instant: the
+                            // lease already is what it would become.
+                            statuses.push(OffloadStatus::Granted);
+                            continue;
+                        }
+                    }
+                    ended.push(*holder);
+                    *holder = session_id;
+                    *until = deadline_ms;
+                    granted.push(key.clone());
                     OffloadStatus::Granted
                 }
             };
             statuses.push(status);
         }
+        for holder in ended {
+            self.deadlines.remove();
+            self.by_session.ended(holder);
+        }
+        self.changes.leases.extend(
+            granted
+                .iter()
+                .map(|key| (id, key.clone(), Some((session_id, deadline_ms)))),
+        );
+        self.deadlines
+            .insert(deadline_ms, granted.iter().map(|key| (id, key.clone())));
+        let spaces = &self.spaces;
+        self.by_session.add(
+            session_id,
+            granted.into_iter().map(|key| (deadline_ms, id, key)),
+            now_ms,
+            |id, key| leased_by(spaces, session_id, id, key),
+        );
         ClaimsOutput::CanOffload {
             statuses,
             lease_deadline_ms: deadline_ms,
@@ -324,22 +374,6 @@ impl Claims {
             }
         }
         ClaimsOutput::Touch { present }
-    }
-
-    fn grant(&mut self, id: u32, key: &ClaimKey, session_id: i64, deadline_ms: u64, now_ms: u64) {
-        self.ns(id)
-            .insert_lease(key.clone(), session_id, deadline_ms);
-        self.deadlines.insert(deadline_ms, id, key.clone());
-        let spaces = &self.spaces;
-        self.by_session.add(
-            session_id,
-            (deadline_ms, id, key.clone()),
-            now_ms,
-            |id, key| leased_by(spaces, session_id, id, key),
-        );
-        self.changes
-            .leases
-            .push((id, key.clone(), Some((session_id, deadline_ms))));
     }
 
     /// Remove a lease slot and its index entries; returns its holder.
@@ -504,10 +538,10 @@ impl Claims {
                 .values()
                 .flat_map(|ns| {
                     let mut slots: Vec<_> = ns.slots.iter().collect();
-                    slots.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                    slots.sort_unstable_by(|a, b| a.0.cmp(&b.0));
                     slots
                         .into_iter()
-                        .map(move |(k, s)| (ns.row.id, k.clone(), s.clone()))
+                        .map(move |(k, s)| (ns.row.id, k, s.clone()))
                 })
                 .collect(),
         }
@@ -532,11 +566,15 @@ impl Claims {
                 deadline_ms,
             } = &slot
             {
-                claims.deadlines.insert(*deadline_ms, id, key.clone());
+                claims
+                    .deadlines
+                    .insert(*deadline_ms, [(id, key.clone())].into_iter());
                 // Restored leases are live and distinct: nothing to compact.
                 claims
                     .by_session
-                    .add(*session_id, (*deadline_ms, id, key.clone()), 0, |_, _| true);
+                    .add(*session_id, [(*deadline_ms, id, key.clone())], 0, |_, _| {
+                        true
+                    });
             }
             ns.restore_slot(key, slot);
         }

@@ -6,9 +6,11 @@
 //! insert, touch and removal costs O(log n). `touch_seq` comes from a
 //! per-namespace counter, never a clock: every replica orders the same.
 
+use std::borrow::Borrow;
 use std::cmp::Reverse;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hash};
 
 use serde::{Deserialize, Serialize};
 
@@ -85,9 +87,17 @@ const SLOT_SHARDS: usize = 256;
 /// keys are already hashes, SipHash was 5 % of an offload's apply, and a
 /// fixed seed keeps the store free of randomness (the map's order matters
 /// to nothing, but memory layout is then the same in every run).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SlotMap {
-    shards: Vec<HashMap<ClaimKey, Slot, FixedHash>>,
+    /// One map per key kind, so a slot keeps its key in its own type: a
+    /// `u64` block hash and its slot take a 32-byte bucket, where the
+    /// `ClaimKey` enum (16-byte aligned for `u128`) made every bucket 64
+    /// bytes. The bucket write is a cache miss per granted key, and each
+    /// shard's growth copies and faults in every bucket: half the bytes,
+    /// half the cost. A namespace uses one of the three.
+    u64s: Shards<u64>,
+    u128s: Shards<u128>,
+    bytes: Shards<Box<[u8]>>,
 }
 
 /// The hasher of claims' hash maps: fast, fixed seed.
@@ -125,45 +135,161 @@ fn shard_table() -> &'static [u8] {
     })
 }
 
-impl Default for SlotMap {
+/// The slots of one key kind in [`SLOT_SHARDS`] maps; none allocated
+/// until the first insert.
+#[derive(Debug, Clone)]
+struct Shards<K> {
+    maps: Vec<HashMap<K, Slot, FixedHash>>,
+}
+
+impl<K> Default for Shards<K> {
     fn default() -> Self {
-        SlotMap {
-            shards: vec![HashMap::with_hasher(FixedHash::default()); SLOT_SHARDS],
-        }
+        Shards { maps: Vec::new() }
     }
 }
 
-impl SlotMap {
-    fn shard_of(key: &ClaimKey) -> usize {
+impl<K: Hash + Eq + Clone> Shards<K> {
+    fn shard_of<Q: Hash + ?Sized>(key: &Q) -> usize {
         let h = FixedHash::with_seed(SHARD_SEED).hash_one(key);
         shard_table()[(h >> (64 - SHARD_TABLE_BITS)) as usize] as usize
     }
 
+    fn map<Q>(&self, key: &Q) -> Option<&HashMap<K, Slot, FixedHash>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + ?Sized,
+    {
+        self.maps.get(Self::shard_of(key))
+    }
+
+    fn map_mut<Q>(&mut self, key: &Q) -> Option<&mut HashMap<K, Slot, FixedHash>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + ?Sized,
+    {
+        self.maps.get_mut(Self::shard_of(key))
+    }
+
+    /// The key's map, allocating the shards on first use.
+    fn map_for_insert<Q>(&mut self, key: &Q) -> &mut HashMap<K, Slot, FixedHash>
+    where
+        K: Borrow<Q>,
+        Q: Hash + ?Sized,
+    {
+        if self.maps.is_empty() {
+            self.maps = vec![HashMap::with_hasher(FixedHash::default()); SLOT_SHARDS];
+        }
+        &mut self.maps[Self::shard_of(key)]
+    }
+
+    fn get<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> Option<&Slot>
+    where
+        K: Borrow<Q>,
+    {
+        self.map(key)?.get(key)
+    }
+
+    fn get_mut<Q: Hash + Eq + ?Sized>(&mut self, key: &Q) -> Option<&mut Slot>
+    where
+        K: Borrow<Q>,
+    {
+        self.map_mut(key)?.get_mut(key)
+    }
+
+    fn remove<Q: Hash + Eq + ?Sized>(&mut self, key: &Q) -> Option<Slot>
+    where
+        K: Borrow<Q>,
+    {
+        self.map_mut(key)?.remove(key)
+    }
+
+    fn insert(&mut self, key: K, slot: Slot) -> Option<Slot> {
+        self.map_for_insert(&key).insert(key, slot)
+    }
+
+    /// The key's slot, made by `vacant` if it had none; whether it was.
+    fn get_or_insert(&mut self, key: K, vacant: impl FnOnce() -> Slot) -> (&mut Slot, bool) {
+        match self.map_for_insert(&key).entry(key) {
+            Entry::Occupied(e) => (e.into_mut(), false),
+            Entry::Vacant(e) => (e.insert(vacant()), true),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&K, &Slot)> {
+        self.maps.iter().flat_map(|m| m.iter())
+    }
+
+    #[cfg(test)]
+    fn capacities(&self) -> Vec<usize> {
+        self.maps.iter().map(|m| m.capacity()).collect()
+    }
+}
+
+impl SlotMap {
     pub fn get(&self, key: &ClaimKey) -> Option<&Slot> {
-        self.shards[Self::shard_of(key)].get(key)
+        match key {
+            ClaimKey::U64(k) => self.u64s.get(k),
+            ClaimKey::U128(k) => self.u128s.get(k),
+            ClaimKey::Bytes(k) => self.bytes.get(k.as_slice()),
+        }
     }
 
     pub fn get_mut(&mut self, key: &ClaimKey) -> Option<&mut Slot> {
-        self.shards[Self::shard_of(key)].get_mut(key)
+        match key {
+            ClaimKey::U64(k) => self.u64s.get_mut(k),
+            ClaimKey::U128(k) => self.u128s.get_mut(k),
+            ClaimKey::Bytes(k) => self.bytes.get_mut(k.as_slice()),
+        }
     }
 
     pub fn insert(&mut self, key: ClaimKey, slot: Slot) -> Option<Slot> {
-        self.shards[Self::shard_of(&key)].insert(key, slot)
+        match key {
+            ClaimKey::U64(k) => self.u64s.insert(k, slot),
+            ClaimKey::U128(k) => self.u128s.insert(k, slot),
+            ClaimKey::Bytes(k) => self.bytes.insert(k.into_boxed_slice(), slot),
+        }
+    }
+
+    /// The key's slot, made by `vacant` if it had none, and whether it
+    /// was made: one probe where a lookup and an insert took two.
+    pub fn get_or_insert(
+        &mut self,
+        key: &ClaimKey,
+        vacant: impl FnOnce() -> Slot,
+    ) -> (&mut Slot, bool) {
+        match key {
+            ClaimKey::U64(k) => self.u64s.get_or_insert(*k, vacant),
+            ClaimKey::U128(k) => self.u128s.get_or_insert(*k, vacant),
+            ClaimKey::Bytes(k) => self.bytes.get_or_insert(k.as_slice().into(), vacant),
+        }
     }
 
     pub fn remove(&mut self, key: &ClaimKey) -> Option<Slot> {
-        self.shards[Self::shard_of(key)].remove(key)
+        match key {
+            ClaimKey::U64(k) => self.u64s.remove(k),
+            ClaimKey::U128(k) => self.u128s.remove(k),
+            ClaimKey::Bytes(k) => self.bytes.remove(k.as_slice()),
+        }
     }
 
     /// Every slot, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = (&ClaimKey, &Slot)> {
-        self.shards.iter().flat_map(|s| s.iter())
+    pub fn iter(&self) -> impl Iterator<Item = (ClaimKey, &Slot)> {
+        let u64s = self.u64s.iter().map(|(k, s)| (ClaimKey::U64(*k), s));
+        let u128s = self.u128s.iter().map(|(k, s)| (ClaimKey::U128(*k), s));
+        let bytes = self
+            .bytes
+            .iter()
+            .map(|(k, s)| (ClaimKey::Bytes(k.to_vec()), s));
+        u64s.chain(u128s).chain(bytes)
     }
 
     /// Slots each shard has room for before it grows (for tests).
     #[cfg(test)]
     fn capacities(&self) -> Vec<usize> {
-        self.shards.iter().map(|s| s.capacity()).collect()
+        let mut caps = self.u64s.capacities();
+        caps.extend(self.u128s.capacities());
+        caps.extend(self.bytes.capacities());
+        caps
     }
 }
 
@@ -218,18 +344,6 @@ impl Namespace {
             }
         }
         self.slots.insert(key, slot);
-    }
-
-    pub fn insert_lease(&mut self, key: ClaimKey, session_id: i64, deadline_ms: u64) {
-        let old = self.slots.insert(
-            key,
-            Slot::Leased {
-                session_id,
-                deadline_ms,
-            },
-        );
-        debug_assert!(old.is_none(), "lease over an occupied slot");
-        self.leases += 1;
     }
 
     /// Remove a lease slot; returns its (session, deadline).
@@ -378,7 +492,7 @@ mod tests {
         }
         m.insert(ClaimKey::Bytes(b"abc".to_vec()), lease(-1));
         assert_eq!(m.iter().count(), 2_001);
-        assert!(m.shards.iter().all(|s| !s.is_empty()), "keys spread");
+        assert!(m.u64s.maps.iter().all(|s| !s.is_empty()), "keys spread");
         assert_eq!(m.get(&ClaimKey::U64(1_234)), Some(&lease(1_234)));
         assert_eq!(m.get(&ClaimKey::Bytes(b"abc".to_vec())), Some(&lease(-1)));
         assert_eq!(m.remove(&ClaimKey::U64(7)), Some(lease(7)));
@@ -460,7 +574,7 @@ mod slot_map_tests {
     }
 
     #[test]
-    fn a_lease_slot_with_its_key_fits_in_64_bytes() {
-        assert!(std::mem::size_of::<(ClaimKey, Slot)>() <= 64);
+    fn a_lease_slot_with_a_u64_key_fits_in_32_bytes() {
+        assert!(std::mem::size_of::<(u64, Slot)>() <= 32);
     }
 }

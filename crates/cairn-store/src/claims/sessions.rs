@@ -47,19 +47,22 @@ struct Held {
 }
 
 impl SessionLeases {
-    /// `session_id` now holds a lease on `key` of namespace `id` until
-    /// `deadline_ms`; it is `now_ms`. `holds(id, key)` says whether the
-    /// session holds a lease on a key (to compact its list).
+    /// `session_id` now holds leases on these `(deadline_ms, namespace,
+    /// key)` entries; it is `now_ms`. `holds(id, key)` says whether the
+    /// session holds a lease on a key (to compact its list). A request's
+    /// grants come in one call: one map lookup, one compaction check.
     pub fn add(
         &mut self,
         session_id: i64,
-        (deadline_ms, id, key): (u64, u32, ClaimKey),
+        entries: impl IntoIterator<Item = Entry>,
         now_ms: u64,
         holds: impl Fn(u32, &ClaimKey) -> bool,
     ) {
         let held = self.by_session.entry(session_id).or_default();
-        held.keys.push((deadline_ms, id, key));
-        held.live += 1;
+        for entry in entries {
+            held.keys.push(entry);
+            held.live += 1;
+        }
         if held.keys.len() <= MIN_COMPACT_LEN || held.keys.len() <= 2 * held.live {
             return;
         }
@@ -183,7 +186,7 @@ mod tests {
             for k in 0..10 {
                 s.add(
                     5,
-                    (now + 10, 1, ClaimKey::U64(now * 10 + k)),
+                    [(now + 10, 1, ClaimKey::U64(now * 10 + k))],
                     now,
                     no_lookup,
                 );
@@ -215,7 +218,7 @@ mod tests {
         // All deadlines lie ahead: only the slot check can compact.
         for k in 0..1000u64 {
             holding.borrow_mut().insert(k);
-            s.add(7, (1_000, 1, ClaimKey::U64(k)), 0, holds);
+            s.add(7, [(1_000, 1, ClaimKey::U64(k))], 0, holds);
             if k % 10 != 0 {
                 holding.borrow_mut().remove(&k);
                 s.ended(7);
@@ -224,7 +227,7 @@ mod tests {
         for _ in 0..5 {
             for k in (0..1000u64).step_by(10) {
                 s.ended(7);
-                s.add(7, (1_000, 1, ClaimKey::U64(k)), 0, holds);
+                s.add(7, [(1_000, 1, ClaimKey::U64(k))], 0, holds);
             }
         }
         assert_eq!(s.live(7), 100);
@@ -273,8 +276,8 @@ mod tests {
     #[test]
     fn a_session_whose_leases_all_ended_is_forgotten() {
         let mut s = SessionLeases::default();
-        s.add(3, (10, 1, ClaimKey::U64(1)), 0, |_, _| true);
-        s.add(3, (10, 1, ClaimKey::U64(2)), 0, |_, _| true);
+        s.add(3, [(10, 1, ClaimKey::U64(1))], 0, |_, _| true);
+        s.add(3, [(10, 1, ClaimKey::U64(2))], 0, |_, _| true);
         s.ended(3);
         assert_eq!(s.live(3), 1);
         s.ended(3);

@@ -580,6 +580,26 @@ fn check_invariants(w: &World) {
     assert_eq!(c.registered, c.evicted + c.removed + s.entries, "{c:?}");
 }
 
+/// Each session's live-lease count (what releasing it relies on) matches
+/// the slots it holds.
+fn check_session_counts(w: &World, sessions: &[i64]) {
+    let snap = w.store.claims().snapshot();
+    for &session in sessions {
+        let held = snap
+            .slots
+            .iter()
+            .filter(
+                |(_, _, s)| matches!(s, Slot::Leased { session_id, .. } if *session_id == session),
+            )
+            .count();
+        assert_eq!(
+            w.store.claims().leases_of(session),
+            held,
+            "session {session}"
+        );
+    }
+}
+
 #[test]
 fn capacity_is_never_exceeded_and_counters_balance_for_every_policy() {
     for eviction in [
@@ -595,7 +615,10 @@ fn capacity_is_never_exceeded_and_counters_balance_for_every_policy() {
                 ..Default::default()
             });
             let sessions = [w.session(3_600), w.session(3_600), w.session(3_600)];
-            random_ops(&mut w, &sessions, seed, 400, check_invariants);
+            random_ops(&mut w, &sessions, seed, 400, |w| {
+                check_invariants(w);
+                check_session_counts(w, &sessions);
+            });
         }
     }
 }
@@ -715,4 +738,33 @@ fn a_key_twice_in_one_request_is_one_lease() {
     w.tick(NamespaceConfig::default().lease_ttl_ms);
     assert_eq!(w.store.claims().lease_count(), 0);
     assert_eq!(w.store.claims().leases().count(), 0);
+}
+
+#[test]
+fn refreshing_repeated_and_expired_keys_keeps_every_session_releasable() {
+    let mut w = World::new(NamespaceConfig {
+        lease_ttl_ms: 1_000,
+        ..Default::default()
+    });
+    let (a, b) = (w.session(600), w.session(600));
+    assert_eq!(w.offload(a, &[1]), vec![Granted]);
+    // a's only lease refreshed twice in one request, with a fresh key.
+    assert_eq!(w.offload(a, &[1, 2, 1]), vec![Granted; 3]);
+    assert_eq!(w.store.claims().leases_of(a), 2);
+    // a's leases run out; b takes key 1 over without a tick.
+    w.now_ms += 1_000;
+    assert_eq!(w.offload(b, &[1, 1]), vec![Granted; 2]);
+    assert_eq!(
+        (w.store.claims().leases_of(a), w.store.claims().leases_of(b)),
+        (1, 1)
+    );
+    let s = w.stats();
+    assert_eq!(
+        (s.counters.granted, s.counters.refreshed, s.counters.expired),
+        (3, 3, 1)
+    );
+    w.store.apply(&Command::LeaseRevoke { id: b });
+    assert_eq!(w.store.claims().leases_of(b), 0);
+    assert_eq!(w.offload(a, &[1]), vec![Granted], "b's lease was released");
+    check_invariants(&w);
 }
