@@ -202,6 +202,21 @@ pub(crate) struct ClaimsRows {
 }
 
 impl ClaimsRows {
+    /// Bytes of the rows (keys and values).
+    pub(crate) fn bytes(&self) -> usize {
+        self.slots
+            .iter()
+            .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
+            .sum::<usize>()
+            + self
+                .namespaces
+                .iter()
+                .map(|(_, v)| 4 + v.len())
+                .sum::<usize>()
+            + self.lease_row.as_ref().map_or(0, |(_, v)| 8 + v.len())
+            + self.lease_base.as_ref().map_or(0, Vec::len)
+    }
+
     /// The rows `changes` names, as they are now in `store`; `log` is the
     /// lease log, updated for what these rows will write.
     pub(crate) fn changed(

@@ -323,6 +323,25 @@ impl ChangedRows {
         txn.commit().map_err(|e| io_err("commit", e))
     }
 
+    /// Bytes of the rows (keys and values), to pace durable commits.
+    fn bytes(&self) -> usize {
+        self.removed.len() * 16
+            + self
+                .records
+                .iter()
+                .map(|(_, v)| 16 + v.len())
+                .sum::<usize>()
+            + self
+                .leases
+                .iter()
+                .map(|(_, v)| 8 + v.as_ref().map_or(0, Vec::len))
+                .sum::<usize>()
+            + self.claims.bytes()
+            + self.store_meta.len()
+            + self.applied.len()
+            + self.membership.len()
+    }
+
     fn write_in(&self, txn: &redb::WriteTransaction) -> io::Result<()> {
         let mut records = txn
             .open_table(RECORDS)
@@ -629,6 +648,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             Some(w) => {
                 let persisted = self.persisted_revision.clone();
                 w.submit(
+                    rows.bytes(),
                     Box::new(move |txn| rows.write_in(txn)),
                     Box::new(move || {
                         persisted.fetch_max(revision, Ordering::Release);
