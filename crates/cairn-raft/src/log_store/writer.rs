@@ -240,7 +240,7 @@ struct Checkpoint {
 /// see [`Checkpoint`].
 const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 /// Row bytes after which the next commit is made durable, however soon.
-const CHECKPOINT_BYTES: usize = 256 * 1024;
+const CHECKPOINT_BYTES: usize = 512 * 1024;
 
 impl Default for Checkpoint {
     fn default() -> Self {
