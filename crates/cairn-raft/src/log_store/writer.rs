@@ -17,7 +17,8 @@
 //! see [`Checkpoint`] for when they are made durable.
 
 use std::io;
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
 use redb::{Database, Durability};
@@ -130,6 +131,8 @@ impl StateWriter {
 #[derive(Clone)]
 pub(super) struct Writer {
     tx: SyncSender<Job>,
+    /// Jobs submitted and not yet taken by the writer thread.
+    queued: Arc<AtomicUsize>,
 }
 
 impl Writer {
@@ -144,14 +147,21 @@ impl Writer {
 
     pub fn spawn() -> io::Result<Self> {
         let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE_JOBS);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let counter = queued.clone();
         std::thread::Builder::new()
             .name("cairn-raft-log-writer".into())
             // Ends when the LogStore (the only sender) is dropped. Jobs own
             // their Arc<Database> and release it when done, so once an
             // awaited write returns this thread holds no reference to it.
-            .spawn(move || run(rx))
+            .spawn(move || {
+                run(Queue {
+                    rx,
+                    queued: counter,
+                })
+            })
             .map_err(|e| ctx("spawn raft log writer thread", e))?;
-        Ok(Writer { tx })
+        Ok(Writer { tx, queued })
     }
 
     /// Runs `job` after every earlier job and waits for its result.
@@ -173,27 +183,54 @@ impl Writer {
 
     /// Queues `job` behind every earlier one without waiting for it.
     pub fn submit(&self, what: &'static str, job: Job) -> io::Result<()> {
-        self.tx
-            .send(job)
-            .map_err(|_| io::Error::other(format!("raft log {what}: writer thread has stopped")))
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        self.tx.send(job).map_err(|_| {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            io::Error::other(format!("raft log {what}: writer thread has stopped"))
+        })
     }
 }
 
-fn run(rx: Receiver<Job>) {
+/// The writer thread's end of the queue.
+struct Queue {
+    rx: Receiver<Job>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Queue {
+    fn recv(&self) -> Option<Job> {
+        let job = self.rx.recv().ok()?;
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        Some(job)
+    }
+
+    fn try_recv(&self) -> Option<Job> {
+        let job = self.rx.try_recv().ok()?;
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        Some(job)
+    }
+
+    /// Whether no job waits: a durable commit now holds up nothing.
+    fn idle(&self) -> bool {
+        self.queued.load(Ordering::Acquire) == 0
+    }
+}
+
+fn run(rx: Queue) {
     let mut next: Option<Job> = None;
     let mut checkpoint = Checkpoint::default();
     loop {
         let job = match next.take() {
             Some(job) => job,
             None => match rx.recv() {
-                Ok(job) => job,
-                Err(_) => return,
+                Some(job) => job,
+                None => return,
             },
         };
         match job {
             Job::Run(f) => f(),
             Job::Committed { db, bytes } => {
-                let durable = checkpoint.due(bytes.as_ref().map_or(0, Vec::len));
+                let durable = checkpoint.due(bytes.as_ref().map_or(0, Vec::len), rx.idle());
                 if let Err(e) = write_group(&db, Some(bytes.as_deref()), durable) {
                     tracing::warn!("raft log store: save committed: {e}");
                 }
@@ -201,12 +238,12 @@ fn run(rx: Receiver<Job>) {
             Job::Append(first) => {
                 let (group, after) = gather(Group::with_append(first), &rx);
                 next = after;
-                group.flush(&mut checkpoint);
+                group.flush(&mut checkpoint, &rx);
             }
             Job::State(first) => {
                 let (group, after) = gather(Group::with_state(first), &rx);
                 next = after;
-                group.flush(&mut checkpoint);
+                group.flush(&mut checkpoint, &rx);
             }
         }
     }
@@ -217,8 +254,8 @@ fn run(rx: Receiver<Job>) {
 /// They are committed without fsync: the log's segment files are what a
 /// restart recovers from (it re-applies the log after the state machine's
 /// last durable row). Every [`CHECKPOINT_INTERVAL`], or sooner once
-/// [`CHECKPOINT_BYTES`] of rows were committed since the last, one of those
-/// commits is made durable instead. That bounds the re-apply after a crash,
+/// [`CHECKPOINT_BYTES`] of rows were committed since the last and no job
+/// waits behind the commit, one of those commits is made durable instead. That bounds the re-apply after a crash,
 /// and lets redb reuse the pages the non-durable commits freed (it cannot
 /// before a durable commit, so the file would grow). It costs one redb
 /// fsync per checkpoint, after the log's own fsync of the same group: the
@@ -229,7 +266,10 @@ fn run(rx: Receiver<Job>) {
 /// appends queued behind it wait (with ext4 ordering, even a log fsync
 /// running beside it would). Under `CanOffload` of 1,000 keys (~40 KB of
 /// lease rows per request) half a second of rows took 10–25 ms to write,
-/// and every request caught behind it was the 1-client row's p99.
+/// and every request caught behind it was the 1-client row's p99. Why only
+/// when idle: under a steady stream of small writes (puts at 256 clients)
+/// the writer is never idle, and a durable commit every few dozen
+/// milliseconds cost those rows throughput; the interval bounds them.
 struct Checkpoint {
     last: std::time::Instant,
     /// Row bytes committed since the last durable commit.
@@ -253,10 +293,11 @@ impl Default for Checkpoint {
 
 impl Checkpoint {
     /// Whether the commit about to be made, of `bytes` of rows, should be
-    /// durable; if so, counts it as made.
-    fn due(&mut self, bytes: usize) -> bool {
+    /// durable; if so, counts it as made. `idle`: no job waits behind it.
+    fn due(&mut self, bytes: usize, idle: bool) -> bool {
         self.bytes = self.bytes.saturating_add(bytes);
-        if self.last.elapsed() < CHECKPOINT_INTERVAL && self.bytes < CHECKPOINT_BYTES {
+        let by_bytes = self.bytes >= CHECKPOINT_BYTES && idle;
+        if self.last.elapsed() < CHECKPOINT_INTERVAL && !by_bytes {
             return false;
         }
         self.last = std::time::Instant::now();
@@ -311,7 +352,7 @@ impl Group {
     /// then each append's callback; then the committed id and the state
     /// machine's rows in one redb transaction, not fsynced: the log is what
     /// makes them recoverable (see the module docs of `log_store`).
-    fn flush(self, checkpoint: &mut Checkpoint) {
+    fn flush(self, checkpoint: &mut Checkpoint, queue: &Queue) {
         let db = self.db();
         if let Some(first) = self.appends.first() {
             let wal = first.wal.clone();
@@ -343,7 +384,7 @@ impl Group {
         let Some(db) = db else { return };
         let committed = self.committed.as_ref().map(|(_, c)| c.as_deref());
         let mut state_error: Option<String> = None;
-        let durable = checkpoint.due(self.states.iter().map(|s| s.bytes).sum());
+        let durable = checkpoint.due(self.states.iter().map(|s| s.bytes).sum(), queue.idle());
         let (rows, on_commit): (Vec<_>, Vec<_>) = self
             .states
             .into_iter()
@@ -373,14 +414,14 @@ impl Group {
 
 /// Adds the jobs queued right behind the group's first, up to the group
 /// limits; returns the group and the first job that could not join.
-fn gather(mut group: Group, rx: &Receiver<Job>) -> (Group, Option<Job>) {
+fn gather(mut group: Group, rx: &Queue) -> (Group, Option<Job>) {
     while !group.full() {
         match rx.try_recv() {
-            Ok(Job::Append(a)) => group.add_append(a),
-            Ok(Job::Committed { db, bytes }) => group.committed = Some((db, bytes)),
-            Ok(Job::State(s)) => group.states.push(s),
-            Ok(other) => return (group, Some(other)),
-            Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
+            Some(Job::Append(a)) => group.add_append(a),
+            Some(Job::Committed { db, bytes }) => group.committed = Some((db, bytes)),
+            Some(Job::State(s)) => group.states.push(s),
+            Some(other) => return (group, Some(other)),
+            None => break,
         }
     }
     (group, None)
@@ -432,16 +473,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_checkpoint_is_due_after_the_interval_or_the_byte_bound() {
+    fn a_checkpoint_is_due_after_the_interval_or_the_byte_bound_when_idle() {
         let mut c = Checkpoint::default();
-        assert!(!c.due(100), "neither bound reached");
-        assert!(!c.due(CHECKPOINT_BYTES - 200));
-        assert!(c.due(100), "bytes add up across commits");
+        assert!(!c.due(100, true), "neither bound reached");
+        assert!(!c.due(CHECKPOINT_BYTES - 200, true));
+        assert!(!c.due(100, false), "bytes reached, but jobs wait");
+        assert!(c.due(0, true), "bytes add up across commits");
         assert_eq!(c.bytes, 0, "counted as made");
-        assert!(!c.due(0));
-        assert!(c.due(CHECKPOINT_BYTES), "one big commit alone");
+        assert!(!c.due(0, true));
+        assert!(c.due(CHECKPOINT_BYTES, true), "one big commit alone");
         c.last -= CHECKPOINT_INTERVAL;
-        assert!(c.due(0), "the interval passed with no bytes");
-        assert!(!c.due(0));
+        assert!(c.due(0, false), "the interval passed: due, busy or not");
+        assert!(!c.due(0, true));
     }
 }
