@@ -216,13 +216,13 @@ impl Queue {
     }
 }
 
-fn run(rx: Queue) {
+fn run(queue: Queue) {
     let mut next: Option<Job> = None;
     let mut checkpoint = Checkpoint::default();
     loop {
         let job = match next.take() {
             Some(job) => job,
-            None => match rx.recv() {
+            None => match queue.recv() {
                 Some(job) => job,
                 None => return,
             },
@@ -230,20 +230,20 @@ fn run(rx: Queue) {
         match job {
             Job::Run(f) => f(),
             Job::Committed { db, bytes } => {
-                let durable = checkpoint.due(bytes.as_ref().map_or(0, Vec::len), rx.idle());
+                let durable = checkpoint.due(bytes.as_ref().map_or(0, Vec::len), queue.idle());
                 if let Err(e) = write_group(&db, Some(bytes.as_deref()), durable) {
                     tracing::warn!("raft log store: save committed: {e}");
                 }
             }
             Job::Append(first) => {
-                let (group, after) = gather(Group::with_append(first), &rx);
+                let (group, after) = gather(Group::with_append(first), &queue);
                 next = after;
-                group.flush(&mut checkpoint, &rx);
+                group.flush(&mut checkpoint, &queue);
             }
             Job::State(first) => {
-                let (group, after) = gather(Group::with_state(first), &rx);
+                let (group, after) = gather(Group::with_state(first), &queue);
                 next = after;
-                group.flush(&mut checkpoint, &rx);
+                group.flush(&mut checkpoint, &queue);
             }
         }
     }
@@ -255,9 +255,10 @@ fn run(rx: Queue) {
 /// restart recovers from (it re-applies the log after the state machine's
 /// last durable row). Every [`CHECKPOINT_INTERVAL`], or sooner once
 /// [`CHECKPOINT_BYTES`] of rows were committed since the last and no job
-/// waits behind the commit, one of those commits is made durable instead. That bounds the re-apply after a crash,
-/// and lets redb reuse the pages the non-durable commits freed (it cannot
-/// before a durable commit, so the file would grow). It costs one redb
+/// waits behind the commit, one of those commits is made durable instead.
+/// That bounds the re-apply after a crash, and lets redb reuse the pages
+/// the non-durable commits freed (it cannot before a durable commit, so
+/// the file would grow). It costs one redb
 /// fsync per checkpoint, after the log's own fsync of the same group: the
 /// state made durable never covers an entry the log does not hold durably.
 ///
@@ -414,9 +415,9 @@ impl Group {
 
 /// Adds the jobs queued right behind the group's first, up to the group
 /// limits; returns the group and the first job that could not join.
-fn gather(mut group: Group, rx: &Queue) -> (Group, Option<Job>) {
+fn gather(mut group: Group, queue: &Queue) -> (Group, Option<Job>) {
     while !group.full() {
-        match rx.try_recv() {
+        match queue.try_recv() {
             Some(Job::Append(a)) => group.add_append(a),
             Some(Job::Committed { db, bytes }) => group.committed = Some((db, bytes)),
             Some(Job::State(s)) => group.states.push(s),

@@ -51,8 +51,9 @@ impl Deadlines {
     pub fn insert(
         &mut self,
         deadline_ms: u64,
-        leases: impl ExactSizeIterator<Item = (u32, ClaimKey)>,
+        leases: impl IntoIterator<Item = (u32, ClaimKey), IntoIter: ExactSizeIterator>,
     ) {
+        let leases = leases.into_iter();
         if leases.len() == 0 {
             return;
         }
@@ -157,7 +158,7 @@ mod tests {
         let mut d = Deadlines::default();
         // (deadline, ns, key) in a scrambled order, one repeated.
         for (deadline, ns, key) in [(20, 1, 5), (10, 2, 1), (10, 1, 9), (10, 1, 3), (20, 1, 5)] {
-            d.insert(deadline, [(ns, k(key))].into_iter());
+            d.insert(deadline, [(ns, k(key))]);
         }
         // The second grant of (20, 1, 5) refreshed the first: one live.
         d.remove();
@@ -186,9 +187,9 @@ mod tests {
     #[test]
     fn a_stale_entry_is_skipped_and_does_not_count_against_the_bound() {
         let mut d = Deadlines::default();
-        d.insert(10, [(1, k(1))].into_iter());
-        d.insert(10, [(1, k(2))].into_iter());
-        d.insert(10, [(1, k(3))].into_iter());
+        d.insert(10, [(1, k(1))]);
+        d.insert(10, [(1, k(2))]);
+        d.insert(10, [(1, k(3))]);
         // k(1) was converted to a stored entry: stale.
         d.remove();
         let is_live = |_: u64, _: u32, key: &ClaimKey| *key != k(1);
@@ -199,7 +200,7 @@ mod tests {
         d.remove();
         d.remove();
         let none = |_: u64, _: u32, _: &ClaimKey| false;
-        d.insert(30, [(1, k(4))].into_iter());
+        d.insert(30, [(1, k(4))]);
         d.remove();
         assert_eq!(d.first(none), None);
         assert_eq!(d.len(), 0);

@@ -201,8 +201,7 @@ impl Claims {
         keys: &[ClaimKey],
         now_ms: u64,
     ) -> ClaimsOutput {
-        self.changes.namespaces.insert(id);
-        let ns = self.spaces.get_mut(&id).expect("namespace id resolved");
+        let ns = self.ns(id);
         let deadline_ms = now_ms.saturating_add(ns.config().lease_ttl_ms);
         let counters = &mut ns.row.counters;
         let mut statuses = Vec::with_capacity(keys.len());
@@ -566,9 +565,7 @@ impl Claims {
                 deadline_ms,
             } = &slot
             {
-                claims
-                    .deadlines
-                    .insert(*deadline_ms, [(id, key.clone())].into_iter());
+                claims.deadlines.insert(*deadline_ms, [(id, key.clone())]);
                 // Restored leases are live and distinct: nothing to compact.
                 claims
                     .by_session
