@@ -17,6 +17,7 @@
 
 use std::collections::BTreeMap;
 
+use super::grants::SharedGrant;
 use super::types::ClaimKey;
 
 #[derive(Debug, Clone, Default)]
@@ -29,38 +30,61 @@ pub(super) struct Deadlines {
 
 #[derive(Debug, Clone, Default)]
 struct Bucket {
-    /// Leases with this deadline, some perhaps stale or repeated.
-    entries: Vec<(u32, ClaimKey)>,
-    /// Sorted by (namespace, key) and free of repeats.
-    sorted: bool,
+    /// Grants ending at this deadline not yet merged into `sorted` (a
+    /// grant is merged when its bucket comes due, which most never do:
+    /// their leases end first and the bucket is then all stale).
+    grants: Vec<SharedGrant>,
+    /// Entries of merged grants, sorted by (namespace, key), each once;
+    /// some perhaps stale.
+    sorted: Vec<(u32, ClaimKey)>,
 }
 
 impl Bucket {
+    /// Merges the pending grants into `sorted`.
     fn sort(&mut self) {
-        if !self.sorted {
-            self.entries.sort_unstable();
-            self.entries.dedup();
-            self.sorted = true;
+        if self.grants.is_empty() {
+            return;
         }
+        for grant in self.grants.drain(..) {
+            let id = grant.namespace;
+            self.sorted.extend(grant.keys.iter().map(|key| (id, key)));
+        }
+        self.sorted.sort_unstable();
+        self.sorted.dedup();
+    }
+
+    /// Every entry, merged or not, each once, in (namespace, key) order.
+    fn entries(&self) -> Vec<(u32, ClaimKey)> {
+        let mut entries = self.sorted.clone();
+        if !self.grants.is_empty() {
+            for grant in &self.grants {
+                let id = grant.namespace;
+                entries.extend(grant.keys.iter().map(|key| (id, key)));
+            }
+            entries.sort_unstable();
+            entries.dedup();
+        }
+        entries
+    }
+
+    fn is_empty(&self) -> bool {
+        self.grants.is_empty() && self.sorted.is_empty()
     }
 }
 
 impl Deadlines {
-    /// Leases on these (namespace, key) pairs now end at `deadline_ms`
-    /// (one bucket lookup for all: a request's grants share a deadline).
-    pub fn insert(
-        &mut self,
-        deadline_ms: u64,
-        leases: impl IntoIterator<Item = (u32, ClaimKey), IntoIter: ExactSizeIterator>,
-    ) {
-        let leases = leases.into_iter();
-        if leases.len() == 0 {
+    /// The grant's leases now end at its deadline (one bucket lookup for
+    /// all its keys).
+    pub fn insert(&mut self, grant: SharedGrant) {
+        if grant.keys.is_empty() {
             return;
         }
-        let bucket = self.buckets.entry(deadline_ms).or_default();
-        self.live += leases.len();
-        bucket.entries.extend(leases);
-        bucket.sorted = false;
+        self.live += grant.keys.len();
+        self.buckets
+            .entry(grant.deadline_ms)
+            .or_default()
+            .grants
+            .push(grant);
     }
 
     /// A lease ended before its deadline; its entry goes stale.
@@ -96,7 +120,7 @@ impl Deadlines {
             let bucket = entry.get_mut();
             bucket.sort();
             let mut taken = 0;
-            for (id, key) in &bucket.entries {
+            for (id, key) in &bucket.sorted {
                 if due.len() >= max {
                     break;
                 }
@@ -105,10 +129,9 @@ impl Deadlines {
                     due.push((*id, key.clone()));
                 }
             }
-            if taken == bucket.entries.len() {
+            bucket.sorted.drain(..taken);
+            if bucket.is_empty() {
                 entry.remove();
-            } else {
-                bucket.entries.drain(..taken);
             }
         }
         due
@@ -118,7 +141,12 @@ impl Deadlines {
     pub fn first(&self, is_live: impl Fn(u64, u32, &ClaimKey) -> bool) -> Option<u64> {
         self.buckets
             .iter()
-            .find(|(d, b)| b.entries.iter().any(|(id, key)| is_live(**d, *id, key)))
+            .find(|(d, b)| {
+                b.sorted.iter().any(|(id, key)| is_live(**d, *id, key))
+                    || b.grants
+                        .iter()
+                        .any(|g| g.keys.iter().any(|key| is_live(**d, g.namespace, &key)))
+            })
             .map(|(d, _)| *d)
     }
 
@@ -132,25 +160,31 @@ impl Deadlines {
     /// Every entry, live or stale, each once, as (deadline, namespace,
     /// key) in that order; the caller tells live from stale (one slot
     /// lookup per entry, which is what this costs).
-    pub fn entries(&self) -> impl Iterator<Item = (u64, u32, &ClaimKey)> + '_ {
-        self.buckets.iter().flat_map(|(d, b)| {
-            let mut entries: Vec<&(u32, ClaimKey)> = b.entries.iter().collect();
-            if !b.sorted {
-                entries.sort_unstable();
-                entries.dedup();
-            }
-            entries.into_iter().map(move |(id, key)| (*d, *id, key))
-        })
+    pub fn entries(&self) -> impl Iterator<Item = (u64, u32, ClaimKey)> + '_ {
+        self.buckets
+            .iter()
+            .flat_map(|(d, b)| b.entries().into_iter().map(move |(id, key)| (*d, id, key)))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::claims::grants::{Grant, KeyList};
     use std::collections::BTreeSet;
 
     fn k(n: u64) -> ClaimKey {
         ClaimKey::U64(n)
+    }
+
+    /// A grant of `keys` in namespace `ns` ending at `deadline`.
+    fn grant(deadline: u64, ns: u32, keys: &[u64]) -> SharedGrant {
+        SharedGrant::new(Grant {
+            session_id: 1,
+            namespace: ns,
+            deadline_ms: deadline,
+            keys: KeyList::U64(keys.to_vec()),
+        })
     }
 
     #[test]
@@ -158,7 +192,7 @@ mod tests {
         let mut d = Deadlines::default();
         // (deadline, ns, key) in a scrambled order, one repeated.
         for (deadline, ns, key) in [(20, 1, 5), (10, 2, 1), (10, 1, 9), (10, 1, 3), (20, 1, 5)] {
-            d.insert(deadline, [(ns, k(key))]);
+            d.insert(grant(deadline, ns, &[key]));
         }
         // The second grant of (20, 1, 5) refreshed the first: one live.
         d.remove();
@@ -172,7 +206,6 @@ mod tests {
         let listed: Vec<(u64, u32, ClaimKey)> = d
             .entries()
             .filter(|(dl, id, key)| is_live(*dl, *id, key))
-            .map(|(dl, id, key)| (dl, id, key.clone()))
             .collect();
         assert_eq!(listed, live.iter().cloned().collect::<Vec<_>>());
         assert_eq!(d.entries().count(), 4, "the repeat listed once");
@@ -187,9 +220,8 @@ mod tests {
     #[test]
     fn a_stale_entry_is_skipped_and_does_not_count_against_the_bound() {
         let mut d = Deadlines::default();
-        d.insert(10, [(1, k(1))]);
-        d.insert(10, [(1, k(2))]);
-        d.insert(10, [(1, k(3))]);
+        d.insert(grant(10, 1, &[1]));
+        d.insert(grant(10, 1, &[2, 3]));
         // k(1) was converted to a stored entry: stale.
         d.remove();
         let is_live = |_: u64, _: u32, key: &ClaimKey| *key != k(1);
@@ -200,7 +232,7 @@ mod tests {
         d.remove();
         d.remove();
         let none = |_: u64, _: u32, _: &ClaimKey| false;
-        d.insert(30, [(1, k(4))]);
+        d.insert(grant(30, 1, &[4]));
         d.remove();
         assert_eq!(d.first(none), None);
         assert_eq!(d.len(), 0);

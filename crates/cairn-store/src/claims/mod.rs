@@ -24,8 +24,10 @@
 //!   Store does that); a rejected one changes nothing.
 
 mod deadlines;
+mod grants;
 mod namespace;
 mod sessions;
+mod slot_table;
 mod types;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -35,9 +37,11 @@ use sessions::SessionLeases;
 
 use serde::{Deserialize, Serialize};
 
+pub use grants::LeaseChanges;
 pub use namespace::{NamespaceRow, Slot, StoredEntry};
 pub use types::*;
 
+use grants::{Grant, KeyList, SharedGrant};
 use namespace::Namespace;
 
 /// What changed since the last `take_changes`, for persistence.
@@ -49,11 +53,12 @@ pub struct ClaimsChanges {
     /// touched key cost more.)
     pub stored: Vec<(u32, ClaimKey)>,
     /// Keys whose lease was granted, refreshed or ended, with the lease
-    /// each holds now (`None`: none). Sorted, each once. Recorded as the
-    /// lease changes, so persisting leases needs no slot lookup: that
-    /// lookup, a cache miss per key in a map of millions, was a quarter of
-    /// a member's CPU under `CanOffload` load.
-    pub leases: Vec<LeaseChange>,
+    /// each holds then (`None`: none), in the order of the changes: a
+    /// key's last is its lease now. Recorded as the lease changes, so
+    /// persisting leases needs no slot lookup: that lookup, a cache miss
+    /// per key in a map of millions, was a quarter of a member's CPU under
+    /// `CanOffload` load.
+    pub leases: LeaseChanges,
     pub namespaces: BTreeSet<u32>,
 }
 
@@ -205,10 +210,11 @@ impl Claims {
         let deadline_ms = now_ms.saturating_add(ns.config().lease_ttl_ms);
         let counters = &mut ns.row.counters;
         let mut statuses = Vec::with_capacity(keys.len());
-        let mut granted = Vec::with_capacity(keys.len());
+        let mut granted = KeyList::with_capacity(keys.len(), keys.first());
         // Holders of the leases this request ends (expired or refreshed).
         let mut ended = Vec::new();
-        for key in keys {
+        for (i, key) in keys.iter().enumerate() {
+            ns.slots.prefetch_ahead(keys, i, |k| k);
             let (slot, fresh) = ns.slots.get_or_insert(key, || Slot::Leased {
                 session_id,
                 deadline_ms,
@@ -217,7 +223,7 @@ impl Claims {
                 _ if fresh => {
                     ns.leases += 1;
                     counters.granted += 1;
-                    granted.push(key.clone());
+                    granted.push(key);
                     OffloadStatus::Granted
                 }
                 Slot::Stored(_) => {
@@ -249,7 +255,7 @@ impl Claims {
                     ended.push(*holder);
                     *holder = session_id;
                     *until = deadline_ms;
-                    granted.push(key.clone());
+                    granted.push(key);
                     OffloadStatus::Granted
                 }
             };
@@ -259,20 +265,19 @@ impl Claims {
             self.deadlines.remove();
             self.by_session.ended(holder);
         }
-        self.changes.leases.extend(
-            granted
-                .iter()
-                .map(|key| (id, key.clone(), Some((session_id, deadline_ms)))),
-        );
-        self.deadlines
-            .insert(deadline_ms, granted.iter().map(|key| (id, key.clone())));
-        let spaces = &self.spaces;
-        self.by_session.add(
+        granted.shrink();
+        let grant = SharedGrant::new(Grant {
             session_id,
-            granted.into_iter().map(|key| (deadline_ms, id, key)),
-            now_ms,
-            |id, key| leased_by(spaces, session_id, id, key),
-        );
+            namespace: id,
+            deadline_ms,
+            keys: granted,
+        });
+        self.changes.leases.push_grant(grant.clone());
+        self.deadlines.insert(grant.clone());
+        let spaces = &self.spaces;
+        self.by_session.add(grant, now_ms, |id, key| {
+            leased_by(spaces, session_id, id, key)
+        });
         ClaimsOutput::CanOffload {
             statuses,
             lease_deadline_ms: deadline_ms,
@@ -288,7 +293,10 @@ impl Claims {
     ) -> ClaimsOutput {
         let mut statuses = Vec::with_capacity(entries.len());
         let mut evicted = 0;
-        for entry in entries {
+        for (i, entry) in entries.iter().enumerate() {
+            self.spaces[&id]
+                .slots
+                .prefetch_ahead(entries, i, |e| &e.key);
             self.collect_if_expired(id, &entry.key, now_ms);
             let own_lease = match self.spaces[&id].slots.get(&entry.key) {
                 Some(Slot::Stored(_)) => {
@@ -442,7 +450,11 @@ impl Claims {
         let ns = &self.spaces[&self.checked(namespace, keys.iter())?];
         Ok(keys
             .iter()
-            .map_while(|k| ns.stored(k).map(|e| view(k, e)))
+            .enumerate()
+            .map_while(|(i, k)| {
+                ns.slots.prefetch_ahead(keys, i, |k| k);
+                ns.stored(k).map(|e| view(k, e))
+            })
             .collect())
     }
 
@@ -457,7 +469,10 @@ impl Claims {
         Ok(keys
             .iter()
             .enumerate()
-            .filter_map(|(i, k)| ns.stored(k).map(|e| (i as u32, view(k, e))))
+            .filter_map(|(i, k)| {
+                ns.slots.prefetch_ahead(keys, i, |k| k);
+                ns.stored(k).map(|e| (i as u32, view(k, e)))
+            })
             .collect())
     }
 
@@ -480,14 +495,14 @@ impl Claims {
 
     /// Every claim lease: (namespace id, key, session, deadline), earliest
     /// deadline first.
-    pub fn leases(&self) -> impl Iterator<Item = (u32, &ClaimKey, i64, u64)> + '_ {
+    pub fn leases(&self) -> impl Iterator<Item = (u32, ClaimKey, i64, u64)> + '_ {
         let spaces = &self.spaces;
         // One slot lookup per entry: it tells a live entry from a stale one
         // and gives the holder.
         self.deadlines
             .entries()
             .filter_map(
-                move |(deadline_ms, id, key)| match lease_of(spaces, id, key)? {
+                move |(deadline_ms, id, key)| match lease_of(spaces, id, &key)? {
                     (session_id, d) if d == deadline_ms => Some((id, key, session_id, deadline_ms)),
                     _ => None,
                 },
@@ -519,13 +534,6 @@ impl Claims {
         let mut changes = std::mem::take(&mut self.changes);
         changes.stored.sort_unstable();
         changes.stored.dedup();
-        // Each key's last change is its lease now: latest first, a stable
-        // sort by key, then keep the first of each key.
-        changes.leases.reverse();
-        changes.leases.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-        changes
-            .leases
-            .dedup_by(|later, kept| (later.0, &later.1) == (kept.0, &kept.1));
         changes
     }
 
@@ -556,6 +564,8 @@ impl Claims {
             claims.by_name.insert(row.name.clone(), row.id);
             claims.spaces.insert(row.id, Namespace::new(row));
         }
+        // Leases by session, as grants of one deadline and namespace each.
+        let mut leases: BTreeMap<i64, Vec<(u64, u32, ClaimKey)>> = BTreeMap::new();
         for (id, key, slot) in slots {
             let Some(ns) = claims.spaces.get_mut(&id) else {
                 continue;
@@ -565,15 +575,19 @@ impl Claims {
                 deadline_ms,
             } = &slot
             {
-                claims.deadlines.insert(*deadline_ms, [(id, key.clone())]);
-                // Restored leases are live and distinct: nothing to compact.
-                claims
-                    .by_session
-                    .add(*session_id, [(*deadline_ms, id, key.clone())], 0, |_, _| {
-                        true
-                    });
+                leases
+                    .entry(*session_id)
+                    .or_default()
+                    .push((*deadline_ms, id, key.clone()));
             }
             ns.restore_slot(key, slot);
+        }
+        for (session_id, keys) in leases {
+            for grant in sessions::regroup(session_id, keys) {
+                claims.deadlines.insert(grant.clone());
+                // Restored leases are live and distinct: nothing to compact.
+                claims.by_session.add(grant, 0, |_, _| true);
+            }
         }
         claims
     }

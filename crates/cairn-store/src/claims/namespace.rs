@@ -8,12 +8,12 @@
 
 use std::borrow::Borrow;
 use std::cmp::Reverse;
-use std::collections::hash_map::Entry;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::hash::{BuildHasher, Hash};
 
 use serde::{Deserialize, Serialize};
 
+use super::slot_table::Table;
 use super::types::*;
 
 /// What a key of a namespace holds.
@@ -61,6 +61,11 @@ pub struct NamespaceRow {
 
 type EvictKey = (Reverse<u64>, u64, ClaimKey);
 
+/// How far ahead of the key it works on a request prefetches: enough
+/// misses in flight to cover memory's latency, near enough that the lines
+/// are still in cache when their turn comes.
+const PREFETCH_AHEAD: usize = 8;
+
 /// Shards of [`SlotMap`]; at most 256 (a shard index is a byte).
 const SLOT_SHARDS: usize = 256;
 
@@ -103,9 +108,8 @@ pub struct SlotMap {
 /// The hasher of claims' hash maps: fast, fixed seed.
 pub(super) type FixedHash = foldhash::fast::FixedState;
 
-/// Seed of the shard choice; the maps use another, so that the keys of one
-/// shard still spread over its table (hashbrown takes its control bits
-/// from the top of the hash).
+/// Seed of the shard choice; the tables use another, so that the keys of
+/// one shard still spread over its buckets (both take a hash's top bits).
 const SHARD_SEED: u64 = 0x005e_ed0f_c1a1;
 
 /// Bits of the shard hash that pick a shard through [`shard_table`].
@@ -139,7 +143,7 @@ fn shard_table() -> &'static [u8] {
 /// until the first insert.
 #[derive(Debug, Clone)]
 struct Shards<K> {
-    maps: Vec<HashMap<K, Slot, FixedHash>>,
+    maps: Vec<Table<K>>,
 }
 
 impl<K> Default for Shards<K> {
@@ -154,7 +158,7 @@ impl<K: Hash + Eq + Clone> Shards<K> {
         shard_table()[(h >> (64 - SHARD_TABLE_BITS)) as usize] as usize
     }
 
-    fn map<Q>(&self, key: &Q) -> Option<&HashMap<K, Slot, FixedHash>>
+    fn map<Q>(&self, key: &Q) -> Option<&Table<K>>
     where
         K: Borrow<Q>,
         Q: Hash + ?Sized,
@@ -162,7 +166,7 @@ impl<K: Hash + Eq + Clone> Shards<K> {
         self.maps.get(Self::shard_of(key))
     }
 
-    fn map_mut<Q>(&mut self, key: &Q) -> Option<&mut HashMap<K, Slot, FixedHash>>
+    fn map_mut<Q>(&mut self, key: &Q) -> Option<&mut Table<K>>
     where
         K: Borrow<Q>,
         Q: Hash + ?Sized,
@@ -171,13 +175,13 @@ impl<K: Hash + Eq + Clone> Shards<K> {
     }
 
     /// The key's map, allocating the shards on first use.
-    fn map_for_insert<Q>(&mut self, key: &Q) -> &mut HashMap<K, Slot, FixedHash>
+    fn map_for_insert<Q>(&mut self, key: &Q) -> &mut Table<K>
     where
         K: Borrow<Q>,
         Q: Hash + ?Sized,
     {
         if self.maps.is_empty() {
-            self.maps = vec![HashMap::with_hasher(FixedHash::default()); SLOT_SHARDS];
+            self.maps = vec![Table::default(); SLOT_SHARDS];
         }
         &mut self.maps[Self::shard_of(key)]
     }
@@ -209,9 +213,15 @@ impl<K: Hash + Eq + Clone> Shards<K> {
 
     /// The key's slot, made by `vacant` if it had none; whether it was.
     fn get_or_insert(&mut self, key: K, vacant: impl FnOnce() -> Slot) -> (&mut Slot, bool) {
-        match self.map_for_insert(&key).entry(key) {
-            Entry::Occupied(e) => (e.into_mut(), false),
-            Entry::Vacant(e) => (e.insert(vacant()), true),
+        self.map_for_insert(&key).get_or_insert(key, vacant)
+    }
+
+    fn prefetch<Q: Hash + ?Sized>(&self, key: &Q)
+    where
+        K: Borrow<Q>,
+    {
+        if let Some(map) = self.map(key) {
+            map.prefetch(key);
         }
     }
 
@@ -261,6 +271,29 @@ impl SlotMap {
             ClaimKey::U64(k) => self.u64s.get_or_insert(*k, vacant),
             ClaimKey::U128(k) => self.u128s.get_or_insert(*k, vacant),
             ClaimKey::Bytes(k) => self.bytes.get_or_insert(k.as_slice().into(), vacant),
+        }
+    }
+
+    /// Before working on item `i` of a request's `items` (in order, from
+    /// 0): prefetches the buckets of the keys [`PREFETCH_AHEAD`] places
+    /// on, so that the cache misses of random keys in a big table overlap
+    /// instead of each stalling the apply in turn.
+    pub fn prefetch_ahead<T>(&self, items: &[T], i: usize, key: impl Fn(&T) -> &ClaimKey) {
+        if i == 0 {
+            for item in items.iter().take(PREFETCH_AHEAD) {
+                self.prefetch(key(item));
+            }
+        }
+        if let Some(item) = items.get(i + PREFETCH_AHEAD) {
+            self.prefetch(key(item));
+        }
+    }
+
+    fn prefetch(&self, key: &ClaimKey) {
+        match key {
+            ClaimKey::U64(k) => self.u64s.prefetch(k),
+            ClaimKey::U128(k) => self.u128s.prefetch(k),
+            ClaimKey::Bytes(k) => self.bytes.prefetch(k.as_slice()),
         }
     }
 
@@ -492,7 +525,7 @@ mod tests {
         }
         m.insert(ClaimKey::Bytes(b"abc".to_vec()), lease(-1));
         assert_eq!(m.iter().count(), 2_001);
-        assert!(m.u64s.maps.iter().all(|s| !s.is_empty()), "keys spread");
+        assert!(m.u64s.maps.iter().all(|s| s.len() > 0), "keys spread");
         assert_eq!(m.get(&ClaimKey::U64(1_234)), Some(&lease(1_234)));
         assert_eq!(m.get(&ClaimKey::Bytes(b"abc".to_vec())), Some(&lease(-1)));
         assert_eq!(m.remove(&ClaimKey::U64(7)), Some(lease(7)));

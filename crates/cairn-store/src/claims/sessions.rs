@@ -16,21 +16,16 @@
 //! again) are entries checked against their slots. So a list stays
 //! O(live leases) in size at O(1) amortized cost per grant.
 //!
-//! A list is kept in chunks of [`CHUNK`] entries, not one `Vec`: a worker
-//! holding a million leases had a 48 MB vector, and the apply that
-//! doubled it copied half of that and faulted in the rest.
+//! A list holds the session's [`Grant`]s, not keys: one entry per request,
+//! its keys packed and shared with the deadline index.
 
 use std::collections::BTreeMap;
 
+use super::grants::{Grant, KeyList, SharedGrant};
 use super::types::ClaimKey;
 
-/// A list this long or shorter is never compacted.
+/// A list of this many keys or fewer is never compacted.
 const MIN_COMPACT_LEN: usize = 64;
-/// Entries per chunk of a list.
-const CHUNK: usize = 4_096;
-
-/// (deadline, namespace, key) of a lease granted to a session.
-type Entry = (u64, u32, ClaimKey);
 
 #[derive(Debug, Clone, Default)]
 pub(super) struct SessionLeases {
@@ -39,40 +34,45 @@ pub(super) struct SessionLeases {
 
 #[derive(Debug, Clone, Default)]
 struct Held {
-    /// (deadline, namespace, key) of every lease granted to the session
-    /// since the last compaction, some perhaps ended (stale) or repeated.
-    keys: Chunks,
+    /// Every grant to the session since the last compaction; some of
+    /// their keys perhaps ended (stale) or granted again later.
+    grants: Vec<SharedGrant>,
+    /// Keys in `grants`.
+    len: usize,
     /// How many of the session's leases are live.
     live: usize,
 }
 
 impl SessionLeases {
-    /// `session_id` now holds leases on these `(deadline_ms, namespace,
-    /// key)` entries; it is `now_ms`. `holds(id, key)` says whether the
-    /// session holds a lease on a key (to compact its list). A request's
-    /// grants come in one call: one map lookup, one compaction check.
-    pub fn add(
-        &mut self,
-        session_id: i64,
-        entries: impl IntoIterator<Item = Entry>,
-        now_ms: u64,
-        holds: impl Fn(u32, &ClaimKey) -> bool,
-    ) {
-        let held = self.by_session.entry(session_id).or_default();
-        for entry in entries {
-            held.keys.push(entry);
-            held.live += 1;
-        }
-        if held.keys.len() <= MIN_COMPACT_LEN || held.keys.len() <= 2 * held.live {
+    /// The grant's session now holds leases on its keys; it is `now_ms`.
+    /// `holds(id, key)` says whether the session holds a lease on a key
+    /// (to compact its list).
+    pub fn add(&mut self, grant: SharedGrant, now_ms: u64, holds: impl Fn(u32, &ClaimKey) -> bool) {
+        let n = grant.keys.len();
+        if n == 0 {
             return;
         }
-        held.keys.retain(|(deadline, _, _)| *deadline > now_ms);
-        if held.keys.len() > 4 * held.live {
-            let mut keys = std::mem::take(&mut held.keys).into_vec();
-            keys.retain(|(_, id, key)| holds(*id, key));
+        let session_id = grant.session_id;
+        let held = self.by_session.entry(session_id).or_default();
+        held.grants.push(grant);
+        held.len += n;
+        held.live += n;
+        if held.len <= MIN_COMPACT_LEN || held.len <= 2 * held.live {
+            return;
+        }
+        held.grants.retain(|g| g.deadline_ms > now_ms);
+        held.len = held.grants.iter().map(|g| g.keys.len()).sum();
+        if held.len > 4 * held.live {
+            let mut keys: Vec<(u64, u32, ClaimKey)> = held
+                .grants
+                .iter()
+                .flat_map(|g| g.keys.iter().map(|key| (g.deadline_ms, g.namespace, key)))
+                .filter(|(_, id, key)| holds(*id, key))
+                .collect();
             keys.sort_unstable_by(|a, b| (a.1, &a.2).cmp(&(b.1, &b.2)));
             keys.dedup_by(|a, b| (a.1, &a.2) == (b.1, &b.2));
-            held.keys = Chunks::from_vec(keys);
+            held.len = keys.len();
+            held.grants = regroup(session_id, keys);
         }
     }
 
@@ -93,10 +93,9 @@ impl SessionLeases {
             .by_session
             .remove(&session_id)
             .map(|h| {
-                h.keys
-                    .into_vec()
-                    .into_iter()
-                    .map(|(_, id, key)| (id, key))
+                h.grants
+                    .iter()
+                    .flat_map(|g| g.keys.iter().map(|key| (g.namespace, key)))
                     .collect()
             })
             .unwrap_or_default();
@@ -111,67 +110,31 @@ impl SessionLeases {
     }
 }
 
-/// A list in chunks of [`CHUNK`] entries: pushing never moves what is
-/// already there.
-#[derive(Debug, Clone, Default)]
-struct Chunks {
-    chunks: Vec<Vec<Entry>>,
-    len: usize,
-}
-
-impl Chunks {
-    fn push(&mut self, entry: Entry) {
-        match self.chunks.last_mut() {
-            Some(last) if last.len() < CHUNK => last.push(entry),
-            // The first chunk grows as a `Vec` does, so that a session
-            // with a few leases holds a few entries' room, not a chunk's
-            // (196 KB); the list's later chunks are whole at once.
-            _ => {
-                let mut chunk = if self.chunks.is_empty() {
-                    Vec::new()
-                } else {
-                    Vec::with_capacity(CHUNK)
-                };
-                chunk.push(entry);
-                self.chunks.push(chunk);
-            }
+/// `(deadline, namespace, key)` entries as grants, one per deadline and
+/// namespace.
+pub(super) fn regroup(session_id: i64, mut keys: Vec<(u64, u32, ClaimKey)>) -> Vec<SharedGrant> {
+    keys.sort_by_key(|(deadline, id, _)| (*deadline, *id));
+    let mut grants: Vec<SharedGrant> = Vec::new();
+    let mut at = 0;
+    while at < keys.len() {
+        let (deadline_ms, namespace, _) = keys[at];
+        let run = keys[at..]
+            .iter()
+            .take_while(|(d, id, _)| (*d, *id) == (deadline_ms, namespace))
+            .count();
+        let mut list = KeyList::with_capacity(run, Some(&keys[at].2));
+        for (_, _, key) in &keys[at..at + run] {
+            list.push(key);
         }
-        self.len += 1;
+        grants.push(SharedGrant::new(Grant {
+            session_id,
+            namespace,
+            deadline_ms,
+            keys: list,
+        }));
+        at += run;
     }
-
-    fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Keeps the entries `keep` accepts, in order, packed into full chunks
-    /// again.
-    fn retain(&mut self, mut keep: impl FnMut(&Entry) -> bool) {
-        let mut kept = Chunks::default();
-        for chunk in std::mem::take(&mut self.chunks) {
-            for entry in chunk {
-                if keep(&entry) {
-                    kept.push(entry);
-                }
-            }
-        }
-        *self = kept;
-    }
-
-    fn into_vec(self) -> Vec<Entry> {
-        let mut all = Vec::with_capacity(self.len);
-        for chunk in self.chunks {
-            all.extend(chunk);
-        }
-        all
-    }
-
-    fn from_vec(entries: Vec<Entry>) -> Chunks {
-        let mut chunks = Chunks::default();
-        for entry in entries {
-            chunks.push(entry);
-        }
-        chunks
-    }
+    grants
 }
 
 #[cfg(test)]
@@ -184,12 +147,7 @@ mod tests {
         // ends (ticks) when due.
         for now in 0..1_000u64 {
             for k in 0..10 {
-                s.add(
-                    5,
-                    [(now + 10, 1, ClaimKey::U64(now * 10 + k))],
-                    now,
-                    no_lookup,
-                );
+                s.add(grant(5, now + 10, &[now * 10 + k]), now, no_lookup);
             }
             if now >= 10 {
                 for _ in 0..10 {
@@ -198,11 +156,47 @@ mod tests {
             }
         }
         assert_eq!(s.live(5), 100);
-        assert!(s.by_session[&5].keys.len() <= 2 * 100 + 10);
+        assert!(s.by_session[&5].len <= 2 * 100 + 10);
     }
 
     use super::*;
     use std::cell::RefCell;
+
+    /// A grant to `session` of `keys` in namespace 1, ending at `deadline`.
+    fn grant(session: i64, deadline: u64, keys: &[u64]) -> SharedGrant {
+        SharedGrant::new(Grant {
+            session_id: session,
+            namespace: 1,
+            deadline_ms: deadline,
+            keys: KeyList::U64(keys.to_vec()),
+        })
+    }
+
+    #[test]
+    fn regrouping_makes_one_grant_per_deadline_and_namespace() {
+        let grants = regroup(
+            9,
+            vec![
+                (20, 1, ClaimKey::U64(4)),
+                (10, 2, ClaimKey::U64(3)),
+                (10, 1, ClaimKey::U64(2)),
+                (20, 1, ClaimKey::U64(1)),
+            ],
+        );
+        let got: Vec<(u64, u32, Vec<ClaimKey>)> = grants
+            .iter()
+            .map(|g| (g.deadline_ms, g.namespace, g.keys.iter().collect()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (10, 1, vec![ClaimKey::U64(2)]),
+                (10, 2, vec![ClaimKey::U64(3)]),
+                (20, 1, vec![ClaimKey::U64(4), ClaimKey::U64(1)]),
+            ]
+        );
+        assert!(grants.iter().all(|g| g.session_id == 9));
+    }
     use std::collections::BTreeSet;
 
     #[test]
@@ -218,7 +212,7 @@ mod tests {
         // All deadlines lie ahead: only the slot check can compact.
         for k in 0..1000u64 {
             holding.borrow_mut().insert(k);
-            s.add(7, [(1_000, 1, ClaimKey::U64(k))], 0, holds);
+            s.add(grant(7, 1_000, &[k]), 0, holds);
             if k % 10 != 0 {
                 holding.borrow_mut().remove(&k);
                 s.ended(7);
@@ -227,11 +221,11 @@ mod tests {
         for _ in 0..5 {
             for k in (0..1000u64).step_by(10) {
                 s.ended(7);
-                s.add(7, [(1_000, 1, ClaimKey::U64(k))], 0, holds);
+                s.add(grant(7, 1_000, &[k]), 0, holds);
             }
         }
         assert_eq!(s.live(7), 100);
-        let held = s.by_session[&7].keys.len();
+        let held = s.by_session[&7].len;
         assert!(held <= 4 * 100 + 1, "list of {held} for 100 live leases");
         let taken = s.take(7);
         let live: Vec<_> = taken.iter().filter(|(id, k)| holds(*id, k)).collect();
@@ -242,42 +236,10 @@ mod tests {
     }
 
     #[test]
-    fn a_list_over_many_chunks_keeps_its_order_through_retain() {
-        let n = 3 * CHUNK + 5;
-        let mut c = Chunks::default();
-        for i in 0..n as u64 {
-            c.push((i, 1, ClaimKey::U64(i)));
-        }
-        assert_eq!((c.len(), c.chunks.len()), (n, 4));
-        assert!(
-            c.chunks.iter().all(|ch| ch.capacity() == CHUNK),
-            "full chunks"
-        );
-        c.retain(|(d, _, _)| d % 3 == 0);
-        assert_eq!(c.len(), n.div_ceil(3));
-        assert!(
-            c.chunks.iter().rev().skip(1).all(|ch| ch.len() == CHUNK),
-            "packed"
-        );
-        let all = c.into_vec();
-        assert_eq!(all.len(), n.div_ceil(3));
-        assert!(all.windows(2).all(|w| w[0].0 + 3 == w[1].0), "in order");
-    }
-
-    #[test]
-    fn a_short_list_holds_room_for_its_entries_not_a_chunk() {
-        let mut c = Chunks::default();
-        for i in 0..3u64 {
-            c.push((i, 1, ClaimKey::U64(i)));
-        }
-        assert!(c.chunks[0].capacity() < 16, "{}", c.chunks[0].capacity());
-    }
-
-    #[test]
     fn a_session_whose_leases_all_ended_is_forgotten() {
         let mut s = SessionLeases::default();
-        s.add(3, [(10, 1, ClaimKey::U64(1))], 0, |_, _| true);
-        s.add(3, [(10, 1, ClaimKey::U64(2))], 0, |_, _| true);
+        s.add(grant(3, 10, &[1]), 0, |_, _| true);
+        s.add(grant(3, 10, &[2]), 0, |_, _| true);
         s.ended(3);
         assert_eq!(s.live(3), 1);
         s.ended(3);

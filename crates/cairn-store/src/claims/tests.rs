@@ -679,16 +679,27 @@ fn changes_name_every_slot_and_namespace_touched() {
         }) => Some((*session_id, *deadline_ms)),
         _ => None,
     };
+    // The first offload's lease, which 2 still holds.
+    let a_lease = lease(2);
     assert_eq!(
-        changes.leases,
+        changes.leases.iter().collect::<Vec<_>>(),
         vec![
+            (1, ClaimKey::U64(2), a_lease),
+            (1, ClaimKey::U64(1), a_lease),
+            (1, ClaimKey::U64(3), a_lease),
             (1, ClaimKey::U64(1), None),
-            (1, ClaimKey::U64(2), lease(2)),
-            (1, ClaimKey::U64(3), lease(3)),
         ],
-        "sorted, each once, as each key is now"
+        "in order; offloading 3 again at the same instant changed nothing"
     );
-    assert!(lease(2).is_some() && lease(3).is_some());
+    // Replayed in order, the changes leave each key as it is now.
+    let mut last = BTreeMap::new();
+    for (_, key, l) in changes.leases.iter() {
+        last.insert(key, l);
+    }
+    for k in [1, 2, 3] {
+        assert_eq!(last[&ClaimKey::U64(k)], lease(k), "key {k}");
+    }
+    assert!(a_lease.is_some_and(|(s, _)| s == a) && lease(3) == a_lease);
     assert_eq!(changes.namespaces, [1].into_iter().collect());
 }
 
