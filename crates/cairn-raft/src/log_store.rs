@@ -37,7 +37,7 @@
 //! | `save_vote`    | redb `Immediate` | Raft safety: never vote twice in a term |
 //! | `purge`        | redb `Immediate` (`last_purged_log_id`), then whole segment files deleted | the state machine rows covering the purged entries must be durable before the entries go; this commit makes them so |
 //! | `save_committed` | redb `None` (`Immediate` with [`LogStore::with_durable_committed`]) | an optimisation (recovery re-applies up to it); openraft allows an older value after a crash |
-//! | state machine rows | redb `None`, `Immediate` every 500 ms or 512 KiB of rows | recoverable from the log: a restart re-applies the entries after the last durable row (see `writer::Checkpoint`) |
+//! | state machine rows | redb `None`; a checkpoint (an `Immediate` commit on its own thread) every 500 ms or 512 KiB of rows | recoverable from the log: a restart re-applies the entries after the last durable row (see `writer::Checkpoint`, `writer::RowWriter`) |
 //!
 //! A redb `Immediate` commit also makes every earlier `None` commit durable.
 //!
@@ -498,7 +498,7 @@ fn ctx(what: &str, e: impl fmt::Display) -> io::Error {
 }
 
 fn encode<T: Serialize>(v: &T, what: &str) -> io::Result<Vec<u8>> {
-    postcard::to_allocvec(v).map_err(|e| ctx(&format!("encode {what}"), e))
+    crate::codec::to_vec(v).map_err(|e| ctx(&format!("encode {what}"), e))
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> io::Result<T> {

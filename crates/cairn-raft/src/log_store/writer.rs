@@ -204,6 +204,19 @@ impl Queue {
         Some(job)
     }
 
+    /// The next job if one comes within `timeout`; `Err(true)` once every
+    /// sender is gone.
+    fn recv_timeout(&self, timeout: std::time::Duration) -> Result<Job, bool> {
+        match self.rx.recv_timeout(timeout) {
+            Ok(job) => {
+                self.queued.fetch_sub(1, Ordering::AcqRel);
+                Ok(job)
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(false),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(true),
+        }
+    }
+
     fn try_recv(&self) -> Option<Job> {
         let job = self.rx.try_recv().ok()?;
         self.queued.fetch_sub(1, Ordering::AcqRel);
@@ -218,33 +231,253 @@ impl Queue {
 
 fn run(queue: Queue) {
     let mut next: Option<Job> = None;
-    let mut checkpoint = Checkpoint::default();
+    let mut rows = RowWriter::new();
     loop {
         let job = match next.take() {
             Some(job) => job,
-            None => match queue.recv() {
+            None => match rows.next_job(&queue) {
                 Some(job) => job,
-                None => return,
+                None => {
+                    rows.finish();
+                    return;
+                }
             },
         };
         match job {
-            Job::Run(f) => f(),
+            Job::Run(f) => {
+                // It may write to redb, after every row queued before it.
+                rows.finish();
+                f()
+            }
             Job::Committed { db, bytes } => {
-                let durable = checkpoint.due(bytes.as_ref().map_or(0, Vec::len), queue.idle());
-                if let Err(e) = write_group(&db, Some(bytes.as_deref()), durable) {
-                    tracing::warn!("raft log store: save committed: {e}");
-                }
+                rows.write(db, Some(bytes), Vec::new(), queue.idle());
             }
             Job::Append(first) => {
                 let (group, after) = gather(Group::with_append(first), &queue);
                 next = after;
-                group.flush(&mut checkpoint, &queue);
+                group.flush(&mut rows, &queue);
             }
             Job::State(first) => {
                 let (group, after) = gather(Group::with_state(first), &queue);
                 next = after;
-                group.flush(&mut checkpoint, &queue);
+                group.flush(&mut rows, &queue);
             }
+        }
+    }
+}
+
+/// Writes the state machine's rows and the committed id to redb, and runs
+/// the durable checkpoints beside the writer thread.
+///
+/// A checkpoint is a durable commit of nothing: it writes out every page
+/// the non-durable commits before it left in memory, and fsyncs. That
+/// takes milliseconds (~500 KiB of lease rows under offload load), and on
+/// the writer thread the log's next append waited for it: with one client
+/// the request behind each checkpoint was the p99. Here a thread of its
+/// own runs it, and the log's appends go on; rows that come meanwhile are
+/// held (redb has one writer: their transaction would only wait for the
+/// checkpoint's) and written as one transaction when it ends.
+struct RowWriter {
+    checkpoint: Checkpoint,
+    /// `None` if its thread could not start: checkpoints run inline.
+    background: Option<Background>,
+    held: Held,
+}
+
+/// Rows waiting for the running checkpoint to end.
+#[derive(Default)]
+struct Held {
+    db: Option<Arc<Database>>,
+    /// The latest committed id (`None` inside: remove it).
+    committed: Option<Option<Vec<u8>>>,
+    states: Vec<StateJob>,
+}
+
+/// How often the writer, idle but holding rows, looks whether the running
+/// checkpoint has ended.
+const HELD_POLL: std::time::Duration = std::time::Duration::from_micros(250);
+
+impl RowWriter {
+    fn new() -> RowWriter {
+        RowWriter::with_checkpoint(|db| write_group(db, None, true))
+    }
+
+    /// `durable_commit` is what the checkpoint thread runs (tests gate it).
+    fn with_checkpoint(
+        durable_commit: impl Fn(&Database) -> io::Result<()> + Send + 'static,
+    ) -> RowWriter {
+        let background = Background::spawn(durable_commit)
+            .inspect_err(|e| tracing::warn!("raft log store: checkpoints run inline: {e}"))
+            .ok();
+        RowWriter {
+            checkpoint: Checkpoint::default(),
+            background,
+            held: Held::default(),
+        }
+    }
+
+    fn running(&mut self) -> bool {
+        self.background.as_mut().is_some_and(Background::running)
+    }
+
+    /// The next job. While rows are held, it also looks every
+    /// [`HELD_POLL`] whether the checkpoint ended, to write them.
+    fn next_job(&mut self, queue: &Queue) -> Option<Job> {
+        while !self.held.states.is_empty() || self.held.committed.is_some() {
+            match queue.recv_timeout(HELD_POLL) {
+                Ok(job) => return Some(job),
+                Err(true) => return None,
+                Err(false) => {
+                    if !self.running() {
+                        self.write_held(queue.idle());
+                    }
+                }
+            }
+        }
+        queue.recv()
+    }
+
+    /// Writes (or holds, while a checkpoint runs) `states` and `committed`.
+    fn write(
+        &mut self,
+        db: Arc<Database>,
+        committed: Option<Option<Vec<u8>>>,
+        states: Vec<StateJob>,
+        idle: bool,
+    ) {
+        self.held.db = Some(db);
+        if committed.is_some() {
+            self.held.committed = committed;
+        }
+        self.held.states.extend(states);
+        if !self.running() {
+            self.write_held(idle);
+        }
+    }
+
+    /// Waits for the running checkpoint, then writes what is held.
+    fn finish(&mut self) {
+        if let Some(background) = &mut self.background {
+            background.wait();
+        }
+        self.write_held(true);
+    }
+
+    fn write_held(&mut self, idle: bool) {
+        let Held {
+            db,
+            committed,
+            states,
+        } = std::mem::take(&mut self.held);
+        let Some(db) = db else { return };
+        let due = self
+            .checkpoint
+            .due(states.iter().map(|s| s.bytes).sum(), idle);
+        let in_background = due && self.background.is_some();
+        let mut state_error: Option<String> = None;
+        let (rows, on_commit): (Vec<_>, Vec<_>) = states
+            .into_iter()
+            .map(|s| ((s.rows, s.failed), s.on_commit))
+            .unzip();
+        let res = write_txn(
+            &db,
+            committed.as_ref().map(|c| c.as_deref()),
+            due && !in_background,
+            |txn| {
+                for (rows, failed) in rows {
+                    if let Err(e) = rows(txn) {
+                        let msg = e.to_string();
+                        *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg.clone());
+                        state_error = Some(msg);
+                        return Err(e);
+                    }
+                }
+                Ok(())
+            },
+        );
+        if let (Err(e), None) = (&res, &state_error) {
+            tracing::warn!("raft log store: save committed: {e}");
+        }
+        if res.is_ok() {
+            for f in on_commit {
+                f();
+            }
+            if in_background {
+                if let Some(background) = &mut self.background {
+                    background.start(db);
+                }
+            }
+        }
+    }
+}
+
+/// The checkpoint thread: makes everything committed so far durable.
+struct Background {
+    start: SyncSender<Arc<Database>>,
+    done: Receiver<io::Result<()>>,
+    running: bool,
+}
+
+impl Background {
+    fn spawn(
+        durable_commit: impl Fn(&Database) -> io::Result<()> + Send + 'static,
+    ) -> io::Result<Background> {
+        let (start, jobs) = mpsc::sync_channel::<Arc<Database>>(1);
+        let (done_tx, done) = mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("cairn-raft-checkpoint".into())
+            // Ends when the writer thread drops `start`.
+            .spawn(move || {
+                for db in jobs {
+                    let res = durable_commit(&db);
+                    // Holds no database between checkpoints.
+                    drop(db);
+                    if done_tx.send(res).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| ctx("spawn checkpoint thread", e))?;
+        Ok(Background {
+            start,
+            done,
+            running: false,
+        })
+    }
+
+    fn start(&mut self, db: Arc<Database>) {
+        match self.start.send(db) {
+            Ok(()) => self.running = true,
+            Err(_) => tracing::warn!("raft log store: checkpoint thread has stopped"),
+        }
+    }
+
+    /// Whether a checkpoint still runs (reports one that ended).
+    fn running(&mut self) -> bool {
+        if self.running {
+            match self.done.try_recv() {
+                Ok(res) => self.ended(res),
+                Err(mpsc::TryRecvError::Empty) => {}
+                Err(mpsc::TryRecvError::Disconnected) => self.running = false,
+            }
+        }
+        self.running
+    }
+
+    fn wait(&mut self) {
+        if self.running {
+            match self.done.recv() {
+                Ok(res) => self.ended(res),
+                Err(_) => self.running = false,
+            }
+        }
+    }
+
+    fn ended(&mut self, res: io::Result<()>) {
+        self.running = false;
+        if let Err(e) = res {
+            // The next checkpoint makes the same rows durable.
+            tracing::warn!("raft log store: checkpoint: {e}");
         }
     }
 }
@@ -255,22 +488,22 @@ fn run(queue: Queue) {
 /// restart recovers from (it re-applies the log after the state machine's
 /// last durable row). Every [`CHECKPOINT_INTERVAL`], or sooner once
 /// [`CHECKPOINT_BYTES`] of rows were committed since the last and no job
-/// waits behind the commit, one of those commits is made durable instead.
-/// That bounds the re-apply after a crash, and lets redb reuse the pages
-/// the non-durable commits freed (it cannot before a durable commit, so
-/// the file would grow). It costs one redb
-/// fsync per checkpoint, after the log's own fsync of the same group: the
-/// state made durable never covers an entry the log does not hold durably.
+/// waits, a checkpoint makes everything committed durable ([`RowWriter`]
+/// runs it on its own thread). That bounds the re-apply after a crash, and
+/// lets redb reuse the pages the non-durable commits freed (it cannot
+/// before a durable commit, so the file would grow). It costs one redb
+/// fsync per checkpoint, after the log's own fsync of the rows' entries:
+/// the state made durable never covers an entry the log does not hold
+/// durably.
 ///
-/// Why a byte bound: the durable commit writes out every page the
-/// non-durable ones left in memory, on the writer thread, and the log's
-/// appends queued behind it wait (with ext4 ordering, even a log fsync
-/// running beside it would). Under `CanOffload` of 1,000 keys (~40 KB of
+/// Why a byte bound: a checkpoint writes out every page the non-durable
+/// commits left in memory. Under `CanOffload` of 1,000 keys (~20 KB of
 /// lease rows per request) half a second of rows took 10–25 ms to write,
-/// and every request caught behind it was the 1-client row's p99. Why only
-/// when idle: under a steady stream of small writes (puts at 256 clients)
-/// the writer is never idle, and a durable commit every few dozen
-/// milliseconds cost those rows throughput; the interval bounds them.
+/// and rows held behind it wait that long (and with ext4's ordered
+/// journal, the log's fsyncs beside it slow down). Why only when idle:
+/// under a steady stream of small writes (puts at 256 clients) the writer
+/// is never idle, and a checkpoint every few dozen milliseconds cost those
+/// rows throughput; the interval bounds them.
 struct Checkpoint {
     last: std::time::Instant,
     /// Row bytes committed since the last durable commit.
@@ -353,7 +586,7 @@ impl Group {
     /// then each append's callback; then the committed id and the state
     /// machine's rows in one redb transaction, not fsynced: the log is what
     /// makes them recoverable (see the module docs of `log_store`).
-    fn flush(self, checkpoint: &mut Checkpoint, queue: &Queue) {
+    fn flush(self, rows: &mut RowWriter, queue: &Queue) {
         let db = self.db();
         if let Some(first) = self.appends.first() {
             let wal = first.wal.clone();
@@ -383,33 +616,8 @@ impl Group {
             }
         }
         let Some(db) = db else { return };
-        let committed = self.committed.as_ref().map(|(_, c)| c.as_deref());
-        let mut state_error: Option<String> = None;
-        let durable = checkpoint.due(self.states.iter().map(|s| s.bytes).sum(), queue.idle());
-        let (rows, on_commit): (Vec<_>, Vec<_>) = self
-            .states
-            .into_iter()
-            .map(|s| ((s.rows, s.failed), s.on_commit))
-            .unzip();
-        let res = write_txn(&db, committed, durable, |txn| {
-            for (rows, failed) in rows {
-                if let Err(e) = rows(txn) {
-                    let msg = e.to_string();
-                    *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg.clone());
-                    state_error = Some(msg);
-                    return Err(e);
-                }
-            }
-            Ok(())
-        });
-        if let (Err(e), None) = (&res, &state_error) {
-            tracing::warn!("raft log store: save committed: {e}");
-        }
-        if res.is_ok() {
-            for f in on_commit {
-                f();
-            }
-        }
+        let committed = self.committed.map(|(_, c)| c);
+        rows.write(db, committed, self.states, queue.idle());
     }
 }
 
@@ -471,7 +679,113 @@ fn write_txn(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use redb::{ReadableDatabase, TableDefinition};
+
     use super::*;
+
+    const ROWS: TableDefinition<&str, &str> = TableDefinition::new("rows");
+
+    /// A state job writing `key`, and a flag its `on_commit` sets.
+    fn row(db: &Arc<Database>, key: &'static str) -> (StateJob, Arc<AtomicBool>) {
+        let committed = Arc::new(AtomicBool::new(false));
+        let flag = committed.clone();
+        let job = StateJob {
+            db: db.clone(),
+            rows: Box::new(move |txn| {
+                let mut t = txn.open_table(ROWS).map_err(io::Error::other)?;
+                t.insert(key, "v").map_err(io::Error::other)?;
+                Ok(())
+            }),
+            bytes: 10,
+            failed: Arc::default(),
+            on_commit: Box::new(move || flag.store(true, Ordering::SeqCst)),
+        };
+        (job, committed)
+    }
+
+    fn has(db: &Database, key: &str) -> bool {
+        let read = db.begin_read().unwrap();
+        match read.open_table(ROWS) {
+            Ok(t) => t.get(key).unwrap().is_some(),
+            Err(_) => false,
+        }
+    }
+
+    #[test]
+    fn rows_that_come_during_a_checkpoint_are_held_then_written_in_one_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::create(dir.path().join("db")).unwrap());
+        // The checkpoint waits for the test's word.
+        let (go, gate) = mpsc::channel::<()>();
+        let gate = Mutex::new(gate);
+        let mut rows = RowWriter::with_checkpoint(move |db| {
+            gate.lock().unwrap().recv().ok();
+            write_group(db, None, true)
+        });
+        rows.checkpoint.last -= CHECKPOINT_INTERVAL;
+        let (a, a_done) = row(&db, "a");
+        rows.write(db.clone(), None, vec![a], true);
+        assert!(a_done.load(Ordering::SeqCst) && has(&db, "a"));
+        assert!(rows.running(), "the due checkpoint runs beside");
+
+        let (b, b_done) = row(&db, "b");
+        rows.write(db.clone(), Some(Some(b"7".to_vec())), vec![b], true);
+        assert!(!b_done.load(Ordering::SeqCst) && !has(&db, "b"), "held");
+
+        // A job queued meanwhile is taken at once, checkpoint or not.
+        let (tx, rx) = mpsc::sync_channel(4);
+        let queue = Queue {
+            rx,
+            queued: Arc::default(),
+        };
+        tx.send(Job::Run(Box::new(|| {}))).unwrap();
+        assert!(matches!(rows.next_job(&queue), Some(Job::Run(_))));
+        assert!(!b_done.load(Ordering::SeqCst));
+
+        go.send(()).unwrap();
+        rows.finish();
+        assert!(!rows.running());
+        assert!(b_done.load(Ordering::SeqCst) && has(&db, "b"));
+        let read = db.begin_read().unwrap();
+        let meta = read.open_table(META_TABLE).unwrap();
+        assert_eq!(meta.get(KEY_COMMITTED).unwrap().unwrap().value(), b"7");
+    }
+
+    #[test]
+    fn an_idle_writer_writes_held_rows_once_the_checkpoint_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::create(dir.path().join("db")).unwrap());
+        let (go, gate) = mpsc::channel::<()>();
+        let gate = Mutex::new(gate);
+        let mut rows = RowWriter::with_checkpoint(move |db| {
+            gate.lock().unwrap().recv().ok();
+            write_group(db, None, true)
+        });
+        rows.checkpoint.last -= CHECKPOINT_INTERVAL;
+        let (a, _) = row(&db, "a");
+        rows.write(db.clone(), None, vec![a], true);
+        let (b, b_done) = row(&db, "b");
+        rows.write(db.clone(), None, vec![b], true);
+        let (tx, rx) = mpsc::sync_channel(4);
+        let queue = Queue {
+            rx,
+            queued: Arc::default(),
+        };
+        go.send(()).unwrap();
+        // No job comes; the writer polls, writes the held rows, and ends
+        // when the queue closes.
+        let closer = std::thread::spawn(move || {
+            while !b_done.load(Ordering::SeqCst) {
+                std::thread::sleep(HELD_POLL);
+            }
+            drop(tx);
+        });
+        assert!(rows.next_job(&queue).is_none());
+        closer.join().unwrap();
+        assert!(has(&db, "b"));
+    }
 
     #[test]
     fn a_checkpoint_is_due_after_the_interval_or_the_byte_bound_when_idle() {

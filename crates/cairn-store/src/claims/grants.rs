@@ -62,6 +62,12 @@ enum Part {
     Granted(SharedGrant),
 }
 
+/// A run of [`LeaseChanges`]: one change, or a grant's changes.
+pub enum LeaseChangesPart<'a> {
+    One(&'a LeaseChange),
+    Granted(&'a Grant),
+}
+
 impl LeaseChanges {
     pub fn push(&mut self, change: LeaseChange) {
         self.parts.push(Part::One(change));
@@ -81,6 +87,15 @@ impl LeaseChanges {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// The changes in runs, in order (to encode a grant's changes
+    /// without building each).
+    pub fn parts(&self) -> impl Iterator<Item = LeaseChangesPart<'_>> {
+        self.parts.iter().map(|part| match part {
+            Part::One(change) => LeaseChangesPart::One(change),
+            Part::Granted(grant) => LeaseChangesPart::Granted(grant),
+        })
     }
 
     /// Every change, in order.

@@ -37,11 +37,11 @@ use sessions::SessionLeases;
 
 use serde::{Deserialize, Serialize};
 
-pub use grants::LeaseChanges;
+pub use grants::{Grant, KeyList, LeaseChanges, LeaseChangesPart};
 pub use namespace::{NamespaceRow, Slot, StoredEntry};
 pub use types::*;
 
-use grants::{Grant, KeyList, SharedGrant};
+use grants::SharedGrant;
 use namespace::Namespace;
 
 /// What changed since the last `take_changes`, for persistence.
