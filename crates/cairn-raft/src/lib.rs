@@ -3,7 +3,6 @@
 
 mod claims_rows;
 pub mod coalesce;
-pub mod codec;
 pub mod leader_watch;
 pub mod log_store;
 pub mod network;

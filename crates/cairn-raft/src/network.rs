@@ -350,7 +350,7 @@ impl PeerClient {
     {
         let action = kind.rpc_type();
         let ttl = option.soft_ttl();
-        let data = crate::codec::to_vec(req).map_err(|e| {
+        let data = postcard::to_allocvec(req).map_err(|e| {
             Failure::Network(NetworkError::from_string(format!(
                 "{action}: encode request: {e}"
             )))

@@ -200,7 +200,7 @@ fn encode_reply<T: Serialize>(what: &str, res: &Result<T, Fatal>) -> Result<Payl
     if let Err(fatal) = res {
         tracing::warn!("{what}: local raft stopped: {fatal}");
     }
-    crate::codec::to_vec(res)
+    postcard::to_allocvec(res)
         .map(|data| Payload { data })
         .map_err(|e| Status::internal(format!("{what}: encode reply: {e}")))
 }

@@ -144,7 +144,7 @@ fn io_err(context: &str, e: impl std::fmt::Display) -> io::Error {
 }
 
 fn encode<T: Serialize>(what: &str, value: &T) -> io::Result<Vec<u8>> {
-    crate::codec::to_vec(value).map_err(|e| io_err(what, e))
+    postcard::to_allocvec(value).map_err(|e| io_err(what, e))
 }
 
 fn decode<'a, T: Deserialize<'a>>(what: &str, bytes: &'a [u8]) -> io::Result<T> {

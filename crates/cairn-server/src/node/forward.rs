@@ -52,7 +52,7 @@ pub enum ForwardResponse {
 }
 
 pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, ServerError> {
-    cairn_raft::codec::to_vec(v)
+    postcard::to_allocvec(v)
         .map_err(|e| ServerError::Internal(format!("encode forward message: {e}")))
 }
 
