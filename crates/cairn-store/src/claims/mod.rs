@@ -265,19 +265,21 @@ impl Claims {
             self.deadlines.remove();
             self.by_session.ended(holder);
         }
-        granted.shrink();
-        let grant = SharedGrant::new(Grant {
-            session_id,
-            namespace: id,
-            deadline_ms,
-            keys: granted,
-        });
-        self.changes.leases.push_grant(grant.clone());
-        self.deadlines.insert(grant.clone());
-        let spaces = &self.spaces;
-        self.by_session.add(grant, now_ms, |id, key| {
-            leased_by(spaces, session_id, id, key)
-        });
+        if !granted.is_empty() {
+            granted.shrink();
+            let grant = SharedGrant::new(Grant {
+                session_id,
+                namespace: id,
+                deadline_ms,
+                keys: granted,
+            });
+            self.changes.leases.push_grant(grant.clone());
+            self.deadlines.insert(grant.clone());
+            let spaces = &self.spaces;
+            self.by_session.add(grant, now_ms, |id, key| {
+                leased_by(spaces, session_id, id, key)
+            });
+        }
         ClaimsOutput::CanOffload {
             statuses,
             lease_deadline_ms: deadline_ms,
