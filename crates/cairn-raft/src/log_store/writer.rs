@@ -713,11 +713,16 @@ mod tests {
         }
     }
 
-    #[test]
-    fn rows_that_come_during_a_checkpoint_are_held_then_written_in_one_go() {
+    /// A database and a row writer whose next commit is a checkpoint that
+    /// waits for the test's word (sent on the returned sender).
+    fn gated_writer() -> (
+        tempfile::TempDir,
+        Arc<Database>,
+        RowWriter,
+        mpsc::Sender<()>,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let db = Arc::new(Database::create(dir.path().join("db")).unwrap());
-        // The checkpoint waits for the test's word.
         let (go, gate) = mpsc::channel::<()>();
         let gate = Mutex::new(gate);
         let mut rows = RowWriter::with_checkpoint(move |db| {
@@ -725,6 +730,22 @@ mod tests {
             write_group(db, None, true)
         });
         rows.checkpoint.last -= CHECKPOINT_INTERVAL;
+        (dir, db, rows, go)
+    }
+
+    /// A job queue and its sending end.
+    fn queue() -> (SyncSender<Job>, Queue) {
+        let (tx, rx) = mpsc::sync_channel(4);
+        let queue = Queue {
+            rx,
+            queued: Arc::default(),
+        };
+        (tx, queue)
+    }
+
+    #[test]
+    fn rows_that_come_during_a_checkpoint_are_held_then_written_in_one_go() {
+        let (_dir, db, mut rows, go) = gated_writer();
         let (a, a_done) = row(&db, "a");
         rows.write(db.clone(), None, vec![a], true);
         assert!(a_done.load(Ordering::SeqCst) && has(&db, "a"));
@@ -735,11 +756,7 @@ mod tests {
         assert!(!b_done.load(Ordering::SeqCst) && !has(&db, "b"), "held");
 
         // A job queued meanwhile is taken at once, checkpoint or not.
-        let (tx, rx) = mpsc::sync_channel(4);
-        let queue = Queue {
-            rx,
-            queued: Arc::default(),
-        };
+        let (tx, queue) = queue();
         tx.send(Job::Run(Box::new(|| {}))).unwrap();
         assert!(matches!(rows.next_job(&queue), Some(Job::Run(_))));
         assert!(!b_done.load(Ordering::SeqCst));
@@ -755,24 +772,12 @@ mod tests {
 
     #[test]
     fn an_idle_writer_writes_held_rows_once_the_checkpoint_ends() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Arc::new(Database::create(dir.path().join("db")).unwrap());
-        let (go, gate) = mpsc::channel::<()>();
-        let gate = Mutex::new(gate);
-        let mut rows = RowWriter::with_checkpoint(move |db| {
-            gate.lock().unwrap().recv().ok();
-            write_group(db, None, true)
-        });
-        rows.checkpoint.last -= CHECKPOINT_INTERVAL;
+        let (_dir, db, mut rows, go) = gated_writer();
         let (a, _) = row(&db, "a");
         rows.write(db.clone(), None, vec![a], true);
         let (b, b_done) = row(&db, "b");
         rows.write(db.clone(), None, vec![b], true);
-        let (tx, rx) = mpsc::sync_channel(4);
-        let queue = Queue {
-            rx,
-            queued: Arc::default(),
-        };
+        let (tx, queue) = queue();
         go.send(()).unwrap();
         // No job comes; the writer polls, writes the held rows, and ends
         // when the queue closes.

@@ -55,16 +55,9 @@ impl Bucket {
 
     /// Every entry, merged or not, each once, in (namespace, key) order.
     fn entries(&self) -> Vec<(u32, ClaimKey)> {
-        let mut entries = self.sorted.clone();
-        if !self.grants.is_empty() {
-            for grant in &self.grants {
-                let id = grant.namespace;
-                entries.extend(grant.keys.iter().map(|key| (id, key)));
-            }
-            entries.sort_unstable();
-            entries.dedup();
-        }
-        entries
+        let mut merged = self.clone();
+        merged.sort();
+        merged.sorted
     }
 
     fn is_empty(&self) -> bool {
