@@ -199,5 +199,37 @@ fn claims(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, claims);
+/// What each member spends writing a 1,000-key `CanOffload` entry for its
+/// log or a follower's stream, and reading one back: packed (what is
+/// proposed) against listed (what logs before packing hold).
+fn claims_encoding(c: &mut Criterion) {
+    let mut g = c.benchmark_group("claims_encoding");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    let keys: Vec<ClaimKey> = (0..BATCH as u64).map(|n| ClaimKey::U64(hash(n))).collect();
+    let (namespace, session_id, now_ms) = (NS.to_string(), 1, 1_000);
+    let packed = Command::Claims(ClaimsCommand::CanOffload {
+        namespace: namespace.clone(),
+        session_id,
+        keys: keys.clone(),
+        now_ms,
+    });
+    let listed = Command::Claims(ClaimsCommand::CanOffloadListed {
+        namespace,
+        session_id,
+        keys,
+        now_ms,
+    });
+    for (name, cmd) in [("packed", &packed), ("listed", &listed)] {
+        g.bench_function(format!("encode_can_offload_1000_{name}"), |b| {
+            b.iter(|| postcard::to_allocvec(black_box(cmd)).unwrap())
+        });
+        let bytes = postcard::to_allocvec(cmd).unwrap();
+        g.bench_function(format!("decode_can_offload_1000_{name}"), |b| {
+            b.iter(|| postcard::from_bytes::<Command>(black_box(&bytes)).unwrap())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, claims, claims_encoding);
 criterion_main!(benches);

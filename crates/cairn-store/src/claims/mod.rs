@@ -26,6 +26,7 @@
 mod deadlines;
 mod grants;
 mod namespace;
+mod packed_keys;
 mod sessions;
 mod slot_table;
 mod types;
@@ -103,6 +104,12 @@ impl Claims {
         match cmd {
             ClaimsCommand::CreateNamespace { name, config } => self.create(name, config),
             ClaimsCommand::CanOffload {
+                namespace,
+                session_id,
+                keys,
+                ..
+            }
+            | ClaimsCommand::CanOffloadListed {
                 namespace,
                 session_id,
                 keys,

@@ -172,6 +172,64 @@ fn every_offload_status_transition() {
     );
 }
 
+/// Logs written before keys were packed hold `CanOffload` with listed
+/// keys at the variant index `CanOffloadListed` now has: such an entry
+/// still decodes and applies exactly as the packed command does.
+#[test]
+fn a_can_offload_from_an_old_log_applies_as_a_packed_one() {
+    let offload = |listed: bool, session_id, keys: &[u64]| {
+        let keys = keys.iter().map(|k| ClaimKey::U64(*k)).collect();
+        let (namespace, now_ms) = (NS.to_string(), 1_000);
+        if listed {
+            ClaimsCommand::CanOffloadListed {
+                namespace,
+                session_id,
+                keys,
+                now_ms,
+            }
+        } else {
+            ClaimsCommand::CanOffload {
+                namespace,
+                session_id,
+                keys,
+                now_ms,
+            }
+        }
+    };
+    // The variant indexes are the log format: pinned.
+    let encoded = |c: &ClaimsCommand| postcard::to_allocvec(c).unwrap();
+    assert_eq!(encoded(&offload(true, 7, &[1]))[0], 1);
+    assert_eq!(encoded(&offload(false, 7, &[1]))[0], 5);
+    // The listed form: index, namespace, session (zigzag), count, then a
+    // tagged varint per key, then now_ms.
+    let mut old = vec![1, 6];
+    old.extend_from_slice(NS.as_bytes());
+    old.extend_from_slice(&[14, 2, 0, 1, 0, 2, 0xe8, 0x07]);
+    let decoded: ClaimsCommand = postcard::from_bytes(&old).unwrap();
+    assert_eq!(decoded, offload(true, 7, &[1, 2]));
+
+    let mut answers = Vec::new();
+    for listed in [true, false] {
+        let mut w = World::new(NamespaceConfig::default());
+        let (a, b) = (w.session(60), w.session(60));
+        let mut statuses = Vec::new();
+        for (session, keys) in [(a, &[1, 2][..]), (b, &[2, 3]), (a, &[1])] {
+            let cmd = offload(listed, session, keys);
+            let cmd: ClaimsCommand = postcard::from_bytes(&encoded(&cmd)).unwrap();
+            match w.ok(cmd) {
+                ClaimsOutput::CanOffload { statuses: s, .. } => statuses.push(s),
+                other => panic!("{other:?}"),
+            }
+        }
+        answers.push((statuses, w.stats()));
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(
+        answers[0].0,
+        vec![vec![Granted, Granted], vec![Leased, Granted], vec![Granted]]
+    );
+}
+
 #[test]
 fn lease_expires_at_deadline_and_refresh_extends_it() {
     let mut w = World::new(NamespaceConfig {

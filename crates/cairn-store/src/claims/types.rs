@@ -125,7 +125,9 @@ pub enum ClaimsCommand {
         name: String,
         config: NamespaceConfig,
     },
-    CanOffload {
+    /// `CanOffload` as logs written before its keys were packed hold it:
+    /// decoded and applied, never proposed (same fields, same apply).
+    CanOffloadListed {
         namespace: String,
         session_id: i64,
         keys: Vec<ClaimKey>,
@@ -147,6 +149,15 @@ pub enum ClaimsCommand {
         keys: Vec<ClaimKey>,
         now_ms: u64,
     },
+    /// Last, so that the variants before keep their index in old logs.
+    CanOffload {
+        namespace: String,
+        session_id: i64,
+        /// Written packed (see [`super::packed_keys`]).
+        #[serde(with = "super::packed_keys")]
+        keys: Vec<ClaimKey>,
+        now_ms: u64,
+    },
 }
 
 impl ClaimsCommand {
@@ -155,6 +166,7 @@ impl ClaimsCommand {
         match self {
             ClaimsCommand::CreateNamespace { .. } => None,
             ClaimsCommand::CanOffload { now_ms, .. }
+            | ClaimsCommand::CanOffloadListed { now_ms, .. }
             | ClaimsCommand::Register { now_ms, .. }
             | ClaimsCommand::Remove { now_ms, .. }
             | ClaimsCommand::Touch { now_ms, .. } => Some(*now_ms),
@@ -166,6 +178,7 @@ impl ClaimsCommand {
         match self {
             ClaimsCommand::CreateNamespace { .. } => {}
             ClaimsCommand::CanOffload { now_ms, .. }
+            | ClaimsCommand::CanOffloadListed { now_ms, .. }
             | ClaimsCommand::Register { now_ms, .. }
             | ClaimsCommand::Remove { now_ms, .. }
             | ClaimsCommand::Touch { now_ms, .. } => *now_ms = at_ms,
