@@ -24,7 +24,7 @@ fn lid(index: u64) -> LogId {
 fn put(index: u64) -> Entry {
     Entry::new_normal(
         lid(index),
-        Request(cairn_store::Command::Put(cairn_store::PutRequest {
+        Request::from(cairn_store::Command::Put(cairn_store::PutRequest {
             key: format!("bench/{:010}", index % 10_000).into_bytes(),
             value: vec![b'v'; 256],
             ..Default::default()

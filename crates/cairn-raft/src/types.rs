@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::ops::Deref;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -19,25 +20,35 @@ openraft::declare_raft_types!(
         Node = CairnNode,
 );
 
-/// The application data one Raft log entry carries: a [`cairn_store::Command`].
+/// The application data one Raft log entry carries: a [`cairn_store::Command`],
+/// shared. openraft clones an entry each time it reads it from the log (each
+/// follower's stream, the apply) and a proposal is cloned on its way in; a
+/// `CanOffload` of 1,000 keys is 32 KB of keys to copy each time, where a
+/// shared command costs a reference count.
 ///
 /// openraft requires its `D` type to implement `Display` (for logging), which
 /// `cairn_store::Command` does not, and the orphan rule forbids implementing
 /// it here. This wrapper is `#[serde(transparent)]`: on disk and on the wire
-/// it is byte-for-byte a `Command`, so it can later be replaced by `Command`
-/// itself without a data migration.
+/// it is byte-for-byte a `Command` (serde writes an `Arc<T>` as its `T`), so
+/// it can later be replaced by `Command` itself without a data migration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct Request(pub cairn_store::Command);
+pub struct Request(pub Arc<cairn_store::Command>);
 
 impl Request {
     pub fn into_inner(self) -> cairn_store::Command {
-        self.0
+        Arc::unwrap_or_clone(self.0)
     }
 }
 
 impl From<cairn_store::Command> for Request {
     fn from(c: cairn_store::Command) -> Self {
+        Request(Arc::new(c))
+    }
+}
+
+impl From<Arc<cairn_store::Command>> for Request {
+    fn from(c: Arc<cairn_store::Command>) -> Self {
         Request(c)
     }
 }
@@ -55,7 +66,7 @@ impl fmt::Display for Request {
     /// of puts and transactions.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use cairn_store::Command;
-        match &self.0 {
+        match &*self.0 {
             Command::Put(p) => write!(f, "Put(key={}B, value={}B)", p.key.len(), p.value.len()),
             Command::Txn(t) => write!(
                 f,

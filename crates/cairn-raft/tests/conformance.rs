@@ -174,7 +174,7 @@ fn lid(term: u64, index: u64) -> LogId {
 }
 
 fn put(key: &str) -> Request {
-    Request(cairn_store::Command::Put(cairn_store::PutRequest {
+    Request::from(cairn_store::Command::Put(cairn_store::PutRequest {
         key: key.as_bytes().to_vec(),
         value: b"v".to_vec(),
         ..Default::default()

@@ -4,6 +4,8 @@
 //! membership changes that need the leader are forwarded to it in one of
 //! these messages (postcard inside the `Forward` RPC).
 
+use std::sync::Arc;
+
 use cairn_store::{Command, CommandResult};
 use serde::{Deserialize, Serialize};
 
@@ -11,8 +13,9 @@ use crate::error::ServerError;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ForwardRequest {
-    /// A batch of client commands, proposed in order as one batch.
-    Commands(Vec<Command>),
+    /// A batch of client commands, proposed in order as one batch (shared
+    /// with the sender's retry list; on the wire each is a `Command`).
+    Commands(Vec<Arc<Command>>),
     /// The leader's read index: a follower serves a linearizable read once
     /// it has applied this far.
     ReadIndex,

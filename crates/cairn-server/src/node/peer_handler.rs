@@ -20,7 +20,7 @@ impl NodePeerHandler {
                     return Err(ServerError::NoLeader);
                 }
                 Ok(ForwardResponse::Commands(
-                    node.router.propose_as_leader(&commands).await,
+                    node.router.propose_as_leader(commands).await,
                 ))
             }
             ForwardRequest::ReadIndex => node

@@ -131,15 +131,23 @@ impl Router {
         }
     }
 
-    /// Propose on this node, which believes it leads.
-    async fn propose_local(&self, commands: &[Command]) -> Vec<Outcome> {
-        let n = commands.len();
+    /// Stamps the commands with this leader's cluster time, in place:
+    /// a command no one else holds is not copied.
+    fn stamp<'a>(&self, commands: impl IntoIterator<Item = &'a mut Arc<Command>>) {
         let now_ms = self.clock.now_ms();
-        let stamped = commands.iter().cloned().map(|mut c| {
-            c.restamp(now_ms);
-            Request(c)
-        });
-        let stream = match self.raft.client_write_many(stamped).await {
+        for c in commands {
+            Arc::make_mut(c).restamp(now_ms);
+        }
+    }
+
+    /// Propose stamped commands on this node, which believes it leads.
+    async fn propose_local(&self, commands: Vec<Arc<Command>>) -> Vec<Outcome> {
+        let n = commands.len();
+        let stream = match self
+            .raft
+            .client_write_many(commands.into_iter().map(Request))
+            .await
+        {
             Ok(s) => s,
             Err(fatal) => {
                 return (0..n)
@@ -173,8 +181,9 @@ impl Router {
     /// so (nothing appended, the sender retries elsewhere).
     pub async fn propose_as_leader(
         &self,
-        commands: &[Command],
+        mut commands: Vec<Arc<Command>>,
     ) -> Vec<Result<CommandResult, ServerError>> {
+        self.stamp(&mut commands);
         self.propose_local(commands)
             .await
             .into_iter()
@@ -247,6 +256,9 @@ impl BatchSink for Router {
         commands: Vec<Command>,
     ) -> Vec<Result<CommandResult, ServerError>> {
         let deadline = Instant::now() + self.request_timeout;
+        // Shared from here on: a retry keeps its own reference, so the
+        // proposal and the forward take no copy of a command.
+        let mut commands: Vec<Arc<Command>> = commands.into_iter().map(Arc::new).collect();
         let mut results: Vec<Option<Result<CommandResult, ServerError>>> =
             vec![None; commands.len()];
         loop {
@@ -256,14 +268,23 @@ impl BatchSink for Router {
             if pending.is_empty() {
                 break;
             }
-            let batch: Vec<Command> = pending.iter().map(|i| commands[*i].clone()).collect();
             if self.raft.is_leader() {
-                for (i, outcome) in pending.iter().zip(self.propose_local(&batch).await) {
+                // Stamped before they are shared with the batch.
+                self.stamp(
+                    commands
+                        .iter_mut()
+                        .enumerate()
+                        .filter(|(i, _)| results[*i].is_none())
+                        .map(|(_, c)| c),
+                );
+                let batch = pending.iter().map(|i| commands[*i].clone()).collect();
+                for (i, outcome) in pending.iter().zip(self.propose_local(batch).await) {
                     if let Outcome::Done(r) = outcome {
                         results[*i] = Some(r);
                     }
                 }
             } else {
+                let batch = pending.iter().map(|i| commands[*i].clone()).collect();
                 let answers = match self.forward(&ForwardRequest::Commands(batch)).await {
                     Ok(ForwardResponse::Commands(rs)) if rs.len() == pending.len() => rs,
                     Ok(other) => vec![
