@@ -21,7 +21,8 @@ use crate::endpoints::Endpoints;
 use crate::error::ClientError;
 use crate::options::{jitter, ClientOptions};
 use crate::retry::{
-    classify, describe, is_connect_error, is_deadline, leader_hint, CallKind, Disposition, Failure,
+    classify, describe, is_connect_error, is_deadline, leader_hint, named_leader, CallKind,
+    Disposition, Failure,
 };
 use crate::snapshot::SnapshotStream;
 use crate::txn::{Txn, TxnOp, TxnResponse};
@@ -257,11 +258,20 @@ impl Client {
         F: Fn(Channel, tonic::Request<Req>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
+        let follow = self.inner.options.follow_leader;
         self.with_retry(op, kind, |ch, remaining| {
             let mut r = tonic::Request::new(request.clone());
             r.set_timeout(remaining);
             let fut = call(ch, r);
-            async move { fut.await.map(tonic::Response::into_inner) }
+            async move {
+                let response = fut.await?;
+                if follow {
+                    if let Some(leader) = named_leader(response.metadata()) {
+                        self.inner.endpoints.follow_leader(leader);
+                    }
+                }
+                Ok(response.into_inner())
+            }
         })
         .await
     }

@@ -123,6 +123,22 @@ impl Endpoints {
         false
     }
 
+    /// A follower answered and named `leader`: use it from now on (adding
+    /// it when unknown and there is room). Nothing changes when it already
+    /// is the current endpoint, which is every call once moved.
+    pub(crate) fn follow_leader(&self, leader: &str) {
+        {
+            let slots = self.read();
+            let current = self.current.load(Ordering::Acquire) % slots.len();
+            if slots[current].url == leader {
+                return;
+            }
+        }
+        if let Some(idx) = self.index_of_or_add(leader) {
+            self.current.store(idx, Ordering::Release);
+        }
+    }
+
     fn index_of_or_add(&self, url: &str) -> Option<usize> {
         let url = normalize_endpoint(url).ok()?;
         if let Some(i) = self.read().iter().position(|s| s.url == url) {
@@ -227,6 +243,29 @@ mod tests {
         // A hint naming the failed endpoint itself rotates.
         assert!(!e.on_failure(1, Some("http://b:2")));
         assert_eq!(e.current_url(), "http://c:3");
+    }
+
+    #[tokio::test]
+    async fn a_named_leader_is_followed_when_there_is_room() {
+        let opts = ClientOptions {
+            max_endpoints: 3,
+            ..ClientOptions::default()
+        };
+        let e = Endpoints::new(&urls(&["a:1", "b:2"]), &opts).unwrap();
+        e.follow_leader("http://b:2");
+        assert_eq!(e.current_url(), "http://b:2");
+        // Named as the current one: nothing moves.
+        e.follow_leader("http://b:2");
+        assert_eq!(e.current_url(), "http://b:2");
+        // Unknown: added, then used.
+        e.follow_leader("c:3");
+        assert_eq!(e.current_url(), "http://c:3");
+        assert_eq!(e.urls().len(), 3);
+        // No room, or not a URL: stay.
+        e.follow_leader("http://d:4");
+        e.follow_leader("not a url at all/");
+        assert_eq!(e.current_url(), "http://c:3");
+        assert_eq!(e.urls().len(), 3);
     }
 
     #[tokio::test]

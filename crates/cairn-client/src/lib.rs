@@ -22,7 +22,10 @@
 //! when a Cairn member names the leader in the `cairn-leader` metadata, to
 //! the leader) and retries after an exponential, capped, jittered backoff,
 //! within [`RetryPolicy::max_attempts`] tries and
-//! [`ClientOptions::request_timeout`] overall.
+//! [`ClientOptions::request_timeout`] overall. A follower's answers name
+//! the leader (`cairn-leader` response header); the client then sends
+//! everything there, so writes skip the follower's forwarding hop
+//! ([`ClientOptions::follow_leader`], on by default).
 //!
 //! Reads are retried on any `Unavailable`. Writes are retried only when
 //! they surely were not delivered (connection failures, `etcdserver: no

@@ -21,6 +21,11 @@ pub struct ClientOptions {
     /// Most endpoints the client keeps channels for: the given ones plus
     /// leaders it was redirected to.
     pub max_endpoints: usize,
+    /// Move to the leader a follower names in its answers (the
+    /// `cairn-leader` response header), so writes skip the forwarding hop
+    /// there (a round trip and two thread hand-offs each). Turn it off when
+    /// the members' advertised client URLs are not reachable from here.
+    pub follow_leader: bool,
 }
 
 impl Default for ClientOptions {
@@ -32,6 +37,7 @@ impl Default for ClientOptions {
             max_response_bytes: 64 * 1024 * 1024,
             max_request_bytes: 64 * 1024 * 1024,
             max_endpoints: 32,
+            follow_leader: true,
         }
     }
 }

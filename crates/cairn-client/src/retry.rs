@@ -140,11 +140,15 @@ pub(crate) fn is_deadline(status: &Status) -> bool {
 
 /// The leader's client URL if the status names one.
 pub(crate) fn leader_hint(status: &Status) -> Option<String> {
-    status
-        .metadata()
+    named_leader(status.metadata()).map(str::to_owned)
+}
+
+/// The leader's client URL if this metadata (an error's, or a follower's
+/// answer) names one.
+pub(crate) fn named_leader(metadata: &tonic::metadata::MetadataMap) -> Option<&str> {
+    metadata
         .get(LEADER_METADATA_KEY)
         .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
         .filter(|s| !s.is_empty())
 }
 

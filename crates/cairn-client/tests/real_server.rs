@@ -352,8 +352,13 @@ async fn cluster_and_maintenance() {
 
 /// Three members; the client knows a dead endpoint too. Writes keep being
 /// acknowledged across the loss of the leader.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn writes_survive_leader_loss() {
+/// Three in-process members on fresh ports, a leader elected; with their
+/// (client, peer) ports.
+async fn three_members() -> (
+    tempfile::TempDir,
+    Vec<Option<RunningServer>>,
+    Vec<(u16, u16)>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
     let initial = (0..3)
@@ -370,6 +375,71 @@ async fn writes_survive_leader_loss() {
     for s in servers.iter().flatten() {
         wait_leader(s).await;
     }
+    // Members publish their client URLs once the cluster runs (as etcd's
+    // do): wait until every member knows every other's.
+    let deadline = Instant::now() + WAIT;
+    for s in servers.iter().flatten() {
+        while s.node.members().iter().any(|m| m.client_urls.is_empty()) {
+            assert!(Instant::now() < deadline, "client URLs not published");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    (dir, servers, ports)
+}
+
+/// The index of the member every running member follows.
+fn leader_index(servers: &[Option<RunningServer>]) -> usize {
+    let leader_id = servers.iter().flatten().next().unwrap().node.leader_id();
+    servers
+        .iter()
+        .position(|s| {
+            s.as_ref()
+                .is_some_and(|s| Some(s.node.member_id()) == leader_id)
+        })
+        .unwrap()
+}
+
+/// Given only a follower, the client moves to the leader that follower
+/// names in its first answer, so later writes skip the forwarding hop;
+/// with `follow_leader` off it stays where it was told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_moves_to_the_leader_a_follower_names() {
+    let (_dir, servers, _) = three_members().await;
+    let leader = leader_index(&servers);
+    let leader_url = servers[leader].as_ref().unwrap().client_url();
+    let follower_url = servers[(leader + 1) % 3].as_ref().unwrap().client_url();
+
+    let c = Client::connect(vec![follower_url.clone()], options())
+        .await
+        .unwrap();
+    assert_eq!(c.current_endpoint(), follower_url);
+    c.put("moved", "1", PutOptions::default()).await.unwrap();
+    assert_eq!(c.current_endpoint(), leader_url);
+    assert_eq!(
+        c.endpoints(),
+        vec![follower_url.clone(), leader_url.clone()]
+    );
+    c.put("moved", "2", PutOptions::default()).await.unwrap();
+    assert_eq!(c.current_endpoint(), leader_url);
+
+    let stay = ClientOptions {
+        follow_leader: false,
+        ..options()
+    };
+    let c = Client::connect(vec![follower_url.clone()], stay)
+        .await
+        .unwrap();
+    c.put("stayed", "1", PutOptions::default()).await.unwrap();
+    assert_eq!(c.current_endpoint(), follower_url);
+    assert_eq!(c.endpoints(), vec![follower_url]);
+    for s in servers.into_iter().flatten() {
+        s.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_survive_leader_loss() {
+    let (_dir, mut servers, ports) = three_members().await;
     let mut endpoints = vec![format!("http://127.0.0.1:{}", free_port())];
     endpoints.extend(ports.iter().map(|(c, _)| format!("http://127.0.0.1:{c}")));
     let c = Client::connect(endpoints, options()).await.unwrap();
@@ -379,11 +449,7 @@ async fn writes_survive_leader_loss() {
             .await
             .unwrap();
     }
-    let leader_id = servers[0].as_ref().unwrap().node.leader_id().unwrap();
-    let leader = servers
-        .iter()
-        .position(|s| s.as_ref().unwrap().node.member_id() == leader_id)
-        .unwrap();
+    let leader = leader_index(&servers);
     servers[leader].take().unwrap().shutdown().await;
 
     let mut acked = 10;

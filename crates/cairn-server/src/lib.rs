@@ -8,6 +8,7 @@ pub mod authority_fix;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod leader_hint;
 pub mod node;
 pub mod proposer;
 pub mod restore;

@@ -13,6 +13,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
 use crate::config::ServerConfig;
+use crate::leader_hint::{LeaderHint, LeaderHintLayer};
 use crate::node::peer_handler::NodePeerHandler;
 use crate::node::{Node, StartError};
 use crate::services;
@@ -92,11 +93,13 @@ pub async fn start(mut config: ServerConfig) -> Result<RunningServer, StartError
     });
 
     let routes = services::routes(node.clone(), limits);
+    let hint = LeaderHintLayer(Arc::new(LeaderHint::new(node.clone())));
     let client_task = tokio::spawn({
         let stopped = stopped.clone();
         async move {
             let result = Server::builder()
                 .accept_http1(true)
+                .layer(hint)
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(
                     crate::authority_fix::incoming(client_listener),

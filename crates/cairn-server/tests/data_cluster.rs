@@ -175,3 +175,58 @@ async fn followers_serve_kv_watch_and_lease() -> Result {
     tokio::time::timeout(WAIT, c.shutdown()).await?;
     Ok(())
 }
+
+/// A follower's answers name the leader (`cairn-leader`), so a client can
+/// move there and skip the forwarding hop; the leader's answers name no one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn followers_name_the_leader_in_their_answers() -> Result {
+    let c = Cluster::start(3, |_| {}).await;
+    let leader = c.wait_leader(ELECTION).await;
+    let follower = (leader + 1) % 3;
+    let leader_url = c.members[leader].server.as_ref().unwrap().client_url();
+    // Members publish their client URLs once the cluster runs (as etcd's
+    // do); until the follower knows the leader's, it has nothing to name.
+    let leader_id = c.node(leader).member_id();
+    wait_until("the follower knows the leader's client URL", WAIT, || {
+        let known = c
+            .node(follower)
+            .members()
+            .into_iter()
+            .any(|m| m.id == leader_id && m.client_urls.first() == Some(&leader_url));
+        async move { known }
+    })
+    .await;
+
+    let mut kv = KvClient::new(channel(&c, follower).await?);
+    let answer = kv
+        .put(PutRequest {
+            key: "hint".into(),
+            value: "v".into(),
+            ..Default::default()
+        })
+        .await?;
+    let named = answer
+        .metadata()
+        .get("cairn-leader")
+        .and_then(|v| v.to_str().ok());
+    assert_eq!(named, Some(leader_url.as_str()));
+    // Reads answered by a follower name it too.
+    let read = kv
+        .range(RangeRequest {
+            key: "hint".into(),
+            ..Default::default()
+        })
+        .await?;
+    assert!(read.metadata().get("cairn-leader").is_some());
+
+    let mut kv = KvClient::new(channel(&c, leader).await?);
+    let answer = kv
+        .put(PutRequest {
+            key: "hint".into(),
+            value: "w".into(),
+            ..Default::default()
+        })
+        .await?;
+    assert!(answer.metadata().get("cairn-leader").is_none());
+    Ok(())
+}
