@@ -27,7 +27,7 @@
 //! is found it is used as is.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -118,13 +118,7 @@ fn locate_or_build() -> Result<PathBuf, String> {
         .ok_or_else(|| "cargo build -p cairn succeeded but no binary found".into())
 }
 
-/// A free TCP port on 127.0.0.1 (released before use, as usual).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port")
-}
+pub use crate::ports::free_port;
 
 /// Client and peer port of every member inside a [`NetLab`] (each member
 /// has its own address there); a re-added member gets peer port

@@ -58,6 +58,7 @@ mod minimize;
 pub mod model;
 pub mod names;
 pub mod netns;
+pub mod ports;
 pub mod proxy;
 pub mod side_workloads;
 pub mod watch_check;

@@ -1,6 +1,6 @@
 //! The client against real in-process Cairn members on 127.0.0.1.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -18,13 +18,7 @@ use tokio::time::Instant;
 /// Longest any single wait may take.
 const WAIT: Duration = Duration::from_secs(15);
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use cairn_chaos::ports::free_port;
 
 fn member_config(name: &str, dir: PathBuf, client: u16, peer: u16) -> ServerConfig {
     ServerConfig {

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::future::Future;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -14,15 +14,7 @@ use cairn_server::ServerConfig;
 use cairn_store::{Command, CommandResult, KeyRange, PutRequest, RangeRequest};
 use tokio::time::Instant;
 
-/// Reserve a free port by binding then releasing it. Members must know each
-/// other's peer URLs before they start, so port 0 alone does not do.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use cairn_chaos::ports::free_port;
 
 /// Poll `cond` until it holds or `timeout` passes.
 pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut cond: F)

@@ -4,37 +4,13 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A port nothing listens on, for a server started later.
-///
-/// Not one the kernel hands out for port 0: those come from the ephemeral
-/// range (32768–60999 on Linux), which is also where every outgoing
-/// connection of every test running beside this one takes its source
-/// port, so between this call and the server's bind the port could be
-/// taken (CI once saw a member never come up). Ports below that range
-/// are only ever taken by a bind; this process walks them from an offset
-/// of its own, so test binaries run one after another do not start on
-/// the ports the last one left lingering.
-pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    const LOW: u32 = 20_000;
-    const SPAN: u32 = 12_000;
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let offset = std::process::id() % 1_000 * 12;
-    for _ in 0..SPAN {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = (LOW + (offset + n) % SPAN) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port in {LOW}..{}", LOW + SPAN);
-}
+pub use cairn_chaos::ports::free_port;
 
 /// Poll `cond` every 20 ms until it holds; panic after `timeout`.
 pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
