@@ -24,6 +24,12 @@ const STEP_MS: u64 = 100;
 /// than any cache (no lease expires: time moves 1 ms per request).
 const BIG_TABLE_REQUESTS: usize = 4_000;
 
+/// Cluster time per request in the steady-state benchmark: a 30 s lease
+/// outlives 30,000 / 7 ≈ 4,300 requests, so ~4.3 M leases are live.
+const STEADY_STEP_MS: u64 = 7;
+/// Most claim leases one tick expires (the server's bound).
+const EXPIRIES_PER_TICK: u32 = 10_000;
+
 /// splitmix64: distinct, well-spread block hashes without a RNG crate.
 fn hash(n: u64) -> u64 {
     let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -97,11 +103,19 @@ impl World {
         }
         black_box(self.store.take_changes());
         self.now_ms += self.step_ms;
+        self.tick(1_000);
+    }
+
+    /// A tick at the current time expiring up to `max_expiries` claim
+    /// leases; returns the number it expired.
+    fn tick(&mut self, max_expiries: u32) -> u64 {
+        let before = self.store.claims().lease_count();
         self.store.apply(&Command::Tick {
             now_ms: self.now_ms,
-            max_expiries: 1_000,
+            max_expiries,
         });
         black_box(self.store.take_changes());
+        (before - self.store.claims().lease_count()) as u64
     }
 
     fn offload(&mut self, keys: Vec<ClaimKey>) {
@@ -194,6 +208,49 @@ fn claims(c: &mut Criterion) {
         b.iter(|| {
             let keys = w.fresh_keys();
             w.offload(keys)
+        })
+    });
+    drop(w);
+    // The same in a steady state: as many leases expire as are granted
+    // (the tick after each request expires ~1,000), ~4 M live. Against the
+    // one above, this is what expiring a lease costs.
+    let mut w = World::with_step(STEADY_STEP_MS);
+    for _ in 0..BIG_TABLE_REQUESTS + 1_000 {
+        let keys = w.fresh_keys();
+        w.offload(keys);
+    }
+    g.bench_function("can_offload_1000_steady_4m", |b| {
+        b.iter(|| {
+            let keys = w.fresh_keys();
+            w.offload(keys)
+        })
+    });
+    // Only the expiry: a tick as the leader proposes them under load
+    // (up to 10,000 leases), after ten requests' worth of leases came due;
+    // they were granted ~4,300 requests before, so they are long cold.
+    g.throughput(Throughput::Elements(EXPIRIES_PER_TICK as u64));
+    g.bench_function("expire_10000_steady_4m", |b| {
+        b.iter_custom(|iters| {
+            let mut timed = Duration::ZERO;
+            for _ in 0..iters {
+                for _ in 0..EXPIRIES_PER_TICK as usize / BATCH {
+                    let keys = w.fresh_keys();
+                    let cmd = ClaimsCommand::CanOffload {
+                        namespace: NS.into(),
+                        session_id: w.session_id,
+                        keys,
+                        now_ms: w.now_ms,
+                    };
+                    w.store.apply(&Command::Claims(cmd));
+                    black_box(w.store.take_changes());
+                    w.now_ms += w.step_ms;
+                }
+                let started = Instant::now();
+                let expired = w.tick(EXPIRIES_PER_TICK);
+                timed += started.elapsed();
+                assert!(expired > 0, "nothing expired");
+            }
+            timed
         })
     });
     g.finish();

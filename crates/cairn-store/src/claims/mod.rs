@@ -33,7 +33,7 @@ mod types;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use deadlines::Deadlines;
+use deadlines::{Deadlines, DueLeases};
 use sessions::SessionLeases;
 
 use serde::{Deserialize, Serialize};
@@ -431,17 +431,17 @@ impl Claims {
         released
     }
 
-    /// Expire up to `max` leases whose deadline is at or before `now_ms`.
+    /// Expire up to `max` leases whose deadline is at or before `now_ms`
+    /// (see [`deadlines::DueLeases`] for how).
     pub fn expire_due(&mut self, now_ms: u64, max: usize) -> u64 {
-        let spaces = &self.spaces;
-        let due = self
-            .deadlines
-            .take_due(now_ms, max, |d, id, key| leased_until(spaces, d, id, key));
-        for (id, key) in &due {
-            self.drop_lease(*id, key);
-            self.ns(*id).row.counters.expired += 1;
-        }
-        due.len() as u64
+        let mut expiry = Expiry {
+            spaces: &mut self.spaces,
+            by_session: &mut self.by_session,
+            changes: &mut self.changes,
+        };
+        let ended = self.deadlines.take_due(now_ms, max, &mut expiry);
+        self.deadlines.removed(ended.len());
+        ended.len() as u64
     }
 
     /// Earliest claim lease deadline (cluster ms).
@@ -615,6 +615,35 @@ fn lease_of(spaces: &BTreeMap<u32, Namespace>, id: u32, key: &ClaimKey) -> Optio
 }
 
 /// Whether `key` of namespace `id` holds a lease of `session_id`.
+/// Ends due leases for [`Claims::expire_due`].
+struct Expiry<'a> {
+    spaces: &'a mut BTreeMap<u32, Namespace>,
+    by_session: &'a mut SessionLeases,
+    changes: &'a mut ClaimsChanges,
+}
+
+impl DueLeases for Expiry<'_> {
+    fn prefetch(&self, id: u32, key: &ClaimKey) {
+        if let Some(ns) = self.spaces.get(&id) {
+            ns.slots.prefetch(key);
+        }
+    }
+
+    fn end(&mut self, deadline_ms: u64, id: u32, key: &ClaimKey) -> bool {
+        let Some(ns) = self.spaces.get_mut(&id) else {
+            return false;
+        };
+        let Some(session_id) = ns.remove_lease_ending(key, deadline_ms) else {
+            return false;
+        };
+        ns.row.counters.expired += 1;
+        self.changes.namespaces.insert(id);
+        self.by_session.ended(session_id);
+        self.changes.leases.push((id, key.clone(), None));
+        true
+    }
+}
+
 fn leased_by(spaces: &BTreeMap<u32, Namespace>, session_id: i64, id: u32, key: &ClaimKey) -> bool {
     lease_of(spaces, id, key).is_some_and(|(s, _)| s == session_id)
 }

@@ -64,7 +64,7 @@ type EvictKey = (Reverse<u64>, u64, ClaimKey);
 /// How far ahead of the key it works on a request prefetches: enough
 /// misses in flight to cover memory's latency, near enough that the lines
 /// are still in cache when their turn comes.
-const PREFETCH_AHEAD: usize = 8;
+pub(crate) const PREFETCH_AHEAD: usize = 8;
 
 /// Shards of [`SlotMap`]; at most 256 (a shard index is a byte).
 const SLOT_SHARDS: usize = 256;
@@ -289,7 +289,8 @@ impl SlotMap {
         }
     }
 
-    fn prefetch(&self, key: &ClaimKey) {
+    /// Starts loading the bucket `key` would be in (a hint: never faults).
+    pub fn prefetch(&self, key: &ClaimKey) {
         match key {
             ClaimKey::U64(k) => self.u64s.prefetch(k),
             ClaimKey::U128(k) => self.u128s.prefetch(k),
@@ -377,6 +378,23 @@ impl Namespace {
             }
         }
         self.slots.insert(key, slot);
+    }
+
+    /// Remove the key's lease if it ends at `deadline_ms` (else the
+    /// deadline entry asking is stale); returns its session.
+    pub fn remove_lease_ending(&mut self, key: &ClaimKey, deadline_ms: u64) -> Option<i64> {
+        match self.slots.get(key) {
+            Some(Slot::Leased {
+                session_id,
+                deadline_ms: d,
+            }) if *d == deadline_ms => {
+                let session_id = *session_id;
+                self.slots.remove(key);
+                self.leases -= 1;
+                Some(session_id)
+            }
+            _ => None,
+        }
     }
 
     /// Remove a lease slot; returns its (session, deadline).
