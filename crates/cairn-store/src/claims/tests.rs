@@ -837,3 +837,49 @@ fn refreshing_repeated_and_expired_keys_keeps_every_session_releasable() {
     assert_eq!(w.offload(a, &[1]), vec![Granted], "b's lease was released");
     check_invariants(&w);
 }
+
+#[test]
+fn a_tick_ends_exactly_the_live_due_leases_among_stale_entries() {
+    // Five leases due at one deadline, three of whose entries have gone
+    // stale by then: 3 was stored, 4 refreshed to a later deadline, 2
+    // stored, removed and leased by `b` until later. Only 1 and 5 end.
+    let mut w = World::new(NamespaceConfig {
+        lease_ttl_ms: 5_000,
+        ..Default::default()
+    });
+    let a = w.session(600);
+    let b = w.session(600);
+    w.offload(a, &[5, 4, 3, 2, 1]);
+    w.register(a, &[3, 2]);
+    let now_ms = w.now_ms;
+    w.ok(ClaimsCommand::Remove {
+        namespace: NS.into(),
+        keys: World::keys(&[2]),
+        now_ms,
+    });
+    w.tick(2_000);
+    w.offload(a, &[4]);
+    w.offload(b, &[2]);
+    w.store.take_changes();
+    let before = w.stats();
+    assert_eq!(before.active_leases, 4);
+
+    w.tick(3_000);
+    let after = w.stats();
+    assert_eq!(after.active_leases, 2, "4 (refreshed) and 2 (b's) stay");
+    assert_eq!(after.counters.expired - before.counters.expired, 2);
+    assert_eq!(w.store.claims().lease_count(), 2);
+    assert_eq!(w.store.claims().leases_of(a), 1);
+    assert_eq!(w.store.claims().leases_of(b), 1);
+    let changes = w.store.take_changes().claims;
+    assert_eq!(
+        changes.leases.iter().collect::<Vec<_>>(),
+        vec![(1, ClaimKey::U64(1), None), (1, ClaimKey::U64(5), None)],
+        "the ended leases, in key order"
+    );
+    assert_eq!(changes.namespaces, [1].into_iter().collect());
+    assert_eq!(w.offload(b, &[1, 5, 4]), {
+        use OffloadStatus::*;
+        vec![Granted, Granted, Leased]
+    });
+}
