@@ -102,11 +102,6 @@ impl Deadlines {
         self.live = self.live.saturating_sub(1);
     }
 
-    /// `n` leases [`take_due`](Self::take_due) returned have ended.
-    pub fn removed(&mut self, n: usize) {
-        self.live = self.live.saturating_sub(n);
-    }
-
     /// Number of live leases.
     pub fn len(&self) -> usize {
         self.live
@@ -114,17 +109,11 @@ impl Deadlines {
 
     /// Ends up to `max` live leases due at `now_ms`, in (deadline,
     /// namespace, key) order, through `leases` (which tells a live entry
-    /// from a stale one), and returns them; the caller then calls
-    /// [`Deadlines::removed`]. Stale entries of the buckets read are
-    /// dropped, and buckets emptied go.
-    pub fn take_due(
-        &mut self,
-        now_ms: u64,
-        max: usize,
-        leases: &mut impl DueLeases,
-    ) -> Vec<(u32, ClaimKey)> {
-        let mut due = Vec::new();
-        while due.len() < max {
+    /// from a stale one), and returns how many it ended. Stale entries of
+    /// the buckets read are dropped, and buckets emptied go.
+    pub fn take_due(&mut self, now_ms: u64, max: usize, leases: &mut impl DueLeases) -> usize {
+        let mut ended = 0;
+        while ended < max {
             let Some(mut entry) = self.buckets.first_entry() else {
                 break;
             };
@@ -139,7 +128,7 @@ impl Deadlines {
                 leases.prefetch(*id, key);
             }
             for (i, (id, key)) in bucket.sorted.iter().enumerate() {
-                if due.len() >= max {
+                if ended >= max {
                     break;
                 }
                 if let Some((id, key)) = bucket.sorted.get(i + PREFETCH_AHEAD) {
@@ -147,7 +136,7 @@ impl Deadlines {
                 }
                 taken += 1;
                 if leases.end(deadline, *id, key) {
-                    due.push((*id, key.clone()));
+                    ended += 1;
                 }
             }
             bucket.sorted.drain(..taken);
@@ -155,7 +144,8 @@ impl Deadlines {
                 entry.remove();
             }
         }
-        due
+        self.live = self.live.saturating_sub(ended);
+        ended
     }
 
     /// The earliest deadline of a live lease.
@@ -194,15 +184,38 @@ mod tests {
     use crate::claims::grants::{Grant, KeyList};
     use std::collections::BTreeSet;
 
-    /// Ends nothing: `is_live` only tells live entries from stale ones.
-    struct Check<F>(F);
+    /// Records the entries `is_live` calls live as ended.
+    struct Check<F> {
+        is_live: F,
+        ended: Vec<(u32, ClaimKey)>,
+    }
 
     impl<F: Fn(u64, u32, &ClaimKey) -> bool> DueLeases for Check<F> {
         fn prefetch(&self, _: u32, _: &ClaimKey) {}
 
         fn end(&mut self, deadline_ms: u64, id: u32, key: &ClaimKey) -> bool {
-            (self.0)(deadline_ms, id, key)
+            let live = (self.is_live)(deadline_ms, id, key);
+            if live {
+                self.ended.push((id, key.clone()));
+            }
+            live
         }
+    }
+
+    /// The leases `take_due` ends, in order.
+    fn due(
+        d: &mut Deadlines,
+        now_ms: u64,
+        max: usize,
+        is_live: impl Fn(u64, u32, &ClaimKey) -> bool,
+    ) -> Vec<(u32, ClaimKey)> {
+        let mut check = Check {
+            is_live,
+            ended: Vec::new(),
+        };
+        let n = d.take_due(now_ms, max, &mut check);
+        assert_eq!(n, check.ended.len());
+        check.ended
     }
 
     fn k(n: u64) -> ClaimKey {
@@ -242,16 +255,10 @@ mod tests {
         assert_eq!(listed, live.iter().cloned().collect::<Vec<_>>());
         assert_eq!(d.entries().count(), 4, "the repeat listed once");
 
-        assert_eq!(d.take_due(9, 10, &mut Check(is_live)), vec![]);
-        assert_eq!(
-            d.take_due(25, 2, &mut Check(is_live)),
-            vec![(1, k(3)), (1, k(9))]
-        );
-        assert_eq!(
-            d.take_due(25, 10, &mut Check(is_live)),
-            vec![(2, k(1)), (1, k(5))]
-        );
-        assert_eq!(d.take_due(25, 10, &mut Check(is_live)), vec![]);
+        assert_eq!(due(&mut d, 9, 10, is_live), vec![]);
+        assert_eq!(due(&mut d, 25, 2, is_live), vec![(1, k(3)), (1, k(9))]);
+        assert_eq!(due(&mut d, 25, 10, is_live), vec![(2, k(1)), (1, k(5))]);
+        assert_eq!(due(&mut d, 25, 10, is_live), vec![]);
         assert!(d.buckets.is_empty());
     }
 
@@ -264,14 +271,10 @@ mod tests {
         d.remove();
         let is_live = |_: u64, _: u32, key: &ClaimKey| *key != k(1);
         assert_eq!(d.first(is_live), Some(10));
-        assert_eq!(
-            d.take_due(10, 2, &mut Check(is_live)),
-            vec![(1, k(2)), (1, k(3))]
-        );
+        assert_eq!(due(&mut d, 10, 2, is_live), vec![(1, k(2)), (1, k(3))]);
         assert!(d.buckets.is_empty());
-        // The caller ends the two leases.
-        d.remove();
-        d.remove();
+        // The two it ended are no longer counted.
+        assert_eq!(d.len(), 0);
         let none = |_: u64, _: u32, _: &ClaimKey| false;
         d.insert(grant(30, 1, &[4]));
         d.remove();

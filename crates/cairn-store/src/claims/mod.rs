@@ -392,12 +392,19 @@ impl Claims {
         ClaimsOutput::Touch { present }
     }
 
+    /// What ending a lease touches besides the deadline index.
+    fn lease_ends(&mut self) -> LeaseEnds<'_> {
+        LeaseEnds {
+            spaces: &mut self.spaces,
+            by_session: &mut self.by_session,
+            changes: &mut self.changes,
+        }
+    }
+
     /// Remove a lease slot and its index entries; returns its holder.
     fn drop_lease(&mut self, id: u32, key: &ClaimKey) -> Option<i64> {
-        let (session_id, _) = self.ns(id).remove_lease(key)?;
+        let session_id = self.lease_ends().end(id, key, |_, _| true)?;
         self.deadlines.remove();
-        self.by_session.ended(session_id);
-        self.changes.leases.push((id, key.clone(), None));
         Some(session_id)
     }
 
@@ -434,14 +441,12 @@ impl Claims {
     /// Expire up to `max` leases whose deadline is at or before `now_ms`
     /// (see [`deadlines::DueLeases`] for how).
     pub fn expire_due(&mut self, now_ms: u64, max: usize) -> u64 {
-        let mut expiry = Expiry {
+        let mut ends = LeaseEnds {
             spaces: &mut self.spaces,
             by_session: &mut self.by_session,
             changes: &mut self.changes,
         };
-        let ended = self.deadlines.take_due(now_ms, max, &mut expiry);
-        self.deadlines.removed(ended.len());
-        ended.len() as u64
+        self.deadlines.take_due(now_ms, max, &mut ends) as u64
     }
 
     /// Earliest claim lease deadline (cluster ms).
@@ -614,15 +619,34 @@ fn lease_of(spaces: &BTreeMap<u32, Namespace>, id: u32, key: &ClaimKey) -> Optio
     }
 }
 
-/// Whether `key` of namespace `id` holds a lease of `session_id`.
-/// Ends due leases for [`Claims::expire_due`].
-struct Expiry<'a> {
+/// The parts of [`Claims`] ending a lease touches, apart from the
+/// deadline index (which [`Deadlines::take_due`] holds while it ends due
+/// leases through this).
+struct LeaseEnds<'a> {
     spaces: &'a mut BTreeMap<u32, Namespace>,
     by_session: &'a mut SessionLeases,
     changes: &'a mut ClaimsChanges,
 }
 
-impl DueLeases for Expiry<'_> {
+impl LeaseEnds<'_> {
+    /// Ends the key's lease if `which(session, deadline)` holds: the slot
+    /// goes, the session's count drops, the change is recorded. Returns
+    /// the holder; the deadline index's count is the caller's.
+    fn end(
+        &mut self,
+        id: u32,
+        key: &ClaimKey,
+        which: impl FnOnce(i64, u64) -> bool,
+    ) -> Option<i64> {
+        let (session_id, _) = self.spaces.get_mut(&id)?.remove_lease_if(key, which)?;
+        self.changes.namespaces.insert(id);
+        self.by_session.ended(session_id);
+        self.changes.leases.push((id, key.clone(), None));
+        Some(session_id)
+    }
+}
+
+impl DueLeases for LeaseEnds<'_> {
     fn prefetch(&self, id: u32, key: &ClaimKey) {
         if let Some(ns) = self.spaces.get(&id) {
             ns.slots.prefetch(key);
@@ -630,20 +654,17 @@ impl DueLeases for Expiry<'_> {
     }
 
     fn end(&mut self, deadline_ms: u64, id: u32, key: &ClaimKey) -> bool {
-        let Some(ns) = self.spaces.get_mut(&id) else {
+        if LeaseEnds::end(self, id, key, |_, d| d == deadline_ms).is_none() {
             return false;
-        };
-        let Some(session_id) = ns.remove_lease_ending(key, deadline_ms) else {
-            return false;
-        };
-        ns.row.counters.expired += 1;
-        self.changes.namespaces.insert(id);
-        self.by_session.ended(session_id);
-        self.changes.leases.push((id, key.clone(), None));
+        }
+        if let Some(ns) = self.spaces.get_mut(&id) {
+            ns.row.counters.expired += 1;
+        }
         true
     }
 }
 
+/// Whether `key` of namespace `id` holds a lease of `session_id`.
 fn leased_by(spaces: &BTreeMap<u32, Namespace>, session_id: i64, id: u32, key: &ClaimKey) -> bool {
     lease_of(spaces, id, key).is_some_and(|(s, _)| s == session_id)
 }

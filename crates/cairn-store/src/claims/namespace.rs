@@ -380,30 +380,23 @@ impl Namespace {
         self.slots.insert(key, slot);
     }
 
-    /// Remove the key's lease if it ends at `deadline_ms` (else the
-    /// deadline entry asking is stale); returns its session.
-    pub fn remove_lease_ending(&mut self, key: &ClaimKey, deadline_ms: u64) -> Option<i64> {
-        match self.slots.get(key) {
-            Some(Slot::Leased {
-                session_id,
-                deadline_ms: d,
-            }) if *d == deadline_ms => {
-                let session_id = *session_id;
-                self.slots.remove(key);
-                self.leases -= 1;
-                Some(session_id)
-            }
-            _ => None,
-        }
-    }
-
     /// Remove a lease slot; returns its (session, deadline).
     pub fn remove_lease(&mut self, key: &ClaimKey) -> Option<(i64, u64)> {
+        self.remove_lease_if(key, |_, _| true)
+    }
+
+    /// Remove the key's lease if `which(session, deadline)` holds;
+    /// returns its (session, deadline).
+    pub fn remove_lease_if(
+        &mut self,
+        key: &ClaimKey,
+        which: impl FnOnce(i64, u64) -> bool,
+    ) -> Option<(i64, u64)> {
         match self.slots.get(key) {
             Some(Slot::Leased {
                 session_id,
                 deadline_ms,
-            }) => {
+            }) if which(*session_id, *deadline_ms) => {
                 let out = (*session_id, *deadline_ms);
                 self.slots.remove(key);
                 self.leases -= 1;
