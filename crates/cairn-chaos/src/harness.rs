@@ -118,7 +118,7 @@ fn locate_or_build() -> Result<PathBuf, String> {
         .ok_or_else(|| "cargo build -p cairn succeeded but no binary found".into())
 }
 
-pub use crate::ports::free_port;
+use crate::ports::free_port;
 
 /// Client and peer port of every member inside a [`NetLab`] (each member
 /// has its own address there); a re-added member gets peer port

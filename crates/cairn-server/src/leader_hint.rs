@@ -41,31 +41,19 @@ impl LeaderHint {
 
     /// The leader's first client URL when another member leads.
     pub fn current(&self) -> Option<HeaderValue> {
-        let leader = {
-            let m = self.node.raft.metrics();
-            let m = m.borrow_watched();
-            match m.current_leader {
-                Some(l) if l != m.id => l,
-                _ => return None,
-            }
-        };
+        let m = self.node.raft.metrics();
+        let m = m.borrow_watched();
+        let leader = m.current_leader.filter(|l| *l != m.id)?;
         let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((id, value)) = cached.as_ref() {
-            if *id == leader {
-                return Some(value.clone());
+        match cached.as_ref() {
+            Some((id, value)) if *id == leader => Some(value.clone()),
+            _ => {
+                let node = m.membership_config.membership().get_node(&leader)?;
+                let value = HeaderValue::from_str(node.client_urls.first()?).ok()?;
+                *cached = Some((leader, value.clone()));
+                Some(value)
             }
         }
-        let url = {
-            let m = self.node.raft.metrics();
-            let m = m.borrow_watched();
-            m.membership_config
-                .membership()
-                .get_node(&leader)
-                .and_then(|n| n.client_urls.first().cloned())?
-        };
-        let value = HeaderValue::from_str(&url).ok()?;
-        *cached = Some((leader, value.clone()));
-        Some(value)
     }
 }
 

@@ -28,15 +28,23 @@ async fn channel(c: &Cluster, i: usize) -> Result<Channel> {
 }
 
 async fn put(kv: &mut KvClient<Channel>, key: &str, value: &str) -> Result<i64> {
-    let resp = kv
+    let resp = put_answer(kv, key, value).await?.into_inner();
+    Ok(resp.header.unwrap().revision)
+}
+
+/// The put's whole answer, response headers included.
+async fn put_answer(
+    kv: &mut KvClient<Channel>,
+    key: &str,
+    value: &str,
+) -> Result<tonic::Response<PutResponse>> {
+    Ok(kv
         .put(PutRequest {
             key: key.into(),
             value: value.into(),
             ..Default::default()
         })
-        .await?
-        .into_inner();
-    Ok(resp.header.unwrap().revision)
+        .await?)
 }
 
 async fn next(s: &mut Streaming<WatchResponse>) -> Result<WatchResponse> {
@@ -198,13 +206,7 @@ async fn followers_name_the_leader_in_their_answers() -> Result {
     .await;
 
     let mut kv = KvClient::new(channel(&c, follower).await?);
-    let answer = kv
-        .put(PutRequest {
-            key: "hint".into(),
-            value: "v".into(),
-            ..Default::default()
-        })
-        .await?;
+    let answer = put_answer(&mut kv, "hint", "v").await?;
     let named = answer
         .metadata()
         .get("cairn-leader")
@@ -220,13 +222,7 @@ async fn followers_name_the_leader_in_their_answers() -> Result {
     assert!(read.metadata().get("cairn-leader").is_some());
 
     let mut kv = KvClient::new(channel(&c, leader).await?);
-    let answer = kv
-        .put(PutRequest {
-            key: "hint".into(),
-            value: "w".into(),
-            ..Default::default()
-        })
-        .await?;
+    let answer = put_answer(&mut kv, "hint", "w").await?;
     assert!(answer.metadata().get("cairn-leader").is_none());
     Ok(())
 }
