@@ -39,6 +39,7 @@ use pb::maintenance_client::MaintenanceClient;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::netns::NetLab;
+use crate::ports::free_port;
 use crate::proxy::ProxySet;
 
 /// Heartbeat interval passed to every member.
@@ -117,8 +118,6 @@ fn locate_or_build() -> Result<PathBuf, String> {
         .find(|p| p.is_file())
         .ok_or_else(|| "cargo build -p cairn succeeded but no binary found".into())
 }
-
-use crate::ports::free_port;
 
 /// Client and peer port of every member inside a [`NetLab`] (each member
 /// has its own address there); a re-added member gets peer port
