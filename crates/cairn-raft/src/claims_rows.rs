@@ -500,11 +500,17 @@ pub(crate) fn clear_tables(txn: &WriteTransaction) -> io::Result<()> {
     Ok(())
 }
 
-/// Read the whole claims state back: stored entries, then the lease log
-/// replayed in order. Slots come out sorted by (namespace, key), as
-/// [`cairn_store::claims::Claims::snapshot`] lists them. Also the lease
-/// log's bookkeeping ([`LeaseLog`]), from the same one decode of each row.
-pub(crate) fn load(read: &ReadTransaction) -> io::Result<(ClaimsSnapshot, LeaseLog)> {
+/// Read the whole claims state back at cluster time `now_ms`: stored
+/// entries, then the lease log replayed in order, leases that ran out by
+/// `now_ms` left out (their expiry is in the namespace rows' counters, and
+/// nothing records it in the log). Slots come out sorted by (namespace,
+/// key), as [`cairn_store::claims::Claims::snapshot`] lists them. Also the
+/// lease log's bookkeeping ([`LeaseLog`]), from the same one decode of
+/// each row.
+pub(crate) fn load(
+    read: &ReadTransaction,
+    now_ms: u64,
+) -> io::Result<(ClaimsSnapshot, LeaseLog)> {
     let mut snap = ClaimsSnapshot::default();
     let namespaces = read
         .open_table(CLAIMS_NS)
@@ -526,8 +532,11 @@ pub(crate) fn load(read: &ReadTransaction) -> io::Result<(ClaimsSnapshot, LeaseL
         );
     }
     // Each key's lease is its last record in the log: fold the log first,
-    // then lay the leases over the stored rows (a key that became leased
-    // lost its stored row in the same batch).
+    // then add the live leases to the stored rows. A key with a stored
+    // row is stored, whatever the log says: rows are written per batch as
+    // the keys are then, and a key that became leased lost its stored row
+    // in the same batch, while a key stored over a lease that ran out
+    // leaves that lease's record behind.
     let mut leases: BTreeMap<(u32, ClaimKey), Option<(i64, u64)>> = BTreeMap::new();
     let log = read
         .open_table(LEASE_LOG)
@@ -549,13 +558,12 @@ pub(crate) fn load(read: &ReadTransaction) -> io::Result<(ClaimsSnapshot, LeaseL
     for (at, lease) in leases {
         // `None`: no lease now (the key's stored row, if any, stands).
         if let Some((session_id, deadline_ms)) = lease {
-            slots.insert(
-                at,
-                Slot::Leased {
+            if deadline_ms > now_ms {
+                slots.entry(at).or_insert(Slot::Leased {
                     session_id,
                     deadline_ms,
-                },
-            );
+                });
+            }
         }
     }
     snap.slots = slots
@@ -726,7 +734,7 @@ mod tests {
         claims(&mut store, register_as(s, &[3, 4]));
         persist(&db, &mut store, &mut size);
         assert_eq!((lease_log_rows(&db), stored_rows(&db)), (2, 2));
-        assert_eq!(loaded(&db), store.claims().snapshot());
+        assert_eq!(loaded(&db, &store), store.claims().snapshot());
     }
 
     /// A stored key removed and leased again within one batch loses its
@@ -744,15 +752,55 @@ mod tests {
         claims(&mut store, remove(&[1]));
         claims(&mut store, offload(s, &[1, 5]));
         persist(&db, &mut store, &mut size);
-        assert_eq!(loaded(&db), store.claims().snapshot());
+        assert_eq!(loaded(&db, &store), store.claims().snapshot());
         claims(&mut store, register_as(s, &[5]));
         persist(&db, &mut store, &mut size);
-        let snap = loaded(&db);
+        let snap = loaded(&db, &store);
         assert_eq!(snap, store.claims().snapshot());
         assert!(matches!(
             snap.slots.iter().find(|(_, k, _)| *k == ClaimKey::U64(5)),
             Some((_, _, Slot::Stored(_)))
         ));
+    }
+
+    /// A lease that ran out leaves its record in the log (nothing records
+    /// its end): it loads as nothing, and a key stored over it loads as
+    /// stored, whether the slot was reused or not.
+    #[test]
+    fn leases_that_ran_out_load_as_nothing_and_entries_stored_over_them_stand() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = new_db(&dir);
+        let mut log = LeaseLog::default();
+        let mut store = Store::new();
+        let s = long_session(&mut store);
+        create_ns(&mut store, 100);
+        let ttl_ms = NamespaceConfig::default().lease_ttl_ms;
+        claims(&mut store, offload(s, &[1, 2, 3]));
+        // A lease in the same row that outlives the others keeps the row.
+        claims(&mut store, offload_at(s, &[9], 2_000 + ttl_ms / 2));
+        persist(&db, &mut store, &mut log);
+        let after = 2_000 + ttl_ms;
+        tick(&mut store, after);
+        let mut stored = register_as(s, &[2]);
+        if let ClaimsCommand::Register { now_ms, .. } = &mut stored {
+            *now_ms = after;
+        }
+        claims(&mut store, stored);
+        persist(&db, &mut store, &mut log);
+        assert_eq!(lease_log_rows(&db), 1, "the grants' row is still there");
+        let snap = loaded(&db, &store);
+        assert_eq!(snap, store.claims().snapshot());
+        let kinds: Vec<(ClaimKey, bool)> = snap
+            .slots
+            .iter()
+            .map(|(_, k, slot)| (k.clone(), matches!(slot, Slot::Stored(_))))
+            .collect();
+        assert_eq!(kinds, [(ClaimKey::U64(2), true), (ClaimKey::U64(9), false)]);
+        // Loaded before the deadline, the leases are there.
+        let before = load(&db.begin_read().unwrap(), after - 1).unwrap().0;
+        assert_eq!(before.slots.len(), 4);
+        let restored = cairn_store::claims::Claims::restore(before.namespaces, before.slots, after);
+        assert_eq!(restored.lease_count(), 1, "restored later: only 9 live");
     }
 
     /// Offloads at `now_ms` (deadline `now_ms` + the namespace's TTL).
@@ -774,7 +822,7 @@ mod tests {
 
     /// What open would compute is what the writer tracked.
     fn assert_tracked(db: &Database, log: &LeaseLog) {
-        let on_disk = load(&db.begin_read().unwrap()).unwrap().1;
+        let on_disk = load(&db.begin_read().unwrap(), 0).unwrap().1;
         assert_eq!(on_disk.rows, log.rows);
         assert_eq!((on_disk.records, on_disk.bytes), (log.records, log.bytes));
     }
@@ -808,7 +856,7 @@ mod tests {
             }
             persist(&db, &mut store, &mut log);
             most_rows = most_rows.max(lease_log_rows(&db));
-            assert_eq!(loaded(&db), store.claims().snapshot(), "round {round}");
+            assert_eq!(loaded(&db, &store), store.claims().snapshot(), "round {round}");
             assert_tracked(&db, &log);
         }
         assert!(log.rows.front().is_some_and(|r| r.id > 40), "{log:?}");
@@ -821,7 +869,7 @@ mod tests {
         persist(&db, &mut store, &mut log);
         assert_eq!(store.claims().lease_count(), 0);
         assert_eq!(lease_log_rows(&db), 0);
-        assert_eq!(loaded(&db), store.claims().snapshot());
+        assert_eq!(loaded(&db, &store), store.claims().snapshot());
         assert_tracked(&db, &log);
     }
 
@@ -844,7 +892,7 @@ mod tests {
             persist(&db, &mut store, &mut log);
             compacted |= log.rows.front().is_some_and(|r| r.id == 0) && round > 0;
             most_rows = most_rows.max(lease_log_rows(&db));
-            assert_eq!(loaded(&db), store.claims().snapshot(), "round {round}");
+            assert_eq!(loaded(&db, &store), store.claims().snapshot(), "round {round}");
             assert_tracked(&db, &log);
             assert!(log.records <= 40 * (LEASE_LOG_RECORDS_PER_LIVE + 1));
         }
@@ -917,7 +965,7 @@ mod tests {
                 (Some(a), b) if b.is_none_or(|b| b > a) => trims += 1,
                 _ => {}
             }
-            assert_eq!(loaded(&db), store.claims().snapshot(), "batch {batch}");
+            assert_eq!(loaded(&db, &store), store.claims().snapshot(), "batch {batch}");
             assert_tracked(&db, &log);
         }
         assert!(
@@ -964,21 +1012,21 @@ mod tests {
         assert_eq!(move_lease_rows_to_log(&txn).unwrap(), 2);
         txn.commit().unwrap();
         assert_eq!((stored_rows(&db), lease_log_rows(&db)), (1, 1));
-        assert_eq!(loaded(&db), store.claims().snapshot());
+        assert_eq!(loaded(&db, &store), store.claims().snapshot());
         let txn = db.begin_write().unwrap();
         assert_eq!(move_lease_rows_to_log(&txn).unwrap(), 0, "once");
         txn.commit().unwrap();
-        let mut log = load(&db.begin_read().unwrap()).unwrap().1;
+        let mut log = load(&db.begin_read().unwrap(), 0).unwrap().1;
         claims(&mut store, register_as(s, &[7]));
         store.apply(&Command::LeaseRevoke { id: s });
         persist(&db, &mut store, &mut log);
-        assert_eq!(loaded(&db), store.claims().snapshot());
+        assert_eq!(loaded(&db, &store), store.claims().snapshot());
         assert_eq!(stored_rows(&db), 2, "the entries 1 and 7");
         assert_eq!(store.claims().lease_count(), 0);
     }
 
-    fn loaded(db: &Database) -> ClaimsSnapshot {
-        load(&db.begin_read().unwrap()).unwrap().0
+    fn loaded(db: &Database, store: &Store) -> ClaimsSnapshot {
+        load(&db.begin_read().unwrap(), store.now_ms()).unwrap().0
     }
 
     #[test]
@@ -1002,17 +1050,17 @@ mod tests {
         );
         claims(&mut store, offload(s, &[7, 8, 9]));
         persist(&db, &mut store, &mut size);
-        assert_eq!(loaded(&db), store.claims().snapshot());
+        assert_eq!(loaded(&db, &store), store.claims().snapshot());
 
         // Evictions (parents' child counts change), conversions, releases.
         claims(&mut store, register(&[0, 1, 2, 3, 4, 5]));
         claims(&mut store, offload(s, &[1, 5, 6]));
         persist(&db, &mut store, &mut size);
-        assert_eq!(loaded(&db), store.claims().snapshot());
+        assert_eq!(loaded(&db, &store), store.claims().snapshot());
 
         store.apply(&Command::LeaseRevoke { id: s });
         persist(&db, &mut store, &mut size);
-        let snap = loaded(&db);
+        let snap = loaded(&db, &store);
         assert_eq!(snap, store.claims().snapshot());
         assert!(snap
             .slots

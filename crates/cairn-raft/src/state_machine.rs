@@ -434,7 +434,7 @@ fn read_persisted(db: &Database) -> io::Result<Persisted> {
         let (_, v) = row.map_err(|e| io_err("scan records", e))?;
         records.push(decode::<(Vec<u8>, Record)>("record", v.value())?);
     }
-    let (claims, lease_log) = claims_rows::load(&read)?;
+    let (claims, lease_log) = claims_rows::load(&read, store_meta.now_ms)?;
     let mut leases = Vec::new();
     for row in read
         .open_table(LEASES)
@@ -490,13 +490,20 @@ fn persisted_meta(read: &ReadTransaction) -> io::Result<SnapshotMeta> {
 fn write_persisted(read: &ReadTransaction, out: &mut dyn Write) -> io::Result<()> {
     use redb::ReadableTableMetadata as _;
     let meta_table = read.open_table(META).map_err(|e| io_err("open meta", e))?;
-    match meta_table
+    // Cluster time, to leave out the claim leases that ran out by then.
+    let now_ms = match meta_table
         .get(KEY_STORE_META)
         .map_err(|e| io_err("read meta", e))?
     {
-        Some(b) => out.write_all(b.value())?,
-        None => out.write_all(&encode("store meta", &StoreMeta::default())?)?,
-    }
+        Some(b) => {
+            out.write_all(b.value())?;
+            decode::<StoreMeta>("store meta", b.value())?.now_ms
+        }
+        None => {
+            out.write_all(&encode("store meta", &StoreMeta::default())?)?;
+            StoreMeta::default().now_ms
+        }
+    };
     let records = read
         .open_table(RECORDS)
         .map_err(|e| io_err("open records", e))?;
@@ -513,7 +520,7 @@ fn write_persisted(read: &ReadTransaction, out: &mut dyn Write) -> io::Result<()
     for row in leases.iter().map_err(|e| io_err("scan", e))? {
         out.write_all(row.map_err(|e| io_err("scan leases", e))?.1.value())?;
     }
-    out.write_all(&encode("claims", &claims_rows::load(read)?.0)?)
+    out.write_all(&encode("claims", &claims_rows::load(read, now_ms)?.0)?)
 }
 
 /// Writes the persisted state as the current snapshot, unless a newer one

@@ -5,9 +5,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::claims::{
-    Claims, ClaimsChanges, ClaimsReply, ClaimsSnapshot, MAX_CLAIM_EXPIRIES_PER_TICK,
-};
+use crate::claims::{Claims, ClaimsChanges, ClaimsReply, ClaimsSnapshot};
 use crate::command::*;
 use crate::error::StoreError;
 use crate::kv::{Event, KeyRange, KeyValue};
@@ -229,8 +227,6 @@ impl Store {
                 for id in &expired {
                     self.revoke(*id, events);
                 }
-                self.claims
-                    .expire_due(self.meta.now_ms, MAX_CLAIM_EXPIRIES_PER_TICK);
                 CommandResult::Tick {
                     revision: self.meta.revision,
                     expired,
@@ -348,8 +344,11 @@ impl Store {
         }
     }
 
+    /// Cluster time moves on (never back); claim leases that ran out by
+    /// then end with it, so that every state persisted counts them.
     fn advance_time(&mut self, now_ms: u64) {
         self.meta.now_ms = self.meta.now_ms.max(now_ms);
+        self.claims.advance(self.meta.now_ms);
     }
 
     fn deadline(&self, ttl_secs: i64) -> u64 {
@@ -862,7 +861,7 @@ impl Store {
 
     /// Replace the claims state (after `restore`, from persisted rows).
     pub fn restore_claims(&mut self, snapshot: ClaimsSnapshot) {
-        self.claims = Claims::restore(snapshot.namespaces, snapshot.slots);
+        self.claims = Claims::restore(snapshot.namespaces, snapshot.slots, self.meta.now_ms);
     }
 }
 

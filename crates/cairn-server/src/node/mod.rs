@@ -259,16 +259,6 @@ impl Node {
         self.identity.cluster_id
     }
 
-    /// Whether claim leases due at `now_ms` are left after a tick (it hit
-    /// its bound). Conservative: a bucket of ended leases not yet swept
-    /// also counts, and the next tick sweeps it.
-    fn claim_leases_due(&self, now_ms: u64) -> bool {
-        self.store()
-            .claims()
-            .lease_floor_ms()
-            .is_some_and(|floor| floor <= now_ms)
-    }
-
     /// Read access to the keyspace. Hold it briefly: apply waits for it.
     pub fn store(&self) -> std::sync::RwLockReadGuard<'_, Store> {
         self.store.read().unwrap_or_else(|p| p.into_inner())
@@ -363,13 +353,9 @@ fn adds_data(c: &Command) -> bool {
     }
 }
 
-/// While this node leads: advance cluster time and expire due leases.
-/// Ticks one interval may add when claim leases are due faster than one
-/// tick expires them (each tick expires at most
-/// `MAX_CLAIM_EXPIRIES_PER_TICK`): 50 ticks of 10,000 every 500 ms keep up
-/// with a million grants a second, while each tick's apply stays bounded.
-const MAX_CATCH_UP_TICKS: usize = 50;
-
+/// While this node leads: advance cluster time and expire due leases (a
+/// tick expires at most `max_lease_expiries_per_tick` etcd leases, each
+/// deleting its keys; claim leases end by the count, all that are due).
 async fn tick_loop(node: Arc<Node>) {
     let weak = Arc::downgrade(&node);
     let interval = Duration::from_millis(node.config.tick_interval_ms);
@@ -385,15 +371,12 @@ async fn tick_loop(node: Arc<Node>) {
         if !leading {
             continue;
         }
-        for _ in 0..=MAX_CATCH_UP_TICKS {
-            let now_ms = node.clock.now_ms();
-            let tick = Command::Tick {
-                now_ms,
-                max_expiries,
-            };
-            if node.proposer.propose(tick).await.is_err() || !node.claim_leases_due(now_ms) {
-                break;
-            }
-        }
+        let tick = Command::Tick {
+            now_ms: node.clock.now_ms(),
+            max_expiries,
+        };
+        // A failed tick (no longer leading, shutting down) is retried by
+        // the next interval's.
+        let _ = node.proposer.propose(tick).await;
     }
 }

@@ -1,105 +1,111 @@
-//! Claim lease deadlines, for expiry in deadline order.
+//! Claim lease deadlines: which leases end when, counted, not listed.
 //!
-//! Why buckets and not a `BTreeSet<(deadline, namespace, key)>`: every
-//! lease one `CanOffload` grants has the same deadline (now + TTL), and the
-//! set's insert and remove per key were 16 % of an offload's apply (a
-//! B-tree walk with key comparisons each). Here a grant appends to its
-//! deadline's bucket, and a lease that ends early (converted, released,
-//! refreshed) is not looked up at all: its entry goes stale and is skipped
-//! when its bucket comes due, by asking the slot whether it still holds a
-//! lease with that deadline.
+//! Why counts: a lease that runs out is never looked up. Every lease one
+//! `CanOffload` grants has the same deadline (now + TTL), session and
+//! namespace, so a deadline's bucket keeps how many of each (namespace,
+//! session)'s leases ending then are still live. When cluster time passes
+//! a deadline, its bucket goes, and its counts become the namespaces'
+//! `expired` and leave the namespaces' and sessions' live counts — a few
+//! additions per request, however many keys it granted. The slots of the
+//! ended leases stay where they are: a slot whose deadline has passed
+//! *is* no lease (every reader checks), and a later grant or register of
+//! the key reuses it, or a sweep reclaims it (`slot_table`). Ending each
+//! lease by its slot had cost a cache miss and a page walk per key on
+//! every member, half as much again as granting it (criterion
+//! `expire_10000_steady_4m`: 2.15 ms for 10,000 leases).
 //!
-//! Expiry order is canonical, (deadline, namespace, key) as the B-tree
-//! had it: a bucket is sorted (and deduplicated) before it is expired
-//! from. Replicas must agree on it, because a tick expires at most a
-//! bounded number of leases, and a replica restored from a snapshot fills
-//! its buckets in another order than one that applied every grant.
+//! A lease that ends early (converted, released, refreshed) takes one off
+//! its (namespace, session)'s count in its deadline's bucket, found by the
+//! (session, deadline) its slot holds. The grants stay in their bucket
+//! too, as they were made (their keys shared with the session list and
+//! the change list), so that the live leases can be listed: an entry is
+//! live if its slot still holds a lease of that deadline.
 
 use std::collections::BTreeMap;
 
 use super::grants::SharedGrant;
-use super::namespace::PREFETCH_AHEAD;
 use super::types::ClaimKey;
 
 #[derive(Debug, Clone, Default)]
 pub(super) struct Deadlines {
     buckets: BTreeMap<u64, Bucket>,
-    /// Live leases (entries not stale), kept by the callers' inserts and
-    /// removes.
+    /// Live leases: the sum of every bucket's counts.
     live: usize,
 }
 
 #[derive(Debug, Clone, Default)]
 struct Bucket {
-    /// Grants ending at this deadline not yet merged into `sorted` (a
-    /// grant is merged when its bucket comes due, which most never do:
-    /// their leases end first and the bucket is then all stale).
+    /// Grants ending at this deadline; some of their keys perhaps ended
+    /// early (stale).
     grants: Vec<SharedGrant>,
-    /// Entries of merged grants, sorted by (namespace, key), each once;
-    /// some perhaps stale.
-    sorted: Vec<(u32, ClaimKey)>,
+    /// Live leases ending at this deadline, per (namespace, session):
+    /// a handful per bucket (one per request ending at this millisecond).
+    holders: Vec<Holder>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Holder {
+    pub namespace: u32,
+    pub session_id: i64,
+    /// Live leases of this namespace and session ending at the deadline.
+    pub live: usize,
 }
 
 impl Bucket {
-    /// Merges the pending grants into `sorted`.
-    fn sort(&mut self) {
-        if self.grants.is_empty() {
-            return;
-        }
-        for grant in self.grants.drain(..) {
-            let id = grant.namespace;
-            self.sorted.extend(grant.keys.iter().map(|key| (id, key)));
-        }
-        self.sorted.sort_unstable();
-        self.sorted.dedup();
+    fn holder(&mut self, namespace: u32, session_id: i64) -> Option<&mut Holder> {
+        self.holders
+            .iter_mut()
+            .find(|h| h.namespace == namespace && h.session_id == session_id)
     }
 
-    /// Every entry, merged or not, each once, in (namespace, key) order.
+    /// Every entry, each once, in (namespace, key) order; some perhaps
+    /// stale.
     fn entries(&self) -> Vec<(u32, ClaimKey)> {
-        let mut merged = self.clone();
-        merged.sort();
-        merged.sorted
+        let mut entries: Vec<(u32, ClaimKey)> = self
+            .grants
+            .iter()
+            .flat_map(|g| g.keys.iter().map(|key| (g.namespace, key)))
+            .collect();
+        entries.sort_unstable();
+        entries.dedup();
+        entries
     }
-
-    fn is_empty(&self) -> bool {
-        self.grants.is_empty() && self.sorted.is_empty()
-    }
-}
-
-/// Ends the leases [`Deadlines::take_due`] finds due.
-///
-/// Each lease ends as soon as it is found live, while its slot is still in
-/// cache and its page in the TLB, and the slots [`PREFETCH_AHEAD`] entries
-/// on are prefetched meanwhile: due keys are random and long cold. Found
-/// first and ended after the scan, the leases of a 10,000-lease tick were
-/// looked up twice, each a miss, one at a time (criterion
-/// `expire_10000_steady_4m`: 4.26 ms, now 2.4).
-pub trait DueLeases {
-    /// Starts loading what [`end`](Self::end) will read for this entry.
-    fn prefetch(&self, id: u32, key: &ClaimKey);
-    /// Ends the key's lease if it ends at `deadline_ms`; false when the
-    /// entry is stale (the lease ended earlier, or was renewed).
-    fn end(&mut self, deadline_ms: u64, id: u32, key: &ClaimKey) -> bool;
 }
 
 impl Deadlines {
     /// The grant's leases now end at its deadline (one bucket lookup for
     /// all its keys).
     pub fn insert(&mut self, grant: SharedGrant) {
-        if grant.keys.is_empty() {
+        let n = grant.keys.len();
+        if n == 0 {
             return;
         }
-        self.live += grant.keys.len();
-        self.buckets
-            .entry(grant.deadline_ms)
-            .or_default()
-            .grants
-            .push(grant);
+        self.live += n;
+        let bucket = self.buckets.entry(grant.deadline_ms).or_default();
+        match bucket.holder(grant.namespace, grant.session_id) {
+            Some(holder) => holder.live += n,
+            None => bucket.holders.push(Holder {
+                namespace: grant.namespace,
+                session_id: grant.session_id,
+                live: n,
+            }),
+        }
+        bucket.grants.push(grant);
     }
 
-    /// A lease ended before its deadline; its entry goes stale.
-    pub fn remove(&mut self) {
-        self.live = self.live.saturating_sub(1);
+    /// A live lease of this session in this namespace ending at
+    /// `deadline_ms` ended early; its entry goes stale.
+    pub fn end(&mut self, deadline_ms: u64, namespace: u32, session_id: i64) {
+        let Some(bucket) = self.buckets.get_mut(&deadline_ms) else {
+            debug_assert!(false, "no bucket for a live lease ending at {deadline_ms}");
+            return;
+        };
+        if let Some(holder) = bucket.holder(namespace, session_id) {
+            if holder.live > 0 {
+                holder.live -= 1;
+                self.live -= 1;
+            }
+        }
     }
 
     /// Number of live leases.
@@ -107,63 +113,38 @@ impl Deadlines {
         self.live
     }
 
-    /// Ends up to `max` live leases due at `now_ms`, in (deadline,
-    /// namespace, key) order, through `leases` (which tells a live entry
-    /// from a stale one), and returns how many it ended. Stale entries of
-    /// the buckets read are dropped, and buckets emptied go.
-    pub fn take_due(&mut self, now_ms: u64, max: usize, leases: &mut impl DueLeases) -> usize {
+    /// Every lease ending at or before `now_ms` ends: the buckets go, and
+    /// `expired` is told each (namespace, session)'s count of leases still
+    /// live in them. Returns how many leases ended. Costs a few steps per
+    /// grant, never a slot lookup.
+    pub fn advance(&mut self, now_ms: u64, mut expired: impl FnMut(Holder)) -> usize {
         let mut ended = 0;
-        while ended < max {
-            let Some(mut entry) = self.buckets.first_entry() else {
-                break;
-            };
-            let deadline = *entry.key();
-            if deadline > now_ms {
+        while let Some(entry) = self.buckets.first_entry() {
+            if *entry.key() > now_ms {
                 break;
             }
-            let bucket = entry.get_mut();
-            bucket.sort();
-            let mut taken = 0;
-            for (id, key) in bucket.sorted.iter().take(PREFETCH_AHEAD) {
-                leases.prefetch(*id, key);
-            }
-            for (i, (id, key)) in bucket.sorted.iter().enumerate() {
-                if ended >= max {
-                    break;
+            for holder in entry.remove().holders {
+                if holder.live > 0 {
+                    ended += holder.live;
+                    expired(holder);
                 }
-                if let Some((id, key)) = bucket.sorted.get(i + PREFETCH_AHEAD) {
-                    leases.prefetch(*id, key);
-                }
-                taken += 1;
-                if leases.end(deadline, *id, key) {
-                    ended += 1;
-                }
-            }
-            bucket.sorted.drain(..taken);
-            if bucket.is_empty() {
-                entry.remove();
             }
         }
-        self.live = self.live.saturating_sub(ended);
+        self.live -= ended;
         ended
     }
 
     /// The earliest deadline of a live lease.
-    pub fn first(&self, is_live: impl Fn(u64, u32, &ClaimKey) -> bool) -> Option<u64> {
+    pub fn first(&self) -> Option<u64> {
         self.buckets
             .iter()
-            .find(|(d, b)| {
-                b.sorted.iter().any(|(id, key)| is_live(**d, *id, key))
-                    || b.grants
-                        .iter()
-                        .any(|g| g.keys.iter().any(|key| is_live(**d, g.namespace, &key)))
-            })
+            .find(|(_, b)| b.holders.iter().any(|h| h.live > 0))
             .map(|(d, _)| *d)
     }
 
-    /// A deadline no live lease ends before: the earliest bucket's, stale
-    /// entries included (no lookups, so it may lag the true earliest).
-    /// `None` when no bucket is left, so no lease is live.
+    /// A deadline no live lease ends before: the earliest bucket's, ended
+    /// leases included (so it may lag the true earliest). `None` when no
+    /// bucket is left, so no lease is live.
     pub fn floor(&self) -> Option<u64> {
         self.buckets.keys().next().copied()
     }
@@ -182,103 +163,94 @@ impl Deadlines {
 mod tests {
     use super::*;
     use crate::claims::grants::{Grant, KeyList};
-    use std::collections::BTreeSet;
-
-    /// Records the entries `is_live` calls live as ended.
-    struct Check<F> {
-        is_live: F,
-        ended: Vec<(u32, ClaimKey)>,
-    }
-
-    impl<F: Fn(u64, u32, &ClaimKey) -> bool> DueLeases for Check<F> {
-        fn prefetch(&self, _: u32, _: &ClaimKey) {}
-
-        fn end(&mut self, deadline_ms: u64, id: u32, key: &ClaimKey) -> bool {
-            let live = (self.is_live)(deadline_ms, id, key);
-            if live {
-                self.ended.push((id, key.clone()));
-            }
-            live
-        }
-    }
-
-    /// The leases `take_due` ends, in order.
-    fn due(
-        d: &mut Deadlines,
-        now_ms: u64,
-        max: usize,
-        is_live: impl Fn(u64, u32, &ClaimKey) -> bool,
-    ) -> Vec<(u32, ClaimKey)> {
-        let mut check = Check {
-            is_live,
-            ended: Vec::new(),
-        };
-        let n = d.take_due(now_ms, max, &mut check);
-        assert_eq!(n, check.ended.len());
-        check.ended
-    }
 
     fn k(n: u64) -> ClaimKey {
         ClaimKey::U64(n)
     }
 
-    /// A grant of `keys` in namespace `ns` ending at `deadline`.
-    fn grant(deadline: u64, ns: u32, keys: &[u64]) -> SharedGrant {
+    /// A grant of `keys` in namespace `ns` to `session` ending at `deadline`.
+    fn grant(deadline: u64, ns: u32, session: i64, keys: &[u64]) -> SharedGrant {
         SharedGrant::new(Grant {
-            session_id: 1,
+            session_id: session,
             namespace: ns,
             deadline_ms: deadline,
             keys: KeyList::U64(keys.to_vec()),
         })
     }
 
-    #[test]
-    fn due_leases_come_in_deadline_namespace_key_order_skipping_stale_ones() {
-        let mut d = Deadlines::default();
-        // (deadline, ns, key) in a scrambled order, one repeated.
-        for (deadline, ns, key) in [(20, 1, 5), (10, 2, 1), (10, 1, 9), (10, 1, 3), (20, 1, 5)] {
-            d.insert(grant(deadline, ns, &[key]));
+    fn holder(namespace: u32, session_id: i64, live: usize) -> Holder {
+        Holder {
+            namespace,
+            session_id,
+            live,
         }
-        // The second grant of (20, 1, 5) refreshed the first: one live.
-        d.remove();
-        let live: BTreeSet<(u64, u32, ClaimKey)> = [(10, 2, 1), (10, 1, 3), (10, 1, 9), (20, 1, 5)]
-            .into_iter()
-            .map(|(d, ns, key)| (d, ns, k(key)))
-            .collect();
-        let is_live = |dl: u64, id: u32, key: &ClaimKey| live.contains(&(dl, id, key.clone()));
-        assert_eq!(d.len(), 4);
-        assert_eq!(d.first(is_live), Some(10));
-        let listed: Vec<(u64, u32, ClaimKey)> = d
-            .entries()
-            .filter(|(dl, id, key)| is_live(*dl, *id, key))
-            .collect();
-        assert_eq!(listed, live.iter().cloned().collect::<Vec<_>>());
-        assert_eq!(d.entries().count(), 4, "the repeat listed once");
+    }
 
-        assert_eq!(due(&mut d, 9, 10, is_live), vec![]);
-        assert_eq!(due(&mut d, 25, 2, is_live), vec![(1, k(3)), (1, k(9))]);
-        assert_eq!(due(&mut d, 25, 10, is_live), vec![(2, k(1)), (1, k(5))]);
-        assert_eq!(due(&mut d, 25, 10, is_live), vec![]);
+    /// The holders `advance` reports, in order.
+    fn advance(d: &mut Deadlines, now_ms: u64) -> Vec<Holder> {
+        let mut expired = Vec::new();
+        let n = d.advance(now_ms, |h| expired.push(h));
+        assert_eq!(n, expired.iter().map(|h| h.live).sum::<usize>());
+        expired
+    }
+
+    #[test]
+    fn passing_a_deadline_ends_its_live_leases_by_namespace_and_session() {
+        let mut d = Deadlines::default();
+        d.insert(grant(10, 1, 7, &[1, 2, 3]));
+        d.insert(grant(10, 2, 7, &[4]));
+        d.insert(grant(10, 1, 7, &[9]));
+        d.insert(grant(20, 1, 8, &[5, 6]));
+        assert_eq!(d.len(), 7);
+        // One of (ns 1, session 7)'s leases ending at 10 was converted.
+        d.end(10, 1, 7);
+        assert_eq!(d.len(), 6);
+        assert_eq!((d.first(), d.floor()), (Some(10), Some(10)));
+
+        assert_eq!(advance(&mut d, 9), vec![]);
+        assert_eq!(
+            advance(&mut d, 10),
+            vec![holder(1, 7, 3), holder(2, 7, 1)],
+            "a deadline equal to now has passed"
+        );
+        assert_eq!(d.len(), 2);
+        assert_eq!((d.first(), d.floor()), (Some(20), Some(20)));
+
+        // Both leases ending at 20 end early: nothing left to expire, but
+        // the bucket stays until its time (floor lags, first does not).
+        d.end(20, 1, 8);
+        d.end(20, 1, 8);
+        assert_eq!(d.len(), 0);
+        assert_eq!((d.first(), d.floor()), (None, Some(20)));
+        assert_eq!(advance(&mut d, 30), vec![]);
+        assert_eq!(d.floor(), None);
         assert!(d.buckets.is_empty());
     }
 
     #[test]
-    fn a_stale_entry_is_skipped_and_does_not_count_against_the_bound() {
+    fn an_early_end_of_an_unknown_holder_changes_no_count() {
         let mut d = Deadlines::default();
-        d.insert(grant(10, 1, &[1]));
-        d.insert(grant(10, 1, &[2, 3]));
-        // k(1) was converted to a stored entry: stale.
-        d.remove();
-        let is_live = |_: u64, _: u32, key: &ClaimKey| *key != k(1);
-        assert_eq!(d.first(is_live), Some(10));
-        assert_eq!(due(&mut d, 10, 2, is_live), vec![(1, k(2)), (1, k(3))]);
-        assert!(d.buckets.is_empty());
-        // The two it ended are no longer counted.
-        assert_eq!(d.len(), 0);
-        let none = |_: u64, _: u32, _: &ClaimKey| false;
-        d.insert(grant(30, 1, &[4]));
-        d.remove();
-        assert_eq!(d.first(none), None);
-        assert_eq!(d.len(), 0);
+        d.insert(grant(10, 1, 7, &[1]));
+        d.end(10, 1, 99);
+        d.end(10, 2, 7);
+        assert_eq!(d.len(), 1);
+        d.end(10, 1, 7);
+        d.end(10, 1, 7);
+        assert_eq!(d.len(), 0, "never below zero");
+    }
+
+    #[test]
+    fn entries_list_each_key_of_a_deadline_once_in_order() {
+        let mut d = Deadlines::default();
+        d.insert(grant(20, 1, 7, &[5]));
+        d.insert(grant(10, 2, 7, &[1]));
+        d.insert(grant(10, 1, 7, &[9, 3]));
+        // Released and granted again at the same deadline: listed twice.
+        d.insert(grant(10, 1, 7, &[3]));
+        let listed: Vec<(u64, u32, ClaimKey)> = d.entries().collect();
+        assert_eq!(
+            listed,
+            vec![(10, 1, k(3)), (10, 1, k(9)), (10, 2, k(1)), (20, 1, k(5))]
+        );
     }
 }

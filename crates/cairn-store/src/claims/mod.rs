@@ -8,9 +8,10 @@
 //! Rules (all decided in the state machine, deterministically):
 //! * A key holds at most one slot: a lease (one session storing it) or a
 //!   stored entry. A lease ends by its holder's register (`converted`),
-//!   by running out of time (`expired`: lazily when a command touches the
-//!   key, and by `Tick`, bounded), by `remove` or by its session ending
-//!   (`released`, in the same apply as the session's end).
+//!   by running out of time (`expired`: counted in the apply that moves
+//!   cluster time past its deadline, its slot reused or reclaimed later;
+//!   see `deadlines`), by `remove` or by its session ending (`released`,
+//!   in the same apply as the session's end).
 //! * A lease is live while `now_ms < deadline_ms`, with `now_ms` the
 //!   leader-stamped cluster time of the command being applied.
 //! * `register` by a session that does not hold a live lease someone else
@@ -33,7 +34,7 @@ mod types;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use deadlines::{Deadlines, DueLeases};
+use deadlines::Deadlines;
 use sessions::SessionLeases;
 
 use serde::{Deserialize, Serialize};
@@ -82,6 +83,10 @@ pub struct ClaimsSnapshot {
 
 #[derive(Debug, Clone, Default)]
 pub struct Claims {
+    /// Cluster time the leases have been brought to: every lease ending
+    /// at or before it has ended (and was counted), whatever its slot
+    /// still says.
+    now_ms: u64,
     by_name: BTreeMap<String, u32>,
     spaces: BTreeMap<u32, Namespace>,
     /// Lease deadlines across namespaces, earliest first, for `Tick`.
@@ -93,6 +98,27 @@ pub struct Claims {
 }
 
 impl Claims {
+    /// Cluster time is now `now_ms` (it never goes back): the leases
+    /// ending at or before it end, counted per namespace and session from
+    /// their deadlines' buckets, without touching a slot.
+    pub fn advance(&mut self, now_ms: u64) {
+        if now_ms <= self.now_ms {
+            return;
+        }
+        self.now_ms = now_ms;
+        let (spaces, by_session, changes) =
+            (&mut self.spaces, &mut self.by_session, &mut self.changes);
+        self.deadlines.advance(now_ms, |ended| {
+            if let Some(ns) = spaces.get_mut(&ended.namespace) {
+                let n = ended.live as u64;
+                ns.leases = ns.leases.saturating_sub(n);
+                ns.row.counters.expired += n;
+                changes.namespaces.insert(ended.namespace);
+            }
+            by_session.ended(ended.session_id, ended.live);
+        });
+    }
+
     /// Apply one command at cluster time `now_ms`. `session_alive` says
     /// whether a session (an etcd lease of the store) exists.
     pub fn apply(
@@ -101,6 +127,8 @@ impl Claims {
         now_ms: u64,
         session_alive: impl Fn(i64) -> bool,
     ) -> Result<ClaimsOutput, ClaimsError> {
+        self.advance(now_ms);
+        let now_ms = self.now_ms;
         match cmd {
             ClaimsCommand::CreateNamespace { name, config } => self.create(name, config),
             ClaimsCommand::CanOffload {
@@ -141,7 +169,7 @@ impl Claims {
                 namespace, keys, ..
             } => {
                 let id = self.checked(namespace, keys.iter())?;
-                Ok(self.touch(id, keys, now_ms))
+                Ok(self.touch(id, keys))
             }
         }
     }
@@ -218,14 +246,18 @@ impl Claims {
         let counters = &mut ns.row.counters;
         let mut statuses = Vec::with_capacity(keys.len());
         let mut granted = KeyList::with_capacity(keys.len(), keys.first());
-        // Holders of the leases this request ends (expired or refreshed).
-        let mut ended = Vec::new();
+        // Deadlines of the session's leases this request refreshed.
+        let mut refreshed = Vec::new();
         for (i, key) in keys.iter().enumerate() {
             ns.slots.prefetch_ahead(keys, i, |k| k);
-            let (slot, fresh) = ns.slots.get_or_insert(key, || Slot::Leased {
-                session_id,
-                deadline_ms,
-            });
+            let (slot, fresh) = ns.slots.get_or_insert(
+                key,
+                || Slot::Leased {
+                    session_id,
+                    deadline_ms,
+                },
+                |slot| slot.is_ended_lease(now_ms),
+            );
             let status = match slot {
                 _ if fresh => {
                     ns.leases += 1;
@@ -242,8 +274,9 @@ impl Claims {
                     deadline_ms: until,
                 } => {
                     if *until <= now_ms {
-                        // Expired: it ends, and the key is granted afresh.
-                        counters.expired += 1;
+                        // Ran out (and was counted expired when time
+                        // passed its deadline): granted afresh.
+                        ns.leases += 1;
                         counters.granted += 1;
                     } else if *holder != session_id {
                         counters.denied += 1;
@@ -258,8 +291,8 @@ impl Claims {
                             statuses.push(OffloadStatus::Granted);
                             continue;
                         }
+                        refreshed.push(*until);
                     }
-                    ended.push(*holder);
                     *holder = session_id;
                     *until = deadline_ms;
                     granted.push(key);
@@ -268,9 +301,9 @@ impl Claims {
             };
             statuses.push(status);
         }
-        for holder in ended {
-            self.deadlines.remove();
-            self.by_session.ended(holder);
+        for until in refreshed {
+            self.deadlines.end(until, id, session_id);
+            self.by_session.ended(session_id, 1);
         }
         if !granted.is_empty() {
             granted.shrink();
@@ -284,7 +317,7 @@ impl Claims {
             self.deadlines.insert(grant.clone());
             let spaces = &self.spaces;
             self.by_session.add(grant, now_ms, |id, key| {
-                leased_by(spaces, session_id, id, key)
+                lease_of(spaces, now_ms, id, key).is_some_and(|(s, _)| s == session_id)
             });
         }
         ClaimsOutput::CanOffload {
@@ -306,17 +339,20 @@ impl Claims {
             self.spaces[&id]
                 .slots
                 .prefetch_ahead(entries, i, |e| &e.key);
-            self.collect_if_expired(id, &entry.key, now_ms);
+            // A lease that ran out is no lease: the entry takes its slot.
             let own_lease = match self.spaces[&id].slots.get(&entry.key) {
                 Some(Slot::Stored(_)) => {
                     statuses.push(RegisterStatus::AlreadyStored);
                     continue;
                 }
-                Some(Slot::Leased { session_id: s, .. }) if *s != session_id => {
+                Some(Slot::Leased {
+                    session_id: s,
+                    deadline_ms,
+                }) if *deadline_ms > now_ms && *s != session_id => {
                     statuses.push(RegisterStatus::LeasedByOther);
                     continue;
                 }
-                Some(Slot::Leased { .. }) => true,
+                Some(Slot::Leased { deadline_ms, .. }) => *deadline_ms > now_ms,
                 None => false,
             };
             let Some(n) = self.make_room(id) else {
@@ -380,10 +416,9 @@ impl Claims {
         }
     }
 
-    fn touch(&mut self, id: u32, keys: &[ClaimKey], now_ms: u64) -> ClaimsOutput {
+    fn touch(&mut self, id: u32, keys: &[ClaimKey]) -> ClaimsOutput {
         let mut present = 0;
         for key in keys {
-            self.collect_if_expired(id, key, now_ms);
             if self.ns(id).touch(key) {
                 self.changes.stored.push((id, key.clone()));
                 present += 1;
@@ -392,67 +427,47 @@ impl Claims {
         ClaimsOutput::Touch { present }
     }
 
-    /// What ending a lease touches besides the deadline index.
-    fn lease_ends(&mut self) -> LeaseEnds<'_> {
-        LeaseEnds {
-            spaces: &mut self.spaces,
-            by_session: &mut self.by_session,
-            changes: &mut self.changes,
-        }
-    }
-
-    /// Remove a lease slot and its index entries; returns its holder.
+    /// End the key's live lease early (a lease that ran out is left to
+    /// its deadline's count): the slot goes, the counts drop, the change
+    /// is recorded. Returns the holder.
     fn drop_lease(&mut self, id: u32, key: &ClaimKey) -> Option<i64> {
-        let session_id = self.lease_ends().end(id, key, |_, _| true)?;
-        self.deadlines.remove();
+        let now_ms = self.now_ms;
+        let ns = self.spaces.get_mut(&id)?;
+        let (session_id, deadline_ms) = ns.remove_lease_if(key, |_, d| d > now_ms)?;
+        self.changes.namespaces.insert(id);
+        self.changes.leases.push((id, key.clone(), None));
+        self.deadlines.end(deadline_ms, id, session_id);
+        self.by_session.ended(session_id, 1);
         Some(session_id)
     }
 
-    /// Expire the key's lease if its deadline has passed.
-    fn collect_if_expired(&mut self, id: u32, key: &ClaimKey, now_ms: u64) {
-        if let Some(Slot::Leased { deadline_ms, .. }) = self.spaces[&id].slots.get(key) {
-            if *deadline_ms <= now_ms {
-                self.drop_lease(id, key);
-                self.ns(id).row.counters.expired += 1;
-            }
-        }
-    }
-
-    /// A session ended: release every claim lease it held.
+    /// A session ended: release every live claim lease it held.
     pub fn release_session(&mut self, session_id: i64) -> u64 {
+        let now_ms = self.now_ms;
         let mut released = 0;
         for (id, key) in self.by_session.take(session_id) {
+            let Some(ns) = self.spaces.get_mut(&id) else {
+                continue;
+            };
             // The entry may be stale: the key since leased by another
-            // session, or stored.
-            if !leased_by(&self.spaces, session_id, id, &key) {
+            // session, stored, or its lease ran out.
+            let Some((_, deadline_ms)) =
+                ns.remove_lease_if(&key, |s, d| s == session_id && d > now_ms)
+            else {
                 continue;
-            }
-            if self.ns(id).remove_lease(&key).is_none() {
-                continue;
-            }
-            self.deadlines.remove();
-            self.ns(id).row.counters.released += 1;
+            };
+            ns.row.counters.released += 1;
+            self.changes.namespaces.insert(id);
+            self.deadlines.end(deadline_ms, id, session_id);
             self.changes.leases.push((id, key, None));
             released += 1;
         }
         released
     }
 
-    /// Expire up to `max` leases whose deadline is at or before `now_ms`
-    /// (see [`deadlines::DueLeases`] for how).
-    pub fn expire_due(&mut self, now_ms: u64, max: usize) -> u64 {
-        let mut ends = LeaseEnds {
-            spaces: &mut self.spaces,
-            by_session: &mut self.by_session,
-            changes: &mut self.changes,
-        };
-        self.deadlines.take_due(now_ms, max, &mut ends) as u64
-    }
-
     /// Earliest claim lease deadline (cluster ms).
     pub fn next_deadline_ms(&self) -> Option<u64> {
-        self.deadlines
-            .first(|d, id, key| leased_until(&self.spaces, d, id, key))
+        self.deadlines.first()
     }
 
     /// The longest prefix of `keys` that is stored, in order.
@@ -510,13 +525,13 @@ impl Claims {
     /// Every claim lease: (namespace id, key, session, deadline), earliest
     /// deadline first.
     pub fn leases(&self) -> impl Iterator<Item = (u32, ClaimKey, i64, u64)> + '_ {
-        let spaces = &self.spaces;
+        let (spaces, now_ms) = (&self.spaces, self.now_ms);
         // One slot lookup per entry: it tells a live entry from a stale one
         // and gives the holder.
         self.deadlines
             .entries()
             .filter_map(
-                move |(deadline_ms, id, key)| match lease_of(spaces, id, &key)? {
+                move |(deadline_ms, id, key)| match lease_of(spaces, now_ms, id, &key)? {
                     (session_id, d) if d == deadline_ms => Some((id, key, session_id, deadline_ms)),
                     _ => None,
                 },
@@ -536,8 +551,10 @@ impl Claims {
         self.deadlines.len()
     }
 
+    /// The key's slot; `None` for a lease that ran out.
     pub fn slot(&self, id: u32, key: &ClaimKey) -> Option<&Slot> {
-        self.spaces.get(&id)?.slots.get(key)
+        let slot = self.spaces.get(&id)?.slots.get(key)?;
+        (!slot.is_ended_lease(self.now_ms)).then_some(slot)
     }
 
     pub fn namespace_row(&self, id: u32) -> Option<&NamespaceRow> {
@@ -551,14 +568,20 @@ impl Claims {
         changes
     }
 
+    /// The namespaces and every slot but those of leases that ran out.
     pub fn snapshot(&self) -> ClaimsSnapshot {
+        let now_ms = self.now_ms;
         ClaimsSnapshot {
             namespaces: self.spaces.values().map(|ns| ns.row.clone()).collect(),
             slots: self
                 .spaces
                 .values()
                 .flat_map(|ns| {
-                    let mut slots: Vec<_> = ns.slots.iter().collect();
+                    let mut slots: Vec<_> = ns
+                        .slots
+                        .iter()
+                        .filter(|(_, slot)| !slot.is_ended_lease(now_ms))
+                        .collect();
                     slots.sort_unstable_by(|a, b| a.0.cmp(&b.0));
                     slots
                         .into_iter()
@@ -568,12 +591,18 @@ impl Claims {
         }
     }
 
-    /// Rebuild from persisted rows; indexes are derived.
+    /// Rebuild from persisted rows at cluster time `now_ms`; indexes are
+    /// derived. Leases that ran out by then are left out: their expiry
+    /// was counted in the namespace rows when time passed them.
     pub fn restore(
         namespaces: impl IntoIterator<Item = NamespaceRow>,
         slots: impl IntoIterator<Item = (u32, ClaimKey, Slot)>,
+        now_ms: u64,
     ) -> Claims {
-        let mut claims = Claims::default();
+        let mut claims = Claims {
+            now_ms,
+            ..Claims::default()
+        };
         for row in namespaces {
             claims.by_name.insert(row.name.clone(), row.id);
             claims.spaces.insert(row.id, Namespace::new(row));
@@ -584,6 +613,9 @@ impl Claims {
             let Some(ns) = claims.spaces.get_mut(&id) else {
                 continue;
             };
+            if slot.is_ended_lease(now_ms) {
+                continue;
+            }
             if let Slot::Leased {
                 session_id,
                 deadline_ms,
@@ -607,77 +639,21 @@ impl Claims {
     }
 }
 
-/// The (session, deadline) of the lease `key` of namespace `id` holds, if
-/// it holds one.
-fn lease_of(spaces: &BTreeMap<u32, Namespace>, id: u32, key: &ClaimKey) -> Option<(i64, u64)> {
+/// The (session, deadline) of the live lease `key` of namespace `id`
+/// holds at `now_ms`, if it holds one.
+fn lease_of(
+    spaces: &BTreeMap<u32, Namespace>,
+    now_ms: u64,
+    id: u32,
+    key: &ClaimKey,
+) -> Option<(i64, u64)> {
     match spaces.get(&id)?.slots.get(key)? {
         Slot::Leased {
             session_id,
             deadline_ms,
-        } => Some((*session_id, *deadline_ms)),
-        Slot::Stored(_) => None,
+        } if *deadline_ms > now_ms => Some((*session_id, *deadline_ms)),
+        _ => None,
     }
-}
-
-/// The parts of [`Claims`] ending a lease touches, apart from the
-/// deadline index (which [`Deadlines::take_due`] holds while it ends due
-/// leases through this).
-struct LeaseEnds<'a> {
-    spaces: &'a mut BTreeMap<u32, Namespace>,
-    by_session: &'a mut SessionLeases,
-    changes: &'a mut ClaimsChanges,
-}
-
-impl LeaseEnds<'_> {
-    /// Ends the key's lease if `which(session, deadline)` holds: the slot
-    /// goes, the session's count drops, the change is recorded. Returns
-    /// the holder; the deadline index's count is the caller's.
-    fn end(
-        &mut self,
-        id: u32,
-        key: &ClaimKey,
-        which: impl FnOnce(i64, u64) -> bool,
-    ) -> Option<i64> {
-        let (session_id, _) = self.spaces.get_mut(&id)?.remove_lease_if(key, which)?;
-        self.changes.namespaces.insert(id);
-        self.by_session.ended(session_id);
-        self.changes.leases.push((id, key.clone(), None));
-        Some(session_id)
-    }
-}
-
-impl DueLeases for LeaseEnds<'_> {
-    fn prefetch(&self, id: u32, key: &ClaimKey) {
-        if let Some(ns) = self.spaces.get(&id) {
-            ns.slots.prefetch(key);
-        }
-    }
-
-    fn end(&mut self, deadline_ms: u64, id: u32, key: &ClaimKey) -> bool {
-        if LeaseEnds::end(self, id, key, |_, d| d == deadline_ms).is_none() {
-            return false;
-        }
-        if let Some(ns) = self.spaces.get_mut(&id) {
-            ns.row.counters.expired += 1;
-        }
-        true
-    }
-}
-
-/// Whether `key` of namespace `id` holds a lease of `session_id`.
-fn leased_by(spaces: &BTreeMap<u32, Namespace>, session_id: i64, id: u32, key: &ClaimKey) -> bool {
-    lease_of(spaces, id, key).is_some_and(|(s, _)| s == session_id)
-}
-
-/// Whether `key` of namespace `id` holds a lease ending at `deadline_ms`
-/// (else its deadline entry is stale).
-fn leased_until(
-    spaces: &BTreeMap<u32, Namespace>,
-    deadline_ms: u64,
-    id: u32,
-    key: &ClaimKey,
-) -> bool {
-    lease_of(spaces, id, key).is_some_and(|(_, d)| d == deadline_ms)
 }
 
 fn view(key: &ClaimKey, e: &StoredEntry) -> StoredView {

@@ -28,6 +28,14 @@ pub enum Slot {
     Stored(Box<StoredEntry>),
 }
 
+impl Slot {
+    /// Whether this is a lease that ran out by `now_ms`: no lease any
+    /// more, a slot not yet reused or reclaimed (see `deadlines`).
+    pub fn is_ended_lease(&self, now_ms: u64) -> bool {
+        matches!(self, Slot::Leased { deadline_ms, .. } if *deadline_ms <= now_ms)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredEntry {
     pub value: Vec<u8>,
@@ -212,8 +220,14 @@ impl<K: Hash + Eq + Clone> Shards<K> {
     }
 
     /// The key's slot, made by `vacant` if it had none; whether it was.
-    fn get_or_insert(&mut self, key: K, vacant: impl FnOnce() -> Slot) -> (&mut Slot, bool) {
-        self.map_for_insert(&key).get_or_insert(key, vacant)
+    fn get_or_insert(
+        &mut self,
+        key: K,
+        vacant: impl FnOnce() -> Slot,
+        reclaimable: impl Fn(&Slot) -> bool,
+    ) -> (&mut Slot, bool) {
+        self.map_for_insert(&key)
+            .get_or_insert(key, vacant, reclaimable)
     }
 
     fn prefetch<Q: Hash + ?Sized>(&self, key: &Q)
@@ -261,16 +275,21 @@ impl SlotMap {
     }
 
     /// The key's slot, made by `vacant` if it had none, and whether it
-    /// was made: one probe where a lookup and an insert took two.
+    /// was made: one probe where a lookup and an insert took two. A shard
+    /// that is full drops its `reclaimable` slots before it grows.
     pub fn get_or_insert(
         &mut self,
         key: &ClaimKey,
         vacant: impl FnOnce() -> Slot,
+        reclaimable: impl Fn(&Slot) -> bool,
     ) -> (&mut Slot, bool) {
         match key {
-            ClaimKey::U64(k) => self.u64s.get_or_insert(*k, vacant),
-            ClaimKey::U128(k) => self.u128s.get_or_insert(*k, vacant),
-            ClaimKey::Bytes(k) => self.bytes.get_or_insert(k.as_slice().into(), vacant),
+            ClaimKey::U64(k) => self.u64s.get_or_insert(*k, vacant, reclaimable),
+            ClaimKey::U128(k) => self.u128s.get_or_insert(*k, vacant, reclaimable),
+            ClaimKey::Bytes(k) => {
+                self.bytes
+                    .get_or_insert(k.as_slice().into(), vacant, reclaimable)
+            }
         }
     }
 
@@ -333,7 +352,8 @@ pub struct Namespace {
     pub slots: SlotMap,
     /// Stored entries (the capacity counts these).
     pub entries: u64,
-    /// Lease slots.
+    /// Live leases (slots of leases that ran out are not counted: their
+    /// deadline's passing counted them as expired).
     pub leases: u64,
     /// Eviction candidates, next victim first.
     evict_order: BTreeSet<EvictKey>,
@@ -378,11 +398,6 @@ impl Namespace {
             }
         }
         self.slots.insert(key, slot);
-    }
-
-    /// Remove a lease slot; returns its (session, deadline).
-    pub fn remove_lease(&mut self, key: &ClaimKey) -> Option<(i64, u64)> {
-        self.remove_lease_if(key, |_, _| true)
     }
 
     /// Remove the key's lease if `which(session, deadline)` holds;

@@ -10,8 +10,8 @@
 //!
 //! A list compacts itself when it is more than twice the live count:
 //! first by time alone, dropping entries whose deadline has passed (such
-//! a lease is not live any more whatever its slot says, and `Tick` ends
-//! it), which needs no lookup; only if that leaves it still more than four
+//! a lease is not live any more whatever its slot says: time's passing
+//! ended it), which needs no lookup; only if that leaves it still more than four
 //! times the live count (a session refreshing the same keys again and
 //! again) are entries checked against their slots. So a list stays
 //! O(live leases) in size at O(1) amortized cost per grant.
@@ -76,10 +76,10 @@ impl SessionLeases {
         }
     }
 
-    /// One of the session's leases ended (its entry goes stale).
-    pub fn ended(&mut self, session_id: i64) {
+    /// `count` of the session's leases ended (their entries go stale).
+    pub fn ended(&mut self, session_id: i64, count: usize) {
         if let Some(held) = self.by_session.get_mut(&session_id) {
-            held.live = held.live.saturating_sub(1);
+            held.live = held.live.saturating_sub(count);
             if held.live == 0 {
                 self.by_session.remove(&session_id);
             }
@@ -151,7 +151,7 @@ mod tests {
             }
             if now >= 10 {
                 for _ in 0..10 {
-                    s.ended(5);
+                    s.ended(5, 1);
                 }
             }
         }
@@ -215,12 +215,12 @@ mod tests {
             s.add(grant(7, 1_000, &[k]), 0, holds);
             if k % 10 != 0 {
                 holding.borrow_mut().remove(&k);
-                s.ended(7);
+                s.ended(7, 1);
             }
         }
         for _ in 0..5 {
             for k in (0..1000u64).step_by(10) {
-                s.ended(7);
+                s.ended(7, 1);
                 s.add(grant(7, 1_000, &[k]), 0, holds);
             }
         }
@@ -240,9 +240,9 @@ mod tests {
         let mut s = SessionLeases::default();
         s.add(grant(3, 10, &[1]), 0, |_, _| true);
         s.add(grant(3, 10, &[2]), 0, |_, _| true);
-        s.ended(3);
+        s.ended(3, 1);
         assert_eq!(s.live(3), 1);
-        s.ended(3);
+        s.ended(3, 1);
         assert!(s.by_session.is_empty());
     }
 }

@@ -158,8 +158,24 @@ impl<K: Hash + Eq> Table<K> {
     }
 
     /// The key's slot, made by `vacant` if it had none; whether it was.
-    pub fn get_or_insert(&mut self, key: K, vacant: impl FnOnce() -> Slot) -> (&mut Slot, bool) {
-        self.reserve_one();
+    ///
+    /// `reclaimable` tells slots that hold nothing any more (leases that
+    /// ran out: see `deadlines`). When the table is full, they go first,
+    /// in one sequential pass, and it grows only if that left it more
+    /// than half full (so a pass comes at most once per `buckets / 4`
+    /// inserts, as cheap per insert as growing).
+    pub fn get_or_insert(
+        &mut self,
+        key: K,
+        vacant: impl FnOnce() -> Slot,
+        reclaimable: impl Fn(&Slot) -> bool,
+    ) -> (&mut Slot, bool) {
+        if self.len + 1 > max_len(self.buckets.len()) {
+            self.sweep(&reclaimable);
+            if self.len + 1 > self.buckets.len() / 2 {
+                self.grow();
+            }
+        }
         let (at, fresh) = match self.probe(&key) {
             Probe::Found(at) => (at, false),
             Probe::Vacant(at) => {
@@ -174,17 +190,40 @@ impl<K: Hash + Eq> Table<K> {
         (slot, fresh)
     }
 
+    /// Removes every reclaimable entry. An entry shifted back into a
+    /// bucket just emptied is looked at again; an entry shifted from the
+    /// table's start to its end (a run wrapping around) was looked at
+    /// already. Each step moves on or removes one: at most `buckets +
+    /// len` steps.
+    fn sweep(&mut self, reclaimable: &impl Fn(&Slot) -> bool) {
+        let mut at = 0;
+        while at < self.buckets.len() {
+            match &self.buckets[at] {
+                Some((_, slot)) if reclaimable(slot) => {
+                    self.remove_at(at);
+                }
+                _ => at += 1,
+            }
+        }
+    }
+
     pub fn remove<Q>(&mut self, key: &Q) -> Option<Slot>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let mut hole = self.find(key)?;
-        let (_, slot) = self.buckets[hole].take()?;
+        let at = self.find(key)?;
+        Some(self.remove_at(at))
+    }
+
+    /// Empties an occupied bucket and shifts back every entry of the run
+    /// after it that may sit there: one whose home is not between the
+    /// hole and itself. The run ends at the first empty bucket.
+    fn remove_at(&mut self, mut hole: usize) -> Slot {
+        let (_, slot) = self.buckets[hole]
+            .take()
+            .expect("removing an occupied bucket");
         self.len -= 1;
-        // Shift back every entry of the run after the hole that may sit
-        // there: one whose home is not between the hole and itself. The
-        // run ends at the first empty bucket.
         let mask = self.mask();
         let mut at = hole;
         loop {
@@ -200,7 +239,7 @@ impl<K: Hash + Eq> Table<K> {
                 hole = at;
             }
         }
-        Some(slot)
+        slot
     }
 
     /// Room for one more entry (it may already be there: then the table
@@ -310,7 +349,7 @@ mod tests {
                     model.insert(key, lease(step as i64))
                 ),
                 2 => {
-                    let (slot, fresh) = table.get_or_insert(key, || lease(-1));
+                    let (slot, fresh) = table.get_or_insert(key, || lease(-1), |_| false);
                     assert_eq!(fresh, !model.contains_key(&key));
                     assert_eq!(slot, model.entry(key).or_insert(lease(-1)));
                 }
@@ -364,6 +403,42 @@ mod tests {
         for n in 0..100_000u64 {
             assert_eq!(table.get(&mix(n)), Some(&lease(n as i64)));
         }
+    }
+
+    #[test]
+    fn a_full_table_drops_reclaimable_entries_before_it_grows() {
+        let mut table: Table<u64> = Table::default();
+        // Sessions below 0 mark reclaimable slots.
+        let reclaimable = |slot: &Slot| matches!(slot, Slot::Leased { session_id, .. } if *session_id < 0);
+        let n = 3 * 1024;
+        // Filled by inserts that reclaim nothing (else each time it is
+        // full the sweep would empty it).
+        for k in 0..n {
+            table.get_or_insert(mix(k), || lease(-(k as i64) - 1), |_| false);
+        }
+        let buckets = table.buckets.len();
+        assert_eq!(table.len(), n as usize);
+        // Filling it again with live entries reuses the reclaimed room:
+        // the first insert past 3/4 sweeps, and the table stays its size.
+        for k in n..2 * n {
+            let (_, fresh) = table.get_or_insert(mix(k), || lease(k as i64), reclaimable);
+            assert!(fresh);
+        }
+        assert_eq!(table.buckets.len(), buckets, "swept instead of grown");
+        check_runs(&table);
+        for k in 0..n {
+            assert_eq!(table.get(&mix(k)), None, "{k} reclaimed");
+        }
+        for k in n..2 * n {
+            assert_eq!(table.get(&mix(k)), Some(&lease(k as i64)));
+        }
+        // Live entries beyond half the buckets: the next full table grows.
+        for k in 2 * n..3 * n {
+            table.get_or_insert(mix(k), || lease(k as i64), reclaimable);
+        }
+        assert_eq!(table.buckets.len(), 2 * buckets);
+        assert_eq!(table.len(), 2 * n as usize);
+        check_runs(&table);
     }
 
     #[test]

@@ -69,6 +69,33 @@ impl World {
         }
     }
 
+    /// (entries removed, leases released).
+    fn remove(&mut self, keys: &[u64]) -> (u64, u64) {
+        match self.ok(ClaimsCommand::Remove {
+            namespace: NS.into(),
+            keys: World::keys(keys),
+            now_ms: self.now_ms,
+        }) {
+            ClaimsOutput::Remove {
+                removed,
+                leases_released,
+            } => (removed, leases_released),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Stored entries present.
+    fn touch(&mut self, keys: &[u64]) -> u64 {
+        match self.ok(ClaimsCommand::Touch {
+            namespace: NS.into(),
+            keys: World::keys(keys),
+            now_ms: self.now_ms,
+        }) {
+            ClaimsOutput::Touch { present } => present,
+            other => panic!("{other:?}"),
+        }
+    }
+
     fn register_chain(
         &mut self,
         session_id: i64,
@@ -762,10 +789,10 @@ fn changes_name_every_slot_and_namespace_touched() {
 }
 
 #[test]
-fn a_bounded_tick_expires_the_same_leases_on_a_restored_replica() {
-    // More leases share one deadline than a tick may expire, granted in a
-    // scrambled key order: which ones the first tick expires must not
-    // depend on the order a replica learned them in.
+fn passing_a_deadline_ends_all_its_leases_alike_on_a_restored_replica() {
+    // More leases than one request holds share a deadline, granted in a
+    // scrambled key order; a replica restored from a snapshot learned
+    // them in another order and must end and count them alike.
     let mut w = World::new(NamespaceConfig {
         lease_ttl_ms: 1_000,
         ..Default::default()
@@ -777,22 +804,62 @@ fn a_bounded_tick_expires_the_same_leases_on_a_restored_replica() {
         w.offload(session, &keys);
     }
     let leases = w.store.claims().lease_count();
-    assert!(leases > MAX_CLAIM_EXPIRIES_PER_TICK, "{leases}");
+    assert!(leases > MAX_KEYS_PER_REQUEST, "{leases}");
     let mut copy = World {
         store: Store::from_snapshot(w.store.snapshot().unwrap()),
         now_ms: w.now_ms,
     };
-    w.tick(1_000);
-    copy.tick(1_000);
-    assert_eq!(
-        w.store.claims().lease_count(),
-        leases - MAX_CLAIM_EXPIRIES_PER_TICK
-    );
+    assert_eq!(copy.store.claims().lease_count(), leases);
+    w.tick(999);
+    copy.tick(999);
     assert_eq!(copy.store.snapshot().unwrap(), w.store.snapshot().unwrap());
     w.tick(1);
     copy.tick(1);
-    assert_eq!(w.store.claims().lease_count(), 0);
-    assert_eq!(copy.store.snapshot().unwrap(), w.store.snapshot().unwrap());
+    for world in [&w, &copy] {
+        let s = world.stats();
+        assert_eq!((s.active_leases, s.counters.expired), (0, leases as u64));
+        assert_eq!(world.store.claims().lease_count(), 0);
+        assert_eq!(world.store.claims().leases_of(session), 0);
+        assert_eq!(world.store.claims().leases().count(), 0);
+    }
+    // The ended leases' slots are still in `w`, none in the copy: the
+    // snapshots leave them out alike.
+    let snap = w.store.snapshot().unwrap();
+    assert!(snap.claims.slots.is_empty());
+    assert_eq!(copy.store.snapshot().unwrap(), snap);
+}
+
+#[test]
+fn a_lease_that_ran_out_is_no_lease_to_any_command() {
+    let mut w = World::new(NamespaceConfig {
+        lease_ttl_ms: 1_000,
+        ..Default::default()
+    });
+    let (a, b) = (w.session(600), w.session(600));
+    w.offload(a, &[1, 2, 3, 4]);
+    // No tick: the next command's time passes the deadline.
+    w.now_ms += 1_000;
+    assert_eq!(w.remove(&[1]), (0, 0), "nothing to remove or release");
+    assert_eq!(w.touch(&[2]), 0);
+    assert_eq!(w.store.claims().slot(1, &ClaimKey::U64(3)), None);
+    assert_eq!(w.register(b, &[3]), vec![Stored]);
+    assert_eq!(w.offload(b, &[4]), vec![Granted]);
+    w.store.apply(&Command::LeaseRevoke { id: a });
+    let s = w.stats();
+    let c = s.counters;
+    assert_eq!(
+        (c.expired, c.released, c.converted, c.granted, c.removed),
+        (4, 0, 0, 5, 0),
+        "each of a's leases ended once, by running out"
+    );
+    assert_eq!(s.active_leases, 1);
+    assert_eq!(w.store.claims().leases_of(b), 1);
+    assert_eq!(w.store.claims().leases_of(a), 0);
+    assert_eq!(w.stored_keys(), vec![3]);
+    assert_eq!(
+        w.store.claims().leases().collect::<Vec<_>>(),
+        vec![(1, ClaimKey::U64(4), b, w.now_ms + 1_000)]
+    );
 }
 
 #[test]
@@ -820,17 +887,18 @@ fn refreshing_repeated_and_expired_keys_keeps_every_session_releasable() {
     // a's only lease refreshed twice in one request, with a fresh key.
     assert_eq!(w.offload(a, &[1, 2, 1]), vec![Granted; 3]);
     assert_eq!(w.store.claims().leases_of(a), 2);
-    // a's leases run out; b takes key 1 over without a tick.
+    // a's leases run out; b takes key 1 over without a tick (the
+    // command's time ends both of a's).
     w.now_ms += 1_000;
     assert_eq!(w.offload(b, &[1, 1]), vec![Granted; 2]);
     assert_eq!(
         (w.store.claims().leases_of(a), w.store.claims().leases_of(b)),
-        (1, 1)
+        (0, 1)
     );
     let s = w.stats();
     assert_eq!(
         (s.counters.granted, s.counters.refreshed, s.counters.expired),
-        (3, 3, 1)
+        (3, 3, 2)
     );
     w.store.apply(&Command::LeaseRevoke { id: b });
     assert_eq!(w.store.claims().leases_of(b), 0);
@@ -871,12 +939,10 @@ fn a_tick_ends_exactly_the_live_due_leases_among_stale_entries() {
     assert_eq!(w.store.claims().lease_count(), 2);
     assert_eq!(w.store.claims().leases_of(a), 1);
     assert_eq!(w.store.claims().leases_of(b), 1);
+    // Running out is recorded as the namespace's counters only: the
+    // lease log's rows say when each lease ends.
     let changes = w.store.take_changes().claims;
-    assert_eq!(
-        changes.leases.iter().collect::<Vec<_>>(),
-        vec![(1, ClaimKey::U64(1), None), (1, ClaimKey::U64(5), None)],
-        "the ended leases, in key order"
-    );
+    assert!(changes.leases.is_empty());
     assert_eq!(changes.namespaces, [1].into_iter().collect());
     assert_eq!(w.offload(b, &[1, 5, 4]), {
         use OffloadStatus::*;

@@ -20,8 +20,6 @@ pub const DEFAULT_CLAIM_TTL_MS: u64 = 30_000;
 /// Most namespaces in a cluster, and the longest name.
 pub const MAX_NAMESPACES: usize = 1_024;
 pub const MAX_NAMESPACE_NAME_BYTES: usize = 128;
-/// Most claim leases one `Tick` expires: the work of one full request.
-pub const MAX_CLAIM_EXPIRIES_PER_TICK: usize = MAX_KEYS_PER_REQUEST;
 
 /// A block hash. A namespace accepts only the kind it was created with.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
