@@ -507,10 +507,7 @@ pub(crate) fn clear_tables(txn: &WriteTransaction) -> io::Result<()> {
 /// key), as [`cairn_store::claims::Claims::snapshot`] lists them. Also the
 /// lease log's bookkeeping ([`LeaseLog`]), from the same one decode of
 /// each row.
-pub(crate) fn load(
-    read: &ReadTransaction,
-    now_ms: u64,
-) -> io::Result<(ClaimsSnapshot, LeaseLog)> {
+pub(crate) fn load(read: &ReadTransaction, now_ms: u64) -> io::Result<(ClaimsSnapshot, LeaseLog)> {
     let mut snap = ClaimsSnapshot::default();
     let namespaces = read
         .open_table(CLAIMS_NS)
@@ -856,7 +853,11 @@ mod tests {
             }
             persist(&db, &mut store, &mut log);
             most_rows = most_rows.max(lease_log_rows(&db));
-            assert_eq!(loaded(&db, &store), store.claims().snapshot(), "round {round}");
+            assert_eq!(
+                loaded(&db, &store),
+                store.claims().snapshot(),
+                "round {round}"
+            );
             assert_tracked(&db, &log);
         }
         assert!(log.rows.front().is_some_and(|r| r.id > 40), "{log:?}");
@@ -892,7 +893,11 @@ mod tests {
             persist(&db, &mut store, &mut log);
             compacted |= log.rows.front().is_some_and(|r| r.id == 0) && round > 0;
             most_rows = most_rows.max(lease_log_rows(&db));
-            assert_eq!(loaded(&db, &store), store.claims().snapshot(), "round {round}");
+            assert_eq!(
+                loaded(&db, &store),
+                store.claims().snapshot(),
+                "round {round}"
+            );
             assert_tracked(&db, &log);
             assert!(log.records <= 40 * (LEASE_LOG_RECORDS_PER_LIVE + 1));
         }
@@ -965,7 +970,11 @@ mod tests {
                 (Some(a), b) if b.is_none_or(|b| b > a) => trims += 1,
                 _ => {}
             }
-            assert_eq!(loaded(&db, &store), store.claims().snapshot(), "batch {batch}");
+            assert_eq!(
+                loaded(&db, &store),
+                store.claims().snapshot(),
+                "batch {batch}"
+            );
             assert_tracked(&db, &log);
         }
         assert!(

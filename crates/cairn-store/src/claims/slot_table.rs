@@ -409,7 +409,8 @@ mod tests {
     fn a_full_table_drops_reclaimable_entries_before_it_grows() {
         let mut table: Table<u64> = Table::default();
         // Sessions below 0 mark reclaimable slots.
-        let reclaimable = |slot: &Slot| matches!(slot, Slot::Leased { session_id, .. } if *session_id < 0);
+        let reclaimable =
+            |slot: &Slot| matches!(slot, Slot::Leased { session_id, .. } if *session_id < 0);
         let n = 3 * 1024;
         // Filled by inserts that reclaim nothing (else each time it is
         // full the sweep would empty it).
