@@ -5,6 +5,7 @@ mod claims_rows;
 pub mod coalesce;
 pub mod leader_watch;
 pub mod log_store;
+pub mod metrics;
 pub mod network;
 pub mod peer_service;
 pub mod snapshot_data;

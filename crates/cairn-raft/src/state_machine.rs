@@ -618,6 +618,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut events = Vec::new();
         let mut stamp = None;
         let revision;
+        let started = std::time::Instant::now();
         {
             let mut store = self
                 .store
@@ -648,6 +649,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
             revision = store.revision();
         }
+        crate::metrics::APPLY.observe(started.elapsed());
         let rows = self.changed_rows()?;
         match &self.writer {
             // Queued behind the log's writes, in order; durable with the

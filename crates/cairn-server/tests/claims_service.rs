@@ -227,6 +227,18 @@ async fn claims_over_grpc() -> Result {
     let metrics = http_get(server.client_addr, "/metrics").await?;
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
     assert!(metrics.contains("blocks"), "{metrics}");
+    // And the write path's latency histograms, each with writes in it.
+    for histogram in [
+        "cairn_server_write_duration_seconds",
+        "cairn_disk_wal_fsync_duration_seconds",
+        "cairn_apply_duration_seconds",
+    ] {
+        let count = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{histogram}_count ")))
+            .unwrap_or_else(|| panic!("no {histogram}_count in {metrics}"));
+        assert!(count.parse::<u64>()? > 0, "{histogram}: {count}");
+    }
     server.shutdown().await;
     Ok(())
 }

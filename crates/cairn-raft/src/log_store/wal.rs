@@ -304,10 +304,12 @@ impl Wal {
             encode_record(&mut buf, r.log_id.index, r.payload);
         }
         let path = segment_path(&self.dir, active.number);
+        let started = std::time::Instant::now();
         let written = active
             .file
             .write_all_at(&buf, active.len)
             .and_then(|()| active.file.sync_data());
+        crate::metrics::WAL_FSYNC.observe(started.elapsed());
         if let Err(e) = written {
             // Leave no partial record behind for the next append to follow.
             let _ = active.file.set_len(active.len);

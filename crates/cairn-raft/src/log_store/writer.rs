@@ -674,7 +674,15 @@ fn write_txn(
         .map_err(|e| ctx("save committed: write", e))?;
     }
     more(&txn)?;
-    txn.commit().map_err(|e| ctx("state rows: commit", e))
+    let started = std::time::Instant::now();
+    let committed = txn.commit().map_err(|e| ctx("state rows: commit", e));
+    let histogram = if durable {
+        &crate::metrics::BACKEND_CHECKPOINT
+    } else {
+        &crate::metrics::BACKEND_COMMIT
+    };
+    histogram.observe(started.elapsed());
+    committed
 }
 
 #[cfg(test)]

@@ -278,7 +278,10 @@ impl Node {
         if adds_data(&command) {
             self.check_quota().await?;
         }
-        self.proposer.propose(command).await
+        let started = std::time::Instant::now();
+        let result = self.proposer.propose(command).await;
+        WRITE_DURATION.observe(started.elapsed());
+        result
     }
 
     /// Refuse writes that add data once the keyspace is over quota, raising
@@ -343,6 +346,13 @@ async fn open_database(path: &std::path::Path, cache_bytes: usize) -> Result<Dat
         }
     }
 }
+
+/// A client write's time in this member's write path, batching,
+/// forwarding, consensus and apply included (`GET /metrics`).
+pub static WRITE_DURATION: cairn_raft::metrics::Histogram = cairn_raft::metrics::Histogram::new(
+    "cairn_server_write_duration_seconds",
+    "A client write from this member's write path to its result (batching, forwarding to the leader, commit and apply).",
+);
 
 fn adds_data(c: &Command) -> bool {
     match c {

@@ -47,9 +47,12 @@ pub fn add(routes: Routes, node: Arc<Node>, claim_reads: Arc<ClaimReads>) -> Rou
                 let reads = claim_reads.clone();
                 async move {
                     let stats = node.store().claims().all_stats();
+                    let mut text = metrics::render(&stats, &reads);
+                    crate::node::WRITE_DURATION.render(&mut text);
+                    cairn_raft::metrics::render(&mut text);
                     (
                         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                        metrics::render(&stats, &reads),
+                        text,
                     )
                 }
             }),
