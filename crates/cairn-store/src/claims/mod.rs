@@ -89,7 +89,8 @@ pub struct Claims {
     now_ms: u64,
     by_name: BTreeMap<String, u32>,
     spaces: BTreeMap<u32, Namespace>,
-    /// Lease deadlines across namespaces, earliest first, for `Tick`.
+    /// Live leases counted by deadline across namespaces, to end them as
+    /// time passes (see `advance`).
     deadlines: Deadlines,
     /// Leases held by each session, released when the session ends (in
     /// any order: releasing one lease does not affect another).
