@@ -432,9 +432,16 @@ impl Claims {
     /// its deadline's count): the slot goes, the counts drop, the change
     /// is recorded. Returns the holder.
     fn drop_lease(&mut self, id: u32, key: &ClaimKey) -> Option<i64> {
+        self.end_lease(id, key, None)
+    }
+
+    /// The one way a live lease ends early, if `holder` (when given)
+    /// holds it; returns the holder.
+    fn end_lease(&mut self, id: u32, key: &ClaimKey, holder: Option<i64>) -> Option<i64> {
         let now_ms = self.now_ms;
         let ns = self.spaces.get_mut(&id)?;
-        let (session_id, deadline_ms) = ns.remove_lease_if(key, |_, d| d > now_ms)?;
+        let (session_id, deadline_ms) =
+            ns.remove_lease_if(key, |s, d| d > now_ms && holder.is_none_or(|h| h == s))?;
         self.changes.namespaces.insert(id);
         self.changes.leases.push((id, key.clone(), None));
         self.deadlines.end(deadline_ms, id, session_id);
@@ -444,24 +451,14 @@ impl Claims {
 
     /// A session ended: release every live claim lease it held.
     pub fn release_session(&mut self, session_id: i64) -> u64 {
-        let now_ms = self.now_ms;
         let mut released = 0;
         for (id, key) in self.by_session.take(session_id) {
-            let Some(ns) = self.spaces.get_mut(&id) else {
-                continue;
-            };
             // The entry may be stale: the key since leased by another
             // session, stored, or its lease ran out.
-            let Some((_, deadline_ms)) =
-                ns.remove_lease_if(&key, |s, d| s == session_id && d > now_ms)
-            else {
-                continue;
-            };
-            ns.row.counters.released += 1;
-            self.changes.namespaces.insert(id);
-            self.deadlines.end(deadline_ms, id, session_id);
-            self.changes.leases.push((id, key, None));
-            released += 1;
+            if self.end_lease(id, &key, Some(session_id)).is_some() {
+                self.ns(id).row.counters.released += 1;
+                released += 1;
+            }
         }
         released
     }
