@@ -616,6 +616,10 @@ mod tests {
     }
 
     fn register_as(session_id: i64, keys: &[u64]) -> ClaimsCommand {
+        register_at(session_id, keys, 2_000)
+    }
+
+    fn register_at(session_id: i64, keys: &[u64], now_ms: u64) -> ClaimsCommand {
         ClaimsCommand::Register {
             namespace: "ns".into(),
             session_id,
@@ -629,7 +633,7 @@ mod tests {
                     position: None,
                 })
                 .collect(),
-            now_ms: 2_000,
+            now_ms,
         }
     }
 
@@ -778,11 +782,7 @@ mod tests {
         persist(&db, &mut store, &mut log);
         let after = 2_000 + ttl_ms;
         tick(&mut store, after);
-        let mut stored = register_as(s, &[2]);
-        if let ClaimsCommand::Register { now_ms, .. } = &mut stored {
-            *now_ms = after;
-        }
-        claims(&mut store, stored);
+        claims(&mut store, register_at(s, &[2], after));
         persist(&db, &mut store, &mut log);
         assert_eq!(lease_log_rows(&db), 1, "the grants' row is still there");
         let snap = loaded(&db, &store);
@@ -844,11 +844,7 @@ mod tests {
             // Convert a few and refresh a few of an earlier round's.
             if round >= 3 {
                 let old = (round - 3) * 20;
-                let mut convert = register_as(s, &[old, old + 1]);
-                if let ClaimsCommand::Register { now_ms: at, .. } = &mut convert {
-                    *at = now_ms;
-                }
-                claims(&mut store, convert);
+                claims(&mut store, register_at(s, &[old, old + 1], now_ms));
                 claims(&mut store, offload_at(s, &[old + 2, old + 3], now_ms));
             }
             persist(&db, &mut store, &mut log);

@@ -482,11 +482,7 @@ fn each_accepted_claims_command_takes_one_revision() {
     let a = w.session(60);
     w.offload(a, &[1, 2, 3]);
     w.register(a, &[1, 2, 3]);
-    w.ok(ClaimsCommand::Touch {
-        namespace: NS.into(),
-        keys: World::keys(&[1]),
-        now_ms: w.now_ms,
-    });
+    w.touch(&[1]);
     assert_eq!(w.store.revision(), 4);
 }
 
@@ -505,12 +501,7 @@ fn tail_eviction_takes_the_deepest_leaf_then_the_least_recently_touched() {
     w.register(0, &[21]);
     assert_eq!(w.stored_keys(), vec![1, 10, 20, 21]);
     // only roots left: least recently touched first; touch 1 so 10 goes
-    let present = w.ok(ClaimsCommand::Touch {
-        namespace: NS.into(),
-        keys: World::keys(&[1, 99]),
-        now_ms: w.now_ms,
-    });
-    assert_eq!(present, ClaimsOutput::Touch { present: 1 });
+    assert_eq!(w.touch(&[1, 99]), 1);
     w.register(0, &[22]);
     assert_eq!(w.stored_keys(), vec![1, 20, 21, 22]);
     assert_eq!(w.stats().counters.evicted, 3);
@@ -559,18 +550,8 @@ fn policy_none_refuses_when_full_and_keeps_the_lease() {
         vec![Stored, Stored, RejectedFull]
     );
     assert_eq!(w.store.claims().leases_of(a), 1, "3 still leased to a");
-    let out = w.ok(ClaimsCommand::Remove {
-        namespace: NS.into(),
-        keys: World::keys(&[1, 3, 77]),
-        now_ms: w.now_ms,
-    });
-    assert_eq!(
-        out,
-        ClaimsOutput::Remove {
-            removed: 1,
-            leases_released: 1
-        }
-    );
+    // (entries removed, leases released)
+    assert_eq!(w.remove(&[1, 3, 77]), (1, 1));
     assert_eq!(w.register(a, &[3]), vec![Stored]);
     assert_eq!(w.stored_keys(), vec![2, 3]);
 }
@@ -625,18 +606,10 @@ fn random_ops(w: &mut World, sessions: &[i64], seed: u64, steps: usize, check: i
                 w.register_chain(s, &chain);
             }
             2 => {
-                w.ok(ClaimsCommand::Touch {
-                    namespace: NS.into(),
-                    keys: World::keys(&keys),
-                    now_ms: w.now_ms,
-                });
+                w.touch(&keys);
             }
             3 => {
-                w.ok(ClaimsCommand::Remove {
-                    namespace: NS.into(),
-                    keys: World::keys(&keys),
-                    now_ms: w.now_ms,
-                });
+                w.remove(&keys);
             }
             // Time passes by a tick, or by the next command's stamp alone.
             _ if rng.next(2) == 0 => w.tick(rng.next(3_000)),
@@ -939,12 +912,7 @@ fn a_tick_ends_exactly_the_live_due_leases_among_stale_entries() {
     let b = w.session(600);
     w.offload(a, &[5, 4, 3, 2, 1]);
     w.register(a, &[3, 2]);
-    let now_ms = w.now_ms;
-    w.ok(ClaimsCommand::Remove {
-        namespace: NS.into(),
-        keys: World::keys(&[2]),
-        now_ms,
-    });
+    w.remove(&[2]);
     w.tick(2_000);
     w.offload(a, &[4]);
     w.offload(b, &[2]);
