@@ -41,9 +41,20 @@ server_cpu() {
     done
     echo "$ticks"
 }
+# Minor page faults of the members: fresh memory faulted in inside an
+# apply is a stall on every replica at once.
+server_faults() {
+    local faults=0 pid
+    for pid in "${PIDS[@]}"; do
+        faults=$((faults + $(awk '{print $10}' "/proc/$pid/stat")))
+    done
+    echo "$faults"
+}
 before=$(server_cpu)
+faults_before=$(server_faults)
 "$BIN/cairn-bench" --endpoints "$EPS" --label "$LABEL" --workload claims \
     --clients "${CLIENTS:-16}" --duration "${DURATION:-5s}" \
     --claims-batches "${BATCHES:-16,1000}" ${EXTRA:-}
 after=$(server_cpu)
+echo "$LABEL server minor faults for the whole run: $(($(server_faults) - faults_before))"
 echo "$LABEL server CPU for the whole run: $(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", t / hz }') s"

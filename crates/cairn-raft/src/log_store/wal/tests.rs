@@ -1,5 +1,3 @@
-use std::io::Write;
-
 use openraft::entry::RaftEntry;
 use openraft::vote::RaftLeaderId;
 
@@ -48,6 +46,13 @@ fn files(dir: &Path) -> Vec<u64> {
     let mut n = segment_numbers(dir).unwrap();
     n.sort_unstable();
     n
+}
+
+/// Bytes the records of `range` take in a segment.
+fn records_bytes(term: u64, range: std::ops::RangeInclusive<u64>) -> u64 {
+    range
+        .map(|i| (HEADER_BYTES + payload(term, i).len()) as u64)
+        .sum()
 }
 
 /// Segments of about four records each.
@@ -106,12 +111,13 @@ fn a_torn_tail_is_cut_and_appends_go_on() {
     }
     let last = *files(dir.path()).last().unwrap();
     let path = segment_path(dir.path(), last);
-    let good_len = fs::metadata(&path).unwrap().len();
-    // Half a record: what a crash mid-append leaves.
+    let good_len = records_bytes(1, 1..=3);
+    // Half a record over the preallocated zeros: what a crash mid-append
+    // leaves.
     let mut torn = Vec::new();
     encode_record(&mut torn, 4, &payload(1, 4));
-    let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-    f.write_all(&torn[..torn.len() / 2]).unwrap();
+    let f = OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&torn[..torn.len() / 2], good_len).unwrap();
     drop(f);
 
     let wal = Wal::open(dir.path(), None).unwrap();
@@ -225,4 +231,92 @@ fn a_purge_not_yet_applied_to_the_files_is_applied_at_open() {
     let wal = Wal::open_with(dir.path(), Some(lid(1, 25)), SMALL).unwrap();
     assert_eq!(wal.last_log_id(), None);
     assert_eq!(wal.next_index(), 26);
+}
+
+#[test]
+fn appends_overwrite_preallocated_zeros_that_reopen_as_the_end_of_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = segment_path(dir.path(), 0);
+    {
+        let wal = Wal::open(dir.path(), None).unwrap();
+        append(&wal, 1, 1..=3);
+        let len = fs::metadata(&path).unwrap().len();
+        assert!(
+            len >= records_bytes(1, 1..=3) + PREALLOCATE_BYTES,
+            "the first append wrote zeros ahead: {len}"
+        );
+        append(&wal, 1, 4..=6);
+        assert_eq!(
+            fs::metadata(&path).unwrap().len(),
+            len,
+            "later appends only overwrite the zeros"
+        );
+    }
+    let wal = Wal::open(dir.path(), None).unwrap();
+    assert_eq!(wal.last_log_id(), Some(lid(1, 6)));
+    // The next record goes right after the last one, not at the file's end.
+    append(&wal, 2, 7..=7);
+    drop(wal);
+    let wal = Wal::open(dir.path(), None).unwrap();
+    assert_eq!(
+        ids(&wal, 1, 10),
+        (1..=6).map(|i| (1, i)).chain([(2, 7)]).collect::<Vec<_>>()
+    );
+    let bytes = fs::read(&path).unwrap();
+    let end = records_bytes(1, 1..=6) + records_bytes(2, 7..=7);
+    assert!(bytes[end as usize..].iter().all(|b| *b == 0));
+}
+
+#[test]
+fn an_append_past_the_zeros_writes_the_next_ones_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = segment_path(dir.path(), 0);
+    let mut wal = Wal::open(dir.path(), None).unwrap();
+    wal.preallocate_bytes = 4096;
+    let mut lens = Vec::new();
+    for i in 1..=1500 {
+        append(&wal, 1, i..=i);
+        lens.push(fs::metadata(&path).unwrap().len());
+    }
+    lens.dedup();
+    assert!(lens.len() > 2, "the file grew in steps: {lens:?}");
+    for len in &lens {
+        assert_eq!(len % 4096, 0, "{lens:?}");
+    }
+    let written = records_bytes(1, 1..=1500);
+    assert!(*lens.last().unwrap() > written, "zeros follow the records");
+    drop(wal);
+    let wal = Wal::open(dir.path(), None).unwrap();
+    assert_eq!(ids(&wal, 1, 2000).len(), 1500);
+}
+
+#[test]
+fn truncation_drops_the_zeros_and_appends_resume_at_the_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = segment_path(dir.path(), 0);
+    let wal = Wal::open(dir.path(), None).unwrap();
+    append(&wal, 1, 1..=5);
+    wal.truncate(4).unwrap();
+    assert_eq!(fs::metadata(&path).unwrap().len(), records_bytes(1, 1..=3));
+    append(&wal, 2, 4..=4);
+    drop(wal);
+    let wal = Wal::open(dir.path(), None).unwrap();
+    assert_eq!(ids(&wal, 1, 10), vec![(1, 1), (1, 2), (1, 3), (2, 4)]);
+}
+
+#[test]
+fn a_rolled_segment_ending_in_zeros_is_not_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let wal = Wal::open_with(dir.path(), None, SMALL).unwrap();
+        append(&wal, 1, 1..=12);
+    }
+    let first = segment_path(dir.path(), files(dir.path())[0]);
+    let len = fs::metadata(&first).unwrap().len();
+    assert!(len > SMALL + 4096, "kept its zeros: {len}");
+    let wal = Wal::open_with(dir.path(), None, SMALL).unwrap();
+    assert_eq!(
+        ids(&wal, 1, 20),
+        (1..=12).map(|i| (1, i)).collect::<Vec<_>>()
+    );
 }
