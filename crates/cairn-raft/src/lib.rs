@@ -3,6 +3,7 @@
 
 mod claims_rows;
 pub mod coalesce;
+pub mod forward_frame;
 pub mod leader_watch;
 pub mod log_store;
 pub mod metrics;

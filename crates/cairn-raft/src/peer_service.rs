@@ -23,6 +23,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::forward_frame;
 use crate::network::DEFAULT_MAX_MESSAGE_BYTES;
 use crate::types::{
     AppendEntriesRequest, Fatal, Raft, RaftError, Snapshot, SnapshotData, SnapshotMeta,
@@ -30,6 +31,10 @@ use crate::types::{
 };
 use cairn_proto::raft::v1::raft_peer_server::{RaftPeer, RaftPeerServer};
 use cairn_proto::raft::v1::{Payload, SnapshotChunk};
+
+/// Forwarded requests one `ForwardStream` has under way at once; a stream
+/// is one follower's, which itself bounds what it forwards.
+pub const FORWARD_STREAM_WINDOW: usize = 64;
 
 /// The largest snapshot [`PeerService`] accepts by default: 4 GiB.
 pub const DEFAULT_MAX_SNAPSHOT_BYTES: u64 = 4 * 1024 * 1024 * 1024;
@@ -322,6 +327,77 @@ where
     async fn forward(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
         let data = self.handler.forward(request.into_inner().data).await?;
         Ok(Response::new(Payload { data }))
+    }
+
+    type ForwardStreamStream = Pin<Box<dyn Stream<Item = Result<Payload, Status>> + Send>>;
+
+    /// Each request as [`PeerHandler::forward`] would answer it, up to
+    /// [`FORWARD_STREAM_WINDOW`] at once, each answer sent as it is ready.
+    /// A frame too short to carry an id ends the stream with
+    /// `INVALID_ARGUMENT` after the answers under way.
+    async fn forward_stream(
+        &self,
+        request: Request<Streaming<Payload>>,
+    ) -> Result<Response<Self::ForwardStreamStream>, Status> {
+        let mut input = request.into_inner();
+        let handler = self.handler.clone();
+        let (replies, rx) = tokio::sync::mpsc::channel(FORWARD_STREAM_WINDOW);
+        let mut metrics = self.raft.metrics();
+        tokio::spawn(async move {
+            // A stopped member ends its streams, so followers reopen theirs
+            // to whoever leads now instead of talking to a member that is
+            // only draining its connections.
+            let stopped = async move {
+                while metrics.borrow_watched().running_state.is_ok() {
+                    if metrics.changed().await.is_err() {
+                        break;
+                    }
+                }
+            };
+            tokio::pin!(stopped);
+            let window = Arc::new(tokio::sync::Semaphore::new(FORWARD_STREAM_WINDOW));
+            loop {
+                // Reading waits for room: the sender's flow control then
+                // holds its further requests.
+                let Ok(permit) = window.clone().acquire_owned().await else {
+                    return;
+                };
+                let frame = tokio::select! {
+                    frame = input.message() => match frame {
+                        Ok(Some(frame)) => frame,
+                        Ok(None) | Err(_) => return,
+                    },
+                    () = &mut stopped => {
+                        let _ = replies
+                            .send(Err(Status::unavailable("forward_stream: this member stopped")))
+                            .await;
+                        return;
+                    }
+                };
+                let Some((id, payload)) = forward_frame::split_request(frame.data) else {
+                    // Once the answers under way are sent (each holds a
+                    // sender), the stream ends with this.
+                    let _ = replies
+                        .send(Err(Status::invalid_argument(
+                            "forward_stream: a frame shorter than its id",
+                        )))
+                        .await;
+                    return;
+                };
+                let handler = handler.clone();
+                let replies = replies.clone();
+                tokio::spawn(async move {
+                    let answer = handler.forward(payload).await;
+                    let data = forward_frame::reply(id, answer);
+                    let _ = replies.send(Ok(Payload { data })).await;
+                    drop(permit);
+                });
+            }
+        });
+        let out = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        Ok(Response::new(Box::pin(out)))
     }
 
     async fn read_index(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {

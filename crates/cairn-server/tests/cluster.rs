@@ -29,6 +29,43 @@ async fn writes_on_any_member_replicate_to_all() {
     c.shutdown().await;
 }
 
+/// A follower's forwarded writes share one stream to the leader, many at
+/// once, and a new stream goes to the next leader when this one dies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forwarded_writes_share_a_stream_that_follows_the_leader() {
+    let mut c = Cluster::start(3, |_| {}).await;
+    let old = c.wait_leader(ELECTION).await;
+    let follower = (old + 1) % 3;
+    let node = c.node(follower).clone();
+    let puts = (0..50).map(|i| {
+        let node = node.clone();
+        async move { put(&node, &format!("s/{i:02}"), &i.to_string()).await }
+    });
+    let revs = futures::future::join_all(puts).await;
+    assert!(revs.iter().all(|r| *r > 0));
+    assert_eq!(node.router.forward_streams_opened(), 1);
+    wait_until("every member applies the 50 puts", ELECTION, || {
+        let ok = (0..3).all(|i| local_count(c.node(i), "s/") == 50);
+        async move { ok }
+    })
+    .await;
+
+    c.stop_member(old).await;
+    let new = c.wait_leader(ELECTION).await;
+    let other = c.running().into_iter().find(|&i| i != new).unwrap();
+    let before = c.node(other).router.forward_streams_opened();
+    for i in 0..10 {
+        put(c.node(other), &format!("t/{i}"), "after").await;
+    }
+    assert_eq!(
+        c.node(other).router.forward_streams_opened(),
+        before + 1,
+        "one new stream, to the new leader"
+    );
+    assert_eq!(local_count(c.node(new), "t/"), 10);
+    c.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leader_loss_elects_a_new_leader_and_keeps_acknowledged_writes() {
     let mut c = Cluster::start(3, |_| {}).await;

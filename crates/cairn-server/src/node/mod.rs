@@ -2,6 +2,7 @@
 //! leader's housekeeping, wired together. Services talk to a `Node`.
 
 pub mod forward;
+mod forward_stream;
 pub mod identity;
 mod members;
 pub mod peer_handler;

@@ -4,6 +4,7 @@
 
 use openraft::async_runtime::WatchReceiver;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,10 +19,14 @@ use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
 use super::forward::{decode, encode, ForwardRequest, ForwardResponse};
+use super::forward_stream::{CallError, ForwardStream};
 use super::Raft;
 use crate::clock::ClusterClock;
 use crate::error::ServerError;
 use crate::proposer::BatchSink;
+
+/// The largest forwarded request or answer.
+const MAX_FORWARD_BYTES: usize = 256 * 1024 * 1024;
 
 /// Pause between attempts while no leader is known or it moved.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
@@ -30,6 +35,15 @@ pub struct Router {
     pub(crate) raft: Raft,
     /// Peer channels by URL, reused across requests.
     channels: Mutex<HashMap<String, Channel>>,
+    /// The stream forwarded requests take to the leader, opened on first
+    /// use and again when the leader changes or the stream breaks.
+    forward_stream: tokio::sync::Mutex<Option<Arc<ForwardStream>>>,
+    /// A leader that does not serve `ForwardStream` (an older member in a
+    /// rolling upgrade): requests go to it one `Forward` call each.
+    unary_leader: Mutex<Option<u64>>,
+    /// Forward streams opened so far (`/metrics`): more than one per
+    /// leader change means streams break.
+    streams_opened: AtomicU64,
     /// Longest a request may wait for a leader and an answer.
     pub(crate) request_timeout: Duration,
     /// This member's cluster time: what it proposes as leader carries it
@@ -49,6 +63,9 @@ impl Router {
         Router {
             raft,
             channels: Mutex::new(HashMap::new()),
+            forward_stream: tokio::sync::Mutex::new(None),
+            unary_leader: Mutex::new(None),
+            streams_opened: AtomicU64::new(0),
             request_timeout,
             clock,
         }
@@ -97,37 +114,127 @@ impl Router {
                     leader_client_url: first_url(&node),
                 });
             }
-            let mut client = RaftPeerClient::new(self.channel(&node.peer_url)?)
-                .max_decoding_message_size(256 * 1024 * 1024)
-                .max_encoding_message_size(256 * 1024 * 1024);
-            let mut request = tonic::Request::new(Payload {
-                data: payload.clone(),
-            });
-            request.set_timeout(deadline.saturating_duration_since(Instant::now()));
-            match client.forward(request).await {
-                Ok(resp) => {
-                    let answer: Result<ForwardResponse, ServerError> =
-                        decode(&resp.into_inner().data)?;
-                    match answer {
-                        Err(ServerError::NotLeader { .. }) | Err(ServerError::NoLeader) => {}
-                        other => return other,
-                    }
+            let delivered = match self.stream_to(leader_id, &node, deadline).await? {
+                Some(stream) => self.forward_on_stream(&stream, &payload, deadline).await?,
+                None => {
+                    self.forward_call(leader_id, &node, &payload, deadline)
+                        .await?
                 }
-                // Nothing was delivered: try again once a leader is reachable.
-                Err(s) if s.code() == tonic::Code::Unavailable && is_connect_error(&s) => {}
-                Err(s) if s.code() == tonic::Code::DeadlineExceeded => {
-                    return Err(ServerError::Timeout)
-                }
-                Err(s) => {
-                    return Err(ServerError::Internal(format!(
-                        "forward to leader {leader_id:x}: {s}"
-                    )))
+            };
+            if let Some(answer) = delivered {
+                match answer {
+                    Err(ServerError::NotLeader { .. }) | Err(ServerError::NoLeader) => {}
+                    other => return other,
                 }
             }
             if Instant::now() + RETRY_PAUSE > deadline {
                 return Err(ServerError::Timeout);
             }
             tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    /// Streams to a leader opened so far, for `/metrics`.
+    pub fn forward_streams_opened(&self) -> u64 {
+        self.streams_opened.load(Ordering::Relaxed)
+    }
+
+    /// The open stream to `leader_id`, opening it if need be; `None` if
+    /// that leader only takes `Forward` calls. Fails only on a bad URL;
+    /// a leader that cannot be reached yet gives a stream whose calls
+    /// report `NotSent`.
+    async fn stream_to(
+        &self,
+        leader_id: u64,
+        node: &CairnNode,
+        deadline: Instant,
+    ) -> Result<Option<Arc<ForwardStream>>, ServerError> {
+        if *self.unary_leader.lock().unwrap_or_else(|p| p.into_inner()) == Some(leader_id) {
+            return Ok(None);
+        }
+        let mut slot = self.forward_stream.lock().await;
+        if let Some(stream) = slot.as_ref() {
+            if stream.leader_id == leader_id && stream.is_open() {
+                return Ok(Some(stream.clone()));
+            }
+        }
+        *slot = None;
+        let channel = self.channel(&node.peer_url)?;
+        let opened = tokio::time::timeout_at(
+            deadline,
+            ForwardStream::open(channel, leader_id, MAX_FORWARD_BYTES),
+        )
+        .await;
+        let stream = match opened {
+            Ok(Ok(stream)) => {
+                self.streams_opened.fetch_add(1, Ordering::Relaxed);
+                Arc::new(stream)
+            }
+            Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => {
+                *self.unary_leader.lock().unwrap_or_else(|p| p.into_inner()) = Some(leader_id);
+                return Ok(None);
+            }
+            // Nothing was sent; the caller's attempt reports it so and
+            // the next one opens again.
+            Ok(Err(s)) => Arc::new(ForwardStream::closed(leader_id, s.to_string())),
+            Err(_) => Arc::new(ForwardStream::closed(leader_id, "timed out".into())),
+        };
+        if stream.is_open() {
+            *slot = Some(stream.clone());
+        }
+        Ok(Some(stream))
+    }
+
+    /// One attempt on the stream: the leader's answer, `None` if the
+    /// request never left (safe to retry), or an error whose outcome is
+    /// unknown.
+    async fn forward_on_stream(
+        &self,
+        stream: &ForwardStream,
+        payload: &[u8],
+        deadline: Instant,
+    ) -> Result<Option<Result<ForwardResponse, ServerError>>, ServerError> {
+        let leader_id = stream.leader_id;
+        match stream.call(payload.to_vec(), deadline).await {
+            Ok(bytes) => Ok(Some(decode(&bytes)?)),
+            Err(CallError::NotSent(why)) => {
+                tracing::debug!("forward to leader {leader_id:x} not sent: {why}");
+                Ok(None)
+            }
+            Err(CallError::Timeout) => Err(ServerError::Timeout),
+            Err(CallError::Lost(why)) => Err(ServerError::Internal(format!(
+                "forward to leader {leader_id:x}: {why}"
+            ))),
+            Err(CallError::Status(s)) => Err(ServerError::Internal(format!(
+                "forward to leader {leader_id:x}: {s}"
+            ))),
+        }
+    }
+
+    /// One `Forward` call, for a leader without `ForwardStream`; the same
+    /// outcomes as [`Self::forward_on_stream`].
+    async fn forward_call(
+        &self,
+        leader_id: u64,
+        node: &CairnNode,
+        payload: &[u8],
+        deadline: Instant,
+    ) -> Result<Option<Result<ForwardResponse, ServerError>>, ServerError> {
+        let mut client = RaftPeerClient::new(self.channel(&node.peer_url)?)
+            .max_decoding_message_size(MAX_FORWARD_BYTES)
+            .max_encoding_message_size(MAX_FORWARD_BYTES);
+        let mut request = tonic::Request::new(Payload {
+            data: payload.to_vec(),
+        });
+        request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+        match client.forward(request).await {
+            Ok(resp) => Ok(Some(decode(&resp.into_inner().data)?)),
+            // Nothing was delivered: try again once a leader is reachable.
+            Err(s) if s.code() == tonic::Code::Unavailable && is_connect_error(&s) => Ok(None),
+            Err(s) if s.code() == tonic::Code::DeadlineExceeded => Err(ServerError::Timeout),
+            Err(s) => Err(ServerError::Internal(format!(
+                "forward to leader {leader_id:x}: {s}"
+            ))),
         }
     }
 

@@ -49,6 +49,12 @@ pub fn add(routes: Routes, node: Arc<Node>, claim_reads: Arc<ClaimReads>) -> Rou
                     let stats = node.store().claims().all_stats();
                     let mut text = metrics::render(&stats, &reads);
                     crate::node::WRITE_DURATION.render(&mut text);
+                    text.push_str(&format!(
+                        "# HELP cairn_forward_streams_opened_total Streams this member opened to forward requests to a leader.\n\
+                         # TYPE cairn_forward_streams_opened_total counter\n\
+                         cairn_forward_streams_opened_total {}\n",
+                        node.router.forward_streams_opened()
+                    ));
                     cairn_raft::metrics::render(&mut text);
                     (
                         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
