@@ -375,8 +375,12 @@ where
                     }
                 };
                 let Some((id, payload)) = forward_frame::split_request(frame.data) else {
-                    // Once the answers under way are sent (each holds a
-                    // sender), the stream ends with this.
+                    // The answers under way go first (each task gives its
+                    // permit back once its answer is queued): the error
+                    // ends the stream.
+                    drop(permit);
+                    let all = FORWARD_STREAM_WINDOW as u32;
+                    let _ = window.acquire_many(all).await;
                     let _ = replies
                         .send(Err(Status::invalid_argument(
                             "forward_stream: a frame shorter than its id",

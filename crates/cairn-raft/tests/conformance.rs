@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use cairn_proto::raft::v1::raft_peer_client::RaftPeerClient;
 use cairn_proto::raft::v1::{Payload, SnapshotChunk};
+use cairn_raft::forward_frame;
 use cairn_raft::log_store::{LogStore, LOG_TABLE, META_TABLE};
 use cairn_raft::network::{NetworkConfig, NetworkFactory};
-use cairn_raft::peer_service::{PeerService, UnimplementedPeerHandler};
+use cairn_raft::peer_service::{BoxFuture, PeerHandler, PeerService, UnimplementedPeerHandler};
 use cairn_raft::types::{
     AppendEntriesRequest, CairnNode, CommandResult, Entry, LeaderId, LogId, Raft, RaftConfig,
     Request, Snapshot, SnapshotData, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
@@ -436,6 +437,10 @@ struct TestNode {
 
 impl TestNode {
     async fn start(id: u64) -> TestNode {
+        Self::start_with(id, Arc::new(UnimplementedPeerHandler)).await
+    }
+
+    async fn start_with(id: u64, handler: Arc<dyn PeerHandler>) -> TestNode {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let node = CairnNode {
@@ -451,7 +456,7 @@ impl TestNode {
         let raft = Raft::new(id, raft_config(), network, store, sm.clone())
             .await
             .unwrap();
-        let service = PeerService::new(raft.clone(), Arc::new(UnimplementedPeerHandler));
+        let service = PeerService::new(raft.clone(), handler);
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(
             tonic::transport::Server::builder()
@@ -798,5 +803,97 @@ async fn stopped_raft_is_unreachable() {
         Err(RPCError::Unreachable(e)) => assert!(e.to_string().contains("stopped"), "{e}"),
         other => panic!("want Unreachable, got {other:?}"),
     }
+    n.stop().await;
+}
+
+/// Answers a forwarded payload with the payload reversed, after as many
+/// milliseconds as its first byte says; "fail" gets `FAILED_PRECONDITION`.
+struct SlowEcho;
+
+impl PeerHandler for SlowEcho {
+    fn forward(&self, payload: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, tonic::Status>> {
+        Box::pin(async move {
+            if payload == b"fail" {
+                return Err(tonic::Status::failed_precondition("asked to fail"));
+            }
+            let ms = payload.first().copied().unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(u64::from(ms))).await;
+            Ok(payload.into_iter().rev().collect())
+        })
+    }
+
+    fn read_index(&self, _payload: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, tonic::Status>> {
+        Box::pin(async { Err(tonic::Status::unimplemented("read_index")) })
+    }
+}
+
+/// `ForwardStream` answers each request by its id as soon as it is ready,
+/// out of order, errors included; a frame too short for an id ends the
+/// stream with INVALID_ARGUMENT once the answers under way are sent; a
+/// member whose Raft stops ends its streams with UNAVAILABLE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_stream_answers_by_id_and_ends_on_bad_frames_and_shutdown() {
+    let n = TestNode::start_with(1, Arc::new(SlowEcho)).await;
+    let addr: SocketAddr = n
+        .node
+        .peer_url
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let mut c = grpc_client(addr).await;
+    let frame = |payload: &[u8], id| Payload {
+        data: forward_frame::request(payload.to_vec(), id),
+    };
+
+    let requests = vec![
+        frame(&[60, 1], 10),
+        frame(b"fail", 11),
+        frame(&[0, 2], 12),
+        Payload {
+            data: vec![1, 2, 3],
+        },
+    ];
+    let mut replies = c
+        .forward_stream(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut answers = Vec::new();
+    let end = loop {
+        match replies.message().await {
+            Ok(Some(p)) => answers.push(forward_frame::split_reply(p.data).unwrap()),
+            Ok(None) => panic!("the stream ended without an error"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(end.code(), tonic::Code::InvalidArgument, "{end:?}");
+    let ids: Vec<u64> = answers.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids.len(), 3, "every request before the bad frame: {ids:?}");
+    assert_eq!(*ids.last().unwrap(), 10, "the slow one comes last: {ids:?}");
+    for (id, answer) in answers {
+        match id {
+            10 => assert_eq!(answer.unwrap(), vec![1, 60]),
+            11 => assert_eq!(answer.unwrap_err().code(), tonic::Code::FailedPrecondition),
+            12 => assert_eq!(answer.unwrap(), vec![2, 0]),
+            other => panic!("an answer to no request: {other}"),
+        }
+    }
+
+    // An open stream ends when the member's Raft stops.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Payload>(4);
+    let outbound =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|p| (p, rx)) });
+    let mut replies = c.forward_stream(outbound).await.unwrap().into_inner();
+    tx.send(frame(&[0, 7], 1)).await.unwrap();
+    let (id, answer) =
+        forward_frame::split_reply(replies.message().await.unwrap().unwrap().data).unwrap();
+    assert_eq!((id, answer.unwrap()), (1, vec![7, 0]));
+    n.raft.shutdown().await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(10), replies.message())
+        .await
+        .expect("the stream ends")
+        .unwrap_err();
+    assert_eq!(end.code(), tonic::Code::Unavailable, "{end:?}");
+    drop(tx);
     n.stop().await;
 }
