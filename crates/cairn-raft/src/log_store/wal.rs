@@ -35,9 +35,11 @@
 //! write, of the inode (the file's new size), before the flush: about a
 //! fifth of a small append's sync on the VM of BENCHMARKS.md, and a fifth
 //! of the log's CPU (each write is a VM exit). So the active segment is
-//! kept [`PREALLOCATE_BYTES`] of zeros ahead of its last record, written
-//! with the append that passes the end, and the appends in between only
-//! overwrite. A segment therefore ends in zeros: the scan takes an all-zero
+//! kept [`PREALLOCATE_BYTES`] of zeros ahead of its last record, and the
+//! appends only overwrite them. The log writer lays down the next zeros
+//! when it is idle and fewer than half are left
+//! ([`Wal::preallocate_ahead`]); under load, the append that passes the
+//! end writes them with its records. A segment therefore ends in zeros: the scan takes an all-zero
 //! rest of a file as the end of its records (an empty payload is never a
 //! record), and a rest holding anything else as a torn write, as before. Truncation unlinks the
 //! later segments first, then cuts the segment it lands in, so a crash in
@@ -359,6 +361,36 @@ impl Wal {
         index.locs.extend(locs);
         index.last = records.last().map(|r| r.log_id);
         Ok(())
+    }
+
+    /// Writes the next [`PREALLOCATE_BYTES`] of zeros now if fewer than
+    /// half of them are left ahead of the last record: for the log writer
+    /// when idle, so the append that would have written them does not.
+    pub fn preallocate_ahead(&self) -> io::Result<()> {
+        let mut active = self.lock_active();
+        if active.allocated - active.len >= self.preallocate_bytes / 2
+            || active.len >= self.segment_bytes
+        {
+            return Ok(());
+        }
+        let allocated = active.len.next_multiple_of(4096) + self.preallocate_bytes;
+        let zeros = vec![0u8; (allocated - active.allocated) as usize];
+        let path = segment_path(&self.dir, active.number);
+        match active
+            .file
+            .write_all_at(&zeros, active.allocated)
+            .and_then(|()| active.file.sync_data())
+        {
+            Ok(()) => {
+                active.allocated = allocated;
+                Ok(())
+            }
+            Err(e) => {
+                // Whatever got written is zeros past the records: harmless,
+                // and the next append writes its own.
+                Err(wal_err(&path, "preallocate", e))
+            }
+        }
     }
 
     /// Removes every entry at index `from` and above, durably.

@@ -588,8 +588,8 @@ impl Group {
     /// makes them recoverable (see the module docs of `log_store`).
     fn flush(self, rows: &mut RowWriter, queue: &Queue) {
         let db = self.db();
-        if let Some(first) = self.appends.first() {
-            let wal = first.wal.clone();
+        let appended_to = self.appends.first().map(|a| a.wal.clone());
+        if let Some(wal) = appended_to.clone() {
             let records: Vec<Record<'_>> = self
                 .appends
                 .iter()
@@ -615,9 +615,19 @@ impl Group {
                 a.callback.io_completed(outcome);
             }
         }
-        let Some(db) = db else { return };
-        let committed = self.committed.map(|(_, c)| c);
-        rows.write(db, committed, self.states, queue.idle());
+        if let Some(db) = db {
+            let committed = self.committed.map(|(_, c)| c);
+            rows.write(db, committed, self.states, queue.idle());
+        }
+        // Zeros for the next appends while nothing waits, so that an
+        // append under light load rarely writes them itself.
+        if let Some(wal) = appended_to {
+            if queue.idle() {
+                if let Err(e) = wal.preallocate_ahead() {
+                    tracing::warn!("raft log store: preallocating the log failed: {e}");
+                }
+            }
+        }
     }
 }
 

@@ -320,3 +320,38 @@ fn a_rolled_segment_ending_in_zeros_is_not_corrupt() {
         (1..=12).map(|i| (1, i)).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn zeros_are_laid_ahead_when_asked_and_only_when_running_low() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = segment_path(dir.path(), 0);
+    let mut wal = Wal::open(dir.path(), None).unwrap();
+    wal.preallocate_bytes = 8192;
+    append(&wal, 1, 1..=3);
+    let first = fs::metadata(&path).unwrap().len();
+    wal.preallocate_ahead().unwrap();
+    assert_eq!(
+        fs::metadata(&path).unwrap().len(),
+        first,
+        "more than half the zeros are left"
+    );
+    let mut i = 4;
+    while first - records_bytes(1, 1..=i - 1) >= 4096 {
+        append(&wal, 1, i..=i);
+        i += 1;
+    }
+    assert_eq!(
+        fs::metadata(&path).unwrap().len(),
+        first,
+        "still the same zeros"
+    );
+    wal.preallocate_ahead().unwrap();
+    let grown = fs::metadata(&path).unwrap().len();
+    assert!(grown > first, "{grown} > {first}");
+    let bytes = fs::read(&path).unwrap();
+    let end = records_bytes(1, 1..=i - 1) as usize;
+    assert!(bytes[end..].iter().all(|b| *b == 0));
+    drop(wal);
+    let wal = Wal::open(dir.path(), None).unwrap();
+    assert_eq!(ids(&wal, 1, 1000).len() as u64, i - 1);
+}
