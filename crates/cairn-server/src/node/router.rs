@@ -95,6 +95,12 @@ impl Router {
         let ch = Endpoint::from_shared(url.to_string())
             .map_err(|e| ServerError::Internal(format!("bad peer URL {url}: {e}")))?
             .connect_timeout(Duration::from_secs(1))
+            // A leader that stops answering (SIGSTOP, a dead host) closes
+            // the connection after a missed ping, and with it the forward
+            // stream, whose reader would otherwise wait on it for good.
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true)
             .connect_with_connector_lazy(Connector::new(None));
         channels.insert(url.to_string(), ch.clone());
         Ok(ch)
