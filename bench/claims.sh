@@ -34,22 +34,18 @@ for _ in $(seq 1 100); do
     "$BIN/cairn" --endpoints "$EPS" put claims-ready 1 >/dev/null 2>&1 && break
     sleep 0.1
 done
-server_cpu() {
-    local ticks=0 pid
+# Sum over the members of an awk expression of /proc/PID/stat fields:
+# CPU ticks ($14 + $15), or minor page faults ($10; fresh memory faulted
+# in inside an apply is a stall on every replica at once).
+server_sum() {
+    local total=0 pid
     for pid in "${PIDS[@]}"; do
-        ticks=$((ticks + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+        total=$((total + $(awk "{print $1}" "/proc/$pid/stat")))
     done
-    echo "$ticks"
+    echo "$total"
 }
-# Minor page faults of the members: fresh memory faulted in inside an
-# apply is a stall on every replica at once.
-server_faults() {
-    local faults=0 pid
-    for pid in "${PIDS[@]}"; do
-        faults=$((faults + $(awk '{print $10}' "/proc/$pid/stat")))
-    done
-    echo "$faults"
-}
+server_cpu() { server_sum '$14 + $15'; }
+server_faults() { server_sum '$10'; }
 before=$(server_cpu)
 faults_before=$(server_faults)
 "$BIN/cairn-bench" --endpoints "$EPS" --label "$LABEL" --workload claims \

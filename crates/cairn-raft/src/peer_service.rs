@@ -21,6 +21,7 @@ use openraft::storage::RaftStateMachine;
 use openraft::vote::RaftLeaderId;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::forward_frame;
@@ -217,6 +218,21 @@ fn fatal(e: RaftError) -> Fatal {
     }
 }
 
+/// Ends once the local Raft has stopped.
+fn until_stopped<SM>(raft: &Raft<SM>) -> impl Future<Output = ()> + Send + 'static
+where
+    SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotData>,
+{
+    let mut metrics = raft.metrics();
+    async move {
+        while metrics.borrow_watched().running_state.is_ok() {
+            if metrics.changed().await.is_err() {
+                break;
+            }
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl<SM> RaftPeer for PeerService<SM>
 where
@@ -262,16 +278,8 @@ where
         &self,
         _request: Request<Payload>,
     ) -> Result<Response<Self::PresenceStream>, Status> {
-        let mut metrics = self.raft.metrics();
-        let until_stopped = async move {
-            while metrics.borrow_watched().running_state.is_ok() {
-                if metrics.changed().await.is_err() {
-                    break;
-                }
-            }
-            None
-        };
-        let stream = futures::stream::once(until_stopped).filter_map(futures::future::ready);
+        let until_stopped = until_stopped(&self.raft);
+        let stream = futures::stream::once(until_stopped).filter_map(|()| async { None });
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -342,18 +350,11 @@ where
         let mut input = request.into_inner();
         let handler = self.handler.clone();
         let (replies, rx) = tokio::sync::mpsc::channel(FORWARD_STREAM_WINDOW);
-        let mut metrics = self.raft.metrics();
+        // A stopped member ends its streams, so followers reopen theirs to
+        // whoever leads now instead of talking to a member that is only
+        // draining its connections.
+        let stopped = until_stopped(&self.raft);
         tokio::spawn(async move {
-            // A stopped member ends its streams, so followers reopen theirs
-            // to whoever leads now instead of talking to a member that is
-            // only draining its connections.
-            let stopped = async move {
-                while metrics.borrow_watched().running_state.is_ok() {
-                    if metrics.changed().await.is_err() {
-                        break;
-                    }
-                }
-            };
             tokio::pin!(stopped);
             let window = Arc::new(tokio::sync::Semaphore::new(FORWARD_STREAM_WINDOW));
             loop {
@@ -398,10 +399,7 @@ where
                 });
             }
         });
-        let out = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        });
-        Ok(Response::new(Box::pin(out)))
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn read_index(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {

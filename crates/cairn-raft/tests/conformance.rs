@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -478,6 +477,13 @@ impl TestNode {
         }
     }
 
+    /// A gRPC client of its peer service.
+    async fn client(&self) -> RaftPeerClient<tonic::transport::Channel> {
+        RaftPeerClient::connect(self.node.peer_url.clone())
+            .await
+            .unwrap()
+    }
+
     async fn stop(mut self) {
         // Already shut down in some tests: ignore a second shutdown's result.
         let _ = self.raft.shutdown().await;
@@ -708,24 +714,12 @@ async fn silent_peer_times_out() {
     hold.abort();
 }
 
-async fn grpc_client(addr: SocketAddr) -> RaftPeerClient<tonic::transport::Channel> {
-    RaftPeerClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap()
-}
-
 /// Malformed requests are refused with INVALID_ARGUMENT; the node keeps
 /// serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_are_invalid_argument() {
     let n = TestNode::start(1).await;
-    let addr: SocketAddr = n
-        .node
-        .peer_url
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
-    let mut c = grpc_client(addr).await;
+    let mut c = n.client().await;
 
     let garbage = || Payload {
         data: vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
@@ -834,13 +828,7 @@ impl PeerHandler for SlowEcho {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forward_stream_answers_by_id_and_ends_on_bad_frames_and_shutdown() {
     let n = TestNode::start_with(1, Arc::new(SlowEcho)).await;
-    let addr: SocketAddr = n
-        .node
-        .peer_url
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
-    let mut c = grpc_client(addr).await;
+    let mut c = n.client().await;
     let frame = |payload: &[u8], id| Payload {
         data: forward_frame::request(payload.to_vec(), id),
     };

@@ -39,9 +39,12 @@
 //! appends only overwrite them. The log writer lays down the next zeros
 //! when it is idle and fewer than half are left
 //! ([`Wal::preallocate_ahead`]); under load, the append that passes the
-//! end writes them with its records. A segment therefore ends in zeros: the scan takes an all-zero
-//! rest of a file as the end of its records (an empty payload is never a
-//! record), and a rest holding anything else as a torn write, as before. Truncation unlinks the
+//! end writes them with its records. A segment therefore ends in zeros:
+//! the scan takes an all-zero rest of a file as the end of its records (an
+//! empty payload is never a record), and a rest holding anything else as a
+//! torn write, as before.
+//!
+//! Truncation unlinks the
 //! later segments first, then cuts the segment it lands in, so a crash in
 //! between leaves a prefix of the old log. Purging deletes only whole
 //! segments, after the caller made `last_purged_log_id` durable.
@@ -159,9 +162,8 @@ impl Wal {
                 .map_err(|e| wal_err(&path, "open", e))?;
             let bytes = fs::read(&path).map_err(|e| wal_err(&path, "read", e))?;
             let is_last = i + 1 == count;
-            let (records, valid_len) = scan(&bytes, &path, is_last)?;
-            let zero_tail = bytes[valid_len as usize..].iter().all(|b| *b == 0);
-            if !zero_tail {
+            let (records, valid_len, torn) = scan(&bytes, &path, is_last)?;
+            if torn {
                 tracing::warn!(
                     "raft wal: {}: dropping a torn record at offset {valid_len} \
                      ({} bytes), left by a crash mid-append",
@@ -203,11 +205,7 @@ impl Wal {
                     number,
                     file: file.clone(),
                     len: valid_len,
-                    allocated: if zero_tail {
-                        bytes.len() as u64
-                    } else {
-                        valid_len
-                    },
+                    allocated: if torn { valid_len } else { bytes.len() as u64 },
                 });
             }
             segments.insert(number, file);
@@ -336,8 +334,7 @@ impl Wal {
         let records_bytes = buf.len() as u64;
         let end = active.len + records_bytes;
         if end > active.allocated {
-            let allocated = end.next_multiple_of(4096) + self.preallocate_bytes;
-            buf.resize((allocated - active.len) as usize, 0);
+            buf.resize((self.allocation_after(end) - active.len) as usize, 0);
         }
         let path = segment_path(&self.dir, active.number);
         let started = std::time::Instant::now();
@@ -373,24 +370,23 @@ impl Wal {
         {
             return Ok(());
         }
-        let allocated = active.len.next_multiple_of(4096) + self.preallocate_bytes;
+        let allocated = self.allocation_after(active.len);
         let zeros = vec![0u8; (allocated - active.allocated) as usize];
-        let path = segment_path(&self.dir, active.number);
-        match active
+        // On failure, whatever got written is zeros past the records:
+        // harmless, and the next append writes its own.
+        active
             .file
             .write_all_at(&zeros, active.allocated)
             .and_then(|()| active.file.sync_data())
-        {
-            Ok(()) => {
-                active.allocated = allocated;
-                Ok(())
-            }
-            Err(e) => {
-                // Whatever got written is zeros past the records: harmless,
-                // and the next append writes its own.
-                Err(wal_err(&path, "preallocate", e))
-            }
-        }
+            .map_err(|e| wal_err(&segment_path(&self.dir, active.number), "preallocate", e))?;
+        active.allocated = allocated;
+        Ok(())
+    }
+
+    /// The file length to extend to when the records end at `end`: the
+    /// page holding `end`, then [`Self::preallocate_bytes`] of zeros.
+    fn allocation_after(&self, end: u64) -> u64 {
+        end.next_multiple_of(4096) + self.preallocate_bytes
     }
 
     /// Removes every entry at index `from` and above, durably.
@@ -559,11 +555,11 @@ struct Scanned {
     log_id: LogId,
 }
 
-/// The records of one segment file, and the length of the valid prefix.
-/// The records end where only zeros follow (preallocated room). A bad
-/// record at the end of the last segment is a torn write and ends the
-/// scan; anywhere else it is an error.
-fn scan(bytes: &[u8], path: &Path, is_last: bool) -> io::Result<(Vec<Scanned>, u64)> {
+/// The records of one segment file, the length of the valid prefix, and
+/// whether a torn write follows it. The records end where only zeros
+/// follow (preallocated room). A bad record at the end of the last segment
+/// is a torn write and ends the scan; anywhere else it is an error.
+fn scan(bytes: &[u8], path: &Path, is_last: bool) -> io::Result<(Vec<Scanned>, u64, bool)> {
     let mut out = Vec::new();
     let mut at = 0usize;
     while at < bytes.len() {
@@ -586,12 +582,12 @@ fn scan(bytes: &[u8], path: &Path, is_last: bool) -> io::Result<(Vec<Scanned>, u
             }
             Err(why) if is_last => {
                 tracing::debug!("raft wal: {}: end of log at {at}: {why}", path.display());
-                break;
+                return Ok((out, at as u64, true));
             }
             Err(why) => return Err(corrupt(path, format!("record at offset {at}: {why}"))),
         }
     }
-    Ok((out, at as u64))
+    Ok((out, at as u64, false))
 }
 
 /// One record at the start of `bytes`: its index and payload.

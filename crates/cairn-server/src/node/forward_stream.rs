@@ -17,6 +17,7 @@ use cairn_proto::raft::v1::Payload;
 use cairn_raft::forward_frame;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Status, Streaming};
 
@@ -66,9 +67,7 @@ impl ForwardStream {
         max_message_bytes: usize,
     ) -> Result<Self, Status> {
         let (frames, rx) = mpsc::channel(QUEUE_FRAMES);
-        let outbound = futures::stream::unfold(rx, |mut rx: mpsc::Receiver<Payload>| async move {
-            rx.recv().await.map(|frame| (frame, rx))
-        });
+        let outbound = ReceiverStream::new(rx);
         let mut client = RaftPeerClient::new(channel)
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes);
@@ -80,20 +79,6 @@ impl ForwardStream {
             frames,
             pending,
         })
-    }
-
-    /// A stream that could not be opened: its one call reports why as
-    /// `NotSent`, and the next attempt opens a new one.
-    pub fn closed(leader_id: u64, why: String) -> Self {
-        let (frames, _) = mpsc::channel(1);
-        ForwardStream {
-            leader_id,
-            frames,
-            pending: Arc::new(Mutex::new(Pending {
-                closed: Some(format!("could not open the stream to the leader: {why}")),
-                ..Pending::default()
-            })),
-        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {

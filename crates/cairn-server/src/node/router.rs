@@ -51,6 +51,15 @@ pub struct Router {
     clock: Arc<ClusterClock>,
 }
 
+/// How a forwarded request reaches the leader.
+enum Route {
+    Stream(Arc<ForwardStream>),
+    /// One `Forward` call per request (a leader without `ForwardStream`).
+    Call,
+    /// Not reachable now (why): nothing was sent.
+    Unreachable(String),
+}
+
 /// One command's fate in a local proposal.
 enum Outcome {
     Done(Result<CommandResult, ServerError>),
@@ -120,11 +129,17 @@ impl Router {
                     leader_client_url: first_url(&node),
                 });
             }
-            let delivered = match self.stream_to(leader_id, &node, deadline).await? {
-                Some(stream) => self.forward_on_stream(&stream, &payload, deadline).await?,
-                None => {
+            let delivered = match self.route_to(leader_id, &node, deadline).await? {
+                Route::Stream(stream) => {
+                    self.forward_on_stream(&stream, &payload, deadline).await?
+                }
+                Route::Call => {
                     self.forward_call(leader_id, &node, &payload, deadline)
                         .await?
+                }
+                Route::Unreachable(why) => {
+                    tracing::debug!("forward to leader {leader_id:x} not sent: {why}");
+                    None
                 }
             };
             if let Some(answer) = delivered {
@@ -145,23 +160,22 @@ impl Router {
         self.streams_opened.load(Ordering::Relaxed)
     }
 
-    /// The open stream to `leader_id`, opening it if need be; `None` if
-    /// that leader only takes `Forward` calls. Fails only on a bad URL;
-    /// a leader that cannot be reached yet gives a stream whose calls
-    /// report `NotSent`.
-    async fn stream_to(
+    /// How to reach `leader_id`: its open stream (opened if need be), a
+    /// call per request for a leader that only takes those, or not yet.
+    /// Fails only on a bad URL.
+    async fn route_to(
         &self,
         leader_id: u64,
         node: &CairnNode,
         deadline: Instant,
-    ) -> Result<Option<Arc<ForwardStream>>, ServerError> {
+    ) -> Result<Route, ServerError> {
         if *self.unary_leader.lock().unwrap_or_else(|p| p.into_inner()) == Some(leader_id) {
-            return Ok(None);
+            return Ok(Route::Call);
         }
         let mut slot = self.forward_stream.lock().await;
         if let Some(stream) = slot.as_ref() {
             if stream.leader_id == leader_id && stream.is_open() {
-                return Ok(Some(stream.clone()));
+                return Ok(Route::Stream(stream.clone()));
             }
         }
         *slot = None;
@@ -171,24 +185,21 @@ impl Router {
             ForwardStream::open(channel, leader_id, MAX_FORWARD_BYTES),
         )
         .await;
-        let stream = match opened {
+        Ok(match opened {
             Ok(Ok(stream)) => {
                 self.streams_opened.fetch_add(1, Ordering::Relaxed);
-                Arc::new(stream)
+                let stream = Arc::new(stream);
+                *slot = Some(stream.clone());
+                Route::Stream(stream)
             }
             Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => {
                 *self.unary_leader.lock().unwrap_or_else(|p| p.into_inner()) = Some(leader_id);
-                return Ok(None);
+                Route::Call
             }
-            // Nothing was sent; the caller's attempt reports it so and
-            // the next one opens again.
-            Ok(Err(s)) => Arc::new(ForwardStream::closed(leader_id, s.to_string())),
-            Err(_) => Arc::new(ForwardStream::closed(leader_id, "timed out".into())),
-        };
-        if stream.is_open() {
-            *slot = Some(stream.clone());
-        }
-        Ok(Some(stream))
+            // Nothing was sent; the next attempt opens again.
+            Ok(Err(s)) => Route::Unreachable(s.to_string()),
+            Err(_) => Route::Unreachable("opening the stream timed out".into()),
+        })
     }
 
     /// One attempt on the stream: the leader's answer, `None` if the
