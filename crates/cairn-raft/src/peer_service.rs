@@ -80,6 +80,9 @@ where
     handler: Arc<dyn PeerHandler>,
     max_snapshot_bytes: u64,
     max_message_bytes: usize,
+    /// Whether `ForwardStream` is served; off, it answers `UNIMPLEMENTED`
+    /// as a member that predates it would (rolling-upgrade tests).
+    forward_stream: bool,
 }
 
 impl<SM> fmt::Debug for PeerService<SM>
@@ -104,7 +107,15 @@ where
             handler,
             max_snapshot_bytes: DEFAULT_MAX_SNAPSHOT_BYTES,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            forward_stream: true,
         }
+    }
+
+    /// Answer `ForwardStream` with `UNIMPLEMENTED`, as a member older than
+    /// it does: followers must fall back to one `Forward` call a request.
+    pub fn without_forward_stream(mut self) -> Self {
+        self.forward_stream = false;
+        self
     }
 
     /// The largest snapshot accepted; a larger transfer is refused with
@@ -347,6 +358,9 @@ where
         &self,
         request: Request<Streaming<Payload>>,
     ) -> Result<Response<Self::ForwardStreamStream>, Status> {
+        if !self.forward_stream {
+            return Err(Status::unimplemented("ForwardStream is not served"));
+        }
         let mut input = request.into_inner();
         let handler = self.handler.clone();
         let (replies, rx) = tokio::sync::mpsc::channel(FORWARD_STREAM_WINDOW);

@@ -50,9 +50,28 @@ fn incoming(
         .map(|accepted| accepted.map(Coalesced::new))
 }
 
+/// Which peer API a member serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PeerApi {
+    /// Everything this version has.
+    #[default]
+    Current,
+    /// Without `ForwardStream`, as members before it: stands in for an
+    /// older member in rolling-upgrade tests.
+    WithoutForwardStream,
+}
+
 /// Bind both ports, start the node, serve. Port 0 picks a free port; the
 /// advertised URLs then use the real one.
-pub async fn start(mut config: ServerConfig) -> Result<RunningServer, StartError> {
+pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
+    start_with(config, PeerApi::Current).await
+}
+
+/// [`start`], serving `peer_api` on the peer port.
+pub async fn start_with(
+    mut config: ServerConfig,
+    peer_api: PeerApi,
+) -> Result<RunningServer, StartError> {
     config.validate()?;
     let client_listener = bind(config.listen_client, "clients").await?;
     let peer_listener = bind(config.listen_peer, "peers").await?;
@@ -79,6 +98,10 @@ pub async fn start(mut config: ServerConfig) -> Result<RunningServer, StartError
         node.raft.clone(),
         Arc::new(NodePeerHandler(Arc::downgrade(&node))),
     );
+    let peer_service = match peer_api {
+        PeerApi::Current => peer_service,
+        PeerApi::WithoutForwardStream => peer_service.without_forward_stream(),
+    };
     let peer_task = tokio::spawn({
         let stopped = stopped.clone();
         async move {

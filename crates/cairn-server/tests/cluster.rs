@@ -6,6 +6,7 @@ mod support;
 use std::time::Duration;
 
 use cairn_server::node::forward::{ForwardRequest, ForwardResponse};
+use cairn_server::serve::PeerApi;
 use openraft::async_runtime::WatchReceiver;
 use support::*;
 
@@ -63,6 +64,66 @@ async fn forwarded_writes_share_a_stream_that_follows_the_leader() {
         "one new stream, to the new leader"
     );
     assert_eq!(local_count(c.node(new), "t/"), 10);
+    c.shutdown().await;
+}
+
+/// A rolling upgrade: a leader older than `ForwardStream` gets one
+/// `Forward` call per request; once it restarts upgraded and leads again
+/// (a new term), followers ask it for a stream afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forwarding_falls_back_to_calls_for_an_older_leader_and_streams_after_its_upgrade() {
+    let mut c = Cluster::start_with(3, |_| {}, PeerApi::WithoutForwardStream).await;
+    let leader = c.wait_leader(ELECTION).await;
+    let follower = (leader + 1) % 3;
+    for i in 0..5 {
+        put(c.node(follower), &format!("old/{i}"), "v").await;
+    }
+    let router = &c.node(follower).router;
+    assert_eq!(router.forward_streams_opened(), 0);
+    // At least one each: a call answered "not ready" is made again.
+    assert!(
+        router.forward_calls() >= 5,
+        "{} calls",
+        router.forward_calls()
+    );
+    assert_eq!(local_count(c.node(leader), "old/"), 5);
+
+    // The rolling upgrade: the third member first, then the leader. Whoever
+    // leads meanwhile is upgraded or is the follower itself, so the
+    // follower's note about the old leader stays; leadership then comes
+    // back to the upgraded leader in a later term.
+    let third = (leader + 2) % 3;
+    for i in [third, leader] {
+        c.stop_member(i).await;
+        c.members[i].peer_api = PeerApi::Current;
+        c.start_member(i).await;
+        c.wait_leader(ELECTION).await;
+    }
+    let upgraded_id = c.node(leader).member_id();
+    let interim = c.wait_leader(ELECTION).await;
+    if interim != leader {
+        c.node(interim)
+            .membership_request(ForwardRequest::TransferLeader { to: upgraded_id })
+            .await
+            .expect("transfer leadership to the upgraded member");
+    }
+    wait_until("the upgraded member leads", ELECTION, || {
+        let ok = (0..3).all(|i| c.node(i).leader_id() == Some(upgraded_id));
+        async move { ok }
+    })
+    .await;
+    let router = &c.node(follower).router;
+    let (calls_before, streams_before) = (router.forward_calls(), router.forward_streams_opened());
+    for i in 0..5 {
+        put(c.node(follower), &format!("new/{i}"), "v").await;
+    }
+    assert_eq!(
+        router.forward_streams_opened(),
+        streams_before + 1,
+        "a stream to the upgraded leader"
+    );
+    assert_eq!(router.forward_calls(), calls_before, "no more calls");
+    assert_eq!(local_count(c.node(leader), "new/"), 5);
     c.shutdown().await;
 }
 
@@ -204,6 +265,7 @@ async fn learner_is_added_promoted_and_removed() {
     };
     c.members.push(Member {
         config: cfg,
+        peer_api: PeerApi::Current,
         server: None,
     });
     c.start_member(3).await;

@@ -39,11 +39,15 @@ pub struct Router {
     /// use and again when the leader changes or the stream breaks.
     forward_stream: tokio::sync::Mutex<Option<Arc<ForwardStream>>>,
     /// A leader that does not serve `ForwardStream` (an older member in a
-    /// rolling upgrade): requests go to it one `Forward` call each.
-    unary_leader: Mutex<Option<u64>>,
+    /// rolling upgrade), by ID and term: requests go to it one `Forward`
+    /// call each. Only for that term: a member restarted upgraded must
+    /// win an election to lead again, and then it is asked afresh.
+    unary_leader: Mutex<Option<(u64, u64)>>,
     /// Forward streams opened so far (`/metrics`): more than one per
     /// leader change means streams break.
     streams_opened: AtomicU64,
+    /// `Forward` calls made to a leader without `ForwardStream` (`/metrics`).
+    forward_calls: AtomicU64,
     /// Longest a request may wait for a leader and an answer.
     pub(crate) request_timeout: Duration,
     /// This member's cluster time: what it proposes as leader carries it
@@ -75,6 +79,7 @@ impl Router {
             forward_stream: tokio::sync::Mutex::new(None),
             unary_leader: Mutex::new(None),
             streams_opened: AtomicU64::new(0),
+            forward_calls: AtomicU64::new(0),
             request_timeout,
             clock,
         }
@@ -160,6 +165,12 @@ impl Router {
         self.streams_opened.load(Ordering::Relaxed)
     }
 
+    /// `Forward` calls made so far (to leaders without `ForwardStream`),
+    /// for `/metrics`.
+    pub fn forward_calls(&self) -> u64 {
+        self.forward_calls.load(Ordering::Relaxed)
+    }
+
     /// How to reach `leader_id`: its open stream (opened if need be), a
     /// call per request for a leader that only takes those, or not yet.
     /// Fails only on a bad URL.
@@ -169,7 +180,8 @@ impl Router {
         node: &CairnNode,
         deadline: Instant,
     ) -> Result<Route, ServerError> {
-        if *self.unary_leader.lock().unwrap_or_else(|p| p.into_inner()) == Some(leader_id) {
+        let term = self.raft.metrics().borrow_watched().current_term;
+        if *self.unary_leader.lock().unwrap_or_else(|p| p.into_inner()) == Some((leader_id, term)) {
             return Ok(Route::Call);
         }
         let mut slot = self.forward_stream.lock().await;
@@ -193,7 +205,8 @@ impl Router {
                 Route::Stream(stream)
             }
             Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => {
-                *self.unary_leader.lock().unwrap_or_else(|p| p.into_inner()) = Some(leader_id);
+                *self.unary_leader.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((leader_id, term));
                 Route::Call
             }
             // Nothing was sent; the next attempt opens again.
@@ -244,6 +257,7 @@ impl Router {
             data: payload.to_vec(),
         });
         request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+        self.forward_calls.fetch_add(1, Ordering::Relaxed);
         match client.forward(request).await {
             Ok(resp) => Ok(Some(decode(&resp.into_inner().data)?)),
             // Nothing was delivered: try again once a leader is reachable.

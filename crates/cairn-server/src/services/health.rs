@@ -52,8 +52,12 @@ pub fn add(routes: Routes, node: Arc<Node>, claim_reads: Arc<ClaimReads>) -> Rou
                     text.push_str(&format!(
                         "# HELP cairn_forward_streams_opened_total Streams this member opened to forward requests to a leader.\n\
                          # TYPE cairn_forward_streams_opened_total counter\n\
-                         cairn_forward_streams_opened_total {}\n",
-                        node.router.forward_streams_opened()
+                         cairn_forward_streams_opened_total {}\n\
+                         # HELP cairn_forward_calls_total Requests this member forwarded one call each, to a leader without forward streams.\n\
+                         # TYPE cairn_forward_calls_total counter\n\
+                         cairn_forward_calls_total {}\n",
+                        node.router.forward_streams_opened(),
+                        node.router.forward_calls()
                     ));
                     cairn_raft::metrics::render(&mut text);
                     (

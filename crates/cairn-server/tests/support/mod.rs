@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cairn_server::config::ClusterState;
-use cairn_server::serve::{start, RunningServer};
+use cairn_server::serve::{start_with, PeerApi, RunningServer};
 use cairn_server::ServerConfig;
 use cairn_store::{Command, CommandResult, KeyRange, PutRequest, RangeRequest};
 use tokio::time::Instant;
@@ -37,6 +37,8 @@ where
 
 pub struct Member {
     pub config: ServerConfig,
+    /// What its peer port serves from its next start on.
+    pub peer_api: PeerApi,
     pub server: Option<RunningServer>,
 }
 
@@ -62,6 +64,15 @@ pub fn test_config(name: &str, dir: PathBuf, client: u16, peer: u16) -> ServerCo
 
 impl Cluster {
     pub async fn start(n: usize, tweak: impl Fn(&mut ServerConfig)) -> Cluster {
+        Cluster::start_with(n, tweak, PeerApi::Current).await
+    }
+
+    /// [`Cluster::start`] with every member serving `peer_api`.
+    pub async fn start_with(
+        n: usize,
+        tweak: impl Fn(&mut ServerConfig),
+        peer_api: PeerApi,
+    ) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let initial = (0..n)
@@ -76,18 +87,21 @@ impl Cluster {
             tweak(&mut config);
             members.push(Member {
                 config,
+                peer_api: PeerApi::Current,
                 server: None,
             });
         }
         let mut cluster = Cluster { dir, members };
         for i in 0..n {
+            cluster.members[i].peer_api = peer_api;
             cluster.start_member(i).await;
         }
         cluster
     }
 
     pub async fn start_member(&mut self, i: usize) {
-        let server = start(self.members[i].config.clone())
+        let member = &self.members[i];
+        let server = start_with(member.config.clone(), member.peer_api)
             .await
             .expect("member starts");
         self.members[i].server = Some(server);
