@@ -233,6 +233,10 @@ mod tests {
         for (code, m) in [
             (Code::Unavailable, "etcdserver: leader changed"),
             (Code::Unavailable, "etcdserver: request timed out"),
+            (
+                Code::Unavailable,
+                "etcdserver: request timed out, possibly due to previous leader failure",
+            ),
             (Code::Unavailable, "etcdserver: server stopped"),
             (Code::Unavailable, "error reading a body from connection"),
             (

@@ -27,6 +27,11 @@ pub enum ServerError {
     /// not have been applied (etcd's "leader changed").
     #[error("etcdserver: leader changed")]
     LeaderChanged,
+    /// The connection to the leader broke while a forwarded request was
+    /// under way: it may or may not have been applied (etcd's
+    /// `ErrTimeoutDueToLeaderFail`).
+    #[error("etcdserver: request timed out, possibly due to previous leader failure")]
+    LeaderFailed,
     #[error("etcdserver: can only promote a learner member which is in sync with leader")]
     LearnerNotReady,
     #[error("etcdserver: request is too large")]
@@ -116,7 +121,9 @@ impl From<ServerError> for Status {
                 s
             }
             ServerError::NoLeader => Status::unavailable(e.to_string()),
-            ServerError::Timeout | ServerError::LeaderChanged => Status::unavailable(e.to_string()),
+            ServerError::Timeout | ServerError::LeaderChanged | ServerError::LeaderFailed => {
+                Status::unavailable(e.to_string())
+            }
             ServerError::Stopped => Status::unavailable(e.to_string()),
             ServerError::RequestTooLarge
             | ServerError::TooManyOps
@@ -155,6 +162,23 @@ mod tests {
         );
         let s: Status = ServerError::Store(StoreError::NoSpace).into();
         assert_eq!(s.code(), Code::ResourceExhausted);
+    }
+
+    #[test]
+    fn unknown_outcomes_are_unavailable_with_etcd_texts() {
+        // Clients take `Unavailable` on a write as "may have happened":
+        // never as a failure, never retried blindly.
+        for (e, text) in [
+            (ServerError::LeaderChanged, "etcdserver: leader changed"),
+            (ServerError::Timeout, "etcdserver: request timed out"),
+            (
+                ServerError::LeaderFailed,
+                "etcdserver: request timed out, possibly due to previous leader failure",
+            ),
+        ] {
+            let s: Status = e.into();
+            assert_eq!((s.code(), s.message()), (Code::Unavailable, text));
+        }
     }
 
     #[test]

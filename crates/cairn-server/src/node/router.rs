@@ -232,12 +232,11 @@ impl Router {
                 Ok(None)
             }
             Err(CallError::Timeout) => Err(ServerError::Timeout),
-            Err(CallError::Lost(why)) => Err(ServerError::Internal(format!(
-                "forward to leader {leader_id:x}: {why}"
-            ))),
-            Err(CallError::Status(s)) => Err(ServerError::Internal(format!(
-                "forward to leader {leader_id:x}: {s}"
-            ))),
+            Err(CallError::Lost(why)) => {
+                tracing::debug!("forward to leader {leader_id:x} lost: {why}");
+                Err(ServerError::LeaderFailed)
+            }
+            Err(CallError::Status(s)) => Err(unknown_outcome(leader_id, &s)),
         }
     }
 
@@ -263,9 +262,7 @@ impl Router {
             // Nothing was delivered: try again once a leader is reachable.
             Err(s) if s.code() == tonic::Code::Unavailable && is_connect_error(&s) => Ok(None),
             Err(s) if s.code() == tonic::Code::DeadlineExceeded => Err(ServerError::Timeout),
-            Err(s) => Err(ServerError::Internal(format!(
-                "forward to leader {leader_id:x}: {s}"
-            ))),
+            Err(s) => Err(unknown_outcome(leader_id, &s)),
         }
     }
 
@@ -460,9 +457,91 @@ fn first_url(node: &CairnNode) -> String {
     node.client_urls.first().cloned().unwrap_or_default()
 }
 
-/// tonic reports a refused or failed connection as Unavailable with a
-/// transport source; a request that reached the server would not be.
+/// Whether a call failed connecting, so the request never left: tonic
+/// puts a `ConnectError` behind the status. A connection that broke
+/// mid-call ("error reading a body from connection", a reset) is not
+/// one: the leader may have acted on the request.
 fn is_connect_error(s: &tonic::Status) -> bool {
-    let text = format!("{s:?}").to_ascii_lowercase();
-    text.contains("connect") || text.contains("refused") || text.contains("transport")
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
+    while let Some(err) = source {
+        if err.downcast_ref::<tonic::ConnectError>().is_some() {
+            return true;
+        }
+        source = err.source();
+    }
+    let m = s.message().to_ascii_lowercase();
+    m.contains("tcp connect error")
+        || m.contains("error trying to connect")
+        || m.contains("connection refused")
+}
+
+/// The error for a forwarded request that reached the leader, or may have,
+/// and got no answer but `status`. A broken connection or a stopping
+/// leader leaves its outcome unknown: etcd's "possibly due to previous
+/// leader failure", which clients treat as such (`Unavailable`); anything
+/// else is the leader failing the request.
+fn unknown_outcome(leader_id: u64, status: &tonic::Status) -> ServerError {
+    use tonic::Code;
+    match status.code() {
+        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Aborted => {
+            tracing::debug!("forward to leader {leader_id:x} lost: {status}");
+            ServerError::LeaderFailed
+        }
+        _ => ServerError::Internal(format!("forward to leader {leader_id:x}: {status}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::{Code, Status};
+
+    #[test]
+    fn only_a_failed_connect_counts_as_not_sent() {
+        assert!(is_connect_error(&Status::unavailable(
+            "tcp connect error: Connection refused (os error 111)"
+        )));
+        // A connection that broke under a call it carried.
+        for broken in [
+            "h2 protocol error: error reading a body from connection",
+            "connection reset",
+            "transport error",
+        ] {
+            assert!(!is_connect_error(&Status::unavailable(broken)), "{broken}");
+        }
+    }
+
+    /// What a call to a port nobody listens on really returns, through
+    /// the same connector as peer channels.
+    #[tokio::test]
+    async fn a_refused_connection_is_a_connect_error() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let channel = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect_with_connector_lazy(Connector::new(None));
+        let status = RaftPeerClient::new(channel)
+            .forward(Payload { data: vec![1] })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(is_connect_error(&status), "{status:?}");
+    }
+
+    #[test]
+    fn a_lost_answer_is_an_unknown_outcome_and_other_statuses_are_errors() {
+        for code in [Code::Unavailable, Code::Unknown, Code::Cancelled] {
+            assert_eq!(
+                unknown_outcome(1, &Status::new(code, "stream broke")),
+                ServerError::LeaderFailed
+            );
+        }
+        assert!(matches!(
+            unknown_outcome(1, &Status::invalid_argument("bad frame")),
+            ServerError::Internal(_)
+        ));
+    }
 }
