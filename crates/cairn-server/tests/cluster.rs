@@ -127,6 +127,45 @@ async fn forwarding_falls_back_to_calls_for_an_older_leader_and_streams_after_it
     c.shutdown().await;
 }
 
+/// A follower's linearizable reads go on through the leader's shutdown:
+/// a read index lost with the old leader is asked again of the next one
+/// (it changes nothing), never reported as an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_through_a_follower_survive_the_leader_stopping() {
+    let mut c = Cluster::start(3, |_| {}).await;
+    let leader = c.wait_leader(ELECTION).await;
+    let follower = (leader + 1) % 3;
+    put(c.node(leader), "r", "v").await;
+    let node = c.node(follower).clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (node, stop) = (node.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut reads = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    node.read_barrier()
+                        .await
+                        .map_err(|e| format!("read {reads}: {e}"))?;
+                    reads += 1;
+                }
+                Ok::<u64, String>(reads)
+            })
+        })
+        .collect();
+    // Reads are under way when the leader goes.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    c.stop_member(leader).await;
+    c.wait_leader(ELECTION).await;
+    put(c.node(follower), "after", "v").await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        let reads = r.await.unwrap().expect("no read fails");
+        assert!(reads > 0);
+    }
+    c.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leader_loss_elects_a_new_leader_and_keeps_acknowledged_writes() {
     let mut c = Cluster::start(3, |_| {}).await;

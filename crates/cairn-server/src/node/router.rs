@@ -339,7 +339,8 @@ impl Router {
                 match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
                     Ok(_) => return Ok(()),
                     Err(e) if Instant::now() + RETRY_PAUSE > deadline => {
-                        return Err(ServerError::Internal(format!("read index: {e}")))
+                        tracing::debug!("read index: {e}");
+                        return Err(ServerError::Timeout);
                     }
                     Err(_) => tokio::time::sleep(RETRY_PAUSE).await,
                 }
@@ -352,12 +353,18 @@ impl Router {
                         "unexpected read index answer {other:?}"
                     )))
                 }
-                // We are becoming leader: pause, then serve locally.
-                Err(ServerError::NotLeader { .. }) if Instant::now() + RETRY_PAUSE < deadline => {
+                // We are becoming leader, or the leader went away with the
+                // question (asking again changes nothing): pause, then
+                // serve locally or ask whoever leads now.
+                Err(ServerError::NotLeader { .. } | ServerError::LeaderFailed)
+                    if Instant::now() + RETRY_PAUSE < deadline =>
+                {
                     tokio::time::sleep(RETRY_PAUSE).await;
                     continue;
                 }
-                Err(ServerError::NotLeader { .. }) => return Err(ServerError::Timeout),
+                Err(ServerError::NotLeader { .. } | ServerError::LeaderFailed) => {
+                    return Err(ServerError::Timeout)
+                }
                 Err(e) => return Err(e),
             };
             let wait = deadline.saturating_duration_since(Instant::now());
