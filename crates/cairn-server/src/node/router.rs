@@ -286,7 +286,7 @@ impl Router {
             Ok(s) => s,
             Err(fatal) => {
                 return (0..n)
-                    .map(|_| Outcome::Done(Err(ServerError::Internal(fatal.to_string()))))
+                    .map(|_| Outcome::Done(Err(fatal_error(&fatal))))
                     .collect();
             }
         };
@@ -303,7 +303,7 @@ impl Router {
                     Outcome::Done(Err(ServerError::LeaderChanged))
                 }
                 Ok(Err(e)) => Outcome::Done(Err(ServerError::Internal(e.to_string()))),
-                Err(fatal) => Outcome::Done(Err(ServerError::Internal(fatal.to_string()))),
+                Err(fatal) => Outcome::Done(Err(fatal_error(&fatal))),
             })
             .collect();
         while out.len() < n {
@@ -460,6 +460,16 @@ impl BatchSink for Router {
     }
 }
 
+/// What a client hears when this member's Raft ended under its request:
+/// a member stopping is `server stopped` (`Unavailable`: the request may
+/// or may not have been applied), anything else is an internal failure.
+fn fatal_error(fatal: &openraft::error::Fatal<cairn_raft::types::TypeConfig>) -> ServerError {
+    match fatal {
+        openraft::error::Fatal::Stopped => ServerError::Stopped,
+        other => ServerError::Internal(other.to_string()),
+    }
+}
+
 fn first_url(node: &CairnNode) -> String {
     node.client_urls.first().cloned().unwrap_or_default()
 }
@@ -536,6 +546,18 @@ mod tests {
             .unwrap_err();
         assert_eq!(status.code(), Code::Unavailable, "{status:?}");
         assert!(is_connect_error(&status), "{status:?}");
+    }
+
+    #[test]
+    fn a_stopped_raft_is_server_stopped_and_other_fatal_errors_internal() {
+        assert_eq!(
+            fatal_error(&openraft::error::Fatal::Stopped),
+            ServerError::Stopped
+        );
+        assert!(matches!(
+            fatal_error(&openraft::error::Fatal::Panicked),
+            ServerError::Internal(_)
+        ));
     }
 
     #[test]
