@@ -108,6 +108,7 @@ impl Node {
     /// cluster from `initial_cluster` when the data dir is new.
     pub async fn start(config: ServerConfig) -> Result<Arc<Node>, StartError> {
         config.validate()?;
+        start_spare_bucket_maker();
         let data_dir = config.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|e| StartError::DataDir {
             path: data_dir.clone(),
@@ -390,4 +391,34 @@ async fn tick_loop(node: Arc<Node>) {
         // the next interval's.
         let _ = node.proposer.propose(tick).await;
     }
+}
+
+/// How long a claims table array made ahead may wait unused before it is
+/// freed (see `cairn_store::claims::spare_buckets`).
+const SPARE_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Starts, once per process, the thread that makes the claims tables'
+/// next arrays ahead of their growth, so that the page faults of fresh
+/// memory are taken there instead of inside an apply every member runs.
+fn start_spare_bucket_maker() {
+    use cairn_store::claims::spare_buckets;
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        let spawned = std::thread::Builder::new()
+            .name("cairn-claims-spares".into())
+            .spawn(|| {
+                let mut since_drop = std::time::Instant::now();
+                loop {
+                    spare_buckets::make_one_spare(SPARE_IDLE);
+                    if since_drop.elapsed() >= SPARE_IDLE {
+                        spare_buckets::drop_unused_spares();
+                        since_drop = std::time::Instant::now();
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            // Tables then allocate their own arrays, as they would anyway.
+            tracing::warn!("claims: no thread to make table arrays ahead: {e}");
+        }
+    });
 }

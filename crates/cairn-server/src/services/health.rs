@@ -55,9 +55,13 @@ pub fn add(routes: Routes, node: Arc<Node>, claim_reads: Arc<ClaimReads>) -> Rou
                          cairn_forward_streams_opened_total {}\n\
                          # HELP cairn_forward_calls_total Requests this member forwarded one call each, to a leader without forward streams.\n\
                          # TYPE cairn_forward_calls_total counter\n\
-                         cairn_forward_calls_total {}\n",
+                         cairn_forward_calls_total {}\n\
+                         # HELP cairn_claims_spare_arrays_taken_total Claims table arrays made ahead of a growth and taken by it (process-wide).\n\
+                         # TYPE cairn_claims_spare_arrays_taken_total counter\n\
+                         cairn_claims_spare_arrays_taken_total {}\n",
                         node.router.forward_streams_opened(),
-                        node.router.forward_calls()
+                        node.router.forward_calls(),
+                        cairn_store::claims::spare_buckets::spares_taken()
                     ));
                     cairn_raft::metrics::render(&mut text);
                     (

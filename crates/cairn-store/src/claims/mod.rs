@@ -30,6 +30,7 @@ mod namespace;
 mod packed_keys;
 mod sessions;
 mod slot_table;
+pub mod spare_buckets;
 mod types;
 
 use std::collections::{BTreeMap, BTreeSet};

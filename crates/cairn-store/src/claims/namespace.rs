@@ -160,7 +160,7 @@ impl<K> Default for Shards<K> {
     }
 }
 
-impl<K: Hash + Eq + Clone> Shards<K> {
+impl<K: Hash + Eq + Clone + Send + 'static> Shards<K> {
     fn shard_of<Q: Hash + ?Sized>(key: &Q) -> usize {
         let h = FixedHash::with_seed(SHARD_SEED).hash_one(key);
         shard_table()[(h >> (64 - SHARD_TABLE_BITS)) as usize] as usize

@@ -20,6 +20,7 @@ use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash};
 
 use super::namespace::{FixedHash, Slot};
+use super::spare_buckets::{self, SPARE_MIN_BUCKETS};
 
 /// Buckets of a table's first allocation.
 const MIN_BUCKETS: usize = 16;
@@ -45,6 +46,8 @@ pub(super) struct Table<K> {
     /// `64 - log2(buckets)`: a hash's top bits pick the home bucket (the
     /// best-mixed bits of foldhash's multiply).
     shift: u32,
+    /// The next, twice as large array was ordered from [`spare_buckets`].
+    ordered: bool,
 }
 
 impl<K> Default for Table<K> {
@@ -53,6 +56,7 @@ impl<K> Default for Table<K> {
             buckets: Vec::new(),
             len: 0,
             shift: 64,
+            ordered: false,
         }
     }
 }
@@ -65,7 +69,7 @@ enum Probe {
     Vacant(usize),
 }
 
-impl<K: Hash + Eq> Table<K> {
+impl<K: Hash + Eq + Send + 'static> Table<K> {
     fn home<Q: Hash + ?Sized>(&self, key: &Q) -> usize {
         let hash = FixedHash::with_seed(BUCKET_SEED).hash_one(key);
         // `shift` is 64 only while there are no buckets (callers check).
@@ -152,6 +156,7 @@ impl<K: Hash + Eq> Table<K> {
             Probe::Vacant(at) => {
                 self.buckets[at] = Some((key, slot));
                 self.len += 1;
+                self.order_spare();
                 None
             }
         }
@@ -181,6 +186,7 @@ impl<K: Hash + Eq> Table<K> {
             Probe::Vacant(at) => {
                 self.buckets[at] = Some((key, vacant()));
                 self.len += 1;
+                self.order_spare();
                 (at, true)
             }
         };
@@ -250,11 +256,32 @@ impl<K: Hash + Eq> Table<K> {
         }
     }
 
+    /// Past 5/8 full (it grows at 3/4), a big table orders its next array
+    /// made ahead, once ([`spare_buckets`]).
+    fn order_spare(&mut self) {
+        let buckets = self.buckets.len();
+        if !self.ordered && buckets >= SPARE_MIN_BUCKETS && self.len > buckets / 8 * 5 {
+            // Ordered or over budget: either way, ask once per size.
+            spare_buckets::order::<K>(buckets * 2);
+            self.ordered = true;
+        }
+    }
+
     /// Twice the buckets, every entry moved to its new place.
     fn grow(&mut self) {
         let buckets = (self.buckets.len() * 2).max(MIN_BUCKETS);
-        let old = std::mem::take(&mut self.buckets);
-        self.buckets.resize_with(buckets, || None);
+        let spare = if self.ordered {
+            spare_buckets::take::<K>(buckets)
+        } else {
+            None
+        };
+        self.ordered = false;
+        let fresh = spare.unwrap_or_else(|| {
+            let mut fresh = Vec::with_capacity(buckets);
+            fresh.resize_with(buckets, || None);
+            fresh
+        });
+        let old = std::mem::replace(&mut self.buckets, fresh);
         self.shift = 64 - buckets.trailing_zeros();
         let mask = self.mask();
         for (key, slot) in old.into_iter().flatten() {
@@ -318,7 +345,7 @@ mod tests {
 
     /// Every entry is reachable from its home bucket without crossing an
     /// empty one (what removal's back-shift must keep true).
-    fn check_runs<K: Hash + Eq + Clone + std::fmt::Debug>(t: &Table<K>) {
+    fn check_runs<K: Hash + Eq + Clone + Send + std::fmt::Debug + 'static>(t: &Table<K>) {
         assert_eq!(t.iter().count(), t.len);
         if t.buckets.is_empty() {
             return;
@@ -440,6 +467,57 @@ mod tests {
         assert_eq!(table.buckets.len(), 2 * buckets);
         assert_eq!(table.len(), 2 * n as usize);
         check_runs(&table);
+    }
+
+    /// A key type of this test alone: the spare pool is process-wide and
+    /// keyed by type, so other tests' tables cannot take its spares.
+    #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+    struct SpareTestKey(u64);
+
+    #[test]
+    fn a_big_table_orders_its_next_array_and_grows_into_it() {
+        use crate::claims::spare_buckets::{make_one_spare, spares_taken};
+        use std::time::Duration;
+        let mut table: Table<SpareTestKey> = Table::default();
+        let mut n = 0u64;
+        // Fill to just past 5/8 of SPARE_MIN_BUCKETS buckets: one order.
+        while table.buckets.len() < SPARE_MIN_BUCKETS || table.len <= SPARE_MIN_BUCKETS / 8 * 5 {
+            table.insert(SpareTestKey(mix(n)), lease(n as i64));
+            n += 1;
+        }
+        assert!(table.ordered);
+        assert_eq!(table.buckets.len(), SPARE_MIN_BUCKETS);
+        // The maker (the server's thread) makes it; other tests may have
+        // ordered too, so make until ours is among those made.
+        while make_one_spare(Duration::from_millis(10)) {}
+        let taken = spares_taken();
+        while table.buckets.len() == SPARE_MIN_BUCKETS {
+            table.insert(SpareTestKey(mix(n)), lease(n as i64));
+            n += 1;
+        }
+        assert!(spares_taken() > taken, "the growth took the spare");
+        assert!(!table.ordered);
+        assert_eq!(table.len as u64, n);
+        for i in 0..n {
+            assert_eq!(table.get(&SpareTestKey(mix(i))), Some(&lease(i as i64)));
+        }
+        check_runs(&table);
+    }
+
+    #[test]
+    fn without_a_spare_made_a_table_grows_on_its_own() {
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        struct Unmade(u64);
+        let mut table: Table<Unmade> = Table::default();
+        // No maker runs for this key type: the order stays unmade, the
+        // growth allocates, and the order is dropped.
+        for i in 0..(SPARE_MIN_BUCKETS as u64) {
+            table.insert(Unmade(mix(i)), lease(i as i64));
+        }
+        assert_eq!(table.buckets.len(), SPARE_MIN_BUCKETS * 2);
+        for i in 0..(SPARE_MIN_BUCKETS as u64) {
+            assert!(table.get(&Unmade(mix(i))).is_some());
+        }
     }
 
     #[test]
