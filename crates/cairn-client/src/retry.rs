@@ -8,6 +8,7 @@
 //! lost mid-call, a deadline) is reported as outcome-unknown and never
 //! retried, so it cannot be applied twice.
 
+pub(crate) use cairn_proto::status::is_connect_error;
 use tonic::{Code, Status};
 
 /// Metadata key a Cairn member sets on `Unavailable` to name the leader's
@@ -86,24 +87,6 @@ pub(crate) fn classify(kind: CallKind, f: Failure<'_>) -> Disposition {
             _ => Disposition::Fail,
         },
     }
-}
-
-/// Whether the status came from failing to connect (tonic wraps such
-/// errors in `ConnectError`; the message check covers statuses rebuilt
-/// without a source).
-pub(crate) fn is_connect_error(status: &Status) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
-    while let Some(err) = source {
-        if err.downcast_ref::<tonic::ConnectError>().is_some() {
-            return true;
-        }
-        source = err.source();
-    }
-    let m = status.message();
-    status.code() == Code::Unavailable
-        && (m.contains("tcp connect error")
-            || m.contains("error trying to connect")
-            || m.contains("Connection refused"))
 }
 
 /// The status message with the causes tonic keeps behind it (e.g. `tcp

@@ -5,11 +5,14 @@
 //!   messages and field numbers as etcd, so etcdctl and etcd client
 //!   libraries talk to Cairn unchanged.
 //! * Cairn's own peer transport, [`raft::v1`].
+//! * [`status`]: how callers read a failed call's status.
 //!
 //! Each module holds the prost messages of one protobuf package plus the
 //! tonic `*_client` and `*_server` modules for its services. Modules are
 //! nested as the packages are, so the generated cross-package paths (e.g.
 //! `super::mvccpb::KeyValue` inside [`etcdserverpb`]) resolve.
+
+pub mod status;
 
 /// Keys, values and watch events (`mvccpb`).
 #[allow(clippy::all, clippy::pedantic, clippy::nursery)]

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use cairn_proto::raft::v1::raft_peer_client::RaftPeerClient;
 use cairn_proto::raft::v1::Payload;
+use cairn_proto::status::is_connect_error;
 use cairn_raft::coalesce::Connector;
 use cairn_raft::types::{CairnNode, ClientWriteError, Request};
 use cairn_store::{Command, CommandResult};
@@ -180,8 +181,8 @@ impl Router {
         node: &CairnNode,
         deadline: Instant,
     ) -> Result<Route, ServerError> {
-        let term = self.raft.metrics().borrow_watched().current_term;
-        if *self.unary_leader.lock().unwrap_or_else(|p| p.into_inner()) == Some((leader_id, term)) {
+        let marked = *self.unary_leader.lock().unwrap_or_else(|p| p.into_inner());
+        if marked.is_some_and(|(id, term)| id == leader_id && term == self.current_term()) {
             return Ok(Route::Call);
         }
         let mut slot = self.forward_stream.lock().await;
@@ -191,6 +192,8 @@ impl Router {
             }
         }
         *slot = None;
+        // The term the leader would be marked for, read before asking it.
+        let term = self.current_term();
         let channel = self.channel(&node.peer_url)?;
         let opened = tokio::time::timeout_at(
             deadline,
@@ -213,6 +216,10 @@ impl Router {
             Ok(Err(s)) => Route::Unreachable(s.to_string()),
             Err(_) => Route::Unreachable("opening the stream timed out".into()),
         })
+    }
+
+    fn current_term(&self) -> u64 {
+        self.raft.metrics().borrow_watched().current_term
     }
 
     /// One attempt on the stream: the leader's answer, `None` if the
@@ -472,24 +479,6 @@ fn fatal_error(fatal: &openraft::error::Fatal<cairn_raft::types::TypeConfig>) ->
 
 fn first_url(node: &CairnNode) -> String {
     node.client_urls.first().cloned().unwrap_or_default()
-}
-
-/// Whether a call failed connecting, so the request never left: tonic
-/// puts a `ConnectError` behind the status. A connection that broke
-/// mid-call ("error reading a body from connection", a reset) is not
-/// one: the leader may have acted on the request.
-fn is_connect_error(s: &tonic::Status) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
-    while let Some(err) = source {
-        if err.downcast_ref::<tonic::ConnectError>().is_some() {
-            return true;
-        }
-        source = err.source();
-    }
-    let m = s.message().to_ascii_lowercase();
-    m.contains("tcp connect error")
-        || m.contains("error trying to connect")
-        || m.contains("connection refused")
 }
 
 /// The error for a forwarded request that reached the leader, or may have,

@@ -38,17 +38,31 @@ pub const SPARE_BYTES_MAX: usize = 256 << 20;
 /// ones fault in a few pages.
 pub(super) const SPARE_MIN_BUCKETS: usize = 1 << 11;
 
-struct Order {
-    type_id: TypeId,
+/// Which arrays a spare can stand in for, and what it costs the budget.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Shape {
+    key_type: TypeId,
     len: usize,
     bytes: usize,
+}
+
+impl Shape {
+    fn of<K: 'static>(len: usize) -> Shape {
+        Shape {
+            key_type: TypeId::of::<K>(),
+            len,
+            bytes: len.saturating_mul(std::mem::size_of::<Option<(K, Slot)>>()),
+        }
+    }
+}
+
+struct Order {
+    shape: Shape,
     make: fn(usize) -> Box<dyn Any + Send>,
 }
 
 struct Ready {
-    type_id: TypeId,
-    len: usize,
-    bytes: usize,
+    shape: Shape,
     buckets: Box<dyn Any + Send>,
     /// [`Pool::round`] when it was made.
     round: u64,
@@ -75,7 +89,7 @@ static POOL: Mutex<Pool> = Mutex::new(Pool {
 });
 static ORDERED: Condvar = Condvar::new();
 
-fn pool() -> MutexGuard<'static, Pool> {
+fn lock_pool() -> MutexGuard<'static, Pool> {
     POOL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -88,16 +102,14 @@ fn make<K: Send + 'static>(len: usize) -> Box<dyn Any + Send> {
 /// Asks for an array of `len` empty buckets to be made ahead. Returns
 /// false if the budget is spent (the table then allocates its own).
 pub(super) fn order<K: Send + 'static>(len: usize) -> bool {
-    let bytes = len.saturating_mul(std::mem::size_of::<Option<(K, Slot)>>());
-    let mut pool = pool();
-    if pool.bytes.saturating_add(bytes) > SPARE_BYTES_MAX {
+    let shape = Shape::of::<K>(len);
+    let mut pool = lock_pool();
+    if pool.bytes.saturating_add(shape.bytes) > SPARE_BYTES_MAX {
         return false;
     }
-    pool.bytes += bytes;
+    pool.bytes += shape.bytes;
     pool.orders.push(Order {
-        type_id: TypeId::of::<K>(),
-        len,
-        bytes,
+        shape,
         make: make::<K>,
     });
     drop(pool);
@@ -109,39 +121,31 @@ pub(super) fn order<K: Send + 'static>(len: usize) -> bool {
 /// order of that size not yet started is dropped: its table is growing
 /// without it.
 pub(super) fn take<K: Send + 'static>(len: usize) -> Option<Buckets<K>> {
-    let type_id = TypeId::of::<K>();
-    let mut pool = pool();
-    if let Some(at) = pool
-        .ready
-        .iter()
-        .position(|r| r.type_id == type_id && r.len == len)
-    {
+    let shape = Shape::of::<K>(len);
+    let mut pool = lock_pool();
+    if let Some(at) = pool.ready.iter().position(|r| r.shape == shape) {
         let ready = pool.ready.swap_remove(at);
-        pool.bytes -= ready.bytes;
+        pool.bytes -= shape.bytes;
         pool.taken += 1;
         drop(pool);
         return ready.buckets.downcast::<Buckets<K>>().ok().map(|b| *b);
     }
-    if let Some(at) = pool
-        .orders
-        .iter()
-        .position(|o| o.type_id == type_id && o.len == len)
-    {
-        let order = pool.orders.swap_remove(at);
-        pool.bytes -= order.bytes;
+    if let Some(at) = pool.orders.iter().position(|o| o.shape == shape) {
+        pool.orders.swap_remove(at);
+        pool.bytes -= shape.bytes;
     }
     None
 }
 
 /// Spares taken by growing tables so far.
 pub fn spares_taken() -> u64 {
-    pool().taken
+    lock_pool().taken
 }
 
 /// Makes the oldest waiting order, waiting up to `timeout` for one.
 /// Returns whether it made one.
 pub fn make_one_spare(timeout: Duration) -> bool {
-    let mut pool = pool();
+    let mut pool = lock_pool();
     if pool.orders.is_empty() {
         pool = ORDERED
             .wait_timeout_while(pool, timeout, |p| p.orders.is_empty())
@@ -154,21 +158,15 @@ pub fn make_one_spare(timeout: Duration) -> bool {
     let order = pool.orders.remove(0);
     drop(pool);
     // The page faults happen here, on this thread.
-    let buckets = (order.make)(order.len);
-    pool_push_ready(Ready {
-        type_id: order.type_id,
-        len: order.len,
-        bytes: order.bytes,
+    let buckets = (order.make)(order.shape.len);
+    let mut pool = lock_pool();
+    let round = pool.round;
+    pool.ready.push(Ready {
+        shape: order.shape,
         buckets,
-        round: 0,
+        round,
     });
     true
-}
-
-fn pool_push_ready(mut ready: Ready) {
-    let mut pool = pool();
-    ready.round = pool.round;
-    pool.ready.push(ready);
 }
 
 /// Frees the spares that were ready before the previous call and are
@@ -176,14 +174,14 @@ fn pool_push_ready(mut ready: Ready) {
 /// growing does not take its spare). Called every few seconds, this
 /// bounds how long unused spares hold memory.
 pub fn drop_unused_spares() {
-    let mut pool = pool();
+    let mut pool = lock_pool();
     let before = pool.round;
     pool.round += 1;
     let mut freed = 0;
     pool.ready.retain(|r| {
         let keep = r.round >= before;
         if !keep {
-            freed += r.bytes;
+            freed += r.shape.bytes;
         }
         keep
     });
