@@ -23,7 +23,7 @@ trap cleanup EXIT
 IC="n1=http://127.0.0.1:26801,n2=http://127.0.0.1:26802,n3=http://127.0.0.1:26803"
 for i in 1 2 3; do
     # shellcheck disable=SC2086
-    "$BIN/cairn" serve --name "n$i" --data-dir "$WORK/d$i" \
+    env ${SERVE_ENV:-} "$BIN/cairn" serve --name "n$i" --data-dir "$WORK/d$i" \
         --listen-client "127.0.0.1:2679$i" --listen-peer "127.0.0.1:2680$i" \
         --initial-cluster "$IC" ${SERVE_EXTRA:-} >"$WORK/n$i.log" 2>&1 &
     PIDS+=($!)

@@ -3,6 +3,7 @@
 
 mod claims_rows;
 pub mod coalesce;
+pub mod encoding;
 pub mod forward_frame;
 pub mod leader_watch;
 pub mod log_store;

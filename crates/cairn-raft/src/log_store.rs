@@ -498,7 +498,7 @@ fn ctx(what: &str, e: impl fmt::Display) -> io::Error {
 }
 
 fn encode<T: Serialize>(v: &T, what: &str) -> io::Result<Vec<u8>> {
-    postcard::to_allocvec(v).map_err(|e| ctx(&format!("encode {what}"), e))
+    crate::encoding::to_vec_sized(v).map_err(|e| ctx(&format!("encode {what}"), e))
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> io::Result<T> {

@@ -350,7 +350,7 @@ impl PeerClient {
     {
         let action = kind.rpc_type();
         let ttl = option.soft_ttl();
-        let data = postcard::to_allocvec(req).map_err(|e| {
+        let data = crate::encoding::to_vec_sized(req).map_err(|e| {
             Failure::Network(NetworkError::from_string(format!(
                 "{action}: encode request: {e}"
             )))

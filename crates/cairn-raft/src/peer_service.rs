@@ -217,7 +217,7 @@ fn encode_reply<T: Serialize>(what: &str, res: &Result<T, Fatal>) -> Result<Payl
     if let Err(fatal) = res {
         tracing::warn!("{what}: local raft stopped: {fatal}");
     }
-    postcard::to_allocvec(res)
+    crate::encoding::to_vec_sized(res)
         .map(|data| Payload { data })
         .map_err(|e| Status::internal(format!("{what}: encode reply: {e}")))
 }

@@ -144,7 +144,7 @@ fn io_err(context: &str, e: impl std::fmt::Display) -> io::Error {
 }
 
 fn encode<T: Serialize>(what: &str, value: &T) -> io::Result<Vec<u8>> {
-    postcard::to_allocvec(value).map_err(|e| io_err(what, e))
+    crate::encoding::to_vec_sized(value).map_err(|e| io_err(what, e))
 }
 
 fn decode<'a, T: Deserialize<'a>>(what: &str, bytes: &'a [u8]) -> io::Result<T> {

@@ -111,7 +111,7 @@ where
     let held = HeldCommit::new(input, commit_notice_delay);
     futures::stream::unfold((held, sent), |(mut held, sent)| async move {
         let req = held.next().await?;
-        match postcard::to_allocvec(&req) {
+        match crate::encoding::to_vec_sized(&req) {
             Ok(data) => {
                 sent.count.fetch_add(1, Ordering::Relaxed);
                 Some((Payload { data }, (held, sent)))

@@ -55,7 +55,7 @@ pub enum ForwardResponse {
 }
 
 pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, ServerError> {
-    postcard::to_allocvec(v)
+    cairn_raft::encoding::to_vec_sized(v)
         .map_err(|e| ServerError::Internal(format!("encode forward message: {e}")))
 }
 

@@ -93,6 +93,31 @@ fn lock_pool() -> MutexGuard<'static, Pool> {
     POOL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Tries of [`lock_pool_from_apply`] before it gives up.
+const APPLY_LOCK_TRIES: usize = 64;
+
+/// The pool for the apply path, which must not wait for the maker: that
+/// thread runs only when a CPU is otherwise idle (the server puts it in
+/// `SCHED_IDLE`), so were it preempted holding the lock, an apply that
+/// blocked on it would wait for a CPU to fall idle. The lock is only ever
+/// held for a few pushes and pops, so a short spin finds it free unless
+/// its holder is off the CPU; then the apply goes on without a spare.
+fn lock_pool_from_apply() -> Option<MutexGuard<'static, Pool>> {
+    lock_briefly(&POOL)
+}
+
+/// `mutex` if a short spin gets it.
+fn lock_briefly<T>(mutex: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
+    for _ in 0..APPLY_LOCK_TRIES {
+        match mutex.try_lock() {
+            Ok(pool) => return Some(pool),
+            Err(std::sync::TryLockError::Poisoned(p)) => return Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => std::hint::spin_loop(),
+        }
+    }
+    None
+}
+
 fn make<K: Send + 'static>(len: usize) -> Box<dyn Any + Send> {
     let mut buckets: Buckets<K> = Vec::with_capacity(len);
     buckets.resize_with(len, || None);
@@ -103,7 +128,9 @@ fn make<K: Send + 'static>(len: usize) -> Box<dyn Any + Send> {
 /// false if the budget is spent (the table then allocates its own).
 pub(super) fn order<K: Send + 'static>(len: usize) -> bool {
     let shape = Shape::of::<K>(len);
-    let mut pool = lock_pool();
+    let Some(mut pool) = lock_pool_from_apply() else {
+        return false;
+    };
     if pool.bytes.saturating_add(shape.bytes) > SPARE_BYTES_MAX {
         return false;
     }
@@ -119,10 +146,11 @@ pub(super) fn order<K: Send + 'static>(len: usize) -> bool {
 
 /// A ready array of `len` empty buckets, if one was made. On a miss, one
 /// order of that size not yet started is dropped: its table is growing
-/// without it.
+/// without it. (An order the pool was too busy to look at is made all
+/// the same, and freed unused by [`drop_unused_spares`].)
 pub(super) fn take<K: Send + 'static>(len: usize) -> Option<Buckets<K>> {
     let shape = Shape::of::<K>(len);
-    let mut pool = lock_pool();
+    let mut pool = lock_pool_from_apply()?;
     if let Some(at) = pool.ready.iter().position(|r| r.shape == shape) {
         let ready = pool.ready.swap_remove(at);
         pool.bytes -= shape.bytes;
@@ -177,13 +205,28 @@ pub fn drop_unused_spares() {
     let mut pool = lock_pool();
     let before = pool.round;
     pool.round += 1;
-    let mut freed = 0;
-    pool.ready.retain(|r| {
-        let keep = r.round >= before;
-        if !keep {
-            freed += r.shape.bytes;
-        }
-        keep
-    });
-    pool.bytes -= freed;
+    let (kept, unused): (Vec<Ready>, Vec<Ready>) = std::mem::take(&mut pool.ready)
+        .into_iter()
+        .partition(|r| r.round >= before);
+    pool.ready = kept;
+    pool.bytes -= unused.iter().map(|r| r.shape.bytes).sum::<usize>();
+    drop(pool);
+    // Freed outside the lock: returning big arrays to the system takes
+    // syscalls, and applies look at the pool meanwhile.
+    drop(unused);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_apply_side_gives_up_on_a_lock_held_elsewhere() {
+        let mutex = Mutex::new(0);
+        let held = mutex.lock().unwrap();
+        // Would block forever with `lock`.
+        assert!(lock_briefly(&mutex).is_none());
+        drop(held);
+        assert_eq!(lock_briefly(&mutex).map(|g| *g), Some(0));
+    }
 }
