@@ -13,4 +13,5 @@ pub mod peer_service;
 pub mod snapshot_data;
 pub mod snapshot_file;
 pub mod state_machine;
+pub mod thread_priority;
 pub mod types;

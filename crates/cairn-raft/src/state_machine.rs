@@ -595,9 +595,12 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             w.run(|| Ok(())).await?;
         }
         let (db, snapshots) = (self.db.clone(), self.snapshots.clone());
-        tokio::task::spawn_blocking(move || save_persisted(&db, &snapshots))
-            .await
-            .map_err(|e| io_err("snapshot task", e))?
+        // Below the request path: a snapshot of a big store takes a CPU
+        // for a while, and no request waits for it.
+        crate::thread_priority::run_in_background("cairn-raft-snapshot", move || {
+            save_persisted(&db, &snapshots)
+        })
+        .await?
     }
 }
 

@@ -428,6 +428,8 @@ impl Background {
             .name("cairn-raft-checkpoint".into())
             // Ends when the writer thread drops `start`.
             .spawn(move || {
+                // Rows held meanwhile wait for it, but no request does.
+                crate::thread_priority::yield_to_requests();
                 for db in jobs {
                     let res = durable_commit(&db);
                     // Holds no database between checkpoints.

@@ -407,7 +407,10 @@ fn start_spare_bucket_maker() {
         let spawned = std::thread::Builder::new()
             .name("cairn-claims-spares".into())
             .spawn(|| {
-                run_only_when_idle();
+                // Work done ahead: never worth a CPU a request waits for.
+                // Under full load it may make few arrays; tables then
+                // allocate their own, as before.
+                cairn_raft::thread_priority::run_only_when_idle();
                 let mut since_drop = std::time::Instant::now();
                 loop {
                     spare_buckets::make_one_spare(SPARE_IDLE);
@@ -422,52 +425,4 @@ fn start_spare_bucket_maker() {
             tracing::warn!("claims: no thread to make table arrays ahead: {e}");
         }
     });
-}
-
-/// Puts the calling thread in Linux's `SCHED_IDLE` class: it runs when a
-/// CPU has nothing else to do. The spare arrays are work done ahead, so
-/// it should never take a CPU from the applies and log writes a request
-/// waits for. With it at normal priority, 1-client offload/1000 had p50
-/// 1.75-1.88 ms and p99 2.93-6.86 ms over five runs; in `SCHED_IDLE`,
-/// 1.69-1.74 and 2.88-3.19 (BENCHMARKS.md, session 17). Under full load
-/// it may make few arrays; tables then allocate their own, as before.
-fn run_only_when_idle() {
-    #[cfg(target_os = "linux")]
-    {
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: a syscall on the calling thread (pid 0) with a valid,
-        // initialised parameter; it reads nothing else.
-        let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
-        if rc != 0 {
-            tracing::debug!(
-                "claims spares: SCHED_IDLE: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-    }
-}
-
-#[cfg(all(test, target_os = "linux"))]
-mod tests {
-    /// Scheduling policy of the calling thread (`/proc/thread-self/stat`
-    /// field 41; SCHED_IDLE is 5).
-    fn policy() -> u32 {
-        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
-        // Fields after the command name, which ends with the last ')'.
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        // `rest` starts at field 3.
-        rest.split(' ').nth(41 - 3).unwrap().parse().unwrap()
-    }
-
-    #[test]
-    fn the_spare_maker_runs_only_when_a_cpu_is_idle() {
-        let policy = std::thread::spawn(|| {
-            assert_eq!(policy(), libc::SCHED_OTHER as u32);
-            super::run_only_when_idle();
-            policy()
-        })
-        .join()
-        .unwrap();
-        assert_eq!(policy, libc::SCHED_IDLE as u32);
-    }
 }

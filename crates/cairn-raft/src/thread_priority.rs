@@ -1,0 +1,137 @@
+//! Lower CPU priority for threads that do work ahead or behind requests.
+//!
+//! Three members share two cores in the benchmarks, and a request waits
+//! for threads of every member in turn (log writes, applies). Background
+//! work running beside them delays the request by its whole time slice:
+//! with the claims spare-array maker and the durable checkpoints at
+//! normal priority, 1-client offload/1000 p99 was 2.9-5.7 ms; with them
+//! below the request path, 2.7-2.9 ms (BENCHMARKS.md, session 17). Both
+//! are best effort on other systems: a failure is logged and changes
+//! nothing else.
+
+/// Linux's `SCHED_IDLE`: the calling thread runs only when a CPU has
+/// nothing else to do. For work that may also never be done (it only
+/// saves the request path a cost it can pay itself).
+pub fn run_only_when_idle() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: a syscall on the calling thread (pid 0) with a valid,
+        // initialised parameter; it reads nothing else.
+        let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+        if rc != 0 {
+            tracing::debug!("SCHED_IDLE: {}", std::io::Error::last_os_error());
+        }
+    }
+}
+
+/// Nice value of [`yield_to_requests`]: a tenth of a normal thread's CPU
+/// share under contention, so the work still ends soon on a busy machine.
+pub const BACKGROUND_NICE: i32 = 10;
+
+/// Lowers the calling thread to [`BACKGROUND_NICE`]: for work that must
+/// get done, but not ahead of a request.
+pub fn yield_to_requests() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid has no preconditions; setpriority on our own
+        // thread id reads nothing else. (On Linux a nice value is per
+        // thread.)
+        let rc = unsafe {
+            let tid = libc::gettid() as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, tid, BACKGROUND_NICE)
+        };
+        if rc != 0 {
+            tracing::debug!(
+                "nice {BACKGROUND_NICE}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
+/// Runs `job` on a thread of its own named `name`, lowered with
+/// [`yield_to_requests`], and waits for its result. For rare, long jobs
+/// (building a snapshot): tokio's blocking pool reuses its threads, and
+/// an unprivileged thread cannot raise its priority back.
+pub async fn run_in_background<T, F>(name: &str, job: F) -> std::io::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            yield_to_requests();
+            let _ = done.send(job());
+        })?;
+    result
+        .await
+        .map_err(|_| std::io::Error::other(format!("{name}: thread ended without a result")))
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// Fields 19 (nice) and 41 (policy) of `/proc/thread-self/stat`.
+    fn nice_and_policy() -> (i64, u32) {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        // The fields after the command name (which ends at the last ')')
+        // start at field 3.
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+        (
+            fields[19 - 3].parse().unwrap(),
+            fields[41 - 3].parse().unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_background_job_runs_niced_on_its_own_thread() {
+        let (nice, name) = run_in_background("cairn-test-job", || {
+            (
+                nice_and_policy().0,
+                std::thread::current().name().map(str::to_owned),
+            )
+        })
+        .await
+        .unwrap();
+        assert_eq!(nice, BACKGROUND_NICE as i64);
+        assert_eq!(name.as_deref(), Some("cairn-test-job"));
+    }
+
+    #[tokio::test]
+    async fn a_background_job_that_panics_is_an_error() {
+        let res: std::io::Result<()> =
+            run_in_background("cairn-test-panic", || panic!("boom")).await;
+        assert!(res.unwrap_err().to_string().contains("without a result"));
+    }
+
+    #[test]
+    fn an_idle_thread_is_in_sched_idle() {
+        let policy = std::thread::spawn(|| {
+            assert_eq!(nice_and_policy().1, libc::SCHED_OTHER as u32);
+            run_only_when_idle();
+            nice_and_policy().1
+        })
+        .join()
+        .unwrap();
+        assert_eq!(policy, libc::SCHED_IDLE as u32);
+    }
+
+    #[test]
+    fn a_background_thread_is_niced_and_others_are_not() {
+        let (nice, policy) = std::thread::spawn(|| {
+            yield_to_requests();
+            nice_and_policy()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(
+            (nice, policy),
+            (BACKGROUND_NICE as i64, libc::SCHED_OTHER as u32)
+        );
+        assert_eq!(nice_and_policy().0, 0, "only the calling thread");
+    }
+}
