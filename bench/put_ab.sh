@@ -6,8 +6,9 @@
 #   bench/put_ab.sh target-old/release old; bench/put_ab.sh target/release new
 #
 # EXTRA=--target-leader sends everything to the leader; SERVE_EXTRA adds
-# `cairn serve` flags (e.g. SERVE_EXTRA="--snapshot-entries 100000");
-# ROWS (default "1 64 256") picks the client counts, DURATION (5s) a row's
+# `cairn serve` flags (e.g. SERVE_EXTRA="--snapshot-entries 100000") and
+# SERVE_ENV environment variables for the members only (e.g.
+# SERVE_ENV=TOKIO_WORKER_THREADS=1); ROWS (default "1 64 256") picks the client counts, DURATION (5s) a row's
 # length.
 set -euo pipefail
 BIN=${1:?usage: put_ab.sh BIN_DIR LABEL}

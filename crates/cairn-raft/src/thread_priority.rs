@@ -1,13 +1,14 @@
-//! Lower CPU priority for threads that do work ahead or behind requests.
+//! Lower CPU priority for threads that do work ahead of or behind requests.
 //!
 //! Three members share two cores in the benchmarks, and a request waits
 //! for threads of every member in turn (log writes, applies). Background
-//! work running beside them delays the request by its whole time slice:
-//! with the claims spare-array maker and the durable checkpoints at
-//! normal priority, 1-client offload/1000 p99 was 2.9-5.7 ms; with them
-//! below the request path, 2.7-2.9 ms (BENCHMARKS.md, session 17). Both
-//! are best effort on other systems: a failure is logged and changes
-//! nothing else.
+//! work running beside them at the same priority delays the request by
+//! its time slices. 1-client offload/1000 p99, A B on fresh clusters
+//! (BENCHMARKS.md, session 17): with the claims spare-array maker at
+//! normal priority 2.93-6.86 ms over five runs, in `SCHED_IDLE`
+//! 2.88-3.19; then with the durable checkpoints at nice 10 instead of 0,
+//! 2.68-2.85 against 2.74-3.63 over four. Only on Linux; a call the
+//! system refuses is logged at debug level and changes nothing else.
 
 /// Linux's `SCHED_IDLE`: the calling thread runs only when a CPU has
 /// nothing else to do. For work that may also never be done (it only
