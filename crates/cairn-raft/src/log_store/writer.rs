@@ -320,8 +320,8 @@ const HOLD_ROWS_FOR: Duration = Duration::from_millis(5);
 /// ~20 KB each).
 const HOLD_ROWS_BYTES: usize = 256 * 1024;
 
-/// How often the writer, idle but holding rows, looks whether the running
-/// checkpoint has ended.
+/// How often the writer, idle but holding rows whose time is up, looks
+/// whether the running checkpoint has ended.
 const HELD_POLL: std::time::Duration = std::time::Duration::from_micros(250);
 
 impl RowWriter {
@@ -351,40 +351,34 @@ impl RowWriter {
         self.background.as_mut().is_some_and(Background::running)
     }
 
-    /// Whether the held rows have waited long enough, or are enough.
-    fn hold_over(&self) -> bool {
-        self.held.bytes >= HOLD_ROWS_BYTES
-            || self
-                .held
-                .since
-                .is_none_or(|since| since.elapsed() >= self.hold_for)
+    /// How much longer the held rows may wait: zero once they have
+    /// waited [`HOLD_ROWS_FOR`] or are [`HOLD_ROWS_BYTES`].
+    fn hold_left(&self) -> Duration {
+        if self.held.bytes >= HOLD_ROWS_BYTES {
+            return Duration::ZERO;
+        }
+        let waited = self.held.since.map_or(Duration::MAX, |s| s.elapsed());
+        self.hold_for.saturating_sub(waited)
     }
 
-    /// The next job. While rows are held, it also wakes to write them
-    /// when their time is up, and every [`HELD_POLL`] while a checkpoint
-    /// runs, to see whether it ended.
+    /// The next job. While rows are held, it also wakes when their time
+    /// is up, to write them, and from then on every [`HELD_POLL`] while a
+    /// checkpoint runs, to see whether it ended.
     fn next_job(&mut self, queue: &Queue) -> Option<Job> {
         while !self.held.is_empty() {
-            let wait = if self.running() {
+            let left = self.hold_left();
+            let wait = if !left.is_zero() {
+                left
+            } else if self.running() {
                 HELD_POLL
             } else {
-                let waited = self.held.since.map_or(Duration::MAX, |s| s.elapsed());
-                match self.hold_for.checked_sub(waited) {
-                    Some(left) if !left.is_zero() && self.held.bytes < HOLD_ROWS_BYTES => left,
-                    _ => {
-                        self.write_held(queue.idle());
-                        continue;
-                    }
-                }
+                self.write_held(queue.idle());
+                continue;
             };
             match queue.recv_timeout(wait) {
                 Ok(job) => return Some(job),
                 Err(true) => return None,
-                Err(false) => {
-                    if !self.running() && self.hold_over() {
-                        self.write_held(queue.idle());
-                    }
-                }
+                Err(false) => {}
             }
         }
         queue.recv()
@@ -405,7 +399,7 @@ impl RowWriter {
         self.held.bytes += states.iter().map(|s| s.bytes).sum::<usize>();
         self.held.states.extend(states);
         self.held.since.get_or_insert_with(Instant::now);
-        if !self.running() && self.hold_over() {
+        if self.hold_left().is_zero() && !self.running() {
             self.write_held(idle);
         }
     }
