@@ -14,7 +14,9 @@
 //! reported. Applying a batch thus never waits for redb's single writer
 //! lock nor costs a transaction of its own, and the rows are never written
 //! ahead of the entries they come from. They are committed without fsync;
-//! see [`Checkpoint`] for when they are made durable.
+//! see [`Checkpoint`] for when they are made durable. Under light load
+//! they wait up to [`HOLD_ROWS_FOR`] for later rows to share that
+//! transaction.
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -322,7 +324,7 @@ const HOLD_ROWS_BYTES: usize = 256 * 1024;
 
 /// How often the writer, idle but holding rows whose time is up, looks
 /// whether the running checkpoint has ended.
-const HELD_POLL: std::time::Duration = std::time::Duration::from_micros(250);
+const HELD_POLL: Duration = Duration::from_micros(250);
 
 impl RowWriter {
     fn new() -> RowWriter {
