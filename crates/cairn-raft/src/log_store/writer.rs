@@ -300,13 +300,16 @@ struct Held {
     states: Vec<StateJob>,
     /// When the oldest of them came.
     since: Option<Instant>,
-    /// Bytes of `states`.
-    bytes: usize,
 }
 
 impl Held {
     fn is_empty(&self) -> bool {
         self.states.is_empty() && self.committed.is_none()
+    }
+
+    /// Bytes of the rows in `states`.
+    fn bytes(&self) -> usize {
+        self.states.iter().map(|s| s.bytes).sum()
     }
 }
 
@@ -356,7 +359,7 @@ impl RowWriter {
     /// How much longer the held rows may wait: zero once they have
     /// waited [`HOLD_ROWS_FOR`] or are [`HOLD_ROWS_BYTES`].
     fn hold_left(&self) -> Duration {
-        if self.held.bytes >= HOLD_ROWS_BYTES {
+        if self.held.bytes() >= HOLD_ROWS_BYTES {
             return Duration::ZERO;
         }
         let waited = self.held.since.map_or(Duration::MAX, |s| s.elapsed());
@@ -398,7 +401,6 @@ impl RowWriter {
         if committed.is_some() {
             self.held.committed = committed;
         }
-        self.held.bytes += states.iter().map(|s| s.bytes).sum::<usize>();
         self.held.states.extend(states);
         self.held.since.get_or_insert_with(Instant::now);
         if self.hold_left().is_zero() && !self.running() {
@@ -415,6 +417,7 @@ impl RowWriter {
     }
 
     fn write_held(&mut self, idle: bool) {
+        let bytes = self.held.bytes();
         let Held {
             db,
             committed,
@@ -422,9 +425,7 @@ impl RowWriter {
             ..
         } = std::mem::take(&mut self.held);
         let Some(db) = db else { return };
-        let due = self
-            .checkpoint
-            .due(states.iter().map(|s| s.bytes).sum(), idle);
+        let due = self.checkpoint.due(bytes, idle);
         let in_background = due && self.background.is_some();
         let mut state_error: Option<String> = None;
         let (rows, on_commit): (Vec<_>, Vec<_>) = states
