@@ -15,27 +15,9 @@ BIN=${1:?usage: threads.sh BIN_DIR WORKLOAD CLIENTS [cairn-bench flags]}
 WL=${2:?workload}
 C=${3:?clients}
 shift 3
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-IC="n1=http://127.0.0.1:26831,n2=http://127.0.0.1:26832,n3=http://127.0.0.1:26833"
-for i in 1 2 3; do
-    # shellcheck disable=SC2086
-    env ${SERVE_ENV:-} "$BIN/cairn" serve --name "n$i" --data-dir "$WORK/d$i" \
-        --listen-client "127.0.0.1:2684$i" --listen-peer "127.0.0.1:2683$i" \
-        --initial-cluster "$IC" >"$WORK/n$i.log" 2>&1 &
-    PIDS+=($!)
-done
-EPS=http://127.0.0.1:26841,http://127.0.0.1:26842,http://127.0.0.1:26843
-for _ in $(seq 1 100); do
-    "$BIN/cairn" --endpoints "$EPS" put threads-ready 1 >/dev/null 2>&1 && break
-    sleep 0.1
-done
+# shellcheck source=bench/cluster.sh
+. "$(dirname "${BASH_SOURCE[0]}")/cluster.sh"
+start_cluster "$BIN" 2684
 # One line per thread: member pid, thread id, name, CPU ticks, voluntary
 # context switches.
 snapshot() {
