@@ -38,7 +38,7 @@ snapshot >"$WORK/before"
 sleep 4
 snapshot >"$WORK/after"
 wait "$BENCH"
-line=$(grep -E "^ *server .*c=$C " "$WORK/bench" | head -1)
+line=$(grep -E "^ *server .*[cw]=$C " "$WORK/bench" | head -1)
 echo "$line"
 ops=$(echo "$line" | awk '{print $6}')
 echo "member-thread      name                CPU per op   blocks per op"

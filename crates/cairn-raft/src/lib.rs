@@ -1,6 +1,7 @@
 //! Cairn's Raft plumbing: the openraft type configuration, the redb-backed
 //! log store, and the gRPC transport between peers.
 
+mod apply_thread;
 mod claims_rows;
 pub mod coalesce;
 pub mod encoding;

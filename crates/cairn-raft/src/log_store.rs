@@ -48,6 +48,7 @@ use std::fmt::{self, Debug};
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use openraft::storage::{RaftLogReader, RaftLogStorage};
@@ -90,6 +91,9 @@ pub struct LogStore {
     unflushed: Arc<Unflushed>,
     replication_batch_bytes: usize,
     committed_durability: Durability,
+    /// One past the index of the last entry appended (0 for none), for
+    /// the state machine to see how far its applies trail the log.
+    appended_end: Arc<AtomicU64>,
 }
 
 impl Debug for LogStore {
@@ -120,6 +124,7 @@ impl LogStore {
         let purged = read_meta::<LogId>(&db, KEY_LAST_PURGED)?;
         let wal = Wal::open(wal_dir, purged)?;
         migrate_redb_log(&db, &wal)?;
+        let appended_end = wal.last_log_id().map_or(0, |l| l.index.saturating_add(1));
 
         Ok(LogStore {
             db,
@@ -128,6 +133,7 @@ impl LogStore {
             unflushed: Arc::new(Unflushed::default()),
             replication_batch_bytes: DEFAULT_REPLICATION_BATCH_BYTES,
             committed_durability: Durability::None,
+            appended_end: Arc::new(AtomicU64::new(appended_end)),
         })
     }
 
@@ -157,7 +163,8 @@ impl LogStore {
     /// A handle through which the state machine writes its rows on this
     /// store's writer thread, in the log's transactions (see [`writer`]).
     pub fn state_writer(&self) -> StateWriter {
-        self.writer.state_writer(self.db.clone())
+        self.writer
+            .state_writer(self.db.clone(), self.appended_end.clone())
     }
 
     /// A reader over this store; cheap to create and to clone.
@@ -372,7 +379,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             return Ok(());
         }
         // Readable from now on, as openraft requires; durable at the callback.
+        let end = written.last().map_or(0, |l| l.index.saturating_add(1));
         self.unflushed.insert(pending);
+        self.appended_end.store(end, Ordering::Release);
         self.writer.submit(
             "append",
             Job::Append(Append {
@@ -396,6 +405,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Waited for (it follows every queued append), so no reader can see
         // a removed entry afterwards.
         self.unflushed.truncate_from(from);
+        self.appended_end.fetch_min(from, Ordering::AcqRel);
         let wal = self.wal.clone();
         self.writer
             .run("truncate", move || wal.truncate(from))
@@ -659,6 +669,37 @@ mod tests {
         assert_eq!(
             indexes(&reader.try_get_log_entries(7..).await.unwrap()),
             [7]
+        );
+    }
+
+    /// The state machine's view of how far the log runs ahead of it
+    /// follows appends and truncations, and survives a restart.
+    #[tokio::test]
+    async fn the_state_writer_counts_the_entries_after_an_applied_one() {
+        let (dir, mut store) = store_with_flushed(5).await;
+        let writer = store.state_writer();
+        assert_eq!(writer.entries_after(Some(entry(2).log_id)), 3);
+        assert_eq!(writer.entries_after(Some(entry(5).log_id)), 0);
+        // Applied beyond the log (a snapshot was installed): none.
+        assert_eq!(writer.entries_after(Some(entry(9).log_id)), 0);
+
+        store.truncate_after(Some(entry(3).log_id)).await.unwrap();
+        assert_eq!(writer.entries_after(Some(entry(2).log_id)), 1);
+        let (tx, rx) = TypeConfig::oneshot();
+        store
+            .append((4..=9).map(entry), IOFlushed::signal(tx))
+            .await
+            .unwrap();
+        rx.await.unwrap().unwrap();
+        assert_eq!(writer.entries_after(Some(entry(2).log_id)), 7);
+        // Both hold the writer thread, which holds the database.
+        drop((writer, store));
+
+        let db = Arc::new(Database::open(dir.path().join("db")).unwrap());
+        let reopened = LogStore::open(db, &dir.path().join("wal")).unwrap();
+        assert_eq!(
+            reopened.state_writer().entries_after(Some(entry(2).log_id)),
+            7
         );
     }
 

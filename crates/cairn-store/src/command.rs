@@ -70,6 +70,25 @@ impl Command {
         }
     }
 
+    /// About how many keys applying the command reads or writes: a
+    /// measure of its apply cost that needs no look at the store. A range
+    /// delete or a tick counts one, however much it removes.
+    pub fn keys_touched(&self) -> usize {
+        match self {
+            Command::Txn(t) => t.compare.len() + t.success.len().max(t.failure.len()),
+            Command::Claims(c) => c.keys_touched(),
+            Command::Put(_)
+            | Command::DeleteRange(_)
+            | Command::Compact { .. }
+            | Command::LeaseGrant { .. }
+            | Command::LeaseRevoke { .. }
+            | Command::LeaseKeepAlive { .. }
+            | Command::Tick { .. }
+            | Command::Alarm { .. }
+            | Command::Registry(_) => 1,
+        }
+    }
+
     /// Replace the cluster time the command carries, if any. The leader
     /// stamps every command it proposes with its own clock: the store's
     /// time is the largest stamp ever applied, so a stamp from a member
@@ -272,4 +291,44 @@ pub enum CommandResult {
     #[default]
     Empty,
     Error(StoreError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::claims::ClaimsCommand;
+
+    #[test]
+    fn keys_touched_counts_a_request_s_keys() {
+        let put = || RequestOp::Put(PutRequest::default());
+        let compare = Compare {
+            result: CompareResult::Equal,
+            target: CompareTarget::Version(1),
+            range: crate::KeyRange::single("k"),
+        };
+        let txn = Command::Txn(TxnRequest {
+            compare: vec![compare; 2],
+            success: vec![put(), put(), put()],
+            failure: vec![put()],
+        });
+        // Compares, then the longer branch.
+        assert_eq!(txn.keys_touched(), 5);
+        assert_eq!(Command::Put(PutRequest::default()).keys_touched(), 1);
+        let offload = Command::Claims(ClaimsCommand::CanOffload {
+            namespace: "ns".into(),
+            session_id: 1,
+            keys: (0..1000).map(crate::claims::ClaimKey::U64).collect(),
+            now_ms: 0,
+        });
+        assert_eq!(offload.keys_touched(), 1000);
+        let tick = Command::Tick {
+            now_ms: 0,
+            max_expiries: 10_000,
+        };
+        assert_eq!(
+            tick.keys_touched(),
+            1,
+            "a tick counts one however much expires"
+        );
+    }
 }

@@ -19,7 +19,7 @@
 //! transaction.
 
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -91,9 +91,20 @@ pub struct StateWriter {
     db: Arc<Database>,
     /// The first failed write, reported by the next `check`.
     failed: Arc<Mutex<Option<String>>>,
+    /// One past the last appended entry's index (see `LogStore`).
+    appended_end: Arc<AtomicU64>,
 }
 
 impl StateWriter {
+    /// How many entries the log holds after `applied`: committed or not,
+    /// how far the state machine trails the log.
+    pub fn entries_after(&self, applied: Option<LogId>) -> u64 {
+        let applied_end = applied.map_or(0, |l| l.index.saturating_add(1));
+        self.appended_end
+            .load(Ordering::Acquire)
+            .saturating_sub(applied_end)
+    }
+
     /// Queues `rows` (`bytes` of keys and values), to be written in order
     /// after everything queued before, then `on_commit` once their
     /// transaction committed (not if it failed); does not wait. Blocks when
@@ -140,11 +151,12 @@ pub(super) struct Writer {
 
 impl Writer {
     /// A handle for the state machine's rows, on `db`.
-    pub fn state_writer(&self, db: Arc<Database>) -> StateWriter {
+    pub fn state_writer(&self, db: Arc<Database>, appended_end: Arc<AtomicU64>) -> StateWriter {
         StateWriter {
             writer: self.clone(),
             db,
             failed: Arc::default(),
+            appended_end,
         }
     }
 

@@ -171,6 +171,18 @@ impl ClaimsCommand {
         }
     }
 
+    /// Keys (or entries) the request names.
+    pub fn keys_touched(&self) -> usize {
+        match self {
+            ClaimsCommand::CreateNamespace { .. } => 1,
+            ClaimsCommand::CanOffload { keys, .. }
+            | ClaimsCommand::CanOffloadListed { keys, .. }
+            | ClaimsCommand::Remove { keys, .. }
+            | ClaimsCommand::Touch { keys, .. } => keys.len(),
+            ClaimsCommand::Register { entries, .. } => entries.len(),
+        }
+    }
+
     /// Replace the cluster time carried, if the command carries one.
     pub fn restamp(&mut self, at_ms: u64) {
         match self {
