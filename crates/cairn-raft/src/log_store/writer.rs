@@ -567,7 +567,11 @@ impl Background {
 /// commits left in memory. Under `CanOffload` of 1,000 keys (~20 KB of
 /// lease rows per request) half a second of rows took 10–25 ms to write,
 /// and rows held behind it wait that long (and with ext4's ordered
-/// journal, the log's fsyncs beside it slow down). Why only when idle:
+/// journal, the log's fsyncs beside it slow down). Smaller is better for
+/// the log's fsyncs on a disk the members share: 1-client offload p99
+/// was 3.8–3.9 ms with 2 MiB against 2.5–2.7 with 512 KiB (four pairs),
+/// and 2.33–3.12 (mean 2.62) with 128 KiB against 2.43–3.04 (mean 2.72)
+/// over eight (BENCHMARKS.md, session 18). Why only when idle:
 /// under a steady stream of small writes (puts at 256 clients) the writer
 /// is never idle, and a checkpoint every few dozen milliseconds cost those
 /// rows throughput; the interval bounds them.
@@ -581,7 +585,7 @@ struct Checkpoint {
 /// see [`Checkpoint`].
 const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 /// Row bytes after which the next commit is made durable, however soon.
-const CHECKPOINT_BYTES: usize = 512 * 1024;
+const CHECKPOINT_BYTES: usize = 128 * 1024;
 
 impl Default for Checkpoint {
     fn default() -> Self {
