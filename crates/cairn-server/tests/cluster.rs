@@ -113,13 +113,16 @@ async fn forwarding_falls_back_to_calls_for_an_older_leader_and_streams_after_it
     })
     .await;
     let router = &c.node(follower).router;
-    let (calls_before, streams_before) = (router.forward_calls(), router.forward_streams_opened());
+    let calls_before = router.forward_calls();
     for i in 0..5 {
         put(c.node(follower), &format!("new/{i}"), "v").await;
     }
-    assert_eq!(
-        router.forward_streams_opened(),
-        streams_before + 1,
+    // The puts went over a stream to the upgraded leader. It may have been
+    // opened before them: if leadership moved while the test asked for the
+    // transfer, the request was forwarded, and it may have come from this
+    // follower.
+    assert!(
+        router.forward_streams_opened() >= 1,
         "a stream to the upgraded leader"
     );
     assert_eq!(router.forward_calls(), calls_before, "no more calls");
