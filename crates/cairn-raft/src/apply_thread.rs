@@ -74,18 +74,12 @@ impl ApplyThread {
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
-
-    /// Field 19 of `/proc/thread-self/stat`: the nice value.
-    fn nice() -> i64 {
-        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
-        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-        fields[19 - 3].parse().unwrap()
-    }
+    use crate::thread_priority::tests::nice_and_policy;
 
     #[tokio::test]
     async fn jobs_run_in_turn_on_one_niced_thread() {
         let thread = ApplyThread::start("cairn-test-apply").unwrap();
-        let where_ = || (std::thread::current().id(), nice());
+        let where_ = || (std::thread::current().id(), nice_and_policy().0);
         let first = thread.run(where_).await.unwrap();
         let second = thread.run(where_).await.unwrap();
         assert_eq!(first, second, "the same thread each time");

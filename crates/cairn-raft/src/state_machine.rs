@@ -204,19 +204,28 @@ impl StateMachineStore {
         })
     }
 
-    /// Whether a batch touching `keys` keys, which a client here waits for
-    /// or not, is applied on the [`ApplyThread`]: when none waits,
-    /// it is long enough to be worth the hand-over, and this member does
+    /// Whether `entries`, which a client here waits for or not, are
+    /// applied on the [`ApplyThread`]: when none waits, this member does
     /// not trail its log by much (at background priority on a busy
-    /// machine it would fall further behind, and follower reads and a
-    /// new leader wait for the applies).
-    fn may_apply_in_background(&self, keys: usize, waited_for: bool) -> bool {
-        let Some(writer) = &self.writer else {
+    /// machine it would fall further behind, and follower reads and a new
+    /// leader wait for the applies), and they touch enough keys to be
+    /// worth the two thread switches. The leader, whose clients wait,
+    /// stops at the first test.
+    fn may_apply_in_background(&self, entries: &[crate::types::Entry], waited_for: bool) -> bool {
+        let Some(writer) = self.writer.as_ref().filter(|_| !waited_for) else {
             return false;
         };
+        if writer.entries_after(self.applied) > BACKGROUND_APPLY_MAX_BEHIND {
+            return false;
+        }
+        let keys: usize = entries
+            .iter()
+            .map(|e| match &e.payload {
+                EntryPayload::Normal(cmd) => cmd.keys_touched(),
+                _ => 1,
+            })
+            .sum();
         keys >= BACKGROUND_APPLY_KEYS
-            && !waited_for
-            && writer.entries_after(self.applied) <= BACKGROUND_APPLY_MAX_BEHIND
     }
 
     fn apply_thread(&mut self) -> io::Result<&ApplyThread> {
@@ -726,20 +735,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let persisted = self.persisted_revision.load(Ordering::Acquire);
         // A client waits for this apply only on the member that proposed
         // the entries; elsewhere a long one yields to the work clients
-        // wait for. A short one is not worth the two thread switches.
-        let keys: usize = entries
-            .iter()
-            .map(|e| match &e.payload {
-                EntryPayload::Normal(cmd) => cmd.keys_touched(),
-                _ => 1,
-            })
-            .sum();
+        // wait for.
         let Applied {
             results,
             events,
             stamp,
             revision,
-        } = if !self.may_apply_in_background(keys, responders.iter().any(Option::is_some)) {
+        } = if !self.may_apply_in_background(&entries, responders.iter().any(Option::is_some)) {
             apply_to_store(&store, persisted, &entries)?
         } else {
             self.applied_in_background += 1;

@@ -73,11 +73,11 @@ where
 }
 
 #[cfg(all(test, target_os = "linux"))]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Fields 19 (nice) and 41 (policy) of `/proc/thread-self/stat`.
-    fn nice_and_policy() -> (i64, u32) {
+    pub(crate) fn nice_and_policy() -> (i64, u32) {
         let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
         // The fields after the command name (which ends at the last ')')
         // start at field 3.
