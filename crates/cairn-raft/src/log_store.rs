@@ -37,7 +37,7 @@
 //! | `save_vote`    | redb `Immediate` | Raft safety: never vote twice in a term |
 //! | `purge`        | redb `Immediate` (`last_purged_log_id`), then whole segment files deleted | the state machine rows covering the purged entries must be durable before the entries go; this commit makes them so |
 //! | `save_committed` | redb `None` (`Immediate` with [`LogStore::with_durable_committed`]) | an optimisation (recovery re-applies up to it); openraft allows an older value after a crash |
-//! | state machine rows | redb `None`; a checkpoint (an `Immediate` commit on its own thread) every 500 ms or 512 KiB of rows | recoverable from the log: a restart re-applies the entries after the last durable row (see `writer::Checkpoint`, `writer::RowWriter`) |
+//! | state machine rows | redb `None`; a checkpoint (an `Immediate` commit on its own thread) every 500 ms or 128 KiB of rows | recoverable from the log: a restart re-applies the entries after the last durable row (see `writer::rows::Checkpoint`, `writer::rows::RowWriter`) |
 //!
 //! A redb `Immediate` commit also makes every earlier `None` commit durable.
 //!
@@ -701,6 +701,53 @@ mod tests {
             reopened.state_writer().entries_after(Some(entry(2).log_id)),
             7
         );
+    }
+
+    /// Appends are synced and reported while the state machine's rows are
+    /// being committed: a slow redb commit holds up no append, and the
+    /// rows still land once it ends, before a later `Run` job.
+    #[tokio::test]
+    async fn appends_do_not_wait_for_a_row_commit() {
+        let (_dir, mut store) = store_with_flushed(2).await;
+        let writer = store.state_writer();
+        let (in_commit_tx, in_commit) = std::sync::mpsc::channel::<()>();
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let (committed_tx, committed) = tokio::sync::oneshot::channel::<()>();
+        writer
+            .submit(
+                10,
+                Box::new(move |_txn| {
+                    let _ = in_commit_tx.send(());
+                    gate.recv().map_err(io::Error::other)
+                }),
+                Box::new(move || {
+                    let _ = committed_tx.send(());
+                }),
+            )
+            .unwrap();
+        // The rows go on once the appends queued before them are synced;
+        // wait until their transaction is open and stuck.
+        tokio::task::spawn_blocking(move || in_commit.recv())
+            .await
+            .unwrap()
+            .unwrap();
+
+        let (tx, rx) = TypeConfig::oneshot();
+        store
+            .append((3..=4).map(entry), IOFlushed::signal(tx))
+            .await
+            .unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(10), rx)
+            .await
+            .expect("the append waited for the row commit")
+            .unwrap()
+            .unwrap();
+        assert_eq!(store.wal.last_log_id().map(|l| l.index), Some(4));
+
+        // A write job runs after the rows queued before it.
+        release.send(()).unwrap();
+        store.write("after the rows", |_db| Ok(())).await.unwrap();
+        committed.await.expect("rows committed before the run job");
     }
 
     /// A gap in the log is corruption, not a short read.

@@ -2,10 +2,11 @@
 //!
 //! Every applied batch's changed records, leases, store scalars, last
 //! applied log id and membership are written in one redb transaction (the
-//! log writer's group transaction, see `log_store::writer`), so applied
-//! index and data can never disagree after a crash. Those commits are not
-//! fsynced one by one; the log still holds every entry they cover until
-//! the state is durable (see `log_store::writer::Checkpoint`). The current
+//! row thread's, shared with the batches around it, see
+//! `log_store::writer`), so applied index and data can never disagree
+//! after a crash. Those commits are not fsynced one by one; the log still
+//! holds every entry they cover until the state is durable (see
+//! `log_store::writer::rows::Checkpoint`). The current
 //! snapshot is a file of its own ([`crate::snapshot_file`]).
 
 use std::io::{self, Write};
@@ -84,8 +85,8 @@ pub struct StateMachineStore {
     applied: Option<LogId>,
     membership: StoredMembership,
     observer: Arc<dyn ApplyObserver>,
-    /// When set, applied rows go to the log's writer thread and join its
-    /// transactions (see `log_store::StateWriter`) instead of a
+    /// When set, applied rows go through the log's writer queue to its row
+    /// thread and share its transactions (see `log_store::StateWriter`) instead of a
     /// transaction of their own that waits for redb's writer lock.
     writer: Option<StateWriter>,
     /// The current snapshot, for members that need one.

@@ -1,4 +1,4 @@
-//! The log's one writer thread, with group commit.
+//! The log's writer thread, with group commit.
 //!
 //! Every write is a job taken from one FIFO queue, so writes reach the disk
 //! in the order openraft issued them. `append` does not wait for its job
@@ -9,14 +9,14 @@
 //! appends would cost one fsync each.
 //!
 //! The state machine hands its per-batch rows here too ([`StateWriter`]),
-//! and they are folded, with any queued `committed` update, into one redb
-//! transaction per group, written after the group's appends are synced and
-//! reported. Applying a batch thus never waits for redb's single writer
-//! lock nor costs a transaction of its own, and the rows are never written
-//! ahead of the entries they come from. They are committed without fsync;
-//! see [`Checkpoint`] for when they are made durable. Under light load
-//! they wait up to [`HOLD_ROWS_FOR`] for later rows to share that
-//! transaction.
+//! and so does `save_committed`: they enter the same queue, wait up to
+//! [`HOLD_ROWS_FOR`] for company, and go on to the row thread ([`rows`])
+//! together, never before the appends queued ahead of them are synced.
+//! The row thread folds them into one redb transaction, so the rows are
+//! never written ahead of the entries they come from, and appends never
+//! wait for a redb commit. Applying a batch never waits for redb's single
+//! writer lock nor costs a transaction of its own. The rows are committed
+//! without fsync; see [`rows::Checkpoint`] for when they are made durable.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -24,12 +24,17 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use redb::{Database, Durability};
+use redb::Database;
 use tokio::sync::oneshot;
+
+use rows::{RowJob, RowSender};
 
 use super::unflushed::Unflushed;
 use super::wal::{Record, Wal};
 use super::{ctx, KEY_COMMITTED, META_TABLE};
+pub(in crate::log_store) use rows::write_group;
+
+mod rows;
 use crate::types::{IOFlushed, LogId};
 
 /// How many writes may wait for the writer thread. Appends are not awaited,
@@ -63,7 +68,8 @@ pub(super) enum Job {
     },
     /// State machine rows, written in the next transaction.
     State(StateJob),
-    /// Anything else, run as is, in order.
+    /// Anything else, run as is, in order: after every append and row
+    /// queued before it, and before any queued after it.
     Run(Box<dyn FnOnce() + Send>),
 }
 
@@ -163,18 +169,19 @@ impl Writer {
     pub fn spawn() -> io::Result<Self> {
         let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE_JOBS);
         let queued = Arc::new(AtomicUsize::new(0));
-        let counter = queued.clone();
+        let rows = RowSender::spawn(queued.clone())?;
+        let queue = Queue {
+            rx,
+            queued: queued.clone(),
+            upstream: None,
+        };
         std::thread::Builder::new()
             .name("cairn-raft-log-writer".into())
-            // Ends when the LogStore (the only sender) is dropped. Jobs own
-            // their Arc<Database> and release it when done, so once an
-            // awaited write returns this thread holds no reference to it.
-            .spawn(move || {
-                run(Queue {
-                    rx,
-                    queued: counter,
-                })
-            })
+            // Ends when the LogStore (the only sender) is dropped, and the
+            // row thread after it. Jobs own their Arc<Database> and
+            // release it when done, so once an awaited write returns these
+            // threads hold no reference to it.
+            .spawn(move || run(queue, rows))
             .map_err(|e| ctx("spawn raft log writer thread", e))?;
         Ok(Writer { tx, queued })
     }
@@ -206,14 +213,18 @@ impl Writer {
     }
 }
 
-/// The writer thread's end of the queue.
-struct Queue {
-    rx: Receiver<Job>,
+/// A thread's end of a job queue.
+struct Queue<J> {
+    rx: Receiver<J>,
+    /// Jobs sent and not yet taken.
     queued: Arc<AtomicUsize>,
+    /// The queue of the thread that feeds this one, if any: this one is
+    /// idle only when that one is too.
+    upstream: Option<Arc<AtomicUsize>>,
 }
 
-impl Queue {
-    fn recv(&self) -> Option<Job> {
+impl<J> Queue<J> {
+    fn recv(&self) -> Option<J> {
         let job = self.rx.recv().ok()?;
         self.queued.fetch_sub(1, Ordering::AcqRel);
         Some(job)
@@ -221,7 +232,7 @@ impl Queue {
 
     /// The next job if one comes within `timeout`; `Err(true)` once every
     /// sender is gone.
-    fn recv_timeout(&self, timeout: std::time::Duration) -> Result<Job, bool> {
+    fn recv_timeout(&self, timeout: std::time::Duration) -> Result<J, bool> {
         match self.rx.recv_timeout(timeout) {
             Ok(job) => {
                 self.queued.fetch_sub(1, Ordering::AcqRel);
@@ -232,7 +243,7 @@ impl Queue {
         }
     }
 
-    fn try_recv(&self) -> Option<Job> {
+    fn try_recv(&self) -> Option<J> {
         let job = self.rx.try_recv().ok()?;
         self.queued.fetch_sub(1, Ordering::AcqRel);
         Some(job)
@@ -241,384 +252,128 @@ impl Queue {
     /// Whether no job waits: a durable commit now holds up nothing.
     fn idle(&self) -> bool {
         self.queued.load(Ordering::Acquire) == 0
+            && self
+                .upstream
+                .as_ref()
+                .is_none_or(|u| u.load(Ordering::Acquire) == 0)
     }
 }
 
-fn run(queue: Queue) {
+fn run(queue: Queue<Job>, rows: RowSender) {
     let mut next: Option<Job> = None;
-    let mut rows = RowWriter::new();
+    let mut pending = PendingRows::new(HOLD_ROWS_FOR);
     loop {
         let job = match next.take() {
             Some(job) => job,
-            None => match rows.next_job(&queue) {
-                Some(job) => job,
-                None => {
-                    rows.finish();
-                    return;
-                }
+            None => match pending.left(Instant::now()) {
+                None => match queue.recv() {
+                    Some(job) => job,
+                    None => break,
+                },
+                Some(left) => match queue.recv_timeout(left) {
+                    Ok(job) => job,
+                    Err(gone) => {
+                        rows.send_all(pending.take());
+                        if gone {
+                            break;
+                        }
+                        continue;
+                    }
+                },
             },
         };
         match job {
             Job::Run(f) => {
-                // It may write to redb, after every row queued before it.
-                rows.finish();
-                f()
+                rows.send_all(pending.take());
+                rows.run_and_wait(f)
             }
-            Job::Committed { db, bytes } => {
-                rows.write(db, Some(bytes), Vec::new(), queue.idle());
-            }
+            Job::Committed { db, bytes } => pending.push(RowJob::Committed { db, bytes }),
+            Job::State(s) => pending.push(RowJob::State(s)),
             Job::Append(first) => {
-                let (group, after) = gather(Group::with_append(first), &queue);
+                let (group, after) = gather(Group::with_append(first), &queue, &mut pending);
                 next = after;
-                group.flush(&mut rows, &queue);
-            }
-            Job::State(first) => {
-                let (group, after) = gather(Group::with_state(first), &queue);
-                next = after;
-                group.flush(&mut rows, &queue);
+                group.flush(&queue);
             }
         }
+        if pending.due(Instant::now()) {
+            rows.send_all(pending.take());
+        }
     }
+    rows.send_all(pending.take());
 }
 
-/// Writes the state machine's rows and the committed id to redb, and runs
-/// the durable checkpoints beside the writer thread.
-///
-/// A checkpoint is a durable commit of nothing: it writes out every page
-/// the non-durable commits before it left in memory, and fsyncs. That
-/// takes milliseconds (~500 KiB of lease rows under offload load), and on
-/// the writer thread the log's next append waited for it: with one client
-/// the request behind each checkpoint was the p99. Here a thread of its
-/// own runs it, and the log's appends go on; rows that come meanwhile are
-/// held (redb has one writer: their transaction would only wait for the
-/// checkpoint's) and written as one transaction when it ends.
-struct RowWriter {
-    checkpoint: Checkpoint,
-    /// `None` if its thread could not start: checkpoints run inline.
-    background: Option<Background>,
-    held: Held,
-    /// How long rows wait for more to share their transaction
-    /// ([`HOLD_ROWS_FOR`]; zero in tests that write at once).
+/// How long applied rows and the committed id may wait before they go to
+/// the row thread. They are not durable when committed either (see
+/// [`rows::Checkpoint`]) and nothing waits for them, but each redb
+/// transaction costs CPU: with few clients a put's rows had one of their
+/// own (30 % of the log writer's CPU at 4 clients), now the rows of the
+/// puts within this time share one; and each hand-over wakes the row
+/// thread (at 64 clients, one per group of appends cost ~8 % more server
+/// CPU per put). A later job, or the idle log thread, sends them once the
+/// time is up.
+const HOLD_ROWS_FOR: Duration = Duration::from_millis(5);
+/// Bytes of rows sent at once however soon (claims requests bring
+/// ~10–20 KB each).
+const HOLD_ROWS_BYTES: usize = 256 * 1024;
+
+/// Row jobs the log thread keeps until they go to the row thread together.
+struct PendingRows {
+    jobs: Vec<RowJob>,
+    /// Bytes of the state rows among `jobs`.
+    bytes: usize,
+    /// When the oldest of them came.
+    since: Option<Instant>,
     hold_for: Duration,
 }
 
-/// Rows not written yet: waiting for the running checkpoint to end, or
-/// for more rows to share a transaction with.
-#[derive(Default)]
-struct Held {
-    db: Option<Arc<Database>>,
-    /// The latest committed id (`None` inside: remove it).
-    committed: Option<Option<Vec<u8>>>,
-    states: Vec<StateJob>,
-    /// When the oldest of them came.
-    since: Option<Instant>,
-}
-
-impl Held {
-    fn is_empty(&self) -> bool {
-        self.states.is_empty() && self.committed.is_none()
-    }
-
-    /// Bytes of the rows in `states`.
-    fn bytes(&self) -> usize {
-        self.states.iter().map(|s| s.bytes).sum()
-    }
-}
-
-/// How long applied rows and the committed id may wait before their redb
-/// transaction. They are not durable when committed either (see
-/// [`Checkpoint`]) and nothing waits for them, but each transaction costs
-/// the writer thread: with few clients a put's rows had one of their own
-/// (30 % of the log writer's CPU at 4 clients), now the rows of the puts
-/// within this time share one. A later append's group writes them once
-/// the time is up; an idle writer wakes for them.
-const HOLD_ROWS_FOR: Duration = Duration::from_millis(5);
-/// Bytes of rows written at once however soon (claims requests bring
-/// ~20 KB each).
-const HOLD_ROWS_BYTES: usize = 256 * 1024;
-
-/// How often the writer, idle but holding rows whose time is up, looks
-/// whether the running checkpoint has ended.
-const HELD_POLL: Duration = Duration::from_micros(250);
-
-impl RowWriter {
-    fn new() -> RowWriter {
-        RowWriter {
-            hold_for: HOLD_ROWS_FOR,
-            ..RowWriter::with_checkpoint(|db| write_group(db, None, true))
-        }
-    }
-
-    /// `durable_commit` is what the checkpoint thread runs (tests gate it).
-    fn with_checkpoint(
-        durable_commit: impl Fn(&Database) -> io::Result<()> + Send + 'static,
-    ) -> RowWriter {
-        let background = Background::spawn(durable_commit)
-            .inspect_err(|e| tracing::warn!("raft log store: checkpoints run inline: {e}"))
-            .ok();
-        RowWriter {
-            checkpoint: Checkpoint::default(),
-            background,
-            held: Held::default(),
-            hold_for: Duration::ZERO,
-        }
-    }
-
-    fn running(&mut self) -> bool {
-        self.background.as_mut().is_some_and(Background::running)
-    }
-
-    /// How much longer the held rows may wait: zero once they have
-    /// waited [`HOLD_ROWS_FOR`] or are [`HOLD_ROWS_BYTES`].
-    fn hold_left(&self) -> Duration {
-        if self.held.bytes() >= HOLD_ROWS_BYTES {
-            return Duration::ZERO;
-        }
-        let waited = self.held.since.map_or(Duration::MAX, |s| s.elapsed());
-        self.hold_for.saturating_sub(waited)
-    }
-
-    /// The next job. While rows are held, it also wakes when their time
-    /// is up, to write them, and from then on every [`HELD_POLL`] while a
-    /// checkpoint runs, to see whether it ended.
-    fn next_job(&mut self, queue: &Queue) -> Option<Job> {
-        while !self.held.is_empty() {
-            let left = self.hold_left();
-            let wait = if !left.is_zero() {
-                left
-            } else if self.running() {
-                HELD_POLL
-            } else {
-                self.write_held(queue.idle());
-                continue;
-            };
-            match queue.recv_timeout(wait) {
-                Ok(job) => return Some(job),
-                Err(true) => return None,
-                Err(false) => {}
-            }
-        }
-        queue.recv()
-    }
-
-    /// Writes (or holds, while a checkpoint runs) `states` and `committed`.
-    fn write(
-        &mut self,
-        db: Arc<Database>,
-        committed: Option<Option<Vec<u8>>>,
-        states: Vec<StateJob>,
-        idle: bool,
-    ) {
-        self.held.db = Some(db);
-        if committed.is_some() {
-            self.held.committed = committed;
-        }
-        self.held.states.extend(states);
-        self.held.since.get_or_insert_with(Instant::now);
-        if self.hold_left().is_zero() && !self.running() {
-            self.write_held(idle);
-        }
-    }
-
-    /// Waits for the running checkpoint, then writes what is held.
-    fn finish(&mut self) {
-        if let Some(background) = &mut self.background {
-            background.wait();
-        }
-        self.write_held(true);
-    }
-
-    fn write_held(&mut self, idle: bool) {
-        let bytes = self.held.bytes();
-        let Held {
-            db,
-            committed,
-            states,
-            ..
-        } = std::mem::take(&mut self.held);
-        let Some(db) = db else { return };
-        let due = self.checkpoint.due(bytes, idle);
-        let in_background = due && self.background.is_some();
-        let mut state_error: Option<String> = None;
-        let (rows, on_commit): (Vec<_>, Vec<_>) = states
-            .into_iter()
-            .map(|s| ((s.rows, s.failed), s.on_commit))
-            .unzip();
-        let res = write_txn(
-            &db,
-            committed.as_ref().map(|c| c.as_deref()),
-            due && !in_background,
-            |txn| {
-                for (rows, failed) in rows {
-                    if let Err(e) = rows(txn) {
-                        let msg = e.to_string();
-                        *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg.clone());
-                        state_error = Some(msg);
-                        return Err(e);
-                    }
-                }
-                Ok(())
-            },
-        );
-        if let (Err(e), None) = (&res, &state_error) {
-            tracing::warn!("raft log store: save committed: {e}");
-        }
-        if res.is_ok() {
-            for f in on_commit {
-                f();
-            }
-            if in_background {
-                if let Some(background) = &mut self.background {
-                    background.start(db);
-                }
-            }
-        }
-    }
-}
-
-/// The checkpoint thread: makes everything committed so far durable.
-struct Background {
-    start: SyncSender<Arc<Database>>,
-    done: Receiver<io::Result<()>>,
-    running: bool,
-}
-
-impl Background {
-    fn spawn(
-        durable_commit: impl Fn(&Database) -> io::Result<()> + Send + 'static,
-    ) -> io::Result<Background> {
-        let (start, jobs) = mpsc::sync_channel::<Arc<Database>>(1);
-        let (done_tx, done) = mpsc::sync_channel(1);
-        std::thread::Builder::new()
-            .name("cairn-raft-checkpoint".into())
-            // Ends when the writer thread drops `start`.
-            .spawn(move || {
-                // Rows held meanwhile wait for it, but no request does.
-                crate::thread_priority::yield_to_requests();
-                for db in jobs {
-                    let res = durable_commit(&db);
-                    // Holds no database between checkpoints.
-                    drop(db);
-                    if done_tx.send(res).is_err() {
-                        return;
-                    }
-                }
-            })
-            .map_err(|e| ctx("spawn checkpoint thread", e))?;
-        Ok(Background {
-            start,
-            done,
-            running: false,
-        })
-    }
-
-    fn start(&mut self, db: Arc<Database>) {
-        match self.start.send(db) {
-            Ok(()) => self.running = true,
-            Err(_) => tracing::warn!("raft log store: checkpoint thread has stopped"),
-        }
-    }
-
-    /// Whether a checkpoint still runs (reports one that ended).
-    fn running(&mut self) -> bool {
-        if self.running {
-            match self.done.try_recv() {
-                Ok(res) => self.ended(res),
-                Err(mpsc::TryRecvError::Empty) => {}
-                Err(mpsc::TryRecvError::Disconnected) => self.running = false,
-            }
-        }
-        self.running
-    }
-
-    fn wait(&mut self) {
-        if self.running {
-            match self.done.recv() {
-                Ok(res) => self.ended(res),
-                Err(_) => self.running = false,
-            }
-        }
-    }
-
-    fn ended(&mut self, res: io::Result<()>) {
-        self.running = false;
-        if let Err(e) = res {
-            // The next checkpoint makes the same rows durable.
-            tracing::warn!("raft log store: checkpoint: {e}");
-        }
-    }
-}
-
-/// When the state machine's rows were last made durable.
-///
-/// They are committed without fsync: the log's segment files are what a
-/// restart recovers from (it re-applies the log after the state machine's
-/// last durable row). Every [`CHECKPOINT_INTERVAL`], or sooner once
-/// [`CHECKPOINT_BYTES`] of rows were committed since the last and no job
-/// waits, a checkpoint makes everything committed durable ([`RowWriter`]
-/// runs it on its own thread). That bounds the re-apply after a crash, and
-/// lets redb reuse the pages the non-durable commits freed (it cannot
-/// before a durable commit, so the file would grow). It costs one redb
-/// fsync per checkpoint, after the log's own fsync of the rows' entries:
-/// the state made durable never covers an entry the log does not hold
-/// durably.
-///
-/// Why a byte bound: a checkpoint writes out every page the non-durable
-/// commits left in memory. Under `CanOffload` of 1,000 keys (~20 KB of
-/// lease rows per request) half a second of rows took 10–25 ms to write,
-/// and rows held behind it wait that long (and with ext4's ordered
-/// journal, the log's fsyncs beside it slow down). Smaller is better for
-/// the log's fsyncs on a disk the members share: 1-client offload p99
-/// was 3.8–3.9 ms with 2 MiB against 2.5–2.7 with 512 KiB (four pairs),
-/// and 2.33–3.12 (mean 2.62) with 128 KiB against 2.43–3.04 (mean 2.72)
-/// over eight (BENCHMARKS.md, session 18). Why only when idle:
-/// under a steady stream of small writes (puts at 256 clients) the writer
-/// is never idle, and a checkpoint every few dozen milliseconds cost those
-/// rows throughput; the interval bounds them.
-struct Checkpoint {
-    last: std::time::Instant,
-    /// Row bytes committed since the last durable commit.
-    bytes: usize,
-}
-
-/// How often, at the longest, the state machine's rows are made durable;
-/// see [`Checkpoint`].
-const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
-/// Row bytes after which the next commit is made durable, however soon.
-const CHECKPOINT_BYTES: usize = 128 * 1024;
-
-impl Default for Checkpoint {
-    fn default() -> Self {
-        Checkpoint {
-            last: std::time::Instant::now(),
+impl PendingRows {
+    fn new(hold_for: Duration) -> PendingRows {
+        PendingRows {
+            jobs: Vec::new(),
             bytes: 0,
+            since: None,
+            hold_for,
         }
     }
-}
 
-impl Checkpoint {
-    /// Whether the commit about to be made, of `bytes` of rows, should be
-    /// durable; if so, counts it as made. `idle`: no job waits behind it.
-    fn due(&mut self, bytes: usize, idle: bool) -> bool {
-        self.bytes = self.bytes.saturating_add(bytes);
-        let by_bytes = self.bytes >= CHECKPOINT_BYTES && idle;
-        if self.last.elapsed() < CHECKPOINT_INTERVAL && !by_bytes {
-            return false;
+    fn push(&mut self, job: RowJob) {
+        if let RowJob::State(s) = &job {
+            self.bytes = self.bytes.saturating_add(s.bytes);
         }
-        self.last = std::time::Instant::now();
+        self.since.get_or_insert_with(Instant::now);
+        self.jobs.push(job);
+    }
+
+    /// How much longer the held jobs may wait (zero: send them now);
+    /// `None` when none are held.
+    fn left(&self, now: Instant) -> Option<Duration> {
+        let since = self.since?;
+        if self.bytes >= HOLD_ROWS_BYTES {
+            return Some(Duration::ZERO);
+        }
+        Some(
+            self.hold_for
+                .saturating_sub(now.saturating_duration_since(since)),
+        )
+    }
+
+    fn due(&self, now: Instant) -> bool {
+        self.left(now).is_some_and(|left| left.is_zero())
+    }
+
+    fn take(&mut self) -> Vec<RowJob> {
         self.bytes = 0;
-        true
+        self.since = None;
+        std::mem::take(&mut self.jobs)
     }
 }
 
-/// Writes queued back to back, folded into one transaction.
+/// Appends queued back to back, written with one write and one fsync.
 #[derive(Default)]
 struct Group {
     appends: Vec<Append>,
-    /// The latest committed id queued, if any (`None` inside: remove it),
-    /// and the database to write it to.
-    committed: Option<(Arc<Database>, Option<Vec<u8>>)>,
-    states: Vec<StateJob>,
+    /// Row jobs gathered with them (they go to the pending rows).
+    jobs: usize,
     bytes: usize,
 }
 
@@ -629,341 +384,130 @@ impl Group {
         g
     }
 
-    fn with_state(s: StateJob) -> Group {
-        let mut g = Group::default();
-        g.states.push(s);
-        g
-    }
-
     fn add_append(&mut self, a: Append) {
         self.bytes += a.rows.iter().map(|(_, b)| b.len()).sum::<usize>();
         self.appends.push(a);
     }
 
     fn full(&self) -> bool {
-        self.appends.len() + self.states.len() >= MAX_GROUP_JOBS || self.bytes >= MAX_GROUP_BYTES
-    }
-
-    /// The database the group's redb rows go to, if it has any.
-    fn db(&self) -> Option<Arc<Database>> {
-        match (&self.committed, self.states.first()) {
-            (Some((db, _)), _) => Some(db.clone()),
-            (None, Some(s)) => Some(s.db.clone()),
-            (None, None) => None,
-        }
+        self.appends.len() + self.jobs >= MAX_GROUP_JOBS || self.bytes >= MAX_GROUP_BYTES
     }
 
     /// The appends' entries in one write and one fsync of the segment file,
-    /// then each append's callback; then the committed id and the state
-    /// machine's rows in one redb transaction, not fsynced: the log is what
-    /// makes them recoverable (see the module docs of `log_store`).
-    fn flush(self, rows: &mut RowWriter, queue: &Queue) {
-        let db = self.db();
-        let appended_to = self.appends.first().map(|a| a.wal.clone());
-        if let Some(wal) = appended_to.clone() {
-            let records: Vec<Record<'_>> = self
-                .appends
-                .iter()
-                .flat_map(|a| a.rows.iter())
-                .map(|(log_id, payload)| Record {
-                    log_id: *log_id,
-                    payload,
-                })
-                .collect();
-            let res = wal.append(&records);
-            drop(records);
-            if let Err(e) = &res {
-                tracing::error!("raft log store: append failed: {e}");
-            }
-            for a in self.appends {
-                let outcome = match &res {
-                    Ok(()) => {
-                        a.unflushed.flushed(&a.written);
-                        Ok(())
-                    }
-                    Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
-                };
-                a.callback.io_completed(outcome);
-            }
+    /// then each append's callback.
+    fn flush(self, queue: &Queue<Job>) {
+        let Some(wal) = self.appends.first().map(|a| a.wal.clone()) else {
+            return;
+        };
+        let records: Vec<Record<'_>> = self
+            .appends
+            .iter()
+            .flat_map(|a| a.rows.iter())
+            .map(|(log_id, payload)| Record {
+                log_id: *log_id,
+                payload,
+            })
+            .collect();
+        let res = wal.append(&records);
+        drop(records);
+        if let Err(e) = &res {
+            tracing::error!("raft log store: append failed: {e}");
         }
-        if let Some(db) = db {
-            let committed = self.committed.map(|(_, c)| c);
-            rows.write(db, committed, self.states, queue.idle());
+        for a in self.appends {
+            let outcome = match &res {
+                Ok(()) => {
+                    a.unflushed.flushed(&a.written);
+                    Ok(())
+                }
+                Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+            };
+            a.callback.io_completed(outcome);
         }
         // Zeros for the next appends while nothing waits, so that an
         // append under light load rarely writes them itself.
-        if let Some(wal) = appended_to {
-            if queue.idle() {
-                if let Err(e) = wal.preallocate_ahead() {
-                    tracing::warn!("raft log store: preallocating the log failed: {e}");
-                }
+        if queue.idle() {
+            if let Err(e) = wal.preallocate_ahead() {
+                tracing::warn!("raft log store: preallocating the log failed: {e}");
             }
         }
     }
 }
 
 /// Adds the jobs queued right behind the group's first, up to the group
-/// limits; returns the group and the first job that could not join.
-fn gather(mut group: Group, queue: &Queue) -> (Group, Option<Job>) {
+/// limits (row jobs among them to `pending`: they go on only after the
+/// group's appends are synced); returns the group and the first job that
+/// could not join.
+fn gather(mut group: Group, queue: &Queue<Job>, pending: &mut PendingRows) -> (Group, Option<Job>) {
     while !group.full() {
-        match queue.try_recv() {
-            Some(Job::Append(a)) => group.add_append(a),
-            Some(Job::Committed { db, bytes }) => group.committed = Some((db, bytes)),
-            Some(Job::State(s)) => group.states.push(s),
+        let row = match queue.try_recv() {
+            Some(Job::Append(a)) => {
+                group.add_append(a);
+                continue;
+            }
+            Some(Job::Committed { db, bytes }) => RowJob::Committed { db, bytes },
+            Some(Job::State(s)) => RowJob::State(s),
             Some(other) => return (group, Some(other)),
             None => break,
-        }
+        };
+        group.jobs += 1;
+        pending.push(row);
     }
     (group, None)
 }
 
-/// One transaction with, if given, the committed log id (`None` inside:
-/// remove it); fsynced when `durable` is set.
-pub(super) fn write_group(
-    db: &Database,
-    committed: Option<Option<&[u8]>>,
-    durable: bool,
-) -> io::Result<()> {
-    write_txn(db, committed, durable, |_| Ok(()))
-}
-
-/// [`write_group`] plus `more`, run inside the same transaction.
-fn write_txn(
-    db: &Database,
-    committed: Option<Option<&[u8]>>,
-    durable: bool,
-    more: impl FnOnce(&redb::WriteTransaction) -> io::Result<()>,
-) -> io::Result<()> {
-    let mut txn = db
-        .begin_write()
-        .map_err(|e| ctx("state rows: begin write", e))?;
-    let durability = if durable {
-        Durability::Immediate
-    } else {
-        Durability::None
-    };
-    txn.set_durability(durability)
-        .map_err(|e| ctx("state rows: set durability", e))?;
-    if let Some(committed) = committed {
-        let mut meta = txn
-            .open_table(META_TABLE)
-            .map_err(|e| ctx("save committed: open raft_meta", e))?;
-        match committed {
-            Some(b) => meta.insert(KEY_COMMITTED, b).map(|_| ()),
-            None => meta.remove(KEY_COMMITTED).map(|_| ()),
-        }
-        .map_err(|e| ctx("save committed: write", e))?;
-    }
-    more(&txn)?;
-    let started = std::time::Instant::now();
-    let committed = txn.commit().map_err(|e| ctx("state rows: commit", e));
-    let histogram = if durable {
-        &crate::metrics::BACKEND_CHECKPOINT
-    } else {
-        &crate::metrics::BACKEND_COMMIT
-    };
-    histogram.observe(started.elapsed());
-    committed
-}
-
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicBool;
-
-    use redb::{ReadableDatabase, TableDefinition};
-
     use super::*;
 
-    const ROWS: TableDefinition<&str, &str> = TableDefinition::new("rows");
+    fn committed_job() -> RowJob {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::create(dir.path().join("db")).unwrap());
+        RowJob::Committed { db, bytes: None }
+    }
 
-    /// A state job writing `key`, and a flag its `on_commit` sets.
-    fn row(db: &Arc<Database>, key: &'static str) -> (StateJob, Arc<AtomicBool>) {
-        let committed = Arc::new(AtomicBool::new(false));
-        let flag = committed.clone();
-        let job = StateJob {
-            db: db.clone(),
-            rows: Box::new(move |txn| {
-                let mut t = txn.open_table(ROWS).map_err(io::Error::other)?;
-                t.insert(key, "v").map_err(io::Error::other)?;
-                Ok(())
-            }),
-            bytes: 10,
+    fn state_job(bytes: usize) -> RowJob {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::create(dir.path().join("db")).unwrap());
+        RowJob::State(StateJob {
+            db,
+            rows: Box::new(|_| Ok(())),
+            bytes,
             failed: Arc::default(),
-            on_commit: Box::new(move || flag.store(true, Ordering::SeqCst)),
-        };
-        (job, committed)
+            on_commit: Box::new(|| {}),
+        })
     }
 
-    fn has(db: &Database, key: &str) -> bool {
-        let read = db.begin_read().unwrap();
-        match read.open_table(ROWS) {
-            Ok(t) => t.get(key).unwrap().is_some(),
-            Err(_) => false,
-        }
-    }
-
-    /// A database and a row writer whose next commit is a checkpoint that
-    /// waits for the test's word (sent on the returned sender).
-    fn gated_writer() -> (
-        tempfile::TempDir,
-        Arc<Database>,
-        RowWriter,
-        mpsc::Sender<()>,
-    ) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Arc::new(Database::create(dir.path().join("db")).unwrap());
-        let (go, gate) = mpsc::channel::<()>();
-        let gate = Mutex::new(gate);
-        let mut rows = RowWriter::with_checkpoint(move |db| {
-            gate.lock().unwrap().recv().ok();
-            write_group(db, None, true)
-        });
-        rows.checkpoint.last -= CHECKPOINT_INTERVAL;
-        (dir, db, rows, go)
-    }
-
-    /// A job queue and its sending end.
-    fn queue() -> (SyncSender<Job>, Queue) {
-        let (tx, rx) = mpsc::sync_channel(4);
-        let queue = Queue {
-            rx,
-            queued: Arc::default(),
-        };
-        (tx, queue)
-    }
-
+    /// Rows wait for company until their time is up, or go at once past
+    /// the byte bound; taking them starts over.
     #[test]
-    fn rows_that_come_during_a_checkpoint_are_held_then_written_in_one_go() {
-        let (_dir, db, mut rows, go) = gated_writer();
-        let (a, a_done) = row(&db, "a");
-        rows.write(db.clone(), None, vec![a], true);
-        assert!(a_done.load(Ordering::SeqCst) && has(&db, "a"));
-        assert!(rows.running(), "the due checkpoint runs beside");
+    fn pending_rows_go_when_their_time_is_up_or_past_the_byte_bound() {
+        let hold = Duration::from_millis(5);
+        let mut pending = PendingRows::new(hold);
+        let t0 = Instant::now();
+        assert_eq!(pending.left(t0), None, "nothing held: no deadline");
+        assert!(!pending.due(t0));
 
-        let (b, b_done) = row(&db, "b");
-        rows.write(db.clone(), Some(Some(b"7".to_vec())), vec![b], true);
-        assert!(!b_done.load(Ordering::SeqCst) && !has(&db, "b"), "held");
-
-        // A job queued meanwhile is taken at once, checkpoint or not.
-        let (tx, queue) = queue();
-        tx.send(Job::Run(Box::new(|| {}))).unwrap();
-        assert!(matches!(rows.next_job(&queue), Some(Job::Run(_))));
-        assert!(!b_done.load(Ordering::SeqCst));
-
-        go.send(()).unwrap();
-        rows.finish();
-        assert!(!rows.running());
-        assert!(b_done.load(Ordering::SeqCst) && has(&db, "b"));
-        let read = db.begin_read().unwrap();
-        let meta = read.open_table(META_TABLE).unwrap();
-        assert_eq!(meta.get(KEY_COMMITTED).unwrap().unwrap().value(), b"7");
-    }
-
-    #[test]
-    fn an_idle_writer_writes_held_rows_once_the_checkpoint_ends() {
-        let (_dir, db, mut rows, go) = gated_writer();
-        let (a, _) = row(&db, "a");
-        rows.write(db.clone(), None, vec![a], true);
-        let (b, b_done) = row(&db, "b");
-        rows.write(db.clone(), None, vec![b], true);
-        let (tx, queue) = queue();
-        go.send(()).unwrap();
-        // No job comes; the writer polls, writes the held rows, and ends
-        // when the queue closes.
-        let closer = std::thread::spawn(move || {
-            while !b_done.load(Ordering::SeqCst) {
-                std::thread::sleep(HELD_POLL);
-            }
-            drop(tx);
-        });
-        assert!(rows.next_job(&queue).is_none());
-        closer.join().unwrap();
-        assert!(has(&db, "b"));
-    }
-
-    /// A row writer that holds rows for `hold_for` (no checkpoint due
-    /// before the interval).
-    fn holding_writer(hold_for: Duration) -> (tempfile::TempDir, Arc<Database>, RowWriter) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Arc::new(Database::create(dir.path().join("db")).unwrap());
-        let mut rows = RowWriter::with_checkpoint(|db| write_group(db, None, true));
-        rows.hold_for = hold_for;
-        (dir, db, rows)
-    }
-
-    #[test]
-    fn rows_wait_for_company_and_an_idle_writer_writes_them_when_time_is_up() {
-        let (_dir, db, mut rows) = holding_writer(Duration::from_millis(30));
-        let (a, a_done) = row(&db, "a");
-        rows.write(db.clone(), None, vec![a], true);
-        let (b, b_done) = row(&db, "b");
-        rows.write(db.clone(), Some(Some(b"9".to_vec())), vec![b], true);
-        assert!(!a_done.load(Ordering::SeqCst) && !has(&db, "a"), "held");
-        assert!(!b_done.load(Ordering::SeqCst));
-        // No job comes: the writer wakes when the hold is over, writes
-        // both, and ends when the queue closes.
-        let (tx, queue) = queue();
-        let started = Instant::now();
-        let closer = std::thread::spawn(move || {
-            while !b_done.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            drop(tx);
-        });
-        assert!(rows.next_job(&queue).is_none());
-        closer.join().unwrap();
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "did not wait on"
+        pending.push(committed_job());
+        let since = pending.since.unwrap();
+        assert_eq!(pending.left(since), Some(hold));
+        pending.push(state_job(100));
+        assert!(!pending.due(since + Duration::from_millis(4)));
+        assert_eq!(
+            pending.left(since + Duration::from_millis(4)),
+            Some(Duration::from_millis(1)),
+            "the oldest job's time counts"
         );
-        assert!(a_done.load(Ordering::SeqCst) && has(&db, "a") && has(&db, "b"));
-        let read = db.begin_read().unwrap();
-        let meta = read.open_table(META_TABLE).unwrap();
-        assert_eq!(meta.get(KEY_COMMITTED).unwrap().unwrap().value(), b"9");
-    }
+        assert!(pending.due(since + hold));
+        let jobs = pending.take();
+        assert_eq!(jobs.len(), 2);
+        assert!(matches!(jobs[0], RowJob::Committed { .. }), "in order");
+        assert_eq!(pending.left(since + hold), None);
 
-    #[test]
-    fn held_rows_go_with_the_first_write_after_their_time_or_past_the_byte_bound() {
-        let (_dir, db, mut rows) = holding_writer(Duration::from_millis(20));
-        let (a, a_done) = row(&db, "a");
-        rows.write(db.clone(), None, vec![a], true);
-        assert!(!a_done.load(Ordering::SeqCst));
-        std::thread::sleep(Duration::from_millis(25));
-        let (b, b_done) = row(&db, "b");
-        rows.write(db.clone(), None, vec![b], true);
-        assert!(a_done.load(Ordering::SeqCst) && b_done.load(Ordering::SeqCst));
-        assert!(has(&db, "a") && has(&db, "b"));
-
-        // Enough bytes are written at once, however soon.
-        let (mut big, big_done) = row(&db, "big");
-        big.bytes = HOLD_ROWS_BYTES;
-        rows.write(db.clone(), None, vec![big], true);
-        assert!(big_done.load(Ordering::SeqCst) && has(&db, "big"));
-    }
-
-    #[test]
-    fn a_run_job_writes_held_rows_first() {
-        let (_dir, db, mut rows) = holding_writer(Duration::from_secs(60));
-        let (a, a_done) = row(&db, "a");
-        rows.write(db.clone(), None, vec![a], true);
-        assert!(!a_done.load(Ordering::SeqCst));
-        // What `run` does with a `Job::Run` (snapshot builds, purges).
-        rows.finish();
-        assert!(a_done.load(Ordering::SeqCst) && has(&db, "a"));
-    }
-
-    #[test]
-    fn a_checkpoint_is_due_after_the_interval_or_the_byte_bound_when_idle() {
-        let mut c = Checkpoint::default();
-        assert!(!c.due(100, true), "neither bound reached");
-        assert!(!c.due(CHECKPOINT_BYTES - 200, true));
-        assert!(!c.due(100, false), "bytes reached, but jobs wait");
-        assert!(c.due(0, true), "bytes add up across commits");
-        assert_eq!(c.bytes, 0, "counted as made");
-        assert!(!c.due(0, true));
-        assert!(c.due(CHECKPOINT_BYTES, true), "one big commit alone");
-        c.last -= CHECKPOINT_INTERVAL;
-        assert!(c.due(0, false), "the interval passed: due, busy or not");
-        assert!(!c.due(0, true));
+        pending.push(state_job(HOLD_ROWS_BYTES - 1));
+        assert!(!pending.due(Instant::now()));
+        pending.push(state_job(1));
+        assert!(pending.due(Instant::now()), "the byte bound: at once");
+        pending.take();
+        assert_eq!(pending.bytes, 0);
     }
 }
