@@ -32,17 +32,18 @@ use rows::{RowJob, RowSender};
 use super::unflushed::Unflushed;
 use super::wal::{Record, Wal};
 use super::{ctx, KEY_COMMITTED, META_TABLE};
+use crate::types::{IOFlushed, LogId};
 pub(in crate::log_store) use rows::write_group;
 
 mod rows;
-use crate::types::{IOFlushed, LogId};
 
 /// How many writes may wait for the writer thread. Appends are not awaited,
 /// so this is what bounds them: when the disk falls this far behind, the
 /// submitting task blocks until the writer catches up (backpressure on
 /// RaftCore, which is what should slow down).
 const QUEUE_JOBS: usize = 1024;
-/// Most jobs folded into one transaction.
+/// Most jobs in one group: appends written with one write, or rows
+/// folded into one transaction.
 const MAX_GROUP_JOBS: usize = 256;
 /// Most encoded bytes folded into one transaction (at least one append).
 const MAX_GROUP_BYTES: usize = 32 * 1024 * 1024;
