@@ -42,8 +42,8 @@ mod rows;
 /// submitting task blocks until the writer catches up (backpressure on
 /// RaftCore, which is what should slow down).
 const QUEUE_JOBS: usize = 1024;
-/// Most jobs in one group: appends written with one write, or rows
-/// folded into one transaction.
+/// Most jobs gathered into one group of appends (written with one write),
+/// the row jobs taken on the way included.
 const MAX_GROUP_JOBS: usize = 256;
 /// Most encoded bytes folded into one transaction (at least one append).
 const MAX_GROUP_BYTES: usize = 32 * 1024 * 1024;
@@ -274,7 +274,7 @@ fn run(queue: Queue<Job>, rows: RowSender) {
                 Some(left) => match queue.recv_timeout(left) {
                     Ok(job) => job,
                     Err(gone) => {
-                        rows.send_all(pending.take());
+                        pending.send(&rows);
                         if gone {
                             break;
                         }
@@ -285,11 +285,11 @@ fn run(queue: Queue<Job>, rows: RowSender) {
         };
         match job {
             Job::Run(f) => {
-                rows.send_all(pending.take());
+                pending.send(&rows);
                 rows.run_and_wait(f)
             }
-            Job::Committed { db, bytes } => pending.push(RowJob::Committed { db, bytes }),
-            Job::State(s) => pending.push(RowJob::State(s)),
+            Job::Committed { db, bytes } => pending.push_committed(db, bytes),
+            Job::State(s) => pending.push_state(s),
             Job::Append(first) => {
                 let (group, after) = gather(Group::with_append(first), &queue, &mut pending);
                 next = after;
@@ -297,10 +297,10 @@ fn run(queue: Queue<Job>, rows: RowSender) {
             }
         }
         if pending.due(Instant::now()) {
-            rows.send_all(pending.take());
+            pending.send(&rows);
         }
     }
-    rows.send_all(pending.take());
+    pending.send(&rows);
 }
 
 /// How long applied rows and the committed id may wait before they go to
@@ -317,10 +317,15 @@ const HOLD_ROWS_FOR: Duration = Duration::from_millis(5);
 /// ~10–20 KB each).
 const HOLD_ROWS_BYTES: usize = 256 * 1024;
 
-/// Row jobs the log thread keeps until they go to the row thread together.
+/// The rows and committed id the log thread keeps until they go to the
+/// row thread, as one job.
 struct PendingRows {
-    jobs: Vec<RowJob>,
-    /// Bytes of the state rows among `jobs`.
+    db: Option<Arc<Database>>,
+    /// The latest committed id (`None` inside: remove it).
+    committed: Option<Option<Vec<u8>>>,
+    states: Vec<StateJob>,
+    /// Bytes of `states`' rows, kept as they come: the bound is checked
+    /// after every job.
     bytes: usize,
     /// When the oldest of them came.
     since: Option<Instant>,
@@ -330,19 +335,26 @@ struct PendingRows {
 impl PendingRows {
     fn new(hold_for: Duration) -> PendingRows {
         PendingRows {
-            jobs: Vec::new(),
+            db: None,
+            committed: None,
+            states: Vec::new(),
             bytes: 0,
             since: None,
             hold_for,
         }
     }
 
-    fn push(&mut self, job: RowJob) {
-        if let RowJob::State(s) = &job {
-            self.bytes = self.bytes.saturating_add(s.bytes);
-        }
+    fn push_committed(&mut self, db: Arc<Database>, bytes: Option<Vec<u8>>) {
+        self.db = Some(db);
+        self.committed = Some(bytes);
         self.since.get_or_insert_with(Instant::now);
-        self.jobs.push(job);
+    }
+
+    fn push_state(&mut self, s: StateJob) {
+        self.db = Some(s.db.clone());
+        self.bytes = self.bytes.saturating_add(s.bytes);
+        self.states.push(s);
+        self.since.get_or_insert_with(Instant::now);
     }
 
     /// How much longer the held jobs may wait (zero: send them now);
@@ -362,10 +374,24 @@ impl PendingRows {
         self.left(now).is_some_and(|left| left.is_zero())
     }
 
-    fn take(&mut self) -> Vec<RowJob> {
+    /// What is held, as one job; `None` when nothing is.
+    fn take(&mut self) -> Option<RowJob> {
         self.bytes = 0;
         self.since = None;
-        std::mem::take(&mut self.jobs)
+        // Every push sets the database: none, nothing held.
+        let db = self.db.take()?;
+        Some(RowJob::Rows {
+            db,
+            committed: self.committed.take(),
+            states: std::mem::take(&mut self.states),
+        })
+    }
+
+    /// Hands what is held to the row thread.
+    fn send(&mut self, rows: &RowSender) {
+        if let Some(job) = self.take() {
+            rows.send(job);
+        }
     }
 }
 
@@ -440,18 +466,17 @@ impl Group {
 /// could not join.
 fn gather(mut group: Group, queue: &Queue<Job>, pending: &mut PendingRows) -> (Group, Option<Job>) {
     while !group.full() {
-        let row = match queue.try_recv() {
+        match queue.try_recv() {
             Some(Job::Append(a)) => {
                 group.add_append(a);
                 continue;
             }
-            Some(Job::Committed { db, bytes }) => RowJob::Committed { db, bytes },
-            Some(Job::State(s)) => RowJob::State(s),
+            Some(Job::Committed { db, bytes }) => pending.push_committed(db, bytes),
+            Some(Job::State(s)) => pending.push_state(s),
             Some(other) => return (group, Some(other)),
             None => break,
-        };
+        }
         group.jobs += 1;
-        pending.push(row);
     }
     (group, None)
 }
@@ -460,38 +485,37 @@ fn gather(mut group: Group, queue: &Queue<Job>, pending: &mut PendingRows) -> (G
 mod tests {
     use super::*;
 
-    fn committed_job() -> RowJob {
+    fn db() -> (tempfile::TempDir, Arc<Database>) {
         let dir = tempfile::tempdir().unwrap();
         let db = Arc::new(Database::create(dir.path().join("db")).unwrap());
-        RowJob::Committed { db, bytes: None }
+        (dir, db)
     }
 
-    fn state_job(bytes: usize) -> RowJob {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Arc::new(Database::create(dir.path().join("db")).unwrap());
-        RowJob::State(StateJob {
-            db,
+    fn state_job(db: &Arc<Database>, bytes: usize) -> StateJob {
+        StateJob {
+            db: db.clone(),
             rows: Box::new(|_| Ok(())),
             bytes,
             failed: Arc::default(),
             on_commit: Box::new(|| {}),
-        })
+        }
     }
 
     /// Rows wait for company until their time is up, or go at once past
     /// the byte bound; taking them starts over.
     #[test]
     fn pending_rows_go_when_their_time_is_up_or_past_the_byte_bound() {
+        let (_dir, db) = db();
         let hold = Duration::from_millis(5);
         let mut pending = PendingRows::new(hold);
         let t0 = Instant::now();
         assert_eq!(pending.left(t0), None, "nothing held: no deadline");
         assert!(!pending.due(t0));
 
-        pending.push(committed_job());
+        pending.push_committed(db.clone(), None);
         let since = pending.since.unwrap();
         assert_eq!(pending.left(since), Some(hold));
-        pending.push(state_job(100));
+        pending.push_state(state_job(&db, 100));
         assert!(!pending.due(since + Duration::from_millis(4)));
         assert_eq!(
             pending.left(since + Duration::from_millis(4)),
@@ -499,16 +523,25 @@ mod tests {
             "the oldest job's time counts"
         );
         assert!(pending.due(since + hold));
-        let jobs = pending.take();
-        assert_eq!(jobs.len(), 2);
-        assert!(matches!(jobs[0], RowJob::Committed { .. }), "in order");
+        let Some(RowJob::Rows {
+            committed, states, ..
+        }) = pending.take()
+        else {
+            panic!("the held rows go as one job");
+        };
+        assert_eq!(
+            (committed, states.len()),
+            (Some(None), 1),
+            "both go together"
+        );
         assert_eq!(pending.left(since + hold), None);
 
-        pending.push(state_job(HOLD_ROWS_BYTES - 1));
+        pending.push_state(state_job(&db, HOLD_ROWS_BYTES - 1));
         assert!(!pending.due(Instant::now()));
-        pending.push(state_job(1));
+        pending.push_state(state_job(&db, 1));
         assert!(pending.due(Instant::now()), "the byte bound: at once");
-        pending.take();
+        assert!(pending.take().is_some());
         assert_eq!(pending.bytes, 0);
+        assert!(pending.take().is_none(), "nothing held: no job");
     }
 }

@@ -24,17 +24,18 @@ use std::time::Duration;
 
 use redb::{Database, Durability};
 
-use super::{ctx, Queue, StateJob, KEY_COMMITTED, MAX_GROUP_JOBS, META_TABLE, QUEUE_JOBS};
+use super::{ctx, Queue, StateJob, KEY_COMMITTED, META_TABLE, QUEUE_JOBS};
 
 /// What the log's writer thread hands on to the row thread, in its order.
 pub(super) enum RowJob {
-    /// The latest committed log id, written without fsync.
-    Committed {
+    /// The rows the log's thread held, written in one transaction.
+    Rows {
         db: Arc<Database>,
-        bytes: Option<Vec<u8>>,
+        /// The latest committed log id, if one came (`None` inside:
+        /// remove it).
+        committed: Option<Option<Vec<u8>>>,
+        states: Vec<StateJob>,
     },
-    /// State machine rows, written in the next transaction.
-    State(StateJob),
     /// Anything else, run after every row before it.
     Run(Box<dyn FnOnce() + Send>),
 }
@@ -65,25 +66,20 @@ impl RowSender {
         Ok(RowSender { tx, queued })
     }
 
-    /// Queues `jobs` in order; blocks while the row thread is
-    /// [`QUEUE_JOBS`] behind (the log's thread, and so RaftCore, slows
-    /// down). Jobs sent back to back wake the thread once.
-    pub(super) fn send_all(&self, jobs: Vec<RowJob>) {
-        for job in jobs {
-            self.send(job);
-        }
-    }
-
-    fn send(&self, job: RowJob) {
+    /// Queues `job`; blocks while the row thread is [`QUEUE_JOBS`] behind
+    /// (the log's thread, and so RaftCore, slows down).
+    pub(super) fn send(&self, job: RowJob) {
         self.queued.fetch_add(1, Ordering::AcqRel);
         if let Err(mpsc::SendError(job)) = self.tx.send(job) {
             self.queued.fetch_sub(1, Ordering::AcqRel);
             // Only a panic ends the row thread early: say so where the
             // state machine looks (a `Run` job's waiter sees its sender
             // dropped).
-            if let RowJob::State(s) = job {
-                *s.failed.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some("the row thread has stopped".into());
+            if let RowJob::Rows { states, .. } = job {
+                for s in states {
+                    *s.failed.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some("the row thread has stopped".into());
+                }
             }
             tracing::error!("raft log store: the row thread has stopped");
         }
@@ -122,27 +118,11 @@ fn run(queue: Queue<RowJob>) {
                 rows.finish();
                 f()
             }
-            RowJob::Committed { db, bytes } => {
-                rows.write(db, Some(bytes), Vec::new(), queue.idle());
-            }
-            RowJob::State(first) => {
-                // The rows queued right behind share its transaction.
-                let mut committed = None;
-                let mut states = vec![first];
-                while states.len() < MAX_GROUP_JOBS {
-                    match queue.try_recv() {
-                        Some(RowJob::State(s)) => states.push(s),
-                        Some(RowJob::Committed { bytes, .. }) => committed = Some(bytes),
-                        Some(other) => {
-                            next = Some(other);
-                            break;
-                        }
-                        None => break,
-                    }
-                }
-                let db = states[0].db.clone();
-                rows.write(db, committed, states, queue.idle());
-            }
+            RowJob::Rows {
+                db,
+                committed,
+                states,
+            } => rows.write(db, committed, states, queue.idle()),
         }
     }
 }
