@@ -78,9 +78,27 @@ enum Command {
     Bench(Box<cairn_bench::BenchArgs>),
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Built here rather than by `#[tokio::main]`: a member sizes its
+    // runtime from its flags.
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Command::Serve(args) = &cli.command {
+        if let Some(n) = cmd::serve::worker_threads(args) {
+            builder.worker_threads(n);
+        }
+    }
+    match builder.build() {
+        Ok(runtime) => runtime.block_on(run(cli)),
+        Err(e) => {
+            eprintln!("Error: starting the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> ExitCode {
     let default_level = match cli.command {
         Command::Serve(_) => "info",
         _ => "warn",
