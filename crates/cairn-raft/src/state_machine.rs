@@ -27,7 +27,7 @@ use redb::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::apply_thread::ApplyThread;
+use crate::apply_thread::{ApplyThread, Priority};
 use crate::claims_rows::{self, ClaimsRows, LeaseLog};
 use crate::log_store::StateWriter;
 use crate::snapshot_file::SnapshotFile;
@@ -100,8 +100,12 @@ pub struct StateMachineStore {
     /// Where applies that no client here waits for run; started on the
     /// first one (see [`crate::apply_thread`]).
     apply_thread: Option<ApplyThread>,
-    /// Batches applied there so far, for tests.
+    /// Where long applies run that a client waits for, or that a member
+    /// far behind its log must do at once; started on the first one.
+    long_apply_thread: Option<ApplyThread>,
+    /// Batches applied on each so far, for tests.
     applied_in_background: u64,
+    applied_on_long_apply_thread: u64,
 }
 
 /// Reads the values the store dropped from memory back from the records
@@ -201,24 +205,14 @@ impl StateMachineStore {
             snapshots,
             lease_log: persisted.lease_log,
             apply_thread: None,
+            long_apply_thread: None,
             applied_in_background: 0,
+            applied_on_long_apply_thread: 0,
         })
     }
 
-    /// Whether `entries`, which a client here waits for or not, are
-    /// applied on the [`ApplyThread`]: when none waits, this member does
-    /// not trail its log by much (at background priority on a busy
-    /// machine it would fall further behind, and follower reads and a new
-    /// leader wait for the applies), and they touch enough keys to be
-    /// worth the two thread switches. The leader, whose clients wait,
-    /// stops at the first test.
-    fn may_apply_in_background(&self, entries: &[crate::types::Entry], waited_for: bool) -> bool {
-        let Some(writer) = self.writer.as_ref().filter(|_| !waited_for) else {
-            return false;
-        };
-        if writer.entries_after(self.applied) > BACKGROUND_APPLY_MAX_BEHIND {
-            return false;
-        }
+    /// Where `entries`, which a client here waits for or not, are applied.
+    fn apply_place(&self, entries: &[crate::types::Entry], waited_for: bool) -> ApplyPlace {
         let keys: usize = entries
             .iter()
             .map(|e| match &e.payload {
@@ -226,15 +220,31 @@ impl StateMachineStore {
                 _ => 1,
             })
             .sum();
-        keys >= BACKGROUND_APPLY_KEYS
+        // Nobody waits and this member does not trail its log by much (at
+        // background priority on a busy machine it would fall further
+        // behind, and follower reads and a new leader wait for the
+        // applies).
+        let near = self
+            .writer
+            .as_ref()
+            .is_some_and(|w| w.entries_after(self.applied) <= BACKGROUND_APPLY_MAX_BEHIND);
+        apply_place(keys, waited_for, near)
     }
 
     fn apply_thread(&mut self) -> io::Result<&ApplyThread> {
         let thread = match self.apply_thread.take() {
             Some(t) => t,
-            None => ApplyThread::start("cairn-raft-apply")?,
+            None => ApplyThread::start("cairn-raft-apply", Priority::Background)?,
         };
         Ok(self.apply_thread.insert(thread))
+    }
+
+    fn long_apply_thread(&mut self) -> io::Result<&ApplyThread> {
+        let thread = match self.long_apply_thread.take() {
+            Some(t) => t,
+            None => ApplyThread::start("cairn-apply-big", Priority::Normal)?,
+        };
+        Ok(self.long_apply_thread.insert(thread))
     }
 
     /// Write applied rows through the log store's writer thread. Both must
@@ -653,10 +663,46 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 /// where a 1,000-key claims apply takes 0.2-0.4 ms.
 const BACKGROUND_APPLY_KEYS: usize = 256;
 
+/// Fewest keys a batch must touch to be applied on the long-apply
+/// [`ApplyThread`] (at normal priority) rather than on the caller's, the
+/// async runtime's, thread. About a millisecond of work: a 1,000-key
+/// `CanOffload` applies in 0.1-0.4 ms, and the hand-over (two thread
+/// switches) is worth it only well above that. 16 clients offloading
+/// 1,000 keys each to a member with one runtime thread: p99 36.9 / 40.4
+/// ms, with the long batches applied on the runtime's thread, against
+/// 22.6 / 31.0 ms with two runtime threads (BENCHMARKS.md, session 20).
+const LONG_APPLY_KEYS: usize = 4096;
+
 /// Most log entries a member may hold beyond the batch being applied for
 /// that batch to go to the [`ApplyThread`]; further behind, it applies on
 /// the caller's thread at normal priority and catches up.
 const BACKGROUND_APPLY_MAX_BEHIND: u64 = 32;
+
+/// Where a batch is applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ApplyPlace {
+    /// On the caller's thread (the async runtime's): most batches, which
+    /// take less than the hand-over to another thread would.
+    Here,
+    /// On the background [`ApplyThread`].
+    Background,
+    /// On the long-apply [`ApplyThread`], at normal priority.
+    Long,
+}
+
+/// Where a batch touching `keys` keys is applied: in the background if no
+/// client here waits for it, it is long enough to be worth the two thread
+/// switches, and the member is `near` the end of its log; otherwise on the
+/// long-apply thread if it is long; otherwise here.
+fn apply_place(keys: usize, waited_for: bool, near: bool) -> ApplyPlace {
+    if !waited_for && near && keys >= BACKGROUND_APPLY_KEYS {
+        ApplyPlace::Background
+    } else if keys >= LONG_APPLY_KEYS {
+        ApplyPlace::Long
+    } else {
+        ApplyPlace::Here
+    }
+}
 
 /// What applying a batch to the store gives back.
 struct Applied {
@@ -742,13 +788,20 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             events,
             stamp,
             revision,
-        } = if !self.may_apply_in_background(&entries, responders.iter().any(Option::is_some)) {
-            apply_to_store(&store, persisted, &entries)?
-        } else {
-            self.applied_in_background += 1;
-            self.apply_thread()?
-                .run(move || apply_to_store(&store, persisted, &entries))
-                .await??
+        } = match self.apply_place(&entries, responders.iter().any(Option::is_some)) {
+            ApplyPlace::Here => apply_to_store(&store, persisted, &entries)?,
+            ApplyPlace::Background => {
+                self.applied_in_background += 1;
+                self.apply_thread()?
+                    .run(move || apply_to_store(&store, persisted, &entries))
+                    .await??
+            }
+            ApplyPlace::Long => {
+                self.applied_on_long_apply_thread += 1;
+                self.long_apply_thread()?
+                    .run(move || apply_to_store(&store, persisted, &entries))
+                    .await??
+            }
         };
         crate::metrics::APPLY.observe(started.elapsed());
         self.observer.applied(events, revision, stamp);

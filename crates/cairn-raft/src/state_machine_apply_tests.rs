@@ -83,3 +83,51 @@ async fn a_member_far_behind_its_log_applies_at_normal_priority() {
     apply_unwaited(&mut near, 1..=keys).await;
     assert_eq!(near.applied_in_background, 1);
 }
+
+#[test]
+fn a_batch_goes_where_it_holds_up_least() {
+    use ApplyPlace::*;
+    let small = BACKGROUND_APPLY_KEYS - 1;
+    let medium = BACKGROUND_APPLY_KEYS;
+    let long = LONG_APPLY_KEYS;
+    // (keys, a client waits, near the log's end) -> place
+    let cases = [
+        (small, false, true, Here),
+        (medium, false, true, Background),
+        (long, false, true, Background),
+        (medium, false, false, Here),
+        (long, false, false, Long),
+        (small, true, true, Here),
+        (medium, true, true, Here),
+        (long, true, true, Long),
+        (long, true, false, Long),
+    ];
+    for (keys, waited_for, near, place) in cases {
+        assert_eq!(
+            apply_place(keys, waited_for, near),
+            place,
+            "{keys} keys, waited for: {waited_for}, near: {near}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_long_batch_far_behind_the_log_goes_to_the_long_apply_thread_with_the_same_outcome() {
+    let keys = LONG_APPLY_KEYS as u64;
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut far) = member(&dir, keys + BACKGROUND_APPLY_MAX_BEHIND + 1).await;
+    apply_unwaited(&mut far, 1..=keys).await;
+    assert_eq!(
+        (far.applied_on_long_apply_thread, far.applied_in_background),
+        (1, 0)
+    );
+
+    let other = tempfile::tempdir().unwrap();
+    let (_other_log, mut inline) = member(&other, keys).await;
+    for i in (1..=keys).step_by(64) {
+        apply_unwaited(&mut inline, i..=i + 63).await;
+    }
+    assert_eq!(inline.applied_on_long_apply_thread, 0);
+    assert_eq!(keyspace(&far), keyspace(&inline));
+    assert_eq!(far.applied.map(|l| l.index), Some(keys));
+}
