@@ -182,7 +182,11 @@ impl Writer {
             // row thread after it. Jobs own their Arc<Database> and
             // release it when done, so once an awaited write returns these
             // threads hold no reference to it.
-            .spawn(move || run(queue, rows))
+            .spawn(move || {
+                // A group commit: see the function.
+                crate::thread_priority::wake_without_preempting();
+                run(queue, rows)
+            })
             .map_err(|e| ctx("spawn raft log writer thread", e))?;
         Ok(Writer { tx, queued })
     }
