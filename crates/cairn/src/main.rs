@@ -85,9 +85,13 @@ fn main() -> ExitCode {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     if let Command::Serve(args) = &cli.command {
-        if let Some(n) = cmd::serve::worker_threads(args) {
-            builder.worker_threads(n);
-        }
+        match cmd::serve::worker_threads(args) {
+            Ok(n) => builder.worker_threads(n),
+            Err(e) => {
+                eprintln!("Error: refusing to start: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     }
     match builder.build() {
         Ok(runtime) => runtime.block_on(run(cli)),

@@ -236,3 +236,41 @@ fn snapshot_save_then_restore_into_a_new_member() {
     let ep2 = format!("http://127.0.0.1:{client}");
     assert_eq!(ok(&ep2, &["get", "kept"]), "kept\nacross-restore\n");
 }
+
+/// A runtime size that is not a positive number stops `cairn serve` with
+/// a message naming it, before it binds or writes anything.
+#[test]
+fn serve_refuses_a_worker_thread_count_that_is_not_a_positive_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let serve = |flag: Option<&str>, env: Option<&str>| {
+        let mut cmd = Command::new(cairn_bin());
+        cmd.arg("serve")
+            .arg(format!("--data-dir={}", data.display()))
+            .args(["--listen-client=127.0.0.1:0", "--listen-peer=127.0.0.1:0"])
+            .args(flag)
+            .env_remove("TOKIO_WORKER_THREADS")
+            .env_remove("CAIRN_WORKER_THREADS")
+            .stdout(Stdio::null());
+        if let Some(v) = env {
+            cmd.env("TOKIO_WORKER_THREADS", v);
+        }
+        run_bounded(cmd, None)
+    };
+    let o = serve(Some("--worker-threads=0"), None);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--worker-threads"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = serve(None, Some("zero"));
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("TOKIO_WORKER_THREADS must be a positive number, not \"zero\""),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!data.exists(), "nothing written");
+}

@@ -91,17 +91,24 @@ pub fn default_worker_threads(cpus: usize) -> usize {
 }
 
 /// The worker threads to build the runtime with: `--worker-threads` if
-/// given; otherwise tokio's own `TOKIO_WORKER_THREADS` if set (`None`:
-/// the builder reads it); otherwise [`default_worker_threads`].
-pub fn worker_threads(args: &ServeArgs) -> Option<usize> {
+/// given; otherwise tokio's own `TOKIO_WORKER_THREADS` if set (a value
+/// that is not a positive number is refused here, where tokio would
+/// panic); otherwise [`default_worker_threads`].
+pub fn worker_threads(args: &ServeArgs) -> anyhow::Result<usize> {
     if let Some(n) = args.worker_threads {
-        return Some(usize::from(n));
+        return Ok(usize::from(n));
     }
-    if std::env::var_os("TOKIO_WORKER_THREADS").is_some() {
-        return None;
+    if let Some(v) = std::env::var_os("TOKIO_WORKER_THREADS") {
+        return v
+            .to_str()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|&n| n >= 1)
+            .ok_or_else(|| {
+                anyhow::anyhow!("TOKIO_WORKER_THREADS must be a positive number, not {v:?}")
+            });
     }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    Some(default_worker_threads(cpus))
+    Ok(default_worker_threads(cpus))
 }
 
 impl ServeArgs {
@@ -178,7 +185,7 @@ mod tests {
         let picks: Vec<usize> = [1, 2, 3, 4, 16].map(default_worker_threads).into();
         assert_eq!(picks, [1, 1, 1, 2, 8]);
         let args = Cli::try_parse_from(["serve", "--worker-threads", "3"]).unwrap();
-        assert_eq!(worker_threads(&args.serve), Some(3));
+        assert_eq!(worker_threads(&args.serve).unwrap(), 3);
         assert!(
             Cli::try_parse_from(["serve", "--worker-threads", "0"]).is_err(),
             "a runtime needs a thread"
