@@ -668,9 +668,10 @@ const BACKGROUND_APPLY_KEYS: usize = 256;
 /// async runtime's, thread. About a millisecond of work: a 1,000-key
 /// `CanOffload` applies in 0.1-0.4 ms, and the hand-over (two thread
 /// switches) is worth it only well above that. 16 clients offloading
-/// 1,000 keys each to a member with one runtime thread: p99 36.9 / 40.4
-/// ms, with the long batches applied on the runtime's thread, against
-/// 22.6 / 31.0 ms with two runtime threads (BENCHMARKS.md, session 20).
+/// 1,000 keys each to a member with one runtime thread: p99 37-71 ms with
+/// the long batches applied on the runtime's thread, 27-33 ms on this one
+/// (two runtime threads and no such thread: 22-45 ms; BENCHMARKS.md,
+/// session 20).
 const LONG_APPLY_KEYS: usize = 4096;
 
 /// Most log entries a member may hold beyond the batch being applied for
