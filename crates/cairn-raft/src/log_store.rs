@@ -160,8 +160,8 @@ impl LogStore {
         self
     }
 
-    /// A handle through which the state machine writes its rows on this
-    /// store's writer thread, in the log's transactions (see [`writer`]).
+    /// A handle through which the state machine writes its rows through
+    /// this store's writer queue, in order with the log (see [`writer`]).
     pub fn state_writer(&self) -> StateWriter {
         self.writer
             .state_writer(self.db.clone(), self.appended_end.clone())

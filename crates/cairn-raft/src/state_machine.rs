@@ -231,22 +231,6 @@ impl StateMachineStore {
         apply_place(keys, waited_for, near)
     }
 
-    fn apply_thread(&mut self) -> io::Result<&ApplyThread> {
-        let thread = match self.apply_thread.take() {
-            Some(t) => t,
-            None => ApplyThread::start("cairn-raft-apply", Priority::Background)?,
-        };
-        Ok(self.apply_thread.insert(thread))
-    }
-
-    fn long_apply_thread(&mut self) -> io::Result<&ApplyThread> {
-        let thread = match self.long_apply_thread.take() {
-            Some(t) => t,
-            None => ApplyThread::start("cairn-apply-big", Priority::Normal)?,
-        };
-        Ok(self.long_apply_thread.insert(thread))
-    }
-
     /// Write applied rows through the log store's writer thread. Both must
     /// use the same database.
     pub fn with_writer(mut self, writer: StateWriter) -> Self {
@@ -705,6 +689,20 @@ fn apply_place(keys: usize, waited_for: bool, near: bool) -> ApplyPlace {
     }
 }
 
+/// The thread in `slot`, started (named `name`, at `priority`) on first
+/// use.
+fn thread_started<'a>(
+    slot: &'a mut Option<ApplyThread>,
+    name: &str,
+    priority: Priority,
+) -> io::Result<&'a ApplyThread> {
+    let thread = match slot.take() {
+        Some(t) => t,
+        None => ApplyThread::start(name, priority)?,
+    };
+    Ok(slot.insert(thread))
+}
+
 /// What applying a batch to the store gives back.
 struct Applied {
     /// One per entry, in order.
@@ -791,15 +789,23 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             revision,
         } = match self.apply_place(&entries, responders.iter().any(Option::is_some)) {
             ApplyPlace::Here => apply_to_store(&store, persisted, &entries)?,
-            ApplyPlace::Background => {
-                self.applied_in_background += 1;
-                self.apply_thread()?
-                    .run(move || apply_to_store(&store, persisted, &entries))
-                    .await??
-            }
-            ApplyPlace::Long => {
-                self.applied_on_long_apply_thread += 1;
-                self.long_apply_thread()?
+            place => {
+                let thread = if place == ApplyPlace::Background {
+                    self.applied_in_background += 1;
+                    thread_started(
+                        &mut self.apply_thread,
+                        "cairn-raft-apply",
+                        Priority::Background,
+                    )?
+                } else {
+                    self.applied_on_long_apply_thread += 1;
+                    thread_started(
+                        &mut self.long_apply_thread,
+                        "cairn-apply-big",
+                        Priority::Normal,
+                    )?
+                };
+                thread
                     .run(move || apply_to_store(&store, persisted, &entries))
                     .await??
             }

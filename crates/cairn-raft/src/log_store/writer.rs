@@ -16,7 +16,7 @@
 //! never written ahead of the entries they come from, and appends never
 //! wait for a redb commit. Applying a batch never waits for redb's single
 //! writer lock nor costs a transaction of its own. The rows are committed
-//! without fsync; see [`rows::Checkpoint`] for when they are made durable.
+//! without fsync; see `rows::Checkpoint` for when they are made durable.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -61,8 +61,8 @@ pub(super) struct Append {
 
 pub(super) enum Job {
     Append(Append),
-    /// The latest committed log id, written without fsync; folded into a
-    /// neighbouring append's transaction when there is one.
+    /// The latest committed log id, written without fsync in the
+    /// transaction of the rows held with it.
     Committed {
         db: Arc<Database>,
         bytes: Option<Vec<u8>>,
@@ -80,7 +80,7 @@ pub type StateRows = Box<dyn FnOnce(&redb::WriteTransaction) -> io::Result<()> +
 pub(super) struct StateJob {
     db: Arc<Database>,
     rows: StateRows,
-    /// Bytes of `rows`, to pace durable commits ([`Checkpoint`]).
+    /// Bytes of `rows`, to pace durable commits (`rows::Checkpoint`).
     bytes: usize,
     failed: Arc<Mutex<Option<String>>>,
     /// Run once the transaction holding `rows` committed (readers see it).
@@ -309,7 +309,7 @@ fn run(queue: Queue<Job>, rows: RowSender) {
 
 /// How long applied rows and the committed id may wait before they go to
 /// the row thread. They are not durable when committed either (see
-/// [`rows::Checkpoint`]) and nothing waits for them, but each redb
+/// `rows::Checkpoint`) and nothing waits for them, but each redb
 /// transaction costs CPU: with few clients a put's rows had one of their
 /// own (30 % of the log writer's CPU at 4 clients), now the rows of the
 /// puts within this time share one; and each hand-over wakes the row

@@ -99,19 +99,8 @@ impl RowSender {
 }
 
 fn run(queue: Queue<RowJob>) {
-    let mut next: Option<RowJob> = None;
     let mut rows = RowWriter::new();
-    loop {
-        let job = match next.take() {
-            Some(job) => job,
-            None => match rows.next_job(&queue) {
-                Some(job) => job,
-                None => {
-                    rows.finish();
-                    return;
-                }
-            },
-        };
+    while let Some(job) = rows.next_job(&queue) {
         match job {
             RowJob::Run(f) => {
                 // It may write to redb, after every row queued before it.
@@ -125,6 +114,7 @@ fn run(queue: Queue<RowJob>) {
             } => rows.write(db, committed, states, queue.idle()),
         }
     }
+    rows.finish();
 }
 
 /// Writes the state machine's rows and the committed id to redb, and runs
