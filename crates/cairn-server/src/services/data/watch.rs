@@ -45,6 +45,9 @@ use crate::watch_hub::{WatchMessage, WatchSpec, WatcherKey};
 const HUB_QUEUE: usize = 128;
 /// Responses queued per stream towards the client.
 const OUT_QUEUE: usize = 16;
+/// Hub messages forwarded in a row before the session looks at anything
+/// else (client requests, the node stopping, progress timers).
+const HUB_STREAK: usize = 32;
 /// How often watchers that asked for `progress_notify` and saw no events
 /// meanwhile get an empty response with the current revision (etcd's
 /// default interval).
@@ -154,6 +157,22 @@ impl ProgressPoint {
 /// The client went away; the session ends.
 struct Closed;
 
+/// What a session woke up for.
+enum Wake {
+    /// The hub queued events (or a compaction) for one of its watchers.
+    Hub(WatchMessage),
+    /// The response stream was dropped: the client went away.
+    ClientGone,
+    /// The node is stopping.
+    Stopped,
+    /// The client sent a request, closed its side (`None`), or broke.
+    Request(Option<Result<pb::WatchRequest, Status>>),
+    /// The periodic progress notification is due.
+    Tick,
+    /// A deferred progress notification may be sendable now.
+    Retry,
+}
+
 struct Session {
     node: Arc<Node>,
     max_response_bytes: usize,
@@ -197,33 +216,60 @@ impl Session {
         let mut reading = true;
         let first = tokio::time::Instant::now() + PROGRESS_NOTIFY_INTERVAL;
         let mut ticker = tokio::time::interval_at(first, PROGRESS_NOTIFY_INTERVAL);
+        // Hub messages taken in a row, ahead of everything else.
+        let mut hub_streak = 0;
         loop {
             let progress_pending = self.progress_requested || self.periodic_due;
-            tokio::select! {
-                _ = out.closed() => return Err(Closed),
-                _ = until_stopped(&mut stopped) => {
+            let hub_first = hub_streak < HUB_STREAK;
+            // Events first: most wakes are for them, and each other branch
+            // costs a poll (the request stream takes h2's lock). After a
+            // streak of them the others are looked at first, once.
+            let wake = if hub_first {
+                tokio::select! {
+                    biased;
+                    Some(msg) = hub_rx.recv() => Wake::Hub(msg),
+                    _ = out.closed() => Wake::ClientGone,
+                    _ = until_stopped(&mut stopped) => Wake::Stopped,
+                    next = incoming.next(), if reading => Wake::Request(next),
+                    _ = ticker.tick() => Wake::Tick,
+                    _ = tokio::time::sleep(PROGRESS_RETRY), if progress_pending => Wake::Retry,
+                }
+            } else {
+                tokio::select! {
+                    biased;
+                    _ = out.closed() => Wake::ClientGone,
+                    _ = until_stopped(&mut stopped) => Wake::Stopped,
+                    next = incoming.next(), if reading => Wake::Request(next),
+                    _ = ticker.tick() => Wake::Tick,
+                    _ = tokio::time::sleep(PROGRESS_RETRY), if progress_pending => Wake::Retry,
+                    Some(msg) = hub_rx.recv() => Wake::Hub(msg),
+                }
+            };
+            hub_streak = match wake {
+                Wake::Hub(_) if hub_first => hub_streak + 1,
+                _ => 0,
+            };
+            match wake {
+                Wake::Hub(msg) => self.forward(msg).await?,
+                Wake::ClientGone => return Err(Closed),
+                Wake::Stopped => {
                     // Never wait for a client that does not read.
                     let _ = self.out.try_send(Err(ServerError::Stopped.into()));
                     return Err(Closed);
                 }
-                next = incoming.next(), if reading => match next {
-                    Some(Ok(req)) => self.handle(req, hub_rx).await?,
-                    // The client closed its sending side; keep delivering
-                    // events until it goes away, as etcd does.
-                    None => reading = false,
-                    Some(Err(status)) => {
-                        let _ = self.out.try_send(Err(status));
-                        return Err(Closed);
-                    }
-                },
-                Some(msg) = hub_rx.recv() => self.forward(msg).await?,
-                _ = ticker.tick() => {
+                Wake::Request(Some(Ok(req))) => self.handle(req, hub_rx).await?,
+                // The client closed its sending side; keep delivering
+                // events until it goes away, as etcd does.
+                Wake::Request(None) => reading = false,
+                Wake::Request(Some(Err(status))) => {
+                    let _ = self.out.try_send(Err(status));
+                    return Err(Closed);
+                }
+                Wake::Tick => {
                     self.periodic_due = self.watchers.values().any(|w| w.progress_notify);
                     self.try_progress(hub_rx).await?;
                 }
-                _ = tokio::time::sleep(PROGRESS_RETRY), if progress_pending => {
-                    self.try_progress(hub_rx).await?;
-                }
+                Wake::Retry => self.try_progress(hub_rx).await?,
             }
         }
     }
