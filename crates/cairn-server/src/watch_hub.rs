@@ -14,6 +14,7 @@
 //! never wait on each other in a cycle.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -51,6 +52,45 @@ pub enum WatchMessage {
     },
 }
 
+/// A stream's channel as the hub holds it, with a flag the hub raises
+/// when it found the channel full and a watcher fell behind. The stream's
+/// reader takes the flag once it has made room and asks for a catch-up
+/// round ([`WatchHub::wake_catch_up`]), so a watcher that lagged resumes
+/// as soon as its client reads, not at the catch-up task's next poll.
+#[derive(Debug, Clone)]
+pub struct WatchSender {
+    tx: mpsc::Sender<WatchMessage>,
+    lagging: Arc<AtomicBool>,
+}
+
+impl WatchSender {
+    pub fn new(tx: mpsc::Sender<WatchMessage>) -> Self {
+        WatchSender {
+            tx,
+            lagging: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// True, once, after the hub found the channel full.
+    pub fn take_lagging(&self) -> bool {
+        self.lagging.load(Ordering::Acquire) && self.lagging.swap(false, Ordering::AcqRel)
+    }
+
+    fn try_send(&self, msg: WatchMessage) -> Result<(), mpsc::error::TrySendError<WatchMessage>> {
+        let sent = self.tx.try_send(msg);
+        if matches!(sent, Err(mpsc::error::TrySendError::Full(_))) {
+            self.lagging.store(true, Ordering::Release);
+        }
+        sent
+    }
+}
+
+impl From<mpsc::Sender<WatchMessage>> for WatchSender {
+    fn from(tx: mpsc::Sender<WatchMessage>) -> Self {
+        WatchSender::new(tx)
+    }
+}
+
 struct Watcher {
     /// The ID the client knows, unique within its stream.
     watch_id: i64,
@@ -58,7 +98,7 @@ struct Watcher {
     /// First revision not yet sent.
     next_rev: i64,
     synced: bool,
-    tx: mpsc::Sender<WatchMessage>,
+    tx: WatchSender,
 }
 
 #[derive(Default)]
@@ -95,8 +135,9 @@ impl WatchHub {
         &self,
         watch_id: i64,
         spec: WatchSpec,
-        tx: mpsc::Sender<WatchMessage>,
+        tx: impl Into<WatchSender>,
     ) -> Result<WatcherKey, StoreError> {
+        let tx = tx.into();
         let mut state = self.state();
         let (current, compacted) = {
             let store = self.store.read().unwrap_or_else(|p| p.into_inner());
@@ -130,6 +171,12 @@ impl WatchHub {
             self.wake.notify_one();
         }
         Ok(WatcherKey(key))
+    }
+
+    /// Run a catch-up round soon: a stream whose channel was full has
+    /// made room (see [`WatchSender::take_lagging`]).
+    pub fn wake_catch_up(&self) {
+        self.wake.notify_one();
     }
 
     pub fn cancel(&self, key: WatcherKey) -> bool {
@@ -336,6 +383,52 @@ mod tests {
             vec![11],
             "synced again: live events flow"
         );
+    }
+
+    #[tokio::test]
+    async fn a_lagging_watcher_resumes_when_its_reader_made_room_not_at_the_next_poll() {
+        let store: SharedStore = Arc::new(RwLock::new(Store::new()));
+        let hub = WatchHub::new(store.clone());
+        // A poll so slow the test would time out waiting for it.
+        tokio::spawn(hub.clone().run_catch_up(Duration::from_secs(3600)));
+        let (tx, mut rx) = mpsc::channel(2);
+        let sender = WatchSender::new(tx);
+        let spec = WatchSpec {
+            range: KeyRange::prefix("k"),
+            ..Default::default()
+        };
+        hub.register(1, spec, sender.clone()).unwrap();
+        for i in 0..10 {
+            put(&store, &hub, &format!("k{i}"));
+        }
+        // The catch-up task runs the round the hub asked for against the
+        // full queue, and then waits.
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut seen = Vec::new();
+        let mut wakes = 0;
+        while seen.len() < 10 {
+            let msg = tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .expect("caught up without waiting for the hourly poll")
+                .unwrap();
+            if let WatchMessage::Events { events, .. } = msg {
+                seen.extend(events.iter().map(|e| e.kv.mod_revision));
+            }
+            // What a watch session does once its queue has room.
+            if rx.len() <= 1 && sender.take_lagging() {
+                hub.wake_catch_up();
+                wakes += 1;
+            }
+        }
+        assert_eq!(seen, (1..=10).collect::<Vec<_>>());
+        assert!(
+            wakes >= 1,
+            "the hub raised the flag when the queue was full"
+        );
+        assert!(!sender.take_lagging(), "a taken flag stays down");
     }
 
     #[test]

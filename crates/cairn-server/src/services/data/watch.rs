@@ -39,7 +39,7 @@ use super::until_stopped;
 use crate::error::ServerError;
 use crate::node::Node;
 use crate::services::common::{header, Limits};
-use crate::watch_hub::{WatchMessage, WatchSpec, WatcherKey};
+use crate::watch_hub::{WatchMessage, WatchSender, WatchSpec, WatcherKey};
 
 /// Hub messages queued per stream (for all its watchers together).
 const HUB_QUEUE: usize = 128;
@@ -93,7 +93,7 @@ impl Watch for WatchService {
             max_response_bytes: self.limits.max_request_bytes,
             out,
             stopped: self.stopped.clone(),
-            hub_tx,
+            hub_tx: WatchSender::new(hub_tx),
             watchers: BTreeMap::new(),
             by_id: BTreeMap::new(),
             next_token: 0,
@@ -180,7 +180,7 @@ struct Session {
     /// True once the node stopped.
     stopped: watch::Receiver<bool>,
     /// Handed to the hub for every watcher of this stream.
-    hub_tx: mpsc::Sender<WatchMessage>,
+    hub_tx: WatchSender,
     /// By the token the hub knows.
     watchers: BTreeMap<i64, Watcher>,
     /// Client watch ID → token.
@@ -250,7 +250,10 @@ impl Session {
                 _ => 0,
             };
             match wake {
-                Wake::Hub(msg) => self.forward(msg).await?,
+                Wake::Hub(msg) => {
+                    self.forward(msg).await?;
+                    self.resume_lagging(hub_rx);
+                }
                 Wake::ClientGone => return Err(Closed),
                 Wake::Stopped => {
                     // Never wait for a client that does not read.
@@ -271,6 +274,15 @@ impl Session {
                 }
                 Wake::Retry => self.try_progress(hub_rx).await?,
             }
+        }
+    }
+
+    /// A watcher fell behind when the hub found this stream's queue full;
+    /// once the queue has room again it catches up at once, not at the
+    /// hub's next poll.
+    fn resume_lagging(&self, hub_rx: &mpsc::Receiver<WatchMessage>) {
+        if hub_rx.len() <= HUB_QUEUE / 2 && self.hub_tx.take_lagging() {
+            self.node.hub.wake_catch_up();
         }
     }
 
@@ -518,6 +530,7 @@ impl Session {
         for msg in later {
             self.forward(msg).await?;
         }
+        self.resume_lagging(hub_rx);
         Ok(())
     }
 }
