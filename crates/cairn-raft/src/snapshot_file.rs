@@ -34,6 +34,11 @@ const FILE_NAME: &str = "current.snap";
 const TMP_NAME: &str = "current.snap.tmp";
 /// Block size for writing and checking a snapshot file.
 const BLOCK_BYTES: usize = 1024 * 1024;
+/// Snapshot bytes written between two syncs of the file while it is made.
+/// A whole snapshot left dirty for one sync at the end was written back in
+/// bulk under the log's fsyncs, which on ext4 can wait for it: the log's
+/// commits (and every watch event) stalled while a snapshot was saved.
+const SYNC_EVERY_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Where the current snapshot lives, and a lock that orders its writers.
 #[derive(Debug)]
@@ -153,6 +158,7 @@ fn write_file(
             out: BufWriter::with_capacity(BLOCK_BYTES, &f),
             crc: crc32fast::Hasher::new(),
             len: 0,
+            synced_len: 0,
         };
         fill(&mut data)?;
         data.out.flush()?;
@@ -174,11 +180,14 @@ fn write_file(
     })
 }
 
-/// Counts and checksums the data on its way to the file.
+/// Counts and checksums the data on its way to the file, and syncs the
+/// file every [`SYNC_EVERY_BYTES`].
 struct DataWriter<'a> {
     out: BufWriter<&'a File>,
     crc: crc32fast::Hasher,
     len: u64,
+    /// `len` at the last sync.
+    synced_len: u64,
 }
 
 impl Write for DataWriter<'_> {
@@ -186,6 +195,11 @@ impl Write for DataWriter<'_> {
         let n = self.out.write(buf)?;
         self.crc.update(&buf[..n]);
         self.len += n as u64;
+        if self.len - self.synced_len >= SYNC_EVERY_BYTES {
+            self.out.flush()?;
+            self.out.get_ref().sync_data()?;
+            self.synced_len = self.len;
+        }
         Ok(n)
     }
 
@@ -281,10 +295,12 @@ mod tests {
     }
 
     #[test]
-    fn streamed_data_larger_than_a_block_round_trips_and_a_failed_fill_keeps_the_old_one() {
+    fn streamed_data_past_blocks_and_syncs_round_trips_and_a_failed_fill_keeps_the_old_one() {
         let dir = tempfile::tempdir().unwrap();
         let f = SnapshotFile::open(dir.path()).unwrap();
-        let data: Vec<u8> = (0..BLOCK_BYTES * 2 + 77).map(|i| (i % 251) as u8).collect();
+        // Two syncs on the way and a partial block at the end.
+        let len = SYNC_EVERY_BYTES as usize * 2 + BLOCK_BYTES / 2 + 77;
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
         let written = f
             .save_with(&meta(7), |w| {
                 for part in data.chunks(1000) {
