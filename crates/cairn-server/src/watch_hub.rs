@@ -14,7 +14,7 @@
 //! never wait on each other in a cycle.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -111,6 +111,18 @@ pub struct WatchHub {
     store: SharedStore,
     state: Mutex<HubState>,
     wake: Notify,
+    /// Times a synced watcher's stream was found full, so that it fell
+    /// back to catching up from history (a slow client, for operators).
+    fell_behind: AtomicU64,
+}
+
+/// What the hub holds now, for `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchStats {
+    pub watchers: usize,
+    /// Watchers catching up from history.
+    pub unsynced: usize,
+    pub fell_behind_total: u64,
 }
 
 /// Handle to remove a watcher.
@@ -123,6 +135,7 @@ impl WatchHub {
             store,
             state: Mutex::new(HubState::default()),
             wake: Notify::new(),
+            fell_behind: AtomicU64::new(0),
         })
     }
 
@@ -187,6 +200,15 @@ impl WatchHub {
         self.state().watchers.len()
     }
 
+    pub fn stats(&self) -> WatchStats {
+        let state = self.state();
+        WatchStats {
+            watchers: state.watchers.len(),
+            unsynced: state.watchers.values().filter(|w| !w.synced).count(),
+            fell_behind_total: self.fell_behind.load(Ordering::Relaxed),
+        }
+    }
+
     /// True when every listed watcher has been sent everything up to the
     /// store's current revision (what a progress notification promises).
     pub fn all_synced(&self, keys: &[WatcherKey]) -> bool {
@@ -221,6 +243,7 @@ impl WatchHub {
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     w.synced = false;
                     lagging = true;
+                    self.fell_behind.fetch_add(1, Ordering::Relaxed);
                     true
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -370,6 +393,12 @@ mod tests {
         for i in 0..10 {
             put(&store, &hub, &format!("k{i}"));
         }
+        let behind = WatchStats {
+            watchers: 1,
+            unsynced: 1,
+            fell_behind_total: 1,
+        };
+        assert_eq!(hub.stats(), behind, "it fell behind once and stays behind");
         // Only two fit; the rest must come from history as the client reads.
         let mut seen = revisions(&mut rx);
         for _ in 0..20 {
@@ -377,6 +406,7 @@ mod tests {
             seen.extend(revisions(&mut rx));
         }
         assert_eq!(seen, (1..=10).collect::<Vec<_>>());
+        assert_eq!(hub.stats().unsynced, 0, "caught up");
         put(&store, &hub, "k10");
         assert_eq!(
             revisions(&mut rx),

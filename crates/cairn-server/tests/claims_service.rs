@@ -227,6 +227,17 @@ async fn claims_over_grpc() -> Result {
     let metrics = http_get(server.client_addr, "/metrics").await?;
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
     assert!(metrics.contains("blocks"), "{metrics}");
+    // The watch hub's gauges and counter (no watchers here).
+    for line in [
+        "cairn_watchers 0",
+        "cairn_watchers_unsynced 0",
+        "cairn_watchers_fell_behind_total 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in {metrics}"
+        );
+    }
     // And the write path's latency histograms, each with writes in it.
     for histogram in [
         "cairn_server_write_duration_seconds",

@@ -63,6 +63,19 @@ pub fn add(routes: Routes, node: Arc<Node>, claim_reads: Arc<ClaimReads>) -> Rou
                         node.router.forward_calls(),
                         cairn_store::claims::spare_buckets::spares_taken()
                     ));
+                    let watch = node.hub.stats();
+                    text.push_str(&format!(
+                        "# HELP cairn_watchers Watchers on this member (client watch streams and registry waits).\n\
+                         # TYPE cairn_watchers gauge\n\
+                         cairn_watchers {}\n\
+                         # HELP cairn_watchers_unsynced Watchers catching up from history because their stream fell behind.\n\
+                         # TYPE cairn_watchers_unsynced gauge\n\
+                         cairn_watchers_unsynced {}\n\
+                         # HELP cairn_watchers_fell_behind_total Times a watcher's stream was found full and it fell back to catching up.\n\
+                         # TYPE cairn_watchers_fell_behind_total counter\n\
+                         cairn_watchers_fell_behind_total {}\n",
+                        watch.watchers, watch.unsynced, watch.fell_behind_total
+                    ));
                     cairn_raft::metrics::render(&mut text);
                     (
                         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
