@@ -196,10 +196,6 @@ impl WatchHub {
         self.state().watchers.remove(&key.0).is_some()
     }
 
-    pub fn watcher_count(&self) -> usize {
-        self.state().watchers.len()
-    }
-
     pub fn stats(&self) -> WatchStats {
         let state = self.state();
         WatchStats {
