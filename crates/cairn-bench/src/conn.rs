@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use cairn_proto::etcdserverpb::StatusRequest;
+use cairn_raft::coalesce::Connector;
 use tonic::transport::{Channel, Endpoint};
 
 /// `127.0.0.1:2379` -> `http://127.0.0.1:2379`; URLs pass unchanged.
@@ -26,15 +27,26 @@ pub fn endpoint_port(ep: &str) -> Option<u16> {
 
 /// Open one HTTP/2 connection (a tonic `Channel` over one endpoint is one
 /// connection).
+///
+/// Its writes are coalesced (`cairn_raft::coalesce`, as the members' own
+/// connections): requests that many clients start in one scheduling round
+/// leave in one socket write, as grpc-go's writer (etcd's clients) sends
+/// them. hyper's h2 client otherwise writes every request on its own, and
+/// on loopback each write also runs the server's TCP receive path: a third
+/// of the bench's CPU under put c=256 was in `writev`, CPU the servers
+/// under test lacked. Coalesced, the bench spends ~15 instead of ~22 µs
+/// per put, and both Cairn and etcd take more puts/s (BENCHMARKS.md).
 pub async fn connect(url: &str, timeout: Duration) -> anyhow::Result<Channel> {
     let endpoint = Endpoint::from_shared(url.to_string())
         .with_context(|| format!("bad endpoint {url}"))?
-        .connect_timeout(timeout)
-        .tcp_nodelay(true);
-    tokio::time::timeout(timeout, endpoint.connect())
-        .await
-        .with_context(|| format!("connecting to {url}: timed out"))?
-        .with_context(|| format!("connecting to {url}"))
+        .connect_timeout(timeout);
+    tokio::time::timeout(
+        timeout,
+        endpoint.connect_with_connector(Connector::new(None)),
+    )
+    .await
+    .with_context(|| format!("connecting to {url}: timed out"))?
+    .with_context(|| format!("connecting to {url}"))
 }
 
 /// `n` connections spread round-robin over `endpoints`; clients are spread
