@@ -257,9 +257,9 @@ impl StateMachineStore {
             .map_err(|_| io_err("store", "lock poisoned"))?;
         let changes = store.take_changes();
         let mut records = Vec::with_capacity(changes.records_added.len());
-        for rev in &changes.records_added {
+        for (rev, key) in &changes.records_added {
             // A record added and compacted away in the same batch is gone.
-            if let Some((key, record)) = store.record_at(*rev) {
+            if let Some((key, record)) = store.record_of(key, *rev) {
                 records.push(((rev.main, rev.sub), encode("record", &(key, record))?));
             }
         }

@@ -34,8 +34,8 @@ impl Persisted {
     fn persist(&self, store: &mut Store) {
         let changes = store.take_changes();
         let mut values = self.values.lock().unwrap();
-        for rev in changes.records_added {
-            if let Some((_, r)) = store.record_at(rev) {
+        for (rev, key) in changes.records_added {
+            if let Some((_, r)) = store.record_of(&key, rev) {
                 values.insert(rev, r.value.to_vec());
             }
         }

@@ -2,6 +2,7 @@
 //! records what changed so the storage layer can persist exactly that.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -29,7 +30,9 @@ pub struct StoreMeta {
 /// What changed since the last `take_changes`, for persistence.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Changes {
-    pub records_added: Vec<Revision>,
+    /// Each record added, with its key: persisting it needs no search of
+    /// the revision log.
+    pub records_added: Vec<(Revision, Arc<[u8]>)>,
     pub records_removed: Vec<Revision>,
     /// Leases granted, kept alive or removed; look each up to tell which.
     pub leases: BTreeSet<i64>,
@@ -88,15 +91,6 @@ struct Write {
     main: i64,
     sub: i64,
     events: Vec<Event>,
-}
-
-/// What a put keeps of the key's current version.
-struct CurrentVersion {
-    create_revision: i64,
-    version: i64,
-    lease: i64,
-    /// The current value, taken only for `ignore_value`.
-    kept_value: Option<Vec<u8>>,
 }
 
 impl Store {
@@ -381,36 +375,37 @@ impl Store {
 
     /// Infallible once `check_put` passed.
     fn put(&mut self, p: &PutRequest, w: &mut Write) -> PutResponse {
-        // What the new record takes from the current one; its value is
-        // copied only when the request keeps it.
-        let current = self.kv.current(&p.key).map(|c| CurrentVersion {
-            create_revision: c.create_revision,
-            version: c.version,
-            lease: c.lease,
-            kept_value: p.ignore_value.then(|| c.value.to_vec()),
-        });
-        let lease = match &current {
-            Some(c) if p.ignore_lease => c.lease,
-            _ => p.lease,
-        };
         let rev = Revision::new(w.main, w.sub);
         w.sub += 1;
-        let (create_revision, version, value) = match current {
-            Some(c) => {
-                if c.lease != lease {
-                    self.leases.detach(c.lease, &p.key);
+        let main = w.main;
+        let leases = &mut self.leases;
+        let (event, key) = self.kv.push_with(&p.key, |current| {
+            // What the new record takes from the current one; its value
+            // is copied only when the request keeps it.
+            let lease = match current {
+                Some(c) if p.ignore_lease => c.lease,
+                _ => p.lease,
+            };
+            let (create_revision, version, value) = match current {
+                Some(c) => {
+                    if c.lease != lease {
+                        leases.detach(c.lease, &p.key);
+                    }
+                    let value = if p.ignore_value {
+                        c.value.to_vec()
+                    } else {
+                        p.value.clone()
+                    };
+                    (c.create_revision, c.version + 1, value)
                 }
-                let value = c.kept_value.unwrap_or_else(|| p.value.clone());
-                (c.create_revision, c.version + 1, value)
+                None => (main, 1, p.value.clone()),
+            };
+            if lease != 0 {
+                leases.attach(lease, &p.key);
             }
-            None => (w.main, 1, p.value.clone()),
-        };
-        let record = Record::new(rev, create_revision, version, value, lease, false);
-        if lease != 0 {
-            self.leases.attach(lease, &p.key);
-        }
-        let event = self.kv.push(&p.key, record);
-        self.changes.records_added.push(rev);
+            Record::new(rev, create_revision, version, value, lease, false)
+        });
+        self.changes.records_added.push((rev, key));
         let prev_kv = if p.prev_kv {
             event.prev_kv.clone()
         } else {
@@ -445,8 +440,8 @@ impl Store {
         w.sub += 1;
         let record = Record::new(rev, 0, 0, Vec::new(), 0, true);
         self.leases.detach(lease, key);
-        let event = self.kv.push(key, record);
-        self.changes.records_added.push(rev);
+        let (event, key) = self.kv.push(key, record);
+        self.changes.records_added.push((rev, key));
         if let (Some(out), Some(prev)) = (prev_kvs, &event.prev_kv) {
             out.push(prev.clone());
         }
@@ -781,6 +776,12 @@ impl Store {
 
     pub fn record_at(&self, rev: Revision) -> Option<(&[u8], &Record)> {
         self.kv.record_at(rev)
+    }
+
+    /// The record at `rev` of `key` (as [`Changes::records_added`] names
+    /// it), if it is still retained.
+    pub fn record_of(&self, key: &[u8], rev: Revision) -> Option<(&[u8], &Record)> {
+        self.kv.record_of(key, rev)
     }
 
     pub fn lease_record(&self, id: i64) -> Option<&LeaseRecord> {

@@ -780,9 +780,33 @@ fn changes_list_what_to_persist() {
         },
     );
     let c = s.take_changes();
-    assert_eq!(c.records_added, vec![Revision::new(1, 0)]);
+    let a: std::sync::Arc<[u8]> = std::sync::Arc::from(&b"a"[..]);
+    assert_eq!(c.records_added, vec![(Revision::new(1, 0), a)]);
     assert_eq!(c.leases.into_iter().collect::<Vec<_>>(), vec![4]);
     assert!(s.take_changes().is_empty());
+}
+
+#[test]
+fn a_record_is_found_by_key_and_revision_newest_or_older() {
+    let mut s = Store::new();
+    ok(&mut s, put("a", "1"));
+    ok(&mut s, put("b", "x"));
+    ok(&mut s, put("a", "2"));
+    ok(&mut s, put("a", "3"));
+    let added: Vec<_> = s.take_changes().records_added;
+    assert_eq!(added.len(), 4);
+    for (rev, key) in &added {
+        let (found_key, record) = s.record_of(key, *rev).expect("just added");
+        assert_eq!(found_key, &key[..]);
+        assert_eq!(record.rev, *rev);
+        assert_eq!(s.record_at(*rev).map(|(_, r)| r.rev), Some(*rev));
+    }
+    // The newest record of "a" and an older one, by their revisions.
+    assert_eq!(s.record_of(b"a", Revision::new(4, 0)).unwrap().1.version, 3);
+    assert_eq!(s.record_of(b"a", Revision::new(1, 0)).unwrap().1.version, 1);
+    // A revision of another key, and a key never written.
+    assert!(s.record_of(b"a", Revision::new(2, 0)).is_none());
+    assert!(s.record_of(b"c", Revision::new(1, 0)).is_none());
 }
 
 #[test]
