@@ -63,6 +63,23 @@ fn apply_put(c: &mut Criterion) {
         })
     });
 
+    // As a member applies when no watcher is registered: no events built.
+    let mut s = filled();
+    s.set_events_wanted(false);
+    let mut n = 0u64;
+    g.bench_function("put_256B_10k_keys_unwatched", |b| {
+        b.iter(|| {
+            n += 1;
+            black_box(s.apply(&put(n.wrapping_mul(7919))));
+            black_box(s.take_changes());
+            if n.is_multiple_of(COMPACT_EVERY) {
+                let rev = s.revision();
+                s.apply(&Command::Compact { revision: rev });
+                s.take_changes();
+            }
+        })
+    });
+
     // Compare-and-put on one key, tracking its mod revision.
     let mut s = filled();
     let k = key(42);

@@ -61,9 +61,16 @@ pub struct Stamp {
 /// Told about every applied batch, before its clients are answered: feeds
 /// watchers.
 pub trait ApplyObserver: Send + Sync + 'static {
-    /// `events` are in revision order; `revision` is the store's revision
-    /// after the batch; `stamp` is the batch's last time stamp, if any.
-    fn applied(&self, events: Vec<Event>, revision: i64, stamp: Option<Stamp>);
+    /// Whether the next batch should build events: asked before each
+    /// batch is applied. Without a watcher, events are copies nobody reads.
+    fn wants_events(&self) -> bool;
+
+    /// `events` are in revision order, or `None` when `wants_events` said
+    /// no for this batch (anyone watching since must read the batch's
+    /// revisions from the store's history); `revision` is the store's
+    /// revision after the batch; `stamp` is the batch's last time stamp,
+    /// if any.
+    fn applied(&self, events: Option<Vec<Event>>, revision: i64, stamp: Option<Stamp>);
 
     /// The state was replaced by a snapshot at `revision`: events between
     /// what observers saw and `revision` were never applied here one by one.
@@ -74,7 +81,10 @@ pub trait ApplyObserver: Send + Sync + 'static {
 pub struct NoObserver;
 
 impl ApplyObserver for NoObserver {
-    fn applied(&self, _events: Vec<Event>, _revision: i64, _stamp: Option<Stamp>) {}
+    fn wants_events(&self) -> bool {
+        false
+    }
+    fn applied(&self, _events: Option<Vec<Event>>, _revision: i64, _stamp: Option<Stamp>) {}
     fn snapshot_installed(&self, _revision: i64) {}
 }
 
@@ -719,12 +729,14 @@ struct Applied {
 fn apply_to_store(
     store: &SharedStore,
     persisted: i64,
+    events_wanted: bool,
     entries: &[crate::types::Entry],
 ) -> io::Result<Applied> {
     let mut store = store
         .write()
         .map_err(|_| io_err("store", "lock poisoned"))?;
     store.drop_history_values(persisted);
+    store.set_events_wanted(events_wanted);
     let mut results = Vec::with_capacity(entries.len());
     let mut events = Vec::new();
     let mut stamp = None;
@@ -779,6 +791,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let started = std::time::Instant::now();
         let store = self.store.clone();
         let persisted = self.persisted_revision.load(Ordering::Acquire);
+        let events_wanted = self.observer.wants_events();
         // A client waits for this apply only on the member that proposed
         // the entries; elsewhere a long one yields to the work clients
         // wait for.
@@ -788,7 +801,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             stamp,
             revision,
         } = match self.apply_place(&entries, responders.iter().any(Option::is_some)) {
-            ApplyPlace::Here => apply_to_store(&store, persisted, &entries)?,
+            ApplyPlace::Here => apply_to_store(&store, persisted, events_wanted, &entries)?,
             place => {
                 let thread = if place == ApplyPlace::Background {
                     self.applied_in_background += 1;
@@ -806,12 +819,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     )?
                 };
                 thread
-                    .run(move || apply_to_store(&store, persisted, &entries))
+                    .run(move || apply_to_store(&store, persisted, events_wanted, &entries))
                     .await??
             }
         };
         crate::metrics::APPLY.observe(started.elapsed());
-        self.observer.applied(events, revision, stamp);
+        self.observer
+            .applied(events_wanted.then_some(events), revision, stamp);
         // Answer first: the rows are not durable when queued either (the
         // log is, until a checkpoint covers them), and the next apply
         // waits for this one to return anyway.

@@ -251,6 +251,31 @@ impl WatchHub {
         }
     }
 
+    /// Whether any watcher is registered: the state machine builds events
+    /// for a batch only if so.
+    pub fn has_watchers(&self) -> bool {
+        !self.state().watchers.is_empty()
+    }
+
+    /// A batch up to `revision` was applied without building events (no
+    /// watcher was registered when it began). A watcher registered since
+    /// whose next revision is in the batch catches up from the store's
+    /// history, as one that fell behind does.
+    pub fn applied_without_events(&self, revision: i64) {
+        let mut state = self.state();
+        let mut behind = false;
+        for w in state.watchers.values_mut() {
+            if w.synced && w.next_rev <= revision {
+                w.synced = false;
+                behind = true;
+            }
+        }
+        drop(state);
+        if behind {
+            self.wake.notify_one();
+        }
+    }
+
     /// The store was replaced by a snapshot: no watcher may assume it saw
     /// everything. All fall back to catching up from the new store's
     /// history (or are cancelled as compacted if it no longer has it).
@@ -370,6 +395,74 @@ mod tests {
             }
         }
         out
+    }
+
+    /// As the state machine applies a batch: events only if the hub has
+    /// a watcher when the batch begins.
+    fn apply_as_the_state_machine(
+        store: &SharedStore,
+        hub: &WatchHub,
+        wanted: bool,
+        keys: &[&str],
+    ) -> i64 {
+        let mut events = Vec::new();
+        {
+            let mut s = store.write().unwrap();
+            s.set_events_wanted(wanted);
+            for key in keys {
+                events.extend(
+                    s.apply(&Command::Put(PutRequest {
+                        key: key.as_bytes().to_vec(),
+                        value: b"v".to_vec(),
+                        ..Default::default()
+                    }))
+                    .events,
+                );
+            }
+        }
+        let rev = store.read().unwrap().revision();
+        if wanted {
+            hub.applied(&events, rev);
+        } else {
+            assert!(events.is_empty(), "no events built");
+            hub.applied_without_events(rev);
+        }
+        rev
+    }
+
+    #[test]
+    fn a_watcher_registered_while_a_batch_applied_without_events_reads_it_from_history() {
+        let store: SharedStore = Arc::new(RwLock::new(Store::new()));
+        let hub = WatchHub::new(store.clone());
+        assert!(!hub.has_watchers());
+        apply_as_the_state_machine(&store, &hub, false, &["k0"]);
+        // The next batch starts without a watcher; one registers before it
+        // is applied (it expects revision 2 on).
+        let wanted = hub.has_watchers();
+        let (tx, mut rx) = mpsc::channel(16);
+        let spec = WatchSpec {
+            range: KeyRange::prefix("k"),
+            ..Default::default()
+        };
+        hub.register(1, spec.clone(), tx).unwrap();
+        assert!(hub.has_watchers());
+        apply_as_the_state_machine(&store, &hub, wanted, &["k1", "k2"]);
+        assert_eq!(hub.stats().unsynced, 1, "it missed the batch's events");
+        hub.catch_up_round();
+        assert_eq!(revisions(&mut rx), vec![2, 3], "read from history");
+        assert_eq!(hub.stats().unsynced, 0);
+        // With a watcher, batches build events and they flow live.
+        apply_as_the_state_machine(&store, &hub, hub.has_watchers(), &["k3"]);
+        assert_eq!(revisions(&mut rx), vec![4]);
+        // A watcher that starts after a batch without events is not set
+        // back: it expects nothing from that batch.
+        let (tx2, mut rx2) = mpsc::channel(16);
+        hub.register(2, spec, tx2).unwrap();
+        let rev = apply_as_the_state_machine(&store, &hub, true, &["k4"]);
+        hub.applied_without_events(rev);
+        assert_eq!(hub.stats().unsynced, 0, "both were past the batch");
+        assert_eq!(revisions(&mut rx), vec![5]);
+        assert_eq!(revisions(&mut rx2), vec![5]);
     }
 
     #[test]

@@ -90,6 +90,47 @@ fn drop_value(r: &mut Record) {
     }
 }
 
+/// What a write to the keyspace must give back besides the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wants {
+    /// The event for watchers. Building one copies the key and value, new
+    /// and old; with no watcher, nobody reads it.
+    pub event: bool,
+    /// The key's previous live version, for the client's answer.
+    pub prev_kv: bool,
+}
+
+impl Wants {
+    /// The event and the previous version, as asked, from the previous
+    /// version `prev` (built only if one of them is asked for).
+    fn answer(
+        self,
+        key: &[u8],
+        record: &Record,
+        prev: impl FnOnce() -> Option<KeyValue>,
+    ) -> (Option<Event>, Option<KeyValue>) {
+        let prev = if self.event || self.prev_kv {
+            prev()
+        } else {
+            None
+        };
+        if !self.event {
+            return (None, prev);
+        }
+        let answer = if self.prev_kv { prev.clone() } else { None };
+        (Some(event_of(key, record, prev)), answer)
+    }
+}
+
+/// What [`KeySpace::push`] gives back.
+#[derive(Debug)]
+pub struct Pushed {
+    /// The key as the keyspace holds it (shared with its records).
+    pub key: Arc<[u8]>,
+    pub event: Option<Event>,
+    pub prev_kv: Option<KeyValue>,
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct KeySpace {
     /// Each key's versions, oldest first. Keys are shared with `log`
@@ -255,11 +296,10 @@ impl KeySpace {
             .collect()
     }
 
-    /// Append a record; returns the event it represents and the key as
-    /// the keyspace holds it. One search of the key map for a key that
-    /// exists.
-    pub fn push(&mut self, key: &[u8], record: Record) -> (Event, Arc<[u8]>) {
-        self.push_with(key, |_| record)
+    /// Append a record; returns the key as the keyspace holds it and what
+    /// `wants` asked for. One search of the key map for a key that exists.
+    pub fn push(&mut self, key: &[u8], wants: Wants, record: Record) -> Pushed {
+        self.push_with(key, wants, |_| record)
     }
 
     /// Append the record `make` builds from the key's current live record
@@ -270,19 +310,21 @@ impl KeySpace {
     pub fn push_with(
         &mut self,
         key: &[u8],
+        wants: Wants,
         make: impl FnOnce(Option<&Record>) -> Record,
-    ) -> (Event, Arc<[u8]>) {
+    ) -> Pushed {
         let existing = self
             .keys
             .range_mut::<[u8], _>((Bound::Included(key), Bound::Included(key)))
             .next();
-        let (shared, rev, footprint, event) = match existing {
+        let (shared, rev, footprint, event, prev_kv) = match existing {
             Some((shared, history)) => {
                 let record = make(history.last().filter(|r| !r.tombstone));
                 let (rev, footprint) = (record.rev, record.footprint(key));
                 // The current record always holds its value.
                 let prev = history.last_mut().filter(|r| !r.tombstone);
-                let event = event_of(key, &record, prev.as_deref().map(|r| held_kv(key, r)));
+                let (event, prev_kv) =
+                    wants.answer(key, &record, || prev.as_deref().map(|r| held_kv(key, r)));
                 if let Some(prev) = prev {
                     if self.history.0.is_some() && prev.rev.main <= self.dropped_through {
                         drop_value(prev);
@@ -291,20 +333,24 @@ impl KeySpace {
                     }
                 }
                 history.push(record);
-                (Arc::clone(shared), rev, footprint, event)
+                (Arc::clone(shared), rev, footprint, event, prev_kv)
             }
             None => {
                 let record = make(None);
                 let (rev, footprint) = (record.rev, record.footprint(key));
                 let shared: Arc<[u8]> = Arc::from(key);
-                let event = event_of(key, &record, None);
+                let (event, prev_kv) = wants.answer(key, &record, || None);
                 self.keys.insert(Arc::clone(&shared), vec![record]);
-                (shared, rev, footprint, event)
+                (shared, rev, footprint, event, prev_kv)
             }
         };
         self.size_bytes += footprint;
         self.log.insert(rev, Arc::clone(&shared));
-        (event, shared)
+        Pushed {
+            key: shared,
+            event,
+            prev_kv,
+        }
     }
 
     /// Drop history older than `rev`, keeping each key's state at `rev`.

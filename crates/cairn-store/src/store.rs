@@ -11,7 +11,7 @@ use crate::command::*;
 use crate::error::StoreError;
 use crate::kv::{Event, KeyRange, KeyValue};
 use crate::lease::{LeaseRecord, Leases, MAX_LEASE_TTL_SECS, MIN_LEASE_TTL_SECS};
-use crate::mvcc::{KeySpace, Record};
+use crate::mvcc::{KeySpace, Record, Wants};
 use crate::revision::Revision;
 use crate::txn;
 
@@ -84,6 +84,10 @@ pub struct Store {
     claims: Claims,
     meta: StoreMeta,
     changes: Changes,
+    /// Set while no watcher listens (see [`Store::set_events_wanted`]):
+    /// writes then build no events. Not state: replicas differing in it
+    /// hold the same data and answer alike.
+    skip_events: bool,
 }
 
 /// Changes made at one revision, in progress.
@@ -129,6 +133,14 @@ impl Store {
             .alarms
             .iter()
             .any(|(_, a)| *a == AlarmKind::NoSpace)
+    }
+
+    /// Whether writes build events for watchers ([`Applied::events`]).
+    /// Without a watcher they are dropped unread, and each one copies the
+    /// written key and value and the previous version's. Client answers
+    /// (`prev_kv`) are built either way. On by default.
+    pub fn set_events_wanted(&mut self, wanted: bool) {
+        self.skip_events = !wanted;
     }
 
     pub fn apply(&mut self, cmd: &Command) -> Applied {
@@ -332,7 +344,8 @@ impl Store {
 
     /// Commit a write: the revision advances only if something changed.
     fn finish(&mut self, w: Write, events: &mut Vec<Event>) {
-        if !w.events.is_empty() {
+        // Every record written took a sub-revision.
+        if w.sub > 0 {
             self.meta.revision = w.main;
             events.extend(w.events);
         }
@@ -379,7 +392,11 @@ impl Store {
         w.sub += 1;
         let main = w.main;
         let leases = &mut self.leases;
-        let (event, key) = self.kv.push_with(&p.key, |current| {
+        let wants = Wants {
+            event: !self.skip_events,
+            prev_kv: p.prev_kv,
+        };
+        let pushed = self.kv.push_with(&p.key, wants, |current| {
             // What the new record takes from the current one; its value
             // is copied only when the request keeps it.
             let lease = match current {
@@ -405,16 +422,11 @@ impl Store {
             }
             Record::new(rev, create_revision, version, value, lease, false)
         });
-        self.changes.records_added.push((rev, key));
-        let prev_kv = if p.prev_kv {
-            event.prev_kv.clone()
-        } else {
-            None
-        };
-        w.events.push(event);
+        self.changes.records_added.push((rev, pushed.key));
+        w.events.extend(pushed.event);
         PutResponse {
             revision: w.main,
-            prev_kv,
+            prev_kv: pushed.prev_kv,
         }
     }
 
@@ -440,12 +452,16 @@ impl Store {
         w.sub += 1;
         let record = Record::new(rev, 0, 0, Vec::new(), 0, true);
         self.leases.detach(lease, key);
-        let (event, key) = self.kv.push(key, record);
-        self.changes.records_added.push((rev, key));
-        if let (Some(out), Some(prev)) = (prev_kvs, &event.prev_kv) {
-            out.push(prev.clone());
+        let wants = Wants {
+            event: !self.skip_events,
+            prev_kv: prev_kvs.is_some(),
+        };
+        let pushed = self.kv.push(key, wants, record);
+        self.changes.records_added.push((rev, pushed.key));
+        if let (Some(out), Some(prev)) = (prev_kvs, pushed.prev_kv) {
+            out.push(prev);
         }
-        w.events.push(event);
+        w.events.extend(pushed.event);
     }
 
     fn compact(&mut self, revision: i64) -> Result<(), StoreError> {
@@ -589,7 +605,7 @@ impl Store {
                 RequestOp::DeleteRange(d) => ResponseOp::DeleteRange(self.delete(d, w)),
                 // Reads inside a txn see the txn's own earlier writes.
                 RequestOp::Range(r) => {
-                    let head = if w.events.is_empty() {
+                    let head = if w.sub == 0 {
                         self.meta.revision
                     } else {
                         w.main

@@ -845,3 +845,66 @@ fn restamp_replaces_the_time_of_commands_that_carry_one() {
     untimed.restamp(9_000);
     assert_eq!(untimed, put("k", "v"));
 }
+
+#[test]
+fn without_events_a_store_answers_and_changes_exactly_as_with_them() {
+    let with_prev = |key: &str, value: &str| {
+        Command::Put(PutRequest {
+            key: key.into(),
+            value: value.into(),
+            prev_kv: true,
+            ..Default::default()
+        })
+    };
+    let keep_value = Command::Put(PutRequest {
+        key: "a".into(),
+        ignore_value: true,
+        ..Default::default()
+    });
+    let commands = vec![
+        put("a", "1"),
+        with_prev("a", "2"),
+        with_prev("new", "n"),
+        keep_value,
+        Command::LeaseGrant {
+            id: 7,
+            ttl_secs: 5,
+            now_ms: 0,
+        },
+        put_lease("leased", 7),
+        txn(
+            vec![cmp("a", CompareResult::Equal, CompareTarget::Version(3))],
+            vec![
+                op_put("t", "1"),
+                RequestOp::Range(RangeRequest {
+                    range: KeyRange::single("t"),
+                    ..Default::default()
+                }),
+            ],
+            vec![],
+        ),
+        // A txn whose branch writes nothing: the revision stays.
+        txn(vec![], vec![], vec![]),
+        del(KeyRange::prefix("n")),
+        Command::LeaseRevoke { id: 7 },
+        with_prev("a", "3"),
+    ];
+    let mut with = Store::new();
+    let mut without = Store::new();
+    without.set_events_wanted(false);
+    let mut events_with = 0;
+    for cmd in &commands {
+        let a = with.apply(cmd);
+        let b = without.apply(cmd);
+        assert_eq!(a.result, b.result, "{cmd:?}");
+        assert!(b.events.is_empty(), "{cmd:?} built events");
+        events_with += a.events.len();
+        assert_eq!(with.revision(), without.revision(), "{cmd:?}");
+        assert_eq!(with.take_changes(), without.take_changes(), "{cmd:?}");
+    }
+    assert_eq!(events_with, 9, "puts, the txn's put, two deletes");
+    assert_eq!(with.snapshot().unwrap(), without.snapshot().unwrap());
+    // Turned back on, events flow again.
+    without.set_events_wanted(true);
+    assert_eq!(without.apply(&put("a", "4")).events.len(), 1);
+}

@@ -71,13 +71,20 @@ impl Observer {
 }
 
 impl ApplyObserver for Observer {
-    fn applied(&self, events: Vec<Event>, revision: i64, stamp: Option<Stamp>) {
+    fn wants_events(&self) -> bool {
+        self.hub.has_watchers()
+    }
+
+    fn applied(&self, events: Option<Vec<Event>>, revision: i64, stamp: Option<Stamp>) {
         let now = self.store.read().map(|s| s.now_ms()).unwrap_or(0);
         self.clock.observe(now);
         if let Some(stamp) = stamp {
             self.follow(stamp);
         }
-        self.hub.applied(&events, revision);
+        match events {
+            Some(events) => self.hub.applied(&events, revision),
+            None => self.hub.applied_without_events(revision),
+        }
     }
 
     fn snapshot_installed(&self, revision: i64) {
