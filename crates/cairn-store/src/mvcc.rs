@@ -135,7 +135,7 @@ pub struct Pushed {
 pub struct KeySpace {
     /// Each key's versions, oldest first. Keys are shared with `log`
     /// (one allocation per key, not one per revision).
-    keys: BTreeMap<Arc<[u8]>, Vec<Record>>,
+    keys: BTreeMap<Arc<[u8]>, History>,
     /// Every retained record by revision, pointing at its key: the
     /// history that watches replay and persistence mirrors.
     log: BTreeMap<Revision, Arc<[u8]>>,
@@ -313,12 +313,8 @@ impl KeySpace {
         wants: Wants,
         make: impl FnOnce(Option<&Record>) -> Record,
     ) -> Pushed {
-        let existing = self
-            .keys
-            .range_mut::<[u8], _>((Bound::Included(key), Bound::Included(key)))
-            .next();
-        let (shared, rev, footprint, event, prev_kv) = match existing {
-            Some((shared, history)) => {
+        let (shared, rev, footprint, event, prev_kv) = match self.keys.get_mut(key) {
+            Some(history) => {
                 let record = make(history.last().filter(|r| !r.tombstone));
                 let (rev, footprint) = (record.rev, record.footprint(key));
                 // The current record always holds its value.
@@ -333,14 +329,18 @@ impl KeySpace {
                     }
                 }
                 history.push(record);
-                (Arc::clone(shared), rev, footprint, event, prev_kv)
+                (Arc::clone(&history.key), rev, footprint, event, prev_kv)
             }
             None => {
                 let record = make(None);
                 let (rev, footprint) = (record.rev, record.footprint(key));
                 let shared: Arc<[u8]> = Arc::from(key);
                 let (event, prev_kv) = wants.answer(key, &record, || None);
-                self.keys.insert(Arc::clone(&shared), vec![record]);
+                let history = History {
+                    key: Arc::clone(&shared),
+                    records: vec![record],
+                };
+                self.keys.insert(Arc::clone(&shared), history);
                 (shared, rev, footprint, event, prev_kv)
             }
         };
@@ -444,10 +444,7 @@ impl KeySpace {
     /// log [`KeySpace::record_at`] needs; the newest record (a write just
     /// applied) is found without a search of the key's history.
     pub fn record_of<'a>(&'a self, key: &[u8], rev: Revision) -> Option<(&'a [u8], &'a Record)> {
-        let (key, history) = self
-            .keys
-            .range::<[u8], _>((Bound::Included(key), Bound::Included(key)))
-            .next()?;
+        let (key, history) = self.keys.get_key_value(key)?;
         let record = match history.last() {
             Some(last) if last.rev == rev => last,
             _ => &history[history.binary_search_by(|r| r.rev.cmp(&rev)).ok()?],
@@ -533,14 +530,43 @@ impl KeySpace {
         self.size_bytes += record.footprint(&key);
         let shared = self.shared_key(&key);
         self.log.insert(record.rev, shared.clone());
-        let history = self.keys.entry(shared).or_default();
+        let history = self
+            .keys
+            .entry(Arc::clone(&shared))
+            .or_insert_with(|| History {
+                key: shared,
+                records: Vec::new(),
+            });
         let at = history.partition_point(|r| r.rev < record.rev);
         history.insert(at, record);
     }
 }
 
 /// Keys of a range with their histories, in key order.
-type KeyIter<'a> = Box<dyn Iterator<Item = (&'a Arc<[u8]>, &'a Vec<Record>)> + 'a>;
+type KeyIter<'a> = Box<dyn Iterator<Item = (&'a Arc<[u8]>, &'a History)> + 'a>;
+
+/// A key's versions, oldest first, and the key as the map holds it: a
+/// write finds both with one `get_mut` (a `range_mut` over one key, which
+/// also yields the key, descends twice as far; ~2 % of a member's CPU
+/// under puts).
+#[derive(Debug, Clone)]
+struct History {
+    key: Arc<[u8]>,
+    records: Vec<Record>,
+}
+
+impl std::ops::Deref for History {
+    type Target = Vec<Record>;
+    fn deref(&self) -> &Vec<Record> {
+        &self.records
+    }
+}
+
+impl std::ops::DerefMut for History {
+    fn deref_mut(&mut self) -> &mut Vec<Record> {
+        &mut self.records
+    }
+}
 
 fn live_at(history: &[Record], rev: i64) -> Option<&Record> {
     let i = history.partition_point(|r| r.rev.main <= rev);
