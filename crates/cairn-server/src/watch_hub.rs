@@ -262,16 +262,7 @@ impl WatchHub {
     /// whose next revision is in the batch catches up from the store's
     /// history, as one that fell behind does.
     pub fn applied_without_events(&self, revision: i64) {
-        let mut state = self.state();
-        let mut behind = false;
-        for w in state.watchers.values_mut() {
-            if w.synced && w.next_rev <= revision {
-                w.synced = false;
-                behind = true;
-            }
-        }
-        drop(state);
-        if behind {
+        if self.unsync(|w| w.next_rev <= revision) {
             self.wake.notify_one();
         }
     }
@@ -280,12 +271,22 @@ impl WatchHub {
     /// everything. All fall back to catching up from the new store's
     /// history (or are cancelled as compacted if it no longer has it).
     pub fn resync_all(&self, _revision: i64) {
-        let mut state = self.state();
-        for w in state.watchers.values_mut() {
-            w.synced = false;
-        }
-        drop(state);
+        self.unsync(|_| true);
         self.wake.notify_one();
+    }
+
+    /// Sends the synced watchers `behind` picks back to catching up from
+    /// history; true if it picked any.
+    fn unsync(&self, behind: impl Fn(&Watcher) -> bool) -> bool {
+        let mut state = self.state();
+        let mut any = false;
+        for w in state.watchers.values_mut() {
+            if w.synced && behind(w) {
+                w.synced = false;
+                any = true;
+            }
+        }
+        any
     }
 
     /// Replay history to unsynced watchers until they are synced. Runs for

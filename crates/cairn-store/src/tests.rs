@@ -788,11 +788,7 @@ fn changes_list_what_to_persist() {
 
 #[test]
 fn a_record_is_found_by_key_and_revision_newest_or_older() {
-    let mut s = Store::new();
-    ok(&mut s, put("a", "1"));
-    ok(&mut s, put("b", "x"));
-    ok(&mut s, put("a", "2"));
-    ok(&mut s, put("a", "3"));
+    let mut s = seeded(&[("a", "1"), ("b", "x"), ("a", "2"), ("a", "3")]);
     let added: Vec<_> = s.take_changes().records_added;
     assert_eq!(added.len(), 4);
     for (rev, key) in &added {

@@ -68,7 +68,7 @@ pub fn add(routes: Routes, node: Arc<Node>, claim_reads: Arc<ClaimReads>) -> Rou
                         "# HELP cairn_watchers Watchers on this member (client watch streams and registry waits).\n\
                          # TYPE cairn_watchers gauge\n\
                          cairn_watchers {}\n\
-                         # HELP cairn_watchers_unsynced Watchers catching up from history because their stream fell behind.\n\
+                         # HELP cairn_watchers_unsynced Watchers catching up from history (their stream fell behind, or they missed live events).\n\
                          # TYPE cairn_watchers_unsynced gauge\n\
                          cairn_watchers_unsynced {}\n\
                          # HELP cairn_watchers_fell_behind_total Times a watcher's stream was found full and it fell back to catching up.\n\
