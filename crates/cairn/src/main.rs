@@ -82,17 +82,23 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Built here rather than by `#[tokio::main]`: a member sizes its
     // runtime from its flags.
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all();
-    if let Command::Serve(args) = &cli.command {
-        match cmd::serve::worker_threads(args) {
-            Ok(n) => builder.worker_threads(n),
+    let mut builder = match &cli.command {
+        Command::Serve(args) => match cmd::serve::worker_threads(args) {
+            // One thread: see `cmd::serve::default_worker_threads`.
+            Ok(1) => tokio::runtime::Builder::new_current_thread(),
+            Ok(n) => {
+                let mut b = tokio::runtime::Builder::new_multi_thread();
+                b.worker_threads(n);
+                b
+            }
             Err(e) => {
                 eprintln!("Error: refusing to start: {e}");
                 return ExitCode::FAILURE;
             }
-        };
-    }
+        },
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    builder.enable_all();
     match builder.build() {
         Ok(runtime) => runtime.block_on(run(cli)),
         Err(e) => {

@@ -63,7 +63,8 @@ pub struct ServeArgs {
     #[arg(long, env = "CAIRN_COMMIT_NOTICE_DELAY_MS")]
     pub commit_notice_delay_ms: Option<u64>,
     /// Threads of the async runtime that serves clients and peers
-    /// (default: half the CPUs, at least one; see [`worker_threads`]).
+    /// (default: half the CPUs, at least one; see [`worker_threads`]); with
+    /// one, tokio's current-thread scheduler.
     /// A process setting, so not in `--config`.
     #[arg(long, env = "CAIRN_WORKER_THREADS",
           value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -86,6 +87,14 @@ pub struct ServeArgs {
 /// instead of 846–900 µs of server CPU per put, p50 0.61–0.64 instead of
 /// 0.70 ms; puts at 64 and 256 clients the same within the noise, the
 /// watch row's puts 1.93K / 1.97K against 1.56K / 1.84K per second.
+///
+/// One thread means tokio's current-thread scheduler (`main.rs`), not the
+/// multi-thread one with a single worker: the same one thread runs every
+/// task, without the work-stealing scheduler's shared queues and idle
+/// bookkeeping. Three pairs of `cairn bench --workload suite` on fresh
+/// clusters (BENCHMARKS.md, session 23): put c=64 +13–16 %, c=256
+/// +6–10 %, txn +13–28 %, lease +6–61 %, range-l +10–21 %, watch −2 to
+/// +15 %; put c=1 and range-s (client-bound) within the noise.
 pub fn default_worker_threads(cpus: usize) -> usize {
     (cpus / 2).max(1)
 }
