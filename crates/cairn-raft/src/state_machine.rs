@@ -26,6 +26,7 @@ use redb::{
     Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
 };
 use serde::{Deserialize, Serialize};
+use serde_bytes::{ByteBuf, Bytes};
 
 use crate::apply_thread::{ApplyThread, Priority};
 use crate::claims_rows::{self, ClaimsRows, LeaseLog};
@@ -147,7 +148,7 @@ impl HistoryValues for RedbHistory {
                     .get((rev.main, rev.sub))
                     .map_err(|e| e.to_string())?
                     .ok_or_else(|| format!("no record row at {}.{}", rev.main, rev.sub))?;
-                let (_, record): (Vec<u8>, Record) =
+                let (_, record): (ByteBuf, Record) =
                     decode("record", row.value()).map_err(|e| e.to_string())?;
                 Ok(record.value.into_vec())
             })
@@ -270,7 +271,10 @@ impl StateMachineStore {
         for (rev, key) in &changes.records_added {
             // A record added and compacted away in the same batch is gone.
             if let Some((key, record)) = store.record_of(key, *rev) {
-                records.push(((rev.main, rev.sub), encode("record", &(key, record))?));
+                records.push((
+                    (rev.main, rev.sub),
+                    encode("record", &(Bytes::new(key), record))?,
+                ));
             }
         }
         let mut leases = Vec::with_capacity(changes.leases.len());
@@ -343,7 +347,7 @@ impl ChangedRows {
         for (key, record) in &snap.records {
             records.push((
                 (record.rev.main, record.rev.sub),
-                encode("record", &(key, record))?,
+                encode("record", &(Bytes::new(key), record))?,
             ));
         }
         let mut leases = Vec::with_capacity(snap.leases.len());
@@ -478,7 +482,8 @@ fn read_persisted(db: &Database) -> io::Result<Persisted> {
         .map_err(|e| io_err("scan", e))?
     {
         let (_, v) = row.map_err(|e| io_err("scan records", e))?;
-        records.push(decode::<(Vec<u8>, Record)>("record", v.value())?);
+        let (key, record) = decode::<(ByteBuf, Record)>("record", v.value())?;
+        records.push((key.into_vec(), record));
     }
     let (claims, lease_log) = claims_rows::load(&read, store_meta.now_ms)?;
     let mut leases = Vec::new();

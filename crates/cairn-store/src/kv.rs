@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 /// A key's value at one revision, as etcd reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct KeyValue {
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     /// Revision of the put that created this key (its current generation).
     pub create_revision: i64,
@@ -14,6 +15,7 @@ pub struct KeyValue {
     pub mod_revision: i64,
     /// Number of puts since the key was created; reset by a delete.
     pub version: i64,
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     /// Lease the key is attached to, 0 for none.
     pub lease: i64,
@@ -40,7 +42,9 @@ pub struct Event {
 /// `end` means the single key `start`; `end == [0]` means "every key >= start".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct KeyRange {
+    #[serde(with = "serde_bytes")]
     pub start: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub end: Vec<u8>,
 }
 

@@ -21,6 +21,7 @@ pub struct Record {
     /// Empty once dropped from memory (see `dropped_len`). A boxed slice,
     /// not a `Vec`: history keeps a record per revision, and the capacity
     /// word was 8 of its bytes (postcard encodes both the same).
+    #[serde(with = "serde_bytes")]
     pub value: Box<[u8]>,
     pub lease: i64,
     /// The length of `value` when it was dropped from memory, to be read

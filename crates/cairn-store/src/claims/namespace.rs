@@ -38,7 +38,9 @@ impl Slot {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredEntry {
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub metadata: Vec<u8>,
     /// Parent this entry was linked to (it was stored when this one was
     /// registered); `None` for a chain root.

@@ -26,7 +26,7 @@ pub const MAX_NAMESPACE_NAME_BYTES: usize = 128;
 pub enum ClaimKey {
     U64(u64),
     U128(u128),
-    Bytes(Vec<u8>),
+    Bytes(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 impl ClaimKey {
@@ -107,7 +107,9 @@ impl Default for NamespaceConfig {
 pub struct RegisterEntry {
     pub key: ClaimKey,
     /// Where the block is (e.g. an object-store location), opaque here.
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub metadata: Vec<u8>,
     /// The previous block of the chain; links only if already stored.
     pub parent: Option<ClaimKey>,
@@ -340,6 +342,8 @@ pub struct NamespaceStats {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredView {
     pub key: ClaimKey,
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub metadata: Vec<u8>,
 }
