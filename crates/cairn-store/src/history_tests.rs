@@ -230,8 +230,9 @@ fn without_a_history_source_nothing_is_dropped() {
 
 #[test]
 fn a_record_encodes_as_rows_written_before_values_could_be_dropped() {
-    // Rows and snapshots of earlier versions hold this layout; the record
-    // must decode them and encode the same bytes.
+    // Rows and snapshots of earlier versions hold this layout (the value
+    // a sequence of `u8`; now a byte string, which postcard writes the
+    // same); the record must decode them and encode the same bytes.
     #[derive(serde::Serialize, serde::Deserialize)]
     struct Earlier {
         rev: Revision,
@@ -241,21 +242,30 @@ fn a_record_encodes_as_rows_written_before_values_could_be_dropped() {
         lease: i64,
         tombstone: bool,
     }
-    let earlier = Earlier {
-        rev: Revision::new(7, 2),
-        create_revision: 5,
-        version: 3,
-        value: b"value".to_vec(),
-        lease: 9,
-        tombstone: false,
-    };
-    let bytes = postcard::to_allocvec(&earlier).unwrap();
-    let record: Record = postcard::from_bytes(&bytes).unwrap();
-    assert_eq!(
-        record,
-        Record::new(Revision::new(7, 2), 5, 3, b"value".to_vec(), 9, false)
-    );
-    assert_eq!(postcard::to_allocvec(&record).unwrap(), bytes);
+    // A short value and one whose length takes two varint bytes.
+    let long: Vec<u8> = (0..=255u8).cycle().take(400).collect();
+    for value in [b"value".to_vec(), long] {
+        let earlier = Earlier {
+            rev: Revision::new(7, 2),
+            create_revision: 5,
+            version: 3,
+            value: value.clone(),
+            lease: 9,
+            tombstone: false,
+        };
+        let bytes = postcard::to_allocvec(&earlier).unwrap();
+        let record: Record = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(
+            record,
+            Record::new(Revision::new(7, 2), 5, 3, value.clone(), 9, false)
+        );
+        assert_eq!(postcard::to_allocvec(&record).unwrap(), bytes);
+        // The state machine's record rows: (key, record).
+        assert_eq!(
+            postcard::to_allocvec(&(serde_bytes::Bytes::new(b"k/1"), &record)).unwrap(),
+            postcard::to_allocvec(&(b"k/1".to_vec(), &earlier)).unwrap()
+        );
+    }
 }
 
 #[test]

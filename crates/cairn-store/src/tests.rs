@@ -904,39 +904,3 @@ fn without_events_a_store_answers_and_changes_exactly_as_with_them() {
     without.set_events_wanted(true);
     assert_eq!(without.apply(&put("a", "4")).events.len(), 1);
 }
-
-/// A record's value is encoded as a byte string, which postcard writes as
-/// it wrote the sequence of `u8` before (see `command::tests`): rows and
-/// snapshots written by older versions read the same.
-#[test]
-fn a_record_encodes_as_before_its_value_was_a_byte_string() {
-    #[derive(serde::Serialize)]
-    struct RecordAsBefore {
-        rev: Revision,
-        create_revision: i64,
-        version: i64,
-        value: Vec<u8>,
-        lease: i64,
-        tombstone: bool,
-    }
-    let value: Vec<u8> = (0..=255u8).cycle().take(400).collect();
-    let rev = Revision { main: 9, sub: 2 };
-    let record = mvcc::Record::new(rev, 3, 4, value.clone(), 5, false);
-    let before = RecordAsBefore {
-        rev,
-        create_revision: 3,
-        version: 4,
-        value,
-        lease: 5,
-        tombstone: false,
-    };
-    let old = postcard::to_allocvec(&before).unwrap();
-    assert_eq!(postcard::to_allocvec(&record).unwrap(), old);
-    let back: mvcc::Record = postcard::from_bytes(&old).unwrap();
-    assert_eq!(postcard::to_allocvec(&back).unwrap(), old);
-    // The state machine's record rows: (key, record).
-    assert_eq!(
-        postcard::to_allocvec(&(serde_bytes::Bytes::new(b"k/1"), &record)).unwrap(),
-        postcard::to_allocvec(&(b"k/1".to_vec(), &before)).unwrap()
-    );
-}
