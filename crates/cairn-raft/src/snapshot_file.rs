@@ -22,6 +22,7 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::snapshot_data::SnapshotData;
@@ -49,6 +50,10 @@ pub struct SnapshotFile {
     /// started before an install may finish after it: the older one must
     /// not replace the newer.
     saved: Mutex<Option<LogId>>,
+    /// The data length of the snapshot on disk (0 for none): how much a
+    /// new one would cost to write, which decides when to build it (see
+    /// `SnapshotPolicy` in `cairn_raft::snapshot_policy`).
+    saved_bytes: AtomicU64,
 }
 
 fn corrupt(path: &Path, what: &str) -> io::Error {
@@ -70,9 +75,12 @@ impl SnapshotFile {
         let file = SnapshotFile {
             dir: dir.to_path_buf(),
             saved: Mutex::new(None),
+            saved_bytes: AtomicU64::new(0),
         };
-        let saved = file.load()?.and_then(|(meta, _)| meta.last_log_id);
-        *file.saved.lock().map_err(|_| poisoned())? = saved;
+        if let Some((meta, data)) = file.load()? {
+            *file.saved.lock().map_err(|_| poisoned())? = meta.last_log_id;
+            file.saved_bytes.store(data.len(), Ordering::Relaxed);
+        }
         Ok(file)
     }
 
@@ -125,7 +133,13 @@ impl SnapshotFile {
         // The rename is durable once the directory is.
         File::open(&self.dir)?.sync_all()?;
         *saved = meta.last_log_id;
+        self.saved_bytes.store(data.len(), Ordering::Relaxed);
         Ok(Some(data))
+    }
+
+    /// The data length of the current snapshot; 0 if there is none.
+    pub fn saved_bytes(&self) -> u64 {
+        self.saved_bytes.load(Ordering::Relaxed)
     }
 }
 
@@ -286,9 +300,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = SnapshotFile::open(dir.path()).unwrap();
         assert!(f.load().unwrap().is_none());
+        assert_eq!(f.saved_bytes(), 0);
         assert!(f.save(&meta(5), b"state at 5").unwrap());
+        assert_eq!(f.saved_bytes(), 10);
+        assert!(!f.save(&meta(4), b"older").unwrap());
+        assert_eq!(f.saved_bytes(), 10, "an older snapshot is not saved");
         drop(f);
         let f = SnapshotFile::open(dir.path()).unwrap();
+        assert_eq!(f.saved_bytes(), 10, "read back at open");
         let (m, data) = f.load().unwrap().unwrap();
         assert_eq!(m, meta(5));
         assert_eq!(data.into_bytes().unwrap(), b"state at 5");

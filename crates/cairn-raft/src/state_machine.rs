@@ -259,6 +259,11 @@ impl StateMachineStore {
         self.store.clone()
     }
 
+    /// The current snapshot's file, shared with this state machine.
+    pub fn snapshot_file(&self) -> Arc<SnapshotFile> {
+        self.snapshots.clone()
+    }
+
     /// Collect what the store changed plus the applied position, to be
     /// written in one transaction.
     fn changed_rows(&mut self) -> io::Result<ChangedRows> {

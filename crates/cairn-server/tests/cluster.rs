@@ -229,6 +229,33 @@ async fn dead_leader_is_replaced_without_a_timeout_election() {
     c.shutdown().await;
 }
 
+/// No one asks for snapshots here: each member's policy builds them as the
+/// log grows (`node::snapshot_policy`), and openraft purges the log behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn members_snapshot_and_purge_on_their_own_as_the_log_grows() {
+    let c = Cluster::start(3, |cfg| cfg.snapshot_entries = 20).await;
+    let leader = c.wait_leader(ELECTION).await;
+    for i in 0..200 {
+        put(c.node(leader), &format!("grow/{i:04}"), "x").await;
+    }
+    wait_until(
+        "every member snapshotted past entry 100 and purged its log",
+        Duration::from_secs(20),
+        || {
+            let ok = c.running().into_iter().all(|i| {
+                let node = c.node(i);
+                let m = node.raft.metrics().borrow_watched().clone();
+                m.snapshot.is_some_and(|s| s.index >= 100)
+                    && m.purged.is_some()
+                    && node.snapshots.saved_bytes() > 0
+            });
+            async move { ok }
+        },
+    )
+    .await;
+    c.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lagging_follower_rejoins_via_snapshot_after_log_purge() {
     // Snapshot every 40 entries so the log the follower misses is purged.

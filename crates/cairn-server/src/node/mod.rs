@@ -7,6 +7,7 @@ pub mod identity;
 mod members;
 pub mod peer_handler;
 mod router;
+pub mod snapshot_policy;
 
 use openraft::async_runtime::WatchReceiver;
 use std::sync::{Arc, OnceLock};
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use cairn_raft::log_store::LogStore;
 use cairn_raft::network::{NetworkConfig, NetworkFactory};
+use cairn_raft::snapshot_file::SnapshotFile;
 use cairn_raft::state_machine::{ApplyObserver, SharedStore, Stamp, StateMachineStore};
 use cairn_raft::types::CairnNode;
 use cairn_store::{AlarmAction, AlarmKind, Command, CommandResult, Event, Store, StoreError};
@@ -27,6 +29,7 @@ use crate::watch_hub::WatchHub;
 pub use identity::Identity;
 pub use members::Member;
 pub use router::Router;
+use snapshot_policy::SnapshotPolicy;
 
 pub type Raft = cairn_raft::types::Raft<StateMachineStore>;
 
@@ -44,6 +47,9 @@ pub struct Node {
     pub router: Arc<Router>,
     proposer: Proposer,
     db_path: std::path::PathBuf,
+    /// The current Raft snapshot: its size decides when the next is built
+    /// (`snapshot_policy`), and `/metrics` reports it.
+    pub snapshots: Arc<SnapshotFile>,
 }
 
 /// Feeds the watch hub and the cluster clock from applied batches.
@@ -171,7 +177,8 @@ impl Node {
             heartbeat_interval: config.heartbeat_interval_ms,
             election_timeout_min: config.election_timeout_ms,
             election_timeout_max: config.election_timeout_ms * 2,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_entries),
+            // `snapshot_policy::run` asks for snapshots.
+            snapshot_policy: openraft::SnapshotPolicy::Never,
             // Keep one snapshot interval of log so a briefly lagging follower
             // catches up from the log, not a whole snapshot.
             max_in_snapshot_log_to_keep: config.snapshot_entries,
@@ -196,6 +203,8 @@ impl Node {
                 ..NetworkConfig::default()
             },
         );
+        let appended_bytes = log_store.appended_bytes();
+        let snapshots = sm.snapshot_file();
         let raft = Raft::new(
             identity.member_id,
             Arc::new(raft_config),
@@ -252,9 +261,15 @@ impl Node {
             router,
             proposer,
             db_path,
+            snapshots,
         });
         tokio::spawn(node.hub.clone().run_catch_up(Duration::from_millis(100)));
         tokio::spawn(tick_loop(node.clone()));
+        tokio::spawn(snapshot_policy::run(
+            Arc::downgrade(&node),
+            SnapshotPolicy::new(node.config.snapshot_entries),
+            appended_bytes,
+        ));
         tokio::spawn(cairn_raft::leader_watch::run(node.raft.clone(), network));
         tokio::spawn(members::publish_attributes(Arc::downgrade(&node)));
         Ok(node)

@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::async_runtime::WatchReceiver;
+
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 
@@ -76,6 +78,7 @@ pub fn add(routes: Routes, node: Arc<Node>, claim_reads: Arc<ClaimReads>) -> Rou
                          cairn_watchers_fell_behind_total {}\n",
                         watch.watchers, watch.unsynced, watch.fell_behind_total
                     ));
+                    render_log_positions(&node, &mut text);
                     cairn_raft::metrics::render(&mut text);
                     (
                         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -85,6 +88,48 @@ pub fn add(routes: Routes, node: Arc<Node>, claim_reads: Arc<ClaimReads>) -> Rou
             }),
         );
     Routes::from(router)
+}
+
+/// Where this member's log stands: what it applied, its last snapshot and
+/// what it purged (log indexes; -1 for none), and the snapshot's size.
+fn render_log_positions(node: &Node, out: &mut String) {
+    let (applied, snapshot, purged) = {
+        let metrics = node.raft.metrics();
+        let m = metrics.borrow_watched();
+        let index = |l: Option<&cairn_raft::types::LogId>| l.map_or(-1, |l| l.index as i128);
+        (
+            index(m.last_applied.as_ref()),
+            index(m.snapshot.as_ref()),
+            index(m.purged.as_ref()),
+        )
+    };
+    let gauges = [
+        (
+            "cairn_raft_applied_index",
+            "Index of the last log entry this member applied.",
+            applied,
+        ),
+        (
+            "cairn_raft_snapshot_index",
+            "Index of the last log entry in this member's current snapshot.",
+            snapshot,
+        ),
+        (
+            "cairn_raft_purged_index",
+            "Index of the last log entry this member purged.",
+            purged,
+        ),
+        (
+            "cairn_raft_snapshot_bytes",
+            "Data bytes of this member's current snapshot.",
+            node.snapshots.saved_bytes() as i128,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+        ));
+    }
 }
 
 fn http_health(

@@ -48,7 +48,8 @@ pub struct ServeArgs {
     pub max_txn_ops: Option<usize>,
     #[arg(long, env = "CAIRN_QUOTA_BACKEND_BYTES")]
     pub quota_backend_bytes: Option<u64>,
-    /// Applied entries between automatic snapshots.
+    /// Fewest applied entries between automatic snapshots; a snapshot also
+    /// waits for as much new log as the last one holds, up to 4 times this.
     #[arg(long, env = "CAIRN_SNAPSHOT_ENTRIES")]
     pub snapshot_entries: Option<u64>,
     #[arg(long, env = "CAIRN_TICK_INTERVAL_MS")]
