@@ -78,7 +78,15 @@ pub struct Config {
     /// Slots running `cairn name register --hold` processes that are
     /// SIGKILLed (see [`crate::names`]).
     pub name_holders: usize,
+    /// The members' `--snapshot-entries` (`None`: their default). Small,
+    /// so that snapshots are built, logs purged and snapshots installed
+    /// (on members that were down, cut off or added) under the faults.
+    pub snapshot_entries: Option<u64>,
 }
+
+/// [`Config::snapshot_entries`] of the profiles here: a run of a few
+/// thousand writes builds several snapshots on every member.
+pub const SNAPSHOT_ENTRIES: u64 = 200;
 
 impl Config {
     /// The short profile used by `cargo test`.
@@ -99,6 +107,7 @@ impl Config {
             watchers: 4,
             lease_clients: 2,
             name_holders: 2,
+            snapshot_entries: Some(SNAPSHOT_ENTRIES),
         }
     }
 }
@@ -563,8 +572,18 @@ pub fn run(cfg: &Config) -> Result<Report, Box<Failure>> {
         eprintln!("cairn-chaos (seed {}): {n}", cfg.seed);
     }
     let proxy_seed = proxied.then_some(cfg.seed);
-    let mut cluster = ProcCluster::start(cfg.members, Duration::from_secs(30), lab, proxy_seed)
-        .map_err(|e| fail(FailureKind::Harness(e), &notes, None, None))?;
+    let serve_args: Vec<String> = match cfg.snapshot_entries {
+        Some(n) => vec!["--snapshot-entries".into(), n.to_string()],
+        None => Vec::new(),
+    };
+    let mut cluster = ProcCluster::start(
+        cfg.members,
+        Duration::from_secs(30),
+        lab,
+        proxy_seed,
+        serve_args,
+    )
+    .map_err(|e| fail(FailureKind::Harness(e), &notes, None, None))?;
     let urls = cluster.client_urls();
     let ids = rt
         .block_on(harness::member_ids(&urls, Duration::from_secs(10)))

@@ -219,6 +219,8 @@ pub struct ProcCluster {
     /// Userspace peer proxies (delay/loss without netem), if used.
     /// Dropped with the cluster, after the processes.
     pub proxies: Option<ProxySet>,
+    /// More `cairn serve` flags for every member.
+    serve_args: Vec<String>,
 }
 
 fn signal(pid: u32, sig: &str) -> Result<(), String> {
@@ -243,12 +245,14 @@ impl ProcCluster {
     /// With `net`, member `i` runs in `net`'s namespace `i` (which must
     /// exist). With `proxy_seed`, every member's peer traffic goes
     /// through a [`ProxySet`] seeded with it (on the lab's bridge address
-    /// in a lab, else on 127.0.0.1).
+    /// in a lab, else on 127.0.0.1). `serve_args` go to every member's
+    /// `cairn serve`.
     pub fn start(
         n: usize,
         ready_timeout: Duration,
         net: Option<NetLab>,
         proxy_seed: Option<u64>,
+        serve_args: Vec<String>,
     ) -> Result<ProcCluster, String> {
         let bin = cairn_bin()?;
         let dir = tempfile::Builder::new()
@@ -317,6 +321,7 @@ impl ProcCluster {
             bin,
             net,
             proxies,
+            serve_args,
         };
         for i in 0..n {
             c.spawn(i)?;
@@ -388,6 +393,7 @@ impl ProcCluster {
                 "--election-timeout-ms",
                 &ELECTION_TIMEOUT_MS.to_string(),
             ])
+            .args(&self.serve_args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log)

@@ -24,6 +24,7 @@ use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
 use redb::{
     Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
+    WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
 use serde_bytes::{ByteBuf, Bytes};
@@ -182,17 +183,7 @@ impl StateMachineStore {
         let snapshots = Arc::new(SnapshotFile::open(snapshot_dir)?);
         move_snapshot_out_of_redb(&db, &snapshots)?;
         let txn = db.begin_write().map_err(|e| io_err("begin", e))?;
-        {
-            // Create the tables so read transactions find them.
-            txn.open_table(RECORDS)
-                .map_err(|e| io_err("open records", e))?;
-            txn.open_table(LEASES)
-                .map_err(|e| io_err("open leases", e))?;
-            txn.open_table(META).map_err(|e| io_err("open meta", e))?;
-            txn.open_table(SNAPSHOT)
-                .map_err(|e| io_err("open snapshot", e))?;
-            claims_rows::create_tables(&txn)?;
-        }
+        create_tables(&txn)?;
         let moved = claims_rows::move_lease_rows_to_log(&txn)?;
         if moved > 0 {
             tracing::info!("moved {moved} claim leases of an older layout to the lease log");
@@ -433,6 +424,19 @@ impl ChangedRows {
     }
 }
 
+/// Creates the state machine's tables that do not exist yet, so read
+/// transactions (snapshot builds, history reads, a restart) find them all.
+fn create_tables(txn: &WriteTransaction) -> io::Result<()> {
+    txn.open_table(RECORDS)
+        .map_err(|e| io_err("open records", e))?;
+    txn.open_table(LEASES)
+        .map_err(|e| io_err("open leases", e))?;
+    txn.open_table(META).map_err(|e| io_err("open meta", e))?;
+    txn.open_table(SNAPSHOT)
+        .map_err(|e| io_err("open snapshot", e))?;
+    claims_rows::create_tables(txn)
+}
+
 /// The full state after installing a snapshot, plus the snapshot itself.
 struct WholeRows {
     rows: ChangedRows,
@@ -448,6 +452,11 @@ impl WholeRows {
         txn.delete_table(LEASES)
             .map_err(|e| io_err("clear leases", e))?;
         claims_rows::clear_tables(&txn)?;
+        // A state without claims (or leases) writes no rows to their
+        // tables; without this they stayed deleted, and the next snapshot
+        // build failed to open them, which stopped the member's Raft
+        // (found by cairn-chaos once its members took snapshots).
+        create_tables(&txn)?;
         self.rows.write_in(&txn)?;
         txn.commit().map_err(|e| io_err("commit", e))
     }
@@ -1081,6 +1090,53 @@ mod restored_tests {
         let file: SnapshotContents = decode("snapshot", &bytes).unwrap();
         assert_eq!(file.store, store.snapshot().unwrap());
         assert_eq!(file.store.meta.revision, 3, "the late put is not in it");
+    }
+
+    /// A state without claims or leases writes no rows to their tables:
+    /// installing it must leave them in place for the next build.
+    #[tokio::test]
+    async fn a_member_that_installed_a_snapshot_without_claims_builds_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let leader_db = Arc::new(Database::create(dir.path().join("leader")).unwrap());
+        let mut store = Store::new();
+        store.apply(&Command::Put(PutRequest {
+            key: "k".into(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        }));
+        StateMachineStore::write_restored(&leader_db, &store).unwrap();
+        let mut leader =
+            StateMachineStore::open(leader_db, &dir.path().join("leader-snapshot")).unwrap();
+        let sent = leader
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+
+        let db = Arc::new(Database::create(dir.path().join("follower")).unwrap());
+        let mut follower =
+            StateMachineStore::open(db.clone(), &dir.path().join("follower-snapshot")).unwrap();
+        follower
+            .install_snapshot(&sent.meta, sent.snapshot)
+            .await
+            .unwrap();
+        let built = follower
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        let file: SnapshotContents =
+            decode("snapshot", &built.snapshot.into_bytes().unwrap()).unwrap();
+        assert_eq!(file.store, store.snapshot().unwrap());
+        // And a restart reads the same state.
+        drop(follower);
+        let reopened = StateMachineStore::open(db, &dir.path().join("follower-snapshot")).unwrap();
+        assert_eq!(
+            reopened.shared_store().read().unwrap().snapshot().unwrap(),
+            store.snapshot().unwrap()
+        );
     }
 
     #[tokio::test]

@@ -29,6 +29,7 @@ fn usage() -> ExitCode {
     eprintln!(
         "usage: chaos [--seeds N] [--first-seed S] [--seed S] [--duration SECS] \
          [--members 3|5] [--clients K] [--keys K] [--check-budget SECS] \
+         [--snapshot-entries N (0: the members' default)] \
          [--faults kill,kill-leader,pause-leader,isolate-leader,split,bridge,degrade,reconfigure]"
     );
     ExitCode::from(2)
@@ -75,6 +76,7 @@ fn main() -> ExitCode {
             "--clients" => cfg.clients = v as usize,
             "--keys" => cfg.keys = v as usize,
             "--check-budget" => cfg.check_budget = Duration::from_secs(v),
+            "--snapshot-entries" => cfg.snapshot_entries = (v > 0).then_some(v),
             _ => return usage(),
         }
         i += 2;
