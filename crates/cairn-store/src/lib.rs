@@ -18,6 +18,7 @@ pub mod lease;
 pub mod mvcc;
 pub mod registry;
 pub mod revision;
+mod revision_log;
 pub mod store;
 pub mod txn;
 

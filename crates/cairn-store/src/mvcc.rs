@@ -11,6 +11,7 @@ use crate::error::StoreError;
 use crate::history::{HistorySource, HistoryValues};
 use crate::kv::{Event, EventKind, KeyRange, KeyValue};
 use crate::revision::Revision;
+use crate::revision_log::RevisionLog;
 
 /// One version of one key, as kept in history and persisted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,7 +140,7 @@ pub struct KeySpace {
     keys: BTreeMap<Arc<[u8]>, History>,
     /// Every retained record by revision, pointing at its key: the
     /// history that watches replay and persistence mirrors.
-    log: BTreeMap<Revision, Arc<[u8]>>,
+    log: RevisionLog,
     size_bytes: u64,
     /// Records superseded by a newer version of their key, in revision
     /// order, whose values are still in memory: the candidates for
@@ -373,7 +374,6 @@ impl KeySpace {
             };
             for r in history.drain(..drop_through) {
                 self.size_bytes -= r.footprint(key);
-                self.log.remove(&r.rev);
                 removed.push(r.rev);
             }
             if history.is_empty() {
@@ -384,6 +384,7 @@ impl KeySpace {
             self.keys.remove(&key);
         }
         removed.sort();
+        self.log.remove_sorted(&removed);
         removed
     }
 
@@ -400,7 +401,7 @@ impl KeySpace {
     ) -> Result<(Vec<Event>, i64), StoreError> {
         let mut out = Vec::new();
         let mut next = from;
-        for (rev, key) in self.log.range(Revision::new(from, 0)..) {
+        for (rev, key) in self.log.range_from(Revision::new(from, 0)) {
             if rev.main > to {
                 break;
             }
@@ -509,12 +510,14 @@ impl KeySpace {
 
     /// Every retained record in revision order.
     pub fn records(&self) -> impl Iterator<Item = (&[u8], &Record)> + '_ {
-        self.log.keys().filter_map(|rev| self.record_at(*rev))
+        self.log.revisions().filter_map(|rev| self.record_at(*rev))
     }
 
-    /// After [`KeySpace::insert_restored`]: every record but each key's
-    /// last becomes a candidate for dropping its value.
-    pub fn index_superseded(&mut self) {
+    /// After the last [`KeySpace::insert_restored`]: puts the revision log
+    /// in order, and makes every record but each key's last a candidate
+    /// for dropping its value.
+    pub fn finish_restore(&mut self) {
+        self.log.restore_order();
         let mut revs: Vec<Revision> = self
             .keys
             .values()
@@ -526,11 +529,12 @@ impl KeySpace {
         self.superseded = revs.into();
     }
 
-    /// Rebuild from persisted records (any order).
+    /// Rebuild from persisted records (any order); call
+    /// [`KeySpace::finish_restore`] after the last.
     pub fn insert_restored(&mut self, key: Vec<u8>, record: Record) {
         self.size_bytes += record.footprint(&key);
         let shared = self.shared_key(&key);
-        self.log.insert(record.rev, shared.clone());
+        self.log.push_unordered(record.rev, shared.clone());
         let history = self
             .keys
             .entry(Arc::clone(&shared))

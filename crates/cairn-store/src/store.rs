@@ -853,7 +853,7 @@ impl Store {
         for (key, record) in records {
             store.kv.insert_restored(key, record);
         }
-        store.kv.index_superseded();
+        store.kv.finish_restore();
         for lease in leases {
             store.leases.insert(lease);
         }
