@@ -663,9 +663,27 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         // Below the request path: a snapshot of a big store takes a CPU
         // for a while, and no request waits for it.
         crate::thread_priority::run_in_background("cairn-raft-snapshot", move || {
-            save_persisted(&db, &snapshots)
+            save_persisted(&db, &snapshots).or_else(|e| keep_current(&snapshots, e))
         })
         .await?
+    }
+}
+
+/// A build that failed (a full disk, say) answers with the snapshot on
+/// disk, if there is one: openraft treats a build error as fatal and would
+/// stop the member, while an older snapshot only means the log is not
+/// purged yet (it ignores one that is not newer than its own). The node's
+/// policy asks again later. Without a snapshot on disk the error stands.
+fn keep_current(snapshots: &SnapshotFile, failed: io::Error) -> io::Result<Snapshot> {
+    match snapshots.load() {
+        Ok(Some((meta, snapshot))) => {
+            tracing::warn!(
+                "snapshot build failed, keeping the current one ({:?}): {failed}",
+                meta.last_log_id
+            );
+            Ok(Snapshot { meta, snapshot })
+        }
+        _ => Err(failed),
     }
 }
 
@@ -1090,6 +1108,50 @@ mod restored_tests {
         let file: SnapshotContents = decode("snapshot", &bytes).unwrap();
         assert_eq!(file.store, store.snapshot().unwrap());
         assert_eq!(file.store.meta.revision, 3, "the late put is not in it");
+    }
+
+    /// A build that fails answers with the snapshot already on disk, and
+    /// fails only when there is none.
+    #[tokio::test]
+    async fn a_failed_build_keeps_the_current_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::create(dir.path().join("db")).unwrap());
+        let store = sample_store();
+        StateMachineStore::write_restored(&db, &store).unwrap();
+        let snapshot_dir = dir.path().join("snapshot");
+        let mut sm = StateMachineStore::open(db, &snapshot_dir).unwrap();
+        // The temporary file's name taken by a directory: writing fails.
+        std::fs::create_dir(snapshot_dir.join("current.snap.tmp")).unwrap();
+        let err = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().to_lowercase().contains("directory"),
+            "{err}"
+        );
+
+        std::fs::remove_dir(snapshot_dir.join("current.snap.tmp")).unwrap();
+        let first = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        std::fs::create_dir(snapshot_dir.join("current.snap.tmp")).unwrap();
+        let kept = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        assert_eq!(kept.meta, first.meta);
+        assert_eq!(
+            kept.snapshot.into_bytes().unwrap(),
+            first.snapshot.into_bytes().unwrap()
+        );
     }
 
     /// A state without claims or leases writes no rows to their tables:
