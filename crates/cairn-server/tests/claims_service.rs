@@ -238,6 +238,19 @@ async fn claims_over_grpc() -> Result {
             "no {line:?} in {metrics}"
         );
     }
+    // Where the log stands: entries applied, no snapshot or purge yet.
+    let gauge = |name: &str| -> i64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(gauge("cairn_raft_applied_index") > 0);
+    assert_eq!(gauge("cairn_raft_snapshot_index"), -1);
+    assert_eq!(gauge("cairn_raft_purged_index"), -1);
+    assert_eq!(gauge("cairn_raft_snapshot_bytes"), 0);
     // And the write path's latency histograms, each with writes in it.
     for histogram in [
         "cairn_server_write_duration_seconds",
