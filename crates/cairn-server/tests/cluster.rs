@@ -233,19 +233,20 @@ async fn dead_leader_is_replaced_without_a_timeout_election() {
 /// log grows (`node::snapshot_policy`), and openraft purges the log behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn members_snapshot_and_purge_on_their_own_as_the_log_grows() {
-    let c = Cluster::start(3, |cfg| cfg.snapshot_entries = 20).await;
+    // Few writes: the other cluster tests run beside this one.
+    let c = Cluster::start(3, |cfg| cfg.snapshot_entries = 10).await;
     let leader = c.wait_leader(ELECTION).await;
-    for i in 0..200 {
+    for i in 0..80 {
         put(c.node(leader), &format!("grow/{i:04}"), "x").await;
     }
     wait_until(
-        "every member snapshotted past entry 100 and purged its log",
+        "every member snapshotted past entry 40 and purged its log",
         Duration::from_secs(20),
         || {
             let ok = c.running().into_iter().all(|i| {
                 let node = c.node(i);
                 let m = node.raft.metrics().borrow_watched().clone();
-                m.snapshot.is_some_and(|s| s.index >= 100)
+                m.snapshot.is_some_and(|s| s.index >= 40)
                     && m.purged.is_some()
                     && node.snapshots.saved_bytes() > 0
             });
