@@ -52,7 +52,7 @@ pub struct SnapshotFile {
     saved: Mutex<Option<LogId>>,
     /// The data length of the snapshot on disk (0 for none): how much a
     /// new one would cost to write, which decides when to build it (see
-    /// `SnapshotPolicy` in `cairn_raft::snapshot_policy`).
+    /// `cairn_server::node::snapshot_policy`).
     saved_bytes: AtomicU64,
 }
 

@@ -1110,6 +1110,11 @@ mod restored_tests {
         assert_eq!(file.store.meta.revision, 3, "the late put is not in it");
     }
 
+    /// Builds a snapshot of `sm` as openraft would.
+    async fn build(sm: &mut StateMachineStore) -> io::Result<Snapshot> {
+        sm.get_snapshot_builder().await.build_snapshot().await
+    }
+
     /// A build that fails answers with the snapshot already on disk, and
     /// fails only when there is none.
     #[tokio::test]
@@ -1122,31 +1127,16 @@ mod restored_tests {
         let mut sm = StateMachineStore::open(db, &snapshot_dir).unwrap();
         // The temporary file's name taken by a directory: writing fails.
         std::fs::create_dir(snapshot_dir.join("current.snap.tmp")).unwrap();
-        let err = sm
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap_err();
+        let err = build(&mut sm).await.unwrap_err();
         assert!(
             err.to_string().to_lowercase().contains("directory"),
             "{err}"
         );
 
         std::fs::remove_dir(snapshot_dir.join("current.snap.tmp")).unwrap();
-        let first = sm
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
+        let first = build(&mut sm).await.unwrap();
         std::fs::create_dir(snapshot_dir.join("current.snap.tmp")).unwrap();
-        let kept = sm
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
+        let kept = build(&mut sm).await.unwrap();
         assert_eq!(kept.meta, first.meta);
         assert_eq!(
             kept.snapshot.into_bytes().unwrap(),
@@ -1169,12 +1159,7 @@ mod restored_tests {
         StateMachineStore::write_restored(&leader_db, &store).unwrap();
         let mut leader =
             StateMachineStore::open(leader_db, &dir.path().join("leader-snapshot")).unwrap();
-        let sent = leader
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
+        let sent = build(&mut leader).await.unwrap();
 
         let db = Arc::new(Database::create(dir.path().join("follower")).unwrap());
         let mut follower =
@@ -1183,12 +1168,7 @@ mod restored_tests {
             .install_snapshot(&sent.meta, sent.snapshot)
             .await
             .unwrap();
-        let built = follower
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
+        let built = build(&mut follower).await.unwrap();
         let file: SnapshotContents =
             decode("snapshot", &built.snapshot.into_bytes().unwrap()).unwrap();
         assert_eq!(file.store, store.snapshot().unwrap());

@@ -55,17 +55,19 @@ impl RevisionLog {
     /// one revision the last appended stays, as [`RevisionLog::insert`]
     /// would have left it.
     pub fn restore_order(&mut self) {
-        let entries = self.entries.make_contiguous();
+        let mut entries: Vec<(Revision, Arc<[u8]>)> = std::mem::take(&mut self.entries).into();
         // Stable, and linear on an already sorted log.
         entries.sort_by_key(|(rev, _)| *rev);
-        let mut kept: VecDeque<(Revision, Arc<[u8]>)> = VecDeque::with_capacity(entries.len());
-        for (rev, key) in self.entries.drain(..) {
-            match kept.back_mut() {
-                Some(last) if last.0 == rev => last.1 = key,
-                _ => kept.push_back((rev, key)),
+        // `dedup_by` drops the later of two equal neighbours: hand its key
+        // to the earlier one first.
+        entries.dedup_by(|later, earlier| {
+            let same = later.0 == earlier.0;
+            if same {
+                std::mem::swap(&mut later.1, &mut earlier.1);
             }
-        }
-        self.entries = kept;
+            same
+        });
+        self.entries = entries.into();
     }
 
     pub fn get(&self, rev: &Revision) -> Option<&Arc<[u8]>> {
@@ -128,7 +130,7 @@ mod tests {
         log.insert(rev(2, 0), key("a"));
         log.insert(rev(2, 1), key("b"));
         log.insert(rev(5, 0), key("c"));
-        // Out of order (a restore lists records by key): put in place.
+        // Out of order: put in place.
         log.insert(rev(3, 0), key("d"));
         log.insert(rev(1, 0), key("e"));
         // The same revision again replaces its key.

@@ -6,8 +6,8 @@
 //! since the last one. etcd's rule alone, a snapshot every
 //! `--snapshot-count` entries, is cheap for etcd, whose snapshot leaves its
 //! backend file alone; here it rewrote a store of ever more history every
-//! 100 000 puts, which cost 3 puts/s in 20 at 256 clients and doubled their
-//! p99 (BENCHMARKS.md, session 24).
+//! 100 000 puts, which cost 13–16 % of the puts at 256 clients and nearly
+//! doubled their p99 (BENCHMARKS.md, session 24).
 //!
 //! So a member builds a snapshot once, since the last one,
 //! - at least `snapshot_entries` entries were applied (etcd's rule), and
