@@ -94,24 +94,6 @@ pub struct LogStore {
     /// One past the index of the last entry appended (0 for none), for
     /// the state machine to see how far its applies trail the log.
     appended_end: Arc<AtomicU64>,
-    /// Encoded bytes of the entries appended since the store opened.
-    appended_bytes: AppendedBytes,
-}
-
-/// A running total of the encoded bytes of every entry appended since the
-/// log store opened (entries truncated later included): how much log a
-/// snapshot would let go, for the node's snapshot policy. Cheap to clone.
-#[derive(Clone, Debug, Default)]
-pub struct AppendedBytes(Arc<AtomicU64>);
-
-impl AppendedBytes {
-    pub fn total(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-
-    fn add(&self, bytes: u64) {
-        self.0.fetch_add(bytes, Ordering::Relaxed);
-    }
 }
 
 impl Debug for LogStore {
@@ -152,7 +134,6 @@ impl LogStore {
             replication_batch_bytes: DEFAULT_REPLICATION_BATCH_BYTES,
             committed_durability: Durability::None,
             appended_end: Arc::new(AtomicU64::new(appended_end)),
-            appended_bytes: AppendedBytes::default(),
         })
     }
 
@@ -184,11 +165,6 @@ impl LogStore {
     pub fn state_writer(&self) -> StateWriter {
         self.writer
             .state_writer(self.db.clone(), self.appended_end.clone())
-    }
-
-    /// The running total of bytes appended, shared with this store.
-    pub fn appended_bytes(&self) -> AppendedBytes {
-        self.appended_bytes.clone()
     }
 
     /// A reader over this store; cheap to create and to clone.
@@ -404,8 +380,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         // Readable from now on, as openraft requires; durable at the callback.
         let end = written.last().map_or(0, |l| l.index.saturating_add(1));
-        self.appended_bytes
-            .add(rows.iter().map(|(_, b)| b.len() as u64).sum());
         self.unflushed.insert(pending);
         self.appended_end.store(end, Ordering::Release);
         self.writer.submit(
@@ -655,25 +629,6 @@ mod tests {
             .unwrap();
         rx.await.unwrap().unwrap();
         (dir, store)
-    }
-
-    /// The total counts each appended entry's encoded bytes, in every
-    /// handle taken from the store.
-    #[tokio::test]
-    async fn appended_bytes_count_every_encoded_entry() {
-        let (_dir, mut store) = store_with_flushed(3).await;
-        let handle = store.appended_bytes();
-        let one = encode(&entry(4), "entry").unwrap().len() as u64;
-        let after_three = handle.total();
-        assert_eq!(after_three, 3 * one, "entries 1..=3 encode alike");
-        let (tx, rx) = TypeConfig::oneshot();
-        store
-            .append([entry(4), entry(5)], IOFlushed::signal(tx))
-            .await
-            .unwrap();
-        rx.await.unwrap().unwrap();
-        assert_eq!(handle.total(), after_three + 2 * one);
-        assert_eq!(store.appended_bytes().total(), handle.total());
     }
 
     /// Reads join the segment files and the tail in memory.

@@ -32,9 +32,10 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 use crate::coalesce::Connector;
+use crate::snapshot_data::Written;
 use crate::types::{
     AppendEntriesRequest, AppendEntriesResponse, CairnNode, NetworkError, NodeId, RPCError,
-    Snapshot, SnapshotData, SnapshotResponse, StreamingError, Timeout, TransferLeaderRequest,
+    Snapshot, SnapshotResponse, StreamingError, Timeout, TransferLeaderRequest,
     TransferLeaderResponse, TypeConfig, Unreachable, Vote, VoteRequest, VoteResponse,
 };
 use cairn_proto::raft::v1::raft_peer_client::RaftPeerClient;
@@ -509,11 +510,24 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                     .unwrap_or(MAX_SNAPSHOT_CHUNK_BYTES),
             )
             .clamp(1, MAX_SNAPSHOT_CHUNK_BYTES);
+        // A snapshot built here is written out now, at low priority: the
+        // requests this member serves meanwhile come first. A failure is
+        // the transfer's, retried later; the member goes on.
+        let data = crate::thread_priority::run_in_background("cairn-raft-snapshot", move || {
+            snapshot.snapshot.written()
+        })
+        .await
+        .and_then(|written| written)
+        .map_err(|e| {
+            StreamingError::Network(NetworkError::from_string(format!(
+                "{action}: write snapshot: {e}"
+            )))
+        })?;
         let read_failed = Arc::new(Mutex::new(None));
         let (n, chunks) = snapshot_chunks(
             vote_bytes,
             meta_bytes,
-            snapshot.snapshot,
+            data,
             chunk_bytes,
             read_failed.clone(),
         );
@@ -555,7 +569,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
 fn snapshot_chunks(
     vote: Vec<u8>,
     meta: Vec<u8>,
-    data: SnapshotData,
+    data: Written,
     chunk_bytes: usize,
     failed: Arc<Mutex<Option<io::Error>>>,
 ) -> (usize, impl Stream<Item = SnapshotChunk> + Send + 'static) {
@@ -600,6 +614,7 @@ fn snapshot_chunks(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::SnapshotData;
     use futures::StreamExt as _;
 
     async fn chunks_of(
@@ -607,6 +622,7 @@ mod tests {
         chunk_bytes: usize,
     ) -> (usize, Vec<SnapshotChunk>, Option<io::Error>) {
         let failed = Arc::new(Mutex::new(None));
+        let data = data.written().unwrap();
         let (n, chunks) = snapshot_chunks(vec![1], vec![2], data, chunk_bytes, failed.clone());
         let chunks = chunks.collect().await;
         let failed = failed.lock().unwrap().take();

@@ -1,4 +1,7 @@
-//! The current Raft snapshot, in a file of its own next to the database.
+//! Snapshot files, next to the database: the one a leader last sent this
+//! member (kept until its rows are written, and across a crash before),
+//! and the unnamed ones a leader writes to send a snapshot
+//! ([`SnapshotFile::write_unnamed`]).
 //!
 //! Why not a redb table: writing a snapshot of tens of megabytes is one
 //! long redb write transaction with an fsync of all its pages, and redb has
@@ -45,15 +48,13 @@ const SYNC_EVERY_BYTES: u64 = 4 * 1024 * 1024;
 #[derive(Debug)]
 pub struct SnapshotFile {
     dir: PathBuf,
-    /// Held while a snapshot is written; holds the log id of the one on
-    /// disk. openraft builds snapshots in tasks of their own, so a build
-    /// started before an install may finish after it: the older one must
-    /// not replace the newer.
-    saved: Mutex<Option<LogId>>,
-    /// The data length of the snapshot on disk (0 for none): how much a
-    /// new one would cost to write, which decides when to build it (see
-    /// `cairn_server::node::snapshot_policy`).
-    saved_bytes: AtomicU64,
+    /// Held while a snapshot is saved; holds the log id of the one on
+    /// disk (`None`: no file). Saves may race (an install and a migration
+    /// at open): an older snapshot must not replace a newer one.
+    saved: Mutex<Option<Option<LogId>>>,
+    /// The data length of the last snapshot written here, saved or sent
+    /// (0 for none), for `/metrics`.
+    written_bytes: AtomicU64,
 }
 
 fn corrupt(path: &Path, what: &str) -> io::Error {
@@ -75,11 +76,11 @@ impl SnapshotFile {
         let file = SnapshotFile {
             dir: dir.to_path_buf(),
             saved: Mutex::new(None),
-            saved_bytes: AtomicU64::new(0),
+            written_bytes: AtomicU64::new(0),
         };
         if let Some((meta, data)) = file.load()? {
-            *file.saved.lock().map_err(|_| poisoned())? = meta.last_log_id;
-            file.saved_bytes.store(data.len(), Ordering::Relaxed);
+            *file.saved.lock().map_err(|_| poisoned())? = Some(meta.last_log_id);
+            file.written_bytes.store(data_len(&data), Ordering::Relaxed);
         }
         Ok(file)
     }
@@ -117,7 +118,7 @@ impl SnapshotFile {
         fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
     ) -> io::Result<Option<SnapshotData>> {
         let mut saved = self.saved.lock().map_err(|_| poisoned())?;
-        if *saved > meta.last_log_id {
+        if *saved > Some(meta.last_log_id) {
             return Ok(None);
         }
         let tmp = self.dir.join(TMP_NAME);
@@ -132,14 +133,52 @@ impl SnapshotFile {
         fs::rename(&tmp, self.path())?;
         // The rename is durable once the directory is.
         File::open(&self.dir)?.sync_all()?;
-        *saved = meta.last_log_id;
-        self.saved_bytes.store(data.len(), Ordering::Relaxed);
+        *saved = Some(meta.last_log_id);
+        self.written_bytes.store(data_len(&data), Ordering::Relaxed);
         Ok(Some(data))
     }
 
-    /// The data length of the current snapshot; 0 if there is none.
-    pub fn saved_bytes(&self) -> u64 {
-        self.saved_bytes.load(Ordering::Relaxed)
+    /// The log id of the snapshot on disk; `None` if there is none.
+    pub fn saved_log_id(&self) -> io::Result<Option<Option<LogId>>> {
+        Ok(*self.saved.lock().map_err(|_| poisoned())?)
+    }
+
+    /// Writes the data `fill` produces to a file without a name in this
+    /// directory, to be sent: it is gone once the last handle drops, and a
+    /// crash leaves nothing behind. Synced on the way like a saved
+    /// snapshot (see [`SYNC_EVERY_BYTES`]), though nothing needs it to
+    /// survive a crash.
+    pub fn write_unnamed(
+        &self,
+        fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> io::Result<SnapshotData> {
+        let f = tempfile::tempfile_in(&self.dir)?;
+        let len = {
+            let mut data = DataWriter::new(&f);
+            fill(&mut data)?;
+            data.out.flush()?;
+            data.len
+        };
+        self.written_bytes.store(len, Ordering::Relaxed);
+        Ok(SnapshotData::File {
+            file: Arc::new(f),
+            offset: 0,
+            len,
+        })
+    }
+
+    /// The data length of the last snapshot saved or written to be sent; 0
+    /// if there is none.
+    pub fn written_bytes(&self) -> u64 {
+        self.written_bytes.load(Ordering::Relaxed)
+    }
+}
+
+fn data_len(data: &SnapshotData) -> u64 {
+    match data {
+        SnapshotData::File { len, .. } => *len,
+        SnapshotData::Bytes(b) => b.len() as u64,
+        SnapshotData::Unwritten(_) => 0,
     }
 }
 
@@ -168,12 +207,7 @@ fn write_file(
         .open(path)?;
     f.write_all(&header)?;
     let (data_crc, data_len) = {
-        let mut data = DataWriter {
-            out: BufWriter::with_capacity(BLOCK_BYTES, &f),
-            crc: crc32fast::Hasher::new(),
-            len: 0,
-            synced_len: 0,
-        };
+        let mut data = DataWriter::new(&f);
         fill(&mut data)?;
         data.out.flush()?;
         (data.crc, data.len)
@@ -202,6 +236,17 @@ struct DataWriter<'a> {
     len: u64,
     /// `len` at the last sync.
     synced_len: u64,
+}
+
+impl<'a> DataWriter<'a> {
+    fn new(file: &'a File) -> Self {
+        DataWriter {
+            out: BufWriter::with_capacity(BLOCK_BYTES, file),
+            crc: crc32fast::Hasher::new(),
+            len: 0,
+            synced_len: 0,
+        }
+    }
 }
 
 impl Write for DataWriter<'_> {
@@ -300,14 +345,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = SnapshotFile::open(dir.path()).unwrap();
         assert!(f.load().unwrap().is_none());
-        assert_eq!(f.saved_bytes(), 0);
+        assert_eq!(f.written_bytes(), 0);
+        assert_eq!(f.saved_log_id().unwrap(), None);
         assert!(f.save(&meta(5), b"state at 5").unwrap());
-        assert_eq!(f.saved_bytes(), 10);
+        assert_eq!(f.written_bytes(), 10);
         assert!(!f.save(&meta(4), b"older").unwrap());
-        assert_eq!(f.saved_bytes(), 10, "an older snapshot is not saved");
+        assert_eq!(f.written_bytes(), 10, "an older snapshot is not saved");
         drop(f);
         let f = SnapshotFile::open(dir.path()).unwrap();
-        assert_eq!(f.saved_bytes(), 10, "read back at open");
+        assert_eq!(f.written_bytes(), 10, "read back at open");
+        assert_eq!(f.saved_log_id().unwrap(), Some(meta(5).last_log_id));
         let (m, data) = f.load().unwrap().unwrap();
         assert_eq!(m, meta(5));
         assert_eq!(data.into_bytes().unwrap(), b"state at 5");
@@ -329,10 +376,19 @@ mod tests {
             })
             .unwrap();
         assert_eq!(written.unwrap().into_bytes().unwrap(), data);
+        let sent = f
+            .write_unnamed(|w| {
+                for part in data.chunks(1000) {
+                    w.write_all(part)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(sent.into_bytes().unwrap(), data, "written to be sent");
         let f = SnapshotFile::open(dir.path()).unwrap();
         let (m, got) = f.load().unwrap().unwrap();
         assert_eq!(m, meta(7));
-        assert_eq!(got.len(), data.len() as u64);
+        assert_eq!(data_len(&got), data.len() as u64);
         assert_eq!(got.into_bytes().unwrap(), data);
 
         let err = f

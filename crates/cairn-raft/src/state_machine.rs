@@ -6,8 +6,12 @@
 //! `log_store::writer`), so applied index and data can never disagree
 //! after a crash. Those commits are not fsynced one by one; the log still
 //! holds every entry they cover until the state is durable (see
-//! `log_store::writer::rows::Checkpoint`). The current
-//! snapshot is a file of its own ([`crate::snapshot_file`]).
+//! `log_store::writer::rows::Checkpoint`).
+//!
+//! A snapshot is those rows as of one redb read transaction, written out
+//! only when a leader sends it ([`crate::snapshot_data`]); a snapshot
+//! received from a leader is saved to a file first
+//! ([`crate::snapshot_file`]).
 
 use std::io::{self, Write};
 use std::path::Path;
@@ -101,7 +105,8 @@ pub struct StateMachineStore {
     /// thread and share its transactions (see `log_store::StateWriter`) instead of a
     /// transaction of their own that waits for redb's writer lock.
     writer: Option<StateWriter>,
-    /// The current snapshot, for members that need one.
+    /// Where snapshots are written: the one received last, and the ones
+    /// written to be sent.
     snapshots: Arc<SnapshotFile>,
     /// The claims lease log's rows, to trim and compact it in time.
     lease_log: LeaseLog,
@@ -588,18 +593,17 @@ fn write_persisted(read: &ReadTransaction, out: &mut dyn Write) -> io::Result<()
     out.write_all(&encode("claims", &claims_rows::load(read, now_ms)?.0)?)
 }
 
-/// Writes the persisted state as the current snapshot, unless a newer one
-/// was saved meanwhile; returns the snapshot on disk either way.
-fn save_persisted(db: &Database, snapshots: &SnapshotFile) -> io::Result<Snapshot> {
+/// The persisted state as a snapshot, as of a read transaction it keeps
+/// open: cheap to make, written out only when read
+/// ([`SnapshotData::written`]). A read transaction sees one commit
+/// whatever is written after it.
+fn persisted_snapshot(db: &Database, snapshots: &Arc<SnapshotFile>) -> io::Result<Snapshot> {
     let read = db.begin_read().map_err(|e| io_err("begin read", e))?;
     let meta = persisted_meta(&read)?;
-    if let Some(snapshot) = snapshots.save_with(&meta, |out| write_persisted(&read, out))? {
-        return Ok(Snapshot { meta, snapshot });
-    }
-    drop(read);
-    let (meta, snapshot) = snapshots
-        .load()?
-        .ok_or_else(|| io_err("snapshot", "a newer one was saved but is not found"))?;
+    let snapshot = SnapshotData::unwritten(
+        snapshots.clone(),
+        Box::new(move |out| write_persisted(&read, out)),
+    );
     Ok(Snapshot { meta, snapshot })
 }
 
@@ -633,17 +637,21 @@ fn move_snapshot_out_of_redb(db: &Database, snapshots: &SnapshotFile) -> io::Res
     txn.commit().map_err(|e| io_err("commit", e))
 }
 
-/// Serialize the persisted state and remember it as the current snapshot.
+/// Takes a snapshot of the persisted state, for openraft to purge the log
+/// behind it.
 ///
 /// openraft runs `build_snapshot` in a task of its own while the state
 /// machine goes on applying, so the builder needs a view that later applies
-/// cannot change. It reads one redb read transaction (redb's readers see a
-/// fixed commit): the rows and the applied log id written with them. That
-/// may be a little behind what was applied in memory (rows queued to the
-/// writer after the build began), which only makes the snapshot's log id
-/// smaller; the build first waits for the rows queued before it. Copying
-/// the in-memory store instead held its lock, and so stopped applies, for
-/// the whole copy of a store with its history.
+/// cannot change: a redb read transaction (redb's readers see a fixed
+/// commit), the rows and the applied log id written with them. That may be
+/// a little behind what was applied in memory (rows queued to the writer
+/// after the build began), which only makes the snapshot's log id smaller;
+/// the build first waits for the rows queued before it.
+///
+/// Nothing is copied: openraft keeps only the meta of a built snapshot, and
+/// a leader asks for the current one ([`RaftStateMachine::get_current_snapshot`])
+/// when it must send one. The log is purged only after the rows it covers
+/// are durable (`LogStore::purge` commits durably, queued behind them).
 pub struct SnapshotBuilder {
     db: Arc<Database>,
     snapshots: Arc<SnapshotFile>,
@@ -659,31 +667,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         if let Some(w) = &self.writer {
             w.run(|| Ok(())).await?;
         }
-        let (db, snapshots) = (self.db.clone(), self.snapshots.clone());
-        // Below the request path: a snapshot of a big store takes a CPU
-        // for a while, and no request waits for it.
-        crate::thread_priority::run_in_background("cairn-raft-snapshot", move || {
-            save_persisted(&db, &snapshots).or_else(|e| keep_current(&snapshots, e))
-        })
-        .await?
-    }
-}
-
-/// A build that failed (a full disk, say) answers with the snapshot on
-/// disk, if there is one: openraft treats a build error as fatal and would
-/// stop the member, while an older snapshot only means the log is not
-/// purged yet (it ignores one that is not newer than its own). The node's
-/// policy asks again later. Without a snapshot on disk the error stands.
-fn keep_current(snapshots: &SnapshotFile, failed: io::Error) -> io::Result<Snapshot> {
-    match snapshots.load() {
-        Ok(Some((meta, snapshot))) => {
-            tracing::warn!(
-                "snapshot build failed, keeping the current one ({:?}): {failed}",
-                meta.last_log_id
-            );
-            Ok(Snapshot { meta, snapshot })
-        }
-        _ => Err(failed),
+        persisted_snapshot(&self.db, &self.snapshots)
     }
 }
 
@@ -947,12 +931,23 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok(())
     }
 
+    /// The persisted state as of now (see [`persisted_snapshot`]): never
+    /// older than the last snapshot built or installed, nor than the purged
+    /// log (a purge makes the rows it covers durable first). The one
+    /// exception is a saved snapshot ahead of the rows: a crash came
+    /// between saving a received snapshot and writing its rows, and the
+    /// saved file is the newer state (openraft installs it at start-up).
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        let snapshots = self.snapshots.clone();
-        let loaded = tokio::task::spawn_blocking(move || snapshots.load())
-            .await
-            .map_err(|e| io_err("snapshot load task", e))??;
-        Ok(loaded.map(|(meta, snapshot)| Snapshot { meta, snapshot }))
+        let current = persisted_snapshot(&self.db, &self.snapshots)?;
+        let saved = self.snapshots.saved_log_id()?;
+        if saved.is_some_and(|saved| saved > current.meta.last_log_id) {
+            let snapshots = self.snapshots.clone();
+            let loaded = tokio::task::spawn_blocking(move || snapshots.load())
+                .await
+                .map_err(|e| io_err("snapshot load task", e))??;
+            return Ok(loaded.map(|(meta, snapshot)| Snapshot { meta, snapshot }));
+        }
+        Ok(current.meta.last_log_id.is_some().then_some(current))
     }
 }
 
@@ -1004,7 +999,13 @@ mod apply_tests;
 #[cfg(test)]
 mod restored_tests {
     use super::*;
+    use crate::types::{Entry, LeaderId, Request};
     use cairn_store::{Command, PutRequest};
+    use openraft::vote::RaftLeaderId as _;
+
+    fn log_id(term: u64, index: u64) -> LogId {
+        LogId::new(LeaderId::new(term, 1).to_committed(), index)
+    }
 
     fn sample_store() -> Store {
         let mut store = Store::new();
@@ -1115,33 +1116,91 @@ mod restored_tests {
         sm.get_snapshot_builder().await.build_snapshot().await
     }
 
-    /// A build that fails answers with the snapshot already on disk, and
-    /// fails only when there is none.
+    /// A build copies nothing: the snapshot is written out only when it is
+    /// read, from the state as of the build, whatever was written since;
+    /// a snapshot that cannot be written fails its reader, not the build.
     #[tokio::test]
-    async fn a_failed_build_keeps_the_current_snapshot() {
+    async fn a_build_copies_nothing_and_its_view_outlives_later_writes() {
         let dir = tempfile::tempdir().unwrap();
         let db = Arc::new(Database::create(dir.path().join("db")).unwrap());
         let store = sample_store();
         StateMachineStore::write_restored(&db, &store).unwrap();
         let snapshot_dir = dir.path().join("snapshot");
-        let mut sm = StateMachineStore::open(db, &snapshot_dir).unwrap();
-        // The temporary file's name taken by a directory: writing fails.
-        std::fs::create_dir(snapshot_dir.join("current.snap.tmp")).unwrap();
-        let err = build(&mut sm).await.unwrap_err();
-        assert!(
-            err.to_string().to_lowercase().contains("directory"),
-            "{err}"
-        );
+        let mut sm = StateMachineStore::open(db.clone(), &snapshot_dir).unwrap();
+        let built = build(&mut sm).await.unwrap();
+        assert!(built.meta.last_log_id.is_none(), "a restored state");
+        assert_eq!(std::fs::read_dir(&snapshot_dir).unwrap().count(), 0);
+        assert_eq!(sm.snapshots.written_bytes(), 0);
 
-        std::fs::remove_dir(snapshot_dir.join("current.snap.tmp")).unwrap();
-        let first = build(&mut sm).await.unwrap();
-        std::fs::create_dir(snapshot_dir.join("current.snap.tmp")).unwrap();
-        let kept = build(&mut sm).await.unwrap();
-        assert_eq!(kept.meta, first.meta);
-        assert_eq!(
-            kept.snapshot.into_bytes().unwrap(),
-            first.snapshot.into_bytes().unwrap()
-        );
+        // Every record row deleted after the build.
+        let txn = db.begin_write().unwrap();
+        txn.open_table(RECORDS)
+            .unwrap()
+            .retain(|_, _| false)
+            .unwrap();
+        txn.commit().unwrap();
+
+        let written = built.snapshot.clone().written().unwrap();
+        assert!(sm.snapshots.written_bytes() > 0);
+        let file: SnapshotContents = decode("snapshot", &written.into_bytes().unwrap()).unwrap();
+        assert_eq!(file.store, store.snapshot().unwrap(), "as of the build");
+        assert_eq!(std::fs::read_dir(&snapshot_dir).unwrap().count(), 0);
+
+        // The directory gone: writing fails, building does not.
+        std::fs::remove_dir(&snapshot_dir).unwrap();
+        let err = built.snapshot.written().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+        assert!(build(&mut sm).await.is_ok());
+    }
+
+    /// The current snapshot is the persisted state, except a received
+    /// snapshot saved ahead of its rows (a crash between the two), which
+    /// openraft must install at start-up.
+    #[tokio::test]
+    async fn the_current_snapshot_is_the_persisted_state_or_a_saved_one_ahead_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let leader_db = Arc::new(Database::create(dir.path().join("leader")).unwrap());
+        let mut leader =
+            StateMachineStore::open(leader_db, &dir.path().join("leader-snapshot")).unwrap();
+        assert!(leader.get_current_snapshot().await.unwrap().is_none());
+        let entries = [
+            Entry::new_blank(log_id(1, 1)),
+            Entry::new_normal(
+                log_id(1, 2),
+                Request::from(Command::Put(PutRequest {
+                    key: "k".into(),
+                    value: b"v".to_vec(),
+                    ..Default::default()
+                })),
+            ),
+        ];
+        let batch = entries.into_iter().map(|e| Ok((e, None)));
+        leader.apply(futures::stream::iter(batch)).await.unwrap();
+        let current = leader.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta.last_log_id, Some(log_id(1, 2)));
+        let sent = current.snapshot.into_bytes().unwrap();
+
+        // A follower that saved the leader's snapshot and crashed before
+        // writing its rows.
+        let follower_dir = dir.path().join("follower-snapshot");
+        SnapshotFile::open(&follower_dir)
+            .unwrap()
+            .save(&current.meta, &sent)
+            .unwrap();
+        let db = Arc::new(Database::create(dir.path().join("follower")).unwrap());
+        let mut follower = StateMachineStore::open(db, &follower_dir).unwrap();
+        let found = follower.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(found.meta, current.meta);
+        assert!(matches!(found.snapshot, SnapshotData::File { .. }));
+        follower
+            .install_snapshot(&found.meta, found.snapshot)
+            .await
+            .unwrap();
+        // Installed: the persisted state stands for it again.
+        let after = follower.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(after.meta, current.meta);
+        assert!(matches!(after.snapshot, SnapshotData::Unwritten(_)));
+        assert_eq!(after.snapshot.into_bytes().unwrap(), sent);
     }
 
     /// A state without claims or leases writes no rows to their tables:
@@ -1188,6 +1247,11 @@ mod restored_tests {
         let meta = SnapshotMeta {
             last_log_id: None,
             last_membership: StoredMembership::default(),
+        };
+        // Ahead of the (empty) persisted state, so it is the current one.
+        let meta = SnapshotMeta {
+            last_log_id: Some(log_id(1, 5)),
+            ..meta
         };
         let data = encode(
             "snapshot",

@@ -42,11 +42,9 @@ pub struct ServerConfig {
     /// Past this many bytes of keyspace a NOSPACE alarm is raised and
     /// writes that add data are refused.
     pub quota_backend_bytes: u64,
-    /// Fewest log entries applied since the last snapshot before a new
-    /// one (etcd `--snapshot-count`); a snapshot also waits for as much log
-    /// as the last one holds, up to 4 times this many entries (see
-    /// `node::snapshot_policy`). Also the entries kept behind a snapshot
-    /// for followers that lag a little.
+    /// Log entries applied between two snapshots (etcd
+    /// `--snapshot-count`); the log behind a snapshot is purged. Also the
+    /// entries kept behind a snapshot for followers that lag a little.
     pub snapshot_entries: u64,
     /// How often the leader advances cluster time (and expires leases).
     pub tick_interval_ms: u64,

@@ -7,7 +7,6 @@ pub mod identity;
 mod members;
 pub mod peer_handler;
 mod router;
-pub mod snapshot_policy;
 
 use openraft::async_runtime::WatchReceiver;
 use std::sync::{Arc, OnceLock};
@@ -29,7 +28,6 @@ use crate::watch_hub::WatchHub;
 pub use identity::Identity;
 pub use members::Member;
 pub use router::Router;
-use snapshot_policy::SnapshotPolicy;
 
 pub type Raft = cairn_raft::types::Raft<StateMachineStore>;
 
@@ -47,8 +45,8 @@ pub struct Node {
     pub router: Arc<Router>,
     proposer: Proposer,
     db_path: std::path::PathBuf,
-    /// The current Raft snapshot: its size decides when the next is built
-    /// (`snapshot_policy`), and `/metrics` reports it.
+    /// Where this member writes Raft snapshots (received, or to send):
+    /// `/metrics` reports the size of the last one.
     pub snapshots: Arc<SnapshotFile>,
 }
 
@@ -177,8 +175,10 @@ impl Node {
             heartbeat_interval: config.heartbeat_interval_ms,
             election_timeout_min: config.election_timeout_ms,
             election_timeout_max: config.election_timeout_ms * 2,
-            // `snapshot_policy::run` asks for snapshots.
-            snapshot_policy: openraft::SnapshotPolicy::Never,
+            // etcd's rule (`--snapshot-count`). A snapshot copies nothing
+            // when built (`cairn_raft::state_machine::SnapshotBuilder`), so
+            // its only cost is the log it lets go.
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_entries),
             // Keep one snapshot interval of log so a briefly lagging follower
             // catches up from the log, not a whole snapshot.
             max_in_snapshot_log_to_keep: config.snapshot_entries,
@@ -203,7 +203,6 @@ impl Node {
                 ..NetworkConfig::default()
             },
         );
-        let appended_bytes = log_store.appended_bytes();
         let snapshots = sm.snapshot_file();
         let raft = Raft::new(
             identity.member_id,
@@ -265,11 +264,6 @@ impl Node {
         });
         tokio::spawn(node.hub.clone().run_catch_up(Duration::from_millis(100)));
         tokio::spawn(tick_loop(node.clone()));
-        tokio::spawn(snapshot_policy::run(
-            Arc::downgrade(&node),
-            SnapshotPolicy::new(node.config.snapshot_entries),
-            appended_bytes,
-        ));
         tokio::spawn(cairn_raft::leader_watch::run(node.raft.clone(), network));
         tokio::spawn(members::publish_attributes(Arc::downgrade(&node)));
         Ok(node)

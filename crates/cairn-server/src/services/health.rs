@@ -121,8 +121,8 @@ fn render_log_positions(node: &Node, out: &mut String) {
         ),
         (
             "cairn_raft_snapshot_bytes",
-            "Data bytes of this member's current snapshot.",
-            node.snapshots.saved_bytes() as i128,
+            "Data bytes of the last snapshot this member wrote out (received, or to send one).",
+            node.snapshots.written_bytes() as i128,
         ),
     ];
     for (name, help, value) in gauges {
