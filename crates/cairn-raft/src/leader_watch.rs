@@ -18,6 +18,16 @@
 //! voter) starts an election at once whose vote requests are granted
 //! without waiting for the lease.
 //!
+//! The successor may have less log than another voter (the dead leader's
+//! last entries reached some followers only), or may not have seen the
+//! leader die (it was restarting): then no vote goes to it from the voters
+//! ahead of it. So every other voter, ranked by id, waits `rank` election
+//! timeouts (the successor's vote requests have arrived or timed out by
+//! then) and, if its vote is still the dead leader's (it granted no one)
+//! and no leader has appeared, elects itself the same way. openraft orders
+//! candidates of one term by id, so a later candidate of the same term
+//! supersedes an earlier one where its log allows.
+//!
 //! A voter that cannot open the stream at all checks the same way, so a
 //! leader that still answered the first probe while shutting down is
 //! caught on the next attempt.
@@ -82,7 +92,7 @@ where
                 if refuses_connections(&followed.node.peer_url).await
                     && current(&metrics).as_ref() == Some(&followed)
                 {
-                    succeed(&raft, &followed).await;
+                    succeed(&raft, &followed, &mut metrics).await;
                 }
                 pause_or_change(&mut metrics, &followed).await;
                 continue;
@@ -102,7 +112,7 @@ where
         }
         match probe(&client, &followed.node.peer_url).await {
             Probe::Alive => continue,
-            Probe::Gone => succeed(&raft, &followed).await,
+            Probe::Gone => succeed(&raft, &followed, &mut metrics).await,
             Probe::Unknown => {}
         }
         pause_or_change(&mut metrics, &followed).await;
@@ -215,16 +225,24 @@ async fn refuses_connections(peer_url: &str) -> bool {
 }
 
 /// The leader is gone: drop the lease here, and if this node is the chosen
-/// successor, start an election that voters grant despite their lease.
-async fn succeed<SM>(raft: &Raft<SM>, followed: &Followed)
-where
+/// successor, start an election that voters grant despite their lease. A
+/// voter ranked after the successor elects itself if, `rank` election
+/// timeouts later, it has granted no vote and no leader has appeared.
+async fn succeed<SM>(
+    raft: &Raft<SM>,
+    followed: &Followed,
+    metrics: &mut openraft::alias::WatchReceiverOf<TypeConfig, RaftMetrics>,
+) where
     SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotData>,
 {
-    let Some(successor) = followed
+    let me = metrics.borrow_watched().id;
+    let ranked: Vec<NodeId> = followed
         .voters
         .iter()
         .copied()
-        .find(|id| *id != followed.leader)
+        .filter(|id| *id != followed.leader)
+        .collect();
+    let (Some(&successor), Some(rank)) = (ranked.first(), ranked.iter().position(|id| *id == me))
     else {
         return;
     };
@@ -233,10 +251,62 @@ where
         successor,
         "leader's process is gone (connection closed, reconnect refused): electing without waiting for its lease"
     );
-    // `None`: this node does not hold itself to a log it already has;
-    // voters still refuse a candidate whose log is behind theirs.
-    let req = TransferLeaderRequest::new(followed.vote, successor, None);
+    transfer(raft, followed, successor).await;
+    if rank == 0 {
+        return;
+    }
+    let wait =
+        Duration::from_millis(raft.config().election_timeout_min).saturating_mul(rank as u32);
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => {}
+        _ = voted_or_led(metrics, followed) => return,
+    }
+    if untouched(metrics, followed) {
+        tracing::info!(
+            leader = followed.leader,
+            successor,
+            "no vote went to the successor and no leader appeared: electing this voter"
+        );
+        transfer(raft, followed, me).await;
+    }
+}
+
+/// Hands this node's Raft a leadership transfer from the dead leader to
+/// `to`: the lease no longer holds here, and `to`, if it is this node,
+/// elects.
+async fn transfer<SM>(raft: &Raft<SM>, followed: &Followed, to: NodeId)
+where
+    SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotData>,
+{
+    // `None`: no candidate is held to a log it already has; voters still
+    // refuse a candidate whose log is behind theirs.
+    let req = TransferLeaderRequest::new(followed.vote, to, None);
     if let Err(e) = raft.handle_transfer_leader(req).await {
         tracing::warn!("leader watch: {e}");
+    }
+}
+
+/// Whether this node still holds the dead leader's vote and sees no other
+/// leader: it has voted for no successor.
+fn untouched(
+    metrics: &openraft::alias::WatchReceiverOf<TypeConfig, RaftMetrics>,
+    followed: &Followed,
+) -> bool {
+    let m = metrics.borrow_watched();
+    m.running_state.is_ok()
+        && m.vote == followed.vote
+        && m.current_leader.is_none_or(|l| l == followed.leader)
+}
+
+/// Resolves once this node voted (its vote moved) or follows another
+/// leader, or Raft stopped.
+async fn voted_or_led(
+    metrics: &mut openraft::alias::WatchReceiverOf<TypeConfig, RaftMetrics>,
+    followed: &Followed,
+) {
+    while untouched(metrics, followed) {
+        if metrics.changed().await.is_err() {
+            return;
+        }
     }
 }

@@ -229,6 +229,36 @@ async fn dead_leader_is_replaced_without_a_timeout_election() {
     c.shutdown().await;
 }
 
+/// The successor the voters pick (the lowest id) may have less log than
+/// another voter, or may not have seen the leader die (here both: it was
+/// down while the last entry committed, and restarts as the leader dies).
+/// Then the voter ahead of it, having granted no vote, elects itself one
+/// election timeout later (`leader_watch`), still with timeout elections
+/// off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_voter_ahead_of_the_chosen_successor_takes_over() {
+    // A long timeout: the successor restarts well within the one the
+    // voter ahead of it waits.
+    let mut c = Cluster::start(3, |cfg| cfg.election_timeout_ms = 5_000).await;
+    let old = c.wait_leader(Duration::from_secs(30)).await;
+    let mut others: Vec<usize> = (0..3).filter(|i| *i != old).collect();
+    others.sort_by_key(|i| c.node(*i).member_id());
+    let (successor, ahead) = (others[0], others[1]);
+    c.stop_member(successor).await;
+    put(c.node(old), "before", "1").await;
+    for i in [old, ahead] {
+        c.node(i).raft.runtime_config().elect(false);
+    }
+    c.stop_member(old).await;
+    c.start_member(successor).await;
+    c.node(successor).raft.runtime_config().elect(false);
+    let new = c.wait_leader(Duration::from_secs(30)).await;
+    assert_eq!(new, ahead, "only the voter with the last entry can win");
+    put(c.node(new), "after", "1").await;
+    assert_eq!(get(c.node(new), "before").await, Some(b"1".to_vec()));
+    c.shutdown().await;
+}
+
 /// No one asks for snapshots here: each member builds them as the log grows
 /// (openraft's `LogsSinceLast` policy), and purges the log behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
