@@ -341,8 +341,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         // Not waited for: a lost or late committed id only makes recovery
         // re-apply less (see `with_durable_committed`), and waiting would
-        // stall RaftCore behind the append fsyncs queued before it.
-        self.writer.submit(
+        // stall RaftCore behind the append fsyncs queued before it. Nor
+        // does it wake the writer thread (`writer::queue`).
+        self.writer.submit_lazy(
             "save committed",
             Job::Committed {
                 db: self.db.clone(),

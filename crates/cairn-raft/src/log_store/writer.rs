@@ -19,14 +19,14 @@
 //! without fsync; see `rows::Checkpoint` for when they are made durable.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redb::Database;
 use tokio::sync::oneshot;
 
+use queue::{Queue, Sender};
 use rows::{RowJob, RowSender};
 
 use super::unflushed::Unflushed;
@@ -35,6 +35,7 @@ use super::{ctx, KEY_COMMITTED, META_TABLE};
 use crate::types::{IOFlushed, LogId};
 pub(in crate::log_store) use rows::write_group;
 
+mod queue;
 mod rows;
 
 /// How many writes may wait for the writer thread. Appends are not awaited,
@@ -72,6 +73,14 @@ pub(super) enum Job {
     /// Anything else, run as is, in order: after every append and row
     /// queued before it, and before any queued after it.
     Run(Box<dyn FnOnce() + Send>),
+    /// Wakes the thread to take the side queue's jobs (see [`queue`]).
+    Wake,
+}
+
+impl queue::Wake for Job {
+    fn is_wake(&self) -> bool {
+        matches!(self, Job::Wake)
+    }
 }
 
 /// Writes a batch's rows into an open transaction.
@@ -125,7 +134,7 @@ impl StateWriter {
             failed: self.failed.clone(),
             on_commit,
         });
-        self.writer.submit("state rows", job)
+        self.writer.submit_lazy("state rows", job)
     }
 
     /// Runs `job` after every queued write and waits for its result.
@@ -151,9 +160,7 @@ impl StateWriter {
 
 #[derive(Clone)]
 pub(super) struct Writer {
-    tx: SyncSender<Job>,
-    /// Jobs submitted and not yet taken by the writer thread.
-    queued: Arc<AtomicUsize>,
+    tx: Sender<Job>,
 }
 
 impl Writer {
@@ -168,14 +175,8 @@ impl Writer {
     }
 
     pub fn spawn() -> io::Result<Self> {
-        let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE_JOBS);
-        let queued = Arc::new(AtomicUsize::new(0));
-        let rows = RowSender::spawn(queued.clone())?;
-        let queue = Queue {
-            rx,
-            queued: queued.clone(),
-            upstream: None,
-        };
+        let (tx, queue) = queue::channel::<Job>(QUEUE_JOBS, None);
+        let rows = RowSender::spawn(queue.queued())?;
         std::thread::Builder::new()
             .name("cairn-raft-log-writer".into())
             // Ends when the LogStore (the only sender) is dropped, and the
@@ -188,7 +189,7 @@ impl Writer {
                 run(queue, rows)
             })
             .map_err(|e| ctx("spawn raft log writer thread", e))?;
-        Ok(Writer { tx, queued })
+        Ok(Writer { tx })
     }
 
     /// Runs `job` after every earlier job and waits for its result.
@@ -210,82 +211,56 @@ impl Writer {
 
     /// Queues `job` behind every earlier one without waiting for it.
     pub fn submit(&self, what: &'static str, job: Job) -> io::Result<()> {
-        self.queued.fetch_add(1, Ordering::AcqRel);
-        self.tx.send(job).map_err(|_| {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
-            io::Error::other(format!("raft log {what}: writer thread has stopped"))
-        })
+        self.tx.submit(job).map_err(|_| stopped(what))
+    }
+
+    /// Like [`Writer::submit`], for a job nothing waits for (rows, the
+    /// committed id): it does not wake the thread, which takes it with the
+    /// next job or within [`HOLD_ROWS_FOR`] (see [`queue`]).
+    pub fn submit_lazy(&self, what: &'static str, job: Job) -> io::Result<()> {
+        self.tx
+            .submit_lazy(job, || Job::Wake)
+            .map_err(|_| stopped(what))
     }
 }
 
-/// A thread's end of a job queue.
-struct Queue<J> {
-    rx: Receiver<J>,
-    /// Jobs sent and not yet taken.
-    queued: Arc<AtomicUsize>,
-    /// The queue of the thread that feeds this one, if any: this one is
-    /// idle only when that one is too.
-    upstream: Option<Arc<AtomicUsize>>,
-}
-
-impl<J> Queue<J> {
-    fn recv(&self) -> Option<J> {
-        let job = self.rx.recv().ok()?;
-        self.queued.fetch_sub(1, Ordering::AcqRel);
-        Some(job)
-    }
-
-    /// The next job if one comes within `timeout`; `Err(true)` once every
-    /// sender is gone.
-    fn recv_timeout(&self, timeout: std::time::Duration) -> Result<J, bool> {
-        match self.rx.recv_timeout(timeout) {
-            Ok(job) => {
-                self.queued.fetch_sub(1, Ordering::AcqRel);
-                Ok(job)
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => Err(false),
-            Err(mpsc::RecvTimeoutError::Disconnected) => Err(true),
-        }
-    }
-
-    fn try_recv(&self) -> Option<J> {
-        let job = self.rx.try_recv().ok()?;
-        self.queued.fetch_sub(1, Ordering::AcqRel);
-        Some(job)
-    }
-
-    /// Whether no job waits: a durable commit now holds up nothing.
-    fn idle(&self) -> bool {
-        self.queued.load(Ordering::Acquire) == 0
-            && self
-                .upstream
-                .as_ref()
-                .is_none_or(|u| u.load(Ordering::Acquire) == 0)
-    }
+fn stopped(what: &str) -> io::Error {
+    io::Error::other(format!("raft log {what}: writer thread has stopped"))
 }
 
 fn run(queue: Queue<Job>, rows: RowSender) {
     let mut next: Option<Job> = None;
     let mut pending = PendingRows::new(HOLD_ROWS_FOR);
+    // After appends, until when their rows and committed id are expected
+    // on the side queue: sleep until then with a deadline, so that they
+    // do not wake this thread (see `queue`).
+    let mut expect_rows_until: Option<Instant> = None;
     loop {
         let job = match next.take() {
             Some(job) => job,
-            None => match pending.left(Instant::now()) {
-                None => match queue.recv() {
-                    Some(job) => job,
-                    None => break,
-                },
-                Some(left) => match queue.recv_timeout(left) {
-                    Ok(job) => job,
-                    Err(gone) => {
-                        pending.send(&rows);
-                        if gone {
-                            break;
+            None => {
+                let now = Instant::now();
+                let expected = expect_rows_until
+                    .filter(|until| *until > now)
+                    .map(|until| until - now);
+                match pending.left(now).or(expected) {
+                    None => match queue.recv() {
+                        Some(job) => job,
+                        None => break,
+                    },
+                    Some(left) => match queue.recv_timeout(left) {
+                        Ok(job) => job,
+                        Err(gone) => {
+                            expect_rows_until = None;
+                            pending.send(&rows);
+                            if gone {
+                                break;
+                            }
+                            continue;
                         }
-                        continue;
-                    }
-                },
-            },
+                    },
+                }
+            }
         };
         match job {
             Job::Run(f) => {
@@ -298,7 +273,9 @@ fn run(queue: Queue<Job>, rows: RowSender) {
                 let (group, after) = gather(Group::with_append(first), &queue, &mut pending);
                 next = after;
                 group.flush(&queue);
+                expect_rows_until = Some(Instant::now() + HOLD_ROWS_FOR);
             }
+            Job::Wake => {}
         }
         if pending.due(Instant::now()) {
             pending.send(&rows);

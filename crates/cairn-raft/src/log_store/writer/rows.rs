@@ -17,14 +17,15 @@
 //! it: it stays ordered with both.
 
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::Duration;
 
 use redb::{Database, Durability};
 
-use super::{ctx, Queue, StateJob, KEY_COMMITTED, META_TABLE, QUEUE_JOBS};
+use super::queue::{self, Queue, Sender};
+use super::{ctx, StateJob, KEY_COMMITTED, META_TABLE, QUEUE_JOBS};
 
 /// What the log's writer thread hands on to the row thread, in its order.
 pub(super) enum RowJob {
@@ -40,38 +41,34 @@ pub(super) enum RowJob {
     Run(Box<dyn FnOnce() + Send>),
 }
 
+impl queue::Wake for RowJob {
+    fn is_wake(&self) -> bool {
+        false
+    }
+}
+
 /// The log's writer thread's handle on the row thread.
 pub(super) struct RowSender {
-    tx: SyncSender<RowJob>,
-    /// Row jobs sent and not yet taken by the row thread.
-    queued: Arc<AtomicUsize>,
+    tx: Sender<RowJob>,
 }
 
 impl RowSender {
     /// Starts the row thread. `log_queued` counts the jobs waiting for the
     /// log's thread: a checkpoint is due early only when neither waits.
     pub(super) fn spawn(log_queued: Arc<AtomicUsize>) -> io::Result<RowSender> {
-        let (tx, rx) = mpsc::sync_channel::<RowJob>(QUEUE_JOBS);
-        let queued = Arc::new(AtomicUsize::new(0));
-        let queue = Queue {
-            rx,
-            queued: queued.clone(),
-            upstream: Some(log_queued),
-        };
+        let (tx, queue) = queue::channel::<RowJob>(QUEUE_JOBS, Some(log_queued));
         std::thread::Builder::new()
             .name("cairn-raft-rows".into())
             // Ends when the log's writer thread (the only sender) ends.
             .spawn(move || run(queue))
             .map_err(|e| ctx("spawn raft row thread", e))?;
-        Ok(RowSender { tx, queued })
+        Ok(RowSender { tx })
     }
 
     /// Queues `job`; blocks while the row thread is [`QUEUE_JOBS`] behind
     /// (the log's thread, and so RaftCore, slows down).
     pub(super) fn send(&self, job: RowJob) {
-        self.queued.fetch_add(1, Ordering::AcqRel);
-        if let Err(mpsc::SendError(job)) = self.tx.send(job) {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
+        if let Err(job) = self.tx.submit(job) {
             // Only a panic ends the row thread early: say so where the
             // state machine looks (a `Run` job's waiter sees its sender
             // dropped).
@@ -460,7 +457,7 @@ fn write_txn(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicBool;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Mutex;
 
     use redb::{ReadableDatabase, TableDefinition};
@@ -516,14 +513,8 @@ mod tests {
     }
 
     /// A job queue and its sending end.
-    fn queue() -> (SyncSender<RowJob>, Queue<RowJob>) {
-        let (tx, rx) = mpsc::sync_channel(4);
-        let queue = Queue {
-            rx,
-            queued: Arc::default(),
-            upstream: None,
-        };
-        (tx, queue)
+    fn queue() -> (Sender<RowJob>, Queue<RowJob>) {
+        queue::channel(4, None)
     }
 
     #[test]
@@ -540,7 +531,7 @@ mod tests {
 
         // A job queued meanwhile is taken at once, checkpoint or not.
         let (tx, queue) = queue();
-        tx.send(RowJob::Run(Box::new(|| {}))).unwrap();
+        assert!(tx.submit(RowJob::Run(Box::new(|| {}))).is_ok());
         assert!(matches!(rows.next_job(&queue), Some(RowJob::Run(_))));
         assert!(!b_done.load(Ordering::SeqCst));
 
