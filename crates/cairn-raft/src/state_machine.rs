@@ -255,7 +255,7 @@ impl StateMachineStore {
         self.store.clone()
     }
 
-    /// The current snapshot's file, shared with this state machine.
+    /// Where this state machine writes snapshots (for `/metrics`).
     pub fn snapshot_file(&self) -> Arc<SnapshotFile> {
         self.snapshots.clone()
     }
@@ -1007,6 +1007,18 @@ mod restored_tests {
         LogId::new(LeaderId::new(term, 1).to_committed(), index)
     }
 
+    /// A state machine opened on a database restored from
+    /// [`sample_store`], its snapshots in `snapshot/` of the temporary
+    /// directory.
+    fn restored() -> (tempfile::TempDir, Arc<Database>, Store, StateMachineStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::create(dir.path().join("db")).unwrap());
+        let store = sample_store();
+        StateMachineStore::write_restored(&db, &store).unwrap();
+        let sm = StateMachineStore::open(db.clone(), &dir.path().join("snapshot")).unwrap();
+        (dir, db, store, sm)
+    }
+
     fn sample_store() -> Store {
         let mut store = Store::new();
         let lease = match store
@@ -1033,12 +1045,7 @@ mod restored_tests {
 
     #[tokio::test]
     async fn restored_state_opens_as_a_fresh_state_machine_with_the_same_keyspace() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Arc::new(Database::create(dir.path().join("db")).unwrap());
-        let store = sample_store();
-        StateMachineStore::write_restored(&db, &store).unwrap();
-
-        let mut sm = StateMachineStore::open(db.clone(), &dir.path().join("snapshot")).unwrap();
+        let (_dir, _db, store, mut sm) = restored();
         let opened = sm.shared_store().read().unwrap().snapshot().unwrap();
         assert_eq!(opened, store.snapshot().unwrap());
         assert_eq!(opened.meta.revision, 3);
@@ -1051,11 +1058,7 @@ mod restored_tests {
 
     #[tokio::test]
     async fn history_values_dropped_from_memory_are_read_back_from_their_rows() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Arc::new(Database::create(dir.path().join("db")).unwrap());
-        let store = sample_store();
-        StateMachineStore::write_restored(&db, &store).unwrap();
-        let sm = StateMachineStore::open(db.clone(), &dir.path().join("snapshot")).unwrap();
+        let (_dir, db, store, sm) = restored();
         let shared = sm.shared_store();
         let old_a = cairn_store::RangeRequest {
             range: cairn_store::KeyRange::single("a"),
@@ -1087,11 +1090,7 @@ mod restored_tests {
 
     #[tokio::test]
     async fn a_snapshot_is_the_persisted_state_untouched_by_later_applies() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Arc::new(Database::create(dir.path().join("db")).unwrap());
-        let store = sample_store();
-        StateMachineStore::write_restored(&db, &store).unwrap();
-        let mut sm = StateMachineStore::open(db.clone(), &dir.path().join("snapshot")).unwrap();
+        let (_dir, _db, store, mut sm) = restored();
         let mut builder = sm.get_snapshot_builder().await;
         // openraft builds in a task of its own while the state machine
         // applies on: a put lands in memory between making the builder and
@@ -1121,12 +1120,8 @@ mod restored_tests {
     /// a snapshot that cannot be written fails its reader, not the build.
     #[tokio::test]
     async fn a_build_copies_nothing_and_its_view_outlives_later_writes() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Arc::new(Database::create(dir.path().join("db")).unwrap());
-        let store = sample_store();
-        StateMachineStore::write_restored(&db, &store).unwrap();
+        let (dir, db, store, mut sm) = restored();
         let snapshot_dir = dir.path().join("snapshot");
-        let mut sm = StateMachineStore::open(db.clone(), &snapshot_dir).unwrap();
         let built = build(&mut sm).await.unwrap();
         assert!(built.meta.last_log_id.is_none(), "a restored state");
         assert_eq!(std::fs::read_dir(&snapshot_dir).unwrap().count(), 0);
