@@ -76,7 +76,7 @@ impl SnapshotData {
     /// the async runtime.
     pub fn written(self) -> io::Result<Written> {
         match self {
-            SnapshotData::Unwritten(u) => u.files.write_unnamed(|out| (u.write)(out)).map(Written),
+            SnapshotData::Unwritten(u) => u.files.write_unnamed(|out| (u.write)(out)),
             data => Ok(Written(data)),
         }
     }
@@ -101,6 +101,15 @@ impl SnapshotData {
 pub struct Written(SnapshotData);
 
 impl Written {
+    /// `len` bytes at `offset` of `file`.
+    pub(crate) fn file(file: File, offset: u64, len: u64) -> Written {
+        Written(SnapshotData::File {
+            file: Arc::new(file),
+            offset,
+            len,
+        })
+    }
+
     pub fn len(&self) -> u64 {
         match &self.0 {
             SnapshotData::File { len, .. } => *len,

@@ -26,9 +26,9 @@ use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
-use crate::snapshot_data::SnapshotData;
+use crate::snapshot_data::Written;
 use crate::types::{LogId, SnapshotMeta};
 
 const MAGIC: &[u8; 8] = b"CAIRNSNP";
@@ -80,7 +80,7 @@ impl SnapshotFile {
         };
         if let Some((meta, data)) = file.load()? {
             *file.saved.lock().map_err(|_| poisoned())? = Some(meta.last_log_id);
-            file.written_bytes.store(data_len(&data), Ordering::Relaxed);
+            file.written_bytes.store(data.len(), Ordering::Relaxed);
         }
         Ok(file)
     }
@@ -92,7 +92,7 @@ impl SnapshotFile {
     /// The snapshot on disk, if any: its meta and its data, left in the
     /// file. The whole file's checksum is verified first, reading it in
     /// blocks.
-    pub fn load(&self) -> io::Result<Option<(SnapshotMeta, SnapshotData)>> {
+    pub fn load(&self) -> io::Result<Option<(SnapshotMeta, Written)>> {
         let path = self.path();
         let file = match File::open(&path) {
             Ok(f) => f,
@@ -116,7 +116,7 @@ impl SnapshotFile {
         &self,
         meta: &SnapshotMeta,
         fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
-    ) -> io::Result<Option<SnapshotData>> {
+    ) -> io::Result<Option<Written>> {
         let mut saved = self.saved.lock().map_err(|_| poisoned())?;
         if *saved > Some(meta.last_log_id) {
             return Ok(None);
@@ -134,7 +134,7 @@ impl SnapshotFile {
         // The rename is durable once the directory is.
         File::open(&self.dir)?.sync_all()?;
         *saved = Some(meta.last_log_id);
-        self.written_bytes.store(data_len(&data), Ordering::Relaxed);
+        self.written_bytes.store(data.len(), Ordering::Relaxed);
         Ok(Some(data))
     }
 
@@ -151,7 +151,7 @@ impl SnapshotFile {
     pub fn write_unnamed(
         &self,
         fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
-    ) -> io::Result<SnapshotData> {
+    ) -> io::Result<Written> {
         let f = tempfile::tempfile_in(&self.dir)?;
         let len = {
             let mut data = DataWriter::new(&f);
@@ -160,25 +160,13 @@ impl SnapshotFile {
             data.len
         };
         self.written_bytes.store(len, Ordering::Relaxed);
-        Ok(SnapshotData::File {
-            file: Arc::new(f),
-            offset: 0,
-            len,
-        })
+        Ok(Written::file(f, 0, len))
     }
 
     /// The data length of the last snapshot saved or written to be sent; 0
     /// if there is none.
     pub fn written_bytes(&self) -> u64 {
         self.written_bytes.load(Ordering::Relaxed)
-    }
-}
-
-fn data_len(data: &SnapshotData) -> u64 {
-    match data {
-        SnapshotData::File { len, .. } => *len,
-        SnapshotData::Bytes(b) => b.len() as u64,
-        SnapshotData::Unwritten(_) => 0,
     }
 }
 
@@ -190,7 +178,7 @@ fn write_file(
     path: &Path,
     meta: &SnapshotMeta,
     fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
-) -> io::Result<SnapshotData> {
+) -> io::Result<Written> {
     let meta_bytes = postcard::to_allocvec(meta).map_err(io::Error::other)?;
     let mut header = Vec::with_capacity(HEADER_BYTES + meta_bytes.len());
     header.extend_from_slice(MAGIC);
@@ -221,11 +209,7 @@ fn write_file(
     // `write_all_at` left the position at the data's end.
     f.write_all(&crc.finalize().to_le_bytes())?;
     f.sync_all()?;
-    Ok(SnapshotData::File {
-        file: Arc::new(f),
-        offset: header.len() as u64,
-        len: data_len,
-    })
+    Ok(Written::file(f, header.len() as u64, data_len))
 }
 
 /// Counts and checksums the data on its way to the file, and syncs the
@@ -273,7 +257,7 @@ fn poisoned() -> io::Error {
 
 /// Checks a snapshot file's header, length and checksum; returns its meta
 /// and where its data is.
-fn verify(path: &Path, file: File) -> io::Result<(SnapshotMeta, SnapshotData)> {
+fn verify(path: &Path, file: File) -> io::Result<(SnapshotMeta, Written)> {
     let file_len = file.metadata()?.len();
     let mut header = [0u8; HEADER_BYTES];
     if file_len < (HEADER_BYTES + 4) as u64 {
@@ -316,11 +300,7 @@ fn verify(path: &Path, file: File) -> io::Result<(SnapshotMeta, SnapshotData)> {
     file.read_exact_at(&mut meta_bytes, HEADER_BYTES as u64)?;
     let meta: SnapshotMeta =
         postcard::from_bytes(&meta_bytes).map_err(|e| corrupt(path, &format!("meta: {e}")))?;
-    let data = SnapshotData::File {
-        file: Arc::new(file),
-        offset: HEADER_BYTES as u64 + meta_len,
-        len: data_len,
-    };
+    let data = Written::file(file, HEADER_BYTES as u64 + meta_len, data_len);
     Ok((meta, data))
 }
 
@@ -388,7 +368,7 @@ mod tests {
         let f = SnapshotFile::open(dir.path()).unwrap();
         let (m, got) = f.load().unwrap().unwrap();
         assert_eq!(m, meta(7));
-        assert_eq!(data_len(&got), data.len() as u64);
+        assert_eq!(got.len(), data.len() as u64);
         assert_eq!(got.into_bytes().unwrap(), data);
 
         let err = f

@@ -945,7 +945,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let loaded = tokio::task::spawn_blocking(move || snapshots.load())
                 .await
                 .map_err(|e| io_err("snapshot load task", e))??;
-            return Ok(loaded.map(|(meta, snapshot)| Snapshot { meta, snapshot }));
+            return Ok(loaded.map(|(meta, data)| Snapshot {
+                meta,
+                snapshot: data.into_data(),
+            }));
         }
         Ok(current.meta.last_log_id.is_some().then_some(current))
     }
