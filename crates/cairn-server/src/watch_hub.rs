@@ -362,12 +362,16 @@ fn select(events: &[Event], next_rev: i64, spec: &WatchSpec) -> Vec<Event> {
             EventKind::Put => !spec.no_put,
             EventKind::Delete => !spec.no_delete,
         })
-        .map(|e| {
-            let mut e = e.clone();
-            if !spec.prev_kv {
-                e.prev_kv = None;
-            }
-            e
+        // Field by field: a whole clone would copy the previous key and value
+        // for every watcher that then drops them (most ask for no prev_kv).
+        .map(|e| Event {
+            kind: e.kind,
+            kv: e.kv.clone(),
+            prev_kv: if spec.prev_kv {
+                e.prev_kv.clone()
+            } else {
+                None
+            },
         })
         .collect()
 }
@@ -590,6 +594,33 @@ mod tests {
                 compact_revision: 3
             })
         );
+    }
+
+    #[test]
+    fn only_a_watcher_that_asked_gets_the_previous_value() {
+        let store: SharedStore = Arc::new(RwLock::new(Store::new()));
+        let hub = WatchHub::new(store.clone());
+        put(&store, &hub, "a");
+        let (with_tx, mut with_rx) = mpsc::channel(16);
+        let (without_tx, mut without_rx) = mpsc::channel(16);
+        let spec = |prev_kv| WatchSpec {
+            range: KeyRange::single("a"),
+            prev_kv,
+            ..Default::default()
+        };
+        hub.register(1, spec(true), with_tx).unwrap();
+        hub.register(2, spec(false), without_tx).unwrap();
+        put(&store, &hub, "a");
+        let event = |rx: &mut mpsc::Receiver<WatchMessage>| match rx.try_recv() {
+            Ok(WatchMessage::Events { mut events, .. }) if events.len() == 1 => events.remove(0),
+            other => panic!("expected one event, got {other:?}"),
+        };
+        let with = event(&mut with_rx);
+        let without = event(&mut without_rx);
+        assert_eq!(with.kv, without.kv);
+        assert_eq!(with.kv.mod_revision, 2);
+        assert_eq!(with.prev_kv.map(|kv| kv.mod_revision), Some(1));
+        assert_eq!(without.prev_kv, None);
     }
 
     #[test]
