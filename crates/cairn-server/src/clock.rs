@@ -41,7 +41,11 @@
 //!   wall-clock time since the data file was last written, a lower bound
 //!   of the time that passed since the last applied stamp was made, capped
 //!   so that a wall-clock jump cannot expire leases early by more than the
-//!   cap — and runs from there at once ([`ClusterClock::resumed`]). Frozen
+//!   cap — or from the estimate it saved last plus the wall-clock time
+//!   since, if that is later (`saved_clock.rs`: the rows lag the log by
+//!   up to a checkpoint, and a crash before any leader stamped a time
+//!   would lose the downtime before it) — and runs from there at once
+//!   ([`ClusterClock::resumed`]). Frozen
 //!   until it applied a newer stamp or led, a restarted member that was
 //!   elected first continued cluster time from when it went down: every
 //!   lease was stretched by its downtime and its wait, and the followers,
@@ -166,6 +170,13 @@ impl ClusterClock {
     /// Estimated cluster time now.
     pub fn now_ms(&self) -> u64 {
         self.lock().anchor.estimate()
+    }
+
+    /// The estimate now if the clock runs; `None` while frozen (a member
+    /// of a new cluster before its first stamp: its 0 is no cluster time).
+    pub fn running_ms(&self) -> Option<u64> {
+        let anchor = self.lock().anchor;
+        anchor.at.is_some().then(|| anchor.estimate())
     }
 }
 

@@ -12,6 +12,7 @@ pub mod leader_hint;
 pub mod node;
 pub mod proposer;
 pub mod restore;
+pub mod saved_clock;
 pub mod watch_hub;
 
 pub use config::ServerConfig;

@@ -24,6 +24,7 @@ use crate::clock::ClusterClock;
 use crate::config::{ClusterState, ServerConfig};
 use crate::error::ServerError;
 use crate::proposer::Proposer;
+use crate::saved_clock::{SavedClock, SAVE_FAILURE_LOG_INTERVAL};
 use crate::watch_hub::WatchHub;
 pub use identity::Identity;
 pub use members::Member;
@@ -48,6 +49,8 @@ pub struct Node {
     /// Where this member writes Raft snapshots (received, or to send):
     /// `/metrics` reports the size of the last one.
     pub snapshots: Arc<SnapshotFile>,
+    /// Where the clock's estimate is saved each tick, for a restart.
+    saved_clock: SavedClock,
 }
 
 /// Feeds the watch hub and the cluster clock from applied batches.
@@ -129,7 +132,9 @@ impl Node {
         // How long this member was down (see clock.rs), before opening
         // the file touches it.
         let restarted = db_path.exists();
-        let downtime_ms = crate::clock::downtime_ms(&db_path, 10 * config.election_timeout_ms);
+        let downtime_cap_ms = 10 * config.election_timeout_ms;
+        let downtime_ms = crate::clock::downtime_ms(&db_path, downtime_cap_ms);
+        let saved_clock = SavedClock::new(&data_dir);
         let db = open_database(&db_path, config.storage_cache_bytes).await?;
         let db = Arc::new(db);
 
@@ -157,10 +162,18 @@ impl Node {
         let store = sm.shared_store();
         let now = store.read().map(|s| s.now_ms()).unwrap_or(0);
         let clock = Arc::new(if restarted {
-            ClusterClock::resumed(now.saturating_add(downtime_ms))
+            let saved = saved_clock.load(downtime_cap_ms).unwrap_or(0);
+            ClusterClock::resumed(now.saturating_add(downtime_ms).max(saved))
         } else {
             ClusterClock::new(now)
         });
+        // At once: if the cluster goes down again before a leader stamps a
+        // time, this estimate is all that remembers this downtime.
+        if let Some(ms) = clock.running_ms() {
+            if let Err(e) = saved_clock.save(ms) {
+                tracing::warn!("saving the cluster clock: {e}");
+            }
+        }
         let hub = WatchHub::new(store.clone());
         let observed_raft = Arc::new(OnceLock::new());
         sm.set_observer(Arc::new(Observer {
@@ -261,6 +274,7 @@ impl Node {
             proposer,
             db_path,
             snapshots,
+            saved_clock,
         });
         tokio::spawn(node.hub.clone().run_catch_up(Duration::from_millis(100)));
         tokio::spawn(tick_loop(node.clone()));
@@ -391,11 +405,21 @@ async fn tick_loop(node: Arc<Node>) {
     drop(node);
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut save_failure_logged: Option<std::time::Instant> = None;
     loop {
         ticker.tick().await;
         let Some(node) = weak.upgrade() else { return };
         let leading = node.raft.is_leader();
         node.clock.set_leading(leading);
+        // Every member, leading or not (saved_clock.rs).
+        if let Some(ms) = node.clock.running_ms() {
+            if let Err(e) = node.saved_clock.save(ms) {
+                if save_failure_logged.is_none_or(|t| t.elapsed() >= SAVE_FAILURE_LOG_INTERVAL) {
+                    tracing::warn!("saving the cluster clock: {e}");
+                    save_failure_logged = Some(std::time::Instant::now());
+                }
+            }
+        }
         if !leading {
             continue;
         }
