@@ -40,6 +40,7 @@ use tonic::transport::Channel;
 
 use crate::faults::{plan, FaultKind, Injector};
 use crate::harness::{self, ProcCluster};
+use crate::lease_check::Outages;
 use crate::netns::NetLab;
 use crate::side_workloads::{SideSummary, SideWorkloads};
 use crate::{check_history, Budget, Call, CheckOptions, CheckResult, History, Recorder, Ret};
@@ -610,6 +611,7 @@ pub fn run(cfg: &Config) -> Result<Report, Box<Failure>> {
         })
         .collect();
 
+    let outages = Outages::default();
     let mut side = match SideWorkloads::start(
         &rt,
         &urls,
@@ -621,6 +623,7 @@ pub fn run(cfg: &Config) -> Result<Report, Box<Failure>> {
         deadline,
         start,
         cfg.request_timeout,
+        &outages,
     ) {
         Ok(s) => s,
         Err(e) => {
@@ -639,6 +642,8 @@ pub fn run(cfg: &Config) -> Result<Report, Box<Failure>> {
         rt: &rt,
         ids,
         log: notes,
+        outages,
+        origin: start,
     };
     let mut injected = Ok(());
     for f in plan(cfg.seed, cfg.members, cfg.duration, &kinds) {

@@ -6,6 +6,8 @@
 //! | kind | what | needs |
 //! |---|---|---|
 //! | `KillRandom` / `KillLeader` | SIGKILL, restart on the same data dir after `down` | – |
+//! | `KillMajority` | SIGKILL a majority at once, the leader among them (quorum lost); restart them after `down` | – |
+//! | `KillAll` | SIGKILL every member at once (a whole-cluster crash: every member recovers from its own disk); restart them after `down` | – |
 //! | `PauseLeader` | SIGSTOP, SIGCONT after `down` (3–6 election timeouts) | – |
 //! | `IsolateLeader` | cut the leader from every other member | a [`NetLab`](crate::netns::NetLab) |
 //! | `SplitMinority` | cut a random minority (with or without the leader) from the majority | a lab |
@@ -24,6 +26,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::harness::{self, ProcCluster, ELECTION_TIMEOUT_MS};
+use crate::lease_check::Outages;
 use crate::membership;
 use crate::proxy::Degrade;
 
@@ -34,6 +37,14 @@ pub enum FaultKind {
     KillRandom,
     /// SIGKILL the current leader, restart it after `down`.
     KillLeader,
+    /// SIGKILL a majority at once, the leader among them, restart them
+    /// after `down`: nothing can commit meanwhile, and the members that
+    /// come back must agree on every entry a client saw acknowledged.
+    KillMajority,
+    /// SIGKILL every member at once, restart them after `down`. No member
+    /// can catch up from another: each must recover every acknowledged
+    /// write it held from its own log and state files.
+    KillAll,
     /// SIGSTOP the current leader, SIGCONT it after `down` (always longer
     /// than the election timeout).
     PauseLeader,
@@ -50,9 +61,11 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
-    pub const PROCESS: [FaultKind; 3] = [
+    pub const PROCESS: [FaultKind; 5] = [
         FaultKind::KillRandom,
         FaultKind::KillLeader,
+        FaultKind::KillMajority,
+        FaultKind::KillAll,
         FaultKind::PauseLeader,
     ];
     pub const PARTITION: [FaultKind; 3] = [
@@ -60,9 +73,11 @@ impl FaultKind {
         FaultKind::SplitMinority,
         FaultKind::BridgeNode,
     ];
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::KillRandom,
         FaultKind::KillLeader,
+        FaultKind::KillMajority,
+        FaultKind::KillAll,
         FaultKind::PauseLeader,
         FaultKind::IsolateLeader,
         FaultKind::SplitMinority,
@@ -85,6 +100,8 @@ impl FaultKind {
         Some(match name {
             "kill" => FaultKind::KillRandom,
             "kill-leader" => FaultKind::KillLeader,
+            "kill-majority" => FaultKind::KillMajority,
+            "kill-all" => FaultKind::KillAll,
             "pause-leader" => FaultKind::PauseLeader,
             "isolate-leader" => FaultKind::IsolateLeader,
             "split" => FaultKind::SplitMinority,
@@ -154,9 +171,10 @@ pub fn plan(
             FaultKind::Degrade => Duration::from_millis(rng.random_range(1000..3000)),
             // Takes as long as it takes; the gap after it is what counts.
             FaultKind::Reconfigure => Duration::from_millis(500),
-            FaultKind::KillRandom | FaultKind::KillLeader => {
-                Duration::from_millis(rng.random_range(200..1500))
-            }
+            FaultKind::KillRandom
+            | FaultKind::KillLeader
+            | FaultKind::KillMajority
+            | FaultKind::KillAll => Duration::from_millis(rng.random_range(200..1500)),
         };
         let pick = rng.random_range(0..members.max(1));
         let shape = rng.random();
@@ -180,6 +198,10 @@ pub struct Injector<'a> {
     pub ids: Vec<u64>,
     /// What was injected, with resolved targets (for failure reports).
     pub log: Vec<String>,
+    /// Where quorum losses are recorded, in ns since `origin`, for the
+    /// lease checks (no leader, no expiry).
+    pub outages: Outages,
+    pub origin: Instant,
 }
 
 const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
@@ -225,6 +247,28 @@ impl Injector<'_> {
                 self.cluster.kill(target);
                 std::thread::sleep(f.down);
                 self.cluster.spawn(target)
+            }
+            FaultKind::KillMajority | FaultKind::KillAll => {
+                let (targets, how) = if f.kind == FaultKind::KillAll {
+                    ((0..n).collect(), "all".to_string())
+                } else {
+                    let (leader, how) = self.leader_or(f.pick);
+                    (
+                        majority_with(leader, f.shape, n),
+                        format!("majority with the {how}"),
+                    )
+                };
+                let shown: Vec<&str> = targets.iter().map(|i| names[*i].as_str()).collect();
+                self.log.push(format!(
+                    "t={t:.3}s SIGKILL {} at once ({how}), restart after {down}ms",
+                    shown.join(",")
+                ));
+                self.outages.begin(self.origin.elapsed().as_nanos() as u64);
+                self.cluster.kill_all(&targets);
+                std::thread::sleep(f.down);
+                let spawned = targets.iter().try_for_each(|i| self.cluster.spawn(*i));
+                self.outages.end(self.origin.elapsed().as_nanos() as u64);
+                spawned
             }
             FaultKind::PauseLeader => {
                 let (target, how) = self.leader_or(f.pick);
@@ -422,6 +466,20 @@ impl Injector<'_> {
     }
 }
 
+/// The members of a `KillMajority` fault: `first` (the leader) and then,
+/// in an order `shape` rotates, as many others as make a majority of `n`.
+fn majority_with(first: usize, shape: u64, n: usize) -> Vec<usize> {
+    let others: Vec<usize> = (0..n).filter(|i| *i != first).collect();
+    let skip = if others.is_empty() {
+        0
+    } else {
+        (shape % others.len() as u64) as usize
+    };
+    let mut out = vec![first];
+    out.extend(others.iter().cycle().skip(skip).take(n / 2));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -454,11 +512,31 @@ mod tests {
     fn fault_names_parse() {
         for (name, kind) in [
             ("kill", FaultKind::KillRandom),
+            ("kill-majority", FaultKind::KillMajority),
+            ("kill-all", FaultKind::KillAll),
             ("isolate-leader", FaultKind::IsolateLeader),
             ("reconfigure", FaultKind::Reconfigure),
         ] {
             assert_eq!(FaultKind::parse(name), Some(kind));
         }
         assert_eq!(FaultKind::parse("nope"), None);
+    }
+
+    #[test]
+    fn a_killed_majority_holds_the_leader_and_no_member_twice() {
+        for n in [3usize, 5, 7] {
+            for leader in 0..n {
+                for shape in 0..2 * n as u64 {
+                    let m = majority_with(leader, shape, n);
+                    assert_eq!(m[0], leader);
+                    assert_eq!(m.len(), n / 2 + 1, "a majority of {n}");
+                    let mut sorted = m.clone();
+                    sorted.sort_unstable();
+                    sorted.dedup();
+                    assert_eq!(sorted.len(), m.len(), "{m:?}");
+                    assert!(m.iter().all(|i| *i < n));
+                }
+            }
+        }
     }
 }

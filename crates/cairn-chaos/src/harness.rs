@@ -406,6 +406,19 @@ impl ProcCluster {
         Ok(())
     }
 
+    /// SIGKILLs the members `which` at once: every signal is sent before
+    /// any exit is awaited, so none of them outlives another by a reap.
+    pub fn kill_all(&mut self, which: &[usize]) {
+        for i in which {
+            if let Some(c) = self.members[*i].child.as_mut() {
+                let _ = c.kill();
+            }
+        }
+        for i in which {
+            self.kill(*i);
+        }
+    }
+
     /// SIGKILL member `i` (no shutdown path runs, as in a crash) and reap it.
     pub fn kill(&mut self, i: usize) {
         let m = &mut self.members[i];

@@ -21,6 +21,12 @@
 //! acknowledged keep-alive; a keep-alive whose outcome is unknown counts
 //! as a refresh at its invoke time + [`AMBIGUOUS_GRACE`].
 //!
+//! Only a leader expires leases. While a majority is down (the
+//! `kill-majority` and `kill-all` faults, recorded in [`Outages`]) there
+//! is none, so a lease whose "gone" bound falls in such an outage must be
+//! gone [`GONE_TOLERANCE`] after it ends instead. Its TTL still counts
+//! through the outage: the "TTL keeps counting" bound does not move.
+//!
 //! Names/sessions (issue 3) are leases underneath: a hook for them is
 //! [`LeaseRecord`] + [`check_lease`] — a session client records its lease
 //! and its owned name as `key`, and the same checks say the name vanishes
@@ -60,6 +66,55 @@ pub const EARLY_TOLERANCE: Duration = Duration::from_secs(1);
 /// refresh this long after it was sent.
 pub const AMBIGUOUS_GRACE: Duration = Duration::from_secs(5);
 
+/// The spans in which the cluster had no majority up, as the fault
+/// injector caused them: `(begin, end)` in ns since the run's origin, the
+/// end `None` while one lasts. Shared by the injector and the lease and
+/// name clients, which watch a lease die until past its bound.
+#[derive(Debug, Clone, Default)]
+pub struct Outages(Arc<Mutex<Vec<Span>>>);
+
+/// `(begin, end)` of one outage; no end while it lasts.
+type Span = (u64, Option<u64>);
+
+impl Outages {
+    fn spans(&self) -> std::sync::MutexGuard<'_, Vec<Span>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An outage begins at `at_ns`.
+    pub fn begin(&self, at_ns: u64) {
+        self.spans().push((at_ns, None));
+    }
+
+    /// The outage under way ends at `at_ns`.
+    pub fn end(&self, at_ns: u64) {
+        if let Some(last) = self.spans().last_mut() {
+            last.1.get_or_insert(at_ns);
+        }
+    }
+
+    /// `bound_ns`, moved to `after_ns` past the end of every outage that
+    /// began by then (an outage under way moves it past any time).
+    pub fn extend(&self, bound_ns: u64, after_ns: u64) -> u64 {
+        let spans = self.spans();
+        let mut bound = bound_ns;
+        // Each pass moves the bound past one more outage, at most all.
+        for _ in 0..=spans.len() {
+            let later = spans
+                .iter()
+                .filter(|(begin, _)| *begin <= bound)
+                .map(|(_, end)| end.map_or(u64::MAX, |e| e.saturating_add(after_ns)))
+                .max()
+                .unwrap_or(0);
+            if later <= bound {
+                break;
+            }
+            bound = later;
+        }
+        bound
+    }
+}
+
 /// One observation of a lease after its keep-alives stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Seen {
@@ -88,6 +143,8 @@ pub struct LeaseRecord {
     pub ambiguous_refresh_ns: Vec<u64>,
     /// `(invoke_ns, complete_ns, what)`.
     pub seen: Vec<(u64, u64, Seen)>,
+    /// When the cluster could expire no lease (see the module docs).
+    pub outages: Outages,
 }
 
 impl LeaseRecord {
@@ -118,9 +175,10 @@ impl LeaseRecord {
 
     /// After this, the key must be gone for good.
     pub fn gone_by_ns(&self) -> u64 {
-        self.last_refresh_ns()
-            + (self.ttl_s.max(0) as u64) * 1_000_000_000
-            + GONE_TOLERANCE.as_nanos() as u64
+        let tolerance_ns = GONE_TOLERANCE.as_nanos() as u64;
+        let bound =
+            self.last_refresh_ns() + (self.ttl_s.max(0) as u64) * 1_000_000_000 + tolerance_ns;
+        self.outages.extend(bound, tolerance_ns)
     }
 }
 
@@ -225,6 +283,7 @@ pub struct LeaseCtx {
     pub origin: Instant,
     pub timeout: Duration,
     pub out: Arc<Mutex<Vec<LeaseRecord>>>,
+    pub outages: Outages,
 }
 
 impl LeaseCtx {
@@ -287,6 +346,7 @@ pub async fn lease_loop(ctx: LeaseCtx) {
             key: format!("{}c{}-{n}", ctx.prefix, ctx.id),
             value: format!("L{}-{n}", ctx.id),
             granted_ns: (grant_invoke, ctx.now_ns()),
+            outages: ctx.outages.clone(),
             ..Default::default()
         };
         let put = tokio::time::timeout(
@@ -354,7 +414,7 @@ async fn observe(ctx: &LeaseCtx, chans: &[Channel], rec: &mut LeaseRecord) {
     let mut member = 0usize;
     for _ in 0..200 {
         let now = ctx.now_ns();
-        if now > rec.gone_by_ns() + 1_000_000_000 {
+        if now > rec.gone_by_ns().saturating_add(1_000_000_000) {
             break;
         }
         member = (member + 1) % chans.len();
@@ -396,7 +456,44 @@ mod tests {
             refreshed_ns: vec![(2 * S, 2 * S)],
             ambiguous_refresh_ns: vec![],
             seen: vec![],
+            outages: Outages::default(),
         }
+    }
+
+    #[test]
+    fn an_outage_moves_the_gone_bound_only_if_it_began_by_then() {
+        let o = Outages::default();
+        assert_eq!(o.extend(9 * S, 4 * S), 9 * S, "none");
+        o.begin(10 * S);
+        o.end(11 * S);
+        assert_eq!(o.extend(9 * S, 4 * S), 9 * S, "began after the bound");
+        assert_eq!(o.extend(10 * S, 4 * S), 15 * S, "began at the bound");
+        // A second outage that began before the moved bound moves it on.
+        o.begin(14 * S);
+        o.end(16 * S);
+        assert_eq!(o.extend(10 * S, 4 * S), 20 * S);
+        // One under way holds it off for good.
+        o.begin(30 * S);
+        assert_eq!(o.extend(30 * S, 4 * S), u64::MAX);
+        assert_eq!(o.extend(29 * S, 0), 29 * S);
+    }
+
+    #[test]
+    fn a_lease_may_outlive_its_bound_while_no_majority_is_up() {
+        let mut r = record();
+        // Gone by 9 s without outages; the majority is down 8..12 s.
+        r.outages.begin(8 * S);
+        r.outages.end(12 * S);
+        r.seen = vec![(10 * S, 10 * S + 1, Seen::KeyPresent(true))];
+        assert_eq!(check_lease(&r), Ok(()));
+        // 4 s after the outage it must be gone.
+        r.seen = vec![(16 * S + 1, 16 * S + 2, Seen::KeyPresent(true))];
+        let e = check_lease(&r).unwrap_err();
+        assert!(e.contains("must be gone by t=16.000s"), "{e}");
+        // Its TTL still counts through the outage.
+        r.seen = vec![(10 * S, 10 * S + 1, Seen::Ttl(3))];
+        let e = check_lease(&r).unwrap_err();
+        assert!(e.contains("did not keep counting"), "{e}");
     }
 
     #[test]

@@ -44,7 +44,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tonic::transport::Channel;
 
 use crate::harness;
-use crate::lease_check::{check_lease, LeaseRecord, Seen, EARLY_TOLERANCE, TTL_TOLERANCE};
+use crate::lease_check::{check_lease, LeaseRecord, Outages, Seen, EARLY_TOLERANCE, TTL_TOLERANCE};
 
 /// The registry every holder registers in (unique mode).
 pub const REGISTRY: &str = "chaos-names";
@@ -95,6 +95,8 @@ pub struct NameLog {
     pub refusals: Vec<Refusal>,
     /// Registration attempts that failed otherwise (timeouts, no leader).
     pub failed_attempts: usize,
+    /// When the cluster could expire no session (see `lease_check`).
+    pub outages: Outages,
 }
 
 /// Parameters of one holder slot.
@@ -225,10 +227,12 @@ async fn one_holder(ctx: &NameCtx, chans: &[Channel], key: String, value: String
     }
     rec.stopped_ns = ctx.now_ns();
     drop(child);
-    // Watch it die: until 1 s past the latest moment it must be gone.
-    let gone_by = lease_record(&rec, &[]).gone_by_ns();
+    // Watch it die: until 1 s past the latest moment it must be gone (an
+    // outage under way or one that begins moves that moment).
+    let outages = ctx.log().outages.clone();
     for _ in 0..200 {
-        if ctx.now_ns() > gone_by + 1_000_000_000 {
+        let gone_by = lease_record(&rec, &[], &outages).gone_by_ns();
+        if ctx.now_ns() > gone_by.saturating_add(1_000_000_000) {
             break;
         }
         member = (member + 1) % chans.len();
@@ -325,7 +329,7 @@ async fn poll(ctx: &NameCtx, chan: &Channel, rec: &mut NameRecord, holding: bool
 
 /// The holder as a lease record for [`check_lease`] (see module docs);
 /// `refusals` naming its session count as observations of its name.
-pub fn lease_record(rec: &NameRecord, refusals: &[Refusal]) -> LeaseRecord {
+pub fn lease_record(rec: &NameRecord, refusals: &[Refusal], outages: &Outages) -> LeaseRecord {
     let ttl_ns = NAME_TTL_S as u64 * 1_000_000_000;
     let stop = rec.stopped_ns;
     let late_renewal = rec.seen.iter().any(|(i, _, s)| match s {
@@ -354,6 +358,7 @@ pub fn lease_record(rec: &NameRecord, refusals: &[Refusal]) -> LeaseRecord {
         refreshed_ns: vec![(rec.registered_ns.0, stop)],
         ambiguous_refresh_ns: if late_renewal { vec![stop] } else { vec![] },
         seen,
+        outages: outages.clone(),
     }
 }
 
@@ -366,7 +371,7 @@ pub fn check_names(log: &NameLog) -> Result<(usize, usize), String> {
                 rec.key, rec.slot, rec.session
             ));
         }
-        check_lease(&lease_record(rec, &log.refusals)).map_err(|e| {
+        check_lease(&lease_record(rec, &log.refusals, &log.outages)).map_err(|e| {
             format!(
                 "name {} of killed holder process (slot {}, session {:x}, stopped t={:.3}s{}): {e}",
                 rec.key,

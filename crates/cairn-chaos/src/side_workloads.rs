@@ -13,7 +13,7 @@ use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
 use crate::harness;
-use crate::lease_check::{self, LeaseCtx, LeaseRecord};
+use crate::lease_check::{self, LeaseCtx, LeaseRecord, Outages};
 use crate::names::{self, NameCtx, NameLog};
 use crate::watch_check::{self, WatchControl, WatcherCtx, WatcherLog};
 use crate::History;
@@ -91,6 +91,7 @@ impl SideWorkloads {
         deadline: Instant,
         origin: Instant,
         timeout: Duration,
+        outages: &Outages,
     ) -> Result<SideWorkloads, String> {
         let control = Arc::new(WatchControl::default());
         let watch_logs = Arc::new(Mutex::new(Vec::new()));
@@ -127,10 +128,14 @@ impl SideWorkloads {
                     origin,
                     timeout,
                     out: lease_records.clone(),
+                    outages: outages.clone(),
                 }))
             })
             .collect();
-        let name_log = Arc::new(Mutex::new(NameLog::default()));
+        let name_log = Arc::new(Mutex::new(NameLog {
+            outages: outages.clone(),
+            ..NameLog::default()
+        }));
         let names = match bin {
             Some(bin) => (0..name_holders as u64)
                 .map(|slot| {
