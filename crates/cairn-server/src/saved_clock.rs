@@ -5,10 +5,13 @@
 //! store time in its durable rows plus the time since its data file was
 //! last written. Those rows lag the log by up to a checkpoint, and starting
 //! writes to the file. When the whole cluster crashed again before a leader
-//! stamped a new time, every member lost the previous crash's downtime,
-//! and leases lived that much longer: under cairn-chaos `--faults
-//! kill-majority,kill-all` (seed 706) a lease with a 3 s TTL was still
-//! there 10 s after its holder's last keep-alive.
+//! stamped a new time, every member lost the previous crash's downtime
+//! and its own run, and leases lived that much longer: a 30 s lease read
+//! 29 s left when 25.4 s were (`process_crash.rs`,
+//! `a_lease_counts_down_through_two_crashes_in_a_row`), and cairn-chaos
+//! `--faults kill-majority,kill-all --seed 703` saw a 3 s lease report
+//! 1 s left 4.5 s after its last keep-alive, after two crashes of the
+//! whole cluster 1.6 s apart.
 //!
 //! Every member saves its estimate at each tick interval while its clock
 //! runs, and once at start. The file is replaced by a rename and not
