@@ -21,12 +21,18 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Where a member's clock is saved.
 #[derive(Debug)]
 pub struct SavedClock {
     path: PathBuf,
+    /// A background save is under way: the next is skipped, not queued.
+    saving: AtomicBool,
+    /// When a failed save was last logged.
+    failure_logged: Mutex<Option<Instant>>,
 }
 
 /// The file: estimate (ms), wall-clock time it was taken at (ms since the
@@ -48,6 +54,8 @@ impl SavedClock {
     pub fn new(data_dir: &Path) -> Self {
         SavedClock {
             path: data_dir.join("clock"),
+            saving: AtomicBool::new(false),
+            failure_logged: Mutex::new(None),
         }
     }
 
@@ -75,6 +83,32 @@ impl SavedClock {
         self.save_at(estimate_ms, SystemTime::now())
     }
 
+    /// [`save`](Self::save) on a blocking thread: a file write and a
+    /// rename may wait for a busy disk, and a member's async runtime may
+    /// have one thread. Skipped while the previous one is under way (the
+    /// estimate is taken earlier than the time saved with it, so a late
+    /// save only undercounts). Failures are logged at most every
+    /// [`SAVE_FAILURE_LOG_INTERVAL`]. Needs a Tokio runtime.
+    pub fn save_in_background(self: &Arc<Self>, estimate_ms: u64) {
+        if self.saving.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = this.save(estimate_ms) {
+                let mut logged = this
+                    .failure_logged
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if logged.is_none_or(|t| t.elapsed() >= SAVE_FAILURE_LOG_INTERVAL) {
+                    tracing::warn!("saving the cluster clock: {e}");
+                    *logged = Some(Instant::now());
+                }
+            }
+            this.saving.store(false, Ordering::Release);
+        });
+    }
+
     fn save_at(&self, estimate_ms: u64, at: SystemTime) -> io::Result<()> {
         let at_ms = wall_ms(at);
         let mut bytes = [0u8; FILE_BYTES];
@@ -88,7 +122,7 @@ impl SavedClock {
 }
 
 /// How often at most a failed save is logged (it is retried every tick).
-pub const SAVE_FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
+const SAVE_FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 #[cfg(test)]
 mod tests {
@@ -109,6 +143,24 @@ mod tests {
         saved.save(7_000).unwrap();
         let loaded = saved.load(10_000).unwrap();
         assert!((7_000..7_500).contains(&loaded), "{loaded}");
+    }
+
+    #[tokio::test]
+    async fn a_background_save_lands_and_a_second_one_meanwhile_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let saved = Arc::new(SavedClock::new(dir.path()));
+        saved.saving.store(true, Ordering::Release);
+        saved.save_in_background(1_000);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(saved.load(0), None, "skipped while one is under way");
+        saved.saving.store(false, Ordering::Release);
+        saved.save_in_background(2_000);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while saved.load(0).is_none() {
+            assert!(Instant::now() < deadline, "the save never landed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(saved.load(0), Some(2_000));
     }
 
     #[test]

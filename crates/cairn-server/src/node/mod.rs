@@ -24,7 +24,7 @@ use crate::clock::ClusterClock;
 use crate::config::{ClusterState, ServerConfig};
 use crate::error::ServerError;
 use crate::proposer::Proposer;
-use crate::saved_clock::{SavedClock, SAVE_FAILURE_LOG_INTERVAL};
+use crate::saved_clock::SavedClock;
 use crate::watch_hub::WatchHub;
 pub use identity::Identity;
 pub use members::Member;
@@ -50,7 +50,7 @@ pub struct Node {
     /// `/metrics` reports the size of the last one.
     pub snapshots: Arc<SnapshotFile>,
     /// Where the clock's estimate is saved each tick, for a restart.
-    saved_clock: SavedClock,
+    saved_clock: Arc<SavedClock>,
 }
 
 /// Feeds the watch hub and the cluster clock from applied batches.
@@ -134,7 +134,7 @@ impl Node {
         let restarted = db_path.exists();
         let downtime_cap_ms = 10 * config.election_timeout_ms;
         let downtime_ms = crate::clock::downtime_ms(&db_path, downtime_cap_ms);
-        let saved_clock = SavedClock::new(&data_dir);
+        let saved_clock = Arc::new(SavedClock::new(&data_dir));
         let db = open_database(&db_path, config.storage_cache_bytes).await?;
         let db = Arc::new(db);
 
@@ -170,9 +170,7 @@ impl Node {
         // At once: if the cluster goes down again before a leader stamps a
         // time, this estimate is all that remembers this downtime.
         if let Some(ms) = clock.running_ms() {
-            if let Err(e) = saved_clock.save(ms) {
-                tracing::warn!("saving the cluster clock: {e}");
-            }
+            saved_clock.save_in_background(ms);
         }
         let hub = WatchHub::new(store.clone());
         let observed_raft = Arc::new(OnceLock::new());
@@ -405,7 +403,6 @@ async fn tick_loop(node: Arc<Node>) {
     drop(node);
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut save_failure_logged: Option<std::time::Instant> = None;
     loop {
         ticker.tick().await;
         let Some(node) = weak.upgrade() else { return };
@@ -413,12 +410,7 @@ async fn tick_loop(node: Arc<Node>) {
         node.clock.set_leading(leading);
         // Every member, leading or not (saved_clock.rs).
         if let Some(ms) = node.clock.running_ms() {
-            if let Err(e) = node.saved_clock.save(ms) {
-                if save_failure_logged.is_none_or(|t| t.elapsed() >= SAVE_FAILURE_LOG_INTERVAL) {
-                    tracing::warn!("saving the cluster clock: {e}");
-                    save_failure_logged = Some(std::time::Instant::now());
-                }
-            }
+            node.saved_clock.save_in_background(ms);
         }
         if !leading {
             continue;
