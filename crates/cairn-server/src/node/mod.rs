@@ -346,6 +346,33 @@ impl Node {
         self.raft.metrics().borrow_watched().current_leader
     }
 
+    /// Why this member's Raft stopped on its own (a storage error: a full
+    /// disk, a failed fsync), if it did. Such a member serves nothing
+    /// more; its last metrics may still name a leader.
+    pub fn raft_failure(&self) -> Option<String> {
+        match &self.raft.metrics().borrow_watched().running_state {
+            Err(openraft::error::Fatal::Stopped) | Ok(()) => None,
+            Err(e) => Some(e.to_string()),
+        }
+    }
+
+    /// Waits until this member's Raft stops on its own and says why. A
+    /// stop asked for by [`shutdown`](Self::shutdown) never returns.
+    pub async fn raft_failed(&self) -> String {
+        let mut rx = self.raft.metrics();
+        loop {
+            if let Some(why) = self.raft_failure() {
+                return why;
+            }
+            // Only a dropped sender (the core's task ended) errs.
+            if rx.changed().await.is_err() {
+                return self
+                    .raft_failure()
+                    .unwrap_or_else(|| "Raft's task ended".to_string());
+            }
+        }
+    }
+
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
     }

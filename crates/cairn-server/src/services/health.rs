@@ -19,7 +19,7 @@ pub fn add(routes: Routes, node: Arc<Node>, claim_reads: Arc<ClaimReads>) -> Rou
         let mut last = None;
         loop {
             let Some(node) = weak.upgrade() else { return };
-            let status = if node.leader_id().is_some() {
+            let status = if node.leader_id().is_some() && node.raft_failure().is_none() {
                 ServingStatus::Serving
             } else {
                 ServingStatus::NotServing
@@ -140,6 +140,15 @@ fn http_health(
     String,
 ) {
     let json = [(http::header::CONTENT_TYPE, "application/json")];
+    // Raft stopped on a storage error: its last metrics may still name a
+    // leader. (Why is in the member's log and `cairn serve`'s exit.)
+    if node.raft_failure().is_some() {
+        return (
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            json,
+            r#"{"health":"false","reason":"RAFT STOPPED"}"#.into(),
+        );
+    }
     match node.leader_id() {
         Some(_) => (
             http::StatusCode::OK,

@@ -171,12 +171,27 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         peer = %server.peer_addr,
         "cairn is serving"
     );
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
-    tracing::info!("shutting down");
+    // A member whose Raft stopped on a storage error (a full disk, a
+    // failed fsync) serves nothing more: exit with the reason, as etcd
+    // does, so that a supervisor restarts it once the disk is fixed (it
+    // recovers from its log; nothing acknowledged depended on the failed
+    // write).
+    let failed = tokio::select! {
+        interrupted = tokio::signal::ctrl_c() => {
+            interrupted.context("waiting for Ctrl-C")?;
+            None
+        }
+        why = server.node.raft_failed() => Some(why),
+    };
+    match &failed {
+        None => tracing::info!("shutting down"),
+        Some(why) => tracing::error!("raft stopped: {why}; shutting down"),
+    }
     server.shutdown().await;
-    Ok(())
+    match failed {
+        None => Ok(()),
+        Some(why) => Err(anyhow::anyhow!("raft stopped: {why}")),
+    }
 }
 
 #[cfg(test)]
