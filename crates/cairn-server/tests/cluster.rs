@@ -472,3 +472,23 @@ async fn lease_ttl_keeps_counting_across_a_leader_change() {
     );
     c.shutdown().await;
 }
+
+/// `Node::raft_failed` is for a Raft that stopped on its own (a storage
+/// error; `disk_full.rs` in the `cairn` crate covers that case): a stop
+/// asked for is not a failure, and `/health` stays truthful about it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_is_not_a_raft_failure() {
+    let mut cluster = Cluster::start(1, |_| {}).await;
+    cluster.wait_leader(Duration::from_secs(10)).await;
+    let node = cluster.node(0).clone();
+    assert_eq!(node.raft_failure(), None);
+    let waiter = tokio::spawn({
+        let node = node.clone();
+        async move { node.raft_failed().await }
+    });
+    cluster.stop_member(0).await;
+    assert_eq!(node.raft_failure(), None, "a shutdown is no failure");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiter.is_finished(), "raft_failed returned on a shutdown");
+    waiter.abort();
+}

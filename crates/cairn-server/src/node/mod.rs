@@ -361,14 +361,20 @@ impl Node {
     pub async fn raft_failed(&self) -> String {
         let mut rx = self.raft.metrics();
         loop {
-            if let Some(why) = self.raft_failure() {
-                return why;
+            let stopped = match &rx.borrow_watched().running_state {
+                Ok(()) => None,
+                Err(openraft::error::Fatal::Stopped) => Some(None),
+                Err(e) => Some(Some(e.to_string())),
+            };
+            match stopped {
+                Some(Some(why)) => return why,
+                Some(None) => return std::future::pending().await,
+                None => {}
             }
-            // Only a dropped sender (the core's task ended) errs.
+            // Only a dropped sender errs: the core's task ended without
+            // saying why (a panic).
             if rx.changed().await.is_err() {
-                return self
-                    .raft_failure()
-                    .unwrap_or_else(|| "Raft's task ended".to_string());
+                return "Raft's task ended".to_string();
             }
         }
     }
