@@ -213,3 +213,67 @@ async fn a_lease_counts_down_through_two_crashes_in_a_row() {
         "TTL {ttl}s ran ahead of the {left_s:.1}s left"
     );
 }
+
+/// SIGTERM (what systemd and container runtimes send) and SIGINT both stop
+/// a member cleanly: it logs the shutdown and exits 0, and restarts with
+/// its data. A SIGTERM used to end it at once, as a crash would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_and_sigint_stop_a_member_cleanly() {
+    let mut cluster = tokio::task::spawn_blocking(|| ProcCluster::start(1))
+        .await
+        .unwrap();
+    for (round, sig) in ["TERM", "INT"].into_iter().enumerate() {
+        let mut kv = client(cluster.members[0].client_url()).await;
+        let key = format!("signal/{sig}");
+        assert!(put_any(std::slice::from_mut(&mut kv), 0, key.clone()).await);
+        let pid = cluster.members[0].child.as_ref().expect("running").id();
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{sig}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            let child = cluster.members[0].child.as_mut().unwrap();
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "SIG{sig} did not stop the member\n{}",
+                cluster.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        cluster.members[0].child = None;
+        assert!(status.success(), "SIG{sig}: exit status {status}");
+        let log = std::fs::read_to_string(&cluster.members[0].log).unwrap();
+        assert_eq!(
+            log.matches("shutting down").count(),
+            round + 1,
+            "SIG{sig} did not go through the shutdown\n{}",
+            cluster.logs()
+        );
+        // The data is there after a restart.
+        cluster.spawn(0);
+        let c = &cluster;
+        let port = c.members[0].client_port;
+        tokio::task::spawn_blocking(move || {
+            wait_until("restarted member healthy", Duration::from_secs(20), || {
+                http_health(port)
+            })
+        })
+        .await
+        .unwrap();
+        let mut kv = client(cluster.members[0].client_url()).await;
+        let got = kv
+            .range(RangeRequest {
+                key: key.into_bytes(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(got.kvs.len(), 1, "SIG{sig}: the put before it is gone");
+    }
+}
