@@ -354,3 +354,30 @@ fn name_subcommands_register_list_watch_and_unregister() {
         "{events}"
     );
 }
+
+/// SIGTERM (what a service manager sends) ends a holder the way Ctrl-C
+/// does: its session is closed and the name goes at once, not after its
+/// TTL. It used to kill the process, leaving the name for the whole TTL.
+#[test]
+fn a_sigtermed_holder_releases_its_name_at_once() {
+    let cluster = ProcCluster::start(1);
+    let ep = cluster.endpoints();
+    ok(&ep, &["name", "create", "term-svc"]);
+    let holder = spawn_client(
+        &ep,
+        &[
+            "name", "register", "term-svc", "only", "a", "--hold", "--ttl", "60",
+        ],
+    );
+    wait_until("registered", WAIT, || holder.contains("registered"));
+    let sent = Instant::now();
+    signal("TERM", holder.child.id(), true);
+    wait_until("the name gone", WAIT, || {
+        ok(&ep, &["name", "count", "term-svc", "only"]).trim() == "0"
+    });
+    assert!(
+        sent.elapsed() < Duration::from_secs(20),
+        "released after {:?}, not at once",
+        sent.elapsed()
+    );
+}

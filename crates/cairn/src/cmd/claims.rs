@@ -332,7 +332,7 @@ async fn can_offload(client: &Client, a: OffloadArgs) -> anyhow::Result<()> {
     }
     tokio::select! {
         why = session.lost() => bail!("session {id:x} lost: {why}"),
-        _ = tokio::signal::ctrl_c() => {}
+        _ = super::stop_signal() => {}
     }
     session.close().await.context("close session")?;
     Ok(())

@@ -28,7 +28,7 @@ pub async fn run(g: &GlobalArgs, a: ElectArgs) -> anyhow::Result<()> {
         loop {
             let next = tokio::select! {
                 n = observer.next() => n?,
-                _ = tokio::signal::ctrl_c() => return Ok(()),
+                _ = super::stop_signal() => return Ok(()),
             };
             match next {
                 None => bail!("the server ended the stream"),
@@ -55,7 +55,7 @@ pub async fn run(g: &GlobalArgs, a: ElectArgs) -> anyhow::Result<()> {
     println!("{} {value} token={token} session={id:x}", a.name);
     tokio::select! {
         why = session.lost() => bail!("leadership lost: session {id:x}: {why}"),
-        _ = tokio::signal::ctrl_c() => {}
+        _ = super::stop_signal() => {}
     }
     client.resign(a.name, id, token).await?;
     session.close().await?;

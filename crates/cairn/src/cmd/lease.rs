@@ -120,11 +120,11 @@ pub async fn run(g: &GlobalArgs, cmd: LeaseCommand) -> anyhow::Result<()> {
             if let Some(ttl) = keeper.ttl() {
                 print(ttl, None)?;
             }
-            let ctrl_c = tokio::signal::ctrl_c();
-            tokio::pin!(ctrl_c);
+            let stop = super::stop_signal();
+            tokio::pin!(stop);
             loop {
                 let state = tokio::select! {
-                    _ = &mut ctrl_c => return Ok(()),
+                    _ = &mut stop => return Ok(()),
                     s = keeper.changed() => s,
                 };
                 match state {

@@ -40,7 +40,7 @@ pub async fn run(g: &GlobalArgs, a: LockArgs) -> anyhow::Result<()> {
         println!("{} token={token} session={id:x}", a.name);
         tokio::select! {
             why = session.lost() => bail!("lock lost: session {id:x}: {why}"),
-            _ = tokio::signal::ctrl_c() => {}
+            _ = super::stop_signal() => {}
         }
         lock.unlock().await?;
         session.close().await?;

@@ -105,6 +105,28 @@ pub fn parse_lease_id(s: &str) -> Result<i64, String> {
     parse_hex_u64(s).map(|v| v as i64)
 }
 
+/// Waits for Ctrl-C (SIGINT) or, on Unix, SIGTERM: what service managers
+/// and container runtimes send to stop a process. A member stops cleanly
+/// on either; a command holding a name, lock, lease or candidacy releases
+/// it at once instead of leaving it to its TTL (with only Ctrl-C handled,
+/// a SIGTERM ended the process as a crash would). An error: a handler
+/// could not be installed.
+pub async fn stop_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            interrupted = tokio::signal::ctrl_c() => interrupted,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -161,7 +161,7 @@ async fn register(client: &Client, a: RegisterArgs) -> anyhow::Result<()> {
     }
     tokio::select! {
         why = session.lost() => bail!("session {id:x} lost: {why}"),
-        _ = tokio::signal::ctrl_c() => {}
+        _ = super::stop_signal() => {}
     }
     session.close().await.context("close session")?;
     Ok(())
@@ -174,7 +174,7 @@ async fn watch(client: &Client, a: WatchArgs) -> anyhow::Result<()> {
     loop {
         let events = tokio::select! {
             e = stream.next() => e?,
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = super::stop_signal() => return Ok(()),
         };
         let Some(events) = events else {
             bail!("the server ended the watch");

@@ -177,8 +177,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // recovers from its log; nothing acknowledged depended on the failed
     // write).
     let failed = tokio::select! {
-        asked = stop_signal() => {
-            asked?;
+        asked = super::stop_signal() => {
+            asked.context("waiting for a signal to stop")?;
             None
         }
         why = server.node.raft_failed() => Some(why),
@@ -191,25 +191,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     match failed {
         None => Ok(()),
         Some(why) => Err(anyhow::anyhow!("raft stopped: {why}")),
-    }
-}
-
-/// Waits for Ctrl-C (SIGINT) or, on Unix, SIGTERM: what service managers
-/// and container runtimes send to stop a process. Without it a SIGTERM
-/// ended the member at once, like a crash (safe, but not a clean stop).
-async fn stop_signal() -> anyhow::Result<()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
-        tokio::select! {
-            interrupted = tokio::signal::ctrl_c() => interrupted.context("waiting for Ctrl-C"),
-            _ = term.recv() => Ok(()),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")
     }
 }
 

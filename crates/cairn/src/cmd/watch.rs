@@ -41,11 +41,11 @@ pub async fn run(g: &GlobalArgs, args: WatchArgs) -> anyhow::Result<()> {
     };
     let client = g.client().await?;
     let mut stream = client.watch(args.key, options).await?;
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
+    let stop = super::stop_signal();
+    tokio::pin!(stop);
     loop {
         tokio::select! {
-            _ = &mut ctrl_c => {
+            _ = &mut stop => {
                 stream.cancel().await?;
                 return Ok(());
             }
