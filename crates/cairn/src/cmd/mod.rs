@@ -107,10 +107,10 @@ pub fn parse_lease_id(s: &str) -> Result<i64, String> {
 
 /// Waits for Ctrl-C (SIGINT) or, on Unix, SIGTERM: what service managers
 /// and container runtimes send to stop a process. A member stops cleanly
-/// on either; a command holding a name, lock, lease or candidacy releases
-/// it at once instead of leaving it to its TTL (with only Ctrl-C handled,
-/// a SIGTERM ended the process as a crash would). An error: a handler
-/// could not be installed.
+/// on either, and a command holding a name, lock or candidacy releases it
+/// at once instead of leaving it to its TTL (with only Ctrl-C handled, a
+/// SIGTERM ended the process as a crash would). An error: a handler could
+/// not be installed.
 pub async fn stop_signal() -> std::io::Result<()> {
     #[cfg(unix)]
     {
