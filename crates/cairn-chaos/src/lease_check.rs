@@ -96,20 +96,14 @@ impl Outages {
     /// `bound_ns`, moved to `after_ns` past the end of every outage that
     /// began by then (an outage under way moves it past any time).
     pub fn extend(&self, bound_ns: u64, after_ns: u64) -> u64 {
-        let spans = self.spans();
         let mut bound = bound_ns;
-        // Each pass moves the bound past one more outage, at most all.
-        for _ in 0..=spans.len() {
-            let later = spans
-                .iter()
-                .filter(|(begin, _)| *begin <= bound)
-                .map(|(_, end)| end.map_or(u64::MAX, |e| e.saturating_add(after_ns)))
-                .max()
-                .unwrap_or(0);
-            if later <= bound {
+        // In the order they began: once one began after the bound, so did
+        // every later one.
+        for (begin, end) in self.spans().iter() {
+            if *begin > bound {
                 break;
             }
-            bound = later;
+            bound = bound.max(end.map_or(u64::MAX, |e| e.saturating_add(after_ns)));
         }
         bound
     }

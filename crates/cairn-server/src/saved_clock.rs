@@ -79,7 +79,7 @@ impl SavedClock {
     }
 
     /// Saves `estimate_ms` as the estimate now.
-    pub fn save(&self, estimate_ms: u64) -> io::Result<()> {
+    fn save(&self, estimate_ms: u64) -> io::Result<()> {
         self.save_at(estimate_ms, SystemTime::now())
     }
 

@@ -10,7 +10,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::{PutRequest, RangeRequest};
@@ -58,6 +58,25 @@ async fn put(kv: &mut KvClient<tonic::transport::Channel>, key: &str, value: &[u
     kv.put(req).await.is_ok()
 }
 
+/// Starts the member on `data_dir` and waits until it serves.
+async fn start_on(mut cluster: ProcCluster, data_dir: PathBuf) -> ProcCluster {
+    cluster.members[0].data_dir = data_dir;
+    cluster.spawn(0);
+    tokio::task::spawn_blocking(move || {
+        cluster.wait_healthy(Duration::from_secs(20));
+        cluster
+    })
+    .await
+    .unwrap()
+}
+
+fn kv_client(cluster: &ProcCluster) -> KvClient<tonic::transport::Channel> {
+    let ch = tonic::transport::Endpoint::from_shared(cluster.members[0].client_url())
+        .unwrap()
+        .connect_lazy();
+    KvClient::new(ch)
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     let status = Command::new("cp").arg("-a").arg(from).arg(to).status();
     assert!(status.is_ok_and(|s| s.success()), "cp -a {from:?} {to:?}");
@@ -77,21 +96,10 @@ async fn a_member_whose_disk_fills_exits_and_its_data_restarts_elsewhere() {
         .unwrap();
     // The same member, bootstrapped afresh on the small disk.
     cluster.kill(0);
-    cluster.members[0].data_dir = disk.path.join("n1");
-    cluster.spawn(0);
-    let cluster = tokio::task::spawn_blocking(move || {
-        cluster.wait_healthy(Duration::from_secs(20));
-        cluster
-    })
-    .await
-    .unwrap();
-    let mut cluster = cluster;
+    let mut cluster = start_on(cluster, disk.path.join("n1")).await;
 
     // 8 KiB values under new keys until the member refuses them.
-    let ch = tonic::transport::Endpoint::from_shared(cluster.members[0].client_url())
-        .unwrap()
-        .connect_lazy();
-    let mut kv = KvClient::new(ch);
+    let mut kv = kv_client(&cluster);
     let value = vec![b'x'; 8 * 1024];
     let mut acked = Vec::new();
     let mut refused = 0;
@@ -110,20 +118,7 @@ async fn a_member_whose_disk_fills_exits_and_its_data_restarts_elsewhere() {
     assert!(acked.len() > 100, "only {} puts landed", acked.len());
 
     // The member exits on its own, and says why.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        let child = cluster.members[0].child.as_mut().expect("started");
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the member did not exit after its disk filled\n{}",
-            cluster.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    cluster.members[0].child = None;
+    let status = cluster.wait_exit(0, Duration::from_secs(30));
     assert!(!status.success(), "exit status {status}");
     let log = std::fs::read_to_string(&cluster.members[0].log).unwrap();
     assert!(
@@ -135,18 +130,8 @@ async fn a_member_whose_disk_fills_exits_and_its_data_restarts_elsewhere() {
     // Moved to a disk with room, it starts and holds every acknowledged put.
     let roomy = cluster.dir.path().join("n1-moved");
     copy_dir(&disk.path.join("n1"), &roomy);
-    cluster.members[0].data_dir = roomy;
-    cluster.spawn(0);
-    let cluster = tokio::task::spawn_blocking(move || {
-        cluster.wait_healthy(Duration::from_secs(20));
-        cluster
-    })
-    .await
-    .unwrap();
-    let ch = tonic::transport::Endpoint::from_shared(cluster.members[0].client_url())
-        .unwrap()
-        .connect_lazy();
-    let mut kv = KvClient::new(ch);
+    let cluster = start_on(cluster, roomy).await;
+    let mut kv = kv_client(&cluster);
     let mut end = b"full/".to_vec();
     *end.last_mut().unwrap() += 1;
     let held = kv

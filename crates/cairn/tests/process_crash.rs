@@ -232,20 +232,7 @@ async fn sigterm_and_sigint_stop_a_member_cleanly() {
             .status()
             .unwrap();
         assert!(sent.success(), "kill -{sig}");
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        let status = loop {
-            let child = cluster.members[0].child.as_mut().unwrap();
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "SIG{sig} did not stop the member\n{}",
-                cluster.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        cluster.members[0].child = None;
+        let status = cluster.wait_exit(0, Duration::from_secs(20));
         assert!(status.success(), "SIG{sig}: exit status {status}");
         let log = std::fs::read_to_string(&cluster.members[0].log).unwrap();
         assert_eq!(

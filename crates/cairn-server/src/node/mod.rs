@@ -53,6 +53,30 @@ pub struct Node {
     saved_clock: Arc<SavedClock>,
 }
 
+/// Whether a Raft runs, was stopped as asked, or stopped on its own.
+enum RaftRun {
+    Running,
+    Stopped,
+    Failed(String),
+}
+
+impl RaftRun {
+    fn failure(self) -> Option<String> {
+        match self {
+            RaftRun::Failed(why) => Some(why),
+            RaftRun::Running | RaftRun::Stopped => None,
+        }
+    }
+}
+
+fn raft_run(state: &Result<(), openraft::error::Fatal<cairn_raft::types::TypeConfig>>) -> RaftRun {
+    match state {
+        Ok(()) => RaftRun::Running,
+        Err(openraft::error::Fatal::Stopped) => RaftRun::Stopped,
+        Err(e) => RaftRun::Failed(e.to_string()),
+    }
+}
+
 /// Feeds the watch hub and the cluster clock from applied batches.
 struct Observer {
     hub: Arc<WatchHub>,
@@ -350,10 +374,7 @@ impl Node {
     /// disk, a failed fsync), if it did. Such a member serves nothing
     /// more; its last metrics may still name a leader.
     pub fn raft_failure(&self) -> Option<String> {
-        match &self.raft.metrics().borrow_watched().running_state {
-            Err(openraft::error::Fatal::Stopped) | Ok(()) => None,
-            Err(e) => Some(e.to_string()),
-        }
+        raft_run(&self.raft.metrics().borrow_watched().running_state).failure()
     }
 
     /// Waits until this member's Raft stops on its own and says why. A
@@ -361,15 +382,12 @@ impl Node {
     pub async fn raft_failed(&self) -> String {
         let mut rx = self.raft.metrics();
         loop {
-            let stopped = match &rx.borrow_watched().running_state {
-                Ok(()) => None,
-                Err(openraft::error::Fatal::Stopped) => Some(None),
-                Err(e) => Some(Some(e.to_string())),
-            };
-            match stopped {
-                Some(Some(why)) => return why,
-                Some(None) => return std::future::pending().await,
-                None => {}
+            // Bound first: the metrics guard must not live across an await.
+            let run = raft_run(&rx.borrow_watched().running_state);
+            match run {
+                RaftRun::Failed(why) => return why,
+                RaftRun::Stopped => return std::future::pending().await,
+                RaftRun::Running => {}
             }
             // Only a dropped sender errs: the core's task ended without
             // saying why (a panic).

@@ -181,17 +181,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             asked.context("waiting for a signal to stop")?;
             None
         }
-        why = server.node.raft_failed() => Some(why),
+        why = server.node.raft_failed() => Some(format!("raft stopped: {why}")),
     };
     match &failed {
         None => tracing::info!("shutting down"),
-        Some(why) => tracing::error!("raft stopped: {why}; shutting down"),
+        Some(why) => tracing::error!("{why}; shutting down"),
     }
     server.shutdown().await;
-    match failed {
-        None => Ok(()),
-        Some(why) => Err(anyhow::anyhow!("raft stopped: {why}")),
-    }
+    failed.map_or(Ok(()), |why| Err(anyhow::anyhow!(why)))
 }
 
 #[cfg(test)]

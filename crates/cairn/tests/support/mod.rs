@@ -121,6 +121,26 @@ impl ProcCluster {
         m.child = Some(child);
     }
 
+    /// Waits up to `timeout` for member `i` to exit by itself and returns
+    /// its exit status (it is then not running); panics with the logs.
+    pub fn wait_exit(&mut self, i: usize, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self.members[i].child.as_mut().expect("member running");
+            if let Some(status) = child.try_wait().unwrap() {
+                self.members[i].child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit within {timeout:?}\n{}",
+                self.members[i].name,
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// SIGKILL: no shutdown path runs, as in a crash.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut c) = self.members[i].child.take() {
