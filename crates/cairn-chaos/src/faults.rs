@@ -71,15 +71,13 @@ impl FaultKind {
         FaultKind::SplitMinority,
         FaultKind::BridgeNode,
     ];
-    /// Losing quorum. Not in [`FaultKind::ALL`] yet: a member re-added
-    /// shortly before a whole-cluster crash came back with its clock ~2 s
-    /// behind (a lease TTL read 3 s where 1 s was left; CI's run of
-    /// `chaos_short_seed_2` with these in the mix). Ask for them with
-    /// `--faults kill-majority,kill-all`.
+    /// Losing quorum: `--faults kill-majority,kill-all` asks for these alone.
     pub const QUORUM_LOSS: [FaultKind; 2] = [FaultKind::KillMajority, FaultKind::KillAll];
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::KillRandom,
         FaultKind::KillLeader,
+        FaultKind::KillMajority,
+        FaultKind::KillAll,
         FaultKind::PauseLeader,
         FaultKind::IsolateLeader,
         FaultKind::SplitMinority,
@@ -510,7 +508,9 @@ mod tests {
         assert!(plan(3, 5, d, &[]).is_empty());
         let q = plan(3, 3, d, &FaultKind::QUORUM_LOSS);
         assert!(q.iter().all(|f| FaultKind::QUORUM_LOSS.contains(&f.kind)));
-        assert!(!FaultKind::ALL.contains(&FaultKind::KillAll));
+        assert!(FaultKind::QUORUM_LOSS
+            .iter()
+            .all(|k| FaultKind::ALL.contains(k)));
     }
 
     #[test]

@@ -21,14 +21,22 @@
 //!   leases early (cairn-chaos seed 1). Stamps of older terms move it only
 //!   forward: a new leader commits the last ticks of an isolated old leader
 //!   seconds after they were made, and following those lost 2 s of cluster
-//!   time (seed 16).
+//!   time (seed 16). The leader's answer to a read-index request carries
+//!   its time too (`LeaderRead`), and a follower follows it the same way
+//!   before it serves the read: a member that installed a snapshot or
+//!   replayed old entries has only old stamps until the leader's next
+//!   tick, and after a whole-cluster crash such a member answered a
+//!   lease's `TimeToLive` with the TTL left at its last stamp, 2 s more
+//!   than was left (cairn-chaos seed 2). A new leader ticks at once, so
+//!   its term's first stamp follows its election by a commit.
 //! - **Only the leader's clock stamps.** The leader re-stamps every command
 //!   it proposes, forwarded ones too (`Command::restamp`): the store's time
 //!   is the largest stamp ever applied, so one stamp from a member whose
 //!   estimate ran ahead would move cluster time ahead for good and expire
 //!   leases early.
 //! - **A new cluster's clock runs only from a real anchor.** A member of a
-//!   new cluster starts *frozen* at time 0; it starts running at its first
+//!   new cluster, or one restarted that never held a cluster time (no
+//!   saved estimate, no stamp applied), starts *frozen* at time 0; it starts running at its first
 //!   applied time (a stamp made by a leader) or when it becomes leader
 //!   itself. A clock that ran from process start would be ahead of the
 //!   leader's by the difference in start times. A follower anchored on a

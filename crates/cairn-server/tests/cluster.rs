@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use cairn_server::node::forward::{ForwardRequest, ForwardResponse};
+use cairn_server::node::forward::ForwardRequest;
 use cairn_server::serve::PeerApi;
 use openraft::async_runtime::WatchReceiver;
 use support::*;
@@ -345,30 +345,8 @@ async fn learner_is_added_promoted_and_removed() {
     put(c.node(leader), "before-learner", "1").await;
 
     // A fourth member: announced first, then started with state "existing".
-    let (client, peer) = (free_port(), free_port());
-    let mut cfg = test_config("n4", c.dir.path().join("n4"), client, peer);
-    cfg.initial_cluster = format!(
-        "{},n4=http://127.0.0.1:{peer}",
-        c.members[0].config.initial_cluster
-    );
-    existing(&mut cfg);
-    let added = c
-        .node(leader)
-        .membership_request(ForwardRequest::AddMember {
-            peer_url: format!("http://127.0.0.1:{peer}"),
-            is_learner: true,
-        })
-        .await
-        .expect("member add");
-    let ForwardResponse::Member(id) = added else {
-        panic!("{added:?}")
-    };
-    c.members.push(Member {
-        config: cfg,
-        peer_api: PeerApi::Current,
-        server: None,
-    });
-    c.start_member(3).await;
+    let (learner, id) = c.add_learner(leader, |_| {}).await;
+    assert_eq!(learner, 3);
     // The put precedes the membership entry in the log: wait for both.
     wait_until(
         "learner has the data and knows it is a learner",
@@ -417,6 +395,11 @@ async fn learner_is_added_promoted_and_removed() {
     })
     .await;
     put(c.node(leader), "after-remove", "1").await;
+    // The removed member finds out and stops serving, as etcd's does.
+    let why = tokio::time::timeout(ELECTION, c.node(3).removed())
+        .await
+        .expect("the removed member stops");
+    assert!(why.contains(&format!("member {id:x} is not in")), "{why}");
     c.shutdown().await;
 }
 
@@ -491,4 +474,39 @@ async fn a_shutdown_is_not_a_raft_failure() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!waiter.is_finished(), "raft_failed returned on a shutdown");
     waiter.abort();
+}
+
+/// A voter removed while it was down never receives the entry that
+/// removed it (the leader no longer replicates to it). Restarted, it asks
+/// its peers, finds itself removed and stops, instead of campaigning and
+/// serving stale reads for good (etcd's peers answer such a member
+/// "removed" and it stops).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_removed_while_down_stops_when_it_returns() {
+    let mut c = Cluster::start(3, |_| {}).await;
+    let leader = c.wait_leader(ELECTION).await;
+    let gone = (leader + 1) % 3;
+    let gone_id = c.node(gone).member_id();
+    c.stop_member(gone).await;
+    c.node(leader)
+        .membership_request(ForwardRequest::RemoveMember { id: gone_id })
+        .await
+        .expect("remove");
+    c.start_member(gone).await;
+    let why = tokio::time::timeout(Duration::from_secs(20), c.node(gone).removed())
+        .await
+        .expect("the removed member stops");
+    assert!(
+        why.contains(&format!("member {gone_id:x} is not in")),
+        "{why}"
+    );
+    assert!(c.node(gone).removal().is_some());
+    c.stop_member(gone).await;
+    // The other two were never in doubt.
+    for i in c.running() {
+        assert_eq!(c.node(i).removal(), None, "member {i}");
+    }
+    let leader = c.wait_leader(ELECTION).await;
+    put(c.node(leader), "after-remove", "1").await;
+    c.shutdown().await;
 }

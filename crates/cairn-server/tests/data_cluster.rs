@@ -226,3 +226,53 @@ async fn followers_name_the_leader_in_their_answers() -> Result {
     assert!(answer.metadata().get("cairn-leader").is_none());
     Ok(())
 }
+
+/// A member whose clock is behind its leader's counts a lease's remaining
+/// TTL from the leader's time, which the leader's read-index answer
+/// carries. Here the member is a learner that joined 3 s after the grant
+/// and has applied no stamp since: before the fix it answered the full
+/// 60 s (cairn-chaos saw the same from a member that installed a snapshot
+/// after a whole-cluster crash).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_behind_its_leader_counts_a_ttl_from_the_leaders_time() -> Result {
+    // Ticks 10 s apart: the grant is the last stamp the learner applies
+    // (the leader ticks once when elected, before the grant).
+    let slow_ticks = |cfg: &mut cairn_server::ServerConfig| cfg.tick_interval_ms = 10_000;
+    let mut c = Cluster::start(3, slow_ticks).await;
+    let leader = c.wait_leader(ELECTION).await;
+    let mut lease = LeaseClient::new(channel(&c, leader).await?);
+    let id = lease
+        .lease_grant(LeaseGrantRequest { ttl: 60, id: 0 })
+        .await?
+        .into_inner()
+        .id;
+    let granted_ms = c.node(leader).store().now_ms();
+    wait_until("3 s of cluster time passed", WAIT, || {
+        let ok = c.node(leader).clock.now_ms() >= granted_ms + 3_000;
+        async move { ok }
+    })
+    .await;
+    let (learner, _) = c.add_learner(leader, slow_ticks).await;
+    wait_until("the learner has the lease", WAIT, || {
+        let ok = c.node(learner).store().lease_info(id).is_some();
+        async move { ok }
+    })
+    .await;
+    let ttl_on = |ch: Channel| async move {
+        let ttl = LeaseClient::new(ch)
+            .lease_time_to_live(LeaseTimeToLiveRequest { id, keys: false })
+            .await?
+            .into_inner()
+            .ttl;
+        anyhow::Ok(ttl)
+    };
+    let on_leader = ttl_on(channel(&c, leader).await?).await?;
+    let on_learner = ttl_on(channel(&c, learner).await?).await?;
+    assert!(on_leader <= 57, "leader: {on_leader}s left");
+    assert!(
+        on_learner <= on_leader + 1,
+        "learner: {on_learner}s left, leader {on_leader}s"
+    );
+    c.shutdown().await;
+    Ok(())
+}

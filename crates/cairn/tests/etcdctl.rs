@@ -368,6 +368,11 @@ fn etcdctl_cluster_and_maintenance_commands() {
     assert!(ok(etcdctl(&ep, &["member", "remove", &new_id])).contains("removed"));
     assert_eq!(ok(etcdctl(&ep, &["member", "list"])).lines().count(), 3);
     ok(etcdctl(&ep, &["put", "after-remove", "1"]));
+    // Removed, n4 finds out and exits 0 by itself, as etcd's member does.
+    let status = c.wait_exit(3, Duration::from_secs(20));
+    assert!(status.success(), "removed n4 exited with {status}");
+    let log = std::fs::read_to_string(&c.members[3].log).unwrap();
+    assert!(log.contains("removed from the cluster"), "{log}");
 }
 
 #[test]

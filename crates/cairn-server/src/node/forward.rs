@@ -9,6 +9,7 @@ use std::sync::Arc;
 use cairn_store::{Command, CommandResult};
 use serde::{Deserialize, Serialize};
 
+use super::removal::MembershipView;
 use crate::error::ServerError;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -43,15 +44,34 @@ pub enum ForwardRequest {
     TransferLeader {
         to: u64,
     },
+    /// Any member answers with its memberships: a member asks to find out
+    /// whether it was removed (removal.rs).
+    Membership,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ForwardResponse {
     Commands(Vec<Result<CommandResult, ServerError>>),
-    ReadIndex(u64),
+    ReadIndex(LeaderRead),
     /// A membership change was committed; carries the member ID it concerned.
     Member(u64),
     Done,
+    Membership(MembershipView),
+}
+
+/// The leader's answer to a read-index request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderRead {
+    /// A follower serves the read once it has applied this far.
+    pub index: u64,
+    /// The leader's term: its clock is the one to follow in that term.
+    pub term: u64,
+    /// The leader's cluster time when it answered (`None` while its clock
+    /// is frozen). A follower's clock follows it like a stamp: a member
+    /// whose clock is behind (it installed a snapshot, or replayed old
+    /// entries, and has applied no stamp of this term yet) would otherwise
+    /// count a lease's remaining TTL from an old time (clock.rs).
+    pub now_ms: Option<u64>,
 }
 
 pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, ServerError> {

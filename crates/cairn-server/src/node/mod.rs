@@ -6,6 +6,7 @@ mod forward_stream;
 pub mod identity;
 mod members;
 pub mod peer_handler;
+pub mod removal;
 mod router;
 
 use openraft::async_runtime::WatchReceiver;
@@ -51,6 +52,9 @@ pub struct Node {
     pub snapshots: Arc<SnapshotFile>,
     /// Where the clock's estimate is saved each tick, for a restart.
     saved_clock: Arc<SavedClock>,
+    /// Why this member found itself removed from the cluster, once it has
+    /// (removal.rs); it then serves nothing more.
+    removed: tokio::sync::watch::Sender<Option<String>>,
 }
 
 /// Whether a Raft runs, was stopped as asked, or stopped on its own.
@@ -185,12 +189,24 @@ impl Node {
             .with_writer(log_store.state_writer());
         let store = sm.shared_store();
         let now = store.read().map(|s| s.now_ms()).unwrap_or(0);
-        let clock = Arc::new(if restarted {
-            let saved = saved_clock.load(downtime_cap_ms).unwrap_or(0);
-            ClusterClock::resumed(now.saturating_add(downtime_ms).max(saved))
+        // A member that never held a cluster time (no saved estimate, no
+        // stamp in its rows: it crashed before its first snapshot or
+        // entry) has no time to resume; it starts frozen like a new one.
+        let saved = if restarted {
+            saved_clock.load(downtime_cap_ms)
         } else {
-            ClusterClock::new(now)
+            None
+        };
+        let clock = Arc::new(match saved {
+            Some(saved) => ClusterClock::resumed(now.saturating_add(downtime_ms).max(saved)),
+            None if restarted && now > 0 => ClusterClock::resumed(now.saturating_add(downtime_ms)),
+            None => ClusterClock::new(now),
         });
+        tracing::info!(
+            "cluster clock starts at {} ms ({}; store time {now} ms, downtime {downtime_ms} ms, saved {saved:?})",
+            clock.now_ms(),
+            if clock.running_ms().is_some() { "running" } else { "frozen until a leader's stamp" },
+        );
         // At once: if the cluster goes down again before a leader stamps a
         // time, this estimate is all that remembers this downtime.
         if let Some(ms) = clock.running_ms() {
@@ -297,11 +313,16 @@ impl Node {
             db_path,
             snapshots,
             saved_clock,
+            removed: tokio::sync::watch::Sender::new(None),
         });
         tokio::spawn(node.hub.clone().run_catch_up(Duration::from_millis(100)));
         tokio::spawn(tick_loop(node.clone()));
         tokio::spawn(cairn_raft::leader_watch::run(node.raft.clone(), network));
         tokio::spawn(members::publish_attributes(Arc::downgrade(&node)));
+        tokio::spawn(removal::watch(
+            Arc::downgrade(&node),
+            Duration::from_millis(node.config.election_timeout_ms),
+        ));
         Ok(node)
     }
 
@@ -447,17 +468,38 @@ fn adds_data(c: &Command) -> bool {
 /// While this node leads: advance cluster time and expire due leases (a
 /// tick expires at most `max_lease_expiries_per_tick` etcd leases, each
 /// deleting its keys; claim leases end by the count, all that are due).
+///
+/// A member that becomes leader ticks at once, not at its next interval:
+/// its clock starts running then (a new cluster's is frozen until it
+/// does), and its followers' clocks follow the first stamp of its term
+/// (clock.rs) a commit later instead of up to an interval later.
 async fn tick_loop(node: Arc<Node>) {
     let weak = Arc::downgrade(&node);
     let interval = Duration::from_millis(node.config.tick_interval_ms);
     let max_expiries = node.config.max_lease_expiries_per_tick;
+    let me = node.identity.member_id;
+    let mut server_metrics = node.raft.server_metrics();
     drop(node);
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut metrics_open = true;
+    let mut was_leading = false;
     loop {
-        ticker.tick().await;
+        tokio::select! {
+            _ = ticker.tick() => {}
+            changed = server_metrics.changed(), if metrics_open => {
+                // Raft stopped: ticks alone from here (they find no leader).
+                metrics_open = changed.is_ok();
+                let leads = server_metrics.borrow_watched().current_leader == Some(me);
+                if !leads || was_leading {
+                    was_leading = leads;
+                    continue;
+                }
+            }
+        }
         let Some(node) = weak.upgrade() else { return };
         let leading = node.raft.is_leader();
+        was_leading = leading;
         node.clock.set_leading(leading);
         // Every member, leading or not (saved_clock.rs).
         if let Some(ms) = node.clock.running_ms() {

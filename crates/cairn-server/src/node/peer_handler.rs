@@ -28,6 +28,7 @@ impl NodePeerHandler {
                 .read_index_as_leader()
                 .await
                 .map(ForwardResponse::ReadIndex),
+            ForwardRequest::Membership => Ok(ForwardResponse::Membership(node.membership_view())),
             other => node.membership_as_leader(other).await,
         }
     }

@@ -19,7 +19,7 @@ use openraft::ReadPolicy;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
-use super::forward::{decode, encode, ForwardRequest, ForwardResponse};
+use super::forward::{decode, encode, ForwardRequest, ForwardResponse, LeaderRead};
 use super::forward_stream::{CallError, ForwardStream};
 use super::Raft;
 use crate::clock::ClusterClock;
@@ -273,6 +273,26 @@ impl Router {
         }
     }
 
+    /// One `Forward` call to the member at `peer_url`, whoever leads: for
+    /// the requests any member answers.
+    pub async fn ask_member(
+        &self,
+        peer_url: &str,
+        req: &ForwardRequest,
+        timeout: Duration,
+    ) -> Result<ForwardResponse, ServerError> {
+        let mut client = RaftPeerClient::new(self.channel(peer_url)?)
+            .max_decoding_message_size(MAX_FORWARD_BYTES)
+            .max_encoding_message_size(MAX_FORWARD_BYTES);
+        let mut request = tonic::Request::new(Payload { data: encode(req)? });
+        request.set_timeout(timeout);
+        let answer = tokio::time::timeout(timeout, client.forward(request))
+            .await
+            .map_err(|_| ServerError::Timeout)?
+            .map_err(|s| ServerError::Internal(format!("asking {peer_url}: {s}")))?;
+        decode::<Result<ForwardResponse, ServerError>>(&answer.into_inner().data)?
+    }
+
     /// Stamps the commands with this leader's cluster time, in place:
     /// a command no one else holds is not copied.
     fn stamp<'a>(&self, commands: impl IntoIterator<Item = &'a mut Arc<Command>>) {
@@ -336,6 +356,21 @@ impl Router {
             .collect()
     }
 
+    /// A follower's clock follows the leader's time from a read-index
+    /// answer, as it follows the leader's stamps (clock.rs): only while
+    /// it follows that term's leader, never when it leads itself.
+    fn follow_leader_clock(&self, read: LeaderRead) {
+        let Some(now_ms) = read.now_ms else { return };
+        let follows = {
+            let m = self.raft.metrics();
+            let m = m.borrow_watched();
+            m.current_term == read.term && m.current_leader.is_some_and(|l| l != m.id)
+        };
+        if follows {
+            self.clock.follow(now_ms, read.term);
+        }
+    }
+
     /// Wait until this node's state machine reflects every write committed
     /// before the call: the read index from the leader (ours or forwarded),
     /// then local apply up to it.
@@ -354,7 +389,10 @@ impl Router {
                 continue;
             }
             let index = match self.forward(&ForwardRequest::ReadIndex).await {
-                Ok(ForwardResponse::ReadIndex(i)) => i,
+                Ok(ForwardResponse::ReadIndex(read)) => {
+                    self.follow_leader_clock(read);
+                    read.index
+                }
                 Ok(other) => {
                     return Err(ServerError::Internal(format!(
                         "unexpected read index answer {other:?}"
@@ -386,7 +424,7 @@ impl Router {
     }
 
     /// Leader side of a forwarded read-index request.
-    pub async fn read_index_as_leader(&self) -> Result<u64, ServerError> {
+    pub async fn read_index_as_leader(&self) -> Result<LeaderRead, ServerError> {
         if !self.raft.is_leader() {
             return Err(ServerError::NoLeader);
         }
@@ -395,7 +433,12 @@ impl Router {
             .get_read_linearizer(ReadPolicy::ReadIndex)
             .await
             .map_err(|_| ServerError::NoLeader)?;
-        Ok(linearizer.read_log_id().index())
+        let read_log_id = linearizer.read_log_id();
+        Ok(LeaderRead {
+            index: read_log_id.index(),
+            term: read_log_id.committed_leader_id().term,
+            now_ms: self.clock.running_ms(),
+        })
     }
 }
 

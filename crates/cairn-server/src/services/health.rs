@@ -19,7 +19,10 @@ pub fn add(routes: Routes, node: Arc<Node>, claim_reads: Arc<ClaimReads>) -> Rou
         let mut last = None;
         loop {
             let Some(node) = weak.upgrade() else { return };
-            let status = if node.leader_id().is_some() && node.raft_failure().is_none() {
+            let status = if node.leader_id().is_some()
+                && node.raft_failure().is_none()
+                && node.removal().is_none()
+            {
                 ServingStatus::Serving
             } else {
                 ServingStatus::NotServing
@@ -147,6 +150,13 @@ fn http_health(
             http::StatusCode::SERVICE_UNAVAILABLE,
             json,
             r#"{"health":"false","reason":"RAFT STOPPED"}"#.into(),
+        );
+    }
+    if node.removal().is_some() {
+        return (
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            json,
+            r#"{"health":"false","reason":"MEMBER REMOVED"}"#.into(),
         );
     }
     match node.leader_id() {

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cairn_server::config::ClusterState;
+use cairn_server::node::forward::{ForwardRequest, ForwardResponse};
 use cairn_server::serve::{start_with, PeerApi, RunningServer};
 use cairn_server::ServerConfig;
 use cairn_store::{Command, CommandResult, KeyRange, PutRequest, RangeRequest};
@@ -105,6 +106,44 @@ impl Cluster {
             .await
             .expect("member starts");
         self.members[i].server = Some(server);
+    }
+
+    /// Announces a new member as a learner through member `via`, then
+    /// starts it (state "existing", configured like the rest by `tweak`):
+    /// its index here and its member ID.
+    pub async fn add_learner(
+        &mut self,
+        via: usize,
+        tweak: impl Fn(&mut ServerConfig),
+    ) -> (usize, u64) {
+        let i = self.members.len();
+        let name = format!("n{}", i + 1);
+        let (client, peer) = (free_port(), free_port());
+        let mut config = test_config(&name, self.dir.path().join(&name), client, peer);
+        config.initial_cluster = format!(
+            "{},{name}=http://127.0.0.1:{peer}",
+            self.members[0].config.initial_cluster
+        );
+        tweak(&mut config);
+        existing(&mut config);
+        let added = self
+            .node(via)
+            .membership_request(ForwardRequest::AddMember {
+                peer_url: format!("http://127.0.0.1:{peer}"),
+                is_learner: true,
+            })
+            .await
+            .expect("member add");
+        let ForwardResponse::Member(id) = added else {
+            panic!("member add answered {added:?}")
+        };
+        self.members.push(Member {
+            config,
+            peer_api: PeerApi::Current,
+            server: None,
+        });
+        self.start_member(i).await;
+        (i, id)
     }
 
     /// Stop a member (its data dir stays).

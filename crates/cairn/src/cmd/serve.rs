@@ -176,16 +176,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // does, so that a supervisor restarts it once the disk is fixed (it
     // recovers from its log; nothing acknowledged depended on the failed
     // write).
+    // A member removed from the cluster stops too, and exits 0 as etcd's
+    // does: there is nothing for a supervisor to restart.
     let failed = tokio::select! {
         asked = super::stop_signal() => {
             asked.context("waiting for a signal to stop")?;
+            tracing::info!("shutting down");
             None
         }
         why = server.node.raft_failed() => Some(format!("raft stopped: {why}")),
+        why = server.node.removed() => {
+            tracing::warn!("removed from the cluster: {why}; shutting down");
+            None
+        }
     };
-    match &failed {
-        None => tracing::info!("shutting down"),
-        Some(why) => tracing::error!("{why}; shutting down"),
+    if let Some(why) = &failed {
+        tracing::error!("{why}; shutting down");
     }
     server.shutdown().await;
     failed.map_or(Ok(()), |why| Err(anyhow::anyhow!(why)))
