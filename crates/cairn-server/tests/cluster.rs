@@ -510,3 +510,27 @@ async fn a_member_removed_while_down_stops_when_it_returns() {
     put(c.node(leader), "after-remove", "1").await;
     c.shutdown().await;
 }
+
+/// A leader that removes itself hands over and stops, like any removed
+/// member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_that_removes_itself_stops() {
+    let mut c = Cluster::start(3, |_| {}).await;
+    let leader = c.wait_leader(ELECTION).await;
+    let leader_id = c.node(leader).member_id();
+    c.node(leader)
+        .membership_request(ForwardRequest::RemoveMember { id: leader_id })
+        .await
+        .expect("remove");
+    let why = tokio::time::timeout(Duration::from_secs(20), c.node(leader).removed())
+        .await
+        .expect("the removed leader stops");
+    assert!(
+        why.contains(&format!("member {leader_id:x} is not in")),
+        "{why}"
+    );
+    c.stop_member(leader).await;
+    let next = c.wait_leader(ELECTION).await;
+    put(c.node(next), "after-remove", "1").await;
+    c.shutdown().await;
+}
