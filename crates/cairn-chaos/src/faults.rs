@@ -13,7 +13,7 @@
 //! | `SplitMinority` | cut a random minority (with or without the leader) from the majority | a lab |
 //! | `BridgeNode` | split the others in two halves that cannot talk, one member sees both | a lab |
 //! | `Degrade` | delay + jitter + loss on what one member sends: `tc netem` in a lab with `sch_netem`, else the userspace proxies of [`crate::proxy`] (loss as stalls) | – |
-//! | `Reconfigure` | `MemberRemove` a voter, wipe it, `MemberAdd` it back as a learner with a new peer URL (new ID), start it, `MemberPromote` it | – |
+//! | `Reconfigure` | `MemberRemove` a voter, wait until it stops by itself (exit 0: a removed member does), wipe it, `MemberAdd` it back as a learner with a new peer URL (new ID), start it, `MemberPromote` it | – |
 //!
 //! Partitions cut member-to-member traffic only: clients (the test
 //! process, in the root namespace) still reach every member, so the
@@ -205,6 +205,10 @@ pub struct Injector<'a> {
 }
 
 const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a removed member may take to find out and stop: it asks its
+/// peers within an election timeout or two of losing its leader; a
+/// loaded machine running a debug build needs the margin.
+const REMOVED_EXIT_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl Injector<'_> {
     fn names(&self) -> Vec<String> {
@@ -446,6 +450,12 @@ impl Injector<'_> {
         ));
         self.rt
             .block_on(membership::remove(&others, old_id, deadline()))?;
+        // A removed member finds out and stops by itself, exit 0, as etcd's
+        // does (even if it never received the entry that removed it).
+        let stopped = self
+            .cluster
+            .wait_exit(slot, REMOVED_EXIT_TIMEOUT)
+            .map_err(|e| format!("removed member {old_name} did not stop by itself: {e}"))?;
         self.cluster.replace(slot)?;
         let peer = self.cluster.members[slot].peer_url();
         let new_name = self.cluster.members[slot].name.clone();
@@ -458,7 +468,8 @@ impl Injector<'_> {
         self.ids[slot] = new_id;
         if let Some(last) = self.log.last_mut() {
             last.push_str(&format!(
-                ", add learner {new_name} ({new_id:x}) at {peer}, promote: done in {}ms",
+                " (it stopped by itself in {}ms), add learner {new_name} ({new_id:x}) at {peer}, promote: done in {}ms",
+                stopped.as_millis(),
                 started.elapsed().as_millis()
             ));
         }

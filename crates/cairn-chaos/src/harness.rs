@@ -504,6 +504,36 @@ impl ProcCluster {
         Ok(notes)
     }
 
+    /// Waits until member `i` exits by itself (a removed member stops):
+    /// how long it took, or why not (still running after `timeout`, or a
+    /// non-zero exit). A member that is not running is an error too.
+    pub fn wait_exit(&mut self, i: usize, timeout: Duration) -> Result<Duration, String> {
+        let started = Instant::now();
+        let m = &mut self.members[i];
+        let Some(child) = m.child.as_mut() else {
+            return Err(format!("{} is not running", m.name));
+        };
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    m.child = None;
+                    return if status.success() {
+                        Ok(started.elapsed())
+                    } else {
+                        Err(format!("{} exited with {status}", m.name))
+                    };
+                }
+                Ok(None) if started.elapsed() < timeout => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Ok(None) => {
+                    return Err(format!("{} still runs {timeout:?} later", m.name));
+                }
+                Err(e) => return Err(format!("waiting for {}: {e}", m.name)),
+            }
+        }
+    }
+
     /// Members that exited without being killed by the harness.
     pub fn unexpected_exits(&mut self) -> Vec<String> {
         let mut out = Vec::new();
