@@ -123,6 +123,28 @@ impl ClusterClock {
         Self::start(start_ms, Some(Instant::now()))
     }
 
+    /// The clock a member starts with (see the module docs). `restarted`:
+    /// its data file existed; `store_now_ms`: the store time in its rows;
+    /// `downtime_ms`: see [`downtime_ms`]; `saved_ms`: its saved estimate
+    /// plus the time since (`saved_clock.rs`), `None` without one.
+    pub fn at_start(
+        restarted: bool,
+        store_now_ms: u64,
+        downtime_ms: u64,
+        saved_ms: Option<u64>,
+    ) -> Self {
+        let from_rows = store_now_ms.saturating_add(downtime_ms);
+        match saved_ms {
+            Some(saved) if restarted => Self::resumed(from_rows.max(saved)),
+            // A member that never held a cluster time (no saved estimate,
+            // no stamp in its rows: it crashed before its first snapshot
+            // or entry) has no time to resume; it starts frozen like a
+            // new one.
+            _ if restarted && store_now_ms > 0 => Self::resumed(from_rows),
+            _ => Self::new(store_now_ms),
+        }
+    }
+
     fn start(store_ms: u64, at: Option<Instant>) -> Self {
         ClusterClock {
             state: Mutex::new(State {
@@ -215,6 +237,26 @@ mod tests {
         let d = downtime_ms(&f, 10_000);
         assert!((3_000..4_000).contains(&d), "{d}");
         assert_eq!(downtime_ms(&f, 1_000), 1_000, "capped");
+    }
+
+    #[test]
+    fn a_member_resumes_only_a_time_it_held() {
+        let running = |c: &ClusterClock| c.running_ms().is_some();
+        // New: frozen at the store time.
+        let c = ClusterClock::at_start(false, 0, 0, None);
+        assert!(!running(&c));
+        // Restarted with a saved estimate: the later of it and rows + downtime.
+        let c = ClusterClock::at_start(true, 5_000, 1_000, Some(9_000));
+        assert!(running(&c) && (9_000..9_500).contains(&c.now_ms()));
+        let c = ClusterClock::at_start(true, 5_000, 1_000, Some(2_000));
+        assert!(running(&c) && (6_000..6_500).contains(&c.now_ms()));
+        // Restarted without one: rows + downtime if the rows hold a time.
+        let c = ClusterClock::at_start(true, 5_000, 1_000, None);
+        assert!(running(&c) && (6_000..6_500).contains(&c.now_ms()));
+        // Restarted with nothing: its downtime is no cluster time.
+        let c = ClusterClock::at_start(true, 0, 1_000, None);
+        assert!(!running(&c), "{}", c.now_ms());
+        assert_eq!(c.now_ms(), 0);
     }
 
     #[test]

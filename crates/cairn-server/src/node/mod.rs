@@ -189,19 +189,12 @@ impl Node {
             .with_writer(log_store.state_writer());
         let store = sm.shared_store();
         let now = store.read().map(|s| s.now_ms()).unwrap_or(0);
-        // A member that never held a cluster time (no saved estimate, no
-        // stamp in its rows: it crashed before its first snapshot or
-        // entry) has no time to resume; it starts frozen like a new one.
         let saved = if restarted {
             saved_clock.load(downtime_cap_ms)
         } else {
             None
         };
-        let clock = Arc::new(match saved {
-            Some(saved) => ClusterClock::resumed(now.saturating_add(downtime_ms).max(saved)),
-            None if restarted && now > 0 => ClusterClock::resumed(now.saturating_add(downtime_ms)),
-            None => ClusterClock::new(now),
-        });
+        let clock = Arc::new(ClusterClock::at_start(restarted, now, downtime_ms, saved));
         tracing::info!(
             "cluster clock starts at {} ms ({}; store time {now} ms, downtime {downtime_ms} ms, saved {saved:?})",
             clock.now_ms(),
@@ -396,6 +389,15 @@ impl Node {
     /// more; its last metrics may still name a leader.
     pub fn raft_failure(&self) -> Option<String> {
         raft_run(&self.raft.metrics().borrow_watched().running_state).failure()
+    }
+
+    /// Whether this member's Raft still runs (neither shut down nor
+    /// stopped on its own).
+    pub fn raft_running(&self) -> bool {
+        matches!(
+            raft_run(&self.raft.metrics().borrow_watched().running_state),
+            RaftRun::Running
+        )
     }
 
     /// Waits until this member's Raft stops on its own and says why. A

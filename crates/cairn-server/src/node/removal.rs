@@ -148,6 +148,10 @@ pub(super) async fn watch(node: Weak<Node>, election_timeout: Duration) {
     loop {
         ticker.tick().await;
         let Some(node) = node.upgrade() else { return };
+        if !node.raft_running() {
+            // Shut down, or stopped on a storage error: nothing to serve.
+            return;
+        }
         if node.raft.is_leader() {
             quiet_ticks = 0;
             continue;
