@@ -312,9 +312,12 @@ impl Node {
         tokio::spawn(tick_loop(node.clone()));
         tokio::spawn(cairn_raft::leader_watch::run(node.raft.clone(), network));
         tokio::spawn(members::publish_attributes(Arc::downgrade(&node)));
+        let election_timeout = Duration::from_millis(node.config.election_timeout_ms);
+        let tick_interval = Duration::from_millis(node.config.tick_interval_ms);
         tokio::spawn(removal::watch(
             Arc::downgrade(&node),
-            Duration::from_millis(node.config.election_timeout_ms),
+            election_timeout,
+            2 * tick_interval.max(election_timeout),
         ));
         Ok(node)
     }

@@ -6,19 +6,20 @@
 //! 200 and serving serializable reads of a state that no longer moved,
 //! and a removed voter campaigned for good.
 //!
-//! How: while it has reason to doubt (its own membership leaves it out,
-//! or it sees no leader) and otherwise every [`QUIET_PROBE_TIMEOUTS`]
-//! election timeouts, a member asks a peer — the leader if it knows one,
-//! else each member of its membership in turn — for that peer's applied
-//! membership ([`MembershipView`]). It is removed when an answer leaves it
-//! out and is at least as new as the newest membership it knows itself,
-//! applied or not. The comparison fails safe: a peer that lags (it has
+//! How: every election timeout while it has reason to doubt (its own
+//! membership leaves it out, it sees no leader, or its log has not grown
+//! for two tick intervals: the leader appends a tick every interval), and
+//! otherwise every [`QUIET_PROBE_TIMEOUTS`] election timeouts, a member
+//! asks every member of its membership for that peer's applied membership
+//! ([`MembershipView`]). It is removed when an answer leaves it out and is
+//! at least as new as the newest membership it knows itself, applied or
+//! not. The comparison fails safe: a peer that lags (it has
 //! not applied the entry that added this member) answers an older
 //! membership and decides nothing, and a member that was just added knows
 //! the entry that added it.
 
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::Weak;
+use std::time::{Duration, Instant};
 
 use openraft::async_runtime::WatchReceiver;
 use serde::{Deserialize, Serialize};
@@ -140,11 +141,16 @@ impl Node {
 
 /// Asks peers, as the module docs say, until this member is removed or
 /// the node is dropped; then stops its Raft.
-pub(super) async fn watch(node: Weak<Node>, election_timeout: Duration) {
+///
+/// `silent_after`: a member whose log has not grown for this long doubts
+/// too. The leader appends a tick every tick interval, so a member it
+/// still replicates to sees its log grow; a removed one may still name
+/// its old leader for seconds (openraft keeps it until it campaigns).
+pub(super) async fn watch(node: Weak<Node>, election_timeout: Duration, silent_after: Duration) {
     let mut ticker = tokio::time::interval(election_timeout);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut quiet_ticks = 0u32;
-    let mut next_peer = 0usize;
+    let mut last_log = (None, Instant::now());
     loop {
         ticker.tick().await;
         let Some(node) = node.upgrade() else { return };
@@ -158,54 +164,58 @@ pub(super) async fn watch(node: Weak<Node>, election_timeout: Duration) {
         }
         let own = node.own_membership();
         let leader = node.leader_id().filter(|l| *l != node.member_id());
+        let log_index = node.raft.metrics().borrow_watched().last_log_index;
+        if log_index != last_log.0 {
+            last_log = (log_index, Instant::now());
+        }
         quiet_ticks += 1;
-        let doubt = !own.includes_me || leader.is_none();
+        let silent = last_log.1.elapsed() >= silent_after;
+        let doubt = !own.includes_me || leader.is_none() || silent;
         if !doubt && quiet_ticks < QUIET_PROBE_TIMEOUTS {
             continue;
         }
         quiet_ticks = 0;
-        let Some((peer_id, peer_url)) = pick_peer(&node, leader, &mut next_peer) else {
-            continue;
-        };
-        let answer = node
-            .router
-            .ask_member(&peer_url, &ForwardRequest::Membership, election_timeout)
-            .await;
-        let view = match answer {
-            Ok(ForwardResponse::Membership(view)) => view,
-            Ok(other) => {
-                tracing::debug!("membership probe of {peer_id:x}: unexpected {other:?}");
-                continue;
-            }
-            Err(e) => {
-                tracing::debug!("membership probe of {peer_id:x}: {e}");
-                continue;
-            }
-        };
-        if let Some(why) = shows_removed(own, node.member_id(), &view) {
+        if let Some(why) = ask_peers(&node, own, election_timeout).await {
             stop_removed(&node, why).await;
             return;
         }
     }
 }
 
-/// The leader if known, else the members of this member's membership in
-/// turn (not itself).
-fn pick_peer(node: &Arc<Node>, leader: Option<u64>, next: &mut usize) -> Option<(u64, String)> {
+/// Asks every member of this member's membership at once (3–7 of them):
+/// after a membership change some have applied it and some not yet, and
+/// asking one at a time took up to 4 s in cairn-chaos. The reason, if an
+/// answer shows this member removed.
+async fn ask_peers(node: &Node, own: OwnMembership, timeout: Duration) -> Option<String> {
+    let me = node.member_id();
     let peers: Vec<(u64, String)> = node
         .members()
         .into_iter()
-        .filter(|m| m.id != node.member_id())
+        .filter(|m| m.id != me)
         .filter_map(|m| Some((m.id, m.peer_urls.into_iter().next()?)))
         .collect();
-    if let Some(found) = leader.and_then(|l| peers.iter().find(|(id, _)| *id == l)) {
-        return Some(found.clone());
-    }
-    if peers.is_empty() {
-        return None;
-    }
-    *next = next.wrapping_add(1);
-    Some(peers[*next % peers.len()].clone())
+    let asks = peers.iter().map(|(id, url)| async move {
+        let answer = node
+            .router
+            .ask_member(url, &ForwardRequest::Membership, timeout)
+            .await;
+        match answer {
+            Ok(ForwardResponse::Membership(view)) => shows_removed(own, me, &view),
+            Ok(other) => {
+                tracing::debug!("membership probe of {id:x}: unexpected {other:?}");
+                None
+            }
+            Err(e) => {
+                tracing::debug!("membership probe of {id:x}: {e}");
+                None
+            }
+        }
+    });
+    futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+        .next()
 }
 
 async fn stop_removed(node: &Node, why: String) {
