@@ -106,6 +106,17 @@ impl Node {
             }
             ForwardRequest::RemoveMember { id } => {
                 let m = find(id)?;
+                let voters = members.iter().filter(|m| !m.is_learner).count();
+                if id == self.member_id() && voters > 1 {
+                    // openraft's leader does not remove itself cleanly (its
+                    // core asserts on the second step): hand over first, and
+                    // let the next leader remove this member.
+                    self.hand_over_leadership(&members).await?;
+                    return self
+                        .router
+                        .forward(&ForwardRequest::RemoveMember { id })
+                        .await;
+                }
                 if m.is_learner {
                     change(ChangeMembers::RemoveNodes(BTreeSet::from([id]))).await?;
                 } else {
@@ -189,6 +200,41 @@ impl Node {
 }
 
 impl Node {
+    /// Transfers leadership to the voter that has the most of the log and
+    /// waits until another member leads (at most a request timeout).
+    async fn hand_over_leadership(&self, members: &[Member]) -> Result<(), ServerError> {
+        let me = self.member_id();
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let replication = metrics.replication.unwrap_or_default();
+        let matched = |id: u64| {
+            replication
+                .get(&id)
+                .cloned()
+                .flatten()
+                .map_or(0, |log_id| log_id.index())
+        };
+        let to = members
+            .iter()
+            .filter(|m| !m.is_learner && m.id != me)
+            .max_by_key(|m| matched(m.id))
+            .map(|m| m.id)
+            .ok_or(ServerError::NotEnoughStartedMembers)?;
+        self.raft
+            .trigger()
+            .transfer_leader(to)
+            .await
+            .map_err(|e| ServerError::Internal(e.to_string()))?;
+        self.raft
+            .wait(Some(self.router.request_timeout))
+            .metrics(
+                |m| m.current_leader.is_some_and(|l| l != me),
+                "another member leads",
+            )
+            .await
+            .map_err(|_| ServerError::Timeout)?;
+        Ok(())
+    }
+
     /// etcd's strict reconfiguration check: a new voter that has not started
     /// yet must not leave the cluster without a quorum of started voters.
     /// A voter counts as started when the leader is replicating to it.
@@ -215,24 +261,37 @@ impl Node {
     }
 
     /// Apply one membership change on the leader, waiting (bounded) while
-    /// another change is still in progress: members publishing their
-    /// attributes at start-up race with `member add`.
+    /// another change is still in progress (members publishing their
+    /// attributes at start-up race with `member add`) or while a new
+    /// leader's core does not lead yet.
     async fn change_membership(
         &self,
         change: ChangeMembers<u64, CairnNode>,
     ) -> Result<(), ServerError> {
         let deadline = tokio::time::Instant::now() + self.router.request_timeout;
         loop {
+            // openraft's `SetNodes` adds a node it does not know. A member
+            // publishing its attributes must not come back that way after
+            // it was removed while its request waited here (it re-added a
+            // member removed while down, as a learner).
+            if let ChangeMembers::SetNodes(nodes) = &change {
+                let members = self.members();
+                if !nodes.keys().all(|id| members.iter().any(|m| m.id == *id)) {
+                    return Err(ServerError::MemberNotFound);
+                }
+            }
             match self.raft.change_membership(change.clone(), false).await {
                 Ok(_) => return Ok(()),
                 Err(e) => {
-                    let in_progress = matches!(
+                    // A leader that was just elected (a hand-over) may not
+                    // take the change yet: its core still says "forward".
+                    let retry = matches!(
                         e.api_error(),
                         Some(ClientWriteError::ChangeMembershipError(
                             ChangeMembershipError::InProgress(_)
-                        ))
+                        )) | Some(ClientWriteError::ForwardToLeader(_))
                     );
-                    if !in_progress || tokio::time::Instant::now() >= deadline {
+                    if !retry || tokio::time::Instant::now() >= deadline {
                         return Err(ServerError::Internal(e.to_string()));
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
