@@ -285,11 +285,16 @@ impl Node {
                 Err(e) => {
                     // A leader that was just elected (a hand-over) may not
                     // take the change yet: its core still says "forward".
+                    // openraft makes a change in two steps, and another
+                    // change between them (a member publishing its
+                    // attributes) fails the second one's precondition:
+                    // the change is made again from where it stopped.
                     let retry = matches!(
                         e.api_error(),
                         Some(ClientWriteError::ChangeMembershipError(
                             ChangeMembershipError::InProgress(_)
                         )) | Some(ClientWriteError::ForwardToLeader(_))
+                            | Some(ClientWriteError::PreconditionFailed(_))
                     );
                     if !retry || tokio::time::Instant::now() >= deadline {
                         return Err(ServerError::Internal(e.to_string()));
