@@ -373,6 +373,27 @@ fn etcdctl_cluster_and_maintenance_commands() {
     assert!(status.success(), "removed n4 exited with {status}");
     let log = std::fs::read_to_string(&c.members[3].log).unwrap();
     assert!(log.contains("removed from the cluster"), "{log}");
+
+    // Removing the leader: it hands over, the next leader removes it, and
+    // it exits 0; the other two go on.
+    let json = ok(etcdctl(bare, &["endpoint", "status", "-w", "json"]));
+    let leader_id = format!("{:x}", field_u64(&json, "\"leader\":"));
+    let list = ok(etcdctl(&ep, &["member", "list"]));
+    let name = list
+        .lines()
+        .find(|l| l.starts_with(&format!("{leader_id},")))
+        .and_then(|l| l.split(", ").nth(2))
+        .unwrap_or_else(|| panic!("leader {leader_id} not in\n{list}"))
+        .to_string();
+    let slot = c.members.iter().position(|m| m.name == name).unwrap();
+    assert!(ok(etcdctl(&ep, &["member", "remove", &leader_id])).contains("removed"));
+    let status = c.wait_exit(slot, Duration::from_secs(20));
+    assert!(
+        status.success(),
+        "removed leader {name} exited with {status}"
+    );
+    ok(etcdctl(&ep, &["put", "after-leader-remove", "1"]));
+    assert_eq!(ok(etcdctl(&ep, &["member", "list"])).lines().count(), 2);
 }
 
 #[test]
