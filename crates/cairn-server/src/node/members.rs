@@ -133,13 +133,7 @@ impl Node {
                 }
                 let metrics = self.raft.metrics().borrow_watched().clone();
                 let last = metrics.last_log_index.unwrap_or(0);
-                let matched = metrics
-                    .replication
-                    .as_ref()
-                    .and_then(|r| r.get(&id).cloned().flatten())
-                    .map(|log_id| log_id.index())
-                    .unwrap_or(0);
-                if last.saturating_sub(matched) > PROMOTE_MAX_LAG_ENTRIES {
+                if last.saturating_sub(matched_index(&metrics, id)) > PROMOTE_MAX_LAG_ENTRIES {
                     return Err(ServerError::LearnerNotReady);
                 }
                 change(ChangeMembers::AddVoterIds(BTreeSet::from([id]))).await?;
@@ -205,18 +199,10 @@ impl Node {
     async fn hand_over_leadership(&self, members: &[Member]) -> Result<(), ServerError> {
         let me = self.member_id();
         let metrics = self.raft.metrics().borrow_watched().clone();
-        let replication = metrics.replication.unwrap_or_default();
-        let matched = |id: u64| {
-            replication
-                .get(&id)
-                .cloned()
-                .flatten()
-                .map_or(0, |log_id| log_id.index())
-        };
         let to = members
             .iter()
             .filter(|m| !m.is_learner && m.id != me)
-            .max_by_key(|m| matched(m.id))
+            .max_by_key(|m| matched_index(&metrics, m.id))
             .map(|m| m.id)
             .ok_or(ServerError::NotEnoughStartedMembers)?;
         self.raft
@@ -333,4 +319,14 @@ pub(super) async fn publish_attributes(node: Weak<Node>) {
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(2));
     }
+}
+
+/// How far the leader's log is known to be on member `id` (0 if the
+/// leader does not replicate to it, or this member does not lead).
+fn matched_index(metrics: &cairn_raft::types::RaftMetrics, id: u64) -> u64 {
+    metrics
+        .replication
+        .as_ref()
+        .and_then(|r| r.get(&id).cloned().flatten())
+        .map_or(0, |log_id| log_id.index())
 }

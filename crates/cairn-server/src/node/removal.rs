@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 use openraft::async_runtime::WatchReceiver;
 use serde::{Deserialize, Serialize};
 
+use cairn_raft::types::RaftMetrics;
+
 use super::forward::{ForwardRequest, ForwardResponse};
 use super::Node;
 
@@ -57,6 +59,16 @@ pub struct OwnMembership {
     pub index: u64,
     /// Whether that membership has this member in it.
     pub includes_me: bool,
+}
+
+impl OwnMembership {
+    fn of(m: &RaftMetrics, me: u64) -> Self {
+        let stored = &m.membership_config;
+        OwnMembership {
+            index: stored.log_id().as_ref().map_or(0, |l| l.index),
+            includes_me: stored.membership().nodes().any(|(id, _)| *id == me),
+        }
+    }
 }
 
 /// Whether `answer` shows this member removed: a committed membership at
@@ -106,19 +118,6 @@ impl Node {
         }
     }
 
-    fn own_membership(&self) -> OwnMembership {
-        let m = self.raft.metrics().borrow_watched().clone();
-        let stored = &m.membership_config;
-        let includes_me = stored
-            .membership()
-            .nodes()
-            .any(|(id, _)| *id == self.member_id());
-        OwnMembership {
-            index: stored.log_id().as_ref().map_or(0, |l| l.index),
-            includes_me,
-        }
-    }
-
     /// Why this member found itself removed, if it did.
     pub fn removal(&self) -> Option<String> {
         self.removed.borrow().clone()
@@ -158,19 +157,19 @@ pub(super) async fn watch(node: Weak<Node>, election_timeout: Duration, silent_a
             // Shut down, or stopped on a storage error: nothing to serve.
             return;
         }
-        if node.raft.is_leader() {
+        let me = node.member_id();
+        let m = node.raft.metrics().borrow_watched().clone();
+        if m.current_leader == Some(me) {
             quiet_ticks = 0;
             continue;
         }
-        let own = node.own_membership();
-        let leader = node.leader_id().filter(|l| *l != node.member_id());
-        let log_index = node.raft.metrics().borrow_watched().last_log_index;
-        if log_index != last_log.0 {
-            last_log = (log_index, Instant::now());
+        let own = OwnMembership::of(&m, me);
+        if m.last_log_index != last_log.0 {
+            last_log = (m.last_log_index, Instant::now());
         }
         quiet_ticks += 1;
         let silent = last_log.1.elapsed() >= silent_after;
-        let doubt = !own.includes_me || leader.is_none() || silent;
+        let doubt = !own.includes_me || m.current_leader.is_none() || silent;
         if !doubt && quiet_ticks < QUIET_PROBE_TIMEOUTS {
             continue;
         }

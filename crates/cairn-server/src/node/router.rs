@@ -256,9 +256,7 @@ impl Router {
         payload: &[u8],
         deadline: Instant,
     ) -> Result<Option<Result<ForwardResponse, ServerError>>, ServerError> {
-        let mut client = RaftPeerClient::new(self.channel(&node.peer_url)?)
-            .max_decoding_message_size(MAX_FORWARD_BYTES)
-            .max_encoding_message_size(MAX_FORWARD_BYTES);
+        let mut client = self.peer_client(&node.peer_url)?;
         let mut request = tonic::Request::new(Payload {
             data: payload.to_vec(),
         });
@@ -273,6 +271,14 @@ impl Router {
         }
     }
 
+    /// A peer client on the shared channel to `peer_url`, sized for
+    /// forwarded messages.
+    fn peer_client(&self, peer_url: &str) -> Result<RaftPeerClient<Channel>, ServerError> {
+        Ok(RaftPeerClient::new(self.channel(peer_url)?)
+            .max_decoding_message_size(MAX_FORWARD_BYTES)
+            .max_encoding_message_size(MAX_FORWARD_BYTES))
+    }
+
     /// One `Forward` call to the member at `peer_url`, whoever leads: for
     /// the requests any member answers.
     pub async fn ask_member(
@@ -281,9 +287,7 @@ impl Router {
         req: &ForwardRequest,
         timeout: Duration,
     ) -> Result<ForwardResponse, ServerError> {
-        let mut client = RaftPeerClient::new(self.channel(peer_url)?)
-            .max_decoding_message_size(MAX_FORWARD_BYTES)
-            .max_encoding_message_size(MAX_FORWARD_BYTES);
+        let mut client = self.peer_client(peer_url)?;
         let mut request = tonic::Request::new(Payload { data: encode(req)? });
         request.set_timeout(timeout);
         let answer = tokio::time::timeout(timeout, client.forward(request))

@@ -19,13 +19,9 @@ pub fn add(routes: Routes, node: Arc<Node>, claim_reads: Arc<ClaimReads>) -> Rou
         let mut last = None;
         loop {
             let Some(node) = weak.upgrade() else { return };
-            let status = if node.leader_id().is_some()
-                && node.raft_failure().is_none()
-                && node.removal().is_none()
-            {
-                ServingStatus::Serving
-            } else {
-                ServingStatus::NotServing
+            let status = match unhealthy_reason(&node) {
+                None => ServingStatus::Serving,
+                Some(_) => ServingStatus::NotServing,
             };
             drop(node);
             if last != Some(status) {
@@ -143,32 +139,32 @@ fn http_health(
     String,
 ) {
     let json = [(http::header::CONTENT_TYPE, "application/json")];
-    // Raft stopped on a storage error: its last metrics may still name a
-    // leader. (Why is in the member's log and `cairn serve`'s exit.)
-    if node.raft_failure().is_some() {
-        return (
-            http::StatusCode::SERVICE_UNAVAILABLE,
-            json,
-            r#"{"health":"false","reason":"RAFT STOPPED"}"#.into(),
-        );
-    }
-    if node.removal().is_some() {
-        return (
-            http::StatusCode::SERVICE_UNAVAILABLE,
-            json,
-            r#"{"health":"false","reason":"MEMBER REMOVED"}"#.into(),
-        );
-    }
-    match node.leader_id() {
-        Some(_) => (
+    match unhealthy_reason(node) {
+        None => (
             http::StatusCode::OK,
             json,
             r#"{"health":"true","reason":""}"#.into(),
         ),
-        None => (
+        Some(reason) => (
             http::StatusCode::SERVICE_UNAVAILABLE,
             json,
-            r#"{"health":"false","reason":"RAFT NO LEADER"}"#.into(),
+            format!(r#"{{"health":"false","reason":"{reason}"}}"#),
         ),
+    }
+}
+
+/// Why this member is not healthy, in etcd's words where etcd has them;
+/// `None` if it is.
+fn unhealthy_reason(node: &Node) -> Option<&'static str> {
+    if node.raft_failure().is_some() {
+        // A storage error stopped Raft; its last metrics may still name a
+        // leader. (Why is in the member's log and `cairn serve`'s exit.)
+        Some("RAFT STOPPED")
+    } else if node.removal().is_some() {
+        Some("MEMBER REMOVED")
+    } else if node.leader_id().is_none() {
+        Some("RAFT NO LEADER")
+    } else {
+        None
     }
 }

@@ -203,6 +203,16 @@ pub fn existing(config: &mut ServerConfig) {
     config.initial_cluster_state = ClusterState::Existing;
 }
 
+/// Waits (at most 20 s) until `node` finds itself removed from the
+/// cluster; its reason must name it.
+pub async fn stops_as_removed(node: &cairn_server::Node) {
+    let id = node.member_id();
+    let why = tokio::time::timeout(Duration::from_secs(20), node.removed())
+        .await
+        .unwrap_or_else(|_| panic!("removed member {id:x} did not stop"));
+    assert!(why.contains(&format!("member {id:x} is not in")), "{why}");
+}
+
 pub async fn put(node: &cairn_server::Node, key: &str, value: &str) -> i64 {
     let r = node
         .write(Command::Put(PutRequest {
