@@ -166,6 +166,13 @@ impl Router {
         self.streams_opened.load(Ordering::Relaxed)
     }
 
+    /// The leader this member's forward stream goes to, while one is open
+    /// and no request is choosing its route; for tests and diagnostics.
+    pub fn forward_stream_leader(&self) -> Option<u64> {
+        let slot = self.forward_stream.try_lock().ok()?;
+        slot.as_ref().filter(|s| s.is_open()).map(|s| s.leader_id)
+    }
+
     /// `Forward` calls made so far (to leaders without `ForwardStream`),
     /// for `/metrics`.
     pub fn forward_calls(&self) -> u64 {
