@@ -1,11 +1,15 @@
 //! The etcd Watch service: one bidirectional stream carries many watchers.
 //!
-//! Each stream runs one session task. It owns a bounded channel that the
-//! node's watch hub feeds for every watcher of the stream, and turns what
-//! arrives there into `WatchResponse`s on the outgoing stream, in order.
-//! The hub never blocks on a session: when the channel is full the watcher
-//! falls behind and the hub replays it from history once there is room.
-//! So a client that reads slowly slows only its own stream.
+//! Each stream has one session. It owns a bounded channel that the node's
+//! watch hub feeds for every watcher of the stream, and turns what arrives
+//! there into `WatchResponse`s on the outgoing stream, in order. The
+//! session is the outgoing stream itself: it runs when HTTP/2 polls the
+//! response body for more, in the task that sends it, so an event costs
+//! one task wake-up per watch stream, not one for a session task and one
+//! more for the sender. The hub never blocks on a session: when the
+//! channel is full the watcher falls behind and the hub replays it from
+//! history once there is room. So a client that reads slowly slows only
+//! its own stream, and its requests wait until it reads again.
 //!
 //! The hub knows a watcher by a token private to the session (never reused
 //! within it), not by the client's watch ID, so a message still queued for
@@ -17,7 +21,7 @@
 //! reports, forwards what is already queued up to that revision, and only
 //! then sends the notification; see [`Session::try_progress`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,11 +31,11 @@ use cairn_proto::etcdserverpb::watch_request::RequestUnion;
 use cairn_proto::etcdserverpb::watch_server::Watch;
 use cairn_proto::mvccpb;
 use cairn_store::{KeyRange, StoreError};
+use futures::stream::BoxStream;
 use futures::StreamExt;
 use openraft::async_runtime::WatchReceiver;
 use prost::Message;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::event_to_wire;
@@ -43,8 +47,6 @@ use crate::watch_hub::{WatchMessage, WatchSender, WatchSpec, WatcherKey};
 
 /// Hub messages queued per stream (for all its watchers together).
 const HUB_QUEUE: usize = 128;
-/// Responses queued per stream towards the client.
-const OUT_QUEUE: usize = 16;
 /// Hub messages forwarded in a row before the session looks at anything
 /// else (client requests, the node stopping, progress timers).
 const HUB_STREAK: usize = 32;
@@ -79,20 +81,17 @@ impl WatchService {
 
 #[tonic::async_trait]
 impl Watch for WatchService {
-    type WatchStream = ReceiverStream<Result<pb::WatchResponse, Status>>;
+    type WatchStream = BoxStream<'static, Result<pb::WatchResponse, Status>>;
 
     async fn watch(
         &self,
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let incoming = request.into_inner();
-        let (out, rx) = mpsc::channel(OUT_QUEUE);
         let (hub_tx, hub_rx) = mpsc::channel(HUB_QUEUE);
         let session = Session {
             node: self.node.clone(),
             max_response_bytes: self.limits.max_request_bytes,
-            out,
-            stopped: self.stopped.clone(),
+            out: VecDeque::new(),
             hub_tx: WatchSender::new(hub_tx),
             watchers: BTreeMap::new(),
             by_id: BTreeMap::new(),
@@ -102,8 +101,22 @@ impl Watch for WatchService {
             periodic_due: false,
             point: None,
         };
-        tokio::spawn(session.run(incoming, hub_rx));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let first_tick = tokio::time::Instant::now() + PROGRESS_NOTIFY_INTERVAL;
+        let driver = Driver {
+            session,
+            incoming: request.into_inner(),
+            hub_rx,
+            stopped: self.stopped.clone(),
+            ticker: tokio::time::interval_at(first_tick, PROGRESS_NOTIFY_INTERVAL),
+            reading: true,
+            hub_streak: 0,
+            ended: false,
+        };
+        let responses = futures::stream::unfold(driver, |mut d| async move {
+            let resp = d.next_response().await?;
+            Some((resp, d))
+        });
+        Ok(Response::new(responses.boxed()))
     }
 }
 
@@ -154,15 +167,10 @@ impl ProgressPoint {
     }
 }
 
-/// The client went away; the session ends.
-struct Closed;
-
 /// What a session woke up for.
 enum Wake {
     /// The hub queued events (or a compaction) for one of its watchers.
     Hub(WatchMessage),
-    /// The response stream was dropped: the client went away.
-    ClientGone,
     /// The node is stopping.
     Stopped,
     /// The client sent a request, closed its side (`None`), or broke.
@@ -173,12 +181,31 @@ enum Wake {
     Retry,
 }
 
+/// What a watch stream's responses come from: the session, and what it
+/// waits on between responses.
+struct Driver {
+    session: Session,
+    incoming: Streaming<pb::WatchRequest>,
+    hub_rx: mpsc::Receiver<WatchMessage>,
+    /// True once the node stopped.
+    stopped: watch::Receiver<bool>,
+    /// The periodic progress notification's interval.
+    ticker: tokio::time::Interval,
+    /// False once the client closed its sending side.
+    reading: bool,
+    /// Hub messages taken in a row, ahead of everything else.
+    hub_streak: usize,
+    /// The stream ends once `out` is drained.
+    ended: bool,
+}
+
 struct Session {
     node: Arc<Node>,
     max_response_bytes: usize,
-    out: mpsc::Sender<Result<pb::WatchResponse, Status>>,
-    /// True once the node stopped.
-    stopped: watch::Receiver<bool>,
+    /// Responses made and not yet taken by the outgoing stream: what one
+    /// wake produced (at most one per watcher of the stream, or the parts
+    /// of one hub message).
+    out: VecDeque<Result<pb::WatchResponse, Status>>,
     /// Handed to the hub for every watcher of this stream.
     hub_tx: WatchSender,
     /// By the token the hub knows.
@@ -194,89 +221,91 @@ struct Session {
     point: Option<ProgressPoint>,
 }
 
-impl Session {
-    async fn run(
-        mut self,
-        mut incoming: Streaming<pb::WatchRequest>,
-        mut hub_rx: mpsc::Receiver<WatchMessage>,
-    ) {
-        let _ = self.serve(&mut incoming, &mut hub_rx).await;
+impl Driver {
+    /// The stream's next response, waiting for one as long as it takes;
+    /// `None` ends the stream.
+    async fn next_response(&mut self) -> Option<Result<pb::WatchResponse, Status>> {
+        loop {
+            if let Some(resp) = self.session.out.pop_front() {
+                return Some(resp);
+            }
+            if self.ended {
+                return None;
+            }
+            self.step().await;
+        }
+    }
+
+    /// Wait for one thing to happen and act on it.
+    async fn step(&mut self) {
+        let s = &mut self.session;
+        let progress_pending = s.progress_requested || s.periodic_due;
+        let hub_first = self.hub_streak < HUB_STREAK;
+        // Events first: most wakes are for them, and each other branch
+        // costs a poll (the request stream takes h2's lock). After a
+        // streak of them the others are looked at first, once.
+        let (hub_rx, incoming, reading) = (&mut self.hub_rx, &mut self.incoming, self.reading);
+        let wake = if hub_first {
+            tokio::select! {
+                biased;
+                Some(msg) = hub_rx.recv() => Wake::Hub(msg),
+                _ = until_stopped(&mut self.stopped) => Wake::Stopped,
+                next = incoming.next(), if reading => Wake::Request(next),
+                _ = self.ticker.tick() => Wake::Tick,
+                _ = tokio::time::sleep(PROGRESS_RETRY), if progress_pending => Wake::Retry,
+            }
+        } else {
+            tokio::select! {
+                biased;
+                _ = until_stopped(&mut self.stopped) => Wake::Stopped,
+                next = incoming.next(), if reading => Wake::Request(next),
+                _ = self.ticker.tick() => Wake::Tick,
+                _ = tokio::time::sleep(PROGRESS_RETRY), if progress_pending => Wake::Retry,
+                Some(msg) = hub_rx.recv() => Wake::Hub(msg),
+            }
+        };
+        self.hub_streak = match wake {
+            Wake::Hub(_) if hub_first => self.hub_streak + 1,
+            _ => 0,
+        };
+        let hub_rx = &mut self.hub_rx;
+        match wake {
+            Wake::Hub(msg) => {
+                s.forward(msg);
+                s.resume_lagging(hub_rx);
+            }
+            Wake::Stopped => {
+                s.out.push_back(Err(ServerError::Stopped.into()));
+                self.ended = true;
+            }
+            Wake::Request(Some(Ok(req))) => s.handle(req, hub_rx),
+            // The client closed its sending side; keep delivering events
+            // until it goes away, as etcd does.
+            Wake::Request(None) => self.reading = false,
+            Wake::Request(Some(Err(status))) => {
+                s.out.push_back(Err(status));
+                self.ended = true;
+            }
+            Wake::Tick => {
+                s.periodic_due = s.watchers.values().any(|w| w.progress_notify);
+                s.try_progress(hub_rx);
+            }
+            Wake::Retry => s.try_progress(hub_rx),
+        }
+    }
+}
+
+/// The stream ended (the client went away, or the node stopped): its
+/// watchers leave the hub.
+impl Drop for Session {
+    fn drop(&mut self) {
         for w in self.watchers.values() {
             self.node.hub.cancel(w.key);
         }
     }
+}
 
-    async fn serve(
-        &mut self,
-        incoming: &mut Streaming<pb::WatchRequest>,
-        hub_rx: &mut mpsc::Receiver<WatchMessage>,
-    ) -> Result<(), Closed> {
-        let out = self.out.clone();
-        let mut stopped = self.stopped.clone();
-        let mut reading = true;
-        let first = tokio::time::Instant::now() + PROGRESS_NOTIFY_INTERVAL;
-        let mut ticker = tokio::time::interval_at(first, PROGRESS_NOTIFY_INTERVAL);
-        // Hub messages taken in a row, ahead of everything else.
-        let mut hub_streak = 0;
-        loop {
-            let progress_pending = self.progress_requested || self.periodic_due;
-            let hub_first = hub_streak < HUB_STREAK;
-            // Events first: most wakes are for them, and each other branch
-            // costs a poll (the request stream takes h2's lock). After a
-            // streak of them the others are looked at first, once.
-            let wake = if hub_first {
-                tokio::select! {
-                    biased;
-                    Some(msg) = hub_rx.recv() => Wake::Hub(msg),
-                    _ = out.closed() => Wake::ClientGone,
-                    _ = until_stopped(&mut stopped) => Wake::Stopped,
-                    next = incoming.next(), if reading => Wake::Request(next),
-                    _ = ticker.tick() => Wake::Tick,
-                    _ = tokio::time::sleep(PROGRESS_RETRY), if progress_pending => Wake::Retry,
-                }
-            } else {
-                tokio::select! {
-                    biased;
-                    _ = out.closed() => Wake::ClientGone,
-                    _ = until_stopped(&mut stopped) => Wake::Stopped,
-                    next = incoming.next(), if reading => Wake::Request(next),
-                    _ = ticker.tick() => Wake::Tick,
-                    _ = tokio::time::sleep(PROGRESS_RETRY), if progress_pending => Wake::Retry,
-                    Some(msg) = hub_rx.recv() => Wake::Hub(msg),
-                }
-            };
-            hub_streak = match wake {
-                Wake::Hub(_) if hub_first => hub_streak + 1,
-                _ => 0,
-            };
-            match wake {
-                Wake::Hub(msg) => {
-                    self.forward(msg).await?;
-                    self.resume_lagging(hub_rx);
-                }
-                Wake::ClientGone => return Err(Closed),
-                Wake::Stopped => {
-                    // Never wait for a client that does not read.
-                    let _ = self.out.try_send(Err(ServerError::Stopped.into()));
-                    return Err(Closed);
-                }
-                Wake::Request(Some(Ok(req))) => self.handle(req, hub_rx).await?,
-                // The client closed its sending side; keep delivering
-                // events until it goes away, as etcd does.
-                Wake::Request(None) => reading = false,
-                Wake::Request(Some(Err(status))) => {
-                    let _ = self.out.try_send(Err(status));
-                    return Err(Closed);
-                }
-                Wake::Tick => {
-                    self.periodic_due = self.watchers.values().any(|w| w.progress_notify);
-                    self.try_progress(hub_rx).await?;
-                }
-                Wake::Retry => self.try_progress(hub_rx).await?,
-            }
-        }
-    }
-
+impl Session {
     /// A watcher fell behind when the hub found this stream's queue full;
     /// once the queue has room again it catches up at once, not at the
     /// hub's next poll.
@@ -286,13 +315,9 @@ impl Session {
         }
     }
 
-    /// Queue a response for the client; waits while the client does not
-    /// read, unless the node stops meanwhile.
-    async fn send(&mut self, resp: pb::WatchResponse) -> Result<(), Closed> {
-        tokio::select! {
-            sent = self.out.send(Ok(resp)) => sent.map_err(|_| Closed),
-            _ = until_stopped(&mut self.stopped) => Err(Closed),
-        }
+    /// Queue a response for the client.
+    fn send(&mut self, resp: pb::WatchResponse) {
+        self.out.push_back(Ok(resp));
     }
 
     fn response(&self, watch_id: i64, revision: Option<i64>) -> pb::WatchResponse {
@@ -303,23 +328,19 @@ impl Session {
         }
     }
 
-    async fn handle(
-        &mut self,
-        req: pb::WatchRequest,
-        hub_rx: &mut mpsc::Receiver<WatchMessage>,
-    ) -> Result<(), Closed> {
+    fn handle(&mut self, req: pb::WatchRequest, hub_rx: &mut mpsc::Receiver<WatchMessage>) {
         match req.request_union {
-            Some(RequestUnion::CreateRequest(c)) => self.create(c).await,
-            Some(RequestUnion::CancelRequest(c)) => self.cancel(c.watch_id).await,
+            Some(RequestUnion::CreateRequest(c)) => self.create(c),
+            Some(RequestUnion::CancelRequest(c)) => self.cancel(c.watch_id),
             Some(RequestUnion::ProgressRequest(_)) => {
                 self.progress_requested = true;
-                self.try_progress(hub_rx).await
+                self.try_progress(hub_rx)
             }
-            None => Ok(()),
+            None => {}
         }
     }
 
-    async fn create(&mut self, c: pb::WatchCreateRequest) -> Result<(), Closed> {
+    fn create(&mut self, c: pb::WatchCreateRequest) {
         let watch_id = if c.watch_id == AUTO_WATCH_ID {
             while self.by_id.contains_key(&self.next_auto_id) {
                 self.next_auto_id += 1;
@@ -334,7 +355,7 @@ impl Session {
             resp.created = true;
             resp.canceled = true;
             resp.cancel_reason = DUPLICATE_ID_REASON.into();
-            return self.send(resp).await;
+            return self.send(resp);
         }
         // An empty key means the smallest key, as in etcd.
         let start = if c.key.is_empty() { vec![0] } else { c.key };
@@ -371,40 +392,40 @@ impl Session {
                     },
                 );
                 self.by_id.insert(watch_id, token);
-                self.send(created).await
+                self.send(created)
             }
             // etcd creates the watcher, then cancels it with the compact
             // revision; clients expect the two responses in that order.
             Err(StoreError::Compacted { compact_revision }) => {
-                self.send(created).await?;
+                self.send(created);
                 let mut resp = self.response(watch_id, None);
                 resp.canceled = true;
                 resp.compact_revision = compact_revision;
-                self.send(resp).await
+                self.send(resp)
             }
             Err(e) => {
                 created.canceled = true;
                 created.cancel_reason = e.to_string();
-                self.send(created).await
+                self.send(created)
             }
         }
     }
 
-    async fn cancel(&mut self, watch_id: i64) -> Result<(), Closed> {
+    fn cancel(&mut self, watch_id: i64) {
         // Like etcd, an unknown ID gets no answer.
         let Some(token) = self.by_id.remove(&watch_id) else {
-            return Ok(());
+            return;
         };
         if let Some(w) = self.watchers.remove(&token) {
             self.node.hub.cancel(w.key);
         }
         let mut resp = self.response(watch_id, None);
         resp.canceled = true;
-        self.send(resp).await
+        self.send(resp)
     }
 
     /// Turn one hub message into responses on the stream.
-    async fn forward(&mut self, msg: WatchMessage) -> Result<(), Closed> {
+    fn forward(&mut self, msg: WatchMessage) {
         match msg {
             WatchMessage::Events {
                 watch_id: token,
@@ -413,16 +434,15 @@ impl Session {
             } => {
                 // Not found: cancelled after the hub queued this.
                 let Some(w) = self.watchers.get_mut(&token) else {
-                    return Ok(());
+                    return;
                 };
                 w.active = true;
                 let (watch_id, fragment) = (w.watch_id, w.fragment);
                 let base = self.response(watch_id, Some(revision));
                 let events = events.into_iter().map(event_to_wire).collect();
                 for resp in event_responses(base, events, fragment, self.max_response_bytes) {
-                    self.send(resp).await?;
+                    self.send(resp);
                 }
-                Ok(())
             }
             WatchMessage::Compacted {
                 watch_id: token,
@@ -430,13 +450,13 @@ impl Session {
             } => {
                 // The hub has already dropped the watcher.
                 let Some(w) = self.watchers.remove(&token) else {
-                    return Ok(());
+                    return;
                 };
                 self.by_id.remove(&w.watch_id);
                 let mut resp = self.response(w.watch_id, None);
                 resp.canceled = true;
                 resp.compact_revision = compact_revision;
-                self.send(resp).await
+                self.send(resp)
             }
         }
     }
@@ -446,12 +466,9 @@ impl Session {
     /// watcher of the stream is synced; the periodic ones to each synced
     /// `progress_notify` watcher that saw no events since the last round.
     /// What cannot be sent yet is retried every `PROGRESS_RETRY`.
-    async fn try_progress(
-        &mut self,
-        hub_rx: &mut mpsc::Receiver<WatchMessage>,
-    ) -> Result<(), Closed> {
+    fn try_progress(&mut self, hub_rx: &mut mpsc::Receiver<WatchMessage>) {
         if !self.progress_requested && !self.periodic_due {
-            return Ok(());
+            return;
         }
         let point = self
             .point
@@ -459,7 +476,7 @@ impl Session {
             .unwrap_or_else(|| ProgressPoint::now(&self.node));
         if !point.reached(&self.node) {
             self.point = Some(point);
-            return Ok(());
+            return;
         }
         // Synced now, after the hub was handed `point.revision`: every
         // event up to it is sent or queued in `hub_rx`.
@@ -477,7 +494,7 @@ impl Session {
         };
         if !stream_wide && !self.periodic_due {
             // A watcher lags; try again later, from a newer revision.
-            return Ok(());
+            return;
         }
         let revision = point.revision;
         // Forward what is queued up to `revision`; hold back the rest so
@@ -498,8 +515,7 @@ impl Session {
                             watch_id,
                             revision: up_to.min(revision),
                             events: now,
-                        })
-                        .await?;
+                        });
                     }
                     if !after.is_empty() {
                         later.push(WatchMessage::Events {
@@ -515,7 +531,7 @@ impl Session {
         if stream_wide {
             self.progress_requested = false;
             let resp = self.response(STREAM_WATCH_ID, Some(revision));
-            self.send(resp).await?;
+            self.send(resp);
         }
         if self.periodic_due {
             self.periodic_due = false;
@@ -524,14 +540,13 @@ impl Session {
             }
             for watch_id in periodic {
                 let resp = self.response(watch_id, Some(revision));
-                self.send(resp).await?;
+                self.send(resp);
             }
         }
         for msg in later {
-            self.forward(msg).await?;
+            self.forward(msg);
         }
         self.resume_lagging(hub_rx);
-        Ok(())
     }
 }
 
