@@ -524,6 +524,28 @@ async fn a_member_removed_while_down_stops_when_it_returns() {
     c.shutdown().await;
 }
 
+/// A member started to join a cluster that never added it stops, as
+/// etcd refuses to start it: it knows no membership and no leader calls
+/// on it, so it asks the peers of its `--initial-cluster`, and a majority
+/// of them leave it out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_never_added_stops() {
+    let mut c = Cluster::start(3, |_| {}).await;
+    c.wait_leader(ELECTION).await;
+    let (joiner, _) = c.new_joiner(|_| {});
+    c.start_member(joiner).await;
+    stops_as_removed(c.node(joiner)).await;
+    let why = c.node(joiner).removal().expect("a reason");
+    assert!(why.contains("never added"), "{why}");
+    c.stop_member(joiner).await;
+    for i in c.running() {
+        assert_eq!(c.node(i).removal(), None, "member {i}");
+    }
+    let leader = c.wait_leader(ELECTION).await;
+    put(c.node(leader), "after", "1").await;
+    c.shutdown().await;
+}
+
 /// A leader that removes itself hands over and stops, like any removed
 /// member.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -17,6 +17,18 @@
 //! not applied the entry that added this member) answers an older
 //! membership and decides nothing, and a member that was just added knows
 //! the entry that added it.
+//!
+//! A member that knows no membership at all (it started with an empty
+//! data dir to join a cluster, and no leader has contacted it) asks the
+//! peers of its `--initial-cluster` instead. One answer cannot decide
+//! there, since such a member has no membership of its own to compare
+//! with: a peer that has not received the entry adding it answers without
+//! it. So the leader of the newest term among the answers must leave it
+//! out of its log (a leader's log holds every committed entry, and an
+//! entry missing from it can no longer commit), and so must a majority of
+//! the newest membership the answers show ([`shows_never_joined`]). This
+//! is etcd's refusal to start a member that was never added (or was
+//! removed before it first joined).
 
 use std::sync::Weak;
 use std::time::{Duration, Instant};
@@ -27,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use cairn_raft::types::RaftMetrics;
 
 use super::forward::{ForwardRequest, ForwardResponse};
-use super::Node;
+use super::{identity, Node};
 
 /// Without a reason to doubt, a member still asks this often (in election
 /// timeouts): a removed learner sees its leader as before.
@@ -42,6 +54,10 @@ pub struct MembershipView {
     /// Every member of its newest membership, applied or not: a change
     /// that is being committed (a member being added) counts.
     pub latest_members: Vec<u64>,
+    /// Its current term.
+    pub term: u64,
+    /// Whether it leads in that term.
+    pub leader: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +110,48 @@ pub fn shows_removed(own: OwnMembership, me: u64, answer: &MembershipView) -> Op
     ))
 }
 
+/// For a member that knows no membership: whether `answers` (peer ID and
+/// its view) show that the leader of the newest term among them, and a
+/// majority of the newest membership among them, leave it out. Any answer
+/// with this member in it, applied or on the way, decides nothing.
+pub fn shows_never_joined(me: u64, answers: &[(u64, MembershipView)]) -> Option<String> {
+    if answers.iter().any(|(_, v)| v.latest_members.contains(&me)) {
+        return None;
+    }
+    let newest_term = answers.iter().map(|(_, v)| v.term).max()?;
+    if !answers
+        .iter()
+        .any(|(_, v)| v.leader && v.term == newest_term)
+    {
+        return None;
+    }
+    let newest = answers
+        .iter()
+        .filter_map(|(_, v)| v.applied.as_ref())
+        .max_by_key(|a| a.index)?;
+    if newest.members.contains(&me) {
+        return None;
+    }
+    let without_me = answers
+        .iter()
+        .filter(|(peer, v)| newest.members.contains(peer) && v.applied.is_some())
+        .count();
+    if without_me * 2 <= newest.members.len() {
+        return None;
+    }
+    let own = OwnMembership {
+        index: 0,
+        includes_me: false,
+    };
+    let view = MembershipView {
+        applied: Some(newest.clone()),
+        latest_members: newest.members.clone(),
+        term: newest_term,
+        leader: true,
+    };
+    shows_removed(own, me, &view)
+}
+
 impl Node {
     /// This member's answer to a peer's [`ForwardRequest::Membership`].
     pub(super) fn membership_view(&self) -> MembershipView {
@@ -115,6 +173,8 @@ impl Node {
         MembershipView {
             applied,
             latest_members: members,
+            term: m.current_term,
+            leader: m.current_leader == Some(m.id),
         }
     }
 
@@ -187,19 +247,25 @@ pub(super) async fn watch(node: Weak<Node>, election_timeout: Duration, silent_a
 /// answer shows this member removed.
 async fn ask_peers(node: &Node, own: OwnMembership, timeout: Duration) -> Option<String> {
     let me = node.member_id();
-    let peers: Vec<(u64, String)> = node
+    let known: Vec<(u64, String)> = node
         .members()
         .into_iter()
         .filter(|m| m.id != me)
         .filter_map(|m| Some((m.id, m.peer_urls.into_iter().next()?)))
         .collect();
+    let never_joined = known.is_empty() && own.index == 0;
+    let peers = if never_joined {
+        initial_peers(node)
+    } else {
+        known
+    };
     let asks = peers.iter().map(|(id, url)| async move {
         let answer = node
             .router
             .ask_member(url, &ForwardRequest::Membership, timeout)
             .await;
         match answer {
-            Ok(ForwardResponse::Membership(view)) => shows_removed(own, me, &view),
+            Ok(ForwardResponse::Membership(view)) => Some((*id, view)),
             Ok(other) => {
                 tracing::debug!("membership probe of {id:x}: unexpected {other:?}");
                 None
@@ -210,11 +276,31 @@ async fn ask_peers(node: &Node, own: OwnMembership, timeout: Duration) -> Option
             }
         }
     });
-    futures::future::join_all(asks)
+    let answers: Vec<(u64, MembershipView)> = futures::future::join_all(asks)
         .await
         .into_iter()
         .flatten()
-        .next()
+        .collect();
+    if never_joined {
+        return shows_never_joined(me, &answers);
+    }
+    answers
+        .iter()
+        .find_map(|(_, view)| shows_removed(own, me, view))
+}
+
+/// The other members of this member's `--initial-cluster`, by ID and peer
+/// URL (none if it does not parse: start-up refuses such a config).
+fn initial_peers(node: &Node) -> Vec<(u64, String)> {
+    let me = node.member_id();
+    let token = &node.config.initial_cluster_token;
+    node.config
+        .initial_members()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| (identity::member_id(&m.peer_url, token), m.peer_url))
+        .filter(|(id, _)| *id != me)
+        .collect()
 }
 
 async fn stop_removed(node: &Node, why: String) {
@@ -234,6 +320,16 @@ mod tests {
                 members: members.to_vec(),
             }),
             latest_members: members.to_vec(),
+            term: 3,
+            leader: false,
+        }
+    }
+
+    fn leader_view(index: u64, members: &[u64], term: u64) -> MembershipView {
+        MembershipView {
+            term,
+            leader: true,
+            ..view(index, members)
         }
     }
 
@@ -265,6 +361,8 @@ mod tests {
         let unapplied = MembershipView {
             applied: None,
             latest_members: vec![1, 2],
+            term: 3,
+            leader: false,
         };
         assert_eq!(shows_removed(just_added, ME, &unapplied), None);
         // The peer applied an older membership without us, and is
@@ -277,5 +375,64 @@ mod tests {
         being_added.latest_members.push(ME);
         assert_eq!(shows_removed(adding, ME, &being_added), None);
         assert!(shows_removed(adding, ME, &view(40, &[1, 2])).is_some());
+    }
+
+    #[test]
+    fn a_member_that_never_joined_needs_the_leader_and_a_majority_without_it() {
+        let members = [1, 2, 3];
+        // The leader alone, one of three: the others may hold our add.
+        assert_eq!(
+            shows_never_joined(ME, &[(1, leader_view(40, &members, 3))]),
+            None
+        );
+        let why = shows_never_joined(
+            ME,
+            &[(1, leader_view(40, &members, 3)), (2, view(38, &[1, 2]))],
+        )
+        .expect("the leader and two of three without us");
+        assert!(why.contains("log index 40"), "{why}");
+        // A majority without the leader's word: its log may hold our add.
+        assert_eq!(
+            shows_never_joined(ME, &[(1, view(40, &members)), (2, view(40, &members))]),
+            None
+        );
+        // A deposed leader (term 3) answers, and a member of term 4 knows
+        // the newer leader, which did not answer.
+        let newer = MembershipView {
+            term: 4,
+            ..view(40, &members)
+        };
+        assert_eq!(
+            shows_never_joined(ME, &[(1, leader_view(40, &members, 3)), (2, newer)]),
+            None
+        );
+        // Any answer with us in it, applied or on the way, decides nothing.
+        let mut adding = view(40, &members);
+        adding.latest_members.push(ME);
+        let answers = [
+            (1, leader_view(40, &members, 3)),
+            (2, view(40, &members)),
+            (3, adding),
+        ];
+        assert_eq!(shows_never_joined(ME, &answers), None);
+        // Answers from outside the newest membership do not count.
+        assert_eq!(
+            shows_never_joined(
+                ME,
+                &[(1, leader_view(40, &members, 3)), (9, view(40, &members))]
+            ),
+            None
+        );
+        // Peers that applied no membership decide nothing.
+        let unapplied = MembershipView {
+            applied: None,
+            latest_members: vec![1, 2, 3],
+            term: 3,
+            leader: true,
+        };
+        assert_eq!(
+            shows_never_joined(ME, &[(1, unapplied.clone()), (2, unapplied)]),
+            None
+        );
     }
 }

@@ -116,6 +116,26 @@ impl Cluster {
         via: usize,
         tweak: impl Fn(&mut ServerConfig),
     ) -> (usize, u64) {
+        let (i, peer_url) = self.new_joiner(tweak);
+        let added = self
+            .node(via)
+            .membership_request(ForwardRequest::AddMember {
+                peer_url,
+                is_learner: true,
+            })
+            .await
+            .expect("member add");
+        let ForwardResponse::Member(id) = added else {
+            panic!("member add answered {added:?}")
+        };
+        self.start_member(i).await;
+        (i, id)
+    }
+
+    /// A new member's config, to join this cluster (`existing`, with every
+    /// member in its `--initial-cluster`), not started and not added: its
+    /// index and peer URL.
+    pub fn new_joiner(&mut self, tweak: impl Fn(&mut ServerConfig)) -> (usize, String) {
         let i = self.members.len();
         let name = format!("n{}", i + 1);
         let (client, peer) = (free_port(), free_port());
@@ -126,24 +146,12 @@ impl Cluster {
         );
         tweak(&mut config);
         existing(&mut config);
-        let added = self
-            .node(via)
-            .membership_request(ForwardRequest::AddMember {
-                peer_url: format!("http://127.0.0.1:{peer}"),
-                is_learner: true,
-            })
-            .await
-            .expect("member add");
-        let ForwardResponse::Member(id) = added else {
-            panic!("member add answered {added:?}")
-        };
         self.members.push(Member {
             config,
             peer_api: PeerApi::Current,
             server: None,
         });
-        self.start_member(i).await;
-        (i, id)
+        (i, format!("http://127.0.0.1:{peer}"))
     }
 
     /// Stop a member (its data dir stays).
