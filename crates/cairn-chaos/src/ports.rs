@@ -21,9 +21,17 @@ const SPAN: u32 = 12_000;
 /// own, so test binaries run one after another do not start on the ports
 /// the last one left lingering, and threads of one process never get the
 /// same port twice.
+///
+/// The offset is spread over the whole span by a hash of the process ID:
+/// processes started together have consecutive IDs, and offsets a few
+/// ports apart made test processes run side by side (looped tests, a
+/// runner with a process per test) hand out each other's ports. Members
+/// of two test clusters, which share the cluster token and so member IDs,
+/// then took each other's Raft messages.
 pub fn free_port() -> u16 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let offset = std::process::id() % 1_000 * 12;
+    let offset =
+        (u64::from(std::process::id()).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32 % SPAN;
     for _ in 0..SPAN {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let port = (LOW + (offset + n) % SPAN) as u16;
