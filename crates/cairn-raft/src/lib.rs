@@ -3,6 +3,7 @@
 
 mod apply_thread;
 mod claims_rows;
+pub mod cluster_check;
 pub mod coalesce;
 pub mod encoding;
 pub mod forward_frame;

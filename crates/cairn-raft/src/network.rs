@@ -31,6 +31,7 @@ use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
+use crate::cluster_check::{peer_grpc, PeerGrpc};
 use crate::coalesce::Connector;
 use crate::snapshot_data::Written;
 use crate::types::{
@@ -38,7 +39,6 @@ use crate::types::{
     Snapshot, SnapshotResponse, StreamingError, Timeout, TransferLeaderRequest,
     TransferLeaderResponse, TypeConfig, Unreachable, Vote, VoteRequest, VoteResponse,
 };
-use cairn_proto::raft::v1::raft_peer_client::RaftPeerClient;
 use cairn_proto::raft::v1::{Payload, SnapshotChunk};
 
 mod stream_append;
@@ -75,6 +75,9 @@ pub struct NetworkConfig {
     /// moves the commit index, hoping to send it with the next entries
     /// (see `stream_append::HeldCommit`). Zero sends it at once.
     pub commit_notice_delay: Duration,
+    /// This member's cluster, named in every call so that a member of
+    /// another cluster refuses it (`cluster_check`); `None` names none.
+    pub cluster_id: Option<u64>,
 }
 
 impl Default for NetworkConfig {
@@ -88,6 +91,7 @@ impl Default for NetworkConfig {
             snapshot_chunk_bytes: MAX_SNAPSHOT_CHUNK_BYTES,
             append_reply_timeout: Duration::from_secs(2),
             commit_notice_delay: Duration::from_millis(2),
+            cluster_id: None,
         }
     }
 }
@@ -131,7 +135,7 @@ impl NetworkFactory {
     /// itself; must be called within a tokio runtime.
     pub fn client(&self, target: NodeId, node: &CairnNode) -> PeerClient {
         let inner = self.channel(target, &node.peer_url).map(|channel| {
-            RaftPeerClient::new(channel)
+            peer_grpc(channel, self.config.cluster_id)
                 .max_decoding_message_size(self.config.max_message_bytes)
                 .max_encoding_message_size(self.config.max_message_bytes)
         });
@@ -210,7 +214,7 @@ pub struct PeerClient {
     target: NodeId,
     config: Arc<NetworkConfig>,
     /// `Err` when the peer URL is unusable: every RPC then fails Unreachable.
-    inner: Result<RaftPeerClient<Channel>, Arc<str>>,
+    inner: Result<PeerGrpc, Arc<str>>,
 }
 
 impl fmt::Debug for PeerClient {
@@ -273,7 +277,7 @@ impl PeerClient {
         self.target
     }
 
-    fn grpc(&self) -> Result<RaftPeerClient<Channel>, Failure> {
+    fn grpc(&self) -> Result<PeerGrpc, Failure> {
         self.inner.clone().map_err(|msg| {
             Failure::Unreachable(Unreachable::from_string(format!(
                 "node {}: {msg}",

@@ -22,8 +22,10 @@ use openraft::vote::RaftLeaderId;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::cluster_check::ClusterCheck;
 use crate::forward_frame;
 use crate::network::DEFAULT_MAX_MESSAGE_BYTES;
 use crate::types::{
@@ -83,6 +85,9 @@ where
     /// Whether `ForwardStream` is served; off, it answers `UNIMPLEMENTED`
     /// as a member that predates it would (rolling-upgrade tests).
     forward_stream: bool,
+    /// This member's cluster: calls naming another are refused
+    /// (`cluster_check`); `None` takes every call.
+    cluster_id: Option<u64>,
 }
 
 impl<SM> fmt::Debug for PeerService<SM>
@@ -108,7 +113,14 @@ where
             max_snapshot_bytes: DEFAULT_MAX_SNAPSHOT_BYTES,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             forward_stream: true,
+            cluster_id: None,
         }
+    }
+
+    /// Refuse calls from members of other clusters (see `cluster_check`).
+    pub fn with_cluster_id(mut self, cluster_id: u64) -> Self {
+        self.cluster_id = Some(cluster_id);
+        self
     }
 
     /// Answer `ForwardStream` with `UNIMPLEMENTED`, as a member older than
@@ -132,11 +144,13 @@ where
     }
 
     /// The tonic service, to add to a `tonic::transport::Server`.
-    pub fn into_server(self) -> RaftPeerServer<Self> {
+    pub fn into_server(self) -> InterceptedService<RaftPeerServer<Self>, ClusterCheck> {
         let max = self.max_message_bytes;
-        RaftPeerServer::new(self)
+        let check = ClusterCheck(self.cluster_id);
+        let server = RaftPeerServer::new(self)
             .max_decoding_message_size(max)
-            .max_encoding_message_size(max)
+            .max_encoding_message_size(max);
+        InterceptedService::new(server, check)
     }
 
     /// Receives a snapshot stream. The first chunk must carry the vote and

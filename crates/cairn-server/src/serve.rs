@@ -97,7 +97,8 @@ pub async fn start_with(
     let peer_service = PeerService::new(
         node.raft.clone(),
         Arc::new(NodePeerHandler(Arc::downgrade(&node))),
-    );
+    )
+    .with_cluster_id(node.cluster_id());
     let peer_service = match peer_api {
         PeerApi::Current => peer_service,
         PeerApi::WithoutForwardStream => peer_service.without_forward_stream(),

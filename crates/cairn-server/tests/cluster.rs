@@ -546,6 +546,51 @@ async fn a_member_never_added_stops() {
     c.shutdown().await;
 }
 
+/// A member refuses peer calls that name another cluster (etcd checks its
+/// cluster ID header alike): a member of another cluster that comes to
+/// listen on an address this cluster lists must not take its Raft
+/// messages. Calls naming this cluster, or none (older members), pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn peer_calls_from_another_cluster_are_refused() {
+    use cairn_proto::raft::v1::Payload;
+    use cairn_raft::cluster_check::peer_grpc;
+    let c = Cluster::start(3, |_| {}).await;
+    c.wait_leader(ELECTION).await;
+    let node = c.node(0);
+    let channel = tonic::transport::Endpoint::from_shared(node.config.advertise_peer_url())
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect to the peer port");
+    // An empty payload is no request: a call that gets past the check is
+    // answered with a decode error inside.
+    let call = |cluster_id: Option<u64>| {
+        let mut client = peer_grpc(channel.clone(), cluster_id);
+        async move { client.forward(Payload { data: Vec::new() }).await }
+    };
+    let foreign = call(Some(node.cluster_id() ^ 1))
+        .await
+        .expect_err("refused");
+    assert_eq!(
+        foreign.code(),
+        tonic::Code::FailedPrecondition,
+        "{foreign:?}"
+    );
+    assert!(
+        foreign.message().contains("this member belongs to cluster"),
+        "{foreign:?}"
+    );
+    for own in [Some(node.cluster_id()), None] {
+        let answer = call(own).await.expect("answered").into_inner();
+        let text = String::from_utf8_lossy(&answer.data).into_owned();
+        assert!(text.contains("alformed"), "{text}");
+    }
+    // The members' own calls name their cluster, and pass.
+    let leader = c.wait_leader(ELECTION).await;
+    put(c.node((leader + 1) % 3), "own", "1").await;
+    c.shutdown().await;
+}
+
 /// A leader that removes itself hands over and stops, like any removed
 /// member.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

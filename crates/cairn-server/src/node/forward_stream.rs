@@ -12,8 +12,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use cairn_proto::raft::v1::raft_peer_client::RaftPeerClient;
 use cairn_proto::raft::v1::Payload;
+use cairn_raft::cluster_check::peer_grpc;
 use cairn_raft::forward_frame;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -63,12 +63,13 @@ impl ForwardStream {
     /// `UNIMPLEMENTED` from a member too old to serve it.
     pub async fn open(
         channel: Channel,
+        cluster_id: u64,
         leader_id: u64,
         max_message_bytes: usize,
     ) -> Result<Self, Status> {
         let (frames, rx) = mpsc::channel(QUEUE_FRAMES);
         let outbound = ReceiverStream::new(rx);
-        let mut client = RaftPeerClient::new(channel)
+        let mut client = peer_grpc(channel, Some(cluster_id))
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes);
         let inbound = client.forward_stream(outbound).await?.into_inner();

@@ -244,6 +244,7 @@ impl Node {
             identity.member_id,
             NetworkConfig {
                 commit_notice_delay: Duration::from_millis(config.commit_notice_delay_ms),
+                cluster_id: Some(identity.cluster_id),
                 ..NetworkConfig::default()
             },
         );
@@ -292,6 +293,7 @@ impl Node {
             raft.clone(),
             Duration::from_millis(config.request_timeout_ms),
             clock.clone(),
+            identity.cluster_id,
         ));
         let proposer = Proposer::start(router.clone());
         let node = Arc::new(Node {

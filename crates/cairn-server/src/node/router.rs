@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cairn_proto::raft::v1::raft_peer_client::RaftPeerClient;
 use cairn_proto::raft::v1::Payload;
 use cairn_proto::status::is_connect_error;
+use cairn_raft::cluster_check::{peer_grpc, PeerGrpc};
 use cairn_raft::coalesce::Connector;
 use cairn_raft::types::{CairnNode, ClientWriteError, Request};
 use cairn_store::{Command, CommandResult};
@@ -54,6 +54,8 @@ pub struct Router {
     /// This member's cluster time: what it proposes as leader carries it
     /// (see `Command::restamp`), whoever stamped the request first.
     clock: Arc<ClusterClock>,
+    /// Named in every peer call (`cairn_raft::cluster_check`).
+    cluster_id: u64,
 }
 
 /// How a forwarded request reaches the leader.
@@ -73,7 +75,12 @@ enum Outcome {
 }
 
 impl Router {
-    pub fn new(raft: Raft, request_timeout: Duration, clock: Arc<ClusterClock>) -> Self {
+    pub fn new(
+        raft: Raft,
+        request_timeout: Duration,
+        clock: Arc<ClusterClock>,
+        cluster_id: u64,
+    ) -> Self {
         Router {
             raft,
             channels: Mutex::new(HashMap::new()),
@@ -83,6 +90,7 @@ impl Router {
             forward_calls: AtomicU64::new(0),
             request_timeout,
             clock,
+            cluster_id,
         }
     }
 
@@ -204,7 +212,7 @@ impl Router {
         let channel = self.channel(&node.peer_url)?;
         let opened = tokio::time::timeout_at(
             deadline,
-            ForwardStream::open(channel, leader_id, MAX_FORWARD_BYTES),
+            ForwardStream::open(channel, self.cluster_id, leader_id, MAX_FORWARD_BYTES),
         )
         .await;
         Ok(match opened {
@@ -280,8 +288,8 @@ impl Router {
 
     /// A peer client on the shared channel to `peer_url`, sized for
     /// forwarded messages.
-    fn peer_client(&self, peer_url: &str) -> Result<RaftPeerClient<Channel>, ServerError> {
-        Ok(RaftPeerClient::new(self.channel(peer_url)?)
+    fn peer_client(&self, peer_url: &str) -> Result<PeerGrpc, ServerError> {
+        Ok(peer_grpc(self.channel(peer_url)?, Some(self.cluster_id))
             .max_decoding_message_size(MAX_FORWARD_BYTES)
             .max_encoding_message_size(MAX_FORWARD_BYTES))
     }
@@ -554,6 +562,7 @@ fn unknown_outcome(leader_id: u64, status: &tonic::Status) -> ServerError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cairn_proto::raft::v1::raft_peer_client::RaftPeerClient;
     use tonic::{Code, Status};
 
     #[test]
