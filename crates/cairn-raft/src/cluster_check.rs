@@ -13,7 +13,7 @@
 //! send one.
 
 use cairn_proto::raft::v1::raft_peer_client::RaftPeerClient;
-use tonic::metadata::MetadataValue;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
 use tonic::transport::Channel;
@@ -26,21 +26,32 @@ pub const CLUSTER_ID_HEADER: &str = "cairn-cluster-id";
 pub type PeerGrpc = RaftPeerClient<InterceptedService<Channel, ClusterHeader>>;
 
 /// A peer client on `channel` for a member of cluster `cluster_id`
-/// (`None`: calls name no cluster).
-pub fn peer_grpc(channel: Channel, cluster_id: Option<u64>) -> PeerGrpc {
-    RaftPeerClient::with_interceptor(channel, ClusterHeader(cluster_id))
+/// (`None`: calls name no cluster), taking and sending messages of up to
+/// `max_message_bytes`.
+pub fn peer_grpc(channel: Channel, cluster_id: Option<u64>, max_message_bytes: usize) -> PeerGrpc {
+    RaftPeerClient::with_interceptor(channel, ClusterHeader::new(cluster_id))
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(max_message_bytes)
 }
 
-/// Client side: adds the header to every call.
-#[derive(Debug, Clone, Copy)]
-pub struct ClusterHeader(pub Option<u64>);
+/// Client side: adds the header, encoded once, to every call.
+#[derive(Debug, Clone)]
+pub struct ClusterHeader(Option<MetadataValue<Ascii>>);
+
+impl ClusterHeader {
+    pub fn new(cluster_id: Option<u64>) -> Self {
+        ClusterHeader(cluster_id.map(|id| {
+            MetadataValue::try_from(format!("{id:x}")).expect("hex digits are a valid header value")
+        }))
+    }
+}
 
 impl Interceptor for ClusterHeader {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(id) = self.0 {
-            let value = MetadataValue::try_from(format!("{id:x}"))
-                .map_err(|e| Status::internal(format!("cluster ID header: {e}")))?;
-            request.metadata_mut().insert(CLUSTER_ID_HEADER, value);
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert(CLUSTER_ID_HEADER, value.clone());
         }
         Ok(request)
     }
@@ -75,7 +86,7 @@ mod tests {
     use super::*;
 
     fn named(id: Option<u64>) -> Request<()> {
-        ClusterHeader(id).call(Request::new(())).unwrap()
+        ClusterHeader::new(id).call(Request::new(())).unwrap()
     }
 
     #[test]

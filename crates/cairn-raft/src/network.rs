@@ -135,9 +135,11 @@ impl NetworkFactory {
     /// itself; must be called within a tokio runtime.
     pub fn client(&self, target: NodeId, node: &CairnNode) -> PeerClient {
         let inner = self.channel(target, &node.peer_url).map(|channel| {
-            peer_grpc(channel, self.config.cluster_id)
-                .max_decoding_message_size(self.config.max_message_bytes)
-                .max_encoding_message_size(self.config.max_message_bytes)
+            peer_grpc(
+                channel,
+                self.config.cluster_id,
+                self.config.max_message_bytes,
+            )
         });
         PeerClient {
             self_id: self.self_id,

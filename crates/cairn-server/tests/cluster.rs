@@ -515,19 +515,14 @@ async fn a_member_removed_while_down_stops_when_it_returns() {
     stops_as_removed(c.node(gone)).await;
     assert!(c.node(gone).removal().is_some());
     c.stop_member(gone).await;
-    // The other two were never in doubt.
-    for i in c.running() {
-        assert_eq!(c.node(i).removal(), None, "member {i}");
-    }
-    let leader = c.wait_leader(ELECTION).await;
-    put(c.node(leader), "after-remove", "1").await;
+    the_others_go_on(&c, "after-remove").await;
     c.shutdown().await;
 }
 
 /// A member started to join a cluster that never added it stops, as
 /// etcd refuses to start it: it knows no membership and no leader calls
-/// on it, so it asks the peers of its `--initial-cluster`, and a majority
-/// of them leave it out.
+/// on it, so it asks the peers of its `--initial-cluster`, and the leader
+/// and a majority of them leave it out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_member_never_added_stops() {
     let mut c = Cluster::start(3, |_| {}).await;
@@ -538,12 +533,17 @@ async fn a_member_never_added_stops() {
     let why = c.node(joiner).removal().expect("a reason");
     assert!(why.contains("never added"), "{why}");
     c.stop_member(joiner).await;
+    the_others_go_on(&c, "after").await;
+    c.shutdown().await;
+}
+
+/// The members still running were never in doubt, and still take a write.
+async fn the_others_go_on(c: &Cluster, key: &str) {
     for i in c.running() {
         assert_eq!(c.node(i).removal(), None, "member {i}");
     }
     let leader = c.wait_leader(ELECTION).await;
-    put(c.node(leader), "after", "1").await;
-    c.shutdown().await;
+    put(c.node(leader), key, "1").await;
 }
 
 /// A member refuses peer calls that name another cluster (etcd checks its
@@ -565,7 +565,7 @@ async fn peer_calls_from_another_cluster_are_refused() {
     // An empty payload is no request: a call that gets past the check is
     // answered with a decode error inside.
     let call = |cluster_id: Option<u64>| {
-        let mut client = peer_grpc(channel.clone(), cluster_id);
+        let mut client = peer_grpc(channel.clone(), cluster_id, 1024);
         async move { client.forward(Payload { data: Vec::new() }).await }
     };
     let foreign = call(Some(node.cluster_id() ^ 1))

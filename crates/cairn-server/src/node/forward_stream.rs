@@ -13,12 +13,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use cairn_proto::raft::v1::Payload;
-use cairn_raft::cluster_check::peer_grpc;
+use cairn_raft::cluster_check::PeerGrpc;
 use cairn_raft::forward_frame;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 use tonic::{Status, Streaming};
 
 /// Requests queued for the stream's sender; forwarders wait for room past
@@ -59,19 +58,11 @@ pub(super) struct ForwardStream {
 }
 
 impl ForwardStream {
-    /// Opens the stream on `channel`. Fails with the leader's status, e.g.
+    /// Opens the stream with `client`. Fails with the leader's status, e.g.
     /// `UNIMPLEMENTED` from a member too old to serve it.
-    pub async fn open(
-        channel: Channel,
-        cluster_id: u64,
-        leader_id: u64,
-        max_message_bytes: usize,
-    ) -> Result<Self, Status> {
+    pub async fn open(mut client: PeerGrpc, leader_id: u64) -> Result<Self, Status> {
         let (frames, rx) = mpsc::channel(QUEUE_FRAMES);
         let outbound = ReceiverStream::new(rx);
-        let mut client = peer_grpc(channel, Some(cluster_id))
-            .max_decoding_message_size(max_message_bytes)
-            .max_encoding_message_size(max_message_bytes);
         let inbound = client.forward_stream(outbound).await?.into_inner();
         let pending = Arc::new(Mutex::new(Pending::default()));
         tokio::spawn(read_replies(inbound, pending.clone()));

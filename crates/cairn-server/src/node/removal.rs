@@ -98,7 +98,13 @@ pub fn shows_removed(own: OwnMembership, me: u64, answer: &MembershipView) -> Op
     {
         return None;
     }
-    Some(format!(
+    Some(not_a_member(me, applied))
+}
+
+/// The reason a member stops: `applied`, a committed membership, leaves
+/// it out.
+fn not_a_member(me: u64, applied: &AppliedMembership) -> String {
+    format!(
         "member {me:x} is not in the cluster's membership at log index {} (members {}): it was removed, or never added",
         applied.index,
         applied
@@ -107,7 +113,7 @@ pub fn shows_removed(own: OwnMembership, me: u64, answer: &MembershipView) -> Op
             .map(|id| format!("{id:x}"))
             .collect::<Vec<_>>()
             .join(", ")
-    ))
+    )
 }
 
 /// For a member that knows no membership: whether `answers` (peer ID and
@@ -139,17 +145,7 @@ pub fn shows_never_joined(me: u64, answers: &[(u64, MembershipView)]) -> Option<
     if without_me * 2 <= newest.members.len() {
         return None;
     }
-    let own = OwnMembership {
-        index: 0,
-        includes_me: false,
-    };
-    let view = MembershipView {
-        applied: Some(newest.clone()),
-        latest_members: newest.members.clone(),
-        term: newest_term,
-        leader: true,
-    };
-    shows_removed(own, me, &view)
+    Some(not_a_member(me, newest))
 }
 
 impl Node {

@@ -209,12 +209,9 @@ impl Router {
         *slot = None;
         // The term the leader would be marked for, read before asking it.
         let term = self.current_term();
-        let channel = self.channel(&node.peer_url)?;
-        let opened = tokio::time::timeout_at(
-            deadline,
-            ForwardStream::open(channel, self.cluster_id, leader_id, MAX_FORWARD_BYTES),
-        )
-        .await;
+        let client = self.peer_client(&node.peer_url)?;
+        let opened =
+            tokio::time::timeout_at(deadline, ForwardStream::open(client, leader_id)).await;
         Ok(match opened {
             Ok(Ok(stream)) => {
                 self.streams_opened.fetch_add(1, Ordering::Relaxed);
@@ -289,9 +286,11 @@ impl Router {
     /// A peer client on the shared channel to `peer_url`, sized for
     /// forwarded messages.
     fn peer_client(&self, peer_url: &str) -> Result<PeerGrpc, ServerError> {
-        Ok(peer_grpc(self.channel(peer_url)?, Some(self.cluster_id))
-            .max_decoding_message_size(MAX_FORWARD_BYTES)
-            .max_encoding_message_size(MAX_FORWARD_BYTES))
+        Ok(peer_grpc(
+            self.channel(peer_url)?,
+            Some(self.cluster_id),
+            MAX_FORWARD_BYTES,
+        ))
     }
 
     /// One `Forward` call to the member at `peer_url`, whoever leads: for
