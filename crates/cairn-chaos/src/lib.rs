@@ -48,6 +48,7 @@
 extern crate self as cairn_chaos;
 
 pub mod campaign;
+pub mod certs;
 pub mod checker;
 pub mod faults;
 pub mod harness;

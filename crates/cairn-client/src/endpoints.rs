@@ -9,8 +9,8 @@ use tonic::transport::{Channel, Endpoint};
 use crate::error::ClientError;
 use crate::options::ClientOptions;
 
-/// Turn a user-given endpoint into a canonical `http://host:port` URL.
-/// A missing scheme means `http://`; TLS is not supported.
+/// Turn a user-given endpoint into a canonical `http://host:port` or
+/// `https://host:port` URL. A missing scheme means `http://`.
 pub fn normalize_endpoint(endpoint: &str) -> Result<String, ClientError> {
     let invalid = |reason: &str| ClientError::InvalidEndpoint {
         endpoint: endpoint.to_string(),
@@ -25,14 +25,14 @@ pub fn normalize_endpoint(endpoint: &str) -> Result<String, ClientError> {
     } else {
         format!("http://{trimmed}")
     };
-    if url.starts_with("https://") {
-        return Err(invalid("TLS (https) is not supported"));
-    }
-    let Some(rest) = url.strip_prefix("http://") else {
-        return Err(invalid("the scheme must be http://"));
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
+        return Err(invalid("the scheme must be http:// or https://"));
     };
     if rest.is_empty() || rest.contains('/') {
-        return Err(invalid("expected http://host:port"));
+        return Err(invalid("expected http://host:port or https://host:port"));
     }
     Endpoint::from_shared(url.clone()).map_err(|e| invalid(&e.to_string()))?;
     Ok(url)
@@ -178,6 +178,24 @@ pub(crate) fn make_channel(url: &str, options: &ClientOptions) -> Result<Channel
         .http2_keep_alive_interval(std::time::Duration::from_secs(30))
         .keep_alive_timeout(std::time::Duration::from_secs(10))
         .buffer_size(1024);
+    let endpoint =
+        match (url.starts_with("https://"), &options.tls) {
+            (true, Some(tls)) => {
+                endpoint
+                    .tls_config(tls.to_tonic())
+                    .map_err(|e| ClientError::InvalidEndpoint {
+                        endpoint: url.to_string(),
+                        reason: e.to_string(),
+                    })?
+            }
+            (true, None) => return Err(ClientError::InvalidEndpoint {
+                endpoint: url.to_string(),
+                reason:
+                    "https:// needs a CA to check the server with (ClientOptions::tls; --cacert)"
+                        .to_string(),
+            }),
+            (false, _) => endpoint,
+        };
     Ok(endpoint.connect_lazy())
 }
 
@@ -196,7 +214,11 @@ mod tests {
             "http://localhost:2379"
         );
         assert!(normalize_endpoint("").is_err());
-        assert!(normalize_endpoint("https://x:1").is_err());
+        assert_eq!(normalize_endpoint("https://x:1/").unwrap(), "https://x:1");
+        assert!(normalize_endpoint("https://x:1/path").is_err());
+        // https needs a CA to check the server with.
+        let err = make_channel("https://x:1", &ClientOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("needs a CA"), "{err}");
         assert!(normalize_endpoint("unix:///tmp/s").is_err());
         assert!(normalize_endpoint("http://x:1/path").is_err());
     }

@@ -51,7 +51,7 @@ pub use client::Client;
 pub use endpoints::normalize_endpoint;
 pub use error::ClientError;
 pub use lease::{KeepAliveState, LeaseKeepAlive};
-pub use options::{ClientOptions, RetryPolicy};
+pub use options::{ClientOptions, RetryPolicy, TlsOptions};
 pub use range::prefix_range_end;
 pub use retry::LEADER_METADATA_KEY;
 pub use snapshot::{

@@ -26,6 +26,59 @@ pub struct ClientOptions {
     /// there (a round trip and two thread hand-offs each). Turn it off when
     /// the members' advertised client URLs are not reachable from here.
     pub follow_leader: bool,
+    /// How to talk to `https://` endpoints; `None` refuses them.
+    pub tls: Option<TlsOptions>,
+}
+
+/// TLS for `https://` endpoints: the CA that signs the servers'
+/// certificates and, for servers that ask for one, this client's own.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// PEM certificates of the CA (etcdctl `--cacert`).
+    pub ca_pem: Vec<u8>,
+    /// PEM certificate and private key to show (etcdctl `--cert`, `--key`).
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for TlsOptions {
+    // Never prints the private key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsOptions")
+            .field("ca_pem_bytes", &self.ca_pem.len())
+            .field("identity", &self.identity.is_some())
+            .finish()
+    }
+}
+
+impl TlsOptions {
+    /// Reads the CA and, if both are given, the certificate and key.
+    pub fn from_files(
+        ca: &std::path::Path,
+        cert_and_key: Option<(&std::path::Path, &std::path::Path)>,
+    ) -> Result<TlsOptions, crate::ClientError> {
+        let read = |what: &str, path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| {
+                crate::ClientError::InvalidArgument(format!("{what} {}: {e}", path.display()))
+            })
+        };
+        let identity = match cert_and_key {
+            Some((cert, key)) => Some((read("certificate", cert)?, read("key", key)?)),
+            None => None,
+        };
+        Ok(TlsOptions {
+            ca_pem: read("CA certificate", ca)?,
+            identity,
+        })
+    }
+
+    pub(crate) fn to_tonic(&self) -> tonic::transport::ClientTlsConfig {
+        let config = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(&self.ca_pem));
+        match &self.identity {
+            Some((cert, key)) => config.identity(tonic::transport::Identity::from_pem(cert, key)),
+            None => config,
+        }
+    }
 }
 
 impl Default for ClientOptions {
@@ -38,6 +91,7 @@ impl Default for ClientOptions {
             max_request_bytes: 64 * 1024 * 1024,
             max_endpoints: 32,
             follow_leader: true,
+            tls: None,
         }
     }
 }

@@ -78,6 +78,9 @@ pub struct NetworkConfig {
     /// This member's cluster, named in every call so that a member of
     /// another cluster refuses it (`cluster_check`); `None` names none.
     pub cluster_id: Option<u64>,
+    /// How to dial `https://` members (CA, own certificate); `None`
+    /// refuses such URLs.
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl Default for NetworkConfig {
@@ -92,6 +95,7 @@ impl Default for NetworkConfig {
             append_reply_timeout: Duration::from_secs(2),
             commit_notice_delay: Duration::from_millis(2),
             cluster_id: None,
+            tls: None,
         }
     }
 }
@@ -188,14 +192,20 @@ impl NetworkFactory {
             format!("http://{peer_url}")
         };
         let c = &self.config;
-        Endpoint::from_shared(url)
+        let invalid =
+            |e: tonic::transport::Error| Arc::from(format!("invalid peer url {peer_url:?}: {e}"));
+        let endpoint = Endpoint::from_shared(url)
             .map(|e| {
                 e.connect_timeout(c.connect_timeout)
                     .http2_keep_alive_interval(c.http2_keepalive_interval)
                     .keep_alive_timeout(c.http2_keepalive_timeout)
                     .keep_alive_while_idle(true)
             })
-            .map_err(|e| Arc::from(format!("invalid peer url {peer_url:?}: {e}")))
+            .map_err(invalid)?;
+        match &c.tls {
+            Some(tls) => endpoint.tls_config(tls.clone()).map_err(invalid),
+            None => Ok(endpoint),
+        }
     }
 }
 

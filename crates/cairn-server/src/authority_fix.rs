@@ -24,10 +24,11 @@ use std::task::{Context, Poll};
 
 use cairn_raft::coalesce::Coalesced;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tonic::transport::server::{Connected, TcpConnectInfo};
+
+use crate::tls::Accepted;
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Largest frame payload accepted from a client before closing.
@@ -43,8 +44,8 @@ const PRIORITY: u8 = 0x20;
 
 /// An accepted client connection, handed to tonic; filters what it reads.
 pub struct FilteredConn {
-    tcp: TcpStream,
-    info: TcpConnectInfo,
+    /// The client's connection (TLS already ended on it).
+    conn: Accepted,
     up: Upstream,
 }
 
@@ -68,10 +69,9 @@ struct Filtering {
 }
 
 impl FilteredConn {
-    fn new(tcp: TcpStream, info: TcpConnectInfo) -> Self {
+    fn new(conn: Accepted) -> Self {
         FilteredConn {
-            tcp,
-            info,
+            conn,
             up: Upstream::Sniff(Vec::with_capacity(PREFACE.len())),
         }
     }
@@ -80,7 +80,7 @@ impl FilteredConn {
     fn poll_tcp(&mut self, cx: &mut Context<'_>, into: &mut Vec<u8>) -> Poll<io::Result<usize>> {
         let mut chunk = [0u8; 16 * 1024];
         let mut rb = ReadBuf::new(&mut chunk);
-        match Pin::new(&mut self.tcp).poll_read(cx, &mut rb) {
+        match Pin::new(&mut self.conn).poll_read(cx, &mut rb) {
             Poll::Ready(Ok(())) => {
                 into.extend_from_slice(rb.filled());
                 Poll::Ready(Ok(rb.filled().len()))
@@ -94,7 +94,7 @@ impl FilteredConn {
 impl Connected for FilteredConn {
     type ConnectInfo = TcpConnectInfo;
     fn connect_info(&self) -> TcpConnectInfo {
-        self.info.clone()
+        self.conn.connect_info()
     }
 }
 
@@ -126,7 +126,7 @@ impl AsyncRead for FilteredConn {
                         }
                         return Poll::Ready(Ok(()));
                     }
-                    return Pin::new(&mut this.tcp).poll_read(cx, buf);
+                    return Pin::new(&mut this.conn).poll_read(cx, buf);
                 }
                 Upstream::Filter(f) => {
                     if f.delivered < f.out.len() {
@@ -217,57 +217,36 @@ impl AsyncWrite for FilteredConn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write(cx, buf)
+        Pin::new(&mut self.conn).poll_write(cx, buf)
     }
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.conn).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
-        self.tcp.is_write_vectored()
+        self.conn.is_write_vectored()
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_flush(cx)
+        Pin::new(&mut self.conn).poll_flush(cx)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_shutdown(cx)
+        Pin::new(&mut self.conn).poll_shutdown(cx)
     }
 }
 
-/// Accept connections on `listener` (nodelay on) and yield filtered ones,
-/// their writes coalesced. The accept loop ends when the returned stream is
-/// dropped.
-pub fn incoming(listener: TcpListener) -> ReceiverStream<io::Result<Coalesced<FilteredConn>>> {
-    let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                _ = tx.closed() => return,
-            };
-            let (tcp, remote) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::debug!("client accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            let info = TcpConnectInfo {
-                local_addr: tcp.local_addr().ok(),
-                remote_addr: Some(remote),
-            };
-            let conn = Coalesced::new(FilteredConn::new(tcp, info));
-            if tx.send(Ok(conn)).await.is_err() {
-                return;
-            }
-        }
-    });
-    ReceiverStream::new(rx)
+/// Connections accepted on the client port (after their TLS handshake
+/// when `tls` is set; see [`crate::tls::incoming`]), filtered, their writes
+/// coalesced. The accept loop ends when the returned stream is dropped.
+pub fn incoming(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+) -> impl futures::Stream<Item = io::Result<Coalesced<FilteredConn>>> {
+    use futures::StreamExt;
+    crate::tls::incoming(listener, tls, "client port")
+        .map(|accepted| accepted.map(|conn| Coalesced::new(FilteredConn::new(conn))))
 }
 
 fn bad(msg: &str) -> io::Error {
@@ -508,6 +487,7 @@ fn literal(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::TcpStream;
 
     fn headers_frame(stream: u32, flags: u8, block: &[u8]) -> Vec<u8> {
         let mut f = Vec::new();
@@ -748,7 +728,10 @@ mod tests {
             local_addr: None,
             remote_addr: Some(remote),
         };
-        let mut conn = FilteredConn::new(tcp, info);
+        let mut conn = FilteredConn::new(Accepted {
+            stream: crate::tls::Stream::Plain(tcp),
+            info,
+        });
         let mut got = Vec::new();
         conn.read_to_end(&mut got).await.unwrap();
         client.await.unwrap();

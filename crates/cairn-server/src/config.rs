@@ -9,6 +9,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::tls::TlsFiles;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
@@ -64,6 +66,29 @@ pub struct ServerConfig {
     /// how far a follower's serializable reads and watchers trail the
     /// commit when writes stop; linearizable reads are not delayed.
     pub commit_notice_delay_ms: u64,
+    /// The client port's certificate (etcd `--cert-file`); with `key_file`
+    /// it turns TLS on for clients.
+    pub cert_file: Option<PathBuf>,
+    /// The private key of `cert_file` (etcd `--key-file`).
+    pub key_file: Option<PathBuf>,
+    /// The CA that signs the certificates clients show (etcd
+    /// `--trusted-ca-file`); used with `client_cert_auth`.
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Refuse clients without a certificate signed by `trusted_ca_file`
+    /// (etcd `--client-cert-auth`).
+    pub client_cert_auth: bool,
+    /// The peer port's certificate (etcd `--peer-cert-file`), also shown
+    /// when dialing other members; with `peer_key_file` and
+    /// `peer_trusted_ca_file` it turns TLS on between members.
+    pub peer_cert_file: Option<PathBuf>,
+    /// The private key of `peer_cert_file` (etcd `--peer-key-file`).
+    pub peer_key_file: Option<PathBuf>,
+    /// The CA that signs the members' certificates (etcd
+    /// `--peer-trusted-ca-file`): a member dialed must show one.
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Refuse peer calls without a certificate signed by
+    /// `peer_trusted_ca_file` (etcd `--peer-client-cert-auth`).
+    pub peer_client_cert_auth: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -113,6 +138,14 @@ impl Default for ServerConfig {
             request_timeout_ms: 5000,
             storage_cache_bytes: 8 * 1024 * 1024,
             commit_notice_delay_ms: 2,
+            cert_file: None,
+            key_file: None,
+            trusted_ca_file: None,
+            client_cert_auth: false,
+            peer_cert_file: None,
+            peer_key_file: None,
+            peer_trusted_ca_file: None,
+            peer_client_cert_auth: false,
         }
     }
 }
@@ -157,15 +190,41 @@ impl ServerConfig {
     }
 
     pub fn advertise_client_url(&self) -> String {
-        self.advertise_client
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", self.listen_client))
+        self.advertise_client.clone().unwrap_or_else(|| {
+            format!(
+                "{}{}",
+                scheme(self.client_tls().is_some()),
+                self.listen_client
+            )
+        })
     }
 
     pub fn advertise_peer_url(&self) -> String {
         self.advertise_peer
             .clone()
-            .unwrap_or_else(|| format!("http://{}", self.listen_peer))
+            .unwrap_or_else(|| format!("{}{}", scheme(self.peer_tls().is_some()), self.listen_peer))
+    }
+
+    /// The client port's TLS files, when it serves TLS.
+    pub fn client_tls(&self) -> Option<TlsFiles<'_>> {
+        Some(TlsFiles {
+            settings: ["cert-file", "key-file", "trusted-ca-file"],
+            cert: self.cert_file.as_deref()?,
+            key: self.key_file.as_deref()?,
+            trusted_ca: self.trusted_ca_file.as_deref(),
+            client_cert_auth: self.client_cert_auth,
+        })
+    }
+
+    /// The peer port's TLS files, when members talk TLS.
+    pub fn peer_tls(&self) -> Option<TlsFiles<'_>> {
+        Some(TlsFiles {
+            settings: ["peer-cert-file", "peer-key-file", "peer-trusted-ca-file"],
+            cert: self.peer_cert_file.as_deref()?,
+            key: self.peer_key_file.as_deref()?,
+            trusted_ca: self.peer_trusted_ca_file.as_deref(),
+            client_cert_auth: self.peer_client_cert_auth,
+        })
     }
 
     /// Parse `--initial-cluster`; empty means "just me".
@@ -190,7 +249,8 @@ impl ServerConfig {
             let (name, url) = part
                 .split_once('=')
                 .ok_or_else(|| invalid(format!("{part:?} is not name=url")))?;
-            check_url(url).map_err(|r| invalid(format!("{name}: {r}")))?;
+            check_url(url, self.peer_tls().is_some(), "peer-cert-file")
+                .map_err(|r| invalid(format!("{name}: {r}")))?;
             if members.iter().any(|m| m.name == name) {
                 return Err(invalid(format!("member name {name:?} appears twice")));
             }
@@ -260,32 +320,122 @@ impl ServerConfig {
         if self.request_timeout_ms < 100 {
             return invalid("request-timeout-ms", "must be at least 100");
         }
+        self.validate_tls()?;
+        let client_tls = self.client_tls().is_some();
+        let peer_tls = self.peer_tls().is_some();
         if let Some(url) = &self.advertise_client {
-            if let Err(r) = check_url(url) {
+            if let Err(r) = check_url(url, client_tls, "cert-file") {
                 return invalid("advertise-client", &r);
             }
         }
         if let Some(url) = &self.advertise_peer {
-            if let Err(r) = check_url(url) {
+            if let Err(r) = check_url(url, peer_tls, "peer-cert-file") {
                 return invalid("advertise-peer", &r);
             }
         }
         self.initial_members()?;
         Ok(())
     }
+
+    /// Each port's TLS files come as a whole; the CA and client
+    /// certificates only with TLS on.
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let invalid = |setting, reason: &str| {
+            Err(ConfigError::Invalid {
+                setting,
+                reason: reason.to_string(),
+            })
+        };
+        for (prefix, cert, key, ca, auth) in [
+            (
+                "",
+                &self.cert_file,
+                &self.key_file,
+                &self.trusted_ca_file,
+                self.client_cert_auth,
+            ),
+            (
+                "peer-",
+                &self.peer_cert_file,
+                &self.peer_key_file,
+                &self.peer_trusted_ca_file,
+                self.peer_client_cert_auth,
+            ),
+        ] {
+            let [cert_s, key_s, ca_s, auth_s] = if prefix.is_empty() {
+                [
+                    "cert-file",
+                    "key-file",
+                    "trusted-ca-file",
+                    "client-cert-auth",
+                ]
+            } else {
+                [
+                    "peer-cert-file",
+                    "peer-key-file",
+                    "peer-trusted-ca-file",
+                    "peer-client-cert-auth",
+                ]
+            };
+            match (cert.is_some(), key.is_some()) {
+                (true, false) => return invalid(key_s, &format!("is needed with {cert_s}")),
+                (false, true) => return invalid(cert_s, &format!("is needed with {key_s}")),
+                (false, false) if ca.is_some() => {
+                    return invalid(ca_s, &format!("needs {cert_s} and {key_s} (TLS on)"))
+                }
+                (false, false) if auth => {
+                    return invalid(auth_s, &format!("needs {cert_s} and {key_s} (TLS on)"))
+                }
+                _ => {}
+            }
+            if auth && ca.is_none() {
+                return invalid(
+                    auth_s,
+                    &format!("needs {ca_s}: the CA client certificates must be signed by"),
+                );
+            }
+            if !prefix.is_empty() && cert.is_some() && ca.is_none() {
+                return invalid(
+                    ca_s,
+                    "is needed with peer TLS: a member checks the members it dials with it",
+                );
+            }
+        }
+        Ok(())
+    }
 }
 
-fn check_url(url: &str) -> Result<(), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("{url:?} must start with http:// (TLS is not supported yet)"))?;
+fn scheme(tls: bool) -> &'static str {
+    if tls {
+        "https://"
+    } else {
+        "http://"
+    }
+}
+
+/// A `scheme://host:port` URL whose scheme is https exactly when the port
+/// it names serves TLS (`tls_setting` turns it on).
+fn check_url(url: &str, tls: bool, tls_setting: &str) -> Result<(), String> {
+    let (rest, https) = if let Some(rest) = url.strip_prefix("https://") {
+        (rest, true)
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        (rest, false)
+    } else {
+        return Err(format!("{url:?} must start with http:// or https://"));
+    };
     let (host, port) = rest
         .rsplit_once(':')
         .ok_or_else(|| format!("{url:?} has no port"))?;
     if host.is_empty() || port.parse::<u16>().is_err() {
-        return Err(format!("{url:?} is not http://host:port"));
+        return Err(format!("{url:?} is not {}host:port", scheme(https)));
     }
-    Ok(())
+    match (https, tls) {
+        (true, false) => Err(format!(
+            "{url:?} is https:// but TLS is off (no {tls_setting})"
+        )),
+        (false, true) => Err(format!("{url:?} is http:// but TLS is on ({tls_setting})")),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -316,6 +466,79 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("not in it"));
         c.initial_cluster = "n2=127.0.0.1:2380".into();
         assert!(c.validate().unwrap_err().to_string().contains("http://"));
+    }
+
+    /// Each case spoils a config with TLS on both ports; the refusal must
+    /// name the setting.
+    #[test]
+    fn tls_settings_come_whole_and_urls_follow_them() {
+        let tls = || ServerConfig {
+            cert_file: Some("c.pem".into()),
+            key_file: Some("k.pem".into()),
+            trusted_ca_file: Some("ca.pem".into()),
+            client_cert_auth: true,
+            peer_cert_file: Some("pc.pem".into()),
+            peer_key_file: Some("pk.pem".into()),
+            peer_trusted_ca_file: Some("pca.pem".into()),
+            peer_client_cert_auth: true,
+            ..Default::default()
+        };
+        let c = tls();
+        c.validate().unwrap();
+        assert_eq!(c.advertise_client_url(), "https://127.0.0.1:2379");
+        assert_eq!(c.advertise_peer_url(), "https://127.0.0.1:2380");
+        assert_eq!(
+            ServerConfig::default().advertise_peer_url(),
+            "http://127.0.0.1:2380"
+        );
+        type Spoil = fn(&mut ServerConfig);
+        let cases: Vec<(&str, Spoil)> = vec![
+            ("key-file", |c| c.key_file = None),
+            ("cert-file", |c| c.cert_file = None),
+            ("client-cert-auth", |c| c.trusted_ca_file = None),
+            ("trusted-ca-file", |c| {
+                c.cert_file = None;
+                c.key_file = None;
+            }),
+            ("peer-key-file", |c| c.peer_key_file = None),
+            ("peer-trusted-ca-file", |c| {
+                c.peer_trusted_ca_file = None;
+                c.peer_client_cert_auth = false;
+            }),
+            ("peer-client-cert-auth", |c| {
+                c.peer_cert_file = None;
+                c.peer_key_file = None;
+                c.peer_trusted_ca_file = None;
+            }),
+            ("advertise-client", |c| {
+                c.advertise_client = Some("http://h:1".into())
+            }),
+            ("advertise-peer", |c| {
+                c.advertise_peer = Some("http://h:2".into())
+            }),
+            ("initial-cluster", |c| {
+                c.initial_cluster = "default=http://h:2".into()
+            }),
+            ("advertise-client", |c| {
+                c.cert_file = None;
+                c.key_file = None;
+                c.trusted_ca_file = None;
+                c.client_cert_auth = false;
+                c.advertise_client = Some("https://h:1".into());
+            }),
+        ];
+        for (setting, spoil) in cases {
+            let mut c = tls();
+            spoil(&mut c);
+            let err = c.validate().expect_err(setting).to_string();
+            assert!(
+                err.contains(&format!("setting {setting}:")),
+                "{setting}: {err}"
+            );
+        }
+        let mut c = tls();
+        c.initial_cluster = "default=https://h:2,b=https://h:3".into();
+        c.validate().unwrap();
     }
 
     #[test]

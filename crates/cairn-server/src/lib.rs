@@ -20,3 +20,4 @@ pub use error::ServerError;
 pub use node::Node;
 pub mod serve;
 pub mod services;
+pub mod tls;

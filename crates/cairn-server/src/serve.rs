@@ -9,7 +9,6 @@ use cairn_raft::peer_service::PeerService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
 use crate::config::ServerConfig;
@@ -26,6 +25,8 @@ pub struct RunningServer {
     pub node: Arc<Node>,
     /// Where the client API listens (the real port when 0 was asked for).
     pub client_addr: SocketAddr,
+    /// `https` when the client port serves TLS, else `http`.
+    pub client_scheme: &'static str,
     pub peer_addr: SocketAddr,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -37,17 +38,14 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, StartError> {
         .map_err(|e| StartError::Storage(format!("cannot listen for {what} on {addr}: {e}")))
 }
 
-/// Accepted connections with Nagle's algorithm off: small gRPC messages
-/// must not wait for delayed ACKs. (`Server::tcp_nodelay` does not apply to
-/// a listener handed to `serve_with_incoming*`.) Writes are coalesced
-/// instead (`cairn_raft::coalesce`).
-fn incoming(
+/// Connections accepted on the peer port (after their TLS handshake when
+/// `tls` is set), their writes coalesced.
+fn peer_incoming(
     listener: TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<Coalesced<tokio::net::TcpStream>>> {
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> impl futures::Stream<Item = std::io::Result<Coalesced<crate::tls::Accepted>>> {
     use futures::StreamExt;
-    TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .map(|accepted| accepted.map(Coalesced::new))
+    crate::tls::incoming(listener, tls, "peer port").map(|accepted| accepted.map(Coalesced::new))
 }
 
 /// Which peer API a member serves.
@@ -73,6 +71,21 @@ pub async fn start_with(
     peer_api: PeerApi,
 ) -> Result<RunningServer, StartError> {
     config.validate()?;
+    // TLS files are read before anything starts, so a bad one only fails
+    // the start. The client port also speaks HTTP/1.1 (`/health`).
+    let client_tls = match config.client_tls() {
+        Some(files) => Some(crate::tls::acceptor(files, &[b"h2", b"http/1.1"])?),
+        None => None,
+    };
+    let peer_tls = match config.peer_tls() {
+        Some(files) => Some(crate::tls::acceptor(files, &[b"h2"])?),
+        None => None,
+    };
+    let client_scheme = if client_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let client_listener = bind(config.listen_client, "clients").await?;
     let peer_listener = bind(config.listen_peer, "peers").await?;
     let client_addr = client_listener
@@ -108,7 +121,10 @@ pub async fn start_with(
         async move {
             let result = Server::builder()
                 .add_service(peer_service.into_server())
-                .serve_with_incoming_shutdown(incoming(peer_listener), until_stopped(stopped))
+                .serve_with_incoming_shutdown(
+                    peer_incoming(peer_listener, peer_tls),
+                    until_stopped(stopped),
+                )
                 .await;
             if let Err(e) = result {
                 tracing::error!("peer server stopped: {e}");
@@ -126,7 +142,7 @@ pub async fn start_with(
                 .layer(hint)
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(
-                    crate::authority_fix::incoming(client_listener),
+                    crate::authority_fix::incoming(client_listener, client_tls),
                     until_stopped(stopped),
                 )
                 .await;
@@ -139,6 +155,7 @@ pub async fn start_with(
     Ok(RunningServer {
         node,
         client_addr,
+        client_scheme,
         peer_addr,
         stop,
         tasks: vec![peer_task, client_task],
@@ -160,6 +177,6 @@ impl RunningServer {
     }
 
     pub fn client_url(&self) -> String {
-        format!("http://{}", self.client_addr)
+        format!("{}://{}", self.client_scheme, self.client_addr)
     }
 }

@@ -343,6 +343,7 @@ fn etcdctl_cluster_and_maintenance_commands() {
             "--initial-cluster-state".into(),
             "existing".into(),
         ],
+        tls: None,
     });
     c.spawn(3);
     c.wait_healthy(Duration::from_secs(20));

@@ -143,6 +143,8 @@ pub enum StartError {
     Storage(String),
     #[error("raft: {0}")]
     Raft(String),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 impl Node {
@@ -240,11 +242,16 @@ impl Node {
         }
         .validate()
         .map_err(|e| StartError::Raft(e.to_string()))?;
+        let peer_dial_tls = match config.peer_tls() {
+            Some(files) => Some(crate::tls::peer_dial_config(files)?),
+            None => None,
+        };
         let network = NetworkFactory::new(
             identity.member_id,
             NetworkConfig {
                 commit_notice_delay: Duration::from_millis(config.commit_notice_delay_ms),
                 cluster_id: Some(identity.cluster_id),
+                tls: peer_dial_tls.clone(),
                 ..NetworkConfig::default()
             },
         );
@@ -294,6 +301,7 @@ impl Node {
             Duration::from_millis(config.request_timeout_ms),
             clock.clone(),
             identity.cluster_id,
+            peer_dial_tls,
         ));
         let proposer = Proposer::start(router.clone());
         let node = Arc::new(Node {

@@ -17,7 +17,7 @@ use cairn_store::{Command, CommandResult};
 use futures::StreamExt;
 use openraft::ReadPolicy;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::forward::{decode, encode, ForwardRequest, ForwardResponse, LeaderRead};
 use super::forward_stream::{CallError, ForwardStream};
@@ -56,6 +56,8 @@ pub struct Router {
     clock: Arc<ClusterClock>,
     /// Named in every peer call (`cairn_raft::cluster_check`).
     cluster_id: u64,
+    /// How to dial `https://` members; `None` when peers talk plain HTTP/2.
+    tls: Option<ClientTlsConfig>,
 }
 
 /// How a forwarded request reaches the leader.
@@ -80,8 +82,10 @@ impl Router {
         request_timeout: Duration,
         clock: Arc<ClusterClock>,
         cluster_id: u64,
+        tls: Option<ClientTlsConfig>,
     ) -> Self {
         Router {
+            tls,
             raft,
             channels: Mutex::new(HashMap::new()),
             forward_stream: tokio::sync::Mutex::new(None),
@@ -115,8 +119,13 @@ impl Router {
         if let Some(c) = channels.get(url) {
             return Ok(c.clone());
         }
-        let ch = Endpoint::from_shared(url.to_string())
-            .map_err(|e| ServerError::Internal(format!("bad peer URL {url}: {e}")))?
+        let bad =
+            |e: tonic::transport::Error| ServerError::Internal(format!("bad peer URL {url}: {e}"));
+        let mut endpoint = Endpoint::from_shared(url.to_string()).map_err(bad)?;
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(bad)?;
+        }
+        let ch = endpoint
             .connect_timeout(Duration::from_secs(1))
             // A leader that stops answering (SIGSTOP, a dead host) closes
             // the connection after a missed ping, and with it the forward

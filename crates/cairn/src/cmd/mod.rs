@@ -20,10 +20,11 @@ pub mod snapshot;
 pub mod status;
 pub mod watch;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use cairn_client::{Client, ClientOptions};
+use cairn_client::{Client, ClientOptions, TlsOptions};
 
 /// Flags every client subcommand takes.
 #[derive(Debug, Clone, clap::Args)]
@@ -47,6 +48,29 @@ pub struct GlobalArgs {
     /// Time allowed for one command's request, retries included.
     #[arg(long, global = true, default_value = "5s", value_parser = parse_duration)]
     pub command_timeout: Duration,
+    /// CA certificate (PEM) to check TLS servers with; endpoints given
+    /// without a scheme are then https://.
+    #[arg(long, global = true, env = "CAIRN_CACERT")]
+    pub cacert: Option<PathBuf>,
+    /// Client certificate (PEM) for servers that ask for one (with `--key`).
+    #[arg(
+        long = "cert",
+        id = "tls_cert",
+        global = true,
+        env = "CAIRN_CERT",
+        requires = "tls_key"
+    )]
+    pub cert: Option<PathBuf>,
+    /// The private key (PEM) of `--cert`.
+    // Named apart from the `key` argument of put, get and del.
+    #[arg(
+        long = "key",
+        id = "tls_key",
+        global = true,
+        env = "CAIRN_KEY",
+        requires = "tls_cert"
+    )]
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -63,12 +87,29 @@ impl GlobalArgs {
     }
 
     pub async fn client(&self) -> anyhow::Result<Client> {
+        let tls = match &self.cacert {
+            Some(ca) => {
+                let identity = self.cert.as_deref().zip(self.key.as_deref());
+                Some(TlsOptions::from_files(ca, identity).context("TLS files")?)
+            }
+            None if self.cert.is_some() => anyhow::bail!("--cert needs --cacert"),
+            None => None,
+        };
+        let endpoints = self
+            .endpoints
+            .iter()
+            .map(|e| match (&tls, e.contains("://")) {
+                (Some(_), false) => format!("https://{}", e.trim()),
+                _ => e.clone(),
+            })
+            .collect();
         let options = ClientOptions {
             connect_timeout: self.dial_timeout,
             request_timeout: self.command_timeout,
+            tls,
             ..ClientOptions::default()
         };
-        Client::connect(self.endpoints.clone(), options)
+        Client::connect(endpoints, options)
             .await
             .context("bad --endpoints")
     }

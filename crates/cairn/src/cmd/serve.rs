@@ -63,6 +63,33 @@ pub struct ServeArgs {
     /// back, hoping to send it with the next entries (0: at once).
     #[arg(long, env = "CAIRN_COMMIT_NOTICE_DELAY_MS")]
     pub commit_notice_delay_ms: Option<u64>,
+    /// TLS on the client port: its certificate, PEM (with `--key-file`).
+    #[arg(long, env = "CAIRN_CERT_FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// The private key of `--cert-file`, PEM.
+    #[arg(long, env = "CAIRN_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// The CA that signs client certificates (with `--client-cert-auth`).
+    #[arg(long, env = "CAIRN_TRUSTED_CA_FILE")]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Refuse clients without a certificate signed by `--trusted-ca-file`.
+    #[arg(long, env = "CAIRN_CLIENT_CERT_AUTH", num_args = 0..=1, default_missing_value = "true")]
+    pub client_cert_auth: Option<bool>,
+    /// TLS between members: this member's certificate, PEM, shown on its
+    /// peer port and when it dials others (with `--peer-key-file` and
+    /// `--peer-trusted-ca-file`).
+    #[arg(long, env = "CAIRN_PEER_CERT_FILE")]
+    pub peer_cert_file: Option<PathBuf>,
+    /// The private key of `--peer-cert-file`, PEM.
+    #[arg(long, env = "CAIRN_PEER_KEY_FILE")]
+    pub peer_key_file: Option<PathBuf>,
+    /// The CA that signs the members' certificates.
+    #[arg(long, env = "CAIRN_PEER_TRUSTED_CA_FILE")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Refuse peer calls without a certificate signed by
+    /// `--peer-trusted-ca-file`.
+    #[arg(long, env = "CAIRN_PEER_CLIENT_CERT_AUTH", num_args = 0..=1, default_missing_value = "true")]
+    pub peer_client_cert_auth: Option<bool>,
     /// Threads of the async runtime that serves clients and peers
     /// (default: half the CPUs, at least one; see [`worker_threads`]); with
     /// one, tokio's current-thread scheduler.
@@ -147,14 +174,23 @@ impl ServeArgs {
             tick_interval_ms,
             request_timeout_ms,
             storage_cache_bytes,
-            commit_notice_delay_ms
+            commit_notice_delay_ms,
+            client_cert_auth,
+            peer_client_cert_auth
         );
-        if self.advertise_client.is_some() {
-            c.advertise_client = self.advertise_client.clone();
+        macro_rules! set_optional {
+            ($($field:ident),*) => { $( if self.$field.is_some() { c.$field = self.$field.clone(); } )* };
         }
-        if self.advertise_peer.is_some() {
-            c.advertise_peer = self.advertise_peer.clone();
-        }
+        set_optional!(
+            advertise_client,
+            advertise_peer,
+            cert_file,
+            key_file,
+            trusted_ca_file,
+            peer_cert_file,
+            peer_key_file,
+            peer_trusted_ca_file
+        );
         c.validate()?;
         Ok(c)
     }

@@ -10,7 +10,30 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub use cairn_chaos::certs::TestPki;
 pub use cairn_chaos::ports::free_port;
+
+/// `cairn serve` flags for TLS on both ports, clients and peers asked for
+/// certificates from the test CA (etcd's flag names).
+pub fn tls_serve_args(pki: &TestPki) -> Vec<String> {
+    let path = |p: &Path| p.display().to_string();
+    vec![
+        "--cert-file".into(),
+        path(&pki.server_cert),
+        "--key-file".into(),
+        path(&pki.server_key),
+        "--trusted-ca-file".into(),
+        path(&pki.ca),
+        "--client-cert-auth".into(),
+        "--peer-cert-file".into(),
+        path(&pki.server_cert),
+        "--peer-key-file".into(),
+        path(&pki.server_key),
+        "--peer-trusted-ca-file".into(),
+        path(&pki.ca),
+        "--peer-client-cert-auth".into(),
+    ]
+}
 
 /// Poll `cond` every 20 ms until it holds; panic after `timeout`.
 pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
@@ -33,15 +56,50 @@ pub struct ProcMember {
     pub child: Option<Child>,
     /// Extra flags (e.g. `--initial-cluster-state existing`).
     pub extra: Vec<String>,
+    /// Its ports serve TLS with these certificates ([`ProcCluster::start_tls`]).
+    pub tls: Option<TestPki>,
 }
 
 impl ProcMember {
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
     pub fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("{}://127.0.0.1:{}", self.scheme(), self.client_port)
     }
     pub fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer_port)
+        format!("{}://127.0.0.1:{}", self.scheme(), self.peer_port)
     }
+
+    /// Whether the member answers clients (sees a leader): `GET /health`,
+    /// or with TLS a read through `cairn get` showing the client certificate.
+    fn healthy(&self) -> bool {
+        let Some(pki) = &self.tls else {
+            return http_health(self.client_port);
+        };
+        let mut cmd = Command::new(cairn_bin());
+        cmd.args(["--endpoints", &self.client_url(), "--dial-timeout", "500ms"])
+            .args(["--command-timeout", "1s"])
+            .args(cairn_tls_args(pki))
+            .args(["get", "health-probe"]);
+        run_bounded(cmd, None).status.success()
+    }
+}
+
+/// The `cairn` client flags for a TLS cluster, with the client certificate.
+pub fn cairn_tls_args(pki: &TestPki) -> Vec<std::ffi::OsString> {
+    vec![
+        "--cacert".into(),
+        pki.ca.clone().into(),
+        "--cert".into(),
+        pki.client_cert.clone().into(),
+        "--key".into(),
+        pki.client_key.clone().into(),
+    ]
 }
 
 pub struct ProcCluster {
@@ -56,7 +114,24 @@ pub fn cairn_bin() -> &'static str {
 
 impl ProcCluster {
     pub fn start(n: usize) -> ProcCluster {
+        ProcCluster::start_with(n, None)
+    }
+
+    /// `n` members with TLS on both ports, clients and peers asked for
+    /// certificates from the test CA (its files under the cluster's dir).
+    pub fn start_tls(n: usize) -> ProcCluster {
         let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().join("certs");
+        std::fs::create_dir(&certs).unwrap();
+        let pki = TestPki::write(&certs);
+        ProcCluster::start_in(dir, n, Some(pki))
+    }
+
+    fn start_with(n: usize, pki: Option<TestPki>) -> ProcCluster {
+        ProcCluster::start_in(tempfile::tempdir().unwrap(), n, pki)
+    }
+
+    fn start_in(dir: tempfile::TempDir, n: usize, pki: Option<TestPki>) -> ProcCluster {
         let mut members: Vec<ProcMember> = (0..n)
             .map(|i| {
                 let name = format!("n{}", i + 1);
@@ -68,6 +143,7 @@ impl ProcCluster {
                     peer_port: free_port(),
                     child: None,
                     extra: Vec::new(),
+                    tls: pki.clone(),
                 }
             })
             .collect();
@@ -78,6 +154,9 @@ impl ProcCluster {
             .join(",");
         for m in &mut members {
             m.extra = vec!["--initial-cluster".into(), initial_cluster.clone()];
+            if let Some(pki) = &pki {
+                m.extra.extend(tls_serve_args(pki));
+            }
         }
         let mut c = ProcCluster {
             dir,
@@ -163,7 +242,7 @@ impl ProcCluster {
     pub fn wait_healthy(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         for m in self.members.iter().filter(|m| m.child.is_some()) {
-            while !http_health(m.client_port) {
+            while !m.healthy() {
                 assert!(
                     Instant::now() < deadline,
                     "timed out after {timeout:?} waiting for {} healthy\n{}",

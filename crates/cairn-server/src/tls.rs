@@ -1,0 +1,370 @@
+//! TLS on the client and peer ports, set up with etcd's flags.
+//!
+//! - Client port: `--cert-file` and `--key-file` turn TLS on;
+//!   `--client-cert-auth` with `--trusted-ca-file` also asks every client
+//!   for a certificate signed by that CA (mutual TLS).
+//! - Peer port: `--peer-cert-file`, `--peer-key-file` and
+//!   `--peer-trusted-ca-file` (needed: it is how a member checks the
+//!   members it dials); `--peer-client-cert-auth` makes the peer port ask
+//!   for a certificate as well. A member dials other members with its peer
+//!   certificate as its client identity.
+//!
+//! TLS ends here, below the client port's HTTP/2 filter
+//! ([`crate::authority_fix`]), which must read the plain frames. Handshakes
+//! run in tasks of their own, at most [`MAX_HANDSHAKES`] at once and each
+//! for at most [`HANDSHAKE_TIMEOUT`], so a slow or silent client holds up
+//! neither the accept loop nor other clients.
+//!
+//! Files are read once, at start: replacing a certificate takes a restart.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_rustls::rustls;
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::{Connected, TcpConnectInfo};
+
+/// TLS handshakes in progress at once per port; past it the port stops
+/// accepting until one ends (new connections wait in the kernel's backlog).
+pub const MAX_HANDSHAKES: usize = 64;
+/// Longest a client may take over its handshake before it is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Accepted connections waiting for the server to take them.
+const ACCEPTED_QUEUE: usize = 16;
+
+/// Why a port's TLS could not be set up; names the file and what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    #[error("{setting} {path}: {reason}")]
+    File {
+        setting: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("{what}: {reason}")]
+    Rejected { what: &'static str, reason: String },
+}
+
+/// The files of one port's TLS, as the flags name them.
+#[derive(Debug, Clone, Copy)]
+pub struct TlsFiles<'a> {
+    /// `--cert-file` or `--peer-cert-file`: flag names for messages.
+    pub settings: [&'static str; 3],
+    pub cert: &'a Path,
+    pub key: &'a Path,
+    /// The CA that signs the certificates this port accepts from clients
+    /// (and, for the peer port, the ones it accepts from members it dials).
+    pub trusted_ca: Option<&'a Path>,
+    /// Refuse clients without a certificate signed by `trusted_ca`.
+    pub client_cert_auth: bool,
+}
+
+fn file_err(setting: &'static str, path: &Path, reason: impl std::fmt::Display) -> TlsError {
+    TlsError::File {
+        setting,
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Every certificate in a PEM file; at least one.
+pub fn read_certs(
+    setting: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| file_err(setting, path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_err(setting, path, e))?;
+    if certs.is_empty() {
+        return Err(file_err(setting, path, "holds no PEM certificate"));
+    }
+    Ok(certs)
+}
+
+/// The private key in a PEM file (PKCS#8, PKCS#1 or SEC1).
+pub fn read_key(setting: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| match e {
+        rustls_pki_types::pem::Error::NoItemsFound => {
+            file_err(setting, path, "holds no PEM private key")
+        }
+        e => file_err(setting, path, e),
+    })
+}
+
+/// *ring*'s provider, as tonic's client side uses (`tls-ring`): it builds
+/// with a C compiler alone, where aws-lc-rs needs cmake and minutes more.
+/// rustls deprecates it for lacking post-quantum key exchange; switching
+/// both sides to aws-lc-rs would bring that.
+#[allow(deprecated)]
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The acceptor for a port: its certificate and key, and with
+/// `client_cert_auth` a verifier of clients' certificates. `alpn` lists the
+/// application protocols it offers, most preferred first.
+pub fn acceptor(files: TlsFiles<'_>, alpn: &[&[u8]]) -> Result<TlsAcceptor, TlsError> {
+    let [cert_setting, key_setting, ca_setting] = files.settings;
+    let certs = read_certs(cert_setting, files.cert)?;
+    let key = read_key(key_setting, files.key)?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Rejected {
+            what: "TLS versions",
+            reason: e.to_string(),
+        })?;
+    let builder = match (files.client_cert_auth, files.trusted_ca) {
+        (true, Some(ca)) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in read_certs(ca_setting, ca)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| file_err(ca_setting, ca, format!("not a usable CA: {e}")))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
+            )
+            .build()
+            .map_err(|e| file_err(ca_setting, ca, e))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        (true, None) => {
+            return Err(TlsError::Rejected {
+                what: "client certificate authentication",
+                reason: format!("needs {ca_setting}"),
+            })
+        }
+        (false, _) => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(certs, key).map_err(|e| {
+        file_err(
+            key_setting,
+            files.key,
+            format!("does not fit {cert_setting}: {e}"),
+        )
+    })?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// How a member dials the other members when the peer port runs TLS: it
+/// trusts `trusted_ca` and shows its own peer certificate.
+pub fn peer_dial_config(
+    files: TlsFiles<'_>,
+) -> Result<tonic::transport::ClientTlsConfig, TlsError> {
+    let [cert_setting, key_setting, ca_setting] = files.settings;
+    let Some(ca) = files.trusted_ca else {
+        return Err(TlsError::Rejected {
+            what: "peer TLS",
+            reason: format!("needs {ca_setting} to check the members it dials"),
+        });
+    };
+    // Parsed here so a bad file fails the start, not every later dial.
+    read_certs(ca_setting, ca)?;
+    read_certs(cert_setting, files.cert)?;
+    read_key(key_setting, files.key)?;
+    let read = |setting, path: &Path| std::fs::read(path).map_err(|e| file_err(setting, path, e));
+    Ok(tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(read(
+            ca_setting, ca,
+        )?))
+        .identity(tonic::transport::Identity::from_pem(
+            read(cert_setting, files.cert)?,
+            read(key_setting, files.key)?,
+        )))
+}
+
+/// An accepted connection: plain TCP, or TLS over it.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+/// A connection accepted on a port, with the addresses tonic reports.
+pub struct Accepted {
+    pub stream: Stream,
+    pub info: TcpConnectInfo,
+}
+
+impl Connected for Accepted {
+    type ConnectInfo = TcpConnectInfo;
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.info.clone()
+    }
+}
+
+/// Forwards a call to whichever stream a [`Stream`] holds.
+macro_rules! either {
+    ($self:expr, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            Stream::Plain($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+            Stream::Tls($s) => {
+                let $s = Pin::new(&mut **$s);
+                $e
+            }
+        }
+    };
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        either!(self, s => s.poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        either!(self, s => s.poll_write(cx, buf))
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        either!(self, s => s.poll_write_vectored(cx, bufs))
+    }
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        either!(self, s => s.poll_flush(cx))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        either!(self, s => s.poll_shutdown(cx))
+    }
+}
+
+impl AsyncRead for Accepted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Accepted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// Accepts connections on `listener` with Nagle's algorithm off (small
+/// gRPC messages must not wait for delayed ACKs; writes are coalesced
+/// instead) and, with `tls`, after their handshake. A failed handshake is
+/// logged and the connection dropped; the stream yields only connections
+/// ready for HTTP. The accept loop ends when the stream is dropped.
+pub fn incoming(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    port: &'static str,
+) -> ReceiverStream<io::Result<Accepted>> {
+    let (tx, rx) = mpsc::channel(ACCEPTED_QUEUE);
+    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    tokio::spawn(async move {
+        loop {
+            // With TLS, a handshake slot first: at the limit, stop accepting.
+            let permit = match &tls {
+                Some(_) => tokio::select! {
+                    p = handshakes.clone().acquire_owned() => Some(p.expect("never closed")),
+                    _ = tx.closed() => return,
+                },
+                None => None,
+            };
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = tx.closed() => return,
+            };
+            let (tcp, remote) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, most likely: back off.
+                    tracing::debug!("{port} accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let info = TcpConnectInfo {
+                local_addr: tcp.local_addr().ok(),
+                remote_addr: Some(remote),
+            };
+            let Some(acceptor) = &tls else {
+                let conn = Accepted {
+                    stream: Stream::Plain(tcp),
+                    info,
+                };
+                if tx.send(Ok(conn)).await.is_err() {
+                    return;
+                }
+                continue;
+            };
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                let _permit = permit;
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let conn = Accepted {
+                            stream: Stream::Tls(Box::new(tls)),
+                            info,
+                        };
+                        let _ = tx.send(Ok(conn)).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!("{port}: TLS handshake with {remote} failed: {e}"),
+                    Err(_) => tracing::debug!(
+                        "{port}: TLS handshake with {remote} took over {HANDSHAKE_TIMEOUT:?}; dropped"
+                    ),
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}

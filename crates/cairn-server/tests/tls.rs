@@ -1,0 +1,246 @@
+//! TLS on the client and peer ports (etcd's `--cert-file`,
+//! `--client-cert-auth`, `--peer-*` flags): real members in-process, real
+//! handshakes, clients that must be refused.
+
+mod support;
+
+use std::time::Duration;
+
+use cairn_chaos::certs::TestPki;
+use cairn_proto::etcdserverpb::kv_client::KvClient;
+use cairn_proto::etcdserverpb::{PutRequest, RangeRequest};
+use cairn_server::ServerConfig;
+use support::*;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+const ELECTION: Duration = Duration::from_secs(10);
+
+fn pki() -> (tempfile::TempDir, TestPki) {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::write(dir.path());
+    (dir, pki)
+}
+
+fn client_tls(pki: &TestPki, c: &mut ServerConfig, client_cert_auth: bool) {
+    c.cert_file = Some(pki.server_cert.clone());
+    c.key_file = Some(pki.server_key.clone());
+    c.trusted_ca_file = Some(pki.ca.clone());
+    c.client_cert_auth = client_cert_auth;
+}
+
+fn peer_tls(pki: &TestPki, c: &mut ServerConfig) {
+    c.peer_cert_file = Some(pki.server_cert.clone());
+    c.peer_key_file = Some(pki.server_key.clone());
+    c.peer_trusted_ca_file = Some(pki.ca.clone());
+    c.peer_client_cert_auth = true;
+    c.initial_cluster = c.initial_cluster.replace("http://", "https://");
+}
+
+fn read(path: &std::path::Path) -> Vec<u8> {
+    std::fs::read(path).unwrap()
+}
+
+/// A channel to `url` trusting `ca`, showing `identity` (cert, key) if given.
+async fn dial(
+    url: &str,
+    ca: &std::path::Path,
+    identity: Option<(&std::path::Path, &std::path::Path)>,
+) -> Result<Channel, tonic::transport::Error> {
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)));
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(read(cert), read(key)));
+    }
+    Endpoint::from_shared(url.to_string())
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+}
+
+/// Puts `key` through `channel` and reads it back.
+async fn put_get(channel: Channel, key: &str) -> Result<Vec<u8>, tonic::Status> {
+    let mut kv = KvClient::new(channel);
+    kv.put(PutRequest {
+        key: key.into(),
+        value: b"v".to_vec(),
+        ..Default::default()
+    })
+    .await?;
+    let got = kv
+        .range(RangeRequest {
+            key: key.into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    Ok(got
+        .kvs
+        .into_iter()
+        .next()
+        .map(|kv| kv.value)
+        .unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_port_with_tls_serves_clients_that_trust_its_ca() {
+    let (_certs, pki) = pki();
+    let c = Cluster::start(1, |c| client_tls(&pki, c, false)).await;
+    c.wait_leader(ELECTION).await;
+    let url = c.node(0).config.advertise_client_url();
+    assert!(url.starts_with("https://"), "{url}");
+
+    let ch = dial(&url, &pki.ca, None).await.expect("handshake");
+    assert_eq!(put_get(ch, "k").await.expect("served over TLS"), b"v");
+
+    // A client that trusts another CA stops at the handshake.
+    let err = dial(&url, &pki.other_ca, None)
+        .await
+        .expect_err("untrusted");
+    assert!(format!("{err:?}").contains("UnknownIssuer"), "{err:?}");
+    // Plain HTTP/2 to the TLS port gets no answer it can read.
+    let plain = url.replace("https://", "http://");
+    let ch = Endpoint::from_shared(plain).unwrap().connect_lazy();
+    let mut kv = KvClient::new(ch);
+    let mut req = tonic::Request::new(RangeRequest {
+        key: b"k".to_vec(),
+        ..Default::default()
+    });
+    req.set_timeout(Duration::from_secs(5));
+    kv.range(req).await.expect_err("plain HTTP/2 to a TLS port");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_cert_auth_refuses_clients_without_a_certificate_from_the_ca() {
+    let (_certs, pki) = pki();
+    let c = Cluster::start(1, |c| client_tls(&pki, c, true)).await;
+    c.wait_leader(ELECTION).await;
+    let url = c.node(0).config.advertise_client_url();
+
+    let signed = dial(&url, &pki.ca, Some((&pki.client_cert, &pki.client_key)))
+        .await
+        .expect("handshake");
+    assert_eq!(put_get(signed, "k").await.expect("served"), b"v");
+
+    // TLS 1.3 lets the client finish its side before the server checks the
+    // certificate, so the refusal may come with the first call.
+    for (who, identity) in [
+        ("no certificate", None),
+        (
+            "another CA's",
+            Some((&pki.stranger_cert, &pki.stranger_key)),
+        ),
+    ] {
+        let identity = identity.map(|(c, k)| (c.as_path(), k.as_path()));
+        let refused = match dial(&url, &pki.ca, identity).await {
+            Err(_) => true,
+            Ok(ch) => put_get(ch, "k").await.is_err(),
+        };
+        assert!(refused, "a client with {who} was served");
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn members_replicate_and_forward_over_tls_and_refuse_peers_without_a_certificate() {
+    let (_certs, pki) = pki();
+    let c = Cluster::start(3, |c| {
+        client_tls(&pki, c, true);
+        peer_tls(&pki, c);
+    })
+    .await;
+    let leader = c.wait_leader(ELECTION).await;
+    let follower = (leader + 1) % 3;
+    assert!(c
+        .node(0)
+        .config
+        .advertise_peer_url()
+        .starts_with("https://"));
+    // Forwarded by a follower to the leader, replicated to all.
+    put(c.node(follower), "over-tls", "1").await;
+    for i in 0..3 {
+        assert_eq!(get(c.node(i), "over-tls").await.as_deref(), Some(&b"1"[..]));
+    }
+    // Through the client port of a follower, with a client certificate.
+    let url = c.node(follower).config.advertise_client_url();
+    let ch = dial(&url, &pki.ca, Some((&pki.client_cert, &pki.client_key)))
+        .await
+        .unwrap();
+    assert_eq!(put_get(ch, "via-client").await.unwrap(), b"v");
+
+    // The peer port: a caller without a certificate from the CA is refused;
+    // the members' own calls show theirs.
+    use cairn_proto::raft::v1::Payload;
+    use cairn_raft::cluster_check::peer_grpc;
+    let peer_url = c.node(leader).config.advertise_peer_url();
+    for (who, identity) in [
+        ("no certificate", None),
+        (
+            "another CA's",
+            Some((&pki.stranger_cert, &pki.stranger_key)),
+        ),
+    ] {
+        let identity = identity.map(|(c, k)| (c.as_path(), k.as_path()));
+        let refused = match dial(&peer_url, &pki.ca, identity).await {
+            Err(_) => true,
+            Ok(ch) => peer_grpc(ch, None, 1024)
+                .forward(Payload { data: Vec::new() })
+                .await
+                .is_err(),
+        };
+        assert!(refused, "a peer call with {who} was served");
+    }
+    let ch = dial(
+        &peer_url,
+        &pki.ca,
+        Some((&pki.server_cert, &pki.server_key)),
+    )
+    .await
+    .expect("a member's certificate passes");
+    let answer = peer_grpc(ch, None, 1024)
+        .forward(Payload { data: Vec::new() })
+        .await
+        .expect("answered")
+        .into_inner();
+    assert!(String::from_utf8_lossy(&answer.data).contains("alformed"));
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_bad_tls_file_fails_the_start_naming_the_setting() {
+    let (certs, pki) = pki();
+    let not_pem = certs.path().join("not.pem");
+    std::fs::write(&not_pem, "not a certificate").unwrap();
+    type Spoil<'a> = Box<dyn Fn(&mut ServerConfig) + 'a>;
+    let cases: Vec<(&str, Spoil)> = vec![
+        (
+            "cert-file",
+            Box::new(|c| c.cert_file = Some(not_pem.clone())),
+        ),
+        (
+            "key-file",
+            Box::new(|c| c.key_file = Some(pki.server_cert.clone())),
+        ),
+        (
+            "key-file",
+            Box::new(|c| c.key_file = Some(pki.client_key.clone())),
+        ),
+        (
+            "trusted-ca-file",
+            Box::new(|c| c.trusted_ca_file = Some(certs.path().join("missing.pem"))),
+        ),
+    ];
+    for (setting, spoil) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config("n1", dir.path().join("n1"), 0, 0);
+        client_tls(&pki, &mut config, true);
+        spoil(&mut config);
+        let err = match cairn_server::serve::start(config).await {
+            Ok(_) => panic!("started with a bad {setting}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains(setting), "{setting}: {err}");
+    }
+}
