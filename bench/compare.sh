@@ -18,6 +18,9 @@
 #   TARGET_LEADER=1  send all requests to the leader (default: spread over
 #                    all members; followers forward writes)
 #   EXTRA_ARGS=...   more cairn-bench flags for the suite (e.g. "--conns 16")
+#   TLS=1            both clusters with TLS on client and peer ports and
+#                    client certificates required on both (etcd's flags on
+#                    both sides; certificates made with openssl)
 #   OUT=dir          where results go (default: $TARGET/bench-results/<time>)
 # Requires: cargo; etcd (installed with apt-get when missing and root).
 set -euo pipefail
@@ -131,27 +134,59 @@ machine_info() {
         echo "dd 4k oflag=dsync, append:    $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) * 1000 / 500 }') ms per write"
         echo "etcd: $(etcd --version 2>/dev/null | head -1 || echo missing)"
         echo "cairn-bench flags: --duration $DURATION ${TARGET_LEADER:+--target-leader} $EXTRA_ARGS"
+        if [[ -n "${TLS:-}" ]]; then
+            echo "TLS: on (client and peer ports, client certificates required)"
+        else
+            echo "TLS: off"
+        fi
     } | tee "$OUT/machine.txt" >&2
 }
 
 # ---------------------------------------------------------------- clusters
 
-urls() { # urls PORT... -> http://127.0.0.1:P1,...
+SCHEME=http
+TLS_FLAGS=()
+if [[ -n "${TLS:-}" ]]; then SCHEME=https; fi
+
+# A CA, a certificate for 127.0.0.1 (every member's, client and peer
+# ports) and a client certificate; the bench and the cairn CLI find them
+# through CAIRN_CACERT, CAIRN_CERT and CAIRN_KEY.
+make_certs() {
+    local d=$WORK/certs
+    mkdir -p "$d"
+    local ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+    openssl req -x509 "${ec[@]}" -keyout "$d/ca-key.pem" -out "$d/ca.pem" -days 2 \
+        -subj /CN=bench-ca 2>/dev/null
+    local who
+    for who in server client; do
+        openssl req "${ec[@]}" -keyout "$d/$who-key.pem" -out "$d/$who.csr" -subj "/CN=$who" 2>/dev/null
+        openssl x509 -req -in "$d/$who.csr" -CA "$d/ca.pem" -CAkey "$d/ca-key.pem" \
+            -CAcreateserial -out "$d/$who.pem" -days 2 \
+            -extfile <(printf 'subjectAltName=IP:127.0.0.1,DNS:localhost') 2>/dev/null
+    done
+    TLS_FLAGS=(--cert-file "$d/server.pem" --key-file "$d/server-key.pem"
+        --trusted-ca-file "$d/ca.pem" --client-cert-auth
+        --peer-cert-file "$d/server.pem" --peer-key-file "$d/server-key.pem"
+        --peer-trusted-ca-file "$d/ca.pem" --peer-client-cert-auth)
+    export CAIRN_CACERT=$d/ca.pem CAIRN_CERT=$d/client.pem CAIRN_KEY=$d/client-key.pem
+}
+
+urls() { # urls PORT... -> http://127.0.0.1:P1,... (https:// with TLS=1)
     local out="" p
-    for p in "$@"; do out+="${out:+,}http://127.0.0.1:$p"; done
+    for p in "$@"; do out+="${out:+,}$SCHEME://127.0.0.1:$p"; done
     echo "$out"
 }
 
 start_etcd() {
     local cluster="" i
-    for i in 0 1 2; do cluster+="${cluster:+,}e$((i + 1))=http://127.0.0.1:${ETCD_PEER[$i]}"; done
+    for i in 0 1 2; do cluster+="${cluster:+,}e$((i + 1))=$SCHEME://127.0.0.1:${ETCD_PEER[$i]}"; done
     for i in 0 1 2; do
         local c=${ETCD_CLIENT[$i]} p=${ETCD_PEER[$i]}
         etcd --name "e$((i + 1))" --data-dir "$WORK/etcd$((i + 1))" \
-            --listen-client-urls "http://127.0.0.1:$c" --advertise-client-urls "http://127.0.0.1:$c" \
-            --listen-peer-urls "http://127.0.0.1:$p" --initial-advertise-peer-urls "http://127.0.0.1:$p" \
+            --listen-client-urls "$SCHEME://127.0.0.1:$c" --advertise-client-urls "$SCHEME://127.0.0.1:$c" \
+            --listen-peer-urls "$SCHEME://127.0.0.1:$p" --initial-advertise-peer-urls "$SCHEME://127.0.0.1:$p" \
             --initial-cluster "$cluster" --initial-cluster-state new --initial-cluster-token cairn-bench \
-            --quota-backend-bytes $((8 * 1024 * 1024 * 1024)) --logger zap --log-level warn \
+            --quota-backend-bytes $((8 * 1024 * 1024 * 1024)) --logger zap --log-level warn "${TLS_FLAGS[@]}" \
             >"$WORK/etcd$((i + 1)).log" 2>&1 &
         PIDS+=($!)
         disown $!
@@ -162,13 +197,13 @@ start_etcd() {
 
 start_cairn() {
     local cluster="" i
-    for i in 0 1 2; do cluster+="${cluster:+,}n$((i + 1))=http://127.0.0.1:${CAIRN_PEER[$i]}"; done
+    for i in 0 1 2; do cluster+="${cluster:+,}n$((i + 1))=$SCHEME://127.0.0.1:${CAIRN_PEER[$i]}"; done
     for i in 0 1 2; do
         local c=${CAIRN_CLIENT[$i]} p=${CAIRN_PEER[$i]}
         RUST_LOG=warn "$CAIRN" serve --name "n$((i + 1))" --data-dir "$WORK/cairn$((i + 1))" \
             --listen-client "127.0.0.1:$c" --listen-peer "127.0.0.1:$p" \
             --initial-cluster "$cluster" --initial-cluster-state new \
-            --quota-backend-bytes $((8 * 1024 * 1024 * 1024)) \
+            --quota-backend-bytes $((8 * 1024 * 1024 * 1024)) "${TLS_FLAGS[@]}" \
             >"$WORK/cairn$((i + 1)).log" 2>&1 &
         PIDS+=($!)
         disown $!
@@ -280,6 +315,7 @@ failover() { # failover LABEL ENDPOINTS
 CAIRN_BROKEN=
 : >"$WORK/members"
 build
+if [[ -n "${TLS:-}" ]]; then make_certs; fi
 machine_info
 
 ETCD_EPS=$(urls "${ETCD_CLIENT[@]}")

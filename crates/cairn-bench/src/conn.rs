@@ -6,13 +6,41 @@ use anyhow::{bail, Context};
 use cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use cairn_proto::etcdserverpb::StatusRequest;
 use cairn_raft::coalesce::Connector;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-/// `127.0.0.1:2379` -> `http://127.0.0.1:2379`; URLs pass unchanged.
+/// How every connection of this process dials `https://` endpoints; set
+/// once by [`use_tls`] before the first connection. Process-wide as the
+/// stop flag is (`driver::request_stop`): one bench run per process.
+static TLS: std::sync::OnceLock<ClientTlsConfig> = std::sync::OnceLock::new();
+
+/// Dial `https://` endpoints with `tls` from now on; the first call wins.
+pub fn use_tls(tls: ClientTlsConfig) {
+    let _ = TLS.set(tls);
+}
+
+/// The TLS of the endpoints' servers: the CA that signed them and, for
+/// servers that ask, a client certificate and key (PEM files, etcdctl's
+/// `--cacert`, `--cert`, `--key`).
+pub fn tls_config(
+    ca: &std::path::Path,
+    cert_and_key: Option<(&std::path::Path, &std::path::Path)>,
+) -> anyhow::Result<ClientTlsConfig> {
+    let read = |p: &std::path::Path| std::fs::read(p).with_context(|| p.display().to_string());
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+    if let Some((cert, key)) = cert_and_key {
+        tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+    }
+    Ok(tls)
+}
+
+/// `127.0.0.1:2379` -> `http://127.0.0.1:2379` (`https://` once [`use_tls`]
+/// was called); URLs pass unchanged.
 pub fn normalize_endpoint(ep: &str) -> String {
     let ep = ep.trim().trim_end_matches('/');
     if ep.contains("://") {
         ep.to_string()
+    } else if TLS.get().is_some() {
+        format!("https://{ep}")
     } else {
         format!("http://{ep}")
     }
@@ -37,9 +65,14 @@ pub fn endpoint_port(ep: &str) -> Option<u16> {
 /// under test lacked. Coalesced, the bench spends ~15 instead of ~22 µs
 /// per put, and both Cairn and etcd take more puts/s (BENCHMARKS.md).
 pub async fn connect(url: &str, timeout: Duration) -> anyhow::Result<Channel> {
-    let endpoint = Endpoint::from_shared(url.to_string())
+    let mut endpoint = Endpoint::from_shared(url.to_string())
         .with_context(|| format!("bad endpoint {url}"))?
         .connect_timeout(timeout);
+    if let Some(tls) = TLS.get() {
+        endpoint = endpoint
+            .tls_config(tls.clone())
+            .with_context(|| format!("TLS for {url}"))?;
+    }
     tokio::time::timeout(
         timeout,
         endpoint.connect_with_connector(Connector::new(None)),

@@ -68,6 +68,10 @@ pub struct BenchArgs {
     /// own `--endpoints` flag).
     #[arg(skip)]
     pub endpoints: Vec<String>,
+    /// How to dial `https://` endpoints (set by the caller from its own
+    /// TLS flags; see [`conn::tls_config`]).
+    #[arg(skip)]
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
     /// What to run.
     #[arg(long, value_enum, default_value = "suite")]
     pub workload: Workload,
@@ -262,6 +266,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     });
 
+    if let Some(tls) = &args.tls {
+        conn::use_tls(tls.clone());
+    }
     let mut endpoints: Vec<String> = args
         .endpoints
         .iter()

@@ -25,6 +25,15 @@ struct Cli {
         default_value = "http://127.0.0.1:2379"
     )]
     endpoints: Vec<String>,
+    /// CA certificate (PEM) of TLS servers.
+    #[arg(long, env = "CAIRN_CACERT")]
+    cacert: Option<std::path::PathBuf>,
+    /// Client certificate (PEM), with `--key`, for servers that ask.
+    #[arg(long, env = "CAIRN_CERT", requires = "key")]
+    cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of `--cert`.
+    #[arg(long, env = "CAIRN_KEY", requires = "cert")]
+    key: Option<std::path::PathBuf>,
     #[command(flatten)]
     bench: cairn_bench::BenchArgs,
 }
@@ -34,6 +43,16 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut args = cli.bench;
     args.endpoints = cli.endpoints;
+    if let Some(ca) = &cli.cacert {
+        let identity = cli.cert.as_deref().zip(cli.key.as_deref());
+        match cairn_bench::conn::tls_config(ca, identity) {
+            Ok(tls) => args.tls = Some(tls),
+            Err(e) => {
+                eprintln!("cairn-bench: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     match cairn_bench::run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

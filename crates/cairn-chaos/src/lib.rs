@@ -24,6 +24,8 @@
 //!   names checked (one owner, gone within TTL, never back);
 //! * [`watch_check`], [`lease_check`], [`side_workloads`]: the watch and
 //!   lease workloads and their checks;
+//! * [`certs`]: throwaway certificates (a CA, a member's, a client's, a
+//!   stranger's from another CA) for TLS tests;
 //! * [`proxy`]: userspace delay/loss (and partitions) for peer traffic
 //!   where `tc netem` is unavailable;
 //! * [`campaign`]: one seeded chaos run (fault schedule, recording

@@ -35,8 +35,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 /// TLS handshakes in progress at once per port; past it the port stops
-/// accepting until one ends (new connections wait in the kernel's backlog).
-pub const MAX_HANDSHAKES: usize = 64;
+/// accepting until one ends (new connections wait in the kernel's backlog;
+/// connections already open go on being served). Each holds a socket and
+/// rustls' buffers, some tens of KiB.
+pub const MAX_HANDSHAKES: usize = 256;
 /// Longest a client may take over its handshake before it is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Accepted connections waiting for the server to take them.

@@ -141,7 +141,13 @@ async fn run(cli: Cli) -> ExitCode {
         Command::FencedPut(args) => cmd::fenced_put::run(g, args).await,
         Command::Bench(mut args) => {
             args.endpoints = g.endpoints.clone();
-            cairn_bench::run(*args).await
+            match g.bench_tls() {
+                Ok(tls) => {
+                    args.tls = tls;
+                    cairn_bench::run(*args).await
+                }
+                Err(e) => Err(e),
+            }
         }
     };
     match result {

@@ -86,6 +86,21 @@ fn a_tls_cluster_serves_clients_with_certificates_and_refuses_others() {
             m.client_url()
         );
     }
+    // Per-endpoint dials, which send the whole URL as :authority (filtered
+    // after TLS ends).
+    let status = ok(etcdctl_tls(
+        &ep,
+        &pki,
+        true,
+        &["endpoint", "status", "--cluster"],
+    ));
+    for m in &c.members {
+        assert!(
+            status.contains(&m.client_url()),
+            "{}: {status}",
+            m.client_url()
+        );
+    }
     let refused = etcdctl_tls(&ep, &pki, false, &["get", "e", "--command-timeout=2s"]);
     assert!(
         !refused.status.success(),

@@ -86,6 +86,18 @@ impl GlobalArgs {
         self.write_out.unwrap_or(default)
     }
 
+    /// `--cacert`, `--cert` and `--key` for `cairn bench`.
+    pub fn bench_tls(&self) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
+        match &self.cacert {
+            Some(ca) => {
+                let identity = self.cert.as_deref().zip(self.key.as_deref());
+                cairn_bench::conn::tls_config(ca, identity).map(Some)
+            }
+            None if self.cert.is_some() => anyhow::bail!("--cert needs --cacert"),
+            None => Ok(None),
+        }
+    }
+
     pub async fn client(&self) -> anyhow::Result<Client> {
         let tls = match &self.cacert {
             Some(ca) => {
