@@ -83,6 +83,9 @@ pub struct Config {
     /// so that snapshots are built, logs purged and snapshots installed
     /// (on members that were down, cut off or added) under the faults.
     pub snapshot_entries: Option<u64>,
+    /// Members run TLS on both ports with client and peer certificates
+    /// required; every client of the run dials them with one.
+    pub tls: bool,
 }
 
 /// [`Config::snapshot_entries`] of the profiles here: a run of a few
@@ -109,6 +112,7 @@ impl Config {
             lease_clients: 2,
             name_holders: 2,
             snapshot_entries: Some(SNAPSHOT_ENTRIES),
+            tls: false,
         }
     }
 }
@@ -577,12 +581,13 @@ pub fn run(cfg: &Config) -> Result<Report, Box<Failure>> {
         Some(n) => vec!["--snapshot-entries".into(), n.to_string()],
         None => Vec::new(),
     };
-    let mut cluster = ProcCluster::start(
+    let mut cluster = ProcCluster::start_with_tls(
         cfg.members,
         Duration::from_secs(30),
         lab,
         proxy_seed,
         serve_args,
+        cfg.tls,
     )
     .map_err(|e| fail(FailureKind::Harness(e), &notes, None, None))?;
     let urls = cluster.client_urls();

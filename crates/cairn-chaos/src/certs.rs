@@ -47,11 +47,22 @@ fn signed(ca: &Issuer<'_, KeyPair>, common_name: &str, names: &[&str]) -> (Strin
 }
 
 impl TestPki {
-    /// Generates the certificates and writes them under `dir`.
+    /// Generates the certificates and writes them under `dir`; the
+    /// member certificate names `127.0.0.1` and `localhost`.
     pub fn write(dir: &Path) -> TestPki {
+        TestPki::write_for(dir, &[])
+    }
+
+    /// [`Self::write`], the member certificate also naming `more` (the
+    /// addresses members are dialed at elsewhere, e.g. in namespaces).
+    pub fn write_for(dir: &Path, more: &[std::net::IpAddr]) -> TestPki {
         let (ca_cert, ca) = new_ca("Cairn test CA");
         let (other_ca_cert, other_ca) = new_ca("Another CA");
-        let server = signed(&ca, "cairn member", &["127.0.0.1", "localhost"]);
+        let mut names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+        names.extend(more.iter().map(|ip| ip.to_string()));
+        names.dedup();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let server = signed(&ca, "cairn member", &names);
         let client = signed(&ca, "cairn client", &["cairn-client"]);
         let stranger = signed(&other_ca, "stranger", &["127.0.0.1", "stranger"]);
         let write = |name: &str, pem: &str| {
@@ -69,5 +80,52 @@ impl TestPki {
             stranger_cert: write("stranger.pem", &stranger.0),
             stranger_key: write("stranger-key.pem", &stranger.1),
         }
+    }
+}
+
+impl TestPki {
+    /// `cairn serve` flags for TLS on both ports, clients and peers asked
+    /// for certificates from [`Self::ca`] (etcd's flag names).
+    pub fn serve_args(&self) -> Vec<String> {
+        let path = |p: &Path| p.display().to_string();
+        vec![
+            "--cert-file".into(),
+            path(&self.server_cert),
+            "--key-file".into(),
+            path(&self.server_key),
+            "--trusted-ca-file".into(),
+            path(&self.ca),
+            "--client-cert-auth".into(),
+            "--peer-cert-file".into(),
+            path(&self.server_cert),
+            "--peer-key-file".into(),
+            path(&self.server_key),
+            "--peer-trusted-ca-file".into(),
+            path(&self.ca),
+            "--peer-client-cert-auth".into(),
+        ]
+    }
+
+    /// The `cairn` client flags, with the client certificate.
+    pub fn cli_args(&self) -> Vec<std::ffi::OsString> {
+        vec![
+            "--cacert".into(),
+            self.ca.clone().into(),
+            "--cert".into(),
+            self.client_cert.clone().into(),
+            "--key".into(),
+            self.client_key.clone().into(),
+        ]
+    }
+
+    /// How a gRPC client dials the members, with the client certificate.
+    pub fn client_tls(&self) -> tonic::transport::ClientTlsConfig {
+        let read = |p: &Path| std::fs::read(p).expect("read test certificate");
+        tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(read(&self.ca)))
+            .identity(tonic::transport::Identity::from_pem(
+                read(&self.client_cert),
+                read(&self.client_key),
+            ))
     }
 }

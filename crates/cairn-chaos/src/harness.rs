@@ -26,17 +26,20 @@
 //! cairn`) to be sure the harness does not test a stale one: when a binary
 //! is found it is used as is.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use cairn_proto::etcdserverpb as pb;
 use pb::kv_client::KvClient;
 use pb::maintenance_client::MaintenanceClient;
 use tonic::transport::{Channel, Endpoint};
+
+use crate::certs::TestPki;
 
 use crate::netns::NetLab;
 use crate::ports::free_port;
@@ -179,18 +182,20 @@ pub struct Member {
     /// Joins an existing cluster on first start (after `member add`)
     /// instead of bootstrapping.
     joins: bool,
+    /// `https` when the cluster runs TLS, else `http`.
+    scheme: &'static str,
 }
 
 impl Member {
     pub fn client_url(&self) -> String {
-        format!("http://{}:{}", self.host, self.client_port)
+        format!("{}://{}:{}", self.scheme, self.host, self.client_port)
     }
 
     /// The advertised peer URL: the proxy's if there is one.
     pub fn peer_url(&self) -> String {
         match self.peer_proxy {
-            Some((host, port)) => format!("http://{host}:{port}"),
-            None => format!("http://{}:{}", self.host, self.peer_port),
+            Some((host, port)) => format!("{}://{host}:{port}", self.scheme),
+            None => format!("{}://{}:{}", self.scheme, self.host, self.peer_port),
         }
     }
 
@@ -221,6 +226,29 @@ pub struct ProcCluster {
     pub proxies: Option<ProxySet>,
     /// More `cairn serve` flags for every member.
     serve_args: Vec<String>,
+    /// The certificates, when the members run TLS on both ports.
+    tls: Option<Arc<TestPki>>,
+}
+
+/// The certificates of the TLS clusters this process runs, by the
+/// `host:port` of each member's client URL: [`channel`] and
+/// [`cli_tls_args`] take only a URL, as the workloads hand them one.
+/// Entries leave with their cluster.
+static TLS_ENDPOINTS: Mutex<BTreeMap<String, Arc<TestPki>>> = Mutex::new(BTreeMap::new());
+
+fn authority(url: &str) -> &str {
+    url.split_once("://").map_or(url, |(_, rest)| rest)
+}
+
+fn tls_of(url: &str) -> Option<Arc<TestPki>> {
+    let map = TLS_ENDPOINTS.lock().unwrap_or_else(|p| p.into_inner());
+    map.get(authority(url)).cloned()
+}
+
+/// The `cairn` client flags a member at `url` needs: the test CA and a
+/// client certificate if its cluster runs TLS, else none.
+pub fn cli_tls_args(url: &str) -> Vec<std::ffi::OsString> {
+    tls_of(url).map(|pki| pki.cli_args()).unwrap_or_default()
 }
 
 fn signal(pid: u32, sig: &str) -> Result<(), String> {
@@ -253,6 +281,20 @@ impl ProcCluster {
         net: Option<NetLab>,
         proxy_seed: Option<u64>,
         serve_args: Vec<String>,
+    ) -> Result<ProcCluster, String> {
+        ProcCluster::start_with_tls(n, ready_timeout, net, proxy_seed, serve_args, false)
+    }
+
+    /// [`Self::start`]; with `tls`, every member runs TLS on both ports
+    /// with client and peer certificates required (certificates made for
+    /// this cluster's addresses, in its directory).
+    pub fn start_with_tls(
+        n: usize,
+        ready_timeout: Duration,
+        net: Option<NetLab>,
+        proxy_seed: Option<u64>,
+        mut serve_args: Vec<String>,
+        tls: bool,
     ) -> Result<ProcCluster, String> {
         let bin = cairn_bin()?;
         let dir = tempfile::Builder::new()
@@ -290,6 +332,7 @@ impl ProcCluster {
                     paused: false,
                     started: false,
                     joins: false,
+                    scheme: if tls { "https" } else { "http" },
                 }
             })
             .collect();
@@ -309,6 +352,26 @@ impl ProcCluster {
             }
             None => None,
         };
+        let tls = if tls {
+            let mut ips: Vec<std::net::IpAddr> = members.iter().map(|m| m.host.into()).collect();
+            ips.extend(
+                members
+                    .iter()
+                    .filter_map(|m| m.peer_proxy)
+                    .map(|(h, _)| std::net::IpAddr::V4(h)),
+            );
+            let certs = dir.path().join("certs");
+            std::fs::create_dir_all(&certs).map_err(|e| format!("certs dir: {e}"))?;
+            let pki = Arc::new(TestPki::write_for(&certs, &ips));
+            serve_args.extend(pki.serve_args());
+            let mut map = TLS_ENDPOINTS.lock().unwrap_or_else(|p| p.into_inner());
+            for m in &members {
+                map.insert(authority(&m.client_url()).to_string(), pki.clone());
+            }
+            Some(pki)
+        } else {
+            None
+        };
         let initial_cluster = members
             .iter()
             .map(|m| format!("{}={}", m.name, m.peer_url()))
@@ -322,6 +385,7 @@ impl ProcCluster {
             net,
             proxies,
             serve_args,
+            tls,
         };
         for i in 0..n {
             c.spawn(i)?;
@@ -547,7 +611,23 @@ impl ProcCluster {
         out
     }
 
-    /// Waits until every running member answers `GET /health` with 200.
+    /// Whether `m` sees a leader: `GET /health`, or with TLS a status call.
+    fn healthy(&self, m: &Member) -> bool {
+        if self.tls.is_none() {
+            return http_health(m.host, m.client_port);
+        }
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return false;
+        };
+        rt.block_on(status(&m.client_url(), Duration::from_millis(500)))
+            .is_ok_and(|(_, leader, _)| leader != 0)
+    }
+
+    /// Waits until every running member answers `GET /health` with 200
+    /// (with TLS: reports a leader).
     pub fn wait_healthy(&self, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         for m in self
@@ -555,7 +635,7 @@ impl ProcCluster {
             .iter()
             .filter(|m| m.state() == RunState::Running)
         {
-            while !http_health(m.host, m.client_port) {
+            while !self.healthy(m) {
                 if Instant::now() > deadline {
                     return Err(format!(
                         "{} not healthy after {timeout:?}\n{}",
@@ -598,16 +678,37 @@ impl Drop for ProcCluster {
         // lived in.
         self.proxies.take();
         self.net.take();
+        if self.tls.is_some() {
+            let mut map = TLS_ENDPOINTS.lock().unwrap_or_else(|p| p.into_inner());
+            for m in &self.members {
+                map.remove(authority(&m.client_url()));
+            }
+        }
     }
 }
 
-/// A lazily connecting channel with per-request `timeout`.
+/// A lazily connecting channel with per-request `timeout` (over TLS with
+/// a client certificate when `url` is a member of a TLS cluster).
 pub fn channel(url: &str, timeout: Duration) -> Channel {
-    Endpoint::from_shared(url.to_string())
+    lazy_channel(url, Some(timeout))
+}
+
+/// [`channel`] without a per-request timeout, for long-lived streams.
+pub fn stream_channel(url: &str) -> Channel {
+    lazy_channel(url, None)
+}
+
+fn lazy_channel(url: &str, timeout: Option<Duration>) -> Channel {
+    let mut endpoint = Endpoint::from_shared(url.to_string())
         .expect("valid url")
-        .connect_timeout(Duration::from_millis(500))
-        .timeout(timeout)
-        .connect_lazy()
+        .connect_timeout(Duration::from_millis(500));
+    if let Some(timeout) = timeout {
+        endpoint = endpoint.timeout(timeout);
+    }
+    if let Some(pki) = tls_of(url) {
+        endpoint = endpoint.tls_config(pki.client_tls()).expect("TLS config");
+    }
+    endpoint.connect_lazy()
 }
 
 /// `(member_id, leader_id, raft_applied_index)` of the member at `url`.

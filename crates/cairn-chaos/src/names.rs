@@ -159,6 +159,7 @@ async fn one_holder(ctx: &NameCtx, chans: &[Channel], key: String, value: String
     let started = ctx.now_ns();
     let spawned = tokio::process::Command::new(&ctx.bin)
         .args(["--endpoints", &ctx.urls.join(",")])
+        .args(crate::harness::cli_tls_args(&ctx.urls[0]))
         .args(["--dial-timeout", "500ms", "--command-timeout", "3s"])
         .args(["name", "register", REGISTRY, &key, &value])
         .args([

@@ -176,10 +176,7 @@ async fn one_stream(
         return false;
     }
     // No per-request timeout on the channel: the stream is long-lived.
-    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
-        .expect("valid url")
-        .connect_timeout(Duration::from_millis(500))
-        .connect_lazy();
+    let channel = crate::harness::stream_channel(url);
     let mut client = WatchClient::new(channel);
     let opened = tokio::time::timeout(
         Duration::from_secs(2),

@@ -80,3 +80,14 @@ fn chaos_membership() {
     cfg.faults = vec![FaultKind::Reconfigure, FaultKind::KillLeader];
     run_cfg(cfg);
 }
+
+/// Every fault kind this machine supports with TLS on both ports and
+/// client and peer certificates required: the members' Raft, forwarding
+/// and membership calls, and every client of the run (the `cairn name`
+/// processes included) dial with certificates made for the run.
+#[test]
+fn chaos_tls() {
+    let mut cfg = Config::short(31);
+    cfg.tls = true;
+    run_cfg(cfg);
+}

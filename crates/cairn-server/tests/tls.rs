@@ -254,3 +254,53 @@ async fn a_bad_tls_file_fails_the_start_naming_the_setting() {
         assert!(err.contains(setting), "{setting}: {err}");
     }
 }
+
+/// A certificate replaced on disk is served from the next handshakes on,
+/// without a restart; a broken replacement keeps the one in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_certificate_is_served_without_a_restart() {
+    let (certs, pki) = pki();
+    let (live_cert, live_key) = (
+        certs.path().join("live.pem"),
+        certs.path().join("live-key.pem"),
+    );
+    std::fs::copy(&pki.server_cert, &live_cert).unwrap();
+    std::fs::copy(&pki.server_key, &live_key).unwrap();
+    let c = Cluster::start(1, |c| {
+        c.cert_file = Some(live_cert.clone());
+        c.key_file = Some(live_key.clone());
+    })
+    .await;
+    c.wait_leader(ELECTION).await;
+    let url = c.node(0).config.advertise_client_url();
+    dial(&url, &pki.ca, None)
+        .await
+        .expect("the first certificate");
+    dial(&url, &pki.other_ca, None)
+        .await
+        .expect_err("not yet the other CA's");
+
+    // Renewed, here by another CA so that clients can tell.
+    std::fs::copy(&pki.stranger_key, &live_key).unwrap();
+    std::fs::copy(&pki.stranger_cert, &live_cert).unwrap();
+    let reload = cairn_server::tls::CHECK_INTERVAL * 10;
+    wait_until("the renewed certificate", reload, || async {
+        dial(&url, &pki.other_ca, None).await.is_ok()
+    })
+    .await;
+    dial(&url, &pki.ca, None)
+        .await
+        .expect_err("the old one is gone");
+
+    // A broken file: the renewed certificate stays in use. Handshakes
+    // for over two check intervals all pass.
+    std::fs::write(&live_cert, "-----BEGIN CERTIFICATE-----\nnot base64\n").unwrap();
+    let until = tokio::time::Instant::now()
+        + cairn_server::tls::CHECK_INTERVAL * 2
+        + Duration::from_millis(500);
+    while tokio::time::Instant::now() < until {
+        let ch = dial(&url, &pki.other_ca, None).await.expect("still served");
+        assert_eq!(put_get(ch, "k").await.expect("served"), b"v");
+    }
+    c.shutdown().await;
+}

@@ -15,7 +15,8 @@
 //! `bridge`, `degrade`, `reconfigure`). Partition faults need root
 //! (network namespaces) and are skipped with a printed reason otherwise;
 //! delay/loss uses `tc netem` where it exists, else userspace TCP proxies
-//! (printed). The binary is located as described in
+//! (printed). `--tls`: members run TLS on both ports with client and
+//! peer certificates required (certificates made per run). The binary is located as described in
 //! `cairn_chaos::harness` (`CAIRN_BIN`, `$CARGO_TARGET_DIR/debug/cairn`,
 //! `target/debug/cairn`). Exit status 1 if any seed failed.
 
@@ -29,7 +30,7 @@ fn usage() -> ExitCode {
     eprintln!(
         "usage: chaos [--seeds N] [--first-seed S] [--seed S] [--duration SECS] \
          [--members 3|5] [--clients K] [--keys K] [--check-budget SECS] \
-         [--snapshot-entries N (0: the members' default)] \
+         [--snapshot-entries N (0: the members' default)] [--tls] \
          [--faults kill,kill-leader,kill-majority,kill-all,pause-leader,isolate-leader,split,bridge,degrade,reconfigure]"
     );
     ExitCode::from(2)
@@ -45,6 +46,11 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < args.len() {
+        if args[i] == "--tls" {
+            cfg.tls = true;
+            i += 1;
+            continue;
+        }
         if args[i] == "--faults" {
             let Some(list) = args.get(i + 1) else {
                 return usage();

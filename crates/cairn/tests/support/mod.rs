@@ -13,28 +13,6 @@ use std::time::{Duration, Instant};
 pub use cairn_chaos::certs::TestPki;
 pub use cairn_chaos::ports::free_port;
 
-/// `cairn serve` flags for TLS on both ports, clients and peers asked for
-/// certificates from the test CA (etcd's flag names).
-pub fn tls_serve_args(pki: &TestPki) -> Vec<String> {
-    let path = |p: &Path| p.display().to_string();
-    vec![
-        "--cert-file".into(),
-        path(&pki.server_cert),
-        "--key-file".into(),
-        path(&pki.server_key),
-        "--trusted-ca-file".into(),
-        path(&pki.ca),
-        "--client-cert-auth".into(),
-        "--peer-cert-file".into(),
-        path(&pki.server_cert),
-        "--peer-key-file".into(),
-        path(&pki.server_key),
-        "--peer-trusted-ca-file".into(),
-        path(&pki.ca),
-        "--peer-client-cert-auth".into(),
-    ]
-}
-
 /// Poll `cond` every 20 ms until it holds; panic after `timeout`.
 pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
@@ -92,14 +70,7 @@ impl ProcMember {
 
 /// The `cairn` client flags for a TLS cluster, with the client certificate.
 pub fn cairn_tls_args(pki: &TestPki) -> Vec<std::ffi::OsString> {
-    vec![
-        "--cacert".into(),
-        pki.ca.clone().into(),
-        "--cert".into(),
-        pki.client_cert.clone().into(),
-        "--key".into(),
-        pki.client_key.clone().into(),
-    ]
+    pki.cli_args()
 }
 
 pub struct ProcCluster {
@@ -155,7 +126,7 @@ impl ProcCluster {
         for m in &mut members {
             m.extra = vec!["--initial-cluster".into(), initial_cluster.clone()];
             if let Some(pki) = &pki {
-                m.extra.extend(tls_serve_args(pki));
+                m.extra.extend(pki.serve_args());
             }
         }
         let mut c = ProcCluster {

@@ -15,7 +15,14 @@
 //! for at most [`HANDSHAKE_TIMEOUT`], so a slow or silent client holds up
 //! neither the accept loop nor other clients.
 //!
-//! Files are read once, at start: replacing a certificate takes a restart.
+//! A port's certificate and key are read again when their files change
+//! ([`cert_reload`]), so a renewed certificate needs no restart; the CAs,
+//! and the certificate a member shows when it dials others, are read at
+//! start.
+
+mod cert_reload;
+
+pub use cert_reload::CHECK_INTERVAL;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -119,8 +126,12 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// application protocols it offers, most preferred first.
 pub fn acceptor(files: TlsFiles<'_>, alpn: &[&[u8]]) -> Result<TlsAcceptor, TlsError> {
     let [cert_setting, key_setting, ca_setting] = files.settings;
-    let certs = read_certs(cert_setting, files.cert)?;
-    let key = read_key(key_setting, files.key)?;
+    let server_cert = cert_reload::ReloadingCert::load(
+        [cert_setting, key_setting],
+        files.cert,
+        files.key,
+        provider(),
+    )?;
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Rejected {
@@ -151,13 +162,7 @@ pub fn acceptor(files: TlsFiles<'_>, alpn: &[&[u8]]) -> Result<TlsAcceptor, TlsE
         }
         (false, _) => builder.with_no_client_auth(),
     };
-    let mut config = builder.with_single_cert(certs, key).map_err(|e| {
-        file_err(
-            key_setting,
-            files.key,
-            format!("does not fit {cert_setting}: {e}"),
-        )
-    })?;
+    let mut config = builder.with_cert_resolver(Arc::new(server_cert));
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
