@@ -245,7 +245,7 @@ pub fn incoming(
     tls: Option<TlsAcceptor>,
 ) -> impl futures::Stream<Item = io::Result<Coalesced<FilteredConn>>> {
     use futures::StreamExt;
-    crate::tls::incoming(listener, tls, "client port")
+    crate::tls::incoming(listener, tls, crate::tls::Port::Client)
         .map(|accepted| accepted.map(|conn| Coalesced::new(FilteredConn::new(conn))))
 }
 

@@ -45,7 +45,8 @@ fn peer_incoming(
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> impl futures::Stream<Item = std::io::Result<Coalesced<crate::tls::Accepted>>> {
     use futures::StreamExt;
-    crate::tls::incoming(listener, tls, "peer port").map(|accepted| accepted.map(Coalesced::new))
+    crate::tls::incoming(listener, tls, crate::tls::Port::Peer)
+        .map(|accepted| accepted.map(Coalesced::new))
 }
 
 /// Which peer API a member serves.

@@ -59,6 +59,17 @@ async fn dial(
         .await
 }
 
+/// `cairn_tls_handshake_failures_total{port="client"}` as `/metrics` shows it.
+fn client_handshake_failures() -> u64 {
+    let mut text = String::new();
+    cairn_server::tls::render_metrics(&mut text);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("cairn_tls_handshake_failures_total{port=\"client\"}"))
+        .expect("the client port's counter");
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
 /// Puts `key` through `channel` and reads it back.
 async fn put_get(channel: Channel, key: &str) -> Result<Vec<u8>, tonic::Status> {
     let mut kv = KvClient::new(channel);

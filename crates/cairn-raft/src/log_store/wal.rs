@@ -44,6 +44,16 @@
 //! empty payload is never a record), and a rest holding anything else as a
 //! torn write, as before.
 //!
+//! # A failed write
+//!
+//! After a write, sync or unlink of the log's files fails, the WAL refuses
+//! every further change until it is opened again. A failed `fdatasync`
+//! may have dropped the dirty pages it was to write, and a later one that
+//! succeeds says nothing about them (PostgreSQL's "fsyncgate"), so the
+//! files are trusted again only as a fresh open reads them: the member
+//! restarts (openraft stops on the storage error anyway; this makes sure
+//! no caller writes past it).
+//!
 //! Truncation unlinks the
 //! later segments first, then cuts the segment it lands in, so a crash in
 //! between leaves a prefix of the old log. Purging deletes only whole
@@ -54,7 +64,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use crate::types::{Entry, LogId};
 
@@ -125,6 +135,8 @@ pub(super) struct Wal {
     preallocate_bytes: u64,
     index: RwLock<Index>,
     active: Mutex<Active>,
+    /// The first failed write, sync or unlink (see "A failed write").
+    failed: OnceLock<String>,
 }
 
 /// An encoded entry ready to append.
@@ -244,6 +256,7 @@ impl Wal {
             preallocate_bytes: PREALLOCATE_BYTES,
             index: RwLock::new(index),
             active: Mutex::new(active),
+            failed: OnceLock::new(),
         };
         Ok(wal)
     }
@@ -261,6 +274,24 @@ impl Wal {
         self.active.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Records `e` as the failure that ends this WAL's writes; returns it.
+    fn failed(&self, e: io::Error) -> io::Error {
+        let _ = self.failed.set(e.to_string());
+        e
+    }
+
+    /// Refuses a change once a write failed (see "A failed write").
+    fn usable(&self) -> io::Result<()> {
+        match self.failed.get() {
+            None => Ok(()),
+            Some(why) => Err(io::Error::other(format!(
+                "raft wal: {}: an earlier write failed ({why}), so nothing more is written; \
+                 restart the member to read the log back from disk",
+                self.dir.display()
+            ))),
+        }
+    }
+
     /// The index the next append must start at.
     #[cfg(test)]
     pub fn next_index(&self) -> u64 {
@@ -274,6 +305,7 @@ impl Wal {
     /// Writes `records` (contiguous, starting at [`Self::next_index`]) and
     /// fsyncs; they are readable once this returns `Ok`.
     pub fn append(&self, records: &[Record<'_>]) -> io::Result<()> {
+        self.usable()?;
         let Some(head) = records.first() else {
             return Ok(());
         };
@@ -301,7 +333,7 @@ impl Wal {
         }
         let mut active = self.lock_active();
         if active.len >= self.segment_bytes {
-            roll(&self.dir, &mut active)?;
+            roll(&self.dir, &mut active).map_err(|e| self.failed(e))?;
             // Published before any entry points into it.
             self.write_index()
                 .segments
@@ -347,7 +379,7 @@ impl Wal {
             // Leave no partial record behind for the next append to follow.
             let _ = active.file.set_len(active.len);
             active.allocated = active.len;
-            return Err(wal_err(&path, "append", e));
+            return Err(self.failed(wal_err(&path, "append", e)));
         }
         active.allocated = active.allocated.max(active.len + buf.len() as u64);
         active.len = end;
@@ -364,6 +396,7 @@ impl Wal {
     /// half of them are left ahead of the last record: for the log writer
     /// when idle, so the append that would have written them does not.
     pub fn preallocate_ahead(&self) -> io::Result<()> {
+        self.usable()?;
         let mut active = self.lock_active();
         if active.allocated - active.len >= self.preallocate_bytes / 2
             || active.len >= self.segment_bytes
@@ -378,7 +411,13 @@ impl Wal {
             .file
             .write_all_at(&zeros, active.allocated)
             .and_then(|()| active.file.sync_data())
-            .map_err(|e| wal_err(&segment_path(&self.dir, active.number), "preallocate", e))?;
+            .map_err(|e| {
+                self.failed(wal_err(
+                    &segment_path(&self.dir, active.number),
+                    "preallocate",
+                    e,
+                ))
+            })?;
         active.allocated = allocated;
         Ok(())
     }
@@ -391,6 +430,7 @@ impl Wal {
 
     /// Removes every entry at index `from` and above, durably.
     pub fn truncate(&self, from: u64) -> io::Result<()> {
+        self.usable()?;
         let mut active = self.lock_active();
         let mut index = self.write_index();
         let from = from.max(index.first);
@@ -407,7 +447,7 @@ impl Wal {
         for n in later {
             index.segments.remove(&n);
             let path = segment_path(&self.dir, n);
-            fs::remove_file(&path).map_err(|e| wal_err(&path, "remove", e))?;
+            fs::remove_file(&path).map_err(|e| self.failed(wal_err(&path, "remove", e)))?;
         }
         let file = index
             .segments
@@ -417,8 +457,8 @@ impl Wal {
         let path = segment_path(&self.dir, cut.segment);
         file.set_len(cut.offset)
             .and_then(|()| file.sync_all())
-            .map_err(|e| wal_err(&path, "truncate", e))?;
-        sync_dir(&self.dir)?;
+            .map_err(|e| self.failed(wal_err(&path, "truncate", e)))?;
+        sync_dir(&self.dir).map_err(|e| self.failed(e))?;
         *active = Active {
             number: cut.segment,
             file,
@@ -438,6 +478,7 @@ impl Wal {
     /// segments that held only such entries. The caller has made the purge
     /// durable elsewhere first.
     pub fn purge(&self, upto: u64) -> io::Result<()> {
+        self.usable()?;
         let mut active = self.lock_active();
         let mut index = self.write_index();
         if upto < index.first {
@@ -449,7 +490,7 @@ impl Wal {
         if index.locs.is_empty() {
             index.last = None;
         }
-        delete_unreferenced(&self.dir, &mut index, &mut active)
+        delete_unreferenced(&self.dir, &mut index, &mut active).map_err(|e| self.failed(e))
     }
 
     /// The entries in `[lo, hi)` that are in the files, stopping after

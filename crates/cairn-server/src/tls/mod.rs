@@ -27,6 +27,7 @@ pub use cert_reload::CHECK_INTERVAL;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -304,6 +305,45 @@ impl AsyncWrite for Accepted {
     }
 }
 
+/// Which port a connection came in on, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Port {
+    Client = 0,
+    Peer = 1,
+}
+
+impl std::fmt::Display for Port {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Port::Client => "client port",
+            Port::Peer => "peer port",
+        })
+    }
+}
+
+/// TLS handshakes that failed or timed out, per [`Port`]: process-wide,
+/// as the Raft metrics are (`cairn_raft::metrics`). A rise means clients
+/// or members with the wrong CA or certificate, or a scan.
+static HANDSHAKES_FAILED: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
+
+/// Appends `cairn_tls_handshake_failures_total` in the Prometheus text
+/// format.
+pub fn render_metrics(out: &mut String) {
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        out,
+        "# HELP cairn_tls_handshake_failures_total TLS handshakes that failed or timed out (process-wide).\n\
+         # TYPE cairn_tls_handshake_failures_total counter"
+    );
+    for (port, label) in [(Port::Client, "client"), (Port::Peer, "peer")] {
+        let n = HANDSHAKES_FAILED[port as usize].load(Relaxed);
+        let _ = writeln!(
+            out,
+            "cairn_tls_handshake_failures_total{{port=\"{label}\"}} {n}"
+        );
+    }
+}
+
 /// Accepts connections on `listener` with Nagle's algorithm off (small
 /// gRPC messages must not wait for delayed ACKs; writes are coalesced
 /// instead) and, with `tls`, after their handshake. A failed handshake is
@@ -312,7 +352,7 @@ impl AsyncWrite for Accepted {
 pub fn incoming(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    port: &'static str,
+    port: Port,
 ) -> ReceiverStream<io::Result<Accepted>> {
     let (tx, rx) = mpsc::channel(ACCEPTED_QUEUE);
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
@@ -365,10 +405,16 @@ pub fn incoming(
                         };
                         let _ = tx.send(Ok(conn)).await;
                     }
-                    Ok(Err(e)) => tracing::debug!("{port}: TLS handshake with {remote} failed: {e}"),
-                    Err(_) => tracing::debug!(
-                        "{port}: TLS handshake with {remote} took over {HANDSHAKE_TIMEOUT:?}; dropped"
-                    ),
+                    Ok(Err(e)) => {
+                        HANDSHAKES_FAILED[port as usize].fetch_add(1, Relaxed);
+                        tracing::debug!("{port}: TLS handshake with {remote} failed: {e}")
+                    }
+                    Err(_) => {
+                        HANDSHAKES_FAILED[port as usize].fetch_add(1, Relaxed);
+                        tracing::debug!(
+                            "{port}: TLS handshake with {remote} took over {HANDSHAKE_TIMEOUT:?}; dropped"
+                        )
+                    }
                 }
             });
         }

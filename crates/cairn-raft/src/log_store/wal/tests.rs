@@ -355,3 +355,51 @@ fn zeros_are_laid_ahead_when_asked_and_only_when_running_low() {
     let wal = Wal::open(dir.path(), None).unwrap();
     assert_eq!(ids(&wal, 1, 1000).len() as u64, i - 1);
 }
+
+/// Appends `range` as one batch and returns what the WAL said.
+fn try_append(wal: &Wal, term: u64, range: std::ops::RangeInclusive<u64>) -> io::Result<()> {
+    let payloads: Vec<(u64, Vec<u8>)> = range.map(|i| (i, payload(term, i))).collect();
+    let records: Vec<Record<'_>> = payloads
+        .iter()
+        .map(|(i, p)| Record {
+            log_id: lid(term, *i),
+            payload: p,
+        })
+        .collect();
+    wal.append(&records)
+}
+
+#[test]
+fn after_a_failed_write_nothing_more_is_written_until_reopened() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(dir.path(), None).unwrap();
+    append(&wal, 1, 1..=3);
+    // The disk fails: writes to the active segment error out (a handle
+    // opened read-only stands in for the failing device).
+    let path = segment_path(dir.path(), wal.lock_active().number);
+    let writable = wal.lock_active().file.clone();
+    wal.lock_active().file = Arc::new(File::open(&path).unwrap());
+    let err = try_append(&wal, 1, 4..=5).unwrap_err();
+    assert!(err.to_string().contains("append"), "{err}");
+    // The disk works again, but a failed sync may have lost pages a later
+    // sync would not report: every change is refused from now on.
+    wal.lock_active().file = writable;
+    for refused in [
+        try_append(&wal, 1, 4..=5).unwrap_err(),
+        wal.preallocate_ahead().unwrap_err(),
+        wal.truncate(2).unwrap_err(),
+        wal.purge(1).unwrap_err(),
+    ] {
+        assert!(
+            refused.to_string().contains("an earlier write failed"),
+            "{refused}"
+        );
+    }
+    assert_eq!(ids(&wal, 1, 4), [(1, 1), (1, 2), (1, 3)], "reads go on");
+    drop(wal);
+    // Opened again, it holds what was synced and takes appends.
+    let wal = Wal::open(dir.path(), None).unwrap();
+    assert_eq!(ids(&wal, 1, 4), [(1, 1), (1, 2), (1, 3)]);
+    append(&wal, 1, 4..=5);
+    assert_eq!(ids(&wal, 4, 6), [(1, 4), (1, 5)]);
+}
