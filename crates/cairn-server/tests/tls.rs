@@ -115,11 +115,19 @@ async fn a_client_port_with_tls_serves_clients_that_trust_its_ca() {
         .expect("handshake");
     assert_eq!(put_get(ch, "k").await.expect("served over TLS"), b"v");
 
-    // A client that trusts another CA stops at the handshake.
+    // A client that trusts another CA stops at the handshake, and the
+    // member counts it.
+    let failed_before = client_handshake_failures();
     let err = dial(&url, &pki.other_ca, None)
         .await
         .expect_err("untrusted");
     assert!(format!("{err:?}").contains("UnknownIssuer"), "{err:?}");
+    wait_until(
+        "the failed handshake counted",
+        Duration::from_secs(5),
+        || async { client_handshake_failures() > failed_before },
+    )
+    .await;
     // Plain HTTP/2 to the TLS port gets no answer it can read.
     let plain = url.replace("https://", "http://");
     let ch = Endpoint::from_shared(plain).unwrap().connect_lazy();
