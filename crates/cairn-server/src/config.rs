@@ -249,8 +249,7 @@ impl ServerConfig {
             let (name, url) = part
                 .split_once('=')
                 .ok_or_else(|| invalid(format!("{part:?} is not name=url")))?;
-            check_url(url, self.peer_tls().is_some(), "peer-cert-file")
-                .map_err(|r| invalid(format!("{name}: {r}")))?;
+            check_url(url).map_err(|r| invalid(format!("{name}: {r}")))?;
             if members.iter().any(|m| m.name == name) {
                 return Err(invalid(format!("member name {name:?} appears twice")));
             }
@@ -271,7 +270,10 @@ impl ServerConfig {
         Ok(members)
     }
 
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// Every check but whether URLs' schemes follow this process's TLS
+    /// settings: for `cairn snapshot restore`, which serves nothing and
+    /// names a TLS cluster's `https://` peers without its certificates.
+    pub fn validate_for_restore(&self) -> Result<(), ConfigError> {
         let invalid = |setting, reason: &str| {
             Err(ConfigError::Invalid {
                 setting,
@@ -321,19 +323,37 @@ impl ServerConfig {
             return invalid("request-timeout-ms", "must be at least 100");
         }
         self.validate_tls()?;
-        let client_tls = self.client_tls().is_some();
-        let peer_tls = self.peer_tls().is_some();
         if let Some(url) = &self.advertise_client {
-            if let Err(r) = check_url(url, client_tls, "cert-file") {
+            if let Err(r) = check_url(url) {
                 return invalid("advertise-client", &r);
             }
         }
         if let Some(url) = &self.advertise_peer {
-            if let Err(r) = check_url(url, peer_tls, "peer-cert-file") {
+            if let Err(r) = check_url(url) {
                 return invalid("advertise-peer", &r);
             }
         }
         self.initial_members()?;
+        Ok(())
+    }
+
+    /// [`Self::validate_for_restore`], and every URL's scheme follows
+    /// this member's TLS settings: what `cairn serve` checks.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_for_restore()?;
+        let invalid = |setting, reason: String| Err(ConfigError::Invalid { setting, reason });
+        let (client_tls, peer_tls) = (self.client_tls().is_some(), self.peer_tls().is_some());
+        if let Err(r) = check_scheme(&self.advertise_client_url(), client_tls, "cert-file") {
+            return invalid("advertise-client", r);
+        }
+        if let Err(r) = check_scheme(&self.advertise_peer_url(), peer_tls, "peer-cert-file") {
+            return invalid("advertise-peer", r);
+        }
+        for m in self.initial_members()? {
+            if let Err(r) = check_scheme(&m.peer_url, peer_tls, "peer-cert-file") {
+                return invalid("initial-cluster", format!("{}: {r}", m.name));
+            }
+        }
         Ok(())
     }
 
@@ -413,9 +433,8 @@ fn scheme(tls: bool) -> &'static str {
     }
 }
 
-/// A `scheme://host:port` URL whose scheme is https exactly when the port
-/// it names serves TLS (`tls_setting` turns it on).
-fn check_url(url: &str, tls: bool, tls_setting: &str) -> Result<(), String> {
+/// A `scheme://host:port` URL; whether it is `https`.
+fn check_url(url: &str) -> Result<bool, String> {
     let (rest, https) = if let Some(rest) = url.strip_prefix("https://") {
         (rest, true)
     } else if let Some(rest) = url.strip_prefix("http://") {
@@ -429,7 +448,13 @@ fn check_url(url: &str, tls: bool, tls_setting: &str) -> Result<(), String> {
     if host.is_empty() || port.parse::<u16>().is_err() {
         return Err(format!("{url:?} is not {}host:port", scheme(https)));
     }
-    match (https, tls) {
+    Ok(https)
+}
+
+/// A URL of a port this member serves (or dials peers at) says https
+/// exactly when that port runs TLS (`tls_setting` turns it on).
+fn check_scheme(url: &str, tls: bool, tls_setting: &str) -> Result<(), String> {
+    match (check_url(url)?, tls) {
         (true, false) => Err(format!(
             "{url:?} is https:// but TLS is off (no {tls_setting})"
         )),
@@ -539,6 +564,14 @@ mod tests {
         let mut c = tls();
         c.initial_cluster = "default=https://h:2,b=https://h:3".into();
         c.validate().unwrap();
+        // A restore names a TLS cluster's peers without its certificates.
+        let restore = ServerConfig {
+            initial_cluster: "default=https://h:2,b=https://h:3".into(),
+            advertise_peer: Some("https://h:2".into()),
+            ..Default::default()
+        };
+        assert!(restore.validate().is_err());
+        restore.validate_for_restore().unwrap();
     }
 
     #[test]

@@ -29,6 +29,48 @@ fn etcdctl_tls(endpoints: &str, pki: &TestPki, with_cert: bool, args: &[&str]) -
     etcdctl(endpoints, &[&flags[..], args].concat())
 }
 
+/// Restores `snap` into a new one-member TLS cluster and serves it.
+fn restore_and_serve(c: &ProcCluster, pki: &TestPki, snap: &str) -> ProcCluster {
+    let dir = tempfile::tempdir().unwrap();
+    let (client_port, peer_port) = (free_port(), free_port());
+    let data_dir = dir.path().join("r1");
+    let peer_url = format!("https://127.0.0.1:{peer_port}");
+    ok(cairn(
+        &c.endpoints(),
+        &[],
+        &[
+            "snapshot",
+            "restore",
+            snap,
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--name",
+            "r1",
+            "--initial-cluster",
+            &format!("r1={peer_url}"),
+            "--initial-advertise-peer-urls",
+            &peer_url,
+        ],
+    ));
+    let mut r = ProcCluster {
+        members: vec![ProcMember {
+            name: "r1".into(),
+            client_port,
+            peer_port,
+            log: dir.path().join("r1.log"),
+            data_dir,
+            child: None,
+            extra: pki.serve_args(),
+            tls: Some(pki.clone()),
+        }],
+        initial_cluster: format!("r1={peer_url}"),
+        dir,
+    };
+    r.spawn(0);
+    r.wait_healthy(std::time::Duration::from_secs(20));
+    r
+}
+
 #[test]
 fn a_tls_cluster_serves_clients_with_certificates_and_refuses_others() {
     let c = ProcCluster::start_tls(3);
@@ -56,6 +98,16 @@ fn a_tls_cluster_serves_clients_with_certificates_and_refuses_others() {
         !refused.status.success(),
         "served plain HTTP/2 on a TLS port"
     );
+
+    // A snapshot saved over TLS restores into a TLS cluster: restore names
+    // its https:// peers without holding their certificates.
+    let snap = c.dir.path().join("snap.db");
+    let snap_s = snap.to_str().unwrap();
+    ok(cairn(&ep, &with_cert, &["snapshot", "save", snap_s]));
+    let restored = restore_and_serve(&c, &pki, snap_s);
+    let url = restored.members[0].client_url();
+    assert_eq!(ok(cairn(&url, &with_cert, &["get", "k1"])), "k1\nv\n");
+    drop(restored);
 
     if !etcdctl_available() {
         eprintln!("SKIP: etcdctl half; install Debian's etcd-client (apt-get install etcd-client)");

@@ -111,7 +111,7 @@ fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     if let Some(token) = args.initial_cluster_token {
         config.initial_cluster_token = token;
     }
-    config.validate()?;
+    config.validate_for_restore()?;
     cairn_server::restore::restore_snapshot(&args.file, &config)
         .with_context(|| format!("restoring {}", args.file.display()))?;
     println!(
