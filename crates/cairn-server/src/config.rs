@@ -613,5 +613,17 @@ mod tests {
             (c.name.as_str(), c.max_txn_ops, c.heartbeat_interval_ms),
             ("x", 7, 100)
         );
+        // TLS settings by their field names, as the flags set them.
+        std::fs::write(
+            &p,
+            "cert_file = \"c.pem\"\nkey_file = \"k.pem\"\ntrusted_ca_file = \"ca.pem\"\n\
+             client_cert_auth = true\n",
+        )
+        .unwrap();
+        let c = ServerConfig::from_toml_file(&p).unwrap();
+        let tls = c.client_tls().expect("client TLS on");
+        assert_eq!(tls.cert, std::path::Path::new("c.pem"));
+        assert!(tls.client_cert_auth);
+        assert_eq!(c.advertise_client_url(), "https://127.0.0.1:2379");
     }
 }
