@@ -12,6 +12,7 @@
 //! | `IsolateLeader` | cut the leader from every other member | a [`NetLab`](crate::netns::NetLab) |
 //! | `SplitMinority` | cut a random minority (with or without the leader) from the majority | a lab |
 //! | `BridgeNode` | split the others in two halves that cannot talk, one member sees both | a lab |
+//! | `OneWay` | one member cannot reach another while the other way works (the leader's messages to a follower, or a follower's to the leader, are held); opt-in (`--faults one-way`), not in [`FaultKind::ALL`] | a lab; one-way at the message level only through the proxies (a blackhole route alone also stops the TCP connections the other side opens) |
 //! | `Degrade` | delay + jitter + loss on what one member sends: `tc netem` in a lab with `sch_netem`, else the userspace proxies of [`crate::proxy`] (loss as stalls) | – |
 //! | `Reconfigure` | `MemberRemove` a voter, wait until it stops by itself (exit 0: a removed member does), wipe it, `MemberAdd` it back as a learner with a new peer URL (new ID), start it, `MemberPromote` it | – |
 //!
@@ -54,6 +55,9 @@ pub enum FaultKind {
     SplitMinority,
     /// Two halves that cannot talk, one member in touch with both.
     BridgeNode,
+    /// One direction between the leader and a follower cut for `down`:
+    /// what one sends the other never gets, while the other way works.
+    OneWay,
     /// Delay, jitter and loss on one member's outgoing packets.
     Degrade,
     /// Remove a voter, re-add it as a fresh learner, promote it.
@@ -91,7 +95,10 @@ impl FaultKind {
     pub fn needs_lab(self) -> bool {
         matches!(
             self,
-            FaultKind::IsolateLeader | FaultKind::SplitMinority | FaultKind::BridgeNode
+            FaultKind::IsolateLeader
+                | FaultKind::SplitMinority
+                | FaultKind::BridgeNode
+                | FaultKind::OneWay
         )
     }
 
@@ -106,6 +113,7 @@ impl FaultKind {
             "isolate-leader" => FaultKind::IsolateLeader,
             "split" => FaultKind::SplitMinority,
             "bridge" => FaultKind::BridgeNode,
+            "one-way" => FaultKind::OneWay,
             "degrade" => FaultKind::Degrade,
             "reconfigure" => FaultKind::Reconfigure,
             _ => return None,
@@ -163,11 +171,12 @@ pub fn plan(
             FaultKind::PauseLeader => Duration::from_millis(
                 rng.random_range(3 * ELECTION_TIMEOUT_MS..6 * ELECTION_TIMEOUT_MS),
             ),
-            FaultKind::IsolateLeader | FaultKind::SplitMinority | FaultKind::BridgeNode => {
-                Duration::from_millis(
-                    rng.random_range(2 * ELECTION_TIMEOUT_MS..8 * ELECTION_TIMEOUT_MS),
-                )
-            }
+            FaultKind::IsolateLeader
+            | FaultKind::SplitMinority
+            | FaultKind::BridgeNode
+            | FaultKind::OneWay => Duration::from_millis(
+                rng.random_range(2 * ELECTION_TIMEOUT_MS..8 * ELECTION_TIMEOUT_MS),
+            ),
             FaultKind::Degrade => Duration::from_millis(rng.random_range(1000..3000)),
             // Takes as long as it takes; the gap after it is what counts.
             FaultKind::Reconfigure => Duration::from_millis(500),
@@ -319,23 +328,26 @@ impl Injector<'_> {
                 if let Some(p) = &self.cluster.proxies {
                     cut = cut.and(p.split(&left, &right));
                 }
-                std::thread::sleep(f.down);
-                let urls = self.cluster.client_urls();
-                let now = self
-                    .rt
-                    .block_on(harness::find_leader(&urls, &self.ids, STATUS_TIMEOUT));
-                if let Some(last) = self.log.last_mut() {
-                    last.push_str(&match now {
-                        Some(l) => format!("; leader before heal: {}", names[l]),
-                        None => "; no leader known before heal".to_string(),
-                    });
-                }
-                if let Some(p) = &self.cluster.proxies {
-                    p.heal();
-                }
+                self.hold_and_heal(f, cut, &names)
+            }
+            FaultKind::OneWay => {
+                let (l, how) = self.leader_or(f.pick);
+                let other = (l + 1 + (f.shape as usize >> 1) % (n - 1).max(1)) % n;
+                let (from, to) = if f.shape % 2 == 0 {
+                    (l, other)
+                } else {
+                    (other, l)
+                };
+                self.log.push(format!(
+                    "t={t:.3}s one-way: {} cannot reach {} ({how}: {}), the other way works, for {down}ms",
+                    names[from], names[to], names[l]
+                ));
                 let lab = self.cluster.net.as_mut().ok_or("partition without a lab")?;
-                let healed = lab.heal();
-                cut.and(healed)
+                let mut cut = lab.cut_one_way(from, to);
+                if let Some(p) = &self.cluster.proxies {
+                    cut = cut.and(p.cut_one_way(from, to));
+                }
+                self.hold_and_heal(f, cut, &names)
             }
             FaultKind::Degrade => {
                 let target = f.pick % n;
@@ -387,6 +399,33 @@ impl Injector<'_> {
             }
             FaultKind::Reconfigure => self.reconfigure(f.pick % n, t),
         }
+    }
+
+    /// Holds a partition (`cut`: whether installing it worked) for
+    /// `f.down`, notes the leader before the heal, and heals.
+    fn hold_and_heal(
+        &mut self,
+        f: &PlannedFault,
+        cut: Result<(), String>,
+        names: &[String],
+    ) -> Result<(), String> {
+        std::thread::sleep(f.down);
+        let urls = self.cluster.client_urls();
+        let now = self
+            .rt
+            .block_on(harness::find_leader(&urls, &self.ids, STATUS_TIMEOUT));
+        if let Some(last) = self.log.last_mut() {
+            last.push_str(&match now {
+                Some(l) => format!("; leader before heal: {}", names[l]),
+                None => "; no leader known before heal".to_string(),
+            });
+        }
+        if let Some(p) = &self.cluster.proxies {
+            p.heal();
+        }
+        let lab = self.cluster.net.as_mut().ok_or("partition without a lab")?;
+        let healed = lab.heal();
+        cut.and(healed)
     }
 
     /// The two sides of a partition fault; members in neither side (the
@@ -532,6 +571,7 @@ mod tests {
             ("kill-all", FaultKind::KillAll),
             ("isolate-leader", FaultKind::IsolateLeader),
             ("reconfigure", FaultKind::Reconfigure),
+            ("one-way", FaultKind::OneWay),
         ] {
             assert_eq!(FaultKind::parse(name), Some(kind));
         }

@@ -355,6 +355,16 @@ impl NetLab {
         Ok(())
     }
 
+    /// Drops what member `from` sends to `to` (a blackhole route in
+    /// `from`'s namespace); `to`'s packets still reach `from`.
+    pub fn cut_one_way(&mut self, from: usize, to: usize) -> Result<(), String> {
+        if from != to && !self.blocked.contains(&(from, to)) {
+            self.route("add", from, to)?;
+            self.blocked.insert((from, to));
+        }
+        Ok(())
+    }
+
     /// Cuts every link between a member of `left` and one of `right`.
     pub fn split(&mut self, left: &[usize], right: &[usize]) -> Result<(), String> {
         for &a in left {

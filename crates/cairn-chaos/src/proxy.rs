@@ -192,6 +192,17 @@ impl ProxySet {
         Ok(())
     }
 
+    /// Holds what member `from` sends to `to`, on connections either
+    /// opened; what `to` sends to `from` flows. Needs
+    /// [`knows_sources`](Self::knows_sources).
+    pub fn cut_one_way(&self, from: usize, to: usize) -> Result<(), String> {
+        if !self.knows_sources() {
+            return Err("proxy partitions need distinct member addresses".into());
+        }
+        self.faults().blocked.insert((from, to));
+        Ok(())
+    }
+
     /// Removes every degrade and partition.
     pub fn heal(&self) {
         let mut f = self.faults();
