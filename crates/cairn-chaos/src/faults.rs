@@ -333,7 +333,7 @@ impl Injector<'_> {
             FaultKind::OneWay => {
                 let (l, how) = self.leader_or(f.pick);
                 let other = (l + 1 + (f.shape as usize >> 1) % (n - 1).max(1)) % n;
-                let (from, to) = if f.shape % 2 == 0 {
+                let (from, to) = if f.shape.is_multiple_of(2) {
                     (l, other)
                 } else {
                     (other, l)
