@@ -238,6 +238,13 @@ impl Node {
             // cairn-chaos, seeds 1001 and 901). A new term costs one
             // election, which the other members have usually held already.
             enable_leader_restore: Some(false),
+            // A follower that cannot win (cut off, behind a stalled
+            // snapshot) asks first whether it would, and only then raises
+            // its term. Without it, such a follower's raised term deposed
+            // a healthy leader once the links healed (cairn-chaos,
+            // `--faults one-way`, seed 1063: the leader's lease refused its
+            // votes, but its term stayed above the leader's).
+            enable_pre_vote: Some(true),
             ..Default::default()
         }
         .validate()
