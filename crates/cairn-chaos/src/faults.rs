@@ -228,12 +228,15 @@ impl Injector<'_> {
             .collect()
     }
 
-    fn leader_or(&self, pick: usize) -> (usize, &'static str) {
+    /// The leader as the members report it now, if one is known.
+    fn leader_now(&self) -> Option<usize> {
         let urls = self.cluster.client_urls();
-        match self
-            .rt
+        self.rt
             .block_on(harness::find_leader(&urls, &self.ids, STATUS_TIMEOUT))
-        {
+    }
+
+    fn leader_or(&self, pick: usize) -> (usize, &'static str) {
+        match self.leader_now() {
             Some(l) => (l, "leader"),
             None => (pick % self.cluster.len(), "no leader known; random"),
         }
@@ -293,10 +296,7 @@ impl Injector<'_> {
                 std::thread::sleep(f.down);
                 // Who leads now, as the others see it (the paused member
                 // does not answer)?
-                let urls = self.cluster.client_urls();
-                let now = self
-                    .rt
-                    .block_on(harness::find_leader(&urls, &self.ids, STATUS_TIMEOUT));
+                let now = self.leader_now();
                 if let Some(last) = self.log.last_mut() {
                     last.push_str(&match now {
                         Some(l) if l == target => {
@@ -410,10 +410,7 @@ impl Injector<'_> {
         names: &[String],
     ) -> Result<(), String> {
         std::thread::sleep(f.down);
-        let urls = self.cluster.client_urls();
-        let now = self
-            .rt
-            .block_on(harness::find_leader(&urls, &self.ids, STATUS_TIMEOUT));
+        let now = self.leader_now();
         if let Some(last) = self.log.last_mut() {
             last.push_str(&match now {
                 Some(l) => format!("; leader before heal: {}", names[l]),

@@ -611,31 +611,36 @@ impl ProcCluster {
         out
     }
 
-    /// Whether `m` sees a leader: `GET /health`, or with TLS a status call.
-    fn healthy(&self, m: &Member) -> bool {
-        if self.tls.is_none() {
-            return http_health(m.host, m.client_port);
+    /// Whether `m` sees a leader: `GET /health`, or with TLS (`rt` is then
+    /// given) a status call.
+    fn healthy(&self, m: &Member, rt: Option<&tokio::runtime::Runtime>) -> bool {
+        match rt {
+            None => http_health(m.host, m.client_port),
+            Some(rt) => rt
+                .block_on(status(&m.client_url(), Duration::from_millis(500)))
+                .is_ok_and(|(_, leader, _)| leader != 0),
         }
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return false;
-        };
-        rt.block_on(status(&m.client_url(), Duration::from_millis(500)))
-            .is_ok_and(|(_, leader, _)| leader != 0)
     }
 
     /// Waits until every running member answers `GET /health` with 200
     /// (with TLS: reports a leader).
     pub fn wait_healthy(&self, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
+        let rt = match &self.tls {
+            Some(_) => Some(
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("runtime for health probes: {e}"))?,
+            ),
+            None => None,
+        };
         for m in self
             .members
             .iter()
             .filter(|m| m.state() == RunState::Running)
         {
-            while !self.healthy(m) {
+            while !self.healthy(m, rt.as_ref()) {
                 if Instant::now() > deadline {
                     return Err(format!(
                         "{} not healthy after {timeout:?}\n{}",

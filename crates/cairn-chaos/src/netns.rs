@@ -346,13 +346,8 @@ impl NetLab {
     /// Cuts the link between members `a` and `b` in both directions
     /// (idempotent).
     pub fn cut(&mut self, a: usize, b: usize) -> Result<(), String> {
-        for (from, to) in [(a, b), (b, a)] {
-            if from != to && !self.blocked.contains(&(from, to)) {
-                self.route("add", from, to)?;
-                self.blocked.insert((from, to));
-            }
-        }
-        Ok(())
+        self.cut_one_way(a, b)?;
+        self.cut_one_way(b, a)
     }
 
     /// Drops what member `from` sends to `to` (a blackhole route in

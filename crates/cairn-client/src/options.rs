@@ -71,7 +71,8 @@ impl TlsOptions {
         })
     }
 
-    pub(crate) fn to_tonic(&self) -> tonic::transport::ClientTlsConfig {
+    /// As tonic dials with it.
+    pub fn to_tonic(&self) -> tonic::transport::ClientTlsConfig {
         let config = tonic::transport::ClientTlsConfig::new()
             .ca_certificate(tonic::transport::Certificate::from_pem(&self.ca_pem));
         match &self.identity {

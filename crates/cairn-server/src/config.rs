@@ -366,37 +366,36 @@ impl ServerConfig {
                 reason: reason.to_string(),
             })
         };
-        for (prefix, cert, key, ca, auth) in [
+        // Flag names, the files, client-cert-auth, and whether dialing
+        // with it (the peer port) needs the CA.
+        for ([cert_s, key_s, ca_s, auth_s], cert, key, ca, auth, dials) in [
             (
-                "",
-                &self.cert_file,
-                &self.key_file,
-                &self.trusted_ca_file,
-                self.client_cert_auth,
-            ),
-            (
-                "peer-",
-                &self.peer_cert_file,
-                &self.peer_key_file,
-                &self.peer_trusted_ca_file,
-                self.peer_client_cert_auth,
-            ),
-        ] {
-            let [cert_s, key_s, ca_s, auth_s] = if prefix.is_empty() {
                 [
                     "cert-file",
                     "key-file",
                     "trusted-ca-file",
                     "client-cert-auth",
-                ]
-            } else {
+                ],
+                &self.cert_file,
+                &self.key_file,
+                &self.trusted_ca_file,
+                self.client_cert_auth,
+                false,
+            ),
+            (
                 [
                     "peer-cert-file",
                     "peer-key-file",
                     "peer-trusted-ca-file",
                     "peer-client-cert-auth",
-                ]
-            };
+                ],
+                &self.peer_cert_file,
+                &self.peer_key_file,
+                &self.peer_trusted_ca_file,
+                self.peer_client_cert_auth,
+                true,
+            ),
+        ] {
             match (cert.is_some(), key.is_some()) {
                 (true, false) => return invalid(key_s, &format!("is needed with {cert_s}")),
                 (false, true) => return invalid(cert_s, &format!("is needed with {key_s}")),
@@ -414,7 +413,7 @@ impl ServerConfig {
                     &format!("needs {ca_s}: the CA client certificates must be signed by"),
                 );
             }
-            if !prefix.is_empty() && cert.is_some() && ca.is_none() {
+            if dials && cert.is_some() && ca.is_none() {
                 return invalid(
                     ca_s,
                     "is needed with peer TLS: a member checks the members it dials with it",

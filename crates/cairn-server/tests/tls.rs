@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::path::Path;
 use std::time::Duration;
 
 use cairn_chaos::certs::TestPki;
@@ -36,15 +37,15 @@ fn peer_tls(pki: &TestPki, c: &mut ServerConfig) {
     c.initial_cluster = c.initial_cluster.replace("http://", "https://");
 }
 
-fn read(path: &std::path::Path) -> Vec<u8> {
+fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap()
 }
 
 /// A channel to `url` trusting `ca`, showing `identity` (cert, key) if given.
 async fn dial(
     url: &str,
-    ca: &std::path::Path,
-    identity: Option<(&std::path::Path, &std::path::Path)>,
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
 ) -> Result<Channel, tonic::transport::Error> {
     let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)));
     if let Some((cert, key)) = identity {
@@ -68,6 +69,18 @@ fn client_handshake_failures() -> u64 {
         .find(|l| l.starts_with("cairn_tls_handshake_failures_total{port=\"client\"}"))
         .expect("the client port's counter");
     line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// What a client may show that the CA did not sign, for messages: none,
+/// or another CA's certificate and key.
+fn unsigned_identities(pki: &TestPki) -> [(&'static str, Option<(&Path, &Path)>); 2] {
+    [
+        ("no certificate", None),
+        (
+            "another CA's",
+            Some((pki.stranger_cert.as_path(), pki.stranger_key.as_path())),
+        ),
+    ]
 }
 
 /// Puts `key` through `channel` and reads it back.
@@ -155,14 +168,7 @@ async fn client_cert_auth_refuses_clients_without_a_certificate_from_the_ca() {
 
     // TLS 1.3 lets the client finish its side before the server checks the
     // certificate, so the refusal may come with the first call.
-    for (who, identity) in [
-        ("no certificate", None),
-        (
-            "another CA's",
-            Some((&pki.stranger_cert, &pki.stranger_key)),
-        ),
-    ] {
-        let identity = identity.map(|(c, k)| (c.as_path(), k.as_path()));
+    for (who, identity) in unsigned_identities(&pki) {
         let refused = match dial(&url, &pki.ca, identity).await {
             Err(_) => true,
             Ok(ch) => put_get(ch, "k").await.is_err(),
@@ -204,14 +210,7 @@ async fn members_replicate_and_forward_over_tls_and_refuse_peers_without_a_certi
     use cairn_proto::raft::v1::Payload;
     use cairn_raft::cluster_check::peer_grpc;
     let peer_url = c.node(leader).config.advertise_peer_url();
-    for (who, identity) in [
-        ("no certificate", None),
-        (
-            "another CA's",
-            Some((&pki.stranger_cert, &pki.stranger_key)),
-        ),
-    ] {
-        let identity = identity.map(|(c, k)| (c.as_path(), k.as_path()));
+    for (who, identity) in unsigned_identities(&pki) {
         let refused = match dial(&peer_url, &pki.ca, identity).await {
             Err(_) => true,
             Ok(ch) => peer_grpc(ch, None, 1024)

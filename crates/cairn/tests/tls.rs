@@ -77,7 +77,7 @@ fn a_tls_cluster_serves_clients_with_certificates_and_refuses_others() {
     let pki = c.members[0].tls.clone().expect("TLS cluster");
     let ep = c.endpoints();
     assert!(ep.starts_with("https://"), "{ep}");
-    let with_cert = cairn_tls_args(&pki);
+    let with_cert = pki.cli_args();
 
     // The cairn client, through any member (writes forwarded over peer TLS).
     for (i, m) in c.members.iter().enumerate() {

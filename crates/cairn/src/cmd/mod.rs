@@ -86,27 +86,28 @@ impl GlobalArgs {
         self.write_out.unwrap_or(default)
     }
 
-    /// `--cacert`, `--cert` and `--key` for `cairn bench`.
-    pub fn bench_tls(&self) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
+    /// `--cacert`, with `--cert` and `--key` if given, read once for the
+    /// client and for `cairn bench`.
+    fn tls(&self) -> anyhow::Result<Option<TlsOptions>> {
         match &self.cacert {
             Some(ca) => {
                 let identity = self.cert.as_deref().zip(self.key.as_deref());
-                cairn_bench::conn::tls_config(ca, identity).map(Some)
+                Ok(Some(
+                    TlsOptions::from_files(ca, identity).context("TLS files")?,
+                ))
             }
             None if self.cert.is_some() => anyhow::bail!("--cert needs --cacert"),
             None => Ok(None),
         }
     }
 
+    /// The TLS flags as `cairn bench` dials with them.
+    pub fn bench_tls(&self) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
+        Ok(self.tls()?.map(|t| t.to_tonic()))
+    }
+
     pub async fn client(&self) -> anyhow::Result<Client> {
-        let tls = match &self.cacert {
-            Some(ca) => {
-                let identity = self.cert.as_deref().zip(self.key.as_deref());
-                Some(TlsOptions::from_files(ca, identity).context("TLS files")?)
-            }
-            None if self.cert.is_some() => anyhow::bail!("--cert needs --cacert"),
-            None => None,
-        };
+        let tls = self.tls()?;
         let endpoints = self
             .endpoints
             .iter()

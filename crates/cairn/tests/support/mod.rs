@@ -62,15 +62,10 @@ impl ProcMember {
         let mut cmd = Command::new(cairn_bin());
         cmd.args(["--endpoints", &self.client_url(), "--dial-timeout", "500ms"])
             .args(["--command-timeout", "1s"])
-            .args(cairn_tls_args(pki))
+            .args(pki.cli_args())
             .args(["get", "health-probe"]);
         run_bounded(cmd, None).status.success()
     }
-}
-
-/// The `cairn` client flags for a TLS cluster, with the client certificate.
-pub fn cairn_tls_args(pki: &TestPki) -> Vec<std::ffi::OsString> {
-    pki.cli_args()
 }
 
 pub struct ProcCluster {

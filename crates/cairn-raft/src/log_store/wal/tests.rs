@@ -22,7 +22,8 @@ fn append(wal: &Wal, term: u64, range: std::ops::RangeInclusive<u64>) {
     }
 }
 
-fn append_batch(wal: &Wal, term: u64, range: std::ops::RangeInclusive<u64>) {
+/// Appends `range` as one batch and returns what the WAL said.
+fn try_append(wal: &Wal, term: u64, range: std::ops::RangeInclusive<u64>) -> io::Result<()> {
     let payloads: Vec<(u64, Vec<u8>)> = range.map(|i| (i, payload(term, i))).collect();
     let records: Vec<Record<'_>> = payloads
         .iter()
@@ -31,7 +32,11 @@ fn append_batch(wal: &Wal, term: u64, range: std::ops::RangeInclusive<u64>) {
             payload: p,
         })
         .collect();
-    wal.append(&records).unwrap();
+    wal.append(&records)
+}
+
+fn append_batch(wal: &Wal, term: u64, range: std::ops::RangeInclusive<u64>) {
+    try_append(wal, term, range).unwrap();
 }
 
 fn ids(wal: &Wal, lo: u64, hi: u64) -> Vec<(u64, u64)> {
@@ -354,19 +359,6 @@ fn zeros_are_laid_ahead_when_asked_and_only_when_running_low() {
     drop(wal);
     let wal = Wal::open(dir.path(), None).unwrap();
     assert_eq!(ids(&wal, 1, 1000).len() as u64, i - 1);
-}
-
-/// Appends `range` as one batch and returns what the WAL said.
-fn try_append(wal: &Wal, term: u64, range: std::ops::RangeInclusive<u64>) -> io::Result<()> {
-    let payloads: Vec<(u64, Vec<u8>)> = range.map(|i| (i, payload(term, i))).collect();
-    let records: Vec<Record<'_>> = payloads
-        .iter()
-        .map(|(i, p)| Record {
-            log_id: lid(term, *i),
-            payload: p,
-        })
-        .collect();
-    wal.append(&records)
 }
 
 #[test]
