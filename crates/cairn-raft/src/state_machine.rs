@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 
 use cairn_store::{
-    CommandResult, Event, HistoryValues, LeaseRecord, Record, Revision, Store, StoreMeta,
-    StoreSnapshot,
+    auth::AuthState, CommandResult, Event, HistoryValues, LeaseRecord, Record, Revision, Store,
+    StoreMeta, StoreSnapshot,
 };
 use futures::{Stream, TryStreamExt};
 use openraft::entry::RaftEntry;
@@ -46,6 +46,9 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_meta");
 const KEY_STORE_META: &str = "store_meta";
 const KEY_APPLIED: &str = "applied";
 const KEY_MEMBERSHIP: &str = "membership";
+/// The auth state (users, roles, permissions), written whole when it
+/// changes; absent until the first auth change.
+const KEY_AUTH: &str = "auth";
 /// Where versions before the snapshot file kept the current snapshot; read
 /// once at open to move it to the file.
 const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_snapshot");
@@ -166,6 +169,23 @@ impl HistoryValues for RedbHistory {
 #[derive(Serialize, Deserialize)]
 struct SnapshotContents {
     store: StoreSnapshot,
+}
+
+impl SnapshotContents {
+    /// Decodes a snapshot, also one made before the auth state was part of
+    /// it (by an older member, or found on disk after an upgrade).
+    fn decode(bytes: &[u8]) -> io::Result<SnapshotContents> {
+        #[derive(Deserialize)]
+        struct BeforeAuth {
+            store: cairn_store::StoreSnapshotBeforeAuth,
+        }
+        decode("snapshot", bytes).or_else(|e| match postcard::from_bytes::<BeforeAuth>(bytes) {
+            Ok(old) => Ok(SnapshotContents {
+                store: old.store.into(),
+            }),
+            Err(_) => Err(e),
+        })
+    }
 }
 
 fn io_err(context: &str, e: impl std::fmt::Display) -> io::Error {
@@ -297,6 +317,11 @@ impl StateMachineStore {
             records,
             leases,
             claims: ClaimsRows::changed(&store, &changes.claims, &mut self.lease_log)?,
+            auth: if changes.auth {
+                Some(encode("auth", store.auth())?)
+            } else {
+                None
+            },
             store_meta: encode("store meta", store.meta())?,
             applied: encode("applied", &self.applied)?,
             membership: encode("membership", &self.membership)?,
@@ -331,6 +356,8 @@ struct ChangedRows {
     /// `None` deletes the lease row.
     leases: Vec<(i64, Option<Vec<u8>>)>,
     claims: ClaimsRows,
+    /// The whole auth state, when it changed.
+    auth: Option<Vec<u8>>,
     store_meta: Vec<u8>,
     applied: Vec<u8>,
     membership: Vec<u8>,
@@ -360,6 +387,7 @@ impl ChangedRows {
             records,
             leases,
             claims: ClaimsRows::of_snapshot(&snap.claims, lease_log)?,
+            auth: Some(encode("auth", &snap.auth)?),
             store_meta: encode("store meta", &snap.meta)?,
             applied: encode("applied", applied)?,
             membership: encode("membership", membership)?,
@@ -389,6 +417,7 @@ impl ChangedRows {
                 .sum::<usize>()
             + self.claims.bytes()
             + self.store_meta.len()
+            + self.auth.as_ref().map_or(0, Vec::len)
             + self.applied.len()
             + self.membership.len()
     }
@@ -421,6 +450,10 @@ impl ChangedRows {
         let mut meta = txn.open_table(META).map_err(|e| io_err("open meta", e))?;
         meta.insert(KEY_STORE_META, self.store_meta.as_slice())
             .map_err(|e| io_err("write meta", e))?;
+        if let Some(auth) = &self.auth {
+            meta.insert(KEY_AUTH, auth.as_slice())
+                .map_err(|e| io_err("write auth", e))?;
+        }
         meta.insert(KEY_APPLIED, self.applied.as_slice())
             .map_err(|e| io_err("write applied", e))?;
         meta.insert(KEY_MEMBERSHIP, self.membership.as_slice())
@@ -493,6 +526,7 @@ fn read_persisted(db: &Database) -> io::Result<Persisted> {
         Some(b) => decode("store meta", b.value())?,
         None => StoreMeta::default(),
     };
+    let auth = read_auth(&read)?;
     let mut records = Vec::new();
     for row in read
         .open_table(RECORDS)
@@ -521,11 +555,26 @@ fn read_persisted(db: &Database) -> io::Result<Persisted> {
             records,
             leases,
             claims,
+            auth,
         },
         lease_log,
         applied,
         membership,
     })
+}
+
+/// The persisted auth state; the default (auth off, nobody) before the
+/// first auth change.
+fn read_auth(read: &ReadTransaction) -> io::Result<AuthState> {
+    match read
+        .open_table(META)
+        .map_err(|e| io_err("open meta", e))?
+        .get(KEY_AUTH)
+        .map_err(|e| io_err("read auth", e))?
+    {
+        Some(b) => decode("auth", b.value()),
+        None => Ok(AuthState::default()),
+    }
 }
 
 /// The meta of the snapshot the persisted state makes, as of `read`.
@@ -590,7 +639,8 @@ fn write_persisted(read: &ReadTransaction, out: &mut dyn Write) -> io::Result<()
     for row in leases.iter().map_err(|e| io_err("scan", e))? {
         out.write_all(row.map_err(|e| io_err("scan leases", e))?.1.value())?;
     }
-    out.write_all(&encode("claims", &claims_rows::load(read, now_ms)?.0)?)
+    out.write_all(&encode("claims", &claims_rows::load(read, now_ms)?.0)?)?;
+    out.write_all(&encode("auth", &read_auth(read)?)?)
 }
 
 /// The persisted state as a snapshot, as of a read transaction it keeps
@@ -895,7 +945,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Self::SnapshotData,
     ) -> Result<(), io::Error> {
         let bytes = snapshot.into_bytes()?;
-        let file: SnapshotContents = decode("snapshot", &bytes)?;
+        let file = SnapshotContents::decode(&bytes)?;
         // The file first: if a crash comes before the rows below, this
         // member holds a snapshot ahead of its state, which is still a
         // committed state to send; the other order could leave it with a

@@ -65,20 +65,31 @@ impl fmt::Display for Request {
     /// A short summary for logs: never the (possibly large) keys and values
     /// of puts and transactions.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use cairn_store::Command;
-        match &*self.0 {
-            Command::Put(p) => write!(f, "Put(key={}B, value={}B)", p.key.len(), p.value.len()),
-            Command::Txn(t) => write!(
-                f,
-                "Txn(compare={}, success={}, failure={})",
-                t.compare.len(),
-                t.success.len(),
-                t.failure.len()
-            ),
-            Command::Registry(r) => write!(f, "Registry({})", r.op_name()),
-            // The other commands are small.
-            other => write!(f, "{other:?}"),
+        summarize(&self.0, f)
+    }
+}
+
+/// A command for logs: sizes of keys and values, never their bytes, and
+/// never credentials (`AuthCommand`'s Debug leaves them out).
+fn summarize(command: &cairn_store::Command, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    use cairn_store::Command;
+    match command {
+        Command::As { user, command } => {
+            write!(f, "As({user:?}, ")?;
+            summarize(command, f)?;
+            write!(f, ")")
         }
+        Command::Put(p) => write!(f, "Put(key={}B, value={}B)", p.key.len(), p.value.len()),
+        Command::Txn(t) => write!(
+            f,
+            "Txn(compare={}, success={}, failure={})",
+            t.compare.len(),
+            t.success.len(),
+            t.failure.len()
+        ),
+        Command::Registry(r) => write!(f, "Registry({})", r.op_name()),
+        // The other commands are small.
+        other => write!(f, "{other:?}"),
     }
 }
 

@@ -89,6 +89,12 @@ pub struct ServerConfig {
     /// Refuse peer calls without a certificate signed by
     /// `peer_trusted_ca_file` (etcd `--peer-client-cert-auth`).
     pub peer_client_cert_auth: bool,
+    /// How long a token from `Authenticate` is good for (etcd
+    /// `--auth-token-ttl`); clients authenticate again when theirs ends.
+    pub auth_token_ttl_secs: u64,
+    /// PBKDF2 iterations for new password credentials: the cost of one
+    /// login, and of each guess an attacker with the hashes makes.
+    pub auth_password_iterations: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -146,6 +152,8 @@ impl Default for ServerConfig {
             peer_key_file: None,
             peer_trusted_ca_file: None,
             peer_client_cert_auth: false,
+            auth_token_ttl_secs: 300,
+            auth_password_iterations: crate::auth::password::ITERATIONS,
         }
     }
 }
@@ -297,6 +305,15 @@ impl ServerConfig {
         }
         if self.max_txn_ops == 0 {
             return invalid("max-txn-ops", "must be > 0");
+        }
+        if self.auth_token_ttl_secs == 0 || self.auth_token_ttl_secs > 30 * 24 * 3600 {
+            return invalid(
+                "auth-token-ttl-secs",
+                "must be between 1 and 2592000 (30 days)",
+            );
+        }
+        if self.auth_password_iterations == 0 {
+            return invalid("auth-password-iterations", "must be > 0");
         }
         if self.quota_backend_bytes == 0 {
             return invalid("quota-backend-bytes", "must be > 0");

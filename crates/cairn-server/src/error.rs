@@ -48,6 +48,14 @@ pub enum ServerError {
     NotEnoughStartedMembers,
     #[error("etcdserver: {0}")]
     InvalidArgument(String),
+    #[error("etcdserver: authentication is not enabled")]
+    AuthNotEnabled,
+    #[error("etcdserver: authentication failed, invalid user ID or password")]
+    AuthFailed,
+    /// A token that does not verify, has expired, or names a credential
+    /// since changed. etcd clients authenticate again on it.
+    #[error("etcdserver: invalid auth token")]
+    InvalidAuthToken,
     /// The node is shutting down or its Raft core stopped.
     #[error("etcdserver: server stopped")]
     Stopped,
@@ -100,6 +108,21 @@ fn store_status(e: &StoreError) -> Status {
             Code::InvalidArgument,
             "etcdserver: keys under the reserved prefix \\0cairn/ are written only by the cairn.v1 registry API",
         ),
+        StoreError::RootUserNotExist
+        | StoreError::RootRoleNotExist
+        | StoreError::UserAlreadyExist
+        | StoreError::UserNotFound
+        | StoreError::RoleAlreadyExist
+        | StoreError::RoleNotFound
+        | StoreError::RoleNotGranted
+        | StoreError::PermissionNotGranted => return Status::failed_precondition(e.to_string()),
+        StoreError::UserEmpty | StoreError::RoleEmpty | StoreError::InvalidAuthMgmt => {
+            return Status::invalid_argument(e.to_string())
+        }
+        StoreError::PermissionDenied => return Status::permission_denied(e.to_string()),
+        StoreError::AuthLimit(_) => {
+            return Status::invalid_argument(format!("etcdserver: {e}"))
+        }
         other => return Status::internal(format!("etcdserver: {other}")),
     };
     Status::new(code, msg)
@@ -129,6 +152,9 @@ impl From<ServerError> for Status {
             | ServerError::TooManyOps
             | ServerError::InvalidArgument(_) => Status::invalid_argument(e.to_string()),
             ServerError::MemberNotFound => Status::not_found(e.to_string()),
+            ServerError::AuthNotEnabled => Status::failed_precondition(e.to_string()),
+            ServerError::AuthFailed => Status::invalid_argument(e.to_string()),
+            ServerError::InvalidAuthToken => Status::unauthenticated(e.to_string()),
             ServerError::PeerUrlExists
             | ServerError::MemberNotLearner
             | ServerError::LearnerNotReady

@@ -4,6 +4,7 @@
 //! and the etcd wire types; it converts them to `cairn_store` types at the
 //! edge. The store it drives stays free of IO, clocks and randomness.
 
+pub mod auth;
 pub mod authority_fix;
 pub mod clock;
 pub mod config;

@@ -40,8 +40,9 @@ use crate::config::{ConfigError, ServerConfig};
 
 /// First bytes of every snapshot file.
 pub const MAGIC: &[u8; 8] = b"CAIRNSNP";
-/// Version of the layout and payload encoding this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the layout and payload encoding this build writes. Version 1
+/// (before the auth state joined the payload) is still read.
+pub const FORMAT_VERSION: u32 = 2;
 /// The data before the checksum is padded to a multiple of this.
 pub const ALIGN: usize = 512;
 /// Length of the trailing SHA-256.
@@ -130,7 +131,7 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<StoreSnapshot, RestoreError> {
         return Err(RestoreError::Corrupt("header is truncated".into()));
     }
     let version = u32::from_be_bytes(data[8..12].try_into().expect("4 bytes"));
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != 1 {
         return Err(RestoreError::UnsupportedVersion(version));
     }
     let len = u64::from_be_bytes(data[12..20].try_into().expect("8 bytes"));
@@ -142,7 +143,13 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<StoreSnapshot, RestoreError> {
     if data[end..].iter().any(|b| *b != 0) {
         return Err(RestoreError::Corrupt("padding is not zeros".into()));
     }
-    postcard::from_bytes(payload).map_err(|e| RestoreError::Corrupt(e.to_string()))
+    let corrupt = |e: postcard::Error| RestoreError::Corrupt(e.to_string());
+    if version == 1 {
+        let old: cairn_store::StoreSnapshotBeforeAuth =
+            postcard::from_bytes(payload).map_err(corrupt)?;
+        return Ok(old.into());
+    }
+    postcard::from_bytes(payload).map_err(corrupt)
 }
 
 /// Read, verify and decode the snapshot file at `path`.
@@ -270,13 +277,41 @@ mod tests {
         ));
         // A valid trailer over a future format version.
         let mut future = bytes[..bytes.len() - HASH_LEN].to_vec();
-        future[8..12].copy_from_slice(&2u32.to_be_bytes());
+        future[8..12].copy_from_slice(&3u32.to_be_bytes());
         let sha = Sha256::digest(&future);
         future.extend_from_slice(&sha);
         assert!(matches!(
             decode_snapshot(&future),
-            Err(RestoreError::UnsupportedVersion(2))
+            Err(RestoreError::UnsupportedVersion(3))
         ));
+    }
+
+    /// Files from before the auth state (format 1) still restore, with
+    /// auth off; format 2 carries users and roles.
+    #[test]
+    fn a_format_1_file_still_decodes_and_format_2_keeps_auth() {
+        let mut store = sample();
+        store.apply(&Command::Auth(cairn_store::auth::AuthCommand::UserAdd {
+            name: "alice".into(),
+            credential: None,
+        }));
+        let snap = store.snapshot().unwrap();
+        let bytes = encode_snapshot(&snap).unwrap();
+        assert_eq!(decode_snapshot(&bytes).unwrap().auth, snap.auth);
+
+        let payload =
+            postcard::to_allocvec(&(&snap.meta, &snap.records, &snap.leases, &snap.claims))
+                .unwrap();
+        let mut v1 = MAGIC.to_vec();
+        v1.extend_from_slice(&1u32.to_be_bytes());
+        v1.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+        v1.extend_from_slice(&payload);
+        v1.resize(v1.len().div_ceil(ALIGN) * ALIGN, 0);
+        let sha = Sha256::digest(&v1);
+        v1.extend_from_slice(&sha);
+        let old = decode_snapshot(&v1).unwrap();
+        assert_eq!(old.records, snap.records);
+        assert_eq!(old.auth, cairn_store::auth::AuthState::default());
     }
 
     #[test]

@@ -50,6 +50,16 @@ pub enum Command {
     Registry(crate::registry::RegistryCommand),
     /// A block-claims request (see `claims`): one command per request.
     Claims(ClaimsCommand),
+    /// A change to users, roles or permissions (see `auth`).
+    Auth(crate::auth::AuthCommand),
+    /// `command` on behalf of `user`, sent while auth is on: applied only
+    /// if the user, as of this point of the log, may (see
+    /// `AuthState::check_command`). The edge checked the same before
+    /// proposing; this check catches a permission revoked in between.
+    As {
+        user: String,
+        command: Box<Command>,
+    },
 }
 
 impl Command {
@@ -60,13 +70,15 @@ impl Command {
             | Command::LeaseKeepAlive { now_ms, .. }
             | Command::Tick { now_ms, .. } => Some(*now_ms),
             Command::Claims(c) => c.now_ms(),
+            Command::As { command, .. } => command.now_ms(),
             Command::Put(_)
             | Command::DeleteRange(_)
             | Command::Txn(_)
             | Command::Compact { .. }
             | Command::LeaseRevoke { .. }
             | Command::Alarm { .. }
-            | Command::Registry(_) => None,
+            | Command::Registry(_)
+            | Command::Auth(_) => None,
         }
     }
 
@@ -77,6 +89,7 @@ impl Command {
         match self {
             Command::Txn(t) => t.compare.len() + t.success.len().max(t.failure.len()),
             Command::Claims(c) => c.keys_touched(),
+            Command::As { command, .. } => command.keys_touched(),
             Command::Put(_)
             | Command::DeleteRange(_)
             | Command::Compact { .. }
@@ -85,7 +98,8 @@ impl Command {
             | Command::LeaseKeepAlive { .. }
             | Command::Tick { .. }
             | Command::Alarm { .. }
-            | Command::Registry(_) => 1,
+            | Command::Registry(_)
+            | Command::Auth(_) => 1,
         }
     }
 
@@ -100,13 +114,15 @@ impl Command {
             | Command::LeaseKeepAlive { now_ms, .. }
             | Command::Tick { now_ms, .. } => *now_ms = at_ms,
             Command::Claims(c) => c.restamp(at_ms),
+            Command::As { command, .. } => command.restamp(at_ms),
             Command::Put(_)
             | Command::DeleteRange(_)
             | Command::Txn(_)
             | Command::Compact { .. }
             | Command::LeaseRevoke { .. }
             | Command::Alarm { .. }
-            | Command::Registry(_) => {}
+            | Command::Registry(_)
+            | Command::Auth(_) => {}
         }
     }
 }
@@ -289,6 +305,11 @@ pub enum CommandResult {
     },
     Registry(crate::registry::RegistryResult),
     Claims(ClaimsResult),
+    /// An auth change was made; the auth revision after it.
+    Auth {
+        revision: i64,
+        auth_revision: u64,
+    },
     /// Raft-internal entries (blank, membership) carry no command.
     #[default]
     Empty,

@@ -36,4 +36,32 @@ pub enum StoreError {
     /// from storage.
     #[error("history value at revision {revision} unavailable: {reason}")]
     HistoryUnavailable { revision: i64, reason: String },
+    // Auth, with etcd's messages (`rpctypes`), which clients match on.
+    #[error("etcdserver: root user does not exist")]
+    RootUserNotExist,
+    #[error("etcdserver: root user does not have root role")]
+    RootRoleNotExist,
+    #[error("etcdserver: user name already exists")]
+    UserAlreadyExist,
+    #[error("etcdserver: user name is empty")]
+    UserEmpty,
+    #[error("etcdserver: user name not found")]
+    UserNotFound,
+    #[error("etcdserver: role name already exists")]
+    RoleAlreadyExist,
+    #[error("etcdserver: role name not found")]
+    RoleNotFound,
+    #[error("etcdserver: role name is empty")]
+    RoleEmpty,
+    #[error("etcdserver: permission denied")]
+    PermissionDenied,
+    #[error("etcdserver: role is not granted to the user")]
+    RoleNotGranted,
+    #[error("etcdserver: permission is not granted to the role")]
+    PermissionNotGranted,
+    #[error("etcdserver: invalid auth management")]
+    InvalidAuthMgmt,
+    /// A bound on the auth state (names, users, roles, permissions).
+    #[error("too many {0} (or too long)")]
+    AuthLimit(String),
 }

@@ -5,6 +5,7 @@
 //! function of the commands applied so far. Two replicas that apply the same
 //! commands hold byte-identical state.
 
+pub mod auth;
 pub mod claims;
 pub mod command;
 pub mod error;
@@ -26,7 +27,9 @@ pub use history::HistoryValues;
 pub use lease::{LeaseRecord, MAX_LEASE_TTL_SECS, MIN_LEASE_TTL_SECS};
 pub use mvcc::Record;
 pub use revision::Revision;
-pub use store::{Applied, Changes, LeaseInfo, Store, StoreMeta, StoreSnapshot};
+pub use store::{
+    Applied, Changes, LeaseInfo, Store, StoreMeta, StoreSnapshot, StoreSnapshotBeforeAuth,
+};
 
 #[cfg(test)]
 mod history_tests;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::AuthState;
 use crate::claims::{Claims, ClaimsChanges, ClaimsReply, ClaimsSnapshot};
 use crate::command::*;
 use crate::error::StoreError;
@@ -38,6 +39,8 @@ pub struct Changes {
     pub leases: BTreeSet<i64>,
     /// Claim slots and namespaces changed.
     pub claims: ClaimsChanges,
+    /// The auth state changed (it is persisted whole; it is small).
+    pub auth: bool,
 }
 
 impl Changes {
@@ -46,6 +49,7 @@ impl Changes {
             && self.records_removed.is_empty()
             && self.leases.is_empty()
             && self.claims.is_empty()
+            && !self.auth
     }
 }
 
@@ -56,6 +60,29 @@ pub struct StoreSnapshot {
     pub records: Vec<(Vec<u8>, Record)>,
     pub leases: Vec<LeaseRecord>,
     pub claims: ClaimsSnapshot,
+    pub auth: AuthState,
+}
+
+/// A snapshot as versions before auth encoded it (no `auth`): decoded so
+/// snapshots those versions wrote or send still load, with auth off.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StoreSnapshotBeforeAuth {
+    pub meta: StoreMeta,
+    pub records: Vec<(Vec<u8>, Record)>,
+    pub leases: Vec<LeaseRecord>,
+    pub claims: ClaimsSnapshot,
+}
+
+impl From<StoreSnapshotBeforeAuth> for StoreSnapshot {
+    fn from(s: StoreSnapshotBeforeAuth) -> Self {
+        StoreSnapshot {
+            meta: s.meta,
+            records: s.records,
+            leases: s.leases,
+            claims: s.claims,
+            auth: AuthState::default(),
+        }
+    }
 }
 
 /// What applying a command produced: the client's answer and the events for
@@ -82,6 +109,7 @@ pub struct Store {
     kv: KeySpace,
     leases: Leases,
     claims: Claims,
+    auth: AuthState,
     meta: StoreMeta,
     changes: Changes,
     /// Set while no watcher listens (see [`Store::set_events_wanted`]):
@@ -145,6 +173,12 @@ impl Store {
 
     pub fn apply(&mut self, cmd: &Command) -> Applied {
         let mut events = Vec::new();
+        if self.needs_user(cmd) {
+            return Applied {
+                result: CommandResult::Error(StoreError::UserEmpty),
+                events,
+            };
+        }
         let result = match self.apply_inner(cmd, &mut events) {
             Ok(r) => r,
             Err(e) => CommandResult::Error(e),
@@ -261,7 +295,66 @@ impl Store {
                 CommandResult::Registry(crate::registry::apply(self, c, events))
             }
             Command::Claims(c) => CommandResult::Claims(self.apply_claims(c)),
+            Command::Auth(c) => {
+                if self.auth.enabled {
+                    // Sent without a user while auth is on (an edge that had
+                    // not yet applied the enable): only `As` from an admin.
+                    return Err(StoreError::UserEmpty);
+                }
+                self.apply_auth(c)?
+            }
+            Command::As { user, command } => {
+                if self.auth.enabled {
+                    let leases = &self.leases;
+                    self.auth.check_command(user, command, |id| {
+                        leases
+                            .get(id)
+                            .map(|l| l.keys.iter().cloned().collect())
+                            .unwrap_or_default()
+                    })?;
+                    if let Command::Auth(c) = command.as_ref() {
+                        return self.apply_auth(c);
+                    }
+                }
+                if matches!(command.as_ref(), Command::As { .. }) {
+                    return Err(StoreError::PermissionDenied);
+                }
+                return self.apply_inner(command, events);
+            }
         })
+    }
+
+    fn apply_auth(&mut self, c: &crate::auth::AuthCommand) -> Result<CommandResult, StoreError> {
+        self.auth.apply(c)?;
+        self.changes.auth = true;
+        Ok(CommandResult::Auth {
+            revision: self.meta.revision,
+            auth_revision: self.auth.revision,
+        })
+    }
+
+    /// Users, roles, permissions, and whether auth is on.
+    pub fn auth(&self) -> &AuthState {
+        &self.auth
+    }
+
+    /// Whether a client command sent without a user must be refused: auth
+    /// is on, and the command is one the edge sends as [`Command::As`]
+    /// whenever it sees auth on. Ticks, alarms the node raises and its
+    /// compaction probe are the node's own and pass.
+    fn needs_user(&self, cmd: &Command) -> bool {
+        self.auth.enabled
+            && matches!(
+                cmd,
+                Command::Put(_)
+                    | Command::DeleteRange(_)
+                    | Command::Txn(_)
+                    | Command::LeaseGrant { .. }
+                    | Command::LeaseRevoke { .. }
+                    | Command::LeaseKeepAlive { .. }
+                    | Command::Registry(_)
+                    | Command::Claims(_)
+            )
     }
 
     /// Registry writes: `puts` then `deletes`, all at one revision (none
@@ -817,6 +910,7 @@ impl Store {
             records,
             leases: self.leases.records().cloned().collect(),
             claims: self.claims.snapshot(),
+            auth: self.auth.clone(),
         })
     }
 
@@ -873,7 +967,13 @@ impl Store {
     pub fn from_snapshot(snapshot: StoreSnapshot) -> Store {
         let mut store = Store::restore(snapshot.meta, snapshot.records, snapshot.leases);
         store.restore_claims(snapshot.claims);
+        store.auth = snapshot.auth;
         store
+    }
+
+    /// Replace the auth state (after `restore`, from its persisted row).
+    pub fn restore_auth(&mut self, auth: AuthState) {
+        self.auth = auth;
     }
 
     /// Replace the claims state (after `restore`, from persisted rows).

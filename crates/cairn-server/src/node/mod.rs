@@ -372,6 +372,16 @@ impl Node {
         result
     }
 
+    /// [`Node::write`] on behalf of `caller`: checked against the auth
+    /// state here, and again where it is applied.
+    pub async fn write_as(
+        &self,
+        caller: &crate::auth::Caller,
+        command: Command,
+    ) -> Result<CommandResult, ServerError> {
+        self.write(caller.command(self, command)?).await
+    }
+
     /// Refuse writes that add data once the keyspace is over quota, raising
     /// the NOSPACE alarm (replicated) the first time.
     async fn check_quota(&self) -> Result<(), ServerError> {
@@ -483,6 +493,7 @@ fn adds_data(c: &Command) -> bool {
         Command::Put(_) | Command::LeaseGrant { .. } => true,
         Command::Txn(t) => cairn_store::txn::has_put(t),
         Command::Registry(r) => r.adds_data(),
+        Command::As { command, .. } => adds_data(command),
         _ => false,
     }
 }

@@ -1,5 +1,6 @@
 //! Services of the `admin` group (see `services/mod.rs`).
 //!
+//! * [`auth`]: etcd's Auth service — users, roles, permissions, tokens.
 //! * [`cluster`]: etcd's Cluster service — member list, add, remove,
 //!   update, promote — over the node's membership requests.
 //! * [`maintenance`]: Status, Alarm, Hash, HashKV, Defragment, Snapshot,
@@ -8,6 +9,7 @@
 //!   `v3election` services, built like etcd's on the queue of keys in
 //!   [`recipe`].
 
+mod auth;
 mod cluster;
 mod election;
 mod lock;
@@ -16,6 +18,7 @@ mod recipe;
 
 use std::sync::Arc;
 
+use cairn_proto::etcdserverpb::auth_server::AuthServer;
 use cairn_proto::etcdserverpb::cluster_server::ClusterServer;
 use cairn_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use cairn_proto::v3electionpb::election_server::ElectionServer;
@@ -44,7 +47,10 @@ pub fn add(routes: Routes, node: Arc<Node>, limits: Limits) -> Routes {
                 .max_decoding_message_size(decode_limit),
         )
         .add_service(
-            ElectionServer::new(election::ElectionService::new(node))
+            ElectionServer::new(election::ElectionService::new(node.clone()))
                 .max_decoding_message_size(decode_limit),
+        )
+        .add_service(
+            AuthServer::new(auth::AuthService::new(node)).max_decoding_message_size(decode_limit),
         )
 }

@@ -90,6 +90,13 @@ pub struct ServeArgs {
     /// `--peer-trusted-ca-file`.
     #[arg(long, env = "CAIRN_PEER_CLIENT_CERT_AUTH", num_args = 0..=1, default_missing_value = "true")]
     pub peer_client_cert_auth: Option<bool>,
+    /// How long a token from `Authenticate` is good for, in seconds (etcd
+    /// `--auth-token-ttl`; default 300).
+    #[arg(long, env = "CAIRN_AUTH_TOKEN_TTL_SECS")]
+    pub auth_token_ttl_secs: Option<u64>,
+    /// PBKDF2-HMAC-SHA256 iterations for new passwords (default 100000).
+    #[arg(long, env = "CAIRN_AUTH_PASSWORD_ITERATIONS")]
+    pub auth_password_iterations: Option<u32>,
     /// Threads of the async runtime that serves clients and peers
     /// (default: half the CPUs, at least one; see [`worker_threads`]); with
     /// one, tokio's current-thread scheduler.
@@ -176,7 +183,9 @@ impl ServeArgs {
             storage_cache_bytes,
             commit_notice_delay_ms,
             client_cert_auth,
-            peer_client_cert_auth
+            peer_client_cert_auth,
+            auth_token_ttl_secs,
+            auth_password_iterations
         );
         macro_rules! set_optional {
             ($($field:ident),*) => { $( if self.$field.is_some() { c.$field = self.$field.clone(); } )* };

@@ -10,6 +10,7 @@ use cairn_proto::etcdserverpb as pb;
 use cairn_proto::etcdserverpb::cluster_server::Cluster;
 use tonic::{Request, Response, Status};
 
+use crate::auth::Caller;
 use crate::error::ServerError;
 use crate::node::forward::{ForwardRequest, ForwardResponse};
 use crate::node::{Member, Node};
@@ -87,6 +88,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        Caller::of(&self.node, &request)?.require_admin(&self.node)?;
         let req = request.into_inner();
         let peer_url = peer_url(&req.peer_ur_ls)?;
         let id = self
@@ -119,6 +121,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        Caller::of(&self.node, &request)?.require_admin(&self.node)?;
         let id = request.into_inner().id;
         self.request(ForwardRequest::RemoveMember { id }).await?;
         // A member that removed itself stops hearing about changes.
@@ -135,6 +138,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        Caller::of(&self.node, &request)?.require_admin(&self.node)?;
         let req = request.into_inner();
         let peer_url = peer_url(&req.peer_ur_ls)?;
         let id = req.id;
@@ -171,6 +175,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        Caller::of(&self.node, &request)?.require_admin(&self.node)?;
         let id = request.into_inner().id;
         self.request(ForwardRequest::PromoteMember { id }).await?;
         self.await_view(|ms| ms.iter().any(|m| m.id == id && !m.is_learner))

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use cairn_proto::v3electionpb as pb;
 use cairn_proto::v3electionpb::election_server::Election;
+use cairn_store::auth::Access;
 use cairn_store::{
     Compare, CompareResult, CompareTarget, KeyRange, PutRequest, RequestOp, TxnRequest,
 };
@@ -22,6 +23,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 
 use super::recipe::{self, HubWatch, LeaveOnDrop, Turn};
+use crate::auth::Caller;
 use crate::error::ServerError;
 use crate::node::Node;
 use crate::services::common::{header, kv_to_wire};
@@ -63,12 +65,14 @@ fn missing_leader_key() -> Status {
 /// Returns the revision, or `None` if that leadership is over.
 async fn proclaim(
     node: &Node,
+    caller: &Caller,
     key: &[u8],
     rev: i64,
     value: Vec<u8>,
 ) -> Result<Option<i64>, ServerError> {
     let resp = recipe::txn(
         node,
+        caller,
         TxnRequest {
             compare: vec![Compare {
                 result: CompareResult::Equal,
@@ -166,22 +170,23 @@ impl Election for ElectionService {
         &self,
         request: Request<pb::CampaignRequest>,
     ) -> Result<Response<pb::CampaignResponse>, Status> {
+        let caller = Caller::of(&self.node, &request)?;
         let req = request.into_inner();
         let node = &self.node;
-        let lease = recipe::session_lease(node, req.lease).await?;
+        let lease = recipe::session_lease(node, &caller, req.lease).await?;
         let prefix = recipe::queue_prefix(&req.name);
         let key = recipe::queue_key(&prefix, lease);
-        let joined = recipe::join(node, &prefix, &key, req.value.clone(), lease).await?;
+        let joined = recipe::join(node, &caller, &prefix, &key, req.value.clone(), lease).await?;
         let rev = joined.create_revision;
         // A failed or abandoned campaign resigns (etcd resigns on cancel).
-        let leave = LeaveOnDrop::new(node.clone(), key.clone(), rev);
+        let leave = LeaveOnDrop::new(node.clone(), caller.clone(), key.clone(), rev);
         let mut revision = joined.revision;
         if joined
             .existing
             .as_ref()
             .is_some_and(|kv| kv.value != req.value)
         {
-            match proclaim(node, &key, rev, req.value.clone()).await? {
+            match proclaim(node, &caller, &key, rev, req.value.clone()).await? {
                 Some(r) => revision = r,
                 None => return Err(not_leader()),
             }
@@ -211,9 +216,10 @@ impl Election for ElectionService {
         &self,
         request: Request<pb::ProclaimRequest>,
     ) -> Result<Response<pb::ProclaimResponse>, Status> {
+        let caller = Caller::of(&self.node, &request)?;
         let req = request.into_inner();
         let leader = req.leader.ok_or_else(missing_leader_key)?;
-        let revision = proclaim(&self.node, &leader.key, leader.rev, req.value)
+        let revision = proclaim(&self.node, &caller, &leader.key, leader.rev, req.value)
             .await?
             .ok_or_else(not_leader)?;
         Ok(Response::new(pb::ProclaimResponse {
@@ -225,7 +231,9 @@ impl Election for ElectionService {
         &self,
         request: Request<pb::LeaderRequest>,
     ) -> Result<Response<pb::LeaderResponse>, Status> {
+        let caller = Caller::of(&self.node, &request)?;
         let prefix = recipe::queue_prefix(&request.into_inner().name);
+        caller.require(&self.node, &KeyRange::prefix(prefix.clone()), Access::Read)?;
         self.node.read_barrier().await?;
         let (leader, revision) = {
             let store = self.node.store();
@@ -245,7 +253,9 @@ impl Election for ElectionService {
         &self,
         request: Request<pb::LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
+        let caller = Caller::of(&self.node, &request)?;
         let prefix = recipe::queue_prefix(&request.into_inner().name);
+        caller.require(&self.node, &KeyRange::prefix(prefix.clone()), Access::Read)?;
         let (tx, rx) = mpsc::channel(OBSERVE_QUEUE);
         tokio::spawn(observe(self.node.clone(), prefix, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -257,8 +267,10 @@ impl Election for ElectionService {
         &self,
         request: Request<pb::ResignRequest>,
     ) -> Result<Response<pb::ResignResponse>, Status> {
+        let caller = Caller::of(&self.node, &request)?;
         let leader = request.into_inner().leader.ok_or_else(missing_leader_key)?;
-        let revision = recipe::delete_if_created_at(&self.node, &leader.key, leader.rev).await?;
+        let revision =
+            recipe::delete_if_created_at(&self.node, &caller, &leader.key, leader.rev).await?;
         Ok(Response::new(pb::ResignResponse {
             header: Some(header(&self.node, Some(revision))),
         }))

@@ -13,6 +13,7 @@ use cairn_store::{Command, CommandResult, DeleteRangeRequest, KeyRange};
 use tonic::{Code, Request, Response, Status};
 
 use super::recipe::{self, LeaveOnDrop, Turn};
+use crate::auth::Caller;
 use crate::node::Node;
 use crate::services::common::header;
 
@@ -37,15 +38,16 @@ impl Lock for LockService {
         &self,
         request: Request<pb::LockRequest>,
     ) -> Result<Response<pb::LockResponse>, Status> {
+        let caller = Caller::of(&self.node, &request)?;
         let req = request.into_inner();
         let node = &self.node;
-        let lease = recipe::session_lease(node, req.lease).await?;
+        let lease = recipe::session_lease(node, &caller, req.lease).await?;
         let prefix = recipe::queue_prefix(&req.name);
         let key = recipe::queue_key(&prefix, lease);
-        let joined = recipe::join(node, &prefix, &key, Vec::new(), lease).await?;
+        let joined = recipe::join(node, &caller, &prefix, &key, Vec::new(), lease).await?;
         // From here until we answer, a failure or a vanished client leaves
         // the queue (etcd unlocks when the wait fails).
-        let leave = LeaveOnDrop::new(node.clone(), key.clone(), joined.create_revision);
+        let leave = LeaveOnDrop::new(node.clone(), caller, key.clone(), joined.create_revision);
         let revision = if joined.first {
             joined.revision
         } else {
@@ -68,14 +70,13 @@ impl Lock for LockService {
         &self,
         request: Request<pb::UnlockRequest>,
     ) -> Result<Response<pb::UnlockResponse>, Status> {
+        let caller = Caller::of(&self.node, &request)?;
         let key = request.into_inner().key;
-        let result = self
-            .node
-            .write(Command::DeleteRange(DeleteRangeRequest {
-                range: KeyRange::single(key),
-                prev_kv: false,
-            }))
-            .await?;
+        let delete = Command::DeleteRange(DeleteRangeRequest {
+            range: KeyRange::single(key),
+            prev_kv: false,
+        });
+        let result = self.node.write_as(&caller, delete).await?;
         let revision = match result {
             CommandResult::DeleteRange(d) => d.revision,
             other => return Err(recipe::unexpected("delete", other).into()),

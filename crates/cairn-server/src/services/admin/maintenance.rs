@@ -15,6 +15,7 @@ use openraft::async_runtime::WatchReceiver;
 use sha2::{Digest, Sha256};
 use tonic::{Code, Request, Response, Status};
 
+use crate::auth::Caller;
 use crate::error::ServerError;
 use crate::node::forward::ForwardRequest;
 use crate::node::{Node, ETCD_API_VERSION};
@@ -109,6 +110,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
+        let caller = Caller::of(&self.node, &request)?;
         let req = request.into_inner();
         let action = WireAlarmAction::try_from(req.action)
             .map_err(|_| ServerError::InvalidArgument("unknown alarm action".into()))?;
@@ -131,18 +133,19 @@ impl Maintenance for MaintenanceService {
             // As etcd: activating "no alarm" does nothing.
             WireAlarmAction::Activate => {
                 if let Some(kind) = kind {
-                    node.write(Command::Alarm {
+                    let activate = Command::Alarm {
                         action: AlarmAction::Activate,
                         member_id: req.member_id,
                         alarm: kind,
-                    })
-                    .await?;
+                    };
+                    node.write_as(&caller, activate).await?;
                     alarms.push(alarm_member(req.member_id, kind));
                 }
             }
             // Member 0 means every member: clear the alarm wherever raised.
             WireAlarmAction::Deactivate => {
                 if let Some(kind) = kind {
+                    caller.require_admin(node)?;
                     node.read_barrier().await?;
                     let raised: Vec<u64> = node
                         .store()
@@ -152,12 +155,12 @@ impl Maintenance for MaintenanceService {
                         .map(|(m, _)| *m)
                         .collect();
                     for member_id in raised {
-                        node.write(Command::Alarm {
+                        let deactivate = Command::Alarm {
                             action: AlarmAction::Deactivate,
                             member_id,
                             alarm: kind,
-                        })
-                        .await?;
+                        };
+                        node.write_as(&caller, deactivate).await?;
                         alarms.push(alarm_member(member_id, kind));
                     }
                 }
@@ -219,8 +222,9 @@ impl Maintenance for MaintenanceService {
     /// a new data dir.
     async fn defragment(
         &self,
-        _request: Request<pb::DefragmentRequest>,
+        request: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        Caller::of(&self.node, &request)?.require_admin(&self.node)?;
         Ok(Response::new(pb::DefragmentResponse {
             header: Some(header(&self.node, None)),
         }))
@@ -231,8 +235,9 @@ impl Maintenance for MaintenanceService {
     /// log. Not linearized, as in etcd.
     async fn hash(
         &self,
-        _request: Request<pb::HashRequest>,
+        request: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
+        Caller::of(&self.node, &request)?.require_admin(&self.node)?;
         let (snapshot, revision) = {
             let store = self.node.store();
             (
@@ -253,6 +258,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
+        Caller::of(&self.node, &request)?.require_admin(&self.node)?;
         let want = request.into_inner().revision;
         self.node.read_barrier().await?;
         let (hash, compact_revision, head) = {
@@ -275,8 +281,9 @@ impl Maintenance for MaintenanceService {
     /// [`SNAPSHOT_CHUNK_BYTES`].
     async fn snapshot(
         &self,
-        _request: Request<pb::SnapshotRequest>,
+        request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        Caller::of(&self.node, &request)?.require_admin(&self.node)?;
         // One read guard: the copy is a single revision of the store.
         let (snapshot, revision) = {
             let store = self.node.store();
@@ -299,6 +306,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        Caller::of(&self.node, &request)?.require_admin(&self.node)?;
         let to = request.into_inner().target_id;
         let node = &self.node;
         let target = node.members().into_iter().find(|m| m.id == to);
@@ -329,8 +337,9 @@ impl Maintenance for MaintenanceService {
 
     async fn downgrade(
         &self,
-        _request: Request<pb::DowngradeRequest>,
+        request: Request<pb::DowngradeRequest>,
     ) -> Result<Response<pb::DowngradeResponse>, Status> {
+        Caller::of(&self.node, &request)?.require_admin(&self.node)?;
         Err(Status::unimplemented(
             "etcdserver: cluster version downgrade is not supported",
         ))

@@ -18,6 +18,7 @@ use cairn_store::{
 };
 use tokio::sync::mpsc;
 
+use crate::auth::Caller;
 use crate::error::ServerError;
 use crate::node::Node;
 use crate::watch_hub::{WatchHub, WatchMessage, WatchSpec, WatcherKey};
@@ -47,18 +48,16 @@ pub fn queue_key(prefix: &[u8], lease: i64) -> Vec<u8> {
 
 /// The lease a contender's key lives on: the one given, or (for 0) a new
 /// lease of etcd's default session TTL that nobody keeps alive.
-pub async fn session_lease(node: &Node, lease: i64) -> Result<i64, ServerError> {
+pub async fn session_lease(node: &Node, caller: &Caller, lease: i64) -> Result<i64, ServerError> {
     if lease != 0 {
         return Ok(lease);
     }
-    match node
-        .write(Command::LeaseGrant {
-            id: 0,
-            ttl_secs: DEFAULT_SESSION_TTL_SECS,
-            now_ms: node.clock.now_ms(),
-        })
-        .await?
-    {
+    let grant = Command::LeaseGrant {
+        id: 0,
+        ttl_secs: DEFAULT_SESSION_TTL_SECS,
+        now_ms: node.clock.now_ms(),
+    };
+    match node.write_as(caller, grant).await? {
         CommandResult::LeaseGrant(g) => Ok(g.id),
         other => Err(unexpected("lease grant", other)),
     }
@@ -68,9 +67,13 @@ pub fn unexpected(what: &str, result: CommandResult) -> ServerError {
     ServerError::Internal(format!("unexpected result for {what}: {result:?}"))
 }
 
-/// Run a transaction through consensus.
-pub async fn txn(node: &Node, txn: TxnRequest) -> Result<TxnResponse, ServerError> {
-    match node.write(Command::Txn(txn)).await? {
+/// Run a transaction through consensus, as `caller`.
+pub async fn txn(
+    node: &Node,
+    caller: &Caller,
+    txn: TxnRequest,
+) -> Result<TxnResponse, ServerError> {
+    match node.write_as(caller, Command::Txn(txn)).await? {
         CommandResult::Txn(t) => Ok(t),
         other => Err(unexpected("txn", other)),
     }
@@ -131,6 +134,7 @@ pub struct Joined {
 /// `Mutex.tryAcquire` / `Election.Campaign` transaction.
 pub async fn join(
     node: &Node,
+    caller: &Caller,
     prefix: &[u8],
     key: &[u8],
     value: Vec<u8>,
@@ -138,6 +142,7 @@ pub async fn join(
 ) -> Result<Joined, ServerError> {
     let resp = txn(
         node,
+        caller,
         TxnRequest {
             compare: vec![created_at(key, 0)],
             success: vec![
@@ -271,9 +276,15 @@ pub async fn wait_turn(
 
 /// Delete `key` if it still has create revision `rev` (etcd's `Resign`).
 /// Returns the revision the transaction ran at.
-pub async fn delete_if_created_at(node: &Node, key: &[u8], rev: i64) -> Result<i64, ServerError> {
+pub async fn delete_if_created_at(
+    node: &Node,
+    caller: &Caller,
+    key: &[u8],
+    rev: i64,
+) -> Result<i64, ServerError> {
     let resp = txn(
         node,
+        caller,
         TxnRequest {
             compare: vec![created_at(key, rev)],
             success: vec![RequestOp::DeleteRange(DeleteRangeRequest {
@@ -291,13 +302,13 @@ pub async fn delete_if_created_at(node: &Node, key: &[u8], rev: i64) -> Result<i
 /// away) before the key holds the lock, as etcd releases the key when its
 /// wait fails. Dropping it armed deletes the key, if it is still ours.
 pub struct LeaveOnDrop {
-    armed: Option<(Arc<Node>, Vec<u8>, i64)>,
+    armed: Option<(Arc<Node>, Caller, Vec<u8>, i64)>,
 }
 
 impl LeaveOnDrop {
-    pub fn new(node: Arc<Node>, key: Vec<u8>, create_revision: i64) -> Self {
+    pub fn new(node: Arc<Node>, caller: Caller, key: Vec<u8>, create_revision: i64) -> Self {
         LeaveOnDrop {
-            armed: Some((node, key, create_revision)),
+            armed: Some((node, caller, key, create_revision)),
         }
     }
 
@@ -309,14 +320,14 @@ impl LeaveOnDrop {
 
 impl Drop for LeaveOnDrop {
     fn drop(&mut self) {
-        let Some((node, key, rev)) = self.armed.take() else {
+        let Some((node, caller, key, rev)) = self.armed.take() else {
             return;
         };
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
         rt.spawn(async move {
-            if let Err(e) = delete_if_created_at(&node, &key, rev).await {
+            if let Err(e) = delete_if_created_at(&node, &caller, &key, rev).await {
                 tracing::warn!(
                     "could not remove abandoned queue key {}: {e}",
                     String::from_utf8_lossy(&key)

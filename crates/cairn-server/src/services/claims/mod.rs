@@ -21,6 +21,7 @@ use tonic::{Request, Response, Status};
 
 pub use reads::ReadCounters;
 
+use crate::auth::Caller;
 use crate::error::ServerError;
 use crate::node::Node;
 
@@ -46,8 +47,8 @@ struct ClaimsService {
 }
 
 impl ClaimsService {
-    async fn write(&self, cmd: ClaimsCommand) -> Result<ClaimsReply, Status> {
-        match self.node.write(Command::Claims(cmd)).await? {
+    async fn write(&self, caller: &Caller, cmd: ClaimsCommand) -> Result<ClaimsReply, Status> {
+        match self.node.write_as(caller, Command::Claims(cmd)).await? {
             CommandResult::Claims(r) => r.map_err(convert::error_status),
             other => {
                 Err(ServerError::Internal(format!("unexpected claims result {other:?}")).into())
@@ -101,13 +102,17 @@ impl Claims for ClaimsService {
         &self,
         request: Request<pb::CreateNamespaceRequest>,
     ) -> Result<Response<pb::CreateNamespaceResponse>, Status> {
+        let caller = crate::services::registry::caller(&self.node, &request)?;
         let req = request.into_inner();
         let config = convert::config(req.config)?;
         let reply = self
-            .write(ClaimsCommand::CreateNamespace {
-                name: req.namespace,
-                config,
-            })
+            .write(
+                &caller,
+                ClaimsCommand::CreateNamespace {
+                    name: req.namespace,
+                    config,
+                },
+            )
             .await?;
         match reply.output {
             ClaimsOutput::Created { existed } => Ok(Response::new(pb::CreateNamespaceResponse {
@@ -122,16 +127,20 @@ impl Claims for ClaimsService {
         &self,
         request: Request<pb::CanOffloadRequest>,
     ) -> Result<Response<pb::CanOffloadResponse>, Status> {
+        let caller = crate::services::registry::caller(&self.node, &request)?;
         let req = request.into_inner();
         let keys = convert::keys(req.keys)?;
         let now_ms = self.now_ms();
         let reply = self
-            .write(ClaimsCommand::CanOffload {
-                namespace: req.namespace,
-                session_id: req.session_id,
-                keys,
-                now_ms,
-            })
+            .write(
+                &caller,
+                ClaimsCommand::CanOffload {
+                    namespace: req.namespace,
+                    session_id: req.session_id,
+                    keys,
+                    now_ms,
+                },
+            )
             .await?;
         match reply.output {
             ClaimsOutput::CanOffload {
@@ -150,15 +159,19 @@ impl Claims for ClaimsService {
         &self,
         request: Request<pb::ClaimsRegisterRequest>,
     ) -> Result<Response<pb::ClaimsRegisterResponse>, Status> {
+        let caller = crate::services::registry::caller(&self.node, &request)?;
         let req = request.into_inner();
         let entries = convert::entries(req.entries)?;
         let reply = self
-            .write(ClaimsCommand::Register {
-                namespace: req.namespace,
-                session_id: req.session_id,
-                entries,
-                now_ms: self.now_ms(),
-            })
+            .write(
+                &caller,
+                ClaimsCommand::Register {
+                    namespace: req.namespace,
+                    session_id: req.session_id,
+                    entries,
+                    now_ms: self.now_ms(),
+                },
+            )
             .await?;
         match reply.output {
             ClaimsOutput::Register { statuses, evicted } => {
@@ -176,6 +189,7 @@ impl Claims for ClaimsService {
         &self,
         request: Request<pb::MatchRequest>,
     ) -> Result<Response<pb::MatchResponse>, Status> {
+        crate::services::registry::caller(&self.node, &request)?;
         self.matches(request.into_inner(), |claims, ns, keys| {
             let found = claims.match_prefix(ns, keys)?;
             Ok(found
@@ -191,6 +205,7 @@ impl Claims for ClaimsService {
         &self,
         request: Request<pb::MatchRequest>,
     ) -> Result<Response<pb::MatchResponse>, Status> {
+        crate::services::registry::caller(&self.node, &request)?;
         self.matches(request.into_inner(), |claims, ns, keys| {
             claims.match_all(ns, keys)
         })
@@ -201,14 +216,18 @@ impl Claims for ClaimsService {
         &self,
         request: Request<pb::ClaimsKeysRequest>,
     ) -> Result<Response<pb::RemoveResponse>, Status> {
+        let caller = crate::services::registry::caller(&self.node, &request)?;
         let req = request.into_inner();
         let keys = convert::keys(req.keys)?;
         let reply = self
-            .write(ClaimsCommand::Remove {
-                namespace: req.namespace,
-                keys,
-                now_ms: self.now_ms(),
-            })
+            .write(
+                &caller,
+                ClaimsCommand::Remove {
+                    namespace: req.namespace,
+                    keys,
+                    now_ms: self.now_ms(),
+                },
+            )
             .await?;
         match reply.output {
             ClaimsOutput::Remove {
@@ -227,14 +246,18 @@ impl Claims for ClaimsService {
         &self,
         request: Request<pb::ClaimsKeysRequest>,
     ) -> Result<Response<pb::TouchResponse>, Status> {
+        let caller = crate::services::registry::caller(&self.node, &request)?;
         let req = request.into_inner();
         let keys = convert::keys(req.keys)?;
         let reply = self
-            .write(ClaimsCommand::Touch {
-                namespace: req.namespace,
-                keys,
-                now_ms: self.now_ms(),
-            })
+            .write(
+                &caller,
+                ClaimsCommand::Touch {
+                    namespace: req.namespace,
+                    keys,
+                    now_ms: self.now_ms(),
+                },
+            )
             .await?;
         match reply.output {
             ClaimsOutput::Touch { present } => Ok(Response::new(pb::TouchResponse {
@@ -249,6 +272,7 @@ impl Claims for ClaimsService {
         &self,
         request: Request<pb::StatsRequest>,
     ) -> Result<Response<pb::StatsResponse>, Status> {
+        crate::services::registry::caller(&self.node, &request)?;
         let req = request.into_inner();
         self.node.read_barrier().await?;
         let (stats, revision) = {

@@ -5,11 +5,13 @@ use std::sync::Arc;
 
 use cairn_proto::etcdserverpb as pb;
 use cairn_proto::etcdserverpb::kv_server::Kv;
+use cairn_store::auth::Access;
 use cairn_store::{txn, Command, CommandResult};
 use prost::Message;
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, Headers};
+use crate::auth::Caller;
 use crate::error::ServerError;
 use crate::node::Node;
 use crate::services::common::{header, Limits};
@@ -39,8 +41,8 @@ impl KvService {
         Ok(())
     }
 
-    async fn write(&self, command: Command) -> Result<CommandResult, Status> {
-        Ok(self.node.write(command).await?)
+    async fn write(&self, caller: &Caller, command: Command) -> Result<CommandResult, Status> {
+        Ok(self.node.write_as(caller, command).await?)
     }
 }
 
@@ -54,9 +56,11 @@ impl Kv for KvService {
         &self,
         request: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
+        let caller = Caller::of(&self.node, &request)?;
         let req = request.into_inner();
         let serializable = req.serializable;
         let range = convert::range_request(req)?;
+        caller.require(&self.node, &range.range, Access::Read)?;
         if !serializable {
             self.node.read_barrier().await?;
         }
@@ -68,10 +72,11 @@ impl Kv for KvService {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
+        let caller = Caller::of(&self.node, &request)?;
         let req = request.into_inner();
         self.check_size(&req)?;
         let put = convert::put_request(req)?;
-        match self.write(Command::Put(put)).await? {
+        match self.write(&caller, Command::Put(put)).await? {
             CommandResult::Put(r) => Ok(Response::new(convert::put_response(self.headers(), r))),
             other => Err(unexpected("put", other)),
         }
@@ -81,10 +86,11 @@ impl Kv for KvService {
         &self,
         request: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        let caller = Caller::of(&self.node, &request)?;
         let req = request.into_inner();
         self.check_size(&req)?;
         let delete = convert::delete_request(req)?;
-        match self.write(Command::DeleteRange(delete)).await? {
+        match self.write(&caller, Command::DeleteRange(delete)).await? {
             CommandResult::DeleteRange(r) => {
                 Ok(Response::new(convert::delete_response(self.headers(), r)))
             }
@@ -96,6 +102,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
+        let caller = Caller::of(&self.node, &request)?;
         let req = request.into_inner();
         self.check_size(&req)?;
         let t = convert::txn_request(req)?;
@@ -107,7 +114,7 @@ impl Kv for KvService {
         // has no read-only txn entry point, and a logged txn is trivially
         // linearizable. A read-only txn changes nothing and takes no
         // revision, so the only cost is a log entry.
-        match self.write(Command::Txn(t)).await? {
+        match self.write(&caller, Command::Txn(t)).await? {
             CommandResult::Txn(r) => Ok(Response::new(convert::txn_response(self.headers(), r))),
             other => Err(unexpected("txn", other)),
         }
@@ -117,14 +124,18 @@ impl Kv for KvService {
         &self,
         request: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
+        let caller = Caller::of(&self.node, &request)?;
         let req = request.into_inner();
         // `physical` needs no extra wait: the store drops the old
         // revisions synchronously while applying the command (on every
         // member), so when the write returns the compaction is done.
         match self
-            .write(Command::Compact {
-                revision: req.revision,
-            })
+            .write(
+                &caller,
+                Command::Compact {
+                    revision: req.revision,
+                },
+            )
             .await?
         {
             CommandResult::Compact { revision } => Ok(Response::new(pb::CompactionResponse {

@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::kv::unexpected;
 use super::until_stopped;
+use crate::auth::Caller;
 use crate::error::ServerError;
 use crate::node::Node;
 use crate::services::common::header;
@@ -36,12 +37,16 @@ impl LeaseService {
 
 /// Renew one lease. An unknown lease is not an error on this stream: etcd
 /// answers it with TTL 0 and keeps the stream open.
-async fn keep_alive_once(node: &Node, id: i64) -> Result<pb::LeaseKeepAliveResponse, Status> {
+async fn keep_alive_once(
+    node: &Node,
+    caller: &Caller,
+    id: i64,
+) -> Result<pb::LeaseKeepAliveResponse, Status> {
     let command = Command::LeaseKeepAlive {
         id,
         now_ms: node.clock.now_ms(),
     };
-    match node.write(command).await {
+    match node.write_as(caller, command).await {
         Ok(CommandResult::LeaseKeepAlive(r)) => Ok(pb::LeaseKeepAliveResponse {
             header: Some(header(node, Some(r.revision))),
             id: r.id,
@@ -68,13 +73,14 @@ impl Lease for LeaseService {
         &self,
         request: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        let caller = Caller::of(&self.node, &request)?;
         let req = request.into_inner();
         let command = Command::LeaseGrant {
             id: req.id,
             ttl_secs: req.ttl,
             now_ms: self.node.clock.now_ms(),
         };
-        match self.node.write(command).await? {
+        match self.node.write_as(&caller, command).await? {
             CommandResult::LeaseGrant(r) => Ok(Response::new(pb::LeaseGrantResponse {
                 header: Some(header(&self.node, Some(r.revision))),
                 id: r.id,
@@ -89,8 +95,13 @@ impl Lease for LeaseService {
         &self,
         request: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        let caller = Caller::of(&self.node, &request)?;
         let id = request.into_inner().id;
-        match self.node.write(Command::LeaseRevoke { id }).await? {
+        match self
+            .node
+            .write_as(&caller, Command::LeaseRevoke { id })
+            .await?
+        {
             CommandResult::LeaseRevoke { revision } => Ok(Response::new(pb::LeaseRevokeResponse {
                 header: Some(header(&self.node, Some(revision))),
             })),
@@ -104,6 +115,8 @@ impl Lease for LeaseService {
         &self,
         request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        // The stream runs as whoever opened it.
+        let caller = Caller::of(&self.node, &request)?;
         let mut incoming = request.into_inner();
         let (tx, rx) = mpsc::channel(KEEP_ALIVE_QUEUE);
         let node = self.node.clone();
@@ -120,7 +133,7 @@ impl Lease for LeaseService {
                 };
                 // The client closed its side (or the connection broke).
                 let Some(Ok(req)) = next else { return };
-                let resp = keep_alive_once(&node, req.id).await;
+                let resp = keep_alive_once(&node, &caller, req.id).await;
                 let failed = resp.is_err();
                 // An error ends the stream, as in etcd; the client opens a
                 // new one.
@@ -140,6 +153,7 @@ impl Lease for LeaseService {
         &self,
         request: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        Caller::of(&self.node, &request)?;
         let req = request.into_inner();
         self.node.read_barrier().await?;
         let (info, store_now_ms, revision) = {
@@ -172,8 +186,9 @@ impl Lease for LeaseService {
 
     async fn lease_leases(
         &self,
-        _request: Request<pb::LeaseLeasesRequest>,
+        request: Request<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        Caller::of(&self.node, &request)?;
         self.node.read_barrier().await?;
         let (ids, revision) = {
             let store = self.node.store();

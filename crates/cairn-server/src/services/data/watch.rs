@@ -30,6 +30,7 @@ use cairn_proto::etcdserverpb::watch_create_request::FilterType;
 use cairn_proto::etcdserverpb::watch_request::RequestUnion;
 use cairn_proto::etcdserverpb::watch_server::Watch;
 use cairn_proto::mvccpb;
+use cairn_store::auth::Access;
 use cairn_store::{KeyRange, StoreError};
 use futures::stream::BoxStream;
 use futures::StreamExt;
@@ -40,6 +41,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::event_to_wire;
 use super::until_stopped;
+use crate::auth::Caller;
 use crate::error::ServerError;
 use crate::node::Node;
 use crate::services::common::{header, Limits};
@@ -87,9 +89,12 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        // Every watcher of the stream runs as whoever opened it.
+        let caller = Caller::of(&self.node, &request)?;
         let (hub_tx, hub_rx) = mpsc::channel(HUB_QUEUE);
         let session = Session {
             node: self.node.clone(),
+            caller,
             max_response_bytes: self.limits.max_request_bytes,
             out: VecDeque::new(),
             hub_tx: WatchSender::new(hub_tx),
@@ -201,6 +206,9 @@ struct Driver {
 
 struct Session {
     node: Arc<Node>,
+    /// Who opened the stream: each watcher needs read permission on its
+    /// range when created.
+    caller: Caller,
     max_response_bytes: usize,
     /// Responses made and not yet taken by the outgoing stream: what one
     /// wake produced (at most one per watcher of the stream, or the parts
@@ -369,6 +377,14 @@ impl Session {
             no_put: c.filters.contains(&(FilterType::Noput as i32)),
             no_delete: c.filters.contains(&(FilterType::Nodelete as i32)),
         };
+        if let Err(e) = self.caller.require(&self.node, &spec.range, Access::Read) {
+            // etcd creates the watcher and cancels it with the reason.
+            let mut resp = self.response(watch_id, None);
+            resp.created = true;
+            resp.canceled = true;
+            resp.cancel_reason = e.to_string();
+            return self.send(resp);
+        }
         let token = self.next_token;
         self.next_token += 1;
         // The created response reports a revision read before the watcher

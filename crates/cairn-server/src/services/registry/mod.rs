@@ -19,12 +19,15 @@ use cairn_proto::cairn::v1::election_server::ElectionServer;
 use cairn_proto::cairn::v1::lock_server::LockServer;
 use cairn_proto::cairn::v1::registry_server::RegistryServer;
 use cairn_proto::cairn::v1::session_server::SessionServer;
+use cairn_store::auth::Access;
+use cairn_store::registry::RESERVED_PREFIX;
 use cairn_store::registry::{RegistryCommand, RegistryError, RegistryResult};
-use cairn_store::{Command, CommandResult};
+use cairn_store::{Command, CommandResult, KeyRange};
 use tonic::service::Routes;
 use tonic::Status;
 
 use super::Limits;
+use crate::auth::Caller;
 use crate::error::ServerError;
 use crate::node::Node;
 
@@ -67,9 +70,24 @@ fn unexpected(what: &str, result: &impl std::fmt::Debug) -> Status {
     ServerError::Internal(format!("unexpected result for {what}: {result:?}")).into()
 }
 
+/// Who calls a `cairn.v1` service (registry or claims). With auth on,
+/// these services need read and write permission over the whole reserved
+/// prefix, where their records live (an admin has it).
+pub(crate) fn caller<T>(node: &Node, request: &tonic::Request<T>) -> Result<Caller, Status> {
+    let caller = Caller::of(node, request)?;
+    let reserved = KeyRange::prefix(RESERVED_PREFIX);
+    caller.require(node, &reserved, Access::Read)?;
+    caller.require(node, &reserved, Access::Write)?;
+    Ok(caller)
+}
+
 /// Replicate one registry command; a refusal becomes an error status.
-async fn apply(node: &Node, command: RegistryCommand) -> Result<RegistryResult, Status> {
-    match node.write(Command::Registry(command)).await? {
+async fn apply(
+    node: &Node,
+    caller: &Caller,
+    command: RegistryCommand,
+) -> Result<RegistryResult, Status> {
+    match node.write_as(caller, Command::Registry(command)).await? {
         CommandResult::Registry(RegistryResult::Refused(e)) => Err(refused(e)),
         CommandResult::Registry(r) => Ok(r),
         other => Err(unexpected("registry command", &other)),

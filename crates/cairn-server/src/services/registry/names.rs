@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 
 use super::wait::{stopped, Watch};
 use super::{apply, check_size, unexpected};
+use crate::auth::Caller;
 use crate::node::Node;
 use crate::services::Limits;
 use crate::watch_hub::WatchMessage;
@@ -36,6 +37,7 @@ impl RegistryService {
 
     async fn register(
         &self,
+        caller: &Caller,
         req: pb::RegisterRequest,
         or_get: bool,
     ) -> Result<pb::RegisterResponse, Status> {
@@ -57,7 +59,7 @@ impl RegistryService {
             }
         };
         use pb::register_response::Outcome;
-        Ok(match apply(&self.node, cmd).await? {
+        Ok(match apply(&self.node, caller, cmd).await? {
             R::Registered { revision, previous } => pb::RegisterResponse {
                 outcome: Outcome::Registered as i32,
                 revision,
@@ -121,6 +123,7 @@ impl Registry for RegistryService {
         &self,
         request: Request<pb::CreateRegistryRequest>,
     ) -> Result<Response<pb::CreateRegistryResponse>, Status> {
+        let caller = super::caller(&self.node, &request)?;
         let req = request.into_inner();
         let mode = match pb::Mode::try_from(req.mode) {
             Ok(pb::Mode::Unique) => RegistryMode::Unique,
@@ -135,7 +138,7 @@ impl Registry for RegistryService {
             registry: req.registry,
             mode,
         };
-        match apply(&self.node, cmd).await? {
+        match apply(&self.node, &caller, cmd).await? {
             R::Created { revision } => Ok(Response::new(pb::CreateRegistryResponse {
                 created: true,
                 revision,
@@ -152,8 +155,9 @@ impl Registry for RegistryService {
         &self,
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let caller = super::caller(&self.node, &request)?;
         Ok(Response::new(
-            RegistryService::register(self, request.into_inner(), false).await?,
+            RegistryService::register(self, &caller, request.into_inner(), false).await?,
         ))
     }
 
@@ -161,8 +165,9 @@ impl Registry for RegistryService {
         &self,
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let caller = super::caller(&self.node, &request)?;
         Ok(Response::new(
-            RegistryService::register(self, request.into_inner(), true).await?,
+            RegistryService::register(self, &caller, request.into_inner(), true).await?,
         ))
     }
 
@@ -170,13 +175,14 @@ impl Registry for RegistryService {
         &self,
         request: Request<pb::UnregisterRequest>,
     ) -> Result<Response<pb::UnregisterResponse>, Status> {
+        let caller = super::caller(&self.node, &request)?;
         let req = request.into_inner();
         let cmd = C::Unregister {
             registry: req.registry,
             key: req.key,
             session: req.session_id,
         };
-        match apply(&self.node, cmd).await? {
+        match apply(&self.node, &caller, cmd).await? {
             R::Unregistered { revision } => Ok(Response::new(pb::UnregisterResponse {
                 unregistered: true,
                 revision,
@@ -193,6 +199,7 @@ impl Registry for RegistryService {
         &self,
         request: Request<pb::UpdateValueRequest>,
     ) -> Result<Response<pb::UpdateValueResponse>, Status> {
+        let caller = super::caller(&self.node, &request)?;
         let req = request.into_inner();
         check_size(&self.limits, &req)?;
         let cmd = C::UpdateValue {
@@ -204,7 +211,7 @@ impl Registry for RegistryService {
         };
         use pb::update_value_response::Outcome;
         let revision_now = || self.node.store().revision();
-        let resp = match apply(&self.node, cmd).await? {
+        let resp = match apply(&self.node, &caller, cmd).await? {
             R::Updated { revision, previous } => pb::UpdateValueResponse {
                 outcome: Outcome::Updated as i32,
                 revision,
@@ -229,6 +236,7 @@ impl Registry for RegistryService {
         &self,
         request: Request<pb::LookupRequest>,
     ) -> Result<Response<pb::LookupResponse>, Status> {
+        super::caller(&self.node, &request)?;
         let req = request.into_inner();
         self.node.read_barrier().await?;
         let store = self.node.store();
@@ -245,6 +253,7 @@ impl Registry for RegistryService {
         &self,
         request: Request<pb::LookupRequest>,
     ) -> Result<Response<pb::CountResponse>, Status> {
+        super::caller(&self.node, &request)?;
         let req = request.into_inner();
         self.node.read_barrier().await?;
         let store = self.node.store();
@@ -258,6 +267,7 @@ impl Registry for RegistryService {
         &self,
         request: Request<pb::KeysRequest>,
     ) -> Result<Response<pb::KeysResponse>, Status> {
+        super::caller(&self.node, &request)?;
         let req = request.into_inner();
         self.node.read_barrier().await?;
         let store = self.node.store();
@@ -271,6 +281,7 @@ impl Registry for RegistryService {
         &self,
         request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
+        super::caller(&self.node, &request)?;
         let req = request.into_inner();
         let limit = match usize::try_from(req.limit) {
             Ok(0) => DEFAULT_PAGE,
@@ -305,6 +316,7 @@ impl Registry for RegistryService {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        super::caller(&self.node, &request)?;
         let req = request.into_inner();
         if req.registry.is_empty() {
             return Err(Status::invalid_argument(

@@ -21,6 +21,7 @@ use tonic::{Request, Response, Status};
 
 use super::wait::{stopped, Watch};
 use super::{apply, check_size, unexpected};
+use crate::auth::Caller;
 use crate::error::ServerError;
 use crate::node::Node;
 use crate::services::Limits;
@@ -39,6 +40,7 @@ fn lost() -> Status {
 /// fencing token and the revision at which it was seen heading the queue.
 async fn acquire(
     node: &Arc<Node>,
+    caller: &Caller,
     kind: QueueKind,
     name: Vec<u8>,
     session: i64,
@@ -46,6 +48,7 @@ async fn acquire(
 ) -> Result<(i64, i64), Status> {
     let joined = apply(
         node,
+        caller,
         C::Join {
             kind,
             name: name.clone(),
@@ -66,7 +69,14 @@ async fn acquire(
         return Ok((token, revision));
     }
     let leave = LeaveOnDrop {
-        armed: Some((node.clone(), kind, name.clone(), session, token)),
+        armed: Some((
+            node.clone(),
+            caller.clone(),
+            kind,
+            name.clone(),
+            session,
+            token,
+        )),
     };
     let revision = wait_for_head(node, kind, &name, session, token).await?;
     leave.disarm();
@@ -127,8 +137,9 @@ struct LeaveOnDrop {
     armed: Option<Place>,
 }
 
-/// A queue place: node to propose on, queue kind, name, session, token.
-type Place = (Arc<Node>, QueueKind, Vec<u8>, i64, i64);
+/// A queue place: node to propose on, who joined, queue kind, name,
+/// session, token.
+type Place = (Arc<Node>, Caller, QueueKind, Vec<u8>, i64, i64);
 
 impl LeaveOnDrop {
     fn disarm(mut self) {
@@ -138,7 +149,7 @@ impl LeaveOnDrop {
 
 impl Drop for LeaveOnDrop {
     fn drop(&mut self) {
-        let Some((node, kind, name, session, token)) = self.armed.take() else {
+        let Some((node, caller, kind, name, session, token)) = self.armed.take() else {
             return;
         };
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
@@ -151,7 +162,7 @@ impl Drop for LeaveOnDrop {
                 session,
                 token,
             };
-            if let Err(e) = apply(&node, cmd).await {
+            if let Err(e) = apply(&node, &caller, cmd).await {
                 tracing::debug!("could not leave an abandoned queue place: {e}");
             }
         });
@@ -160,6 +171,7 @@ impl Drop for LeaveOnDrop {
 
 async fn leave(
     node: &Node,
+    caller: &Caller,
     kind: QueueKind,
     name: Vec<u8>,
     session: i64,
@@ -171,7 +183,7 @@ async fn leave(
         session,
         token,
     };
-    match apply(node, cmd).await? {
+    match apply(node, caller, cmd).await? {
         R::Left { revision } => Ok((true, revision)),
         R::NotHeld => Ok((false, node.store().revision())),
         other => Err(unexpected("leave", &other)),
@@ -194,9 +206,11 @@ impl Lock for LockService {
         &self,
         request: Request<pb::LockRequest>,
     ) -> Result<Response<pb::LockResponse>, Status> {
+        let caller = super::caller(&self.node, &request)?;
         let req = request.into_inner();
         let (fencing_token, revision) = acquire(
             &self.node,
+            &caller,
             QueueKind::Lock,
             req.name,
             req.session_id,
@@ -213,9 +227,11 @@ impl Lock for LockService {
         &self,
         request: Request<pb::UnlockRequest>,
     ) -> Result<Response<pb::UnlockResponse>, Status> {
+        let caller = super::caller(&self.node, &request)?;
         let req = request.into_inner();
         let (released, revision) = leave(
             &self.node,
+            &caller,
             QueueKind::Lock,
             req.name,
             req.session_id,
@@ -251,10 +267,12 @@ impl Election for ElectionService {
         &self,
         request: Request<pb::CampaignRequest>,
     ) -> Result<Response<pb::CampaignResponse>, Status> {
+        let caller = super::caller(&self.node, &request)?;
         let req = request.into_inner();
         check_size(&self.limits, &req)?;
         let (fencing_token, revision) = acquire(
             &self.node,
+            &caller,
             QueueKind::Election,
             req.name,
             req.session_id,
@@ -271,6 +289,7 @@ impl Election for ElectionService {
         &self,
         request: Request<pb::ProclaimRequest>,
     ) -> Result<Response<pb::ProclaimResponse>, Status> {
+        let caller = super::caller(&self.node, &request)?;
         let req = request.into_inner();
         check_size(&self.limits, &req)?;
         let cmd = C::Proclaim {
@@ -279,7 +298,7 @@ impl Election for ElectionService {
             token: req.fencing_token,
             value: req.value,
         };
-        match apply(&self.node, cmd).await? {
+        match apply(&self.node, &caller, cmd).await? {
             R::Proclaimed { revision } => Ok(Response::new(pb::ProclaimResponse { revision })),
             R::NotLeader => Err(Status::failed_precondition("cairn: not the leader")),
             R::NotHeld => Err(Status::failed_precondition(
@@ -293,6 +312,7 @@ impl Election for ElectionService {
         &self,
         request: Request<pb::LeaderRequest>,
     ) -> Result<Response<pb::LeaderResponse>, Status> {
+        super::caller(&self.node, &request)?;
         let name = request.into_inner().name;
         self.node.read_barrier().await?;
         let store = self.node.store();
@@ -308,6 +328,7 @@ impl Election for ElectionService {
         &self,
         request: Request<pb::LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
+        super::caller(&self.node, &request)?;
         let name = request.into_inner().name;
         self.node.read_barrier().await?;
         let (tx, rx) = mpsc::channel(OBSERVE_QUEUE);
@@ -359,9 +380,11 @@ impl Election for ElectionService {
         &self,
         request: Request<pb::ResignRequest>,
     ) -> Result<Response<pb::ResignResponse>, Status> {
+        let caller = super::caller(&self.node, &request)?;
         let req = request.into_inner();
         let (resigned, revision) = leave(
             &self.node,
+            &caller,
             QueueKind::Election,
             req.name,
             req.session_id,

@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::unexpected;
 use super::wait::stopped;
+use crate::auth::Caller;
 use crate::error::ServerError;
 use crate::node::Node;
 
@@ -32,12 +33,16 @@ impl SessionService {
     }
 }
 
-async fn keep_alive_once(node: &Node, id: i64) -> Result<pb::KeepAliveResponse, Status> {
+async fn keep_alive_once(
+    node: &Node,
+    caller: &Caller,
+    id: i64,
+) -> Result<pb::KeepAliveResponse, Status> {
     let command = Command::LeaseKeepAlive {
         id,
         now_ms: node.clock.now_ms(),
     };
-    match node.write(command).await {
+    match node.write_as(caller, command).await {
         Ok(CommandResult::LeaseKeepAlive(r)) => Ok(pb::KeepAliveResponse {
             session_id: r.id,
             ttl_secs: r.ttl_secs,
@@ -59,6 +64,7 @@ impl Session for SessionService {
         &self,
         request: Request<pb::CreateSessionRequest>,
     ) -> Result<Response<pb::CreateSessionResponse>, Status> {
+        let caller = super::caller(&self.node, &request)?;
         let ttl_secs = request.into_inner().ttl_secs;
         if ttl_secs <= 0 {
             return Err(Status::invalid_argument("cairn: ttl_secs must be positive"));
@@ -68,7 +74,7 @@ impl Session for SessionService {
             ttl_secs,
             now_ms: self.node.clock.now_ms(),
         };
-        match self.node.write(command).await? {
+        match self.node.write_as(&caller, command).await? {
             CommandResult::LeaseGrant(g) => Ok(Response::new(pb::CreateSessionResponse {
                 session_id: g.id,
                 ttl_secs: g.ttl_secs,
@@ -84,6 +90,7 @@ impl Session for SessionService {
         &self,
         request: Request<Streaming<pb::KeepAliveRequest>>,
     ) -> Result<Response<Self::KeepAliveStream>, Status> {
+        let caller = super::caller(&self.node, &request)?;
         let mut incoming = request.into_inner();
         let (tx, rx) = mpsc::channel(KEEP_ALIVE_QUEUE);
         let node = self.node.clone();
@@ -98,7 +105,7 @@ impl Session for SessionService {
                     next = incoming.next() => next,
                 };
                 let Some(Ok(req)) = next else { return };
-                let resp = keep_alive_once(&node, req.session_id).await;
+                let resp = keep_alive_once(&node, &caller, req.session_id).await;
                 let failed = resp.is_err();
                 let sent = tokio::select! {
                     sent = tx.send(resp) => sent.is_ok(),
@@ -117,8 +124,13 @@ impl Session for SessionService {
         &self,
         request: Request<pb::CloseSessionRequest>,
     ) -> Result<Response<pb::CloseSessionResponse>, Status> {
+        let caller = super::caller(&self.node, &request)?;
         let id = request.into_inner().session_id;
-        match self.node.write(Command::LeaseRevoke { id }).await {
+        match self
+            .node
+            .write_as(&caller, Command::LeaseRevoke { id })
+            .await
+        {
             Ok(CommandResult::LeaseRevoke { revision }) => {
                 Ok(Response::new(pb::CloseSessionResponse { revision }))
             }
@@ -134,6 +146,7 @@ impl Session for SessionService {
         &self,
         request: Request<pb::SessionInfoRequest>,
     ) -> Result<Response<pb::SessionInfoResponse>, Status> {
+        super::caller(&self.node, &request)?;
         let id = request.into_inner().session_id;
         self.node.read_barrier().await?;
         let (info, store_now_ms, revision) = {
