@@ -26,7 +26,7 @@ use cairn_raft::coalesce::Coalesced;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::Connected;
 
 use crate::tls::Accepted;
 
@@ -92,8 +92,8 @@ impl FilteredConn {
 }
 
 impl Connected for FilteredConn {
-    type ConnectInfo = TcpConnectInfo;
-    fn connect_info(&self) -> TcpConnectInfo {
+    type ConnectInfo = crate::tls::ConnInfo;
+    fn connect_info(&self) -> crate::tls::ConnInfo {
         self.conn.connect_info()
     }
 }
@@ -724,13 +724,13 @@ mod tests {
             c.shutdown().await.unwrap();
         });
         let (tcp, remote) = listener.accept().await.unwrap();
-        let info = TcpConnectInfo {
+        let info = tonic::transport::server::TcpConnectInfo {
             local_addr: None,
             remote_addr: Some(remote),
         };
         let mut conn = FilteredConn::new(Accepted {
             stream: crate::tls::Stream::Plain(tcp),
-            info,
+            info: crate::tls::ConnInfo::plain(info),
         });
         let mut got = Vec::new();
         conn.read_to_end(&mut got).await.unwrap();

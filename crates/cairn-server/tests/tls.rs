@@ -322,3 +322,98 @@ async fn a_renewed_certificate_is_served_without_a_restart() {
     }
     c.shutdown().await;
 }
+
+/// With auth on and `--client-cert-auth`, a request without a token runs as
+/// the user its certificate's common name names, as in etcd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_auth_on_a_client_certificate_names_its_user() {
+    use cairn_proto::authpb::{permission::Type as PermType, Permission};
+    use cairn_proto::etcdserverpb::auth_client::AuthClient;
+    use cairn_proto::etcdserverpb::*;
+
+    let (_certs, pki) = pki();
+    let c = Cluster::start(1, |c| {
+        client_tls(&pki, c, true);
+        c.auth_password_iterations = 1000;
+    })
+    .await;
+    c.wait_leader(ELECTION).await;
+    let url = c.node(0).config.advertise_client_url();
+    let channel = dial(&url, &pki.ca, Some((&pki.client_cert, &pki.client_key)))
+        .await
+        .expect("handshake");
+    let mut auth = AuthClient::new(channel.clone());
+    // The test client certificate's common name.
+    let cn = "cairn client";
+    let add = |name: &str, password: &str| AuthUserAddRequest {
+        name: name.into(),
+        password: password.into(),
+        options: Some(cairn_proto::authpb::UserAddOptions {
+            no_password: password.is_empty(),
+        }),
+        ..Default::default()
+    };
+    auth.user_add(add("root", "rootpw")).await.unwrap();
+    auth.user_add(add(cn, "")).await.unwrap();
+    auth.user_grant_role(AuthUserGrantRoleRequest {
+        user: "root".into(),
+        role: "root".into(),
+    })
+    .await
+    .unwrap();
+    auth.role_add(AuthRoleAddRequest { name: "r".into() })
+        .await
+        .unwrap();
+    auth.role_grant_permission(AuthRoleGrantPermissionRequest {
+        name: "r".into(),
+        perm: Some(Permission {
+            perm_type: PermType::Readwrite as i32,
+            key: b"a".to_vec(),
+            range_end: b"b".to_vec(),
+        }),
+    })
+    .await
+    .unwrap();
+    auth.user_grant_role(AuthUserGrantRoleRequest {
+        user: cn.into(),
+        role: "r".into(),
+    })
+    .await
+    .unwrap();
+    auth.auth_enable(AuthEnableRequest {}).await.unwrap();
+
+    // A user without a password cannot log in with one.
+    assert!(auth
+        .authenticate(AuthenticateRequest {
+            name: cn.into(),
+            password: String::new(),
+        })
+        .await
+        .is_err());
+    assert_eq!(
+        put_get(channel.clone(), "a1").await.expect("as the CN"),
+        b"v"
+    );
+    let refused = put_get(channel.clone(), "z1").await.expect_err("outside a");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+
+    // A token names its own user, certificate or not.
+    let token = auth
+        .authenticate(AuthenticateRequest {
+            name: "root".into(),
+            password: "rootpw".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let mut delete = tonic::Request::new(AuthUserDeleteRequest { name: cn.into() });
+    delete
+        .metadata_mut()
+        .insert("token", token.parse().unwrap());
+    auth.user_delete(delete).await.unwrap();
+    // A name no user has may do nothing.
+    let refused = put_get(channel, "a2").await.expect_err("user deleted");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    c.shutdown().await;
+}

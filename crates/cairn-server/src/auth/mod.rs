@@ -27,8 +27,8 @@ pub const TOKEN_METADATA: &str = "token";
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Caller(Option<String>);
 
-/// The common name of a verified client certificate, put in a
-/// connection's request extensions by the TLS accept loop.
+/// The common name of a verified client certificate (see
+/// [`crate::tls::ConnInfo`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertUser(pub String);
 
@@ -44,7 +44,10 @@ impl Caller {
 
     /// Who calls, from a request's metadata and extensions.
     pub fn of<T>(node: &Node, request: &tonic::Request<T>) -> Result<Caller, ServerError> {
-        let cert_user = request.extensions().get::<CertUser>();
+        let cert_user = request
+            .extensions()
+            .get::<crate::tls::ConnInfo>()
+            .and_then(|c| c.cert_user.as_ref());
         Caller::resolve(
             node,
             request.metadata(),

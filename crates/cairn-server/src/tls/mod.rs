@@ -42,6 +42,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+use crate::auth::CertUser;
+
 /// TLS handshakes in progress at once per port; past it the port stops
 /// accepting until one ends (new connections wait in the kernel's backlog;
 /// connections already open go on being served). Each holds a socket and
@@ -201,17 +203,45 @@ pub enum Stream {
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
 
-/// A connection accepted on a port, with the addresses tonic reports.
+/// A connection accepted on a port, with what tonic puts in each of its
+/// requests' extensions.
 pub struct Accepted {
     pub stream: Stream,
-    pub info: TcpConnectInfo,
+    pub info: ConnInfo,
+}
+
+/// What the services may learn about the connection a request came on.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub tcp: TcpConnectInfo,
+    /// The common name of the client certificate the handshake verified
+    /// (only with client certificate authentication): with auth on, the
+    /// user a request without a token runs as, as in etcd.
+    pub cert_user: Option<CertUser>,
+}
+
+impl ConnInfo {
+    pub fn plain(tcp: TcpConnectInfo) -> Self {
+        ConnInfo {
+            tcp,
+            cert_user: None,
+        }
+    }
 }
 
 impl Connected for Accepted {
-    type ConnectInfo = TcpConnectInfo;
-    fn connect_info(&self) -> TcpConnectInfo {
+    type ConnectInfo = ConnInfo;
+    fn connect_info(&self) -> ConnInfo {
         self.info.clone()
     }
+}
+
+/// The common name (CN) of a DER certificate's subject, if it has one that
+/// is text.
+pub fn common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_string)
 }
 
 /// Forwards a call to whichever stream an [`Accepted`] holds.
@@ -351,7 +381,7 @@ pub fn incoming(
             let Some(acceptor) = &tls else {
                 let conn = Accepted {
                     stream: Stream::Plain(tcp),
-                    info,
+                    info: ConnInfo::plain(info),
                 };
                 if tx.send(Ok(conn)).await.is_err() {
                     return;
@@ -363,9 +393,21 @@ pub fn incoming(
                 let _permit = permit;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
+                        // Only a verified client shows a certificate: the
+                        // acceptor asks for one only with client auth on.
+                        let cert_user = tls
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|chain| chain.first())
+                            .and_then(|der| common_name(der))
+                            .map(CertUser);
                         let conn = Accepted {
                             stream: Stream::Tls(Box::new(tls)),
-                            info,
+                            info: ConnInfo {
+                                tcp: info,
+                                cert_user,
+                            },
                         };
                         let _ = tx.send(Ok(conn)).await;
                     }

@@ -1,0 +1,453 @@
+//! etcd's authentication on a real 3-member cluster, driven over gRPC with
+//! the generated etcd clients: tokens issued by one member and used on
+//! another, permissions on writes forwarded to the leader, watches, leases,
+//! admin-only calls, the `cairn.v1` services, and the auth state carried by
+//! restarts and snapshot installs.
+
+mod support;
+
+use std::time::Duration;
+
+use cairn_proto::authpb::{permission::Type as PermType, Permission};
+use cairn_proto::cairn::v1 as cpb;
+use cairn_proto::cairn::v1::session_client::SessionClient;
+use cairn_proto::etcdserverpb::auth_client::AuthClient;
+use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
+use cairn_proto::etcdserverpb::kv_client::KvClient;
+use cairn_proto::etcdserverpb::lease_client::LeaseClient;
+use cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use cairn_proto::etcdserverpb::watch_client::WatchClient;
+use cairn_proto::etcdserverpb::watch_request::RequestUnion;
+use cairn_proto::etcdserverpb::*;
+use futures::StreamExt;
+use openraft::async_runtime::WatchReceiver;
+use support::{wait_until, Cluster};
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+
+const ELECTION: Duration = Duration::from_secs(10);
+
+/// Cheap hashing: these tests log in often.
+fn cheap(cfg: &mut cairn_server::ServerConfig) {
+    cfg.auth_password_iterations = 1000;
+}
+
+async fn channel(c: &Cluster, i: usize) -> Channel {
+    let addr = c.members[i].server.as_ref().unwrap().client_addr;
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// `msg` carrying `token` the way etcd clients send it.
+fn as_token<T>(msg: T, token: &str) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut().insert("token", token.parse().unwrap());
+    r
+}
+
+fn assert_refused<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, text: &str) {
+    let status = result.expect_err("refused");
+    assert_eq!(status.code(), code, "{status:?}");
+    assert!(status.message().contains(text), "{status:?}");
+}
+
+fn put(key: &str, value: &str) -> PutRequest {
+    PutRequest {
+        key: key.into(),
+        value: value.into(),
+        ..Default::default()
+    }
+}
+
+async fn login(ch: Channel, name: &str, password: &str) -> Result<String, Status> {
+    Ok(AuthClient::new(ch)
+        .authenticate(AuthenticateRequest {
+            name: name.into(),
+            password: password.into(),
+        })
+        .await?
+        .into_inner()
+        .token)
+}
+
+/// Root (root role) and alice (role `r`: read-write on `[a, b)`), then auth
+/// on; all through member `via` while auth is still off.
+async fn set_up_users(ch: Channel) {
+    let mut auth = AuthClient::new(ch);
+    for (name, password) in [("root", "rootpw"), ("alice", "alicepw")] {
+        auth.user_add(AuthUserAddRequest {
+            name: name.into(),
+            password: password.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    auth.user_grant_role(AuthUserGrantRoleRequest {
+        user: "root".into(),
+        role: "root".into(),
+    })
+    .await
+    .unwrap();
+    auth.role_add(AuthRoleAddRequest { name: "r".into() })
+        .await
+        .unwrap();
+    auth.role_grant_permission(AuthRoleGrantPermissionRequest {
+        name: "r".into(),
+        perm: Some(Permission {
+            perm_type: PermType::Readwrite as i32,
+            key: b"a".to_vec(),
+            range_end: b"b".to_vec(),
+        }),
+    })
+    .await
+    .unwrap();
+    auth.user_grant_role(AuthUserGrantRoleRequest {
+        user: "alice".into(),
+        role: "r".into(),
+    })
+    .await
+    .unwrap();
+    auth.auth_enable(AuthEnableRequest {}).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn users_roles_and_tokens_across_members() {
+    let c = Cluster::start(3, cheap).await;
+    let leader = c.wait_leader(ELECTION).await;
+    let (f, g) = ((leader + 1) % 3, (leader + 2) % 3);
+    set_up_users(channel(&c, leader).await).await;
+
+    // Without a token nothing goes; a wrong password gets no token.
+    let mut kv_g = KvClient::new(channel(&c, g).await);
+    assert_refused(
+        kv_g.put(put("a1", "v")).await,
+        Code::InvalidArgument,
+        "user name is empty",
+    );
+    assert_refused(
+        login(channel(&c, f).await, "alice", "nope").await,
+        Code::InvalidArgument,
+        "authentication failed",
+    );
+    assert_refused(
+        login(channel(&c, f).await, "mallory", "x").await,
+        Code::InvalidArgument,
+        "authentication failed",
+    );
+
+    // A token from one member works on another, for writes forwarded to
+    // the leader and for reads, inside alice's range only.
+    let alice = login(channel(&c, f).await, "alice", "alicepw")
+        .await
+        .unwrap();
+    let root = login(channel(&c, g).await, "root", "rootpw").await.unwrap();
+    kv_g.put(as_token(put("a1", "v1"), &alice)).await.unwrap();
+    let got = KvClient::new(channel(&c, leader).await)
+        .range(as_token(
+            RangeRequest {
+                key: b"a1".to_vec(),
+                ..Default::default()
+            },
+            &alice,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.kvs[0].value, b"v1");
+    assert_refused(
+        kv_g.put(as_token(put("b1", "v"), &alice)).await,
+        Code::PermissionDenied,
+        "permission denied",
+    );
+    assert_refused(
+        kv_g.range(as_token(
+            RangeRequest {
+                key: b"a".to_vec(),
+                range_end: b"c".to_vec(),
+                ..Default::default()
+            },
+            &alice,
+        ))
+        .await,
+        Code::PermissionDenied,
+        "permission denied",
+    );
+    // A txn is checked in both branches.
+    let txn = TxnRequest {
+        success: vec![RequestOp {
+            request: Some(request_op::Request::RequestPut(put("a2", "v"))),
+        }],
+        failure: vec![RequestOp {
+            request: Some(request_op::Request::RequestPut(put("z", "v"))),
+        }],
+        ..Default::default()
+    };
+    assert_refused(
+        kv_g.txn(as_token(txn, &alice)).await,
+        Code::PermissionDenied,
+        "permission denied",
+    );
+    kv_g.put(as_token(put("z", "root's"), &root)).await.unwrap();
+
+    // Watches: created on a permitted range they deliver; elsewhere they
+    // are created and cancelled with the reason.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut events = WatchClient::new(channel(&c, g).await)
+        .watch(as_token(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+            &alice,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let create = |key: &[u8], end: &[u8], id| WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+            key: key.to_vec(),
+            range_end: end.to_vec(),
+            watch_id: id,
+            ..Default::default()
+        })),
+    };
+    tx.send(create(b"z", b"", 1)).await.unwrap();
+    let refused = events.next().await.unwrap().unwrap();
+    assert!(refused.created && refused.canceled, "{refused:?}");
+    assert!(refused.cancel_reason.contains("permission denied"));
+    tx.send(create(b"a", b"b", 2)).await.unwrap();
+    let created = events.next().await.unwrap().unwrap();
+    assert!(created.created && !created.canceled, "{created:?}");
+    kv_g.put(as_token(put("a3", "seen"), &alice)).await.unwrap();
+    let event = events.next().await.unwrap().unwrap();
+    assert_eq!(event.events[0].kv.as_ref().unwrap().key, b"a3");
+
+    // Revoking a lease deletes its keys: it takes write permission on all.
+    let mut lease = LeaseClient::new(channel(&c, f).await);
+    let id = lease
+        .lease_grant(as_token(LeaseGrantRequest { ttl: 60, id: 0 }, &alice))
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    for (key, token) in [("a4", &alice), ("z4", &root)] {
+        let mut p = put(key, "leased");
+        p.lease = id;
+        kv_g.put(as_token(p, token)).await.unwrap();
+    }
+    assert_refused(
+        lease
+            .lease_revoke(as_token(LeaseRevokeRequest { id }, &alice))
+            .await,
+        Code::PermissionDenied,
+        "permission denied",
+    );
+    lease
+        .lease_revoke(as_token(LeaseRevokeRequest { id }, &root))
+        .await
+        .unwrap();
+
+    // Admin-only calls.
+    let mut auth_f = AuthClient::new(channel(&c, f).await);
+    assert_refused(
+        auth_f
+            .user_list(as_token(AuthUserListRequest {}, &alice))
+            .await,
+        Code::PermissionDenied,
+        "permission denied",
+    );
+    let me = auth_f
+        .user_get(as_token(
+            AuthUserGetRequest {
+                name: "alice".into(),
+            },
+            &alice,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        me.roles,
+        vec!["r".to_string()],
+        "users may look themselves up"
+    );
+    assert_refused(
+        ClusterClient::new(channel(&c, f).await)
+            .member_add(as_token(
+                MemberAddRequest {
+                    peer_ur_ls: vec!["http://127.0.0.1:1".into()],
+                    is_learner: true,
+                },
+                &alice,
+            ))
+            .await,
+        Code::PermissionDenied,
+        "permission denied",
+    );
+    assert_refused(
+        MaintenanceClient::new(channel(&c, f).await)
+            .hash_kv(as_token(HashKvRequest { revision: 0 }, &alice))
+            .await,
+        Code::PermissionDenied,
+        "permission denied",
+    );
+    // Cairn's own services need the reserved prefix: root has it.
+    let mut sessions = SessionClient::new(channel(&c, g).await);
+    let session = cpb::CreateSessionRequest { ttl_secs: 10 };
+    assert_refused(
+        sessions.create_session(as_token(session, &alice)).await,
+        Code::PermissionDenied,
+        "permission denied",
+    );
+    sessions
+        .create_session(as_token(session, &root))
+        .await
+        .unwrap();
+
+    // A new password ends the tokens issued before, on every member.
+    auth_f
+        .user_change_password(as_token(
+            AuthUserChangePasswordRequest {
+                name: "alice".into(),
+                password: "new".into(),
+                ..Default::default()
+            },
+            &root,
+        ))
+        .await
+        .unwrap();
+    wait_until("the password change reaches g", ELECTION, || {
+        let mut kv = kv_g.clone();
+        let alice = alice.clone();
+        async move {
+            matches!(kv.put(as_token(put("a5", "v"), &alice)).await,
+                     Err(s) if s.code() == Code::Unauthenticated
+                        && s.message().contains("invalid auth token"))
+        }
+    })
+    .await;
+    let alice = login(channel(&c, g).await, "alice", "new").await.unwrap();
+    kv_g.put(as_token(put("a5", "v"), &alice)).await.unwrap();
+
+    let status = auth_f
+        .auth_status(AuthStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(status.enabled && status.auth_revision >= 7, "{status:?}");
+    // Only root may turn auth off; then anyone may write again.
+    assert_refused(
+        auth_f
+            .auth_disable(as_token(AuthDisableRequest {}, &alice))
+            .await,
+        Code::PermissionDenied,
+        "permission denied",
+    );
+    auth_f
+        .auth_disable(as_token(AuthDisableRequest {}, &root))
+        .await
+        .unwrap();
+    // Each member checks against its own copy: g follows in a moment.
+    wait_until("g sees auth off", ELECTION, || {
+        let mut kv = kv_g.clone();
+        async move { kv.put(put("z", "anyone")).await.is_ok() }
+    })
+    .await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_auth_state_survives_restarts_and_reaches_a_member_by_snapshot() {
+    let mut c = Cluster::start(3, |cfg| {
+        cheap(cfg);
+        cfg.snapshot_entries = 40;
+    })
+    .await;
+    let leader = c.wait_leader(ELECTION).await;
+    set_up_users(channel(&c, leader).await).await;
+    let lagging = (leader + 1) % 3;
+    c.stop_member(lagging).await;
+    let root = login(channel(&c, leader).await, "root", "rootpw")
+        .await
+        .unwrap();
+    let mut kv = KvClient::new(channel(&c, leader).await);
+    for i in 0..200 {
+        kv.put(as_token(put(&format!("bulk/{i:04}"), "x"), &root))
+            .await
+            .unwrap();
+    }
+    // Purge what the stopped member lacks, auth changes included.
+    for i in c.running() {
+        let raft = &c.node(i).raft;
+        let applied = raft.metrics().borrow_watched().last_applied.unwrap().index;
+        raft.trigger().snapshot().await.unwrap();
+        let m = raft
+            .wait(Some(ELECTION))
+            .metrics(
+                |m| m.snapshot.is_some_and(|s| s.index >= applied),
+                "snapshot built",
+            )
+            .await
+            .unwrap();
+        let snapshot = m.snapshot.unwrap().index;
+        raft.trigger().purge_log(snapshot).await.unwrap();
+        raft.wait(Some(ELECTION))
+            .metrics(
+                |m| m.purged.is_some_and(|p| p.index >= snapshot),
+                "log purged",
+            )
+            .await
+            .unwrap();
+    }
+    c.start_member(lagging).await;
+    wait_until("the member installed the snapshot", ELECTION, || {
+        let node = c.node(lagging);
+        let ok = support::local_count(node, "bulk/") == 200 && node.store().auth().enabled;
+        async move { ok }
+    })
+    .await;
+    // Its copy of the auth state checks alice: her token is honoured, her
+    // reach is not widened.
+    let alice = login(channel(&c, lagging).await, "alice", "alicepw")
+        .await
+        .unwrap();
+    let mut kv_lagging = KvClient::new(channel(&c, lagging).await);
+    kv_lagging
+        .put(as_token(put("a1", "v"), &alice))
+        .await
+        .unwrap();
+    assert_refused(
+        kv_lagging.put(as_token(put("b1", "v"), &alice)).await,
+        Code::PermissionDenied,
+        "permission denied",
+    );
+
+    // Every member restarted: auth is still on, tokens still verify.
+    for i in 0..3 {
+        c.stop_member(i).await;
+    }
+    for i in 0..3 {
+        c.start_member(i).await;
+    }
+    c.wait_leader(ELECTION).await;
+    for i in 0..3 {
+        let mut kv = KvClient::new(channel(&c, i).await);
+        assert_refused(
+            kv.put(put("a9", "v")).await,
+            Code::InvalidArgument,
+            "user name is empty",
+        );
+        wait_until(
+            "a write with a token from before the restart",
+            ELECTION,
+            || {
+                let mut kv = kv.clone();
+                let alice = alice.clone();
+                async move { kv.put(as_token(put("a9", "v"), &alice)).await.is_ok() }
+            },
+        )
+        .await;
+    }
+    c.shutdown().await;
+}
