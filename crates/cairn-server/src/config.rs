@@ -95,6 +95,13 @@ pub struct ServerConfig {
     /// PBKDF2 iterations for new password credentials: the cost of one
     /// login, and of each guess an attacker with the hashes makes.
     pub auth_password_iterations: u32,
+    /// etcd `--auto-compaction-mode`: `periodic` (keep a time window of
+    /// history) or `revision` (keep a number of revisions).
+    pub auto_compaction_mode: String,
+    /// etcd `--auto-compaction-retention`: a duration in periodic mode (a
+    /// bare number is hours), a count in revision mode; `0` (the default,
+    /// as etcd's) keeps every revision until a client compacts.
+    pub auto_compaction_retention: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -154,6 +161,8 @@ impl Default for ServerConfig {
             peer_client_cert_auth: false,
             auth_token_ttl_secs: 300,
             auth_password_iterations: crate::auth::password::ITERATIONS,
+            auto_compaction_mode: "periodic".into(),
+            auto_compaction_retention: "0".into(),
         }
     }
 }
@@ -186,6 +195,14 @@ pub struct InitialMember {
 }
 
 impl ServerConfig {
+    /// The automatic compaction the two settings ask for.
+    pub fn auto_compaction(&self) -> Result<crate::compactor::AutoCompaction, String> {
+        crate::compactor::AutoCompaction::parse(
+            &self.auto_compaction_mode,
+            &self.auto_compaction_retention,
+        )
+    }
+
     pub fn from_toml_file(path: &std::path::Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.into(),
@@ -314,6 +331,9 @@ impl ServerConfig {
         }
         if self.auth_password_iterations == 0 {
             return invalid("auth-password-iterations", "must be > 0");
+        }
+        if let Err(e) = self.auto_compaction() {
+            return invalid("auto-compaction-retention", &e);
         }
         if self.quota_backend_bytes == 0 {
             return invalid("quota-backend-bytes", "must be > 0");
@@ -511,6 +531,21 @@ mod tests {
 
     /// Each case spoils a config with TLS on both ports; the refusal must
     /// name the setting.
+    #[test]
+    fn auto_compaction_settings_are_checked_at_start() {
+        let with = |mode: &str, retention: &str| ServerConfig {
+            auto_compaction_mode: mode.into(),
+            auto_compaction_retention: retention.into(),
+            ..Default::default()
+        };
+        assert!(with("periodic", "1h").validate().is_ok());
+        assert!(with("revision", "1000").validate().is_ok());
+        for (mode, retention) in [("periodic", "soon"), ("revision", "1h"), ("daily", "1")] {
+            let err = with(mode, retention).validate().unwrap_err().to_string();
+            assert!(err.contains("auto-compaction-retention"), "{err}");
+        }
+    }
+
     #[test]
     fn tls_settings_come_whole_and_urls_follow_them() {
         let tls = || ServerConfig {

@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod authority_fix;
 pub mod clock;
+pub mod compactor;
 pub mod config;
 pub mod error;
 pub mod leader_hint;

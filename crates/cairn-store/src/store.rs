@@ -340,8 +340,8 @@ impl Store {
 
     /// Whether a client command sent without a user must be refused: auth
     /// is on, and the command is one the edge sends as [`Command::As`]
-    /// whenever it sees auth on. Ticks, alarms the node raises and its
-    /// compaction probe are the node's own and pass.
+    /// whenever it sees auth on. Ticks, the alarms a member raises and
+    /// automatic compactions are the cluster's own and pass.
     fn needs_user(&self, cmd: &Command) -> bool {
         self.auth.enabled
             && matches!(

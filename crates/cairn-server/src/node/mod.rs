@@ -327,6 +327,14 @@ impl Node {
         });
         tokio::spawn(node.hub.clone().run_catch_up(Duration::from_millis(100)));
         tokio::spawn(tick_loop(node.clone()));
+        match node.config.auto_compaction() {
+            Ok(policy) => {
+                tokio::spawn(crate::compactor::run(Arc::downgrade(&node), policy));
+            }
+            // `validate` refuses it at start; a config built in code may not
+            // have been validated.
+            Err(e) => tracing::warn!("auto-compaction off: {e}"),
+        }
         tokio::spawn(cairn_raft::leader_watch::run(node.raft.clone(), network));
         tokio::spawn(members::publish_attributes(Arc::downgrade(&node)));
         let election_timeout = Duration::from_millis(node.config.election_timeout_ms);

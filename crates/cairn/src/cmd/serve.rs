@@ -97,6 +97,14 @@ pub struct ServeArgs {
     /// PBKDF2-HMAC-SHA256 iterations for new passwords (default 100000).
     #[arg(long, env = "CAIRN_AUTH_PASSWORD_ITERATIONS")]
     pub auth_password_iterations: Option<u32>,
+    /// `periodic` (keep a time window of history) or `revision` (keep a
+    /// number of revisions), as etcd.
+    #[arg(long, env = "CAIRN_AUTO_COMPACTION_MODE")]
+    pub auto_compaction_mode: Option<String>,
+    /// History to keep: a duration in periodic mode (`30m`, `1h`; a bare
+    /// number is hours), a count in revision mode; `0` keeps everything.
+    #[arg(long, env = "CAIRN_AUTO_COMPACTION_RETENTION")]
+    pub auto_compaction_retention: Option<String>,
     /// Threads of the async runtime that serves clients and peers
     /// (default: half the CPUs, at least one; see [`worker_threads`]); with
     /// one, tokio's current-thread scheduler.
@@ -185,7 +193,9 @@ impl ServeArgs {
             client_cert_auth,
             peer_client_cert_auth,
             auth_token_ttl_secs,
-            auth_password_iterations
+            auth_password_iterations,
+            auto_compaction_mode,
+            auto_compaction_retention
         );
         macro_rules! set_optional {
             ($($field:ident),*) => { $( if self.$field.is_some() { c.$field = self.$field.clone(); } )* };
