@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_proto::etcdserverpb as pb;
+use cairn_proto::etcdserverpb::auth_client::AuthClient;
 use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
 use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::lease_client::LeaseClient;
@@ -17,6 +18,7 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::Status;
 
+use crate::auth::{AuthChannel, AuthTicket, TokenSlot};
 use crate::endpoints::Endpoints;
 use crate::error::ClientError;
 use crate::options::{jitter, ClientOptions};
@@ -38,6 +40,9 @@ pub struct Client {
 pub(crate) struct Inner {
     pub(crate) endpoints: Endpoints,
     pub(crate) options: ClientOptions,
+    /// The token every call sends (see `auth`): one per client and its
+    /// clones, whichever endpoint a call goes to.
+    pub(crate) token: Arc<TokenSlot>,
 }
 
 impl std::fmt::Debug for Client {
@@ -53,7 +58,7 @@ impl std::fmt::Debug for Client {
 macro_rules! raw_client {
     ($(#[$doc:meta])* $name:ident, $ty:ident) => {
         $(#[$doc])*
-        pub fn $name(&self) -> $ty<Channel> {
+        pub fn $name(&self) -> $ty<AuthChannel> {
             self.wrap_raw($ty::new, self.channel())
         }
     };
@@ -63,6 +68,7 @@ impl Client {
     /// Set up channels to the endpoints (`http://host:port`, or `host:port`).
     /// Connections are made lazily, on first use, so this fails only on
     /// malformed endpoints; an unreachable cluster shows on the first call.
+    /// With [`ClientOptions::credentials`], the first call logs in.
     /// Must be called inside a Tokio runtime.
     pub async fn connect(
         endpoints: Vec<String>,
@@ -70,7 +76,11 @@ impl Client {
     ) -> Result<Client, ClientError> {
         let endpoints = Endpoints::new(&endpoints, &options)?;
         Ok(Client {
-            inner: Arc::new(Inner { endpoints, options }),
+            inner: Arc::new(Inner {
+                endpoints,
+                options,
+                token: Arc::new(TokenSlot::new()),
+            }),
         })
     }
 
@@ -90,17 +100,20 @@ impl Client {
     }
 
     // -- Escape hatch: the raw tonic clients on the current endpoint. -----
+    //
+    // They send the token the client holds but never log in or renew it:
+    // call `authenticate` first on a cluster with authentication on.
 
-    /// The channel of the current endpoint.
+    /// The channel of the current endpoint (requests on it carry no token).
     pub fn channel(&self) -> Channel {
         self.inner.endpoints.pick().1.channel
     }
 
-    fn wrap_raw<C>(&self, new: impl FnOnce(Channel) -> C, ch: Channel) -> C
+    pub(crate) fn wrap_raw<C>(&self, new: impl FnOnce(AuthChannel) -> C, ch: Channel) -> C
     where
         C: RawClient,
     {
-        new(ch)
+        new(self.authed(ch))
             .max_decoding(self.inner.options.max_response_bytes)
             .max_encoding(self.inner.options.max_request_bytes)
     }
@@ -140,20 +153,25 @@ impl Client {
         election_client,
         ElectionClient
     );
+    raw_client!(
+        /// Raw Auth client on the current endpoint.
+        auth_client,
+        AuthClient
+    );
 
-    pub(crate) fn kv(&self, ch: Channel) -> KvClient<Channel> {
+    pub(crate) fn kv(&self, ch: Channel) -> KvClient<AuthChannel> {
         self.wrap_raw(KvClient::new, ch)
     }
-    pub(crate) fn watch_raw(&self, ch: Channel) -> WatchClient<Channel> {
+    pub(crate) fn watch_raw(&self, ch: Channel) -> WatchClient<AuthChannel> {
         self.wrap_raw(WatchClient::new, ch)
     }
-    pub(crate) fn lease(&self, ch: Channel) -> LeaseClient<Channel> {
+    pub(crate) fn lease(&self, ch: Channel) -> LeaseClient<AuthChannel> {
         self.wrap_raw(LeaseClient::new, ch)
     }
-    fn cluster(&self, ch: Channel) -> ClusterClient<Channel> {
+    fn cluster(&self, ch: Channel) -> ClusterClient<AuthChannel> {
         self.wrap_raw(ClusterClient::new, ch)
     }
-    fn maintenance(&self, ch: Channel) -> MaintenanceClient<Channel> {
+    fn maintenance(&self, ch: Channel) -> MaintenanceClient<AuthChannel> {
         self.wrap_raw(MaintenanceClient::new, ch)
     }
 
@@ -162,11 +180,29 @@ impl Client {
     /// Run `attempt` against the current endpoint, moving to the next one
     /// (or the named leader) and backing off on retryable failures, within
     /// `max_attempts` tries and the request timeout overall. `attempt` gets
-    /// the channel and the time left.
+    /// the channel and the time left. With credentials, logs in first if
+    /// need be, and once more if a member refuses the token.
     pub(crate) async fn with_retry<T, F, Fut>(
         &self,
         op: &'static str,
         kind: CallKind,
+        attempt: F,
+    ) -> Result<T, ClientError>
+    where
+        F: FnMut(Channel, Duration) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let ticket = self.auth_ticket().await?;
+        self.retry_loop(op, kind, Some(ticket), attempt).await
+    }
+
+    /// [`with_retry`](Self::with_retry) after the login; `None` for the
+    /// login itself, which must not renew the token it is fetching.
+    pub(crate) async fn retry_loop<T, F, Fut>(
+        &self,
+        op: &'static str,
+        kind: CallKind,
+        mut ticket: Option<AuthTicket>,
         mut attempt: F,
     ) -> Result<T, ClientError>
     where
@@ -206,6 +242,14 @@ impl Client {
                         })
                     }
                 };
+            if let Some(t) = ticket.as_mut() {
+                // Refused before it was acted on: repeating it with a new
+                // token is safe, and is not one of the retries.
+                if self.renew_token(t, &status).await? {
+                    attempts -= 1;
+                    continue;
+                }
+            }
             match classify(kind, Failure::of(&status)) {
                 Disposition::Fail => return Err(ClientError::rpc(op, status)),
                 Disposition::Unknown => {
@@ -276,7 +320,8 @@ impl Client {
         .await
     }
 
-    /// One try at exactly `endpoint`, no failover.
+    /// One try at exactly `endpoint`, no failover (but a second one with
+    /// a new token if the member refused the one held).
     async fn at_endpoint<T, F, Fut>(
         &self,
         op: &'static str,
@@ -284,20 +329,24 @@ impl Client {
         call: F,
     ) -> Result<T, ClientError>
     where
-        F: FnOnce(Channel, Duration) -> Fut,
+        F: Fn(Channel, Duration) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         let ch = self.inner.endpoints.channel_for(endpoint)?;
         let timeout = self.inner.options.request_timeout;
-        match tokio::time::timeout(timeout, call(ch, timeout)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(status)) if is_connect_error(&status) => Err(ClientError::Unavailable {
-                op,
-                attempts: 1,
-                last: format!("{endpoint}: {}", describe(&status)),
-            }),
-            Ok(Err(status)) if !is_deadline(&status) => Err(ClientError::rpc(op, status)),
-            Ok(Err(_)) | Err(_) => Err(ClientError::Timeout { op, timeout }),
+        let mut ticket = self.auth_ticket().await?;
+        loop {
+            return match tokio::time::timeout(timeout, call(ch.clone(), timeout)).await {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(status)) if is_connect_error(&status) => Err(ClientError::Unavailable {
+                    op,
+                    attempts: 1,
+                    last: format!("{endpoint}: {}", describe(&status)),
+                }),
+                Ok(Err(status)) if self.renew_token(&mut ticket, &status).await? => continue,
+                Ok(Err(status)) if !is_deadline(&status) => Err(ClientError::rpc(op, status)),
+                Ok(Err(_)) | Err(_) => Err(ClientError::Timeout { op, timeout }),
+            };
         }
     }
 
@@ -734,7 +783,7 @@ pub(crate) trait RawClient {
 
 macro_rules! impl_raw {
     ($($ty:ident),*) => {$(
-        impl RawClient for $ty<Channel> {
+        impl RawClient for $ty<AuthChannel> {
             fn max_decoding(self, limit: usize) -> Self {
                 self.max_decoding_message_size(limit)
             }
@@ -752,5 +801,6 @@ impl_raw!(
     ClusterClient,
     MaintenanceClient,
     LockClient,
-    ElectionClient
+    ElectionClient,
+    AuthClient
 );

@@ -32,7 +32,17 @@
 //! leader`, `etcdserver: not leader`); a write whose outcome is unknown
 //! (`leader changed`, `request timed out`, a lost connection or a deadline)
 //! fails with [`ClientError::OutcomeUnknown`] and is never repeated.
+//!
+//! # Authentication
+//!
+//! On a cluster with etcd authentication on, set
+//! [`ClientOptions::credentials`]: the client logs in before its first
+//! call, sends the token with every call and stream (one token for every
+//! endpoint), and logs in again once when a member refuses it (expired,
+//! password changed), repeating the refused call. The `auth_*`, `user_*`
+//! and `role_*` methods manage users, roles and permissions.
 
+mod auth;
 pub mod claims;
 mod client;
 mod endpoints;
@@ -47,11 +57,15 @@ mod txn;
 mod types;
 mod watch;
 
+pub use auth::{
+    AuthChannel, AuthStatusResponse, Permission, PermissionType, RoleGetResponse, RoleListResponse,
+    TokenInterceptor, UserAddOptions, UserGetResponse, UserListResponse, TOKEN_METADATA_KEY,
+};
 pub use client::Client;
 pub use endpoints::normalize_endpoint;
 pub use error::ClientError;
 pub use lease::{KeepAliveState, LeaseKeepAlive};
-pub use options::{ClientOptions, RetryPolicy, TlsOptions};
+pub use options::{ClientOptions, Credentials, RetryPolicy, TlsOptions};
 pub use range::prefix_range_end;
 pub use retry::LEADER_METADATA_KEY;
 pub use snapshot::{

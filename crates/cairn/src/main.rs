@@ -74,6 +74,15 @@ enum Command {
     Elect(cmd::elect::ElectArgs),
     /// Write a key only with a fencing token no older than any seen before.
     FencedPut(cmd::fenced_put::FencedPutArgs),
+    /// Authentication on, off, or its status.
+    #[command(subcommand)]
+    Auth(cmd::auth::AuthCommand),
+    /// User commands (with authentication on, as root).
+    #[command(subcommand)]
+    User(cmd::user::UserCommand),
+    /// Role and permission commands (with authentication on, as root).
+    #[command(subcommand)]
+    Role(cmd::role::RoleCommand),
     /// Load-test any etcd v3 server (Cairn or etcd) with the same client code.
     Bench(Box<cairn_bench::BenchArgs>),
 }
@@ -139,6 +148,9 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Lock(args) => cmd::lock::run(g, args).await,
         Command::Elect(args) => cmd::elect::run(g, args).await,
         Command::FencedPut(args) => cmd::fenced_put::run(g, args).await,
+        Command::Auth(c) => cmd::auth::run(g, c).await,
+        Command::User(c) => cmd::user::run(g, c).await,
+        Command::Role(c) => cmd::role::run(g, c).await,
         Command::Bench(mut args) => {
             args.endpoints = g.endpoints.clone();
             match g.bench_tls() {

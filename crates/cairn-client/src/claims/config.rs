@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use super::error::ClaimsError;
 use super::types::{EvictionPolicy, KeyKind, NamespaceConfig, MAX_KEYS_PER_REQUEST};
+use crate::options::Credentials;
 
 /// Reference variables read by nothing here, and why.
 pub const IGNORED_ENV: &[(&str, &str)] = &[
@@ -80,6 +81,9 @@ pub struct ClaimsConfig {
     pub queue_batches: usize,
     /// Create the namespace with this configuration at `connect`.
     pub create: Option<NamespaceConfig>,
+    /// Who `connect`'s client logs in as on a cluster with authentication
+    /// on (see [`ClientOptions::credentials`](crate::ClientOptions::credentials)).
+    pub credentials: Option<Credentials>,
 }
 
 impl Default for ClaimsConfig {
@@ -95,6 +99,7 @@ impl Default for ClaimsConfig {
             session_ttl_secs: 10,
             queue_batches: 64,
             create: None,
+            credentials: None,
         }
     }
 }
@@ -256,6 +261,10 @@ impl ClaimsConfigBuilder {
     }
     pub fn enabled(mut self, on: bool) -> Self {
         self.0.enabled = on;
+        self
+    }
+    pub fn credentials(mut self, credentials: Credentials) -> Self {
+        self.0.credentials = Some(credentials);
         self
     }
     pub fn build(self) -> ClaimsConfig {

@@ -43,6 +43,7 @@ pub use config::{parse_eviction, parse_key_kind, ClaimsConfig, ClaimsConfigBuild
 pub use error::ClaimsError;
 pub use types::*;
 
+use crate::auth::AuthChannel;
 use crate::client::Client;
 use crate::options::ClientOptions;
 use crate::registry::Session;
@@ -82,6 +83,7 @@ impl ClaimsClient {
     pub async fn connect(config: ClaimsConfig) -> Result<ClaimsClient, ClaimsError> {
         let options = ClientOptions {
             request_timeout: config.request_timeout,
+            credentials: config.credentials.clone(),
             ..ClientOptions::default()
         };
         let ns = config.namespace.clone();
@@ -174,9 +176,9 @@ impl ClaimsClient {
         ClaimsError::from_client(e, &self.namespace, self.session_id)
     }
 
-    fn raw(&self, ch: Channel) -> pb::claims_client::ClaimsClient<Channel> {
+    fn raw(&self, ch: Channel) -> pb::claims_client::ClaimsClient<AuthChannel> {
         let o = &self.client.inner.options;
-        pb::claims_client::ClaimsClient::new(ch)
+        pb::claims_client::ClaimsClient::new(self.client.authed(ch))
             .max_decoding_message_size(o.max_response_bytes)
             .max_encoding_message_size(o.max_request_bytes)
     }

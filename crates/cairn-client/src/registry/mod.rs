@@ -27,6 +27,7 @@ pub use session::{Session, SessionState};
 use cairn_proto::cairn::v1 as pb;
 use tonic::transport::Channel;
 
+use crate::auth::AuthChannel;
 use crate::client::Client;
 
 /// How many entries a key of a registry may have.
@@ -113,30 +114,39 @@ impl From<pb::ElectionLeader> for Leader {
 }
 
 impl Client {
-    pub(crate) fn session_raw(&self, ch: Channel) -> pb::session_client::SessionClient<Channel> {
+    pub(crate) fn session_raw(
+        &self,
+        ch: Channel,
+    ) -> pb::session_client::SessionClient<AuthChannel> {
         let o = &self.inner.options;
-        pb::session_client::SessionClient::new(ch)
+        pb::session_client::SessionClient::new(self.authed(ch))
             .max_decoding_message_size(o.max_response_bytes)
             .max_encoding_message_size(o.max_request_bytes)
     }
 
-    pub(crate) fn registry_raw(&self, ch: Channel) -> pb::registry_client::RegistryClient<Channel> {
+    pub(crate) fn registry_raw(
+        &self,
+        ch: Channel,
+    ) -> pb::registry_client::RegistryClient<AuthChannel> {
         let o = &self.inner.options;
-        pb::registry_client::RegistryClient::new(ch)
+        pb::registry_client::RegistryClient::new(self.authed(ch))
             .max_decoding_message_size(o.max_response_bytes)
             .max_encoding_message_size(o.max_request_bytes)
     }
 
-    pub(crate) fn lock_raw(&self, ch: Channel) -> pb::lock_client::LockClient<Channel> {
+    pub(crate) fn lock_raw(&self, ch: Channel) -> pb::lock_client::LockClient<AuthChannel> {
         let o = &self.inner.options;
-        pb::lock_client::LockClient::new(ch)
+        pb::lock_client::LockClient::new(self.authed(ch))
             .max_decoding_message_size(o.max_response_bytes)
             .max_encoding_message_size(o.max_request_bytes)
     }
 
-    pub(crate) fn election_raw(&self, ch: Channel) -> pb::election_client::ElectionClient<Channel> {
+    pub(crate) fn election_raw(
+        &self,
+        ch: Channel,
+    ) -> pb::election_client::ElectionClient<AuthChannel> {
         let o = &self.inner.options;
-        pb::election_client::ElectionClient::new(ch)
+        pb::election_client::ElectionClient::new(self.authed(ch))
             .max_decoding_message_size(o.max_response_bytes)
             .max_encoding_message_size(o.max_request_bytes)
     }

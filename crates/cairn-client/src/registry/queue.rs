@@ -81,18 +81,22 @@ impl LeaderObserver {
 impl Client {
     /// A call that may wait indefinitely (lock, campaign): no request
     /// timeout. Joining a queue is idempotent per session, so the call is
-    /// repeated on another member when the connection fails.
+    /// repeated on another member when the connection fails, and once with
+    /// a new token when the member refuses the one held.
     async fn waiting_call<T, F, Fut>(&self, op: &'static str, call: F) -> Result<T, ClientError>
     where
         F: Fn(Channel) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         let opts = &self.inner.options;
+        let mut ticket = self.auth_ticket().await?;
         let mut failures = 0u32;
         loop {
             let (idx, slot) = self.inner.endpoints.pick();
             match call(slot.channel).await {
                 Ok(v) => return Ok(v),
+                // Refused before it queued: join again with a new token.
+                Err(s) if self.renew_token(&mut ticket, &s).await? => {}
                 Err(s) if s.code() == tonic::Code::Unavailable => {
                     failures += 1;
                     if failures >= opts.retry.max_attempts.max(1) {

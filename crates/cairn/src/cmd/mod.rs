@@ -2,6 +2,7 @@
 //! library. Shared here: the global flags and small parsers.
 
 pub mod alarm;
+pub mod auth;
 pub mod claims;
 pub mod compact;
 pub mod del;
@@ -15,16 +16,18 @@ pub mod move_leader;
 pub mod name;
 pub mod output;
 pub mod put;
+pub mod role;
 pub mod serve;
 pub mod snapshot;
 pub mod status;
+pub mod user;
 pub mod watch;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use cairn_client::{Client, ClientOptions, TlsOptions};
+use cairn_client::{Client, ClientOptions, Credentials, TlsOptions};
 
 /// Flags every client subcommand takes.
 #[derive(Debug, Clone, clap::Args)]
@@ -71,6 +74,70 @@ pub struct GlobalArgs {
         requires = "tls_cert"
     )]
     pub key: Option<PathBuf>,
+    /// User to act as on a cluster with authentication on:
+    /// `name:password`, or `name` with `--password` (etcdctl `--user`).
+    // Ids apart from the `user` and `password` arguments of `cairn user`.
+    #[arg(
+        long = "user",
+        id = "auth_user",
+        value_name = "NAME[:PASSWORD]",
+        global = true,
+        env = "CAIRN_USER",
+        // `--help` would print the variable's value: a password.
+        hide_env_values = true,
+        value_parser = redacted
+    )]
+    pub user: Option<Redacted>,
+    /// Password of `--user` (then taken whole as the name, colons and all).
+    #[arg(
+        long = "password",
+        id = "auth_password",
+        value_name = "PASSWORD",
+        global = true,
+        env = "CAIRN_PASSWORD",
+        hide_env_values = true,
+        value_parser = redacted
+    )]
+    pub password: Option<Redacted>,
+}
+
+/// A flag value that may hold a password: printed as `<redacted>`, so that
+/// a debug print of the parsed flags shows none.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Redacted(pub String);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+fn redacted(s: &str) -> Result<Redacted, String> {
+    Ok(Redacted(s.to_string()))
+}
+
+/// `--user` and `--password` as etcdctl reads them: with `--password`,
+/// `--user` is the name; without, `--user` is `name:password` split at the
+/// first colon. No `--user` (or an empty one): no credentials. There is no
+/// prompt: a name without a password is refused.
+pub fn credentials(
+    user: Option<&str>,
+    password: Option<&str>,
+) -> Result<Option<Credentials>, String> {
+    let user = user.filter(|u| !u.is_empty());
+    match (user, password) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err("--password needs --user".into()),
+        (Some(name), Some(password)) => Ok(Some(Credentials::new(name, password))),
+        (Some(user), None) => match user.split_once(':') {
+            Some(("", _)) => Err("--user has an empty name".into()),
+            Some((name, password)) => Ok(Some(Credentials::new(name, password))),
+            None => Err(format!(
+                "--user {user} has no password: give --user {user}:PASSWORD, \
+                 --password or CAIRN_PASSWORD (cairn does not prompt)"
+            )),
+        },
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -116,10 +183,16 @@ impl GlobalArgs {
                 _ => e.clone(),
             })
             .collect();
+        let credentials = credentials(
+            self.user.as_ref().map(|u| u.0.as_str()),
+            self.password.as_ref().map(|p| p.0.as_str()),
+        )
+        .map_err(anyhow::Error::msg)?;
         let options = ClientOptions {
             connect_timeout: self.dial_timeout,
             request_timeout: self.command_timeout,
             tls,
+            credentials,
             ..ClientOptions::default()
         };
         Client::connect(endpoints, options)
@@ -205,6 +278,46 @@ mod tests {
         assert_eq!(parse_hex_u64("0x1F").unwrap(), 31);
         assert_eq!(parse_lease_id("ffffffffffffffff").unwrap(), -1);
         assert!(parse_hex_u64("xyz").is_err());
+    }
+
+    #[test]
+    fn credentials_are_read_as_etcdctl_reads_them() {
+        let c = |u: Option<&str>, p: Option<&str>| {
+            credentials(u, p).map(|c| c.map(|c| (c.user, c.password)))
+        };
+        let pair = |u: &str, p: &str| Ok(Some((u.to_string(), p.to_string())));
+        assert_eq!(c(None, None), Ok(None));
+        assert_eq!(c(Some(""), None), Ok(None));
+        assert_eq!(c(Some("alice:pw"), None), pair("alice", "pw"));
+        // Split at the first colon only: the password may hold colons.
+        assert_eq!(c(Some("alice:p:w"), None), pair("alice", "p:w"));
+        // With --password, --user is the name as is.
+        assert_eq!(c(Some("alice"), Some("pw")), pair("alice", "pw"));
+        assert_eq!(c(Some("a:b"), Some("pw")), pair("a:b", "pw"));
+        let err = c(Some("alice"), None).unwrap_err();
+        assert!(
+            err.contains("no password") && err.contains("--password"),
+            "{err}"
+        );
+        assert!(c(Some(":pw"), None).is_err());
+        assert!(c(None, Some("pw")).is_err());
+    }
+
+    #[test]
+    fn parsed_flags_never_show_a_password() {
+        use clap::Parser;
+        let cli = crate::Cli::try_parse_from([
+            "cairn",
+            "--user",
+            "alice:hunter2",
+            "--password",
+            "hunter3",
+            "get",
+            "k",
+        ])
+        .unwrap();
+        let shown = format!("{cli:?}");
+        assert!(!shown.contains("hunter"), "{shown}");
     }
 
     #[test]
