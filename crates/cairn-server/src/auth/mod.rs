@@ -15,7 +15,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use cairn_store::auth::Access;
 use cairn_store::{Command, KeyRange, StoreError};
-use tonic::metadata::MetadataMap;
 
 use crate::error::ServerError;
 use crate::node::Node;
@@ -32,6 +31,61 @@ pub struct Caller(Option<String>);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertUser(pub String);
 
+/// What a request presents to say who it is, taken from it at once (the
+/// request itself need not live across the awaits that follow).
+#[derive(Debug, Clone, Default)]
+struct Presented {
+    /// The `token` metadata: `Err` when it is not text.
+    token: Option<Result<String, ()>>,
+    cert_user: Option<String>,
+}
+
+impl Presented {
+    fn of<T>(request: &tonic::Request<T>) -> Presented {
+        let token = request
+            .metadata()
+            .get(TOKEN_METADATA)
+            .map(|v| v.to_str().map(str::to_string).map_err(|_| ()));
+        let cert_user = request
+            .extensions()
+            .get::<crate::tls::ConnInfo>()
+            .and_then(|c| c.cert_user.as_ref())
+            .map(|c| c.0.clone());
+        Presented { token, cert_user }
+    }
+}
+
+/// Whether an answer is a refusal a fresher copy of the auth state might
+/// not give.
+fn is_refusal(e: &ServerError) -> bool {
+    matches!(
+        e,
+        ServerError::InvalidAuthToken
+            | ServerError::Store(StoreError::UserEmpty | StoreError::PermissionDenied)
+    )
+}
+
+/// Runs `check` against this member's copy of the auth state; if it
+/// refuses, brings the copy up to date with a read barrier and asks again.
+/// A member may trail the cluster by the changes it has not applied yet
+/// (a follower a moment after `auth disable`, a grant or a new password
+/// was acknowledged): a refusal is then the cluster's answer, not the
+/// lagging copy's. An approval needs no barrier: a write is checked again
+/// where it is applied, and a read admitted by a copy a moment old is what
+/// a serializable read is anyway.
+async fn fresh<R>(
+    node: &Node,
+    check: impl Fn() -> Result<R, ServerError>,
+) -> Result<R, ServerError> {
+    match check() {
+        Err(e) if is_refusal(&e) => {
+            node.read_barrier().await?;
+            check()
+        }
+        other => other,
+    }
+}
+
 impl Caller {
     /// Auth off: anyone may do anything.
     pub fn anyone() -> Caller {
@@ -42,24 +96,18 @@ impl Caller {
         self.0.as_deref()
     }
 
-    /// Who calls, from a request's metadata and extensions.
-    pub fn of<T>(node: &Node, request: &tonic::Request<T>) -> Result<Caller, ServerError> {
-        let cert_user = request
-            .extensions()
-            .get::<crate::tls::ConnInfo>()
-            .and_then(|c| c.cert_user.as_ref());
-        Caller::resolve(
-            node,
-            request.metadata(),
-            cert_user.map(|c| c.0.as_str()),
-            unix_now_ms(),
-        )
+    /// Who calls, from a request's metadata and connection (see [`fresh`]).
+    pub fn of<'a, T>(
+        node: &'a Node,
+        request: &tonic::Request<T>,
+    ) -> impl std::future::Future<Output = Result<Caller, ServerError>> + Send + 'a {
+        let presented = Presented::of(request);
+        async move { fresh(node, || Caller::resolve(node, &presented, unix_now_ms())).await }
     }
 
     fn resolve(
         node: &Node,
-        metadata: &MetadataMap,
-        cert_user: Option<&str>,
+        presented: &Presented,
         now_unix_ms: u64,
     ) -> Result<Caller, ServerError> {
         let store = node.store();
@@ -67,8 +115,8 @@ impl Caller {
         if !auth.enabled {
             return Ok(Caller(None));
         }
-        if let Some(value) = metadata.get(TOKEN_METADATA) {
-            let text = value.to_str().map_err(|_| ServerError::InvalidAuthToken)?;
+        if let Some(text) = &presented.token {
+            let text = text.as_ref().map_err(|_| ServerError::InvalidAuthToken)?;
             let claims = token::verify(&auth.token_key, text, now_unix_ms)
                 .ok_or(ServerError::InvalidAuthToken)?;
             return match auth.users.get(&claims.user) {
@@ -79,23 +127,36 @@ impl Caller {
                 _ => Err(ServerError::InvalidAuthToken),
             };
         }
-        match cert_user {
+        match &presented.cert_user {
             // etcd takes the name as is; a name no user has may do nothing.
-            Some(name) => Ok(Caller(Some(name.to_string()))),
+            Some(name) => Ok(Caller(Some(name.clone()))),
             None => Err(StoreError::UserEmpty.into()),
         }
     }
 
     /// Refuse unless the caller may do anything (auth off, or root role).
-    pub fn require_admin(&self, node: &Node) -> Result<(), ServerError> {
-        match self.user() {
+    pub async fn require_admin(&self, node: &Node) -> Result<(), ServerError> {
+        fresh(node, || match self.user() {
             None => Ok(()),
             Some(user) => Ok(node.store().auth().require_admin(user)?),
-        }
+        })
+        .await
     }
 
     /// Refuse unless the caller may `access` every key of `range`.
-    pub fn require(
+    pub async fn require(
+        &self,
+        node: &Node,
+        range: &KeyRange,
+        access: Access,
+    ) -> Result<(), ServerError> {
+        fresh(node, || self.require_now(node, range, access)).await
+    }
+
+    /// [`Caller::require`] against this member's copy as it is, for
+    /// places that cannot wait (a watch created inside its stream's loop;
+    /// etcd checks a watch the same way).
+    pub fn require_now(
         &self,
         node: &Node,
         range: &KeyRange,
@@ -110,16 +171,17 @@ impl Caller {
 
     /// Check `command` against this member's auth state, then wrap it so
     /// the state machine checks it again where it is applied.
-    pub fn command(&self, node: &Node, command: Command) -> Result<Command, ServerError> {
+    pub async fn command(&self, node: &Node, command: Command) -> Result<Command, ServerError> {
         let Some(user) = self.user() else {
             return Ok(command);
         };
-        {
+        fresh(node, || {
             let store = node.store();
-            store.auth().check_command(user, &command, |id| {
+            Ok(store.auth().check_command(user, &command, |id| {
                 store.lease_info(id).map(|l| l.keys).unwrap_or_default()
-            })?;
-        }
+            })?)
+        })
+        .await?;
         Ok(Command::As {
             user: user.to_string(),
             command: Box::new(command),

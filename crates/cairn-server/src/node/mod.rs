@@ -387,7 +387,7 @@ impl Node {
         caller: &crate::auth::Caller,
         command: Command,
     ) -> Result<CommandResult, ServerError> {
-        self.write(caller.command(self, command)?).await
+        self.write(caller.command(self, command).await?).await
     }
 
     /// Refuse writes that add data once the keyspace is over quota, raising

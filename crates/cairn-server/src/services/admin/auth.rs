@@ -44,10 +44,16 @@ impl AuthService {
     }
 
     /// Who calls; with auth on, only an admin may manage it.
-    fn admin<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        let caller = Caller::of(&self.node, request)?;
-        caller.require_admin(&self.node)?;
-        Ok(caller)
+    fn admin<T>(
+        &self,
+        request: &Request<T>,
+    ) -> impl std::future::Future<Output = Result<Caller, Status>> + Send + '_ {
+        let caller = Caller::of(&self.node, request);
+        async move {
+            let caller = caller.await?;
+            caller.require_admin(&self.node).await?;
+            Ok(caller)
+        }
     }
 
     async fn change(&self, caller: &Caller, change: AuthCommand) -> Result<(), Status> {
@@ -133,7 +139,7 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthEnableRequest>,
     ) -> Result<Response<pb::AuthEnableResponse>, Status> {
-        let caller = self.admin(&request)?;
+        let caller = self.admin(&request).await?;
         let mut token_key = vec![0u8; 32];
         SystemRandom::new()
             .fill(&mut token_key)
@@ -149,7 +155,7 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthDisableRequest>,
     ) -> Result<Response<pb::AuthDisableResponse>, Status> {
-        let caller = self.admin(&request)?;
+        let caller = self.admin(&request).await?;
         self.change(&caller, AuthCommand::Disable).await?;
         Ok(Response::new(pb::AuthDisableResponse {
             header: self.header(),
@@ -223,7 +229,7 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthUserAddRequest>,
     ) -> Result<Response<pb::AuthUserAddResponse>, Status> {
-        let caller = self.admin(&request)?;
+        let caller = self.admin(&request).await?;
         let req = request.into_inner();
         if req.name.is_empty() {
             return Err(ServerError::Store(StoreError::UserEmpty).into());
@@ -249,11 +255,11 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthUserGetRequest>,
     ) -> Result<Response<pb::AuthUserGetResponse>, Status> {
-        let caller = Caller::of(&self.node, &request)?;
+        let caller = Caller::of(&self.node, &request).await?;
         let name = request.into_inner().name;
         // Users may look themselves up.
         if caller.user() != Some(name.as_str()) {
-            caller.require_admin(&self.node)?;
+            caller.require_admin(&self.node).await?;
         }
         self.barrier().await?;
         let roles = self
@@ -274,7 +280,7 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthUserListRequest>,
     ) -> Result<Response<pb::AuthUserListResponse>, Status> {
-        self.admin(&request)?;
+        self.admin(&request).await?;
         self.barrier().await?;
         let users = self.node.store().auth().users.keys().cloned().collect();
         Ok(Response::new(pb::AuthUserListResponse {
@@ -287,7 +293,7 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthUserDeleteRequest>,
     ) -> Result<Response<pb::AuthUserDeleteResponse>, Status> {
-        let caller = self.admin(&request)?;
+        let caller = self.admin(&request).await?;
         let name = request.into_inner().name;
         self.change(&caller, AuthCommand::UserDelete { name })
             .await?;
@@ -300,7 +306,7 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthUserChangePasswordRequest>,
     ) -> Result<Response<pb::AuthUserChangePasswordResponse>, Status> {
-        let caller = self.admin(&request)?;
+        let caller = self.admin(&request).await?;
         let req = request.into_inner();
         if !self.node.store().auth().users.contains_key(&req.name) {
             return Err(ServerError::Store(StoreError::UserNotFound).into());
@@ -325,7 +331,7 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthUserGrantRoleRequest>,
     ) -> Result<Response<pb::AuthUserGrantRoleResponse>, Status> {
-        let caller = self.admin(&request)?;
+        let caller = self.admin(&request).await?;
         let req = request.into_inner();
         self.change(
             &caller,
@@ -344,7 +350,7 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthUserRevokeRoleRequest>,
     ) -> Result<Response<pb::AuthUserRevokeRoleResponse>, Status> {
-        let caller = self.admin(&request)?;
+        let caller = self.admin(&request).await?;
         let req = request.into_inner();
         self.change(
             &caller,
@@ -363,7 +369,7 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthRoleAddRequest>,
     ) -> Result<Response<pb::AuthRoleAddResponse>, Status> {
-        let caller = self.admin(&request)?;
+        let caller = self.admin(&request).await?;
         let name = request.into_inner().name;
         self.change(&caller, AuthCommand::RoleAdd { name }).await?;
         Ok(Response::new(pb::AuthRoleAddResponse {
@@ -375,7 +381,7 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthRoleGetRequest>,
     ) -> Result<Response<pb::AuthRoleGetResponse>, Status> {
-        let caller = Caller::of(&self.node, &request)?;
+        let caller = Caller::of(&self.node, &request).await?;
         let role = request.into_inner().role;
         // Users may look up the roles they hold.
         let holds = caller.user().is_some_and(|u| {
@@ -387,7 +393,7 @@ impl Auth for AuthService {
                 .is_some_and(|u| u.roles.contains(&role))
         });
         if !holds {
-            caller.require_admin(&self.node)?;
+            caller.require_admin(&self.node).await?;
         }
         self.barrier().await?;
         let store = self.node.store();
@@ -410,7 +416,7 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthRoleListRequest>,
     ) -> Result<Response<pb::AuthRoleListResponse>, Status> {
-        self.admin(&request)?;
+        self.admin(&request).await?;
         self.barrier().await?;
         let roles = self.node.store().auth().roles.keys().cloned().collect();
         Ok(Response::new(pb::AuthRoleListResponse {
@@ -423,7 +429,7 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthRoleDeleteRequest>,
     ) -> Result<Response<pb::AuthRoleDeleteResponse>, Status> {
-        let caller = self.admin(&request)?;
+        let caller = self.admin(&request).await?;
         let name = request.into_inner().role;
         self.change(&caller, AuthCommand::RoleDelete { name })
             .await?;
@@ -436,7 +442,7 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthRoleGrantPermissionRequest>,
     ) -> Result<Response<pb::AuthRoleGrantPermissionResponse>, Status> {
-        let caller = self.admin(&request)?;
+        let caller = self.admin(&request).await?;
         let req = request.into_inner();
         let perm = req
             .perm
@@ -462,7 +468,7 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthRoleRevokePermissionRequest>,
     ) -> Result<Response<pb::AuthRoleRevokePermissionResponse>, Status> {
-        let caller = self.admin(&request)?;
+        let caller = self.admin(&request).await?;
         let req = request.into_inner();
         self.change(
             &caller,

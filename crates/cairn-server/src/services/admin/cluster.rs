@@ -88,7 +88,10 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
-        Caller::of(&self.node, &request)?.require_admin(&self.node)?;
+        Caller::of(&self.node, &request)
+            .await?
+            .require_admin(&self.node)
+            .await?;
         let req = request.into_inner();
         let peer_url = peer_url(&req.peer_ur_ls)?;
         let id = self
@@ -121,7 +124,10 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
-        Caller::of(&self.node, &request)?.require_admin(&self.node)?;
+        Caller::of(&self.node, &request)
+            .await?
+            .require_admin(&self.node)
+            .await?;
         let id = request.into_inner().id;
         self.request(ForwardRequest::RemoveMember { id }).await?;
         // A member that removed itself stops hearing about changes.
@@ -138,7 +144,10 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
-        Caller::of(&self.node, &request)?.require_admin(&self.node)?;
+        Caller::of(&self.node, &request)
+            .await?
+            .require_admin(&self.node)
+            .await?;
         let req = request.into_inner();
         let peer_url = peer_url(&req.peer_ur_ls)?;
         let id = req.id;
@@ -175,7 +184,10 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
-        Caller::of(&self.node, &request)?.require_admin(&self.node)?;
+        Caller::of(&self.node, &request)
+            .await?
+            .require_admin(&self.node)
+            .await?;
         let id = request.into_inner().id;
         self.request(ForwardRequest::PromoteMember { id }).await?;
         self.await_view(|ms| ms.iter().any(|m| m.id == id && !m.is_learner))

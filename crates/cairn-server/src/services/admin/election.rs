@@ -170,7 +170,7 @@ impl Election for ElectionService {
         &self,
         request: Request<pb::CampaignRequest>,
     ) -> Result<Response<pb::CampaignResponse>, Status> {
-        let caller = Caller::of(&self.node, &request)?;
+        let caller = Caller::of(&self.node, &request).await?;
         let req = request.into_inner();
         let node = &self.node;
         let lease = recipe::session_lease(node, &caller, req.lease).await?;
@@ -216,7 +216,7 @@ impl Election for ElectionService {
         &self,
         request: Request<pb::ProclaimRequest>,
     ) -> Result<Response<pb::ProclaimResponse>, Status> {
-        let caller = Caller::of(&self.node, &request)?;
+        let caller = Caller::of(&self.node, &request).await?;
         let req = request.into_inner();
         let leader = req.leader.ok_or_else(missing_leader_key)?;
         let revision = proclaim(&self.node, &caller, &leader.key, leader.rev, req.value)
@@ -231,9 +231,11 @@ impl Election for ElectionService {
         &self,
         request: Request<pb::LeaderRequest>,
     ) -> Result<Response<pb::LeaderResponse>, Status> {
-        let caller = Caller::of(&self.node, &request)?;
+        let caller = Caller::of(&self.node, &request).await?;
         let prefix = recipe::queue_prefix(&request.into_inner().name);
-        caller.require(&self.node, &KeyRange::prefix(prefix.clone()), Access::Read)?;
+        caller
+            .require(&self.node, &KeyRange::prefix(prefix.clone()), Access::Read)
+            .await?;
         self.node.read_barrier().await?;
         let (leader, revision) = {
             let store = self.node.store();
@@ -253,9 +255,11 @@ impl Election for ElectionService {
         &self,
         request: Request<pb::LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
-        let caller = Caller::of(&self.node, &request)?;
+        let caller = Caller::of(&self.node, &request).await?;
         let prefix = recipe::queue_prefix(&request.into_inner().name);
-        caller.require(&self.node, &KeyRange::prefix(prefix.clone()), Access::Read)?;
+        caller
+            .require(&self.node, &KeyRange::prefix(prefix.clone()), Access::Read)
+            .await?;
         let (tx, rx) = mpsc::channel(OBSERVE_QUEUE);
         tokio::spawn(observe(self.node.clone(), prefix, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -267,7 +271,7 @@ impl Election for ElectionService {
         &self,
         request: Request<pb::ResignRequest>,
     ) -> Result<Response<pb::ResignResponse>, Status> {
-        let caller = Caller::of(&self.node, &request)?;
+        let caller = Caller::of(&self.node, &request).await?;
         let leader = request.into_inner().leader.ok_or_else(missing_leader_key)?;
         let revision =
             recipe::delete_if_created_at(&self.node, &caller, &leader.key, leader.rev).await?;

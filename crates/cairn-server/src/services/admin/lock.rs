@@ -38,7 +38,7 @@ impl Lock for LockService {
         &self,
         request: Request<pb::LockRequest>,
     ) -> Result<Response<pb::LockResponse>, Status> {
-        let caller = Caller::of(&self.node, &request)?;
+        let caller = Caller::of(&self.node, &request).await?;
         let req = request.into_inner();
         let node = &self.node;
         let lease = recipe::session_lease(node, &caller, req.lease).await?;
@@ -70,7 +70,7 @@ impl Lock for LockService {
         &self,
         request: Request<pb::UnlockRequest>,
     ) -> Result<Response<pb::UnlockResponse>, Status> {
-        let caller = Caller::of(&self.node, &request)?;
+        let caller = Caller::of(&self.node, &request).await?;
         let key = request.into_inner().key;
         let delete = Command::DeleteRange(DeleteRangeRequest {
             range: KeyRange::single(key),

@@ -110,7 +110,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
-        let caller = Caller::of(&self.node, &request)?;
+        let caller = Caller::of(&self.node, &request).await?;
         let req = request.into_inner();
         let action = WireAlarmAction::try_from(req.action)
             .map_err(|_| ServerError::InvalidArgument("unknown alarm action".into()))?;
@@ -145,7 +145,7 @@ impl Maintenance for MaintenanceService {
             // Member 0 means every member: clear the alarm wherever raised.
             WireAlarmAction::Deactivate => {
                 if let Some(kind) = kind {
-                    caller.require_admin(node)?;
+                    caller.require_admin(node).await?;
                     node.read_barrier().await?;
                     let raised: Vec<u64> = node
                         .store()
@@ -224,7 +224,10 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
-        Caller::of(&self.node, &request)?.require_admin(&self.node)?;
+        Caller::of(&self.node, &request)
+            .await?
+            .require_admin(&self.node)
+            .await?;
         Ok(Response::new(pb::DefragmentResponse {
             header: Some(header(&self.node, None)),
         }))
@@ -237,7 +240,10 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
-        Caller::of(&self.node, &request)?.require_admin(&self.node)?;
+        Caller::of(&self.node, &request)
+            .await?
+            .require_admin(&self.node)
+            .await?;
         let (snapshot, revision) = {
             let store = self.node.store();
             (
@@ -258,7 +264,10 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
-        Caller::of(&self.node, &request)?.require_admin(&self.node)?;
+        Caller::of(&self.node, &request)
+            .await?
+            .require_admin(&self.node)
+            .await?;
         let want = request.into_inner().revision;
         self.node.read_barrier().await?;
         let (hash, compact_revision, head) = {
@@ -283,7 +292,10 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        Caller::of(&self.node, &request)?.require_admin(&self.node)?;
+        Caller::of(&self.node, &request)
+            .await?
+            .require_admin(&self.node)
+            .await?;
         // One read guard: the copy is a single revision of the store.
         let (snapshot, revision) = {
             let store = self.node.store();
@@ -306,7 +318,10 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
-        Caller::of(&self.node, &request)?.require_admin(&self.node)?;
+        Caller::of(&self.node, &request)
+            .await?
+            .require_admin(&self.node)
+            .await?;
         let to = request.into_inner().target_id;
         let node = &self.node;
         let target = node.members().into_iter().find(|m| m.id == to);
@@ -339,7 +354,10 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<pb::DowngradeRequest>,
     ) -> Result<Response<pb::DowngradeResponse>, Status> {
-        Caller::of(&self.node, &request)?.require_admin(&self.node)?;
+        Caller::of(&self.node, &request)
+            .await?
+            .require_admin(&self.node)
+            .await?;
         Err(Status::unimplemented(
             "etcdserver: cluster version downgrade is not supported",
         ))

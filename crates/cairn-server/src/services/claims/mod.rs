@@ -102,7 +102,7 @@ impl Claims for ClaimsService {
         &self,
         request: Request<pb::CreateNamespaceRequest>,
     ) -> Result<Response<pb::CreateNamespaceResponse>, Status> {
-        let caller = crate::services::registry::caller(&self.node, &request)?;
+        let caller = crate::services::registry::caller(&self.node, &request).await?;
         let req = request.into_inner();
         let config = convert::config(req.config)?;
         let reply = self
@@ -127,7 +127,7 @@ impl Claims for ClaimsService {
         &self,
         request: Request<pb::CanOffloadRequest>,
     ) -> Result<Response<pb::CanOffloadResponse>, Status> {
-        let caller = crate::services::registry::caller(&self.node, &request)?;
+        let caller = crate::services::registry::caller(&self.node, &request).await?;
         let req = request.into_inner();
         let keys = convert::keys(req.keys)?;
         let now_ms = self.now_ms();
@@ -159,7 +159,7 @@ impl Claims for ClaimsService {
         &self,
         request: Request<pb::ClaimsRegisterRequest>,
     ) -> Result<Response<pb::ClaimsRegisterResponse>, Status> {
-        let caller = crate::services::registry::caller(&self.node, &request)?;
+        let caller = crate::services::registry::caller(&self.node, &request).await?;
         let req = request.into_inner();
         let entries = convert::entries(req.entries)?;
         let reply = self
@@ -189,7 +189,7 @@ impl Claims for ClaimsService {
         &self,
         request: Request<pb::MatchRequest>,
     ) -> Result<Response<pb::MatchResponse>, Status> {
-        crate::services::registry::caller(&self.node, &request)?;
+        crate::services::registry::caller(&self.node, &request).await?;
         self.matches(request.into_inner(), |claims, ns, keys| {
             let found = claims.match_prefix(ns, keys)?;
             Ok(found
@@ -205,7 +205,7 @@ impl Claims for ClaimsService {
         &self,
         request: Request<pb::MatchRequest>,
     ) -> Result<Response<pb::MatchResponse>, Status> {
-        crate::services::registry::caller(&self.node, &request)?;
+        crate::services::registry::caller(&self.node, &request).await?;
         self.matches(request.into_inner(), |claims, ns, keys| {
             claims.match_all(ns, keys)
         })
@@ -216,7 +216,7 @@ impl Claims for ClaimsService {
         &self,
         request: Request<pb::ClaimsKeysRequest>,
     ) -> Result<Response<pb::RemoveResponse>, Status> {
-        let caller = crate::services::registry::caller(&self.node, &request)?;
+        let caller = crate::services::registry::caller(&self.node, &request).await?;
         let req = request.into_inner();
         let keys = convert::keys(req.keys)?;
         let reply = self
@@ -246,7 +246,7 @@ impl Claims for ClaimsService {
         &self,
         request: Request<pb::ClaimsKeysRequest>,
     ) -> Result<Response<pb::TouchResponse>, Status> {
-        let caller = crate::services::registry::caller(&self.node, &request)?;
+        let caller = crate::services::registry::caller(&self.node, &request).await?;
         let req = request.into_inner();
         let keys = convert::keys(req.keys)?;
         let reply = self
@@ -272,7 +272,7 @@ impl Claims for ClaimsService {
         &self,
         request: Request<pb::StatsRequest>,
     ) -> Result<Response<pb::StatsResponse>, Status> {
-        crate::services::registry::caller(&self.node, &request)?;
+        crate::services::registry::caller(&self.node, &request).await?;
         let req = request.into_inner();
         self.node.read_barrier().await?;
         let (stats, revision) = {

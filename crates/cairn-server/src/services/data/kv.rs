@@ -56,14 +56,18 @@ impl Kv for KvService {
         &self,
         request: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
-        let caller = Caller::of(&self.node, &request)?;
+        let caller = Caller::of(&self.node, &request).await?;
         let req = request.into_inner();
         let serializable = req.serializable;
         let range = convert::range_request(req)?;
-        caller.require(&self.node, &range.range, Access::Read)?;
+        // A linearizable read is checked after its barrier, against every
+        // auth change acknowledged before it (as etcd, after its read index).
         if !serializable {
             self.node.read_barrier().await?;
         }
+        caller
+            .require(&self.node, &range.range, Access::Read)
+            .await?;
         let resp = self.node.store().range(&range).map_err(ServerError::from)?;
         Ok(Response::new(convert::range_response(self.headers(), resp)))
     }
@@ -72,7 +76,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
-        let caller = Caller::of(&self.node, &request)?;
+        let caller = Caller::of(&self.node, &request).await?;
         let req = request.into_inner();
         self.check_size(&req)?;
         let put = convert::put_request(req)?;
@@ -86,7 +90,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
-        let caller = Caller::of(&self.node, &request)?;
+        let caller = Caller::of(&self.node, &request).await?;
         let req = request.into_inner();
         self.check_size(&req)?;
         let delete = convert::delete_request(req)?;
@@ -102,7 +106,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
-        let caller = Caller::of(&self.node, &request)?;
+        let caller = Caller::of(&self.node, &request).await?;
         let req = request.into_inner();
         self.check_size(&req)?;
         let t = convert::txn_request(req)?;
@@ -124,7 +128,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
-        let caller = Caller::of(&self.node, &request)?;
+        let caller = Caller::of(&self.node, &request).await?;
         let req = request.into_inner();
         // `physical` needs no extra wait: the store drops the old
         // revisions synchronously while applying the command (on every

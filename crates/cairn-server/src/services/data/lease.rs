@@ -73,7 +73,7 @@ impl Lease for LeaseService {
         &self,
         request: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
-        let caller = Caller::of(&self.node, &request)?;
+        let caller = Caller::of(&self.node, &request).await?;
         let req = request.into_inner();
         let command = Command::LeaseGrant {
             id: req.id,
@@ -95,7 +95,7 @@ impl Lease for LeaseService {
         &self,
         request: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
-        let caller = Caller::of(&self.node, &request)?;
+        let caller = Caller::of(&self.node, &request).await?;
         let id = request.into_inner().id;
         match self
             .node
@@ -116,7 +116,7 @@ impl Lease for LeaseService {
         request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         // The stream runs as whoever opened it.
-        let caller = Caller::of(&self.node, &request)?;
+        let caller = Caller::of(&self.node, &request).await?;
         let mut incoming = request.into_inner();
         let (tx, rx) = mpsc::channel(KEEP_ALIVE_QUEUE);
         let node = self.node.clone();
@@ -153,7 +153,7 @@ impl Lease for LeaseService {
         &self,
         request: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
-        Caller::of(&self.node, &request)?;
+        Caller::of(&self.node, &request).await?;
         let req = request.into_inner();
         self.node.read_barrier().await?;
         let (info, store_now_ms, revision) = {
@@ -188,7 +188,7 @@ impl Lease for LeaseService {
         &self,
         request: Request<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
-        Caller::of(&self.node, &request)?;
+        Caller::of(&self.node, &request).await?;
         self.node.read_barrier().await?;
         let (ids, revision) = {
             let store = self.node.store();

@@ -90,7 +90,7 @@ impl Watch for WatchService {
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         // Every watcher of the stream runs as whoever opened it.
-        let caller = Caller::of(&self.node, &request)?;
+        let caller = Caller::of(&self.node, &request).await?;
         let (hub_tx, hub_rx) = mpsc::channel(HUB_QUEUE);
         let session = Session {
             node: self.node.clone(),
@@ -377,7 +377,10 @@ impl Session {
             no_put: c.filters.contains(&(FilterType::Noput as i32)),
             no_delete: c.filters.contains(&(FilterType::Nodelete as i32)),
         };
-        if let Err(e) = self.caller.require(&self.node, &spec.range, Access::Read) {
+        if let Err(e) = self
+            .caller
+            .require_now(&self.node, &spec.range, Access::Read)
+        {
             // etcd creates the watcher and cancels it with the reason.
             let mut resp = self.response(watch_id, None);
             resp.created = true;

@@ -73,12 +73,18 @@ fn unexpected(what: &str, result: &impl std::fmt::Debug) -> Status {
 /// Who calls a `cairn.v1` service (registry or claims). With auth on,
 /// these services need read and write permission over the whole reserved
 /// prefix, where their records live (an admin has it).
-pub(crate) fn caller<T>(node: &Node, request: &tonic::Request<T>) -> Result<Caller, Status> {
-    let caller = Caller::of(node, request)?;
-    let reserved = KeyRange::prefix(RESERVED_PREFIX);
-    caller.require(node, &reserved, Access::Read)?;
-    caller.require(node, &reserved, Access::Write)?;
-    Ok(caller)
+pub(crate) fn caller<'a, T>(
+    node: &'a Node,
+    request: &tonic::Request<T>,
+) -> impl std::future::Future<Output = Result<Caller, Status>> + Send + 'a {
+    let caller = Caller::of(node, request);
+    async move {
+        let caller = caller.await?;
+        let reserved = KeyRange::prefix(RESERVED_PREFIX);
+        caller.require(node, &reserved, Access::Read).await?;
+        caller.require(node, &reserved, Access::Write).await?;
+        Ok(caller)
+    }
 }
 
 /// Replicate one registry command; a refusal becomes an error status.

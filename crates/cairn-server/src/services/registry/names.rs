@@ -123,7 +123,7 @@ impl Registry for RegistryService {
         &self,
         request: Request<pb::CreateRegistryRequest>,
     ) -> Result<Response<pb::CreateRegistryResponse>, Status> {
-        let caller = super::caller(&self.node, &request)?;
+        let caller = super::caller(&self.node, &request).await?;
         let req = request.into_inner();
         let mode = match pb::Mode::try_from(req.mode) {
             Ok(pb::Mode::Unique) => RegistryMode::Unique,
@@ -155,7 +155,7 @@ impl Registry for RegistryService {
         &self,
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
-        let caller = super::caller(&self.node, &request)?;
+        let caller = super::caller(&self.node, &request).await?;
         Ok(Response::new(
             RegistryService::register(self, &caller, request.into_inner(), false).await?,
         ))
@@ -165,7 +165,7 @@ impl Registry for RegistryService {
         &self,
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
-        let caller = super::caller(&self.node, &request)?;
+        let caller = super::caller(&self.node, &request).await?;
         Ok(Response::new(
             RegistryService::register(self, &caller, request.into_inner(), true).await?,
         ))
@@ -175,7 +175,7 @@ impl Registry for RegistryService {
         &self,
         request: Request<pb::UnregisterRequest>,
     ) -> Result<Response<pb::UnregisterResponse>, Status> {
-        let caller = super::caller(&self.node, &request)?;
+        let caller = super::caller(&self.node, &request).await?;
         let req = request.into_inner();
         let cmd = C::Unregister {
             registry: req.registry,
@@ -199,7 +199,7 @@ impl Registry for RegistryService {
         &self,
         request: Request<pb::UpdateValueRequest>,
     ) -> Result<Response<pb::UpdateValueResponse>, Status> {
-        let caller = super::caller(&self.node, &request)?;
+        let caller = super::caller(&self.node, &request).await?;
         let req = request.into_inner();
         check_size(&self.limits, &req)?;
         let cmd = C::UpdateValue {
@@ -236,7 +236,7 @@ impl Registry for RegistryService {
         &self,
         request: Request<pb::LookupRequest>,
     ) -> Result<Response<pb::LookupResponse>, Status> {
-        super::caller(&self.node, &request)?;
+        super::caller(&self.node, &request).await?;
         let req = request.into_inner();
         self.node.read_barrier().await?;
         let store = self.node.store();
@@ -253,7 +253,7 @@ impl Registry for RegistryService {
         &self,
         request: Request<pb::LookupRequest>,
     ) -> Result<Response<pb::CountResponse>, Status> {
-        super::caller(&self.node, &request)?;
+        super::caller(&self.node, &request).await?;
         let req = request.into_inner();
         self.node.read_barrier().await?;
         let store = self.node.store();
@@ -267,7 +267,7 @@ impl Registry for RegistryService {
         &self,
         request: Request<pb::KeysRequest>,
     ) -> Result<Response<pb::KeysResponse>, Status> {
-        super::caller(&self.node, &request)?;
+        super::caller(&self.node, &request).await?;
         let req = request.into_inner();
         self.node.read_barrier().await?;
         let store = self.node.store();
@@ -281,7 +281,7 @@ impl Registry for RegistryService {
         &self,
         request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
-        super::caller(&self.node, &request)?;
+        super::caller(&self.node, &request).await?;
         let req = request.into_inner();
         let limit = match usize::try_from(req.limit) {
             Ok(0) => DEFAULT_PAGE,
@@ -316,7 +316,7 @@ impl Registry for RegistryService {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        super::caller(&self.node, &request)?;
+        super::caller(&self.node, &request).await?;
         let req = request.into_inner();
         if req.registry.is_empty() {
             return Err(Status::invalid_argument(

@@ -206,7 +206,7 @@ impl Lock for LockService {
         &self,
         request: Request<pb::LockRequest>,
     ) -> Result<Response<pb::LockResponse>, Status> {
-        let caller = super::caller(&self.node, &request)?;
+        let caller = super::caller(&self.node, &request).await?;
         let req = request.into_inner();
         let (fencing_token, revision) = acquire(
             &self.node,
@@ -227,7 +227,7 @@ impl Lock for LockService {
         &self,
         request: Request<pb::UnlockRequest>,
     ) -> Result<Response<pb::UnlockResponse>, Status> {
-        let caller = super::caller(&self.node, &request)?;
+        let caller = super::caller(&self.node, &request).await?;
         let req = request.into_inner();
         let (released, revision) = leave(
             &self.node,
@@ -267,7 +267,7 @@ impl Election for ElectionService {
         &self,
         request: Request<pb::CampaignRequest>,
     ) -> Result<Response<pb::CampaignResponse>, Status> {
-        let caller = super::caller(&self.node, &request)?;
+        let caller = super::caller(&self.node, &request).await?;
         let req = request.into_inner();
         check_size(&self.limits, &req)?;
         let (fencing_token, revision) = acquire(
@@ -289,7 +289,7 @@ impl Election for ElectionService {
         &self,
         request: Request<pb::ProclaimRequest>,
     ) -> Result<Response<pb::ProclaimResponse>, Status> {
-        let caller = super::caller(&self.node, &request)?;
+        let caller = super::caller(&self.node, &request).await?;
         let req = request.into_inner();
         check_size(&self.limits, &req)?;
         let cmd = C::Proclaim {
@@ -312,7 +312,7 @@ impl Election for ElectionService {
         &self,
         request: Request<pb::LeaderRequest>,
     ) -> Result<Response<pb::LeaderResponse>, Status> {
-        super::caller(&self.node, &request)?;
+        super::caller(&self.node, &request).await?;
         let name = request.into_inner().name;
         self.node.read_barrier().await?;
         let store = self.node.store();
@@ -328,7 +328,7 @@ impl Election for ElectionService {
         &self,
         request: Request<pb::LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
-        super::caller(&self.node, &request)?;
+        super::caller(&self.node, &request).await?;
         let name = request.into_inner().name;
         self.node.read_barrier().await?;
         let (tx, rx) = mpsc::channel(OBSERVE_QUEUE);
@@ -380,7 +380,7 @@ impl Election for ElectionService {
         &self,
         request: Request<pb::ResignRequest>,
     ) -> Result<Response<pb::ResignResponse>, Status> {
-        let caller = super::caller(&self.node, &request)?;
+        let caller = super::caller(&self.node, &request).await?;
         let req = request.into_inner();
         let (resigned, revision) = leave(
             &self.node,

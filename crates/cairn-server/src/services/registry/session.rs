@@ -64,7 +64,7 @@ impl Session for SessionService {
         &self,
         request: Request<pb::CreateSessionRequest>,
     ) -> Result<Response<pb::CreateSessionResponse>, Status> {
-        let caller = super::caller(&self.node, &request)?;
+        let caller = super::caller(&self.node, &request).await?;
         let ttl_secs = request.into_inner().ttl_secs;
         if ttl_secs <= 0 {
             return Err(Status::invalid_argument("cairn: ttl_secs must be positive"));
@@ -90,7 +90,7 @@ impl Session for SessionService {
         &self,
         request: Request<Streaming<pb::KeepAliveRequest>>,
     ) -> Result<Response<Self::KeepAliveStream>, Status> {
-        let caller = super::caller(&self.node, &request)?;
+        let caller = super::caller(&self.node, &request).await?;
         let mut incoming = request.into_inner();
         let (tx, rx) = mpsc::channel(KEEP_ALIVE_QUEUE);
         let node = self.node.clone();
@@ -124,7 +124,7 @@ impl Session for SessionService {
         &self,
         request: Request<pb::CloseSessionRequest>,
     ) -> Result<Response<pb::CloseSessionResponse>, Status> {
-        let caller = super::caller(&self.node, &request)?;
+        let caller = super::caller(&self.node, &request).await?;
         let id = request.into_inner().session_id;
         match self
             .node
@@ -146,7 +146,7 @@ impl Session for SessionService {
         &self,
         request: Request<pb::SessionInfoRequest>,
     ) -> Result<Response<pb::SessionInfoResponse>, Status> {
-        super::caller(&self.node, &request)?;
+        super::caller(&self.node, &request).await?;
         let id = request.into_inner().session_id;
         self.node.read_barrier().await?;
         let (info, store_now_ms, revision) = {
