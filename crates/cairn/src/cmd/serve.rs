@@ -94,7 +94,7 @@ pub struct ServeArgs {
     /// `--auth-token-ttl`; default 300).
     #[arg(long, env = "CAIRN_AUTH_TOKEN_TTL_SECS")]
     pub auth_token_ttl_secs: Option<u64>,
-    /// PBKDF2-HMAC-SHA256 iterations for new passwords (default 100000).
+    /// PBKDF2-HMAC-SHA256 iterations for new passwords (default 300000).
     #[arg(long, env = "CAIRN_AUTH_PASSWORD_ITERATIONS")]
     pub auth_password_iterations: Option<u32>,
     /// `periodic` (keep a time window of history) or `revision` (keep a

@@ -3,10 +3,11 @@
 //!
 //! Changes are `Command::Auth` through Raft (as `Command::As` from an admin
 //! once auth is on). Passwords are hashed here, in a blocking thread, at
-//! most [`MAX_HASHING`] at a time: a hash costs ~50 ms of a core on
+//! most [`MAX_HASHING`] at a time: a hash costs ~75 ms of a core on
 //! purpose, and a flood of logins must not take every core from the
 //! members' Raft work.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use cairn_proto::authpb;
@@ -23,12 +24,19 @@ use crate::error::ServerError;
 use crate::node::Node;
 use crate::services::common::header;
 
-/// Passwords hashed or checked at once on this member.
-const MAX_HASHING: usize = 2;
+/// Passwords hashed or checked at once on this member: a flood of logins
+/// takes at most one core.
+const MAX_HASHING: usize = 1;
+/// Hashes that may wait for their turn; more are refused (etcd's "too many
+/// requests"), so a flood cannot pile up requests without bound.
+const MAX_HASHING_QUEUED: usize = 64;
 
 pub struct AuthService {
     node: Arc<Node>,
+    /// Turns to hash (see [`MAX_HASHING`]).
     hashing: Arc<Semaphore>,
+    /// Hashes waiting for a turn.
+    hashing_queued: AtomicUsize,
 }
 
 impl AuthService {
@@ -36,6 +44,7 @@ impl AuthService {
         AuthService {
             node,
             hashing: Arc::new(Semaphore::new(MAX_HASHING)),
+            hashing_queued: AtomicUsize::new(0),
         }
     }
 
@@ -63,16 +72,22 @@ impl AuthService {
         }
     }
 
-    /// Runs a password hash or check off the async threads, a few at once.
+    /// Runs a password hash or check off the async threads, one at a
+    /// time, at most [`MAX_HASHING_QUEUED`] waiting.
     async fn hashing<R: Send + 'static>(
         &self,
         work: impl FnOnce() -> R + Send + 'static,
     ) -> Result<R, Status> {
-        let _permit = self
-            .hashing
-            .acquire()
-            .await
-            .map_err(|_| ServerError::Stopped)?;
+        let permit = {
+            // Counted while waiting, also when the caller goes away
+            // meanwhile (the future is dropped, the guard still runs).
+            let waiting = Waiting::enter(&self.hashing_queued);
+            if waiting.ahead >= MAX_HASHING_QUEUED {
+                return Err(Status::resource_exhausted("etcdserver: too many requests"));
+            }
+            self.hashing.acquire().await
+        };
+        let _permit = permit.map_err(|_| ServerError::Stopped)?;
         tokio::task::spawn_blocking(work)
             .await
             .map_err(|e| ServerError::Internal(format!("password hashing: {e}")).into())
@@ -108,6 +123,26 @@ impl AuthService {
     /// Reads of the auth state wait for every change acknowledged before.
     async fn barrier(&self) -> Result<(), Status> {
         Ok(self.node.read_barrier().await?)
+    }
+}
+
+/// One hash waiting for its turn, counted until dropped.
+struct Waiting<'a> {
+    count: &'a AtomicUsize,
+    /// How many were waiting before this one.
+    ahead: usize,
+}
+
+impl<'a> Waiting<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        let ahead = count.fetch_add(1, Ordering::Relaxed);
+        Waiting { count, ahead }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -481,5 +516,23 @@ impl Auth for AuthService {
         Ok(Response::new(pb::AuthRoleRevokePermissionResponse {
             header: self.header(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiting_hashes_are_counted_until_dropped() {
+        let count = AtomicUsize::new(0);
+        let first = Waiting::enter(&count);
+        let second = Waiting::enter(&count);
+        assert_eq!((first.ahead, second.ahead), (0, 1));
+        drop(first);
+        // A request given up while waiting leaves the count too.
+        drop(second);
+        assert_eq!(count.load(Ordering::Relaxed), 0);
+        assert_eq!(Waiting::enter(&count).ahead, 0);
     }
 }
