@@ -236,6 +236,28 @@ async fn users_roles_and_tokens_across_members() {
         p.lease = id;
         kv_g.put(as_token(p, token)).await.unwrap();
     }
+    // Listing a lease's keys takes read permission on each; its TTL none.
+    let ttl = |keys| LeaseTimeToLiveRequest { id, keys };
+    assert_refused(
+        lease.lease_time_to_live(as_token(ttl(true), &alice)).await,
+        Code::PermissionDenied,
+        "permission denied",
+    );
+    assert!(
+        lease
+            .lease_time_to_live(as_token(ttl(false), &alice))
+            .await
+            .unwrap()
+            .into_inner()
+            .ttl
+            > 0
+    );
+    let listed = lease
+        .lease_time_to_live(as_token(ttl(true), &root))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.keys, vec![b"a4".to_vec(), b"z4".to_vec()]);
     assert_refused(
         lease
             .lease_revoke(as_token(LeaseRevokeRequest { id }, &alice))

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use cairn_proto::etcdserverpb as pb;
 use cairn_proto::etcdserverpb::lease_server::Lease;
+use cairn_store::auth::Access;
 use cairn_store::{Command, CommandResult, StoreError};
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
@@ -153,7 +154,7 @@ impl Lease for LeaseService {
         &self,
         request: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
-        Caller::of(&self.node, &request).await?;
+        let caller = Caller::of(&self.node, &request).await?;
         let req = request.into_inner();
         self.node.read_barrier().await?;
         let (info, store_now_ms, revision) = {
@@ -171,6 +172,19 @@ impl Lease for LeaseService {
                 keys: Vec::new(),
             }));
         };
+        // Key names are data: listing them takes read permission on each
+        // (as etcd since its fix for CVE-2023-32082; the TTL alone needs none).
+        if req.keys {
+            for key in &info.keys {
+                caller
+                    .require(
+                        &self.node,
+                        &cairn_store::KeyRange::single(key.clone()),
+                        Access::Read,
+                    )
+                    .await?;
+            }
+        }
         // The store's time moves only with ticks; count down between them
         // with the time elapsed since, as this node estimates it.
         let since_store_ms = self.node.clock.now_ms().saturating_sub(store_now_ms);
