@@ -102,6 +102,11 @@ pub struct ServerConfig {
     /// bare number is hours), a count in revision mode; `0` (the default,
     /// as etcd's) keeps every revision until a client compacts.
     pub auto_compaction_retention: String,
+    /// How often the leader compares every member's keyspace hash and
+    /// raises the CORRUPT alarm on one unlike the majority (etcd's
+    /// `--experimental-corrupt-check-time`); 0, the default as in etcd,
+    /// turns it off.
+    pub corrupt_check_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -163,6 +168,7 @@ impl Default for ServerConfig {
             auth_password_iterations: crate::auth::password::ITERATIONS,
             auto_compaction_mode: "periodic".into(),
             auto_compaction_retention: "0".into(),
+            corrupt_check_interval_ms: 0,
         }
     }
 }

@@ -120,6 +120,7 @@ fn store_status(e: &StoreError) -> Status {
             return Status::invalid_argument(e.to_string())
         }
         StoreError::PermissionDenied => return Status::permission_denied(e.to_string()),
+        StoreError::Corrupt => return Status::data_loss(e.to_string()),
         StoreError::AuthLimit(_) => {
             return Status::invalid_argument(format!("etcdserver: {e}"))
         }

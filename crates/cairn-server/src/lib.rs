@@ -9,6 +9,7 @@ pub mod authority_fix;
 pub mod clock;
 pub mod compactor;
 pub mod config;
+pub mod corruption;
 pub mod error;
 pub mod leader_hint;
 pub mod node;

@@ -61,6 +61,10 @@ pub enum StoreError {
     PermissionNotGranted,
     #[error("etcdserver: invalid auth management")]
     InvalidAuthMgmt,
+    /// A CORRUPT alarm is raised: a member's keyspace was found unlike the
+    /// majority's; nothing changes until it is disarmed.
+    #[error("etcdserver: corrupt cluster")]
+    Corrupt,
     /// A bound on the auth state (names, users, roles, permissions).
     #[error("too many {0} (or too long)")]
     AuthLimit(String),

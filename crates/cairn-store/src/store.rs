@@ -156,6 +156,15 @@ impl Store {
         &self.meta.alarms
     }
 
+    /// A CORRUPT alarm is raised (see `cairn-server/src/corruption.rs`):
+    /// clients may neither write nor read, lease expiry stops.
+    pub fn corrupt(&self) -> bool {
+        self.meta
+            .alarms
+            .iter()
+            .any(|(_, a)| *a == AlarmKind::Corrupt)
+    }
+
     fn no_space(&self) -> bool {
         self.meta
             .alarms
@@ -191,6 +200,21 @@ impl Store {
         cmd: &Command,
         events: &mut Vec<Event>,
     ) -> Result<CommandResult, StoreError> {
+        if self.corrupt()
+            && matches!(
+                cmd,
+                Command::Put(_)
+                    | Command::DeleteRange(_)
+                    | Command::Txn(_)
+                    | Command::Compact { .. }
+                    | Command::LeaseGrant { .. }
+                    | Command::LeaseRevoke { .. }
+                    | Command::Registry(_)
+                    | Command::Claims(_)
+            )
+        {
+            return Err(StoreError::Corrupt);
+        }
         Ok(match cmd {
             Command::Put(p) => {
                 if self.no_space() {
@@ -263,7 +287,13 @@ impl Store {
                 max_expiries,
             } => {
                 self.advance_time(*now_ms);
-                let expired = self.leases.due(self.meta.now_ms, *max_expiries as usize);
+                // While corrupt nothing is deleted, expired leases' keys
+                // included (etcd's corrupt cluster revokes no lease).
+                let expired = if self.corrupt() {
+                    Vec::new()
+                } else {
+                    self.leases.due(self.meta.now_ms, *max_expiries as usize)
+                };
                 for id in &expired {
                     self.revoke(*id, events);
                 }

@@ -904,3 +904,54 @@ fn without_events_a_store_answers_and_changes_exactly_as_with_them() {
     without.set_events_wanted(true);
     assert_eq!(without.apply(&put("a", "4")).events.len(), 1);
 }
+
+#[test]
+fn a_corrupt_alarm_stops_every_change_until_disarmed() {
+    let mut s = Store::new();
+    s.apply(&Command::LeaseGrant {
+        id: 7,
+        ttl_secs: 1,
+        now_ms: 0,
+    });
+    s.apply(&put_lease("leased", 7));
+    let alarm = |action| Command::Alarm {
+        action,
+        member_id: 2,
+        alarm: AlarmKind::Corrupt,
+    };
+    s.apply(&alarm(AlarmAction::Activate));
+    assert!(s.corrupt());
+    let rev = s.revision();
+    for cmd in [
+        put("k", "v"),
+        del(KeyRange::single("leased")),
+        Command::Compact { revision: 1 },
+        Command::LeaseGrant {
+            id: 8,
+            ttl_secs: 10,
+            now_ms: 0,
+        },
+        Command::LeaseRevoke { id: 7 },
+    ] {
+        assert_eq!(
+            s.apply(&cmd).result,
+            CommandResult::Error(StoreError::Corrupt),
+            "{cmd:?}"
+        );
+    }
+    // Time goes on, but an expired lease deletes nothing.
+    s.apply(&Command::Tick {
+        now_ms: 5_000,
+        max_expiries: 10,
+    });
+    assert_eq!(s.revision(), rev);
+    assert!(get(&s, "leased").is_some());
+    // Disarmed: the lease expires at the next tick, writes go again.
+    s.apply(&alarm(AlarmAction::Deactivate));
+    s.apply(&Command::Tick {
+        now_ms: 5_100,
+        max_expiries: 10,
+    });
+    assert!(get(&s, "leased").is_none());
+    assert!(matches!(s.apply(&put("k", "v")).result, CommandResult::Put(_)));
+}

@@ -47,6 +47,11 @@ pub enum ForwardRequest {
     /// Any member answers with its memberships: a member asks to find out
     /// whether it was removed (removal.rs).
     Membership,
+    /// Any member answers with its keyspace hash at `revision` once it has
+    /// applied that far (the leader's corruption check).
+    HashKv {
+        revision: i64,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,6 +62,10 @@ pub enum ForwardResponse {
     Member(u64),
     Done,
     Membership(MembershipView),
+    HashKv {
+        hash: u32,
+        compact_revision: i64,
+    },
 }
 
 /// The leader's answer to a read-index request.

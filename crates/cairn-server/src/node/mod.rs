@@ -335,6 +335,10 @@ impl Node {
             // have been validated.
             Err(e) => tracing::warn!("auto-compaction off: {e}"),
         }
+        if node.config.corrupt_check_interval_ms > 0 {
+            let interval = Duration::from_millis(node.config.corrupt_check_interval_ms);
+            tokio::spawn(crate::corruption::run(Arc::downgrade(&node), interval));
+        }
         tokio::spawn(cairn_raft::leader_watch::run(node.raft.clone(), network));
         tokio::spawn(members::publish_attributes(Arc::downgrade(&node)));
         let election_timeout = Duration::from_millis(node.config.election_timeout_ms);

@@ -29,6 +29,9 @@ impl NodePeerHandler {
                 .await
                 .map(ForwardResponse::ReadIndex),
             ForwardRequest::Membership => Ok(ForwardResponse::Membership(node.membership_view())),
+            ForwardRequest::HashKv { revision } => {
+                crate::corruption::hash_at(&node, revision).await
+            }
             other => node.membership_as_leader(other).await,
         }
     }

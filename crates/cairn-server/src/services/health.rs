@@ -80,6 +80,7 @@ pub fn add(routes: Routes, node: Arc<Node>, claim_reads: Arc<ClaimReads>) -> Rou
                     render_log_positions(&node, &mut text);
                     cairn_raft::metrics::render(&mut text);
                     crate::tls::render_metrics(&mut text);
+                    crate::corruption::render_metrics(&mut text);
                     (
                         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
                         text,

@@ -105,6 +105,10 @@ pub struct ServeArgs {
     /// number is hours), a count in revision mode; `0` keeps everything.
     #[arg(long, env = "CAIRN_AUTO_COMPACTION_RETENTION")]
     pub auto_compaction_retention: Option<String>,
+    /// How often the leader compares the members' keyspace hashes and
+    /// raises CORRUPT on one unlike the majority, in ms (0: off).
+    #[arg(long, env = "CAIRN_CORRUPT_CHECK_INTERVAL_MS")]
+    pub corrupt_check_interval_ms: Option<u64>,
     /// Threads of the async runtime that serves clients and peers
     /// (default: half the CPUs, at least one; see [`worker_threads`]); with
     /// one, tokio's current-thread scheduler.
@@ -195,7 +199,8 @@ impl ServeArgs {
             auth_token_ttl_secs,
             auth_password_iterations,
             auto_compaction_mode,
-            auto_compaction_retention
+            auto_compaction_retention,
+            corrupt_check_interval_ms
         );
         macro_rules! set_optional {
             ($($field:ident),*) => { $( if self.$field.is_some() { c.$field = self.$field.clone(); } )* };

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use cairn_proto::etcdserverpb as pb;
 use cairn_proto::etcdserverpb::kv_server::Kv;
 use cairn_store::auth::Access;
-use cairn_store::{txn, Command, CommandResult};
+use cairn_store::{txn, Command, CommandResult, StoreError};
 use prost::Message;
 use tonic::{Request, Response, Status};
 
@@ -68,7 +68,13 @@ impl Kv for KvService {
         caller
             .require(&self.node, &range.range, Access::Read)
             .await?;
-        let resp = self.node.store().range(&range).map_err(ServerError::from)?;
+        let resp = {
+            let store = self.node.store();
+            if store.corrupt() {
+                return Err(ServerError::Store(StoreError::Corrupt).into());
+            }
+            store.range(&range).map_err(ServerError::from)?
+        };
         Ok(Response::new(convert::range_response(self.headers(), resp)))
     }
 

@@ -1,0 +1,267 @@
+//! Online corruption check (etcd's `--experimental-corrupt-check-time`):
+//! every interval the leader hashes its keyspace at its current revision
+//! (`HashKV`), asks every other member for its hash at the same revision
+//! over the peer port, and raises the replicated CORRUPT alarm on the
+//! members whose hash the majority does not share. While the alarm is
+//! raised the state machine refuses writes and the client port refuses
+//! reads (etcd's "corrupt cluster"), so a diverged replica's state spreads
+//! no further; `alarm disarm` lifts it once the operator has acted.
+//!
+//! A member hashes only what it has applied: asked for a revision it has
+//! not reached yet, it waits a moment (followers trail the leader by
+//! milliseconds), then gives up for this round. Hashes are compared only
+//! between members that report the same compact revision: a compaction
+//! applied between two hashes changes what is hashed.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use cairn_store::{AlarmAction, AlarmKind, Command};
+
+use crate::error::ServerError;
+use crate::node::forward::{ForwardRequest, ForwardResponse};
+use crate::node::Node;
+
+/// Rounds that compared hashes, and rounds that found a member corrupt
+/// (process-wide, for `/metrics`).
+static CHECKS: AtomicU64 = AtomicU64::new(0);
+static DETECTED: AtomicU64 = AtomicU64::new(0);
+
+/// Rounds that compared hashes so far, in this process.
+pub fn checks_run() -> u64 {
+    CHECKS.load(Relaxed)
+}
+
+/// The counters in Prometheus text.
+pub fn render_metrics(out: &mut String) {
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        out,
+        "# HELP cairn_corruption_checks_total Rounds of the corruption check this member ran as leader.\n\
+         # TYPE cairn_corruption_checks_total counter\n\
+         cairn_corruption_checks_total {}\n\
+         # HELP cairn_corruption_detected_total Rounds that found a member's keyspace unlike the majority's.\n\
+         # TYPE cairn_corruption_detected_total counter\n\
+         cairn_corruption_detected_total {}",
+        CHECKS.load(Relaxed),
+        DETECTED.load(Relaxed)
+    );
+}
+
+/// How long a member waits to reach the revision it is asked to hash.
+pub const REACH_WAIT: Duration = Duration::from_secs(2);
+/// How long the leader waits for each member's answer.
+const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One member's hash of the keyspace at the checked revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberHash {
+    pub member_id: u64,
+    pub hash: u32,
+    pub compact_revision: i64,
+}
+
+/// The members to raise the CORRUPT alarm for, given the leader's hash and
+/// the others' (those that answered). Pure.
+///
+/// Members with another compact revision than the leader's are left out.
+/// Of the rest (the leader included), the members outside the strict
+/// majority that shares one hash are corrupt; without such a majority
+/// (two members disagree, or three ways), every one that differs from the
+/// leader is named, and the leader too: which side is wrong is not known.
+pub fn corrupt_members(leader: MemberHash, others: &[MemberHash]) -> Vec<u64> {
+    let compared: Vec<MemberHash> = std::iter::once(leader)
+        .chain(
+            others
+                .iter()
+                .copied()
+                .filter(|m| m.compact_revision == leader.compact_revision),
+        )
+        .collect();
+    if compared.iter().all(|m| m.hash == leader.hash) {
+        return Vec::new();
+    }
+    let majority = compared
+        .iter()
+        .map(|m| m.hash)
+        .find(|h| compared.iter().filter(|m| m.hash == *h).count() * 2 > compared.len());
+    let mut corrupt: Vec<u64> = match majority {
+        Some(h) => compared
+            .iter()
+            .filter(|m| m.hash != h)
+            .map(|m| m.member_id)
+            .collect(),
+        None => compared
+            .iter()
+            .filter(|m| m.hash != leader.hash || m.member_id == leader.member_id)
+            .map(|m| m.member_id)
+            .collect(),
+    };
+    corrupt.sort_unstable();
+    corrupt
+}
+
+/// Runs the check every `interval` while this member leads; ends when
+/// the node is gone.
+pub async fn run(node: Weak<Node>, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate: let the cluster settle first.
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let Some(node) = node.upgrade() else { return };
+        if !node.raft.is_leader() {
+            continue;
+        }
+        match check(&node).await {
+            Ok(corrupt) if corrupt.is_empty() => {}
+            Ok(corrupt) => {
+                DETECTED.fetch_add(1, Relaxed);
+                for member_id in corrupt {
+                    tracing::error!(
+                        "corruption check: member {member_id:x} holds another keyspace than the majority; raising CORRUPT"
+                    );
+                    let alarm = Command::Alarm {
+                        action: AlarmAction::Activate,
+                        member_id,
+                        alarm: AlarmKind::Corrupt,
+                    };
+                    if let Err(e) = node.write(alarm).await {
+                        tracing::warn!("could not raise CORRUPT for {member_id:x}: {e}");
+                    }
+                }
+            }
+            Err(e) => tracing::debug!("corruption check skipped: {e}"),
+        }
+    }
+}
+
+/// One round: the members found corrupt (empty if all agree).
+pub async fn check(node: &Arc<Node>) -> Result<Vec<u64>, ServerError> {
+    let (revision, leader) = {
+        let store = node.store();
+        let revision = store.revision();
+        let (hash, compact_revision) = store.hash_kv(revision)?;
+        (
+            revision,
+            MemberHash {
+                member_id: node.member_id(),
+                hash,
+                compact_revision,
+            },
+        )
+    };
+    let peers: Vec<(u64, String)> = node
+        .members()
+        .into_iter()
+        .filter(|m| m.id != leader.member_id)
+        .filter_map(|m| m.peer_urls.first().map(|u| (m.id, u.clone())))
+        .collect();
+    let asks = peers.iter().map(|(id, url)| async move {
+        let answer = node
+            .router
+            .ask_member(url, &ForwardRequest::HashKv { revision }, ASK_TIMEOUT)
+            .await;
+        match answer {
+            Ok(ForwardResponse::HashKv {
+                hash,
+                compact_revision,
+            }) => Some(MemberHash {
+                member_id: *id,
+                hash,
+                compact_revision,
+            }),
+            // Down, behind, or a version without the check: not this round.
+            other => {
+                tracing::debug!("corruption check: no hash from {id:x}: {other:?}");
+                None
+            }
+        }
+    });
+    let others: Vec<MemberHash> = futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    CHECKS.fetch_add(1, Relaxed);
+    Ok(corrupt_members(leader, &others))
+}
+
+/// A member's answer to the leader's [`ForwardRequest::HashKv`]: its hash
+/// at `revision` once it has applied that far.
+pub async fn hash_at(node: &Node, revision: i64) -> Result<ForwardResponse, ServerError> {
+    let deadline = tokio::time::Instant::now() + REACH_WAIT;
+    loop {
+        {
+            let store = node.store();
+            if store.revision() >= revision {
+                let (hash, compact_revision) = store.hash_kv(revision)?;
+                return Ok(ForwardResponse::HashKv {
+                    hash,
+                    compact_revision,
+                });
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ServerError::Timeout);
+        }
+        // Bounded: at most REACH_WAIT of 10 ms naps, only while behind.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(member_id: u64, hash: u32) -> MemberHash {
+        MemberHash {
+            member_id,
+            hash,
+            compact_revision: 5,
+        }
+    }
+
+    #[test]
+    fn the_odd_one_out_is_named() {
+        // (leader, others, corrupt)
+        let cases: Vec<(MemberHash, Vec<MemberHash>, Vec<u64>)> = vec![
+            (m(1, 7), vec![m(2, 7), m(3, 7)], vec![]),
+            (m(1, 7), vec![m(2, 7), m(3, 8)], vec![3]),
+            // The leader is the odd one.
+            (m(1, 9), vec![m(2, 7), m(3, 7)], vec![1]),
+            (
+                m(1, 7),
+                vec![m(2, 7), m(3, 8), m(4, 7), m(5, 9)],
+                vec![3, 5],
+            ),
+            // No majority: the leader and everyone unlike it.
+            (m(1, 7), vec![m(2, 8)], vec![1, 2]),
+            (m(1, 7), vec![m(2, 8), m(3, 9)], vec![1, 2, 3]),
+            // Alone, or nobody answered: nothing to compare.
+            (m(1, 7), vec![], vec![]),
+        ];
+        for (leader, others, want) in cases {
+            assert_eq!(
+                corrupt_members(leader, &others),
+                want,
+                "{leader:?} {others:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn another_compact_revision_is_not_compared() {
+        let compacted_since = MemberHash {
+            member_id: 3,
+            hash: 8,
+            compact_revision: 9,
+        };
+        assert_eq!(
+            corrupt_members(m(1, 7), &[m(2, 7), compacted_since]),
+            vec![]
+        );
+    }
+}

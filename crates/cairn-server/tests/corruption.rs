@@ -1,0 +1,97 @@
+//! The online corruption check on a real 3-member cluster: members that
+//! agree are left alone; a member whose keyspace is changed behind Raft's
+//! back is named by the CORRUPT alarm, and the cluster stops serving
+//! clients until the alarm is disarmed.
+
+mod support;
+
+use std::time::Duration;
+
+use cairn_store::{AlarmKind, Command, PutRequest, StoreError};
+use support::{put, wait_until, Cluster};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_unlike_the_majority_is_alarmed_and_the_cluster_stops() {
+    let c = Cluster::start(3, |cfg| cfg.corrupt_check_interval_ms = 100).await;
+    let leader = c.wait_leader(Duration::from_secs(10)).await;
+
+    // Healthy: rounds run while writes flow, and find nothing.
+    let first = cairn_server::corruption::checks_run();
+    let mut i = 0;
+    while cairn_server::corruption::checks_run() < first + 5 {
+        assert!(i < 20_000, "five check rounds did not run");
+        put(c.node(leader), &format!("k{}", i % 50), "v").await;
+        i += 1;
+    }
+    for m in 0..3 {
+        assert!(
+            c.node(m).store().alarms().is_empty(),
+            "a false alarm on member {m}"
+        );
+    }
+
+    // A follower's keyspace changed behind Raft's back.
+    let f = (leader + 1) % 3;
+    let f_id = c.node(f).member_id();
+    c.node(f)
+        .store
+        .write()
+        .unwrap()
+        .apply(&Command::Put(PutRequest {
+            key: b"k1".to_vec(),
+            value: b"not what the others hold".to_vec(),
+            ..Default::default()
+        }));
+    wait_until(
+        "the CORRUPT alarm names the follower",
+        Duration::from_secs(20),
+        || {
+            let raised = c
+                .node(leader)
+                .store()
+                .alarms()
+                .contains(&(f_id, AlarmKind::Corrupt));
+            async move { raised }
+        },
+    )
+    .await;
+    assert_eq!(
+        c.node(leader).store().alarms(),
+        &[(f_id, AlarmKind::Corrupt)],
+        "only the odd one out"
+    );
+    // Writes are refused everywhere, with etcd's error.
+    let refused = c
+        .node(leader)
+        .write(Command::Put(PutRequest {
+            key: b"k2".to_vec(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        }))
+        .await;
+    assert_eq!(
+        refused,
+        Err(cairn_server::ServerError::Store(StoreError::Corrupt))
+    );
+    // Reads too, as etcd's "corrupt cluster" (DataLoss).
+    let addr = c.members[leader].server.as_ref().unwrap().client_addr;
+    let mut kv = cairn_proto::etcdserverpb::kv_client::KvClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let read = kv
+        .range(cairn_proto::etcdserverpb::RangeRequest {
+            key: b"k1".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("reads refused");
+    assert_eq!(read.code(), tonic::Code::DataLoss, "{read:?}");
+    assert_eq!(read.message(), "etcdserver: corrupt cluster");
+    let mut text = String::new();
+    cairn_server::corruption::render_metrics(&mut text);
+    assert!(
+        !text.contains("cairn_corruption_detected_total 0"),
+        "{text}"
+    );
+    c.shutdown().await;
+}
