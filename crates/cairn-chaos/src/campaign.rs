@@ -86,11 +86,18 @@ pub struct Config {
     /// Members run TLS on both ports with client and peer certificates
     /// required; every client of the run dials them with one.
     pub tls: bool,
+    /// With `tls`: auth is on from the start of the run, every client
+    /// running as the user its certificate names (with the root role).
+    pub auth: bool,
 }
 
 /// [`Config::snapshot_entries`] of the profiles here: a run of a few
 /// thousand writes builds several snapshots on every member.
 pub const SNAPSHOT_ENTRIES: u64 = 200;
+/// The members' `--corrupt-check-interval-ms`: the online corruption
+/// check runs through every fault, and a run whose replicas agree must end
+/// with no CORRUPT alarm (a false alarm would also stop the cluster).
+pub const CORRUPT_CHECK_INTERVAL_MS: u64 = 500;
 
 impl Config {
     /// The short profile used by `cargo test`.
@@ -113,6 +120,7 @@ impl Config {
             name_holders: 2,
             snapshot_entries: Some(SNAPSHOT_ENTRIES),
             tls: false,
+            auth: false,
         }
     }
 }
@@ -529,6 +537,16 @@ async fn check_replicas(urls: &[String], timeout: Duration) -> Result<i64, Failu
             urls.iter().zip(&hashes).collect::<Vec<_>>()
         )));
     }
+    // The members agree, so the online check (every member runs it, see
+    // CORRUPT_CHECK_INTERVAL_MS) must not have named anyone.
+    let named = harness::corrupt_alarms(&urls[0], timeout)
+        .await
+        .map_err(|e| FailureKind::Availability(format!("alarm list on {}: {e}", urls[0])))?;
+    if !named.is_empty() {
+        return Err(FailureKind::Divergence(format!(
+            "the corruption check raised CORRUPT for {named:x?} though the replicas agree"
+        )));
+    }
     Ok(revision)
 }
 
@@ -577,10 +595,14 @@ pub fn run(cfg: &Config) -> Result<Report, Box<Failure>> {
         eprintln!("cairn-chaos (seed {}): {n}", cfg.seed);
     }
     let proxy_seed = proxied.then_some(cfg.seed);
-    let serve_args: Vec<String> = match cfg.snapshot_entries {
+    let mut serve_args: Vec<String> = match cfg.snapshot_entries {
         Some(n) => vec!["--snapshot-entries".into(), n.to_string()],
         None => Vec::new(),
     };
+    serve_args.extend([
+        "--corrupt-check-interval-ms".into(),
+        CORRUPT_CHECK_INTERVAL_MS.to_string(),
+    ]);
     let mut cluster = ProcCluster::start_with_tls(
         cfg.members,
         Duration::from_secs(30),
@@ -591,6 +613,21 @@ pub fn run(cfg: &Config) -> Result<Report, Box<Failure>> {
     )
     .map_err(|e| fail(FailureKind::Harness(e), &notes, None, None))?;
     let urls = cluster.client_urls();
+    if cfg.auth {
+        if !cfg.tls {
+            return Err(fail(
+                FailureKind::Harness("auth needs tls (clients are named by certificate)".into()),
+                &notes,
+                None,
+                None,
+            ));
+        }
+        rt.block_on(harness::enable_auth_for_cert_user(
+            &urls[0],
+            Duration::from_secs(10),
+        ))
+        .map_err(|e| fail(FailureKind::Harness(e), &notes, None, None))?;
+    }
     let ids = rt
         .block_on(harness::member_ids(&urls, Duration::from_secs(10)))
         .map_err(|e| fail(FailureKind::Harness(e), &[], None, None))?;

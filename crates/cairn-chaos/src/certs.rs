@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
+/// The common name of [`TestPki::client_cert`]: with auth on, the user a
+/// client showing it runs as.
+pub const CLIENT_COMMON_NAME: &str = "cairn client";
+
 /// PEM files written by [`TestPki::write`].
 #[derive(Debug, Clone)]
 pub struct TestPki {
@@ -63,7 +67,7 @@ impl TestPki {
         names.dedup();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let server = signed(&ca, "cairn member", &names);
-        let client = signed(&ca, "cairn client", &["cairn-client"]);
+        let client = signed(&ca, CLIENT_COMMON_NAME, &["cairn-client"]);
         let stranger = signed(&other_ca, "stranger", &["127.0.0.1", "stranger"]);
         let write = |name: &str, pem: &str| {
             let path = dir.join(name);

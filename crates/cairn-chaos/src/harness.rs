@@ -788,6 +788,52 @@ pub async fn local_revision(url: &str, timeout: Duration) -> Result<i64, String>
     Ok(r.header.map(|h| h.revision).unwrap_or(0))
 }
 
+/// Turns auth on for a TLS cluster: a `root` user, and the user the test
+/// client certificate names ([`crate::certs::CLIENT_COMMON_NAME`]), both
+/// with the root role, so every client of the run goes on working, each
+/// request now resolved to its user and every write checked where it is
+/// applied.
+pub async fn enable_auth_for_cert_user(url: &str, timeout: Duration) -> Result<(), String> {
+    use pb::auth_client::AuthClient;
+    let mut auth = AuthClient::new(channel(url, timeout));
+    let no_password = Some(cairn_proto::authpb::UserAddOptions { no_password: true });
+    for name in ["root", crate::certs::CLIENT_COMMON_NAME] {
+        auth.user_add(pb::AuthUserAddRequest {
+            name: name.into(),
+            options: no_password,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("user add {name}: {}", e.message()))?;
+        auth.user_grant_role(pb::AuthUserGrantRoleRequest {
+            user: name.into(),
+            role: "root".into(),
+        })
+        .await
+        .map_err(|e| format!("grant root to {name}: {}", e.message()))?;
+    }
+    auth.auth_enable(pb::AuthEnableRequest {})
+        .await
+        .map_err(|e| format!("auth enable: {}", e.message()))?;
+    Ok(())
+}
+
+/// The members the CORRUPT alarm names, as the member at `url` knows them.
+pub async fn corrupt_alarms(url: &str, timeout: Duration) -> Result<Vec<u64>, String> {
+    let mut c = MaintenanceClient::new(channel(url, timeout));
+    let request = pb::AlarmRequest {
+        action: pb::alarm_request::AlarmAction::Get as i32,
+        member_id: 0,
+        alarm: pb::AlarmType::Corrupt as i32,
+    };
+    let r = tokio::time::timeout(timeout, c.alarm(request))
+        .await
+        .map_err(|_| "alarm list timed out".to_string())?
+        .map_err(|e| e.message().to_string())?
+        .into_inner();
+    Ok(r.alarms.iter().map(|a| a.member_id).collect())
+}
+
 /// `Maintenance.HashKV` at `revision` on the member at `url`.
 pub async fn hash_kv(url: &str, revision: i64, timeout: Duration) -> Result<u32, String> {
     let mut c = MaintenanceClient::new(channel(url, timeout));

@@ -84,10 +84,14 @@ fn chaos_membership() {
 /// Every fault kind this machine supports with TLS on both ports and
 /// client and peer certificates required: the members' Raft, forwarding
 /// and membership calls, and every client of the run (the `cairn name`
-/// processes included) dial with certificates made for the run.
+/// processes included) dial with certificates made for the run. Auth is
+/// on: each request runs as the user its certificate names, and writes
+/// travel as that user (checked where applied), also into members re-added
+/// under the faults, which get the auth state by snapshot or log.
 #[test]
 fn chaos_tls() {
     let mut cfg = Config::short(31);
     cfg.tls = true;
+    cfg.auth = true;
     run_cfg(cfg);
 }

@@ -16,7 +16,9 @@
 //! (network namespaces) and are skipped with a printed reason otherwise;
 //! delay/loss uses `tc netem` where it exists, else userspace TCP proxies
 //! (printed). `--tls`: members run TLS on both ports with client and
-//! peer certificates required (certificates made per run). The binary is located as described in
+//! peer certificates required (certificates made per run); with
+//! `--auth` too, auth is on and every client runs as the user its
+//! certificate names. The binary is located as described in
 //! `cairn_chaos::harness` (`CAIRN_BIN`, `$CARGO_TARGET_DIR/debug/cairn`,
 //! `target/debug/cairn`). Exit status 1 if any seed failed.
 
@@ -30,7 +32,7 @@ fn usage() -> ExitCode {
     eprintln!(
         "usage: chaos [--seeds N] [--first-seed S] [--seed S] [--duration SECS] \
          [--members 3|5] [--clients K] [--keys K] [--check-budget SECS] \
-         [--snapshot-entries N (0: the members' default)] [--tls] \
+         [--snapshot-entries N (0: the members' default)] [--tls [--auth]] \
          [--faults kill,kill-leader,kill-majority,kill-all,pause-leader,isolate-leader,split,bridge,degrade,reconfigure,one-way]"
     );
     ExitCode::from(2)
@@ -48,6 +50,11 @@ fn main() -> ExitCode {
     while i < args.len() {
         if args[i] == "--tls" {
             cfg.tls = true;
+            i += 1;
+            continue;
+        }
+        if args[i] == "--auth" {
+            cfg.auth = true;
             i += 1;
             continue;
         }
