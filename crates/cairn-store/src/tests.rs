@@ -953,5 +953,8 @@ fn a_corrupt_alarm_stops_every_change_until_disarmed() {
         max_expiries: 10,
     });
     assert!(get(&s, "leased").is_none());
-    assert!(matches!(s.apply(&put("k", "v")).result, CommandResult::Put(_)));
+    assert!(matches!(
+        s.apply(&put("k", "v")).result,
+        CommandResult::Put(_)
+    ));
 }
