@@ -41,6 +41,48 @@ fn filled() -> Store {
     s
 }
 
+/// `s` with auth on: root, and user `u` whose one role grants read-write
+/// on `bench/` and on 16 other prefixes.
+fn with_auth(mut s: Store) -> Store {
+    use cairn_store::auth::{AuthCommand, PermType, Permission};
+    let grant = |role: &str, prefix: &str| AuthCommand::RoleGrantPermission {
+        role: role.into(),
+        permission: Permission {
+            perm_type: PermType::ReadWrite,
+            range: KeyRange::prefix(prefix.as_bytes().to_vec()),
+        },
+    };
+    let mut changes = vec![
+        AuthCommand::UserAdd {
+            name: "root".into(),
+            credential: None,
+        },
+        AuthCommand::UserGrantRole {
+            user: "root".into(),
+            role: "root".into(),
+        },
+        AuthCommand::UserAdd {
+            name: "u".into(),
+            credential: None,
+        },
+        AuthCommand::RoleAdd { name: "r".into() },
+        grant("r", "bench/"),
+    ];
+    changes.extend((0..16).map(|i| grant("r", &format!("other{i:02}/"))));
+    changes.push(AuthCommand::UserGrantRole {
+        user: "u".into(),
+        role: "r".into(),
+    });
+    changes.push(AuthCommand::Enable {
+        token_key: vec![1; 32],
+    });
+    for c in changes {
+        s.apply(&Command::Auth(c));
+    }
+    s.take_changes();
+    s
+}
+
 fn apply_put(c: &mut Criterion) {
     let mut g = c.benchmark_group("apply");
     g.sample_size(10)
@@ -71,6 +113,29 @@ fn apply_put(c: &mut Criterion) {
         b.iter(|| {
             n += 1;
             black_box(s.apply(&put(n.wrapping_mul(7919))));
+            black_box(s.take_changes());
+            if n.is_multiple_of(COMPACT_EVERY) {
+                let rev = s.revision();
+                s.apply(&Command::Compact { revision: rev });
+                s.take_changes();
+            }
+        })
+    });
+
+    // With auth on, as a user whose role grants `bench/` among 16 other
+    // prefixes: the check made where a write is applied.
+    let mut s = with_auth(filled());
+    let mut n = 0u64;
+    g.bench_function("put_256B_10k_keys_as_user", |b| {
+        b.iter(|| {
+            n += 1;
+            let as_user = Command::As {
+                user: "u".into(),
+                command: Box::new(put(n.wrapping_mul(7919))),
+            };
+            let a = s.apply(&as_user);
+            debug_assert!(matches!(a.result, CommandResult::Put(_)), "{a:?}");
+            black_box(&a);
             black_box(s.take_changes());
             if n.is_multiple_of(COMPACT_EVERY) {
                 let rev = s.revision();
@@ -154,6 +219,9 @@ fn range(c: &mut Criterion) {
     };
     g.throughput(Throughput::Elements(KEYS));
     g.bench_function("all_keys", |b| b.iter(|| black_box(s.range(&all))));
+    // What the corruption check (and `HashKV`) holds the store's read
+    // lock for: every retained record hashed.
+    g.bench_function("hash_kv", |b| b.iter(|| black_box(s.hash_kv(0))));
     g.throughput(Throughput::Elements(1));
     g.bench_function("count_only", |b| {
         let req = RangeRequest {
