@@ -21,6 +21,9 @@
 #   TLS=1            both clusters with TLS on client and peer ports and
 #                    client certificates required on both (etcd's flags on
 #                    both sides; certificates made with openssl)
+#   AUTH=1           auth on in both clusters: the bench logs in as a user
+#                    whose role grants read-write on every key (set up with
+#                    the cairn CLI, which speaks to both)
 #   OUT=dir          where results go (default: $TARGET/bench-results/<time>)
 # Requires: cargo; etcd (installed with apt-get when missing and root).
 set -euo pipefail
@@ -229,6 +232,20 @@ wait_ready() { # wait_ready LABEL ENDPOINTS
     return 1
 }
 
+# AUTH=1: root, and the user the bench runs as, with a role granting
+# read-write on every key (etcdctl's `--prefix ''`), then auth on.
+enable_auth() { # enable_auth LABEL ENDPOINTS
+    local c=("$CAIRN" --endpoints "$2")
+    "${c[@]}" user add root:rootpw >/dev/null
+    "${c[@]}" user grant-role root root >/dev/null
+    "${c[@]}" user add bench:benchpw >/dev/null
+    "${c[@]}" role add bench >/dev/null
+    "${c[@]}" role grant-permission --prefix bench readwrite '' >/dev/null
+    "${c[@]}" user grant-role bench bench >/dev/null
+    "${c[@]}" auth enable >/dev/null
+    log "$1: auth on (the bench runs as user bench, read-write on every key)"
+}
+
 cpu_ticks() { # total utime+stime of the given PIDs, in clock ticks
     local sum=0 pid
     for pid in "$@"; do
@@ -340,6 +357,11 @@ fi
 [[ ${#SIDES[@]} -gt 0 ]] || { log "nothing to run"; exit 1; }
 eps_of() { if [[ $1 == etcd ]]; then echo "$ETCD_EPS"; else echo "$CAIRN_EPS"; fi; }
 for s in "${SIDES[@]}"; do wait_ready "$s" "$(eps_of "$s")"; done
+if [[ -n "${AUTH:-}" ]]; then
+    for s in "${SIDES[@]}"; do enable_auth "$s" "$(eps_of "$s")"; done
+    # From here on every bench run logs in (cairn-bench reads CAIRN_USER).
+    export CAIRN_USER=bench:benchpw
+fi
 
 : >"$OUT/results.jsonl"
 for round in $(seq 1 "$ROUNDS"); do

@@ -22,7 +22,7 @@ use cairn_proto::etcdserverpb::lease_client::LeaseClient;
 use cairn_proto::etcdserverpb::LeaseGrantRequest;
 use tonic::transport::Channel;
 
-use crate::conn::Pool;
+use crate::conn::{self, Pool};
 use crate::driver::{drive, Rng, Worker};
 use crate::report::Row;
 use crate::workloads::Params;
@@ -71,7 +71,7 @@ async fn setup(
     let namespace = format!("{}claims-{salt:016x}", p.key_prefix.replace('/', "-"));
     let mut claims = ClaimsClient::new(pool.get(0));
     claims
-        .create_namespace(CreateNamespaceRequest {
+        .create_namespace(conn::req(CreateNamespaceRequest {
             namespace: namespace.clone(),
             config: Some(NamespaceConfig {
                 // Room for every key a long run registers; the tail policy
@@ -84,14 +84,14 @@ async fn setup(
                 max_value_bytes: 64,
                 ..Default::default()
             }),
-        })
+        }))
         .await
         .context("creating the bench namespace")?;
     let mut sessions = Vec::with_capacity(clients);
     for i in 0..clients {
         let mut lease = LeaseClient::new(pool.get(i));
         let r = lease
-            .lease_grant(LeaseGrantRequest { ttl: 300, id: 0 })
+            .lease_grant(conn::req(LeaseGrantRequest { ttl: 300, id: 0 }))
             .await
             .context("granting a session lease")?
             .into_inner();
@@ -127,14 +127,14 @@ impl Worker for OffloadWorker {
         self.seq += self.batch as u64;
         let r = self
             .claims
-            .can_offload(CanOffloadRequest {
+            .can_offload(conn::req(CanOffloadRequest {
                 namespace: self.namespace.clone(),
                 session_id: self.session,
                 keys: Some(KeyList {
                     u64s: keys,
                     ..Default::default()
                 }),
-            })
+            }))
             .await
             .map_err(status_text)?
             .into_inner();
@@ -177,11 +177,11 @@ impl Worker for RegisterWorker {
             .collect();
         let r = self
             .claims
-            .register(ClaimsRegisterRequest {
+            .register(conn::req(ClaimsRegisterRequest {
                 namespace: self.namespace.clone(),
                 session_id: self.session,
                 entries,
-            })
+            }))
             .await
             .map_err(status_text)?
             .into_inner();
@@ -224,13 +224,13 @@ impl Worker for MatchWorker {
             .collect();
         let r = self
             .claims
-            .match_prefix(MatchRequest {
+            .match_prefix(conn::req(MatchRequest {
                 namespace: self.namespace.clone(),
                 keys: Some(KeyList {
                     u64s: keys,
                     ..Default::default()
                 }),
-            })
+            }))
             .await
             .map_err(status_text)?
             .into_inner();

@@ -13,6 +13,66 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 /// stop flag is (`driver::request_stop`): one bench run per process.
 static TLS: std::sync::OnceLock<ClientTlsConfig> = std::sync::OnceLock::new();
 
+/// The auth token every request of this process carries, once
+/// [`log_in`] got one (servers with auth on).
+static TOKEN: std::sync::OnceLock<tonic::metadata::AsciiMetadataValue> = std::sync::OnceLock::new();
+
+/// A user to log in as.
+#[derive(Clone)]
+pub struct Login {
+    pub name: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Login {
+    // The flags are printed in errors and logs: never the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Login({:?}, <redacted>)", self.name)
+    }
+}
+
+impl std::str::FromStr for Login {
+    type Err = String;
+    /// `name:password`, split at the first colon (etcdctl's `--user`).
+    fn from_str(s: &str) -> Result<Login, String> {
+        match s.split_once(':') {
+            Some((name, password)) if !name.is_empty() => Ok(Login {
+                name: name.into(),
+                password: password.into(),
+            }),
+            _ => Err("--user must be name:password".into()),
+        }
+    }
+}
+
+/// Trades `login` for a token at `url` (etcd's `Authenticate`); every
+/// request made with [`req`] from then on carries it. A run is shorter
+/// than a token lives (300 s on Cairn and etcd by default).
+pub async fn log_in(url: &str, login: &Login, timeout: Duration) -> anyhow::Result<()> {
+    use cairn_proto::etcdserverpb::auth_client::AuthClient;
+    use cairn_proto::etcdserverpb::AuthenticateRequest;
+    let token = AuthClient::new(connect(url, timeout).await?)
+        .authenticate(AuthenticateRequest {
+            name: login.name.clone(),
+            password: login.password.clone(),
+        })
+        .await
+        .with_context(|| format!("logging in as {} at {url}", login.name))?
+        .into_inner()
+        .token;
+    let _ = TOKEN.set(token.parse().context("the server's token is not ASCII")?);
+    Ok(())
+}
+
+/// `msg` as a request, with the token if [`log_in`] got one.
+pub fn req<T>(msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    if let Some(t) = TOKEN.get() {
+        r.metadata_mut().insert("token", t.clone());
+    }
+    r
+}
+
 /// Dial `https://` endpoints with `tls` from now on; the first call wins.
 pub fn use_tls(tls: ClientTlsConfig) {
     let _ = TLS.set(tls);

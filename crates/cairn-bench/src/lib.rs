@@ -72,6 +72,11 @@ pub struct BenchArgs {
     /// TLS flags; see [`conn::tls_config`]).
     #[arg(skip)]
     pub tls: Option<tonic::transport::ClientTlsConfig>,
+    /// Who to log in as, for servers with auth on (set by the caller from
+    /// its own `--user` flag; the same user for every row: give it
+    /// read-write on the keys the rows use).
+    #[arg(skip)]
+    pub login: Option<conn::Login>,
     /// What to run.
     #[arg(long, value_enum, default_value = "suite")]
     pub workload: Workload,
@@ -277,6 +282,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .collect();
     if endpoints.is_empty() {
         endpoints.push("http://127.0.0.1:2379".into());
+    }
+    if let Some(login) = &args.login {
+        conn::log_in(&endpoints[0], login, args.op_timeout).await?;
     }
     let params = Params {
         label: args.label.clone(),

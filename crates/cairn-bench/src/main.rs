@@ -34,6 +34,9 @@ struct Cli {
     /// The private key (PEM) of `--cert`.
     #[arg(long, env = "CAIRN_KEY", requires = "cert")]
     key: Option<std::path::PathBuf>,
+    /// `name:password` to log in as, for servers with auth on.
+    #[arg(long, env = "CAIRN_USER", hide_env_values = true)]
+    user: Option<cairn_bench::conn::Login>,
     #[command(flatten)]
     bench: cairn_bench::BenchArgs,
 }
@@ -43,6 +46,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut args = cli.bench;
     args.endpoints = cli.endpoints;
+    args.login = cli.user;
     if let Some(ca) = &cli.cacert {
         let identity = cli.cert.as_deref().zip(cli.key.as_deref());
         match cairn_bench::conn::tls_config(ca, identity) {

@@ -84,11 +84,11 @@ impl Worker for PutWorker {
     async fn op(&mut self) -> Result<(), String> {
         let k = self.rng.below(self.key_space);
         self.kv
-            .put(PutRequest {
+            .put(conn::req(PutRequest {
                 key: key(&self.prefix, k),
                 value: self.value.clone(),
                 ..Default::default()
-            })
+            }))
             .await
             .map(drop)
             .map_err(status_text)
@@ -137,11 +137,11 @@ impl Worker for RangeWorker {
     async fn op(&mut self) -> Result<(), String> {
         let k = self.rng.below(self.key_space);
         self.kv
-            .range(RangeRequest {
+            .range(conn::req(RangeRequest {
                 key: key(&self.prefix, k),
                 serializable: self.serializable,
                 ..Default::default()
-            })
+            }))
             .await
             .map(drop)
             .map_err(status_text)
@@ -179,11 +179,11 @@ pub async fn prefill(pool: &Pool, p: &Params, within: Duration) -> anyhow::Resul
         async fn op(&mut self) -> Result<(), String> {
             let k = self.next.fetch_add(1, Ordering::Relaxed) % self.key_space;
             self.kv
-                .put(PutRequest {
+                .put(conn::req(PutRequest {
                     key: key(&self.prefix, k),
                     value: self.value.clone(),
                     ..Default::default()
-                })
+                }))
                 .await
                 .map(drop)
                 .map_err(status_text)
@@ -255,7 +255,12 @@ impl Worker for TxnCasWorker {
                 })),
             }],
         };
-        let resp = self.kv.txn(req).await.map_err(status_text)?.into_inner();
+        let resp = self
+            .kv
+            .txn(conn::req(req))
+            .await
+            .map_err(status_text)?
+            .into_inner();
         if resp.succeeded {
             self.last_mod = resp
                 .header
@@ -304,10 +309,10 @@ impl Worker for LeaseWorker {
     async fn op(&mut self) -> Result<(), String> {
         let g = self
             .lease
-            .lease_grant(LeaseGrantRequest {
+            .lease_grant(conn::req(LeaseGrantRequest {
                 ttl: self.ttl,
                 id: 0,
-            })
+            }))
             .await
             .map_err(status_text)?
             .into_inner();
@@ -315,7 +320,7 @@ impl Worker for LeaseWorker {
             return Err(format!("lease grant: {}", g.error));
         }
         self.lease
-            .lease_revoke(LeaseRevokeRequest { id: g.id })
+            .lease_revoke(conn::req(LeaseRevokeRequest { id: g.id }))
             .await
             .map(drop)
             .map_err(status_text)
@@ -368,11 +373,11 @@ impl Worker for StampedPut {
         let k = self.rng.below(self.key_space);
         let stamp = self.base.elapsed().as_nanos() as u64;
         self.kv
-            .put(PutRequest {
+            .put(conn::req(PutRequest {
                 key: key(&self.prefix, k),
                 value: stamped_value(self.val_size, stamp),
                 ..Default::default()
-            })
+            }))
             .await
             .map(drop)
             .map_err(status_text)
@@ -579,7 +584,7 @@ async fn open_watch(
     })
     .await
     .context("queueing the create request")?;
-    let resp = tokio::time::timeout(timeout, client.watch(ReceiverStream::new(rx)))
+    let resp = tokio::time::timeout(timeout, client.watch(conn::req(ReceiverStream::new(rx))))
         .await
         .context("watch call timed out")?
         .map_err(|s| anyhow::anyhow!(status_text(s)))?;
@@ -616,11 +621,11 @@ pub async fn failover(endpoints: &[String], kill_cmd: &str, p: &Params) -> anyho
     for ep in &survivors {
         let mut kv = KvClient::new(conn::connect(ep, p.limits.op_timeout).await?);
         // Warm the connection and check the cluster takes writes.
-        kv.put(PutRequest {
+        kv.put(conn::req(PutRequest {
             key: format!("{}failover/warmup", p.key_prefix).into_bytes(),
             value: vec![b'v'; p.val_size],
             ..Default::default()
-        })
+        }))
         .await
         .map_err(|s| anyhow::anyhow!("warm-up put via {ep}: {}", status_text(s)))?;
         clients.push(kv);
@@ -670,7 +675,7 @@ pub async fn failover(endpoints: &[String], kill_cmd: &str, p: &Params) -> anyho
                             ..Default::default()
                         };
                         inflight.push(async move {
-                            match tokio::time::timeout(attempt_timeout, kv.put(req)).await {
+                            match tokio::time::timeout(attempt_timeout, kv.put(conn::req(req))).await {
                                 Ok(Ok(_)) => Ok(Instant::now()),
                                 Ok(Err(s)) => Err(status_text(s)),
                                 Err(_) => Err("attempt timed out".to_string()),

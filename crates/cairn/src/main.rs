@@ -153,12 +153,16 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Role(c) => cmd::role::run(g, c).await,
         Command::Bench(mut args) => {
             args.endpoints = g.endpoints.clone();
-            match g.bench_tls() {
-                Ok(tls) => {
+            match (g.bench_tls(), g.credentials()) {
+                (Ok(tls), Ok(login)) => {
                     args.tls = tls;
+                    args.login = login.map(|c| cairn_bench::conn::Login {
+                        name: c.user,
+                        password: c.password,
+                    });
                     cairn_bench::run(*args).await
                 }
-                Err(e) => Err(e),
+                (Err(e), _) | (_, Err(e)) => Err(e),
             }
         }
     };

@@ -169,6 +169,15 @@ impl GlobalArgs {
     }
 
     /// The TLS flags as `cairn bench` dials with them.
+    /// `--user` / `--password`, read once for the client and `cairn bench`.
+    pub fn credentials(&self) -> anyhow::Result<Option<Credentials>> {
+        credentials(
+            self.user.as_ref().map(|u| u.0.as_str()),
+            self.password.as_ref().map(|p| p.0.as_str()),
+        )
+        .map_err(anyhow::Error::msg)
+    }
+
     pub fn bench_tls(&self) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
         Ok(self.tls()?.map(|t| t.to_tonic()))
     }
@@ -183,11 +192,7 @@ impl GlobalArgs {
                 _ => e.clone(),
             })
             .collect();
-        let credentials = credentials(
-            self.user.as_ref().map(|u| u.0.as_str()),
-            self.password.as_ref().map(|p| p.0.as_str()),
-        )
-        .map_err(anyhow::Error::msg)?;
+        let credentials = self.credentials()?;
         let options = ClientOptions {
             connect_timeout: self.dial_timeout,
             request_timeout: self.command_timeout,
