@@ -45,6 +45,25 @@ pub fn hash(password: &str, iterations: u32) -> Vec<u8> {
     out
 }
 
+/// A credential no password is known to match, at `iterations`: checked
+/// against when a login names no user, so that it costs what a wrong
+/// password costs. Made once per iteration count.
+pub fn decoy(iterations: u32) -> Vec<u8> {
+    static DECOYS: std::sync::Mutex<Vec<(u32, Vec<u8>)>> = std::sync::Mutex::new(Vec::new());
+    let mut decoys = DECOYS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, c)) = decoys.iter().find(|(i, _)| *i == iterations) {
+        return c.clone();
+    }
+    // A random salt and an empty password: only "" would match, and the
+    // caller refuses the login whatever the check says.
+    let c = hash("", iterations);
+    // Bounded: one per iteration count a config has used (one, in practice).
+    if decoys.len() < 8 {
+        decoys.push((iterations, c.clone()));
+    }
+    c
+}
+
 /// Whether `password` matches `credential` (compared in constant time). A
 /// credential this build cannot read matches nothing.
 pub fn verify(credential: &[u8], password: &str) -> bool {
@@ -84,5 +103,14 @@ mod tests {
         assert!(!verify(&spoiled, "s3cret"));
         assert!(!verify(&c[..LEN - 1], "s3cret"));
         assert!(!verify(b"", "s3cret"));
+    }
+
+    #[test]
+    fn the_decoy_is_made_once_per_cost_and_matches_no_real_password() {
+        let d = decoy(1000);
+        assert_eq!(decoy(1000), d, "cached");
+        assert_eq!(d[1..5], 1000u32.to_be_bytes(), "the cost asked for");
+        assert!(!verify(&d, "s3cret"));
+        assert_ne!(decoy(2000)[1..5], d[1..5]);
     }
 }

@@ -235,10 +235,16 @@ impl Auth for AuthService {
                 )
             })
         };
+        let password = req.password;
         let Some((Some(credential), credential_revision, key)) = found else {
+            // No such user, or one without a password: take as long as a
+            // wrong password does, so the time of the answer does not
+            // tell which names exist.
+            let iterations = self.node.config.auth_password_iterations;
+            self.hashing(move || password::verify(&password::decoy(iterations), &password))
+                .await?;
             return Err(ServerError::AuthFailed.into());
         };
-        let password = req.password;
         if !self
             .hashing(move || password::verify(&credential, &password))
             .await?
