@@ -181,6 +181,12 @@ impl Auth for AuthService {
             .map_err(|_| ServerError::Internal("no random source for the token key".into()))?;
         self.change(&caller, AuthCommand::Enable { token_key })
             .await?;
+        if self.node.config.client_tls().is_none() {
+            // etcd warns the same way.
+            tracing::warn!(
+                "auth is on but this member's client port has no TLS: passwords and tokens travel in clear text"
+            );
+        }
         Ok(Response::new(pb::AuthEnableResponse {
             header: self.header(),
         }))
