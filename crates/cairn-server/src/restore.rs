@@ -22,7 +22,9 @@
 //! # Restoring
 //!
 //! A restored data dir holds the snapshot's keyspace (keys with their whole
-//! retained history, revisions, leases) and nothing else: no Raft log, no
+//! retained history, revisions, leases) and its auth state (users, roles,
+//! whether auth is on, the token key: tokens of the old cluster verify
+//! until they expire), and nothing else: no Raft log, no
 //! membership, no member identity. Started with `cairn serve`, the member
 //! therefore bootstraps a brand-new cluster from `initial_cluster`, with new
 //! member IDs, exactly as on an empty data dir. Alarms are dropped: they name
