@@ -3,11 +3,11 @@
 //! kind of call and stream, shares it across members, and logs in again
 //! when a member refuses an expired one.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+#[path = "../../cairn-server/tests/support/mod.rs"]
+mod support;
+
 use std::time::Duration;
 
-use cairn_chaos::ports::free_port;
 use cairn_client::proto::etcdserverpb::RangeRequest;
 use cairn_client::registry::{Mode, Registered, Session};
 use cairn_client::tonic::Code;
@@ -16,56 +16,26 @@ use cairn_client::{
     Permission, PermissionType, PutOptions, RetryPolicy, SnapshotVerifier, UserAddOptions,
     WatchOptions, WatchStream,
 };
-use cairn_server::serve::{start, RunningServer};
-use cairn_server::ServerConfig;
 use futures::StreamExt;
+use support::Cluster;
 use tokio::time::Instant;
 
 /// Longest any single wait may take.
 const WAIT: Duration = Duration::from_secs(15);
 
-fn member_config(name: &str, dir: PathBuf, client: u16, peer: u16) -> ServerConfig {
-    ServerConfig {
-        name: name.into(),
-        data_dir: dir,
-        listen_client: SocketAddr::from(([127, 0, 0, 1], client)),
-        listen_peer: SocketAddr::from(([127, 0, 0, 1], peer)),
-        heartbeat_interval_ms: 50,
-        election_timeout_ms: 400,
-        tick_interval_ms: 100,
-        request_timeout_ms: 5000,
-        // Tokens expire while the test runs, again and again.
-        auth_token_ttl_secs: 1,
-        // Cheap logins: the test logs in often.
-        auth_password_iterations: 1000,
-        ..Default::default()
-    }
-}
-
-/// Three members with a leader, and their client URLs.
-async fn three_members() -> (tempfile::TempDir, Vec<RunningServer>, Vec<String>) {
-    let dir = tempfile::tempdir().unwrap();
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
-    let initial = (0..3)
-        .map(|i| format!("n{}=http://127.0.0.1:{}", i + 1, ports[i].1))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut servers = Vec::new();
-    for (i, (client, peer)) in ports.iter().enumerate() {
-        let name = format!("n{}", i + 1);
-        let mut cfg = member_config(&name, dir.path().join(&name), *client, *peer);
-        cfg.initial_cluster = initial.clone();
-        servers.push(start(cfg).await.unwrap());
-    }
-    let deadline = Instant::now() + WAIT;
-    for s in &servers {
-        while s.node.leader_id().is_none() {
-            assert!(Instant::now() < deadline, "no leader within {WAIT:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    let urls = servers.iter().map(RunningServer::client_url).collect();
-    (dir, servers, urls)
+/// Three members with a leader, tokens that live one second and cheap
+/// logins (the test logs in often), and their client URLs.
+async fn three_members() -> (Cluster, Vec<String>) {
+    let c = Cluster::start(3, |cfg| {
+        cfg.auth_token_ttl_secs = 1;
+        cfg.auth_password_iterations = 1000;
+    })
+    .await;
+    c.wait_leader(WAIT).await;
+    let urls = (0..3)
+        .map(|i| c.members[i].server.as_ref().unwrap().client_url())
+        .collect();
+    (c, urls)
 }
 
 async fn client(urls: &[String], credentials: Option<(&str, &str)>) -> Client {
@@ -86,13 +56,10 @@ async fn client(urls: &[String], credentials: Option<(&str, &str)>) -> Client {
 /// Waits until every member has applied the same auth state. Each member
 /// judges tokens and permissions by its own applied copy, so right after
 /// an acknowledged change a follower may still judge by the old one.
-async fn wait_auth_applied(servers: &[RunningServer]) {
+async fn wait_auth_applied(c: &Cluster) {
     let deadline = Instant::now() + WAIT;
     loop {
-        let revisions: Vec<u64> = servers
-            .iter()
-            .map(|s| s.node.store().auth().revision)
-            .collect();
+        let revisions: Vec<u64> = (0..3).map(|i| c.node(i).store().auth().revision).collect();
         if revisions.iter().all(|r| *r == revisions[0]) {
             return;
         }
@@ -148,7 +115,7 @@ async fn next_event(w: &mut WatchStream) -> (EventType, Vec<u8>, Vec<u8>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tokens_are_sent_everywhere_and_renewed_when_refused() {
-    let (_dir, servers, urls) = three_members().await;
+    let (c, urls) = three_members().await;
 
     // root logs in before auth is on: the cluster says it is off, and
     // root's calls go without a token.
@@ -174,7 +141,7 @@ async fn tokens_are_sent_everywhere_and_renewed_when_refused() {
         .unwrap();
     assert!(!root.auth_status().await.unwrap().enabled);
     root.auth_enable().await.unwrap();
-    wait_auth_applied(&servers).await;
+    wait_auth_applied(&c).await;
 
     // root's next call is refused for lacking a token; it logs in and the
     // call goes through.
@@ -335,21 +302,19 @@ async fn tokens_are_sent_everywhere_and_renewed_when_refused() {
 
     // Turned off by root: anyone again, and credentials still work.
     root.auth_disable().await.unwrap();
-    wait_auth_applied(&servers).await;
+    wait_auth_applied(&c).await;
     let r = anonymous.get("a/1", GetOptions::default()).await.unwrap();
     assert_eq!(r.kvs[0].value, b"v1");
     alice.put("b/1", "v", PutOptions::default()).await.unwrap();
 
-    for s in servers {
-        s.shutdown().await;
-    }
+    c.shutdown().await;
 }
 
 /// A change of password ends the tokens issued before it: the client's
 /// login with the old password then fails, and says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_password_ends_the_session_with_a_clear_error() {
-    let (_dir, servers, urls) = three_members().await;
+    let (c, urls) = three_members().await;
     let admin = client(&urls, None).await;
     for (user, pw) in [("root", "rootpw"), ("carol", "carolpw")] {
         admin
@@ -359,14 +324,14 @@ async fn a_changed_password_ends_the_session_with_a_clear_error() {
     }
     admin.user_grant_role("root", "root").await.unwrap();
     admin.auth_enable().await.unwrap();
-    wait_auth_applied(&servers).await;
+    wait_auth_applied(&c).await;
     let carol = client(&urls, Some(("carol", "carolpw"))).await;
     carol.authenticate().await.unwrap();
     assert!(carol.user_get("carol").await.unwrap().roles.is_empty());
 
     let root = client(&urls, Some(("root", "rootpw"))).await;
     root.user_change_password("carol", "newpw").await.unwrap();
-    wait_auth_applied(&servers).await;
+    wait_auth_applied(&c).await;
     let e = carol.user_get("carol").await.unwrap_err();
     assert_refused(e, Code::InvalidArgument, "authentication failed");
     let e = client(&urls, None).await.authenticate().await.unwrap_err();
@@ -374,7 +339,5 @@ async fn a_changed_password_ends_the_session_with_a_clear_error() {
 
     root.user_delete("carol").await.unwrap();
     assert_eq!(root.user_list().await.unwrap().users, vec!["root"]);
-    for s in servers {
-        s.shutdown().await;
-    }
+    c.shutdown().await;
 }

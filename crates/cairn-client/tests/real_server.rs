@@ -1,7 +1,8 @@
 //! The client against real in-process Cairn members on 127.0.0.1.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+#[path = "../../cairn-server/tests/support/mod.rs"]
+mod support;
+
 use std::time::Duration;
 
 use cairn_client::tonic;
@@ -11,28 +12,13 @@ use cairn_client::{
     TxnOpResponse, WatchOptions,
 };
 use cairn_server::serve::{start, RunningServer};
-use cairn_server::ServerConfig;
 use futures::StreamExt;
 use tokio::time::Instant;
 
 /// Longest any single wait may take.
 const WAIT: Duration = Duration::from_secs(15);
 
-use cairn_chaos::ports::free_port;
-
-fn member_config(name: &str, dir: PathBuf, client: u16, peer: u16) -> ServerConfig {
-    ServerConfig {
-        name: name.into(),
-        data_dir: dir,
-        listen_client: SocketAddr::from(([127, 0, 0, 1], client)),
-        listen_peer: SocketAddr::from(([127, 0, 0, 1], peer)),
-        heartbeat_interval_ms: 50,
-        election_timeout_ms: 400,
-        tick_interval_ms: 100,
-        request_timeout_ms: 5000,
-        ..Default::default()
-    }
-}
+use support::free_port;
 
 async fn wait_leader(server: &RunningServer) {
     let deadline = Instant::now() + WAIT;
@@ -57,7 +43,7 @@ fn options() -> ClientOptions {
 
 async fn single() -> (tempfile::TempDir, RunningServer, Client) {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(member_config("n1", dir.path().join("n1"), 0, 0))
+    let server = start(support::test_config("n1", dir.path().join("n1"), 0, 0))
         .await
         .unwrap();
     wait_leader(&server).await;
@@ -362,7 +348,7 @@ async fn three_members() -> (
     let mut servers = Vec::new();
     for (i, (client, peer)) in ports.iter().enumerate() {
         let name = format!("n{}", i + 1);
-        let mut cfg = member_config(&name, dir.path().join(&name), *client, *peer);
+        let mut cfg = support::test_config(&name, dir.path().join(&name), *client, *peer);
         cfg.initial_cluster = initial.clone();
         servers.push(Some(start(cfg).await.unwrap()));
     }

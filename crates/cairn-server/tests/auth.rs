@@ -20,7 +20,6 @@ use cairn_proto::etcdserverpb::watch_client::WatchClient;
 use cairn_proto::etcdserverpb::watch_request::RequestUnion;
 use cairn_proto::etcdserverpb::*;
 use futures::StreamExt;
-use openraft::async_runtime::WatchReceiver;
 use support::{wait_until, Cluster};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
@@ -73,45 +72,9 @@ async fn login(ch: Channel, name: &str, password: &str) -> Result<String, Status
         .token)
 }
 
-/// Root (root role) and alice (role `r`: read-write on `[a, b)`), then auth
-/// on; all through member `via` while auth is still off.
+/// Root and alice (role `r`: read-write on `[a, b)`), then auth on.
 async fn set_up_users(ch: Channel) {
-    let mut auth = AuthClient::new(ch);
-    for (name, password) in [("root", "rootpw"), ("alice", "alicepw")] {
-        auth.user_add(AuthUserAddRequest {
-            name: name.into(),
-            password: password.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    }
-    auth.user_grant_role(AuthUserGrantRoleRequest {
-        user: "root".into(),
-        role: "root".into(),
-    })
-    .await
-    .unwrap();
-    auth.role_add(AuthRoleAddRequest { name: "r".into() })
-        .await
-        .unwrap();
-    auth.role_grant_permission(AuthRoleGrantPermissionRequest {
-        name: "r".into(),
-        perm: Some(Permission {
-            perm_type: PermType::Readwrite as i32,
-            key: b"a".to_vec(),
-            range_end: b"b".to_vec(),
-        }),
-    })
-    .await
-    .unwrap();
-    auth.user_grant_role(AuthUserGrantRoleRequest {
-        user: "alice".into(),
-        role: "r".into(),
-    })
-    .await
-    .unwrap();
-    auth.auth_enable(AuthEnableRequest {}).await.unwrap();
+    support::set_up_auth(ch, "alice", "alicepw").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -397,28 +360,7 @@ async fn the_auth_state_survives_restarts_and_reaches_a_member_by_snapshot() {
             .unwrap();
     }
     // Purge what the stopped member lacks, auth changes included.
-    for i in c.running() {
-        let raft = &c.node(i).raft;
-        let applied = raft.metrics().borrow_watched().last_applied.unwrap().index;
-        raft.trigger().snapshot().await.unwrap();
-        let m = raft
-            .wait(Some(ELECTION))
-            .metrics(
-                |m| m.snapshot.is_some_and(|s| s.index >= applied),
-                "snapshot built",
-            )
-            .await
-            .unwrap();
-        let snapshot = m.snapshot.unwrap().index;
-        raft.trigger().purge_log(snapshot).await.unwrap();
-        raft.wait(Some(ELECTION))
-            .metrics(
-                |m| m.purged.is_some_and(|p| p.index >= snapshot),
-                "log purged",
-            )
-            .await
-            .unwrap();
-    }
+    c.snapshot_and_purge(ELECTION).await;
     c.start_member(lagging).await;
     wait_until("the member installed the snapshot", ELECTION, || {
         let node = c.node(lagging);

@@ -318,28 +318,7 @@ async fn lagging_follower_rejoins_via_snapshot_after_log_purge() {
     }
     // Whoever leads when the member returns (a loaded machine may have
     // changed leaders) must have purged what the member lacks.
-    for i in c.running() {
-        let raft = &c.node(i).raft;
-        let applied = raft.metrics().borrow_watched().last_applied.unwrap().index;
-        raft.trigger().snapshot().await.unwrap();
-        let m = raft
-            .wait(Some(ELECTION))
-            .metrics(
-                |m| m.snapshot.is_some_and(|s| s.index >= applied),
-                "snapshot built",
-            )
-            .await
-            .unwrap();
-        let snapshot = m.snapshot.unwrap().index;
-        raft.trigger().purge_log(snapshot).await.unwrap();
-        raft.wait(Some(ELECTION))
-            .metrics(
-                |m| m.purged.is_some_and(|p| p.index >= snapshot),
-                "log purged",
-            )
-            .await
-            .unwrap();
-    }
+    c.snapshot_and_purge(ELECTION).await;
     c.start_member(lagging).await;
     // The keyspace fills during the install, before openraft's metrics
     // report the snapshot: wait for both.

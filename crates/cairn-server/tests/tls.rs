@@ -327,7 +327,6 @@ async fn a_renewed_certificate_is_served_without_a_restart() {
 /// the user its certificate's common name names, as in etcd.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_auth_on_a_client_certificate_names_its_user() {
-    use cairn_proto::authpb::{permission::Type as PermType, Permission};
     use cairn_proto::etcdserverpb::auth_client::AuthClient;
     use cairn_proto::etcdserverpb::*;
 
@@ -342,45 +341,11 @@ async fn with_auth_on_a_client_certificate_names_its_user() {
     let channel = dial(&url, &pki.ca, Some((&pki.client_cert, &pki.client_key)))
         .await
         .expect("handshake");
+    // The test client certificate's common name: a user without a
+    // password, read-write on `[a, b)`.
+    let cn = cairn_chaos::certs::CLIENT_COMMON_NAME;
+    set_up_auth(channel.clone(), cn, "").await;
     let mut auth = AuthClient::new(channel.clone());
-    // The test client certificate's common name.
-    let cn = "cairn client";
-    let add = |name: &str, password: &str| AuthUserAddRequest {
-        name: name.into(),
-        password: password.into(),
-        options: Some(cairn_proto::authpb::UserAddOptions {
-            no_password: password.is_empty(),
-        }),
-        ..Default::default()
-    };
-    auth.user_add(add("root", "rootpw")).await.unwrap();
-    auth.user_add(add(cn, "")).await.unwrap();
-    auth.user_grant_role(AuthUserGrantRoleRequest {
-        user: "root".into(),
-        role: "root".into(),
-    })
-    .await
-    .unwrap();
-    auth.role_add(AuthRoleAddRequest { name: "r".into() })
-        .await
-        .unwrap();
-    auth.role_grant_permission(AuthRoleGrantPermissionRequest {
-        name: "r".into(),
-        perm: Some(Permission {
-            perm_type: PermType::Readwrite as i32,
-            key: b"a".to_vec(),
-            range_end: b"b".to_vec(),
-        }),
-    })
-    .await
-    .unwrap();
-    auth.user_grant_role(AuthUserGrantRoleRequest {
-        user: cn.into(),
-        role: "r".into(),
-    })
-    .await
-    .unwrap();
-    auth.auth_enable(AuthEnableRequest {}).await.unwrap();
 
     // A user without a password cannot log in with one.
     assert!(auth

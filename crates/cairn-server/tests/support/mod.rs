@@ -200,11 +200,82 @@ impl Cluster {
         found.unwrap()
     }
 
+    /// Every running member builds a snapshot of all it has applied and
+    /// purges its log up to it: a member that was down must then catch up
+    /// by a snapshot install.
+    pub async fn snapshot_and_purge(&self, timeout: Duration) {
+        use openraft::async_runtime::WatchReceiver;
+        for i in self.running() {
+            let raft = &self.node(i).raft;
+            let applied = raft.metrics().borrow_watched().last_applied.unwrap().index;
+            raft.trigger().snapshot().await.unwrap();
+            let m = raft
+                .wait(Some(timeout))
+                .metrics(
+                    |m| m.snapshot.is_some_and(|s| s.index >= applied),
+                    "snapshot built",
+                )
+                .await
+                .unwrap();
+            let snapshot = m.snapshot.unwrap().index;
+            raft.trigger().purge_log(snapshot).await.unwrap();
+            raft.wait(Some(timeout))
+                .metrics(
+                    |m| m.purged.is_some_and(|p| p.index >= snapshot),
+                    "log purged",
+                )
+                .await
+                .unwrap();
+        }
+    }
+
     pub async fn shutdown(mut self) {
         for i in 0..self.members.len() {
             self.stop_member(i).await;
         }
     }
+}
+
+/// Through `channel`, while auth is off: `root` (password `rootpw`, the
+/// root role) and `user` (`password`; none when empty) holding role `r`,
+/// read-write on `[a, b)`; then auth on.
+pub async fn set_up_auth(channel: tonic::transport::Channel, user: &str, password: &str) {
+    use cairn_proto::authpb::{permission::Type as PermType, Permission, UserAddOptions};
+    use cairn_proto::etcdserverpb::auth_client::AuthClient;
+    use cairn_proto::etcdserverpb::*;
+    let mut auth = AuthClient::new(channel);
+    for (name, password) in [("root", "rootpw"), (user, password)] {
+        auth.user_add(AuthUserAddRequest {
+            name: name.into(),
+            password: password.into(),
+            options: Some(UserAddOptions {
+                no_password: password.is_empty(),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let grant = |user: &str, role: &str| AuthUserGrantRoleRequest {
+        user: user.into(),
+        role: role.into(),
+    };
+    auth.user_grant_role(grant("root", "root")).await.unwrap();
+    auth.role_add(AuthRoleAddRequest { name: "r".into() })
+        .await
+        .unwrap();
+    auth.role_grant_permission(AuthRoleGrantPermissionRequest {
+        name: "r".into(),
+        perm: Some(Permission {
+            perm_type: PermType::Readwrite as i32,
+            key: b"a".to_vec(),
+            range_end: b"b".to_vec(),
+        }),
+    })
+    .await
+    .unwrap();
+    auth.user_grant_role(grant(user, "r")).await.unwrap();
+    auth.auth_enable(AuthEnableRequest {}).await.unwrap();
 }
 
 pub fn existing(config: &mut ServerConfig) {
