@@ -32,19 +32,21 @@ fn enable() -> AuthCommand {
     }
 }
 
-/// Root (admin) plus `alice` holding role `r`, auth not yet on.
-fn with_alice(grants: &[AuthCommand]) -> AuthState {
-    let mut auth = AuthState::default();
-    for c in [
+/// Root (admin) plus `alice` holding role `r`.
+fn alice_set_up() -> [AuthCommand; 5] {
+    [
         add_user(ROOT_USER),
         grant_role(ROOT_USER, ROOT_ROLE),
         add_user("alice"),
         AuthCommand::RoleAdd { name: "r".into() },
         grant_role("alice", "r"),
     ]
-    .iter()
-    .chain(grants)
-    {
+}
+
+/// [`alice_set_up`], then `grants`; auth not yet on.
+fn with_alice(grants: &[AuthCommand]) -> AuthState {
+    let mut auth = AuthState::default();
+    for c in alice_set_up().iter().chain(grants) {
         auth.apply(c).unwrap();
     }
     auth
@@ -243,15 +245,8 @@ fn put(key: &str) -> Command {
 /// A store with `alice` granted read-write on `[a, b)`, auth on.
 fn store_with_auth() -> Store {
     let mut store = Store::new();
-    for c in [
-        add_user(ROOT_USER),
-        grant_role(ROOT_USER, ROOT_ROLE),
-        add_user("alice"),
-        AuthCommand::RoleAdd { name: "r".into() },
-        grant_role("alice", "r"),
-        grant("r", PermType::ReadWrite, "a", b"b"),
-        enable(),
-    ] {
+    let then = [grant("r", PermType::ReadWrite, "a", b"b"), enable()];
+    for c in alice_set_up().into_iter().chain(then) {
         let applied = store.apply(&Command::Auth(c));
         assert!(matches!(applied.result, CommandResult::Auth { .. }));
     }

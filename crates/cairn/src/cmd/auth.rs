@@ -3,7 +3,7 @@
 use cairn_client::ResponseHeader;
 use serde_json::json;
 
-use super::output::{header_json, print_json};
+use super::output::{header_json, print_done, print_json};
 use super::{GlobalArgs, OutputFormat};
 
 #[derive(Debug, clap::Subcommand)]
@@ -19,14 +19,7 @@ pub enum AuthCommand {
 pub async fn run(g: &GlobalArgs, cmd: AuthCommand) -> anyhow::Result<()> {
     let client = g.client().await?;
     let json = g.format(OutputFormat::Simple) == OutputFormat::Json;
-    let done = |header: ResponseHeader, text: &str| {
-        if json {
-            print_json(&json!({ "header": header_json(&header) }))
-        } else {
-            println!("{text}");
-            Ok(())
-        }
-    };
+    let done = |header: ResponseHeader, text: &str| print_done(json, &header, text);
     match cmd {
         AuthCommand::Enable => done(client.auth_enable().await?, "Authentication Enabled"),
         AuthCommand::Disable => done(client.auth_disable().await?, "Authentication Disabled"),

@@ -147,6 +147,17 @@ pub fn event_json(e: &Event) -> Value {
     v
 }
 
+/// The answer to a change that returns only a header (etcdctl's `auth`,
+/// `user` and `role` changes): the header as JSON, else `text`.
+pub fn print_done(json: bool, header: &ResponseHeader, text: &str) -> anyhow::Result<()> {
+    if json {
+        print_json(&json!({ "header": header_json(header) }))
+    } else {
+        println!("{text}");
+        Ok(())
+    }
+}
+
 /// Print one JSON document on its own line.
 pub fn print_json(v: &Value) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();

@@ -3,7 +3,7 @@
 use cairn_client::{prefix_range_end, Permission, PermissionType, ResponseHeader};
 use serde_json::json;
 
-use super::output::{base64, header_json, print_json};
+use super::output::{base64, header_json, print_done, print_json};
 use super::{GlobalArgs, OutputFormat};
 
 #[derive(Debug, clap::Subcommand)]
@@ -144,14 +144,7 @@ fn print_role(role: &str, perms: &[Permission]) {
 pub async fn run(g: &GlobalArgs, cmd: RoleCommand) -> anyhow::Result<()> {
     let client = g.client().await?;
     let json = g.format(OutputFormat::Simple) == OutputFormat::Json;
-    let done = |header: ResponseHeader, text: String| {
-        if json {
-            print_json(&json!({ "header": header_json(&header) }))
-        } else {
-            println!("{text}");
-            Ok(())
-        }
-    };
+    let done = |header: ResponseHeader, text: String| print_done(json, &header, &text);
     match cmd {
         RoleCommand::Add { role } => {
             let h = client.role_add(role.as_str()).await?;

@@ -3,7 +3,7 @@
 use cairn_client::{ResponseHeader, UserAddOptions};
 use serde_json::json;
 
-use super::output::{header_json, print_json};
+use super::output::{header_json, print_done, print_json};
 use super::{redacted, GlobalArgs, OutputFormat, Redacted};
 
 #[derive(Debug, clap::Subcommand)]
@@ -82,14 +82,7 @@ fn new_user(
 pub async fn run(g: &GlobalArgs, cmd: UserCommand) -> anyhow::Result<()> {
     let client = g.client().await?;
     let json = g.format(OutputFormat::Simple) == OutputFormat::Json;
-    let done = |header: ResponseHeader, text: String| {
-        if json {
-            print_json(&json!({ "header": header_json(&header) }))
-        } else {
-            println!("{text}");
-            Ok(())
-        }
-    };
+    let done = |header: ResponseHeader, text: String| print_done(json, &header, &text);
     match cmd {
         UserCommand::Add {
             user,
