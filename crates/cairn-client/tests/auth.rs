@@ -71,6 +71,15 @@ async fn wait_auth_applied(c: &Cluster) {
     }
 }
 
+/// A watch on every key under `prefix`.
+async fn watch_prefix(client: &Client, prefix: &str) -> WatchStream {
+    let options = WatchOptions {
+        prefix: true,
+        ..Default::default()
+    };
+    client.watch(prefix, options).await.unwrap()
+}
+
 #[track_caller]
 fn assert_refused(e: ClientError, code: Code, text: &str) {
     assert_eq!(e.code(), Some(code), "{e:?}");
@@ -200,16 +209,7 @@ async fn tokens_are_sent_everywhere_and_renewed_when_refused() {
     assert_eq!(alice.user_get("alice").await.unwrap().roles, vec!["r"]);
 
     // A watch opened with her token delivers events.
-    let mut early = alice
-        .watch(
-            "a/",
-            WatchOptions {
-                prefix: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let mut early = watch_prefix(&alice, "a/").await;
     alice.put("a/2", "v2", PutOptions::default()).await.unwrap();
     assert_eq!(
         next_event(&mut early).await,
@@ -241,16 +241,7 @@ async fn tokens_are_sent_everywhere_and_renewed_when_refused() {
     // A watch opened with an expired token held: logs in again, then
     // delivers.
     wait_token_expired(&alice).await;
-    let mut late = alice
-        .watch(
-            "a/",
-            WatchOptions {
-                prefix: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let mut late = watch_prefix(&alice, "a/").await;
     alice.put("a/4", "v4", PutOptions::default()).await.unwrap();
     assert_eq!(
         next_event(&mut late).await,
