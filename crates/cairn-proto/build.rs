@@ -19,6 +19,16 @@ const PROTOS: &[&str] = &[
     "cairn/v1/claims.proto",
 ];
 
+/// Packages that also get proto3 JSON (serde) impls: the etcd API, served
+/// as JSON by the gateway.
+const JSON_PACKAGES: &[&str] = &[
+    ".mvccpb",
+    ".authpb",
+    ".etcdserverpb",
+    ".v3lockpb",
+    ".v3electionpb",
+];
+
 /// Name of the encoded `FileDescriptorSet` in `OUT_DIR`.
 const DESCRIPTOR_FILE: &str = "cairn_descriptor.bin";
 
@@ -41,6 +51,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         file.source_code_info = None;
     }
     std::fs::write(out_dir.join(DESCRIPTOR_FILE), reflection.encode_to_vec())?;
+
+    // proto3 JSON (serde) for the etcd packages, as etcd's gateway speaks
+    // it: the proto field names (`create_revision`), 64-bit integers as
+    // strings, bytes as base64, defaults left out. Both the proto and the
+    // JSON (camelCase) names are accepted on input.
+    pbjson_build::Builder::new()
+        .register_descriptors(&fds.encode_to_vec())?
+        .preserve_proto_field_names()
+        .out_dir(&out_dir)
+        .build(JSON_PACKAGES)?;
 
     tonic_prost_build::configure()
         .build_client(true)

@@ -18,12 +18,14 @@ pub mod status;
 #[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 pub mod mvccpb {
     tonic::include_proto!("mvccpb");
+    include!(concat!(env!("OUT_DIR"), "/mvccpb.serde.rs"));
 }
 
 /// Users, roles and permissions (`authpb`).
 #[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 pub mod authpb {
     tonic::include_proto!("authpb");
+    include!(concat!(env!("OUT_DIR"), "/authpb.serde.rs"));
 }
 
 /// The etcd v3 services: KV, Watch, Lease, Cluster, Maintenance, Auth
@@ -31,18 +33,21 @@ pub mod authpb {
 #[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.serde.rs"));
 }
 
 /// The Lock service used by `etcdctl lock` (`v3lockpb`).
 #[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 pub mod v3lockpb {
     tonic::include_proto!("v3lockpb");
+    include!(concat!(env!("OUT_DIR"), "/v3lockpb.serde.rs"));
 }
 
 /// The Election service used by `etcdctl elect` (`v3electionpb`).
 #[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 pub mod v3electionpb {
     tonic::include_proto!("v3electionpb");
+    include!(concat!(env!("OUT_DIR"), "/v3electionpb.serde.rs"));
 }
 
 /// Cairn's peer-to-peer transport (`cairn.raft.v1`).

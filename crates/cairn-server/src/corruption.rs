@@ -261,7 +261,7 @@ mod tests {
         };
         assert_eq!(
             corrupt_members(m(1, 7), &[m(2, 7), compacted_since]),
-            vec![]
+            Vec::<u64>::new()
         );
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! While auth is off (the default) every request runs as anyone, as in
 //! etcd. Once it is on, a request names its user by a token (gRPC metadata
-//! `token`, from `Authenticate`) or, with `--client-cert-auth`, by its
+//! `token`, from `Authenticate`; `authorization` as etcd also reads, the
+//! JSON gateway's header) or, with `--client-cert-auth`, by its
 //! client certificate's common name. The edge checks permissions against
 //! this member's copy of the auth state to refuse early; writes travel as
 //! [`Command::As`] and are checked again when applied (see
@@ -21,6 +22,9 @@ use crate::node::Node;
 
 /// The gRPC metadata key etcd clients send their token under.
 pub const TOKEN_METADATA: &str = "token";
+/// Where else etcd looks for it: the HTTP `Authorization` header, which
+/// JSON gateway clients send the token in (the bare token, no scheme).
+pub const AUTHORIZATION_METADATA: &str = "authorization";
 
 /// The user a request runs as: `None` while auth is off.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -36,7 +40,8 @@ pub struct CertUser(pub String);
 /// `Debug`: the token is a bearer credential.
 #[derive(Clone, Default)]
 struct Presented {
-    /// The `token` metadata: `Err` when it is not text.
+    /// The `token` (else `authorization`) metadata: `Err` when it is not
+    /// text.
     token: Option<Result<String, ()>>,
     cert_user: Option<String>,
 }
@@ -46,6 +51,7 @@ impl Presented {
         let token = request
             .metadata()
             .get(TOKEN_METADATA)
+            .or_else(|| request.metadata().get(AUTHORIZATION_METADATA))
             .map(|v| v.to_str().map(str::to_string).map_err(|_| ()));
         let cert_user = request
             .extensions()

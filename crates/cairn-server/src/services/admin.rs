@@ -31,26 +31,48 @@ use crate::node::Node;
 /// Slack over `max_request_bytes` for the gRPC decode limit (framing).
 const DECODE_SLACK_BYTES: usize = 64 * 1024;
 
-pub fn add(routes: Routes, node: Arc<Node>, limits: Limits) -> Routes {
-    let decode_limit = limits.max_request_bytes.saturating_add(DECODE_SLACK_BYTES);
-    routes
-        .add_service(
-            ClusterServer::new(cluster::ClusterService::new(node.clone()))
-                .max_decoding_message_size(decode_limit),
-        )
-        .add_service(
-            MaintenanceServer::new(maintenance::MaintenanceService::new(node.clone()))
-                .max_decoding_message_size(decode_limit),
-        )
-        .add_service(
-            LockServer::new(lock::LockService::new(node.clone()))
-                .max_decoding_message_size(decode_limit),
-        )
-        .add_service(
-            ElectionServer::new(election::ElectionService::new(node.clone()))
-                .max_decoding_message_size(decode_limit),
-        )
-        .add_service(
-            AuthServer::new(auth::AuthService::new(node)).max_decoding_message_size(decode_limit),
-        )
+/// The admin group's etcd services, shared by their gRPC servers and the
+/// JSON gateway.
+pub struct Services {
+    pub cluster: Arc<cluster::ClusterService>,
+    pub maintenance: Arc<maintenance::MaintenanceService>,
+    pub lock: Arc<lock::LockService>,
+    pub election: Arc<election::ElectionService>,
+    pub auth: Arc<auth::AuthService>,
+}
+
+impl Services {
+    pub fn new(node: Arc<Node>) -> Services {
+        Services {
+            cluster: Arc::new(cluster::ClusterService::new(node.clone())),
+            maintenance: Arc::new(maintenance::MaintenanceService::new(node.clone())),
+            lock: Arc::new(lock::LockService::new(node.clone())),
+            election: Arc::new(election::ElectionService::new(node.clone())),
+            auth: Arc::new(auth::AuthService::new(node)),
+        }
+    }
+
+    /// Their gRPC servers.
+    pub fn add(&self, routes: Routes, limits: Limits) -> Routes {
+        let decode_limit = limits.max_request_bytes.saturating_add(DECODE_SLACK_BYTES);
+        routes
+            .add_service(
+                ClusterServer::from_arc(self.cluster.clone())
+                    .max_decoding_message_size(decode_limit),
+            )
+            .add_service(
+                MaintenanceServer::from_arc(self.maintenance.clone())
+                    .max_decoding_message_size(decode_limit),
+            )
+            .add_service(
+                LockServer::from_arc(self.lock.clone()).max_decoding_message_size(decode_limit),
+            )
+            .add_service(
+                ElectionServer::from_arc(self.election.clone())
+                    .max_decoding_message_size(decode_limit),
+            )
+            .add_service(
+                AuthServer::from_arc(self.auth.clone()).max_decoding_message_size(decode_limit),
+            )
+    }
 }

@@ -7,6 +7,9 @@ use cairn_store::KeyValue;
 
 use crate::node::Node;
 
+/// A stream of client requests, as gRPC or the JSON gateway decoded them.
+pub type RequestStream<T> = futures::stream::BoxStream<'static, Result<T, tonic::Status>>;
+
 /// Request limits from the server config, checked at the edge before
 /// anything is proposed.
 #[derive(Debug, Clone, Copy)]

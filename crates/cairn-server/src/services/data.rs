@@ -31,26 +31,42 @@ use crate::node::Node;
 /// transport error.
 const DECODE_SLACK_BYTES: usize = 64 * 1024;
 
-pub fn add(routes: Routes, node: Arc<Node>, limits: Limits) -> Routes {
-    let decode_limit = limits.max_request_bytes.saturating_add(DECODE_SLACK_BYTES);
-    let stopped = stop_signal(&node);
-    routes
-        .add_service(
-            KvServer::new(kv::KvService::new(node.clone(), limits))
-                .max_decoding_message_size(decode_limit),
-        )
-        .add_service(
-            WatchServer::new(watch::WatchService::new(
+/// The data group's services, shared by their gRPC servers and the JSON
+/// gateway.
+pub struct Services {
+    pub kv: Arc<kv::KvService>,
+    pub watch: Arc<watch::WatchService>,
+    pub lease: Arc<lease::LeaseService>,
+}
+
+impl Services {
+    pub fn new(node: Arc<Node>, limits: Limits) -> Services {
+        let stopped = stop_signal(&node);
+        Services {
+            kv: Arc::new(kv::KvService::new(node.clone(), limits)),
+            watch: Arc::new(watch::WatchService::new(
                 node.clone(),
                 limits,
                 stopped.clone(),
-            ))
-            .max_decoding_message_size(decode_limit),
-        )
-        .add_service(
-            LeaseServer::new(lease::LeaseService::new(node, stopped))
-                .max_decoding_message_size(decode_limit),
-        )
+            )),
+            lease: Arc::new(lease::LeaseService::new(node, stopped)),
+        }
+    }
+
+    /// Their gRPC servers.
+    pub fn add(&self, routes: Routes, limits: Limits) -> Routes {
+        let decode_limit = limits.max_request_bytes.saturating_add(DECODE_SLACK_BYTES);
+        routes
+            .add_service(
+                KvServer::from_arc(self.kv.clone()).max_decoding_message_size(decode_limit),
+            )
+            .add_service(
+                WatchServer::from_arc(self.watch.clone()).max_decoding_message_size(decode_limit),
+            )
+            .add_service(
+                LeaseServer::from_arc(self.lease.clone()).max_decoding_message_size(decode_limit),
+            )
+    }
 }
 
 /// Becomes `true` once the node's Raft has stopped (`Node::shutdown`).

@@ -6,6 +6,8 @@
 //!   and the concurrency recipes etcdctl uses.
 //! * `claims`: `cairn.v1.Claims`, block claims.
 //! * `health`: gRPC health, HTTP `/health` and `/metrics`.
+//! * `gateway`: etcd's JSON gateway, `POST /v3/...`, over the same etcd
+//!   services.
 //! * `registry`: Cairn's own `cairn.v1` API — sessions, registries, locks,
 //!   elections.
 
@@ -13,6 +15,7 @@ mod admin;
 pub mod claims;
 mod common;
 mod data;
+mod gateway;
 mod health;
 mod registry;
 
@@ -24,13 +27,17 @@ pub use common::Limits;
 
 use crate::node::Node;
 
-/// Every client-port service, plus HTTP `GET /health` and `GET /metrics`.
+/// Every client-port service, plus HTTP `GET /health` and `GET /metrics`
+/// and the JSON gateway.
 pub fn routes(node: Arc<Node>, limits: Limits) -> Routes {
+    let data = data::Services::new(node.clone(), limits);
+    let admin = admin::Services::new(node.clone());
     let routes = Routes::default();
-    let routes = data::add(routes, node.clone(), limits);
-    let routes = admin::add(routes, node.clone(), limits);
+    let routes = data.add(routes, limits);
+    let routes = admin.add(routes, limits);
     let routes = registry::add(routes, node.clone(), limits);
     let claim_reads = Arc::new(claims::ReadCounters::default());
     let routes = claims::add(routes, node.clone(), claim_reads.clone());
-    health::add(routes, node, claim_reads)
+    let routes = health::add(routes, node, claim_reads);
+    gateway::add(routes, &data, &admin, limits)
 }

@@ -18,7 +18,7 @@ use super::until_stopped;
 use crate::auth::Caller;
 use crate::error::ServerError;
 use crate::node::Node;
-use crate::services::common::header;
+use crate::services::common::{header, RequestStream};
 
 /// Keep-alive responses queued for one stream; the stream stops reading
 /// requests while the client does not read responses.
@@ -68,6 +68,52 @@ fn remaining_secs(remaining_ms: i64) -> i64 {
     (remaining_ms.max(0) + 999) / 1000
 }
 
+/// A keep-alive stream's answers.
+pub type KeepAliveStream = ReceiverStream<Result<pb::LeaseKeepAliveResponse, Status>>;
+
+impl LeaseService {
+    /// A keep-alive stream over `request`'s stream of requests, which gRPC
+    /// or the JSON gateway decoded: one answer per request, until the
+    /// client closes its side.
+    pub async fn keep_alive(
+        &self,
+        request: Request<RequestStream<pb::LeaseKeepAliveRequest>>,
+    ) -> Result<Response<KeepAliveStream>, Status> {
+        // The stream runs as whoever opened it.
+        let caller = Caller::of(&self.node, &request).await?;
+        let mut incoming = request.into_inner();
+        let (tx, rx) = mpsc::channel(KEEP_ALIVE_QUEUE);
+        let node = self.node.clone();
+        let mut stopped = self.stopped.clone();
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    _ = tx.closed() => return,
+                    _ = until_stopped(&mut stopped) => {
+                        let _ = tx.try_send(Err(ServerError::Stopped.into()));
+                        return;
+                    }
+                    next = incoming.next() => next,
+                };
+                // The client closed its side (or the connection broke).
+                let Some(Ok(req)) = next else { return };
+                let resp = keep_alive_once(&node, &caller, req.id).await;
+                let failed = resp.is_err();
+                // An error ends the stream, as in etcd; the client opens a
+                // new one.
+                let sent = tokio::select! {
+                    sent = tx.send(resp) => sent.is_ok(),
+                    _ = until_stopped(&mut stopped) => false,
+                };
+                if !sent || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
 #[tonic::async_trait]
 impl Lease for LeaseService {
     async fn lease_grant(
@@ -110,44 +156,13 @@ impl Lease for LeaseService {
         }
     }
 
-    type LeaseKeepAliveStream = ReceiverStream<Result<pb::LeaseKeepAliveResponse, Status>>;
+    type LeaseKeepAliveStream = KeepAliveStream;
 
     async fn lease_keep_alive(
         &self,
         request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        // The stream runs as whoever opened it.
-        let caller = Caller::of(&self.node, &request).await?;
-        let mut incoming = request.into_inner();
-        let (tx, rx) = mpsc::channel(KEEP_ALIVE_QUEUE);
-        let node = self.node.clone();
-        let mut stopped = self.stopped.clone();
-        tokio::spawn(async move {
-            loop {
-                let next = tokio::select! {
-                    _ = tx.closed() => return,
-                    _ = until_stopped(&mut stopped) => {
-                        let _ = tx.try_send(Err(ServerError::Stopped.into()));
-                        return;
-                    }
-                    next = incoming.next() => next,
-                };
-                // The client closed its side (or the connection broke).
-                let Some(Ok(req)) = next else { return };
-                let resp = keep_alive_once(&node, &caller, req.id).await;
-                let failed = resp.is_err();
-                // An error ends the stream, as in etcd; the client opens a
-                // new one.
-                let sent = tokio::select! {
-                    sent = tx.send(resp) => sent.is_ok(),
-                    _ = until_stopped(&mut stopped) => false,
-                };
-                if !sent || failed {
-                    return;
-                }
-            }
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        self.keep_alive(request.map(StreamExt::boxed)).await
     }
 
     async fn lease_time_to_live(

@@ -44,7 +44,7 @@ use super::until_stopped;
 use crate::auth::Caller;
 use crate::error::ServerError;
 use crate::node::Node;
-use crate::services::common::{header, Limits};
+use crate::services::common::{header, Limits, RequestStream};
 use crate::watch_hub::{WatchMessage, WatchSender, WatchSpec, WatcherKey};
 
 /// Hub messages queued per stream (for all its watchers together).
@@ -81,14 +81,28 @@ impl WatchService {
     }
 }
 
+/// A watch stream's responses.
+pub type WatchStream = BoxStream<'static, Result<pb::WatchResponse, Status>>;
+
 #[tonic::async_trait]
 impl Watch for WatchService {
-    type WatchStream = BoxStream<'static, Result<pb::WatchResponse, Status>>;
+    type WatchStream = WatchStream;
 
     async fn watch(
         &self,
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        self.open(request.map(StreamExt::boxed)).await
+    }
+}
+
+impl WatchService {
+    /// A watch stream over `request`'s stream of requests, which gRPC or
+    /// the JSON gateway decoded.
+    pub async fn open(
+        &self,
+        request: Request<RequestStream<pb::WatchRequest>>,
+    ) -> Result<Response<WatchStream>, Status> {
         // Every watcher of the stream runs as whoever opened it.
         let caller = Caller::of(&self.node, &request).await?;
         let (hub_tx, hub_rx) = mpsc::channel(HUB_QUEUE);
@@ -190,7 +204,7 @@ enum Wake {
 /// waits on between responses.
 struct Driver {
     session: Session,
-    incoming: Streaming<pb::WatchRequest>,
+    incoming: RequestStream<pb::WatchRequest>,
     hub_rx: mpsc::Receiver<WatchMessage>,
     /// True once the node stopped.
     stopped: watch::Receiver<bool>,
