@@ -1,6 +1,7 @@
 //! TLS end to end: three `cairn serve` processes with TLS on both ports and
 //! client and peer certificates checked (etcd's flags), driven by the
-//! `cairn` client and by etcdctl 3.4 (`--cacert`, `--cert`, `--key`).
+//! `cairn` client, by `curl` through the JSON gateway, and by etcdctl 3.4
+//! (`--cacert`, `--cert`, `--key`).
 //! The etcdctl half skips with a message when etcdctl is not installed
 //! (`.ci/run` installs it).
 
@@ -108,6 +109,28 @@ fn a_tls_cluster_serves_clients_with_certificates_and_refuses_others() {
     let url = restored.members[0].client_url();
     assert_eq!(ok(cairn(&url, &with_cert, &["get", "k1"])), "k1\nv\n");
     drop(restored);
+
+    // etcd's JSON gateway over the same TLS port (HTTP/1.1 by ALPN), as
+    // `curl` speaks it; the client certificate is required there too.
+    let url = c.members[0].client_url();
+    let curl = |with_cert: bool| {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "-X", "POST", "--cacert"])
+            .arg(&pki.ca)
+            .arg(format!("{url}/v3/kv/range"))
+            .args(["-d", r#"{"key": "azA="}"#]);
+        if with_cert {
+            cmd.arg("--cert").arg(&pki.client_cert);
+            cmd.arg("--key").arg(&pki.client_key);
+        }
+        run_bounded(cmd, None)
+    };
+    let range = ok(curl(true));
+    assert!(range.contains(r#""value":"dg==""#), "{range}");
+    assert!(
+        !curl(false).status.success(),
+        "served without a client certificate"
+    );
 
     if !etcdctl_available() {
         eprintln!("SKIP: etcdctl half; install Debian's etcd-client (apt-get install etcd-client)");
