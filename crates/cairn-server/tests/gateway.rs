@@ -244,6 +244,17 @@ async fn keys_txns_and_leases_through_a_follower() {
         json!("etcdserver: mvcc: required revision has been compacted")
     );
 
+    let get = hyper::Request::get(format!("{}/version", g.base))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let version = g.client.request(get).await.unwrap();
+    let version = version.into_body().collect().await.unwrap().to_bytes();
+    let version: Value = serde_json::from_slice(&version).unwrap();
+    assert_eq!(
+        version,
+        json!({"etcdserver": "3.5.0", "etcdcluster": "3.5.0"})
+    );
+
     let members = g.ok("/v3/cluster/member/list", json!({})).await;
     assert_eq!(members["members"].as_array().unwrap().len(), 3);
     let status = g.ok("/v3/maintenance/status", json!({})).await;
@@ -404,6 +415,13 @@ async fn errors_carry_the_grpc_code_and_its_http_status() {
         .unwrap();
     let response = g.client.request(get).await.unwrap();
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    // A path etcd does not have either.
+    let (status, err) = g.call_as("/v3/kv/nope", json!({}), None).await;
+    assert_eq!(
+        (status, err["code"].as_i64()),
+        (StatusCode::NOT_FOUND, Some(5)),
+        "{err}"
+    );
     c.shutdown().await;
 }
 

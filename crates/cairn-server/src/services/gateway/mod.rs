@@ -14,7 +14,8 @@
 //! The paths are etcd's (from the `google.api.http` options of its
 //! `rpc.proto`, `v3lock.proto` and `v3election.proto`), except that
 //! `HashKV` is at `/v3/maintenance/hashkv` (etcd 3.4 gave it Hash's path,
-//! `/v3/maintenance/hash`, which here stays Hash's).
+//! `/v3/maintenance/hash`, which here stays Hash's). `GET /version` answers
+//! as etcd's does.
 
 mod json;
 
@@ -111,6 +112,20 @@ pub fn add(
                     g.unary(lease, |s, r| async move { s.lease_leases(r).await }),
                 )
         });
+    // What etcd clients ask first to learn which paths to use (e.g.
+    // `/v3beta/` before 3.4): the etcd API version this member speaks.
+    let router = router.route(
+        "/version",
+        axum::routing::get(|| async {
+            let version = crate::node::ETCD_API_VERSION;
+            let body = serde_json::json!({"etcdserver": version, "etcdcluster": version});
+            (
+                [(http::header::CONTENT_TYPE, "application/json")],
+                body.to_string(),
+            )
+        }),
+    );
+    let router = router.fallback(not_found);
     let router = g.cluster(router, &admin.cluster);
     let router = g.maintenance(router, &admin.maintenance);
     let router = g.auth(router, &admin.auth);
@@ -370,4 +385,21 @@ impl Gateway {
 /// extensions (the connection's TLS identity).
 fn grpc_request<T>(parts: http::request::Parts, message: T) -> tonic::Request<T> {
     tonic::Request::from_http(http::Request::from_parts(parts, message))
+}
+
+/// An unknown path: for gRPC, the UNIMPLEMENTED status gRPC clients
+/// expect; for anything else (HTTP/1.1 `curl`), grpc-gateway's JSON 404.
+async fn not_found(request: Request) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let grpc = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"));
+    if grpc {
+        Status::unimplemented("")
+            .into_http::<axum::body::Body>()
+            .into_response()
+    } else {
+        json::error(&Status::not_found("Not Found"))
+    }
 }
