@@ -34,4 +34,6 @@ pub use store::{
 #[cfg(test)]
 mod history_tests;
 #[cfg(test)]
+mod kv_hash_tests;
+#[cfg(test)]
 mod tests;
