@@ -1,8 +1,8 @@
 //! The keyspace hash (`HashKV`) without stalling writes.
 //!
-//! Hashing walks every retained record (1.6 ms per 10,000 keys of 256 B),
+//! Hashing walks every retained record (1.3 ms per 10,000 keys of 256 B),
 //! and apply needs the store's write lock: hashed under one read lock, a
-//! million keys stall every write for a sixth of a second (etcd hashes
+//! million keys stall every write for over a tenth of a second (etcd hashes
 //! from a read transaction and does not stop writes). So the hash is taken
 //! in steps of [`STEP_RECORDS`] records (`Store::hash_kv_step`), the read
 //! lock held for one step at a time; writes apply between steps. The
@@ -17,7 +17,7 @@ use cairn_store::{HashCursor, HashProgress, StoreError};
 
 use crate::error::ServerError;
 
-/// Records hashed per hold of the read lock: about 0.7 ms of hashing
+/// Records hashed per hold of the read lock: about 0.5 ms of hashing
 /// (criterion `range_10k/hash_kv_step_4096`), short against a write's
 /// commit, and few enough steps that their hand-offs cost little.
 pub const STEP_RECORDS: usize = 4096;
