@@ -6,6 +6,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
+use cairn_server::kv_hash::STEP_RECORDS;
 use cairn_store::{
     Command, CommandResult, Compare, CompareResult, CompareTarget, KeyRange, PutRequest,
     RangeRequest, RequestOp, Store, TxnRequest,
@@ -222,6 +223,14 @@ fn range(c: &mut Criterion) {
     // What the corruption check (and `HashKV`) holds the store's read
     // lock for: every retained record hashed.
     g.bench_function("hash_kv", |b| b.iter(|| black_box(s.hash_kv(0))));
+    // What it holds the lock for since the server hashes in steps: one
+    // step of its size (`hash_kv_step_4096`).
+    g.bench_function(format!("hash_kv_step_{STEP_RECORDS}"), |b| {
+        b.iter(|| {
+            let mut cursor = s.hash_cursor(0).unwrap();
+            black_box(s.hash_kv_step(&mut cursor, STEP_RECORDS))
+        })
+    });
     g.throughput(Throughput::Elements(1));
     g.bench_function("count_only", |b| {
         let req = RangeRequest {

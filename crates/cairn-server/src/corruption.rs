@@ -20,6 +20,7 @@ use std::time::Duration;
 use cairn_store::{AlarmAction, AlarmKind, Command};
 
 use crate::error::ServerError;
+use crate::kv_hash::hash_in_steps;
 use crate::node::forward::{ForwardRequest, ForwardResponse};
 use crate::node::Node;
 
@@ -140,18 +141,13 @@ pub async fn run(node: Weak<Node>, interval: Duration) {
 
 /// One round: the members found corrupt (empty if all agree).
 pub async fn check(node: &Arc<Node>) -> Result<Vec<u64>, ServerError> {
-    let (revision, leader) = {
-        let store = node.store();
-        let revision = store.revision();
-        let (hash, compact_revision) = store.hash_kv(revision)?;
-        (
-            revision,
-            MemberHash {
-                member_id: node.member_id(),
-                hash,
-                compact_revision,
-            },
-        )
+    // At the head: what every member has applied or soon will.
+    let own = hash_in_steps(&node.store, 0).await?;
+    let revision = own.revision;
+    let leader = MemberHash {
+        member_id: node.member_id(),
+        hash: own.hash,
+        compact_revision: own.compact_revision,
     };
     let peers: Vec<(u64, String)> = node
         .members()
@@ -190,19 +186,15 @@ pub async fn check(node: &Arc<Node>) -> Result<Vec<u64>, ServerError> {
 }
 
 /// A member's answer to the leader's [`ForwardRequest::HashKv`]: its hash
-/// at `revision` once it has applied that far.
+/// at `revision` once it has applied that far. Bounded in time: it waits
+/// at most [`REACH_WAIT`] to reach the revision, and hashes for at most
+/// [`ASK_TIMEOUT`], after which the leader has stopped listening.
 pub async fn hash_at(node: &Node, revision: i64) -> Result<ForwardResponse, ServerError> {
     let deadline = tokio::time::Instant::now() + REACH_WAIT;
     loop {
-        {
-            let store = node.store();
-            if store.revision() >= revision {
-                let (hash, compact_revision) = store.hash_kv(revision)?;
-                return Ok(ForwardResponse::HashKv {
-                    hash,
-                    compact_revision,
-                });
-            }
+        let reached = node.store().revision() >= revision;
+        if reached {
+            break;
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(ServerError::Timeout);
@@ -210,6 +202,13 @@ pub async fn hash_at(node: &Node, revision: i64) -> Result<ForwardResponse, Serv
         // Bounded: at most REACH_WAIT of 10 ms naps, only while behind.
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let hashed = tokio::time::timeout(ASK_TIMEOUT, hash_in_steps(&node.store, revision))
+        .await
+        .map_err(|_| ServerError::Timeout)??;
+    Ok(ForwardResponse::HashKv {
+        hash: hashed.hash,
+        compact_revision: hashed.compact_revision,
+    })
 }
 
 #[cfg(test)]

@@ -9,9 +9,9 @@ use crate::*;
 
 /// What a storage layer persisted, plus how often it was asked.
 #[derive(Default)]
-struct Persisted {
-    values: Mutex<HashMap<Revision, Vec<u8>>>,
-    reads: AtomicUsize,
+pub(crate) struct Persisted {
+    pub(crate) values: Mutex<HashMap<Revision, Vec<u8>>>,
+    pub(crate) reads: AtomicUsize,
 }
 
 impl HistoryValues for Persisted {
@@ -31,7 +31,7 @@ impl HistoryValues for Persisted {
 
 impl Persisted {
     /// Persists what `store` changed, as the state machine does.
-    fn persist(&self, store: &mut Store) {
+    pub(crate) fn persist(&self, store: &mut Store) {
         let changes = store.take_changes();
         let mut values = self.values.lock().unwrap();
         for (rev, key) in changes.records_added {
@@ -45,7 +45,7 @@ impl Persisted {
     }
 }
 
-fn put(key: &str, value: &str) -> Command {
+pub(crate) fn put(key: &str, value: &str) -> Command {
     Command::Put(PutRequest {
         key: key.into(),
         value: value.into(),
@@ -73,7 +73,7 @@ fn at(store: &Store, rev: i64) -> Vec<(Vec<u8>, Vec<u8>)> {
 
 /// The same history twice: one store keeps every value, the other drops
 /// what it may after each command.
-fn twins(cmds: &[Command]) -> (Store, Store, Arc<Persisted>) {
+pub(crate) fn twins(cmds: &[Command]) -> (Store, Store, Arc<Persisted>) {
     let persisted = Arc::new(Persisted::default());
     let mut kept = Store::new();
     let mut dropping = Store::new();

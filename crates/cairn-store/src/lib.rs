@@ -11,6 +11,7 @@ pub mod command;
 pub mod error;
 pub mod history;
 pub mod kv;
+pub mod kv_hash;
 
 pub use command::*;
 pub use error::StoreError;
@@ -24,6 +25,7 @@ pub mod store;
 pub mod txn;
 
 pub use history::HistoryValues;
+pub use kv_hash::{HashCursor, HashProgress};
 pub use lease::{LeaseRecord, MAX_LEASE_TTL_SECS, MIN_LEASE_TTL_SECS};
 pub use mvcc::Record;
 pub use revision::Revision;
@@ -33,5 +35,7 @@ pub use store::{
 
 #[cfg(test)]
 mod history_tests;
+#[cfg(test)]
+mod kv_hash_tests;
 #[cfg(test)]
 mod tests;

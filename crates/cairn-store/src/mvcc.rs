@@ -460,15 +460,38 @@ impl KeySpace {
     pub fn walk_held(
         &self,
         max_rev: i64,
-        mut f: impl FnMut(&[u8], &Record) -> Result<(), StoreError>,
+        f: impl FnMut(&[u8], &Record) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
+        self.walk_held_after(None, max_rev, usize::MAX, f)
+            .map(|_| ())
+    }
+
+    /// As [`KeySpace::walk_held`], but from the first record after `after`
+    /// (the first retained one without) and at most `max_records` records,
+    /// so a long walk can be taken in parts. Returns how many records were
+    /// walked: fewer than `max_records` when none is left at or below
+    /// `max_rev`.
+    pub fn walk_held_after(
+        &self,
+        after: Option<Revision>,
+        max_rev: i64,
+        max_records: usize,
+        mut f: impl FnMut(&[u8], &Record) -> Result<(), StoreError>,
+    ) -> Result<usize, StoreError> {
         const CHUNK: usize = 1024;
-        let mut records = self.records().take_while(|(_, r)| r.rev.main <= max_rev);
+        let mut records = self
+            .log
+            .range_after(after)
+            .take_while(|(rev, _)| rev.main <= max_rev)
+            .filter_map(|(rev, key)| self.record_of(key, *rev))
+            .take(max_records);
+        let mut walked = 0;
         loop {
             let chunk: Vec<(&[u8], &Record)> = records.by_ref().take(CHUNK).collect();
             if chunk.is_empty() {
-                return Ok(());
+                return Ok(walked);
             }
+            walked += chunk.len();
             let dropped: Vec<Revision> = chunk
                 .iter()
                 .filter(|(_, r)| r.is_dropped())
@@ -506,11 +529,6 @@ impl KeySpace {
             )));
         }
         Ok(values)
-    }
-
-    /// Every retained record in revision order.
-    pub fn records(&self) -> impl Iterator<Item = (&[u8], &Record)> + '_ {
-        self.log.revisions().filter_map(|rev| self.record_at(*rev))
     }
 
     /// After the last [`KeySpace::insert_restored`]: puts the revision log

@@ -84,9 +84,14 @@ impl RevisionLog {
             .map(|(r, key)| (r, key))
     }
 
-    /// Every revision, in order.
-    pub fn revisions(&self) -> impl Iterator<Item = &Revision> {
-        self.entries.iter().map(|(r, _)| r)
+    /// The entries after `after` (every entry without), in order: where a
+    /// walk that stopped at `after` resumes.
+    pub fn range_after(
+        &self,
+        after: Option<Revision>,
+    ) -> impl Iterator<Item = (&Revision, &Arc<[u8]>)> {
+        let at = after.map_or(0, |rev| self.entries.partition_point(|(r, _)| *r <= rev));
+        self.entries.range(at..).map(|(r, key)| (r, key))
     }
 
     /// Removes the entries at `sorted` (ascending) revisions, in one pass.
@@ -152,7 +157,16 @@ mod tests {
         let from: Vec<i64> = log.range_from(rev(2, 1)).map(|(r, _)| r.main).collect();
         assert_eq!(from, [2, 3, 5]);
         assert_eq!(log.range_from(rev(6, 0)).count(), 0);
-        let revs: Vec<i64> = log.revisions().map(|r| r.main).collect();
+        let after: Vec<(i64, i64)> = log
+            .range_after(Some(rev(2, 0)))
+            .map(|(r, _)| (r.main, r.sub))
+            .collect();
+        assert_eq!(after, [(2, 1), (3, 0), (5, 0)]);
+        // After a revision no entry has: from the next one that has.
+        assert_eq!(log.range_after(Some(rev(4, 0))).count(), 1);
+        assert_eq!(log.range_after(Some(rev(5, 0))).count(), 0);
+        assert_eq!(log.range_after(None).count(), 5);
+        let revs: Vec<i64> = log.range_after(None).map(|(r, _)| r.main).collect();
         assert_eq!(revs, [1, 2, 2, 3, 5]);
     }
 
@@ -191,7 +205,7 @@ mod tests {
             rev(10, 0),
             rev(11, 0),
         ]);
-        let revs: Vec<i64> = log.revisions().map(|r| r.main).collect();
+        let revs: Vec<i64> = log.range_after(None).map(|(r, _)| r.main).collect();
         assert_eq!(revs, [2, 3, 5, 6, 8, 9]);
         log.remove_sorted(&[]);
         assert_eq!(log.len(), 6);

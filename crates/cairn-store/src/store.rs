@@ -11,6 +11,7 @@ use crate::claims::{Claims, ClaimsChanges, ClaimsReply, ClaimsSnapshot};
 use crate::command::*;
 use crate::error::StoreError;
 use crate::kv::{Event, KeyRange, KeyValue};
+use crate::kv_hash::{HashCursor, HashProgress};
 use crate::lease::{LeaseRecord, Leases, MAX_LEASE_TTL_SECS, MIN_LEASE_TTL_SECS};
 use crate::mvcc::{KeySpace, Record, Wants};
 use crate::revision::Revision;
@@ -881,30 +882,40 @@ impl Store {
 
     /// A hash of every key version at or below `revision` that compaction
     /// kept, equal on replicas that applied the same log. Returns the hash
-    /// and the compact revision it covers from.
+    /// and the compact revision it covers from. In one go: a caller that
+    /// holds a lock for it should take it in steps
+    /// ([`Store::hash_kv_step`]), which gives the same hash.
     pub fn hash_kv(&self, revision: i64) -> Result<(u32, i64), StoreError> {
-        let head = self.meta.revision;
-        let rev = if revision <= 0 { head } else { revision };
-        if rev > head {
-            return Err(StoreError::FutureRevision {
-                current_revision: head,
-            });
+        let mut cursor = self.hash_cursor(revision)?;
+        match self.hash_kv_step(&mut cursor, usize::MAX)? {
+            HashProgress::Done {
+                hash,
+                compact_revision,
+            } => Ok((hash, compact_revision)),
+            other => unreachable!("one step over an unchanged store hashes it all: {other:?}"),
         }
-        if rev < self.meta.compact_revision {
-            return Err(StoreError::Compacted {
-                compact_revision: self.meta.compact_revision,
-            });
-        }
-        let mut h = crc32fast::Hasher::new();
-        self.kv.walk_held(rev, |key, r| {
-            h.update(key);
-            h.update(&r.rev.main.to_be_bytes());
-            h.update(&r.rev.sub.to_be_bytes());
-            h.update(&[r.tombstone as u8]);
-            h.update(&r.value);
-            Ok(())
-        })?;
-        Ok((h.finalize(), self.meta.compact_revision))
+    }
+
+    /// Begins a [`Store::hash_kv`] at `revision` (0: the head) to be taken
+    /// in steps; refused as the one-shot hash would be.
+    pub fn hash_cursor(&self, revision: i64) -> Result<HashCursor, StoreError> {
+        HashCursor::begin(revision, self.meta.revision, self.meta.compact_revision)
+    }
+
+    /// Hashes up to `max_records` (> 0) more records into `cursor`. Writes
+    /// applied between steps do not change the hash; a compaction asks for
+    /// a restart ([`HashProgress::Restart`]).
+    pub fn hash_kv_step(
+        &self,
+        cursor: &mut HashCursor,
+        max_records: usize,
+    ) -> Result<HashProgress, StoreError> {
+        cursor.step(
+            &self.kv,
+            self.meta.revision,
+            self.meta.compact_revision,
+            max_records,
+        )
     }
 
     pub fn take_changes(&mut self) -> Changes {

@@ -17,6 +17,7 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::auth::Caller;
 use crate::error::ServerError;
+use crate::kv_hash::hash_in_steps;
 use crate::node::forward::ForwardRequest;
 use crate::node::{Node, ETCD_API_VERSION};
 use crate::restore::encode_snapshot;
@@ -270,16 +271,13 @@ impl Maintenance for MaintenanceService {
             .await?;
         let want = request.into_inner().revision;
         self.node.read_barrier().await?;
-        let (hash, compact_revision, head) = {
-            let store = self.node.store();
-            let (hash, compact) = store.hash_kv(want).map_err(ServerError::from)?;
-            (hash, compact, store.revision())
-        };
+        let hashed = hash_in_steps(&self.node.store, want).await?;
+        let head = self.node.store().revision();
         Ok(Response::new(pb::HashKvResponse {
             header: Some(header(&self.node, Some(head))),
-            hash,
-            compact_revision,
-            hash_revision: if want > 0 { want } else { head },
+            hash: hashed.hash,
+            compact_revision: hashed.compact_revision,
+            hash_revision: hashed.revision,
         }))
     }
 
