@@ -107,6 +107,11 @@ pub struct ServerConfig {
     /// `--experimental-corrupt-check-time`); 0, the default as in etcd,
     /// turns it off.
     pub corrupt_check_interval_ms: u64,
+    /// At start, a member on data of its own compares its keyspace hash
+    /// with the other members' once it has caught up with the leader, and
+    /// refuses to start if a majority hold another (etcd's
+    /// `--experimental-initial-corrupt-check`); off by default, as etcd's.
+    pub initial_corrupt_check: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -169,6 +174,7 @@ impl Default for ServerConfig {
             auto_compaction_mode: "periodic".into(),
             auto_compaction_retention: "0".into(),
             corrupt_check_interval_ms: 0,
+            initial_corrupt_check: false,
         }
     }
 }

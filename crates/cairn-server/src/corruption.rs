@@ -103,6 +103,25 @@ pub fn corrupt_members(leader: MemberHash, others: &[MemberHash]) -> Vec<u64> {
     corrupt
 }
 
+/// The hash a strict majority of the members compared share when it is
+/// not `own`'s: this member is then the odd one out. Compared are `own`
+/// and those of `others` at its compact revision, as in
+/// [`corrupt_members`]; without such a majority (two members that differ,
+/// or no answer) nothing is known. Pure.
+pub fn majority_unlike(own: MemberHash, others: &[MemberHash]) -> Option<u32> {
+    let compared: Vec<u32> = others
+        .iter()
+        .filter(|m| m.compact_revision == own.compact_revision)
+        .map(|m| m.hash)
+        .collect();
+    let members = compared.len() + 1;
+    compared
+        .iter()
+        .copied()
+        .filter(|h| *h != own.hash)
+        .find(|h| compared.iter().filter(|x| *x == h).count() * 2 > members)
+}
+
 /// Runs the check every `interval` while this member leads; ends when
 /// the node is gone.
 pub async fn run(node: Weak<Node>, interval: Duration) {
@@ -149,10 +168,19 @@ pub async fn check(node: &Arc<Node>) -> Result<Vec<u64>, ServerError> {
         hash: own.hash,
         compact_revision: own.compact_revision,
     };
+    let others = peer_hashes(node, revision).await;
+    CHECKS.fetch_add(1, Relaxed);
+    Ok(corrupt_members(leader, &others))
+}
+
+/// The other members' hashes at `revision`, of those that answered within
+/// [`ASK_TIMEOUT`] (one behind waits up to [`REACH_WAIT`] to reach it).
+pub async fn peer_hashes(node: &Node, revision: i64) -> Vec<MemberHash> {
+    let own_id = node.member_id();
     let peers: Vec<(u64, String)> = node
         .members()
         .into_iter()
-        .filter(|m| m.id != leader.member_id)
+        .filter(|m| m.id != own_id)
         .filter_map(|m| m.peer_urls.first().map(|u| (m.id, u.clone())))
         .collect();
     let asks = peers.iter().map(|(id, url)| async move {
@@ -176,13 +204,11 @@ pub async fn check(node: &Arc<Node>) -> Result<Vec<u64>, ServerError> {
             }
         }
     });
-    let others: Vec<MemberHash> = futures::future::join_all(asks)
+    futures::future::join_all(asks)
         .await
         .into_iter()
         .flatten()
-        .collect();
-    CHECKS.fetch_add(1, Relaxed);
-    Ok(corrupt_members(leader, &others))
+        .collect()
 }
 
 /// A member's answer to the leader's [`ForwardRequest::HashKv`]: its hash
@@ -249,6 +275,37 @@ mod tests {
                 "{leader:?} {others:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_member_learns_it_is_the_odd_one_out_only_from_a_majority() {
+        // (own, others, the majority's hash if own is unlike it)
+        let cases: Vec<(MemberHash, Vec<MemberHash>, Option<u32>)> = vec![
+            (m(1, 7), vec![m(2, 7), m(3, 7)], None),
+            (m(1, 9), vec![m(2, 7), m(3, 7)], Some(7)),
+            // Another is the odd one: not this member.
+            (m(1, 7), vec![m(2, 7), m(3, 8)], None),
+            // Two of five unlike: no majority against it.
+            (m(1, 7), vec![m(2, 8), m(3, 8), m(4, 7), m(5, 7)], None),
+            (m(1, 7), vec![m(2, 8), m(3, 8), m(4, 8), m(5, 7)], Some(8)),
+            // Two members that differ, three ways, or nobody answered.
+            (m(1, 7), vec![m(2, 8)], None),
+            (m(1, 7), vec![m(2, 8), m(3, 9)], None),
+            (m(1, 7), vec![], None),
+        ];
+        for (own, others, want) in cases {
+            assert_eq!(majority_unlike(own, &others), want, "{own:?} {others:?}");
+        }
+        // Members at another compact revision are not counted.
+        let compacted_since = |member_id| MemberHash {
+            member_id,
+            hash: 8,
+            compact_revision: 9,
+        };
+        assert_eq!(
+            majority_unlike(m(1, 7), &[compacted_since(2), compacted_since(3)]),
+            None
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod compactor;
 pub mod config;
 pub mod corruption;
 pub mod error;
+pub mod initial_check;
 pub mod kv_hash;
 pub mod leader_hint;
 pub mod node;

@@ -133,6 +133,18 @@ pub async fn start_with(
         }
     });
 
+    // Before any client is served; the peer port is up, so this member
+    // can catch up and answer the others meanwhile.
+    if node.config.initial_corrupt_check && node.held_data {
+        if let Err(e) = crate::initial_check::run(&node).await {
+            tracing::error!("{e}");
+            let _ = stop.send(true);
+            node.shutdown().await;
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, peer_task).await;
+            return Err(e);
+        }
+    }
+
     let routes = services::routes(node.clone(), limits);
     let hint = LeaderHintLayer(Arc::new(LeaderHint::new(node.clone())));
     let client_task = tokio::spawn({

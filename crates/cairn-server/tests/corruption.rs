@@ -1,12 +1,14 @@
 //! The online corruption check on a real 3-member cluster: members that
 //! agree are left alone; a member whose keyspace is changed behind Raft's
 //! back is named by the CORRUPT alarm, and the cluster stops serving
-//! clients until the alarm is disarmed.
+//! clients until the alarm is disarmed. A member restarted with the
+//! initial check refuses to start on data unlike the majority's.
 
 mod support;
 
 use std::time::Duration;
 
+use cairn_server::node::StartError;
 use cairn_store::{AlarmKind, Command, PutRequest, StoreError};
 use support::{put, wait_until, Cluster};
 
@@ -93,5 +95,87 @@ async fn a_member_unlike_the_majority_is_alarmed_and_the_cluster_stops() {
         !text.contains("cairn_corruption_detected_total 0"),
         "{text}"
     );
+    c.shutdown().await;
+}
+
+/// Puts `key` = `value` on `member`'s store directly, behind Raft's back;
+/// the state machine persists it with the next batch it applies.
+fn put_behind_raft(c: &Cluster, member: usize, key: &str, value: &str) {
+    let applied = c
+        .node(member)
+        .store
+        .write()
+        .unwrap()
+        .apply(&Command::Put(PutRequest {
+            key: key.as_bytes().to_vec(),
+            value: value.as_bytes().to_vec(),
+            ..Default::default()
+        }));
+    assert!(
+        !matches!(applied.result, cairn_store::CommandResult::Error(_)),
+        "{applied:?}"
+    );
+}
+
+/// Waits until every running member of `c` is at revision `head`.
+async fn applied_everywhere(c: &Cluster, head: i64) {
+    wait_until("every member at the head", Duration::from_secs(10), || {
+        let done = c
+            .running()
+            .iter()
+            .all(|m| c.node(*m).store().revision() == head);
+        async move { done }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_member_unlike_the_majority_refuses_to_start() {
+    // New members hold no data of their own: they start unchecked.
+    let mut c = Cluster::start(3, |cfg| cfg.initial_corrupt_check = true).await;
+    let leader = c.wait_leader(Duration::from_secs(10)).await;
+    let mut head = 0;
+    for i in 0..20 {
+        head = put(c.node(leader), &format!("k{i}"), "v").await;
+    }
+    applied_everywhere(&c, head).await;
+    // Every member writes one revision behind Raft's back, the same on
+    // two of them, another on the third, then one write through Raft
+    // persists it on all.
+    let f = (leader + 1) % 3;
+    let f_id = c.node(f).member_id();
+    for m in 0..3 {
+        let value = if m == f { "what the others lack" } else { "v2" };
+        put_behind_raft(&c, m, "k1", value);
+    }
+    let head = put(c.node(leader), "k2", "v2").await;
+    applied_everywhere(&c, head).await;
+
+    // A healthy member restarts: the check passes.
+    let healthy = (leader + 2) % 3;
+    c.stop_member(healthy).await;
+    c.start_member(healthy).await;
+    assert!(c.node(healthy).held_data);
+
+    // The odd one restarts: refused.
+    c.stop_member(f).await;
+    let refused = cairn_server::serve::start(c.members[f].config.clone()).await;
+    match refused {
+        Err(StartError::Corrupt {
+            member_id,
+            revision,
+            hash,
+            majority_hash,
+        }) => {
+            assert_eq!(member_id, f_id);
+            assert!(revision >= head, "at its head, caught up: {revision}");
+            assert_ne!(hash, majority_hash);
+        }
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("a member unlike the majority started"),
+    }
+    // The others serve on.
+    let leader = c.wait_leader(Duration::from_secs(10)).await;
+    put(c.node(leader), "k3", "v").await;
     c.shutdown().await;
 }

@@ -55,6 +55,10 @@ pub struct Node {
     /// Why this member found itself removed from the cluster, once it has
     /// (removal.rs); it then serves nothing more.
     removed: tokio::sync::watch::Sender<Option<String>>,
+    /// Whether the member started on data of its own (its identity was
+    /// stored): only then has it a keyspace of its own for the initial
+    /// corruption check to compare, as etcd checks only such members.
+    pub held_data: bool,
 }
 
 /// Whether a Raft runs, was stopped as asked, or stopped on its own.
@@ -145,6 +149,20 @@ pub enum StartError {
     Raft(String),
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    /// The initial corruption check found this member's keyspace unlike
+    /// the one a majority of the members hold: it does not serve, as etcd
+    /// does not.
+    #[error(
+        "initial corruption check: member {member_id:x} hashes revision {revision} to \
+         {hash:#010x}, a majority of the members to {majority_hash:#010x}; \
+         replace this member's data"
+    )]
+    Corrupt {
+        member_id: u64,
+        revision: i64,
+        hash: u32,
+        majority_hash: u32,
+    },
 }
 
 impl Node {
@@ -324,6 +342,7 @@ impl Node {
             snapshots,
             saved_clock,
             removed: tokio::sync::watch::Sender::new(None),
+            held_data: !fresh,
         });
         tokio::spawn(node.hub.clone().run_catch_up(Duration::from_millis(100)));
         tokio::spawn(tick_loop(node.clone()));

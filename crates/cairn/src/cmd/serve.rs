@@ -109,6 +109,11 @@ pub struct ServeArgs {
     /// raises CORRUPT on one unlike the majority, in ms (0: off).
     #[arg(long, env = "CAIRN_CORRUPT_CHECK_INTERVAL_MS")]
     pub corrupt_check_interval_ms: Option<u64>,
+    /// At start, once caught up with the leader, compare this member's
+    /// keyspace hash with the others' and refuse to serve if a majority
+    /// hold another (etcd's `--experimental-initial-corrupt-check`).
+    #[arg(long, env = "CAIRN_INITIAL_CORRUPT_CHECK", num_args = 0..=1, default_missing_value = "true")]
+    pub initial_corrupt_check: Option<bool>,
     /// Threads of the async runtime that serves clients and peers
     /// (default: half the CPUs, at least one; see [`worker_threads`]); with
     /// one, tokio's current-thread scheduler.
@@ -200,7 +205,8 @@ impl ServeArgs {
             auth_password_iterations,
             auto_compaction_mode,
             auto_compaction_retention,
-            corrupt_check_interval_ms
+            corrupt_check_interval_ms,
+            initial_corrupt_check
         );
         macro_rules! set_optional {
             ($($field:ident),*) => { $( if self.$field.is_some() { c.$field = self.$field.clone(); } )* };
@@ -306,6 +312,18 @@ mod tests {
         assert_eq!(config.max_txn_ops, 9, "env wins over file");
         assert_eq!(config.snapshot_entries, 11, "file wins over default");
         assert_eq!(config.heartbeat_interval_ms, 100, "default");
+    }
+
+    #[test]
+    fn the_initial_corrupt_check_is_a_flag_off_by_default() {
+        let config = |args: &[&str]| {
+            let args = std::iter::once("cairn").chain(args.iter().copied());
+            Cli::parse_from(args).serve.to_config().unwrap()
+        };
+        assert!(!config(&[]).initial_corrupt_check);
+        assert!(config(&["--initial-corrupt-check"]).initial_corrupt_check);
+        assert!(config(&["--initial-corrupt-check", "true"]).initial_corrupt_check);
+        assert!(!config(&["--initial-corrupt-check", "false"]).initial_corrupt_check);
     }
 
     #[test]
