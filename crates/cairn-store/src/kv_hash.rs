@@ -13,6 +13,7 @@
 //! rather than give a wrong hash.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::StoreError;
 use crate::mvcc::{KeySpace, Record};
@@ -34,6 +35,36 @@ pub struct HashCursor {
     /// The last record hashed, where the next step resumes; none before
     /// the first.
     last: Option<Revision>,
+    /// The store the hash began on ([`Incarnation`]).
+    incarnation: u64,
+}
+
+/// Which `Store` value a hash walks: a number no other store in this
+/// process was given. A store put in another's place (a snapshot
+/// installed between two steps) has another one, so the cursor restarts
+/// rather than mix the two, even when their compact revisions match. Not
+/// state: it is never replicated, persisted or read by an apply, and a
+/// copy of a store is a store of its own (so `Clone` draws a new number).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Incarnation(u64);
+
+impl Incarnation {
+    pub(crate) fn get(&self) -> u64 {
+        self.0
+    }
+}
+
+impl Default for Incarnation {
+    fn default() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Incarnation(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+impl Clone for Incarnation {
+    fn clone(&self) -> Self {
+        Incarnation::default()
+    }
 }
 
 /// What one step of a hash came to.
@@ -45,7 +76,7 @@ pub enum HashProgress {
     /// compact revision it covers from (as [`crate::Store::hash_kv`]).
     Done { hash: u32, compact_revision: i64 },
     /// The store changed under the cursor (a compaction since it began,
-    /// now at `compact_revision`, or an older state put in its place):
+    /// now at `compact_revision`, or an older or newer state put in its place):
     /// the hash so far counts for nothing; begin a new cursor.
     Restart { compact_revision: i64 },
 }
@@ -67,6 +98,7 @@ impl HashCursor {
         revision: i64,
         head: i64,
         compact_revision: i64,
+        incarnation: u64,
     ) -> Result<HashCursor, StoreError> {
         let revision = if revision <= 0 { head } else { revision };
         if revision > head {
@@ -82,6 +114,7 @@ impl HashCursor {
             revision,
             compact_revision,
             last: None,
+            incarnation,
         })
     }
 
@@ -97,10 +130,14 @@ impl HashCursor {
         kv: &KeySpace,
         head: i64,
         compact_revision: i64,
+        incarnation: u64,
         max_records: usize,
     ) -> Result<HashProgress, StoreError> {
         assert!(max_records > 0, "a step must make progress");
-        if compact_revision != self.compact_revision || head < self.revision {
+        if compact_revision != self.compact_revision
+            || head < self.revision
+            || incarnation != self.incarnation
+        {
             return Ok(HashProgress::Restart { compact_revision });
         }
         let walked = kv.walk_held_after(self.last, self.revision, max_records, |key, r| {

@@ -222,6 +222,30 @@ fn an_older_state_put_in_the_stores_place_asks_for_a_restart() {
 }
 
 #[test]
+fn a_newer_state_put_in_the_stores_place_asks_for_a_restart_too() {
+    // As a snapshot installed between two steps: same compact revision,
+    // the hashed revision still there, but another store.
+    let cmds = mixed_history();
+    let s = store_of(&cmds[..cmds.len() - 10]);
+    let newer = store_of(&cmds);
+    assert_eq!(newer.compact_revision(), s.compact_revision());
+    let mut cursor = s.hash_cursor(0).unwrap();
+    assert_eq!(s.hash_kv_step(&mut cursor, 7), Ok(HashProgress::More));
+    assert!(matches!(
+        newer.hash_kv_step(&mut cursor, 7),
+        Ok(HashProgress::Restart { .. })
+    ));
+    // A copy is another store too; the store itself goes on.
+    let mut cursor = s.hash_cursor(0).unwrap();
+    assert_eq!(s.hash_kv_step(&mut cursor, 7), Ok(HashProgress::More));
+    assert!(matches!(
+        s.clone().hash_kv_step(&mut cursor.clone(), 7),
+        Ok(HashProgress::Restart { .. })
+    ));
+    assert_eq!(s.hash_kv_step(&mut cursor, 7), Ok(HashProgress::More));
+}
+
+#[test]
 fn a_hash_is_refused_as_a_read_at_its_revision_would_be() {
     let s = store_of(&mixed_history());
     let head = s.revision();

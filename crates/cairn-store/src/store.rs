@@ -117,6 +117,8 @@ pub struct Store {
     /// writes then build no events. Not state: replicas differing in it
     /// hold the same data and answer alike.
     skip_events: bool,
+    /// Tells a hash in steps that another store took this one's place.
+    incarnation: crate::kv_hash::Incarnation,
 }
 
 /// Changes made at one revision, in progress.
@@ -899,7 +901,12 @@ impl Store {
     /// Begins a [`Store::hash_kv`] at `revision` (0: the head) to be taken
     /// in steps; refused as the one-shot hash would be.
     pub fn hash_cursor(&self, revision: i64) -> Result<HashCursor, StoreError> {
-        HashCursor::begin(revision, self.meta.revision, self.meta.compact_revision)
+        HashCursor::begin(
+            revision,
+            self.meta.revision,
+            self.meta.compact_revision,
+            self.incarnation.get(),
+        )
     }
 
     /// Hashes up to `max_records` (> 0) more records into `cursor`. Writes
@@ -914,6 +921,7 @@ impl Store {
             &self.kv,
             self.meta.revision,
             self.meta.compact_revision,
+            self.incarnation.get(),
             max_records,
         )
     }
