@@ -111,8 +111,15 @@ pub struct ServeArgs {
     pub corrupt_check_interval_ms: Option<u64>,
     /// At start, once caught up with the leader, compare this member's
     /// keyspace hash with the others' and refuse to serve if a majority
-    /// hold another (etcd's `--experimental-initial-corrupt-check`).
-    #[arg(long, env = "CAIRN_INITIAL_CORRUPT_CHECK", num_args = 0..=1, default_missing_value = "true")]
+    /// hold another (etcd's `--experimental-initial-corrupt-check`, also
+    /// taken under that name).
+    #[arg(
+        long,
+        alias = "experimental-initial-corrupt-check",
+        env = "CAIRN_INITIAL_CORRUPT_CHECK",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
     pub initial_corrupt_check: Option<bool>,
     /// Threads of the async runtime that serves clients and peers
     /// (default: half the CPUs, at least one; see [`worker_threads`]); with
@@ -324,6 +331,7 @@ mod tests {
         assert!(config(&["--initial-corrupt-check"]).initial_corrupt_check);
         assert!(config(&["--initial-corrupt-check", "true"]).initial_corrupt_check);
         assert!(!config(&["--initial-corrupt-check", "false"]).initial_corrupt_check);
+        assert!(config(&["--experimental-initial-corrupt-check"]).initial_corrupt_check);
     }
 
     #[test]
