@@ -152,6 +152,16 @@ mod tests {
         assert!(!matches!(result, CommandResult::Error(_)), "{result:?}");
     }
 
+    /// The one-shot hash `(hash, compact_revision)` as a [`KvHash`] at
+    /// revision 10,000.
+    fn at_10k((hash, compact_revision): (u32, i64)) -> KvHash {
+        KvHash {
+            hash,
+            compact_revision,
+            revision: 10_000,
+        }
+    }
+
     /// 10,000 records: three steps.
     fn filled() -> SharedStore {
         let store = Arc::new(RwLock::new(Store::new()));
@@ -191,24 +201,13 @@ mod tests {
             Some(put(n))
         })
         .await;
-        assert_eq!(
-            hashed.unwrap(),
-            KvHash {
-                hash,
-                compact_revision,
-                revision: 10_000
-            }
-        );
+        assert_eq!(hashed.unwrap(), at_10k((hash, compact_revision)));
         assert_eq!(applied, 3, "one before each step");
         assert_ne!(store.read().unwrap().hash_kv(0).unwrap().0, hash);
         // The same without writes, through the blocking pool.
         assert_eq!(
             hash_in_steps(&store, 10_000).await.unwrap(),
-            KvHash {
-                hash,
-                compact_revision,
-                revision: 10_000
-            }
+            at_10k((hash, compact_revision))
         );
     }
 
@@ -232,14 +231,7 @@ mod tests {
         let (hash, compact_revision) = store.read().unwrap().hash_kv(10_000).unwrap();
         assert_eq!(applied, 1);
         assert_eq!(compact_revision, 100);
-        assert_eq!(
-            hashed.unwrap(),
-            KvHash {
-                hash,
-                compact_revision,
-                revision: 10_000
-            }
-        );
+        assert_eq!(hashed.unwrap(), at_10k((hash, compact_revision)));
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -46,6 +46,18 @@ use super::{admin, data, Limits};
 /// `max_request_bytes` to the decoded message as for gRPC.
 const JSON_SLACK_BYTES: usize = 64 * 1024;
 
+/// Adds one route per `path => method` to `router`: `path` calls
+/// `service.method` through the gateway's `kind` of handler (`unary`,
+/// `server_stream` or `bidi`).
+macro_rules! routes {
+    ($router:expr, $gateway:expr, $kind:ident, $service:expr, { $($path:expr => $method:ident),+ $(,)? }) => {
+        $router$(.route(
+            $path,
+            $gateway.$kind($service, |s, r| async move { s.$method(r).await }),
+        ))+
+    };
+}
+
 /// The gateway's paths, added to the client port's routes.
 pub fn add(
     routes: Routes,
@@ -59,59 +71,77 @@ pub fn add(
             .saturating_mul(2)
             .saturating_add(JSON_SLACK_BYTES),
     };
-    let (kv, watch, lease) = (&data.kv, &data.watch, &data.lease);
-    let router = routes
-        .into_axum_router()
-        .route(
-            "/v3/kv/range",
-            g.unary(kv, |s, r| async move { s.range(r).await }),
-        )
-        .route(
-            "/v3/kv/put",
-            g.unary(kv, |s, r| async move { s.put(r).await }),
-        )
-        .route(
-            "/v3/kv/deleterange",
-            g.unary(kv, |s, r| async move { s.delete_range(r).await }),
-        )
-        .route(
-            "/v3/kv/txn",
-            g.unary(kv, |s, r| async move { s.txn(r).await }),
-        )
-        .route(
-            "/v3/kv/compaction",
-            g.unary(kv, |s, r| async move { s.compact(r).await }),
-        )
-        .route(
-            "/v3/watch",
-            g.bidi(watch, |s, r| async move { s.open(r).await }),
-        )
-        .route(
-            "/v3/lease/grant",
-            g.unary(lease, |s, r| async move { s.lease_grant(r).await }),
-        )
-        .route(
-            "/v3/lease/keepalive",
-            g.bidi(lease, |s, r| async move { s.keep_alive(r).await }),
-        );
-    // etcd serves these three under `/v3/kv/lease/` as well.
-    let router = ["/v3/lease", "/v3/kv/lease"]
-        .into_iter()
-        .fold(router, |router, prefix| {
-            router
-                .route(
-                    &format!("{prefix}/revoke"),
-                    g.unary(lease, |s, r| async move { s.lease_revoke(r).await }),
-                )
-                .route(
-                    &format!("{prefix}/timetolive"),
-                    g.unary(lease, |s, r| async move { s.lease_time_to_live(r).await }),
-                )
-                .route(
-                    &format!("{prefix}/leases"),
-                    g.unary(lease, |s, r| async move { s.lease_leases(r).await }),
-                )
-        });
+    let router = routes.into_axum_router();
+    let router = routes!(router, g, unary, &data.kv, {
+        "/v3/kv/range" => range,
+        "/v3/kv/put" => put,
+        "/v3/kv/deleterange" => delete_range,
+        "/v3/kv/txn" => txn,
+        "/v3/kv/compaction" => compact,
+    });
+    let router = routes!(router, g, bidi, &data.watch, { "/v3/watch" => open });
+    let router = routes!(router, g, bidi, &data.lease, { "/v3/lease/keepalive" => keep_alive });
+    // etcd serves the last three under `/v3/kv/lease/` as well.
+    let router = routes!(router, g, unary, &data.lease, {
+        "/v3/lease/grant" => lease_grant,
+        "/v3/lease/revoke" => lease_revoke,
+        "/v3/lease/timetolive" => lease_time_to_live,
+        "/v3/lease/leases" => lease_leases,
+        "/v3/kv/lease/revoke" => lease_revoke,
+        "/v3/kv/lease/timetolive" => lease_time_to_live,
+        "/v3/kv/lease/leases" => lease_leases,
+    });
+    let router = routes!(router, g, unary, &admin.cluster, {
+        "/v3/cluster/member/add" => member_add,
+        "/v3/cluster/member/remove" => member_remove,
+        "/v3/cluster/member/update" => member_update,
+        "/v3/cluster/member/list" => member_list,
+        "/v3/cluster/member/promote" => member_promote,
+    });
+    let router = routes!(router, g, unary, &admin.maintenance, {
+        "/v3/maintenance/alarm" => alarm,
+        "/v3/maintenance/status" => status,
+        "/v3/maintenance/defragment" => defragment,
+        "/v3/maintenance/hash" => hash,
+        "/v3/maintenance/hashkv" => hash_kv,
+        "/v3/maintenance/transfer-leadership" => move_leader,
+        "/v3/maintenance/downgrade" => downgrade,
+    });
+    let router = routes!(router, g, server_stream, &admin.maintenance, {
+        "/v3/maintenance/snapshot" => snapshot,
+    });
+    let router = routes!(router, g, unary, &admin.auth, {
+        "/v3/auth/enable" => auth_enable,
+        "/v3/auth/disable" => auth_disable,
+        "/v3/auth/status" => auth_status,
+        "/v3/auth/authenticate" => authenticate,
+        "/v3/auth/user/add" => user_add,
+        "/v3/auth/user/get" => user_get,
+        "/v3/auth/user/list" => user_list,
+        "/v3/auth/user/delete" => user_delete,
+        "/v3/auth/user/changepw" => user_change_password,
+        "/v3/auth/user/grant" => user_grant_role,
+        "/v3/auth/user/revoke" => user_revoke_role,
+        "/v3/auth/role/add" => role_add,
+        "/v3/auth/role/get" => role_get,
+        "/v3/auth/role/list" => role_list,
+        "/v3/auth/role/delete" => role_delete,
+        "/v3/auth/role/grant" => role_grant_permission,
+        "/v3/auth/role/revoke" => role_revoke_permission,
+    });
+    let router = routes!(router, g, unary, &admin.lock, {
+        "/v3/lock/lock" => lock,
+        "/v3/lock/unlock" => unlock,
+    });
+    let router = routes!(router, g, unary, &admin.election, {
+        "/v3/election/campaign" => campaign,
+        "/v3/election/proclaim" => proclaim,
+        "/v3/election/leader" => leader,
+        "/v3/election/resign" => resign,
+    });
+    let router = routes!(router, g, server_stream, &admin.election, {
+        "/v3/election/observe" => observe,
+    });
     // What etcd clients ask first to learn which paths to use (e.g.
     // `/v3beta/` before 3.4): the etcd API version this member speaks.
     let router = router.route(
@@ -125,12 +155,7 @@ pub fn add(
             )
         }),
     );
-    let router = router.fallback(not_found);
-    let router = g.cluster(router, &admin.cluster);
-    let router = g.maintenance(router, &admin.maintenance);
-    let router = g.auth(router, &admin.auth);
-    let router = g.recipes(router, &admin.lock, &admin.election);
-    Routes::from(router)
+    Routes::from(router.fallback(not_found))
 }
 
 /// Builds the gateway's handlers.
@@ -146,21 +171,11 @@ impl Gateway {
     where
         S: Send + Sync + 'static,
         Req: DeserializeOwned + Default + Send + 'static,
-        Resp: Serialize + 'static,
+        Resp: Serialize + Send + 'static,
         F: Fn(Arc<S>, tonic::Request<Req>) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>> + Send + 'static,
     {
-        let service = service.clone();
-        post(move |request: Request| {
-            let (service, call) = (service.clone(), call.clone());
-            async move {
-                let (parts, body) = request.into_parts();
-                match json::read_message::<Req>(body, self.limit_bytes).await {
-                    Ok(message) => json::answer(call(service, grpc_request(parts, message)).await),
-                    Err(status) => json::error(&status),
-                }
-            }
-        })
+        self.one_message_in(service, call, json::answer::<Resp>)
     }
 
     /// A call with one JSON message in and a stream of answers out.
@@ -173,15 +188,31 @@ impl Gateway {
         F: Fn(Arc<S>, tonic::Request<Req>) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<tonic::Response<St>, Status>> + Send + 'static,
     {
+        self.one_message_in(service, call, json::answer_stream::<Resp, St>)
+    }
+
+    /// A call taking the body as one message, its outcome written by
+    /// `answer`.
+    fn one_message_in<S, Req, Out, F, Fut>(
+        self,
+        service: &Arc<S>,
+        call: F,
+        answer: fn(Result<tonic::Response<Out>, Status>) -> axum::response::Response,
+    ) -> MethodRouter
+    where
+        S: Send + Sync + 'static,
+        Req: DeserializeOwned + Default + Send + 'static,
+        Out: Send + 'static,
+        F: Fn(Arc<S>, tonic::Request<Req>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<tonic::Response<Out>, Status>> + Send + 'static,
+    {
         let service = service.clone();
         post(move |request: Request| {
             let (service, call) = (service.clone(), call.clone());
             async move {
                 let (parts, body) = request.into_parts();
                 match json::read_message::<Req>(body, self.limit_bytes).await {
-                    Ok(message) => {
-                        json::answer_stream(call(service, grpc_request(parts, message)).await)
-                    }
+                    Ok(message) => answer(call(service, grpc_request(parts, message)).await),
                     Err(status) => json::error(&status),
                 }
             }
@@ -208,175 +239,6 @@ impl Gateway {
                 json::answer_stream(call(service, grpc_request(parts, messages)).await)
             }
         })
-    }
-
-    fn cluster<S: Cluster>(self, router: axum::Router, s: &Arc<S>) -> axum::Router {
-        router
-            .route(
-                "/v3/cluster/member/add",
-                self.unary(s, |s, r| async move { s.member_add(r).await }),
-            )
-            .route(
-                "/v3/cluster/member/remove",
-                self.unary(s, |s, r| async move { s.member_remove(r).await }),
-            )
-            .route(
-                "/v3/cluster/member/update",
-                self.unary(s, |s, r| async move { s.member_update(r).await }),
-            )
-            .route(
-                "/v3/cluster/member/list",
-                self.unary(s, |s, r| async move { s.member_list(r).await }),
-            )
-            .route(
-                "/v3/cluster/member/promote",
-                self.unary(s, |s, r| async move { s.member_promote(r).await }),
-            )
-    }
-
-    fn maintenance<S: Maintenance>(self, router: axum::Router, s: &Arc<S>) -> axum::Router {
-        router
-            .route(
-                "/v3/maintenance/alarm",
-                self.unary(s, |s, r| async move { s.alarm(r).await }),
-            )
-            .route(
-                "/v3/maintenance/status",
-                self.unary(s, |s, r| async move { s.status(r).await }),
-            )
-            .route(
-                "/v3/maintenance/defragment",
-                self.unary(s, |s, r| async move { s.defragment(r).await }),
-            )
-            .route(
-                "/v3/maintenance/hash",
-                self.unary(s, |s, r| async move { s.hash(r).await }),
-            )
-            .route(
-                "/v3/maintenance/hashkv",
-                self.unary(s, |s, r| async move { s.hash_kv(r).await }),
-            )
-            .route(
-                "/v3/maintenance/snapshot",
-                self.server_stream(s, |s, r| async move { s.snapshot(r).await }),
-            )
-            .route(
-                "/v3/maintenance/transfer-leadership",
-                self.unary(s, |s, r| async move { s.move_leader(r).await }),
-            )
-            .route(
-                "/v3/maintenance/downgrade",
-                self.unary(s, |s, r| async move { s.downgrade(r).await }),
-            )
-    }
-
-    fn auth<S: Auth>(self, router: axum::Router, s: &Arc<S>) -> axum::Router {
-        router
-            .route(
-                "/v3/auth/enable",
-                self.unary(s, |s, r| async move { s.auth_enable(r).await }),
-            )
-            .route(
-                "/v3/auth/disable",
-                self.unary(s, |s, r| async move { s.auth_disable(r).await }),
-            )
-            .route(
-                "/v3/auth/status",
-                self.unary(s, |s, r| async move { s.auth_status(r).await }),
-            )
-            .route(
-                "/v3/auth/authenticate",
-                self.unary(s, |s, r| async move { s.authenticate(r).await }),
-            )
-            .route(
-                "/v3/auth/user/add",
-                self.unary(s, |s, r| async move { s.user_add(r).await }),
-            )
-            .route(
-                "/v3/auth/user/get",
-                self.unary(s, |s, r| async move { s.user_get(r).await }),
-            )
-            .route(
-                "/v3/auth/user/list",
-                self.unary(s, |s, r| async move { s.user_list(r).await }),
-            )
-            .route(
-                "/v3/auth/user/delete",
-                self.unary(s, |s, r| async move { s.user_delete(r).await }),
-            )
-            .route(
-                "/v3/auth/user/changepw",
-                self.unary(s, |s, r| async move { s.user_change_password(r).await }),
-            )
-            .route(
-                "/v3/auth/user/grant",
-                self.unary(s, |s, r| async move { s.user_grant_role(r).await }),
-            )
-            .route(
-                "/v3/auth/user/revoke",
-                self.unary(s, |s, r| async move { s.user_revoke_role(r).await }),
-            )
-            .route(
-                "/v3/auth/role/add",
-                self.unary(s, |s, r| async move { s.role_add(r).await }),
-            )
-            .route(
-                "/v3/auth/role/get",
-                self.unary(s, |s, r| async move { s.role_get(r).await }),
-            )
-            .route(
-                "/v3/auth/role/list",
-                self.unary(s, |s, r| async move { s.role_list(r).await }),
-            )
-            .route(
-                "/v3/auth/role/delete",
-                self.unary(s, |s, r| async move { s.role_delete(r).await }),
-            )
-            .route(
-                "/v3/auth/role/grant",
-                self.unary(s, |s, r| async move { s.role_grant_permission(r).await }),
-            )
-            .route(
-                "/v3/auth/role/revoke",
-                self.unary(s, |s, r| async move { s.role_revoke_permission(r).await }),
-            )
-    }
-
-    fn recipes<L: Lock, E: Election>(
-        self,
-        router: axum::Router,
-        lock: &Arc<L>,
-        election: &Arc<E>,
-    ) -> axum::Router {
-        router
-            .route(
-                "/v3/lock/lock",
-                self.unary(lock, |s, r| async move { s.lock(r).await }),
-            )
-            .route(
-                "/v3/lock/unlock",
-                self.unary(lock, |s, r| async move { s.unlock(r).await }),
-            )
-            .route(
-                "/v3/election/campaign",
-                self.unary(election, |s, r| async move { s.campaign(r).await }),
-            )
-            .route(
-                "/v3/election/proclaim",
-                self.unary(election, |s, r| async move { s.proclaim(r).await }),
-            )
-            .route(
-                "/v3/election/leader",
-                self.unary(election, |s, r| async move { s.leader(r).await }),
-            )
-            .route(
-                "/v3/election/observe",
-                self.server_stream(election, |s, r| async move { s.observe(r).await }),
-            )
-            .route(
-                "/v3/election/resign",
-                self.unary(election, |s, r| async move { s.resign(r).await }),
-            )
     }
 }
 
