@@ -109,6 +109,13 @@ pub struct ServeArgs {
     /// raises CORRUPT on one unlike the majority, in ms (0: off).
     #[arg(long, env = "CAIRN_CORRUPT_CHECK_INTERVAL_MS")]
     pub corrupt_check_interval_ms: Option<u64>,
+    /// The same as a duration (`5m`), under etcd's name for it.
+    #[arg(
+        long,
+        value_parser = super::parse_duration,
+        conflicts_with = "corrupt_check_interval_ms"
+    )]
+    pub experimental_corrupt_check_time: Option<std::time::Duration>,
     /// At start, once caught up with the leader, compare this member's
     /// keyspace hash with the others' and refuse to serve if a majority
     /// hold another (etcd's `--experimental-initial-corrupt-check`, also
@@ -228,6 +235,9 @@ impl ServeArgs {
             peer_key_file,
             peer_trusted_ca_file
         );
+        if let Some(every) = self.experimental_corrupt_check_time {
+            c.corrupt_check_interval_ms = u64::try_from(every.as_millis()).unwrap_or(u64::MAX);
+        }
         c.validate()?;
         Ok(c)
     }
@@ -332,6 +342,11 @@ mod tests {
         assert!(config(&["--initial-corrupt-check", "true"]).initial_corrupt_check);
         assert!(!config(&["--initial-corrupt-check", "false"]).initial_corrupt_check);
         assert!(config(&["--experimental-initial-corrupt-check"]).initial_corrupt_check);
+        // etcd's name for the online check's interval takes a duration.
+        let every = |args: &[&str]| config(args).corrupt_check_interval_ms;
+        assert_eq!(every(&["--experimental-corrupt-check-time", "5m"]), 300_000);
+        assert_eq!(every(&["--corrupt-check-interval-ms", "1500"]), 1_500);
+        assert_eq!(every(&[]), 0);
     }
 
     #[test]
