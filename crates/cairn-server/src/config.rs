@@ -77,6 +77,10 @@ pub struct ServerConfig {
     /// Refuse clients without a certificate signed by `trusted_ca_file`
     /// (etcd `--client-cert-auth`).
     pub client_cert_auth: bool,
+    /// Certificate revocation lists, PEM: client certificates they list
+    /// are refused at the handshake (etcd `--client-crl-file`). Read again
+    /// when the file changes, so a revocation needs no restart.
+    pub client_crl_file: Option<PathBuf>,
     /// The peer port's certificate (etcd `--peer-cert-file`), also shown
     /// when dialing other members; with `peer_key_file` and
     /// `peer_trusted_ca_file` it turns TLS on between members.
@@ -89,6 +93,9 @@ pub struct ServerConfig {
     /// Refuse peer calls without a certificate signed by
     /// `peer_trusted_ca_file` (etcd `--peer-client-cert-auth`).
     pub peer_client_cert_auth: bool,
+    /// Revocation lists for the certificates members show on the peer
+    /// port (etcd `--peer-crl-file`).
+    pub peer_crl_file: Option<PathBuf>,
     /// How long a token from `Authenticate` is good for (etcd
     /// `--auth-token-ttl`); clients authenticate again when theirs ends.
     pub auth_token_ttl_secs: u64,
@@ -165,10 +172,12 @@ impl Default for ServerConfig {
             key_file: None,
             trusted_ca_file: None,
             client_cert_auth: false,
+            client_crl_file: None,
             peer_cert_file: None,
             peer_key_file: None,
             peer_trusted_ca_file: None,
             peer_client_cert_auth: false,
+            peer_crl_file: None,
             auth_token_ttl_secs: 300,
             auth_password_iterations: crate::auth::password::ITERATIONS,
             auto_compaction_mode: "periodic".into(),
@@ -245,22 +254,34 @@ impl ServerConfig {
     /// The client port's TLS files, when it serves TLS.
     pub fn client_tls(&self) -> Option<TlsFiles<'_>> {
         Some(TlsFiles {
-            settings: ["cert-file", "key-file", "trusted-ca-file"],
+            settings: [
+                "cert-file",
+                "key-file",
+                "trusted-ca-file",
+                "client-crl-file",
+            ],
             cert: self.cert_file.as_deref()?,
             key: self.key_file.as_deref()?,
             trusted_ca: self.trusted_ca_file.as_deref(),
             client_cert_auth: self.client_cert_auth,
+            crl: self.client_crl_file.as_deref(),
         })
     }
 
     /// The peer port's TLS files, when members talk TLS.
     pub fn peer_tls(&self) -> Option<TlsFiles<'_>> {
         Some(TlsFiles {
-            settings: ["peer-cert-file", "peer-key-file", "peer-trusted-ca-file"],
+            settings: [
+                "peer-cert-file",
+                "peer-key-file",
+                "peer-trusted-ca-file",
+                "peer-crl-file",
+            ],
             cert: self.peer_cert_file.as_deref()?,
             key: self.peer_key_file.as_deref()?,
             trusted_ca: self.peer_trusted_ca_file.as_deref(),
             client_cert_auth: self.peer_client_cert_auth,
+            crl: self.peer_crl_file.as_deref(),
         })
     }
 
@@ -469,6 +490,27 @@ impl ServerConfig {
                 );
             }
         }
+        for (crl_s, crl, auth_s, auth) in [
+            (
+                "client-crl-file",
+                &self.client_crl_file,
+                "client-cert-auth",
+                self.client_cert_auth,
+            ),
+            (
+                "peer-crl-file",
+                &self.peer_crl_file,
+                "peer-client-cert-auth",
+                self.peer_client_cert_auth,
+            ),
+        ] {
+            if crl.is_some() && !auth {
+                return invalid(
+                    crl_s,
+                    &format!("needs {auth_s}: only the certificates it asks for are checked"),
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -597,6 +639,14 @@ mod tests {
                 c.peer_cert_file = None;
                 c.peer_key_file = None;
                 c.peer_trusted_ca_file = None;
+            }),
+            ("client-crl-file", |c| {
+                c.client_crl_file = Some("crl.pem".into());
+                c.client_cert_auth = false;
+            }),
+            ("peer-crl-file", |c| {
+                c.peer_crl_file = Some("crl.pem".into());
+                c.peer_client_cert_auth = false;
             }),
             ("advertise-client", |c| {
                 c.advertise_client = Some("http://h:1".into())

@@ -259,6 +259,14 @@ async fn a_bad_tls_file_fails_the_start_naming_the_setting() {
             "trusted-ca-file",
             Box::new(|c| c.trusted_ca_file = Some(certs.path().join("missing.pem"))),
         ),
+        (
+            "client-crl-file",
+            Box::new(|c| c.client_crl_file = Some(pki.ca.clone())),
+        ),
+        (
+            "client-crl-file",
+            Box::new(|c| c.client_crl_file = Some(certs.path().join("missing.pem"))),
+        ),
     ];
     for (setting, spoil) in cases {
         let dir = tempfile::tempdir().unwrap();
@@ -320,6 +328,62 @@ async fn a_renewed_certificate_is_served_without_a_restart() {
         let ch = dial(&url, &pki.other_ca, None).await.expect("still served");
         assert_eq!(put_get(ch, "k").await.expect("served"), b"v");
     }
+    c.shutdown().await;
+}
+
+/// Whether a client showing `cert`/`key` is served: the handshake and a
+/// put and read both pass (TLS 1.3 may refuse only at the first call).
+async fn served(url: &str, pki: &TestPki, cert: &Path, key: &Path) -> bool {
+    match dial(url, &pki.ca, Some((cert, key))).await {
+        Err(_) => false,
+        Ok(ch) => put_get(ch, "crl").await.is_ok(),
+    }
+}
+
+/// etcd's `--client-crl-file`: a certificate the CA revoked is refused, and
+/// a new list on disk takes effect without a restart; a broken one keeps
+/// the list in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_client_certificate_is_refused_and_new_lists_are_read() {
+    let (certs, pki) = pki();
+    let live_crl = certs.path().join("live-crl.pem");
+    std::fs::copy(&pki.crl, &live_crl).unwrap();
+    let c = Cluster::start(1, |c| {
+        client_tls(&pki, c, true);
+        c.client_crl_file = Some(live_crl.clone());
+    })
+    .await;
+    c.wait_leader(ELECTION).await;
+    let url = c.node(0).config.advertise_client_url();
+    assert!(served(&url, &pki, &pki.client_cert, &pki.client_key).await);
+    assert!(
+        !served(&url, &pki, &pki.revoked_cert, &pki.revoked_key).await,
+        "a revoked certificate was served"
+    );
+
+    // The CA revokes the client's certificate too.
+    std::fs::copy(&pki.crl_with_client, &live_crl).unwrap();
+    let reload = cairn_server::tls::CHECK_INTERVAL * 10;
+    wait_until("the new revocation list", reload, || async {
+        !served(&url, &pki, &pki.client_cert, &pki.client_key).await
+    })
+    .await;
+
+    // A broken list keeps the one in use: for over two check intervals
+    // the client stays refused.
+    std::fs::write(&live_crl, "-----BEGIN X509 CRL-----\nnot base64\n").unwrap();
+    let until = tokio::time::Instant::now()
+        + cairn_server::tls::CHECK_INTERVAL * 2
+        + Duration::from_millis(500);
+    while tokio::time::Instant::now() < until {
+        assert!(!served(&url, &pki, &pki.client_cert, &pki.client_key).await);
+    }
+    // And back to the first list: the client is served again.
+    std::fs::copy(&pki.crl, &live_crl).unwrap();
+    wait_until("the first list again", reload, || async {
+        served(&url, &pki, &pki.client_cert, &pki.client_key).await
+    })
+    .await;
     c.shutdown().await;
 }
 

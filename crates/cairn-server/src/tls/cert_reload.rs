@@ -22,9 +22,9 @@ use super::{file_err, read_certs, read_key, TlsError};
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What tells a file changed: its modification time and size.
-type Stamp = Option<(SystemTime, u64)>;
+pub(super) type Stamp = Option<(SystemTime, u64)>;
 
-fn stamp(path: &Path) -> Stamp {
+pub(super) fn stamp(path: &Path) -> Stamp {
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.modified().ok()?, meta.len()))
 }

@@ -21,6 +21,7 @@
 //! start.
 
 mod cert_reload;
+mod crl_reload;
 
 pub use cert_reload::CHECK_INTERVAL;
 
@@ -71,8 +72,10 @@ pub enum TlsError {
 /// The files of one port's TLS, as the flags name them.
 #[derive(Debug, Clone, Copy)]
 pub struct TlsFiles<'a> {
-    /// `--cert-file` or `--peer-cert-file`: flag names for messages.
-    pub settings: [&'static str; 3],
+    /// `--cert-file`, `--key-file`, `--trusted-ca-file` and
+    /// `--client-crl-file`, or their `--peer-` forms: flag names for
+    /// messages.
+    pub settings: [&'static str; 4],
     pub cert: &'a Path,
     pub key: &'a Path,
     /// The CA that signs the certificates this port accepts from clients
@@ -80,6 +83,8 @@ pub struct TlsFiles<'a> {
     pub trusted_ca: Option<&'a Path>,
     /// Refuse clients without a certificate signed by `trusted_ca`.
     pub client_cert_auth: bool,
+    /// Revocation lists the clients' certificates are checked against.
+    pub crl: Option<&'a Path>,
 }
 
 fn file_err(setting: &'static str, path: &Path, reason: impl std::fmt::Display) -> TlsError {
@@ -128,7 +133,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// `client_cert_auth` a verifier of clients' certificates. `alpn` lists the
 /// application protocols it offers, most preferred first.
 pub fn acceptor(files: TlsFiles<'_>, alpn: &[&[u8]]) -> Result<TlsAcceptor, TlsError> {
-    let [cert_setting, key_setting, ca_setting] = files.settings;
+    let [cert_setting, key_setting, ca_setting, crl_setting] = files.settings;
     let server_cert = cert_reload::ReloadingCert::load(
         [cert_setting, key_setting],
         files.cert,
@@ -149,12 +154,17 @@ pub fn acceptor(files: TlsFiles<'_>, alpn: &[&[u8]]) -> Result<TlsAcceptor, TlsE
                     .add(cert)
                     .map_err(|e| file_err(ca_setting, ca, format!("not a usable CA: {e}")))?;
             }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider(),
-            )
-            .build()
-            .map_err(|e| file_err(ca_setting, ca, e))?;
+            let roots = Arc::new(roots);
+            let verifier: Arc<dyn rustls::server::danger::ClientCertVerifier> = match files.crl {
+                Some(crl) => Arc::new(crl_reload::ReloadingVerifier::load(
+                    roots,
+                    crl_setting,
+                    crl,
+                    provider(),
+                )?),
+                None => client_verifier(roots, Vec::new(), provider())
+                    .map_err(|e| file_err(ca_setting, ca, e))?,
+            };
             builder.with_client_cert_verifier(verifier)
         }
         (true, None) => {
@@ -170,12 +180,28 @@ pub fn acceptor(files: TlsFiles<'_>, alpn: &[&[u8]]) -> Result<TlsAcceptor, TlsE
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// A verifier of client certificates signed by `roots`, refusing those
+/// `crls` revoke. As etcd, which looks a certificate's serial up in its
+/// CRL file, a certificate no list speaks of passes (an intermediate CA
+/// without a list of its own, say).
+fn client_verifier(
+    roots: Arc<rustls::RootCertStore>,
+    crls: Vec<rustls_pki_types::CertificateRevocationListDer<'static>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, rustls::server::VerifierBuilderError>
+{
+    rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider)
+        .with_crls(crls)
+        .allow_unknown_revocation_status()
+        .build()
+}
+
 /// How a member dials the other members when the peer port runs TLS: it
 /// trusts `trusted_ca` and shows its own peer certificate.
 pub fn peer_dial_config(
     files: TlsFiles<'_>,
 ) -> Result<tonic::transport::ClientTlsConfig, TlsError> {
-    let [cert_setting, key_setting, ca_setting] = files.settings;
+    let [cert_setting, key_setting, ca_setting, _] = files.settings;
     let Some(ca) = files.trusted_ca else {
         return Err(TlsError::Rejected {
             what: "peer TLS",

@@ -75,6 +75,10 @@ pub struct ServeArgs {
     /// Refuse clients without a certificate signed by `--trusted-ca-file`.
     #[arg(long, env = "CAIRN_CLIENT_CERT_AUTH", num_args = 0..=1, default_missing_value = "true")]
     pub client_cert_auth: Option<bool>,
+    /// Certificate revocation lists, PEM: client certificates they list
+    /// are refused (read again when the file changes).
+    #[arg(long, env = "CAIRN_CLIENT_CRL_FILE")]
+    pub client_crl_file: Option<PathBuf>,
     /// TLS between members: this member's certificate, PEM, shown on its
     /// peer port and when it dials others (with `--peer-key-file` and
     /// `--peer-trusted-ca-file`).
@@ -90,6 +94,9 @@ pub struct ServeArgs {
     /// `--peer-trusted-ca-file`.
     #[arg(long, env = "CAIRN_PEER_CLIENT_CERT_AUTH", num_args = 0..=1, default_missing_value = "true")]
     pub peer_client_cert_auth: Option<bool>,
+    /// Revocation lists for the members' certificates on the peer port.
+    #[arg(long, env = "CAIRN_PEER_CRL_FILE")]
+    pub peer_crl_file: Option<PathBuf>,
     /// How long a token from `Authenticate` is good for, in seconds (etcd
     /// `--auth-token-ttl`; default 300).
     #[arg(long, env = "CAIRN_AUTH_TOKEN_TTL_SECS")]
@@ -233,7 +240,9 @@ impl ServeArgs {
             trusted_ca_file,
             peer_cert_file,
             peer_key_file,
-            peer_trusted_ca_file
+            peer_trusted_ca_file,
+            client_crl_file,
+            peer_crl_file
         );
         if let Some(every) = self.experimental_corrupt_check_time {
             c.corrupt_check_interval_ms = u64::try_from(every.as_millis()).unwrap_or(u64::MAX);
@@ -329,6 +338,29 @@ mod tests {
         assert_eq!(config.max_txn_ops, 9, "env wins over file");
         assert_eq!(config.snapshot_entries, 11, "file wins over default");
         assert_eq!(config.heartbeat_interval_ms, 100, "default");
+    }
+
+    #[test]
+    fn crl_files_are_etcds_flags() {
+        let args = [
+            "cairn",
+            "--cert-file",
+            "c.pem",
+            "--key-file",
+            "k.pem",
+            "--trusted-ca-file",
+            "ca.pem",
+            "--client-cert-auth",
+            "--client-crl-file",
+            "crl.pem",
+        ];
+        let config = Cli::parse_from(args).serve.to_config().unwrap();
+        assert_eq!(config.client_crl_file, Some(PathBuf::from("crl.pem")));
+        assert_eq!(config.peer_crl_file, None);
+        // Without client certificates there is nothing to check.
+        let without_auth = args.iter().filter(|a| **a != "--client-cert-auth");
+        let err = Cli::parse_from(without_auth).serve.to_config().unwrap_err();
+        assert!(err.to_string().contains("client-crl-file"), "{err}");
     }
 
     #[test]
