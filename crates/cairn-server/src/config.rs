@@ -41,6 +41,13 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     /// Most ops in one txn branch (etcd `--max-txn-ops`).
     pub max_txn_ops: usize,
+    /// Most watchers one watch stream may hold: each costs memory on the
+    /// member, and a client asks for them. etcd has no bound; clients
+    /// multiplex their watchers over few streams, so it is generous.
+    pub max_watchers_per_stream: usize,
+    /// Most watchers all client watch streams on this member may hold
+    /// together.
+    pub max_watchers: usize,
     /// Past this many bytes of keyspace a NOSPACE alarm is raised and
     /// writes that add data are refused.
     pub quota_backend_bytes: u64,
@@ -159,6 +166,8 @@ impl Default for ServerConfig {
             election_timeout_ms: 1000,
             max_request_bytes: 1536 * 1024,
             max_txn_ops: 128,
+            max_watchers_per_stream: 100_000,
+            max_watchers: 1_000_000,
             quota_backend_bytes: 2 * 1024 * 1024 * 1024,
             // etcd's --snapshot-count default. Each snapshot copies and
             // encodes the whole store, history included.
@@ -355,6 +364,12 @@ impl ServerConfig {
         }
         if self.max_txn_ops == 0 {
             return invalid("max-txn-ops", "must be > 0");
+        }
+        if self.max_watchers_per_stream == 0 {
+            return invalid("max-watchers-per-stream", "must be > 0");
+        }
+        if self.max_watchers < self.max_watchers_per_stream {
+            return invalid("max-watchers", "must be at least max-watchers-per-stream");
         }
         if self.auth_token_ttl_secs == 0 || self.auth_token_ttl_secs > 30 * 24 * 3600 {
             return invalid(
@@ -709,6 +724,22 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("commit-notice-delay-ms"));
+    }
+
+    #[test]
+    fn watcher_bounds_are_checked() {
+        let refused = |c: ServerConfig| c.validate().unwrap_err().to_string();
+        let none_per_stream = ServerConfig {
+            max_watchers_per_stream: 0,
+            ..Default::default()
+        };
+        assert!(refused(none_per_stream).contains("max-watchers-per-stream"));
+        let fewer_per_member = ServerConfig {
+            max_watchers_per_stream: 10,
+            max_watchers: 9,
+            ..Default::default()
+        };
+        assert!(refused(fewer_per_member).contains("max-watchers"));
     }
 
     #[test]

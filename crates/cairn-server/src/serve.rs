@@ -100,6 +100,8 @@ pub async fn start_with(
     let limits = services::Limits {
         max_request_bytes: config.max_request_bytes,
         max_txn_ops: config.max_txn_ops,
+        max_watchers_per_stream: config.max_watchers_per_stream,
+        max_watchers: config.max_watchers,
     };
 
     let node = Node::start(config).await?;

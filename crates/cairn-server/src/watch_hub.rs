@@ -196,6 +196,12 @@ impl WatchHub {
         self.state().watchers.remove(&key.0).is_some()
     }
 
+    /// How many watchers are registered (client streams' and registry
+    /// waits').
+    pub fn watcher_count(&self) -> usize {
+        self.state().watchers.len()
+    }
+
     pub fn stats(&self) -> WatchStats {
         let state = self.state();
         WatchStats {

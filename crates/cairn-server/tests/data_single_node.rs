@@ -997,6 +997,70 @@ async fn watch_filters_duplicate_ids_and_chosen_ids() -> Result {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_are_bounded_per_stream_and_per_member() -> Result {
+    let mut env = Env::start_with(|c| {
+        c.max_watchers_per_stream = 3;
+        c.max_watchers = 5;
+    })
+    .await?;
+    // Created and cancelled at once, with the reason, as etcd refuses.
+    async fn refused(w: &mut WatchStream, key: &str) -> Result<String> {
+        w.send(RequestUnion::CreateRequest(create(key, &[])))
+            .await?;
+        let resp = w.next().await?;
+        assert!(resp.created && resp.canceled, "{resp:?}");
+        Ok(resp.cancel_reason)
+    }
+    let mut a = env.watch_stream().await?;
+    let mut ids = Vec::new();
+    for key in ["a", "b", "c"] {
+        ids.push(a.create(create(key, &[])).await?);
+    }
+    let reason = refused(&mut a, "d").await?;
+    assert!(
+        reason.contains("too many watchers on this stream (at most 3"),
+        "{reason}"
+    );
+    // A cancel makes room again.
+    a.send(RequestUnion::CancelRequest(WatchCancelRequest {
+        watch_id: ids[0],
+    }))
+    .await?;
+    assert!(a.next().await?.canceled);
+    a.create(create("d", &[])).await?;
+
+    // Another stream: two more reach the member's bound of five.
+    let mut b = env.watch_stream().await?;
+    b.create(create("e", &[])).await?;
+    b.create(create("f", &[])).await?;
+    let reason = refused(&mut b, "g").await?;
+    assert!(
+        reason.contains("too many watchers on this member (at most 5)"),
+        "{reason}"
+    );
+    // The watchers made still deliver.
+    env.put("f", "1").await?;
+    assert_eq!(b.events(1).await?[0].1, "f");
+    // A stream that ends gives its watchers back.
+    drop(a);
+    let mut c = env.watch_stream().await?;
+    let mut created = false;
+    for _ in 0..100 {
+        c.send(RequestUnion::CreateRequest(create("h", &[])))
+            .await?;
+        let resp = c.next().await?;
+        if !resp.canceled {
+            created = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(created, "the ended stream's watchers were not given back");
+    env.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_from_a_compacted_revision_is_cancelled() -> Result {
     let mut env = Env::start().await?;
     for i in 0..5 {

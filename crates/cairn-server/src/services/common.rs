@@ -19,6 +19,9 @@ pub struct Limits {
     pub max_request_bytes: usize,
     /// etcd `--max-txn-ops`.
     pub max_txn_ops: usize,
+    /// Most watchers on one watch stream, and on all of a member's.
+    pub max_watchers_per_stream: usize,
+    pub max_watchers: usize,
 }
 
 /// A header at the node's current revision. `revision` overrides the

@@ -46,6 +46,13 @@ pub struct ServeArgs {
     pub max_request_bytes: Option<usize>,
     #[arg(long, env = "CAIRN_MAX_TXN_OPS")]
     pub max_txn_ops: Option<usize>,
+    /// Most watchers one watch stream may hold (default 100000).
+    #[arg(long, env = "CAIRN_MAX_WATCHERS_PER_STREAM")]
+    pub max_watchers_per_stream: Option<usize>,
+    /// Most watchers all client watch streams on this member may hold
+    /// (default 1000000).
+    #[arg(long, env = "CAIRN_MAX_WATCHERS")]
+    pub max_watchers: Option<usize>,
     #[arg(long, env = "CAIRN_QUOTA_BACKEND_BYTES")]
     pub quota_backend_bytes: Option<u64>,
     /// Fewest applied entries between automatic snapshots; a snapshot also
@@ -214,6 +221,8 @@ impl ServeArgs {
             election_timeout_ms,
             max_request_bytes,
             max_txn_ops,
+            max_watchers_per_stream,
+            max_watchers,
             quota_backend_bytes,
             snapshot_entries,
             tick_interval_ms,

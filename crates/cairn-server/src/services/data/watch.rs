@@ -109,7 +109,7 @@ impl WatchService {
         let session = Session {
             node: self.node.clone(),
             caller,
-            max_response_bytes: self.limits.max_request_bytes,
+            limits: self.limits,
             out: VecDeque::new(),
             hub_tx: WatchSender::new(hub_tx),
             watchers: BTreeMap::new(),
@@ -223,7 +223,9 @@ struct Session {
     /// Who opened the stream: each watcher needs read permission on its
     /// range when created.
     caller: Caller,
-    max_response_bytes: usize,
+    /// The member's limits: the request limit also bounds a response
+    /// (fragmented above it), and the watcher bounds.
+    limits: Limits,
     /// Responses made and not yet taken by the outgoing stream: what one
     /// wake produced (at most one per watcher of the stream, or the parts
     /// of one hub message).
@@ -373,11 +375,24 @@ impl Session {
             c.watch_id
         };
         if self.by_id.contains_key(&watch_id) {
-            let mut resp = self.response(watch_id, None);
-            resp.created = true;
-            resp.canceled = true;
-            resp.cancel_reason = DUPLICATE_ID_REASON.into();
-            return self.send(resp);
+            return self.refuse(watch_id, DUPLICATE_ID_REASON.into());
+        }
+        // Watchers cost the member memory and a client asks for them:
+        // bounded per stream and per member (the member's count is read
+        // without holding it, so concurrent creates may pass it by a few).
+        if self.watchers.len() >= self.limits.max_watchers_per_stream {
+            let reason = format!(
+                "too many watchers on this stream (at most {}; cancel some or open another stream)",
+                self.limits.max_watchers_per_stream
+            );
+            return self.refuse(watch_id, reason);
+        }
+        if self.node.hub.watcher_count() >= self.limits.max_watchers {
+            let reason = format!(
+                "too many watchers on this member (at most {})",
+                self.limits.max_watchers
+            );
+            return self.refuse(watch_id, reason);
         }
         // An empty key means the smallest key, as in etcd.
         let start = if c.key.is_empty() { vec![0] } else { c.key };
@@ -395,12 +410,7 @@ impl Session {
             .caller
             .require_now(&self.node, &spec.range, Access::Read)
         {
-            // etcd creates the watcher and cancels it with the reason.
-            let mut resp = self.response(watch_id, None);
-            resp.created = true;
-            resp.canceled = true;
-            resp.cancel_reason = e.to_string();
-            return self.send(resp);
+            return self.refuse(watch_id, e.to_string());
         }
         let token = self.next_token;
         self.next_token += 1;
@@ -444,6 +454,16 @@ impl Session {
         }
     }
 
+    /// Answers a create that makes no watcher: as etcd, created and
+    /// cancelled at once, with the reason.
+    fn refuse(&mut self, watch_id: i64, reason: String) {
+        let mut resp = self.response(watch_id, None);
+        resp.created = true;
+        resp.canceled = true;
+        resp.cancel_reason = reason;
+        self.send(resp)
+    }
+
     fn cancel(&mut self, watch_id: i64) {
         // Like etcd, an unknown ID gets no answer.
         let Some(token) = self.by_id.remove(&watch_id) else {
@@ -473,7 +493,7 @@ impl Session {
                 let (watch_id, fragment) = (w.watch_id, w.fragment);
                 let base = self.response(watch_id, Some(revision));
                 let events = events.into_iter().map(event_to_wire).collect();
-                for resp in event_responses(base, events, fragment, self.max_response_bytes) {
+                for resp in event_responses(base, events, fragment, self.limits.max_request_bytes) {
                     self.send(resp);
                 }
             }
