@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::client::danger::HandshakeSignatureValid;
@@ -24,7 +23,7 @@ use tokio_rustls::rustls::{
 };
 
 use super::cert_reload::{stamp, Stamp, CHECK_INTERVAL};
-use super::{client_verifier, file_err, TlsError};
+use super::{client_verifier, file_err, read_pems, TlsError};
 
 /// The client verifier of a port with a CRL file.
 #[derive(Debug)]
@@ -92,28 +91,13 @@ impl ReloadingVerifier {
     }
 }
 
-/// Every CRL in a PEM file; at least one.
-fn read_crls(
-    setting: &'static str,
-    path: &Path,
-) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
-    let crls = CertificateRevocationListDer::pem_file_iter(path)
-        .map_err(|e| file_err(setting, path, e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_err(setting, path, e))?;
-    if crls.is_empty() {
-        return Err(file_err(setting, path, "holds no PEM X509 CRL"));
-    }
-    Ok(crls)
-}
-
 fn verifier(
     roots: &Arc<RootCertStore>,
     setting: &'static str,
     crl: &Path,
     provider: &Arc<CryptoProvider>,
 ) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
-    let crls = read_crls(setting, crl)?;
+    let crls: Vec<CertificateRevocationListDer<'static>> = read_pems(setting, crl, "X509 CRL")?;
     client_verifier(roots.clone(), crls, provider.clone())
         .map_err(|e| file_err(setting, crl, format!("not a usable revocation list: {e}")))
 }

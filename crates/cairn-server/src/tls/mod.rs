@@ -100,14 +100,23 @@ pub fn read_certs(
     setting: &'static str,
     path: &Path,
 ) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_file_iter(path)
+    read_pems(setting, path, "certificate")
+}
+
+/// Every PEM item of type `T` (a `what`) in a file; at least one.
+fn read_pems<T: PemObject>(
+    setting: &'static str,
+    path: &Path,
+    what: &str,
+) -> Result<Vec<T>, TlsError> {
+    let items = T::pem_file_iter(path)
         .map_err(|e| file_err(setting, path, e))?
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| file_err(setting, path, e))?;
-    if certs.is_empty() {
-        return Err(file_err(setting, path, "holds no PEM certificate"));
+    if items.is_empty() {
+        return Err(file_err(setting, path, format!("holds no PEM {what}")));
     }
-    Ok(certs)
+    Ok(items)
 }
 
 /// The private key in a PEM file (PKCS#8, PKCS#1 or SEC1).
