@@ -261,6 +261,14 @@ pub fn http_health(port: u16) -> bool {
     buf.starts_with("HTTP/1.1 200")
 }
 
+/// Whether `curl` runs here (`.ci/run` installs it).
+pub fn curl_available() -> bool {
+    Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 pub fn etcdctl_available() -> bool {
     Command::new("etcdctl")
         .arg("version")
