@@ -464,6 +464,15 @@ async fn a_token_in_the_authorization_header_names_the_user() {
         (StatusCode::FORBIDDEN, Some(7)),
         "{err}"
     );
+    // grpc-gateway's other way to pass metadata: `Grpc-Metadata-Token`.
+    let request = hyper::Request::post(format!("{}/v3/kv/range", g.base))
+        .header("Grpc-Metadata-Token", &token)
+        .body(Full::new(Bytes::from(
+            json!({"key": b64("a1")}).to_string(),
+        )))
+        .unwrap();
+    let response = g.client.request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
     // A token that is not one.
     let (status, err) = g
         .call_as("/v3/kv/range", json!({"key": b64("a1")}), Some("forged"))

@@ -244,10 +244,28 @@ impl Gateway {
 
 /// The gRPC request a service method takes: `message` with the HTTP
 /// request's headers as metadata (`Authorization` among them) and its
-/// extensions (the connection's TLS identity).
-fn grpc_request<T>(parts: http::request::Parts, message: T) -> tonic::Request<T> {
+/// extensions (the connection's TLS identity). As grpc-gateway, a
+/// `Grpc-Metadata-<key>` header is also metadata `<key>` (so
+/// `Grpc-Metadata-Token` carries a token too).
+fn grpc_request<T>(mut parts: http::request::Parts, message: T) -> tonic::Request<T> {
+    let prefixed: Vec<(http::HeaderName, http::HeaderValue)> = parts
+        .headers
+        .iter()
+        .filter_map(|(name, value)| {
+            let key = name.as_str().strip_prefix(GRPC_METADATA_PREFIX)?;
+            let key = http::HeaderName::from_bytes(key.as_bytes()).ok()?;
+            Some((key, value.clone()))
+        })
+        .collect();
+    for (key, value) in prefixed {
+        parts.headers.append(key, value);
+    }
     tonic::Request::from_http(http::Request::from_parts(parts, message))
 }
+
+/// grpc-gateway's prefix for headers passed on as metadata (HTTP header
+/// names arrive in lower case).
+const GRPC_METADATA_PREFIX: &str = "grpc-metadata-";
 
 /// An unknown path: for gRPC, the UNIMPLEMENTED status gRPC clients
 /// expect; for anything else (HTTP/1.1 `curl`), grpc-gateway's JSON 404.
