@@ -5,7 +5,8 @@
 //!
 //! A pair that does not load (a half-written file, a key that does not fit
 //! the certificate) keeps the one in use and is logged once; the next
-//! change of either file is tried again.
+//! change of either file is tried again. [`Reloading`] does this for any
+//! value loaded from files (the revocation lists too, `crl_reload.rs`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -22,30 +23,88 @@ use super::{file_err, read_certs, read_key, TlsError};
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What tells a file changed: its modification time and size.
-pub(super) type Stamp = Option<(SystemTime, u64)>;
+type Stamp = Option<(SystemTime, u64)>;
 
-pub(super) fn stamp(path: &Path) -> Stamp {
+fn stamp(path: &Path) -> Stamp {
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.modified().ok()?, meta.len()))
 }
 
-#[derive(Debug)]
-pub(super) struct ReloadingCert {
-    /// Flag names of the certificate and key, for messages.
-    settings: [&'static str; 2],
-    cert: PathBuf,
-    key: PathBuf,
-    provider: Arc<CryptoProvider>,
-    state: Mutex<State>,
+/// What a port loads from files: loads them again.
+type Loader<T> = Box<dyn Fn() -> Result<Arc<T>, TlsError> + Send + Sync>;
+
+/// A value loaded from `files` and loaded again, at most once per
+/// [`CHECK_INTERVAL`] as it is asked for, when they changed. A load that
+/// fails keeps the value in use and is logged.
+pub(super) struct Reloading<T: ?Sized> {
+    /// What is loaded, for messages ("certificate", "revocation lists").
+    what: &'static str,
+    files: Vec<PathBuf>,
+    load: Loader<T>,
+    state: Mutex<State<T>>,
 }
 
-#[derive(Debug)]
-struct State {
-    current: Arc<CertifiedKey>,
+struct State<T: ?Sized> {
+    current: Arc<T>,
     /// The files' stamps when last loaded (or last tried).
-    seen: (Stamp, Stamp),
+    seen: Vec<Stamp>,
     checked: Instant,
 }
+
+impl<T: ?Sized> Reloading<T> {
+    /// Loads the value; it must load now (a bad file fails the start).
+    pub(super) fn load(
+        what: &'static str,
+        files: &[&Path],
+        load: impl Fn() -> Result<Arc<T>, TlsError> + Send + Sync + 'static,
+    ) -> Result<Reloading<T>, TlsError> {
+        let files: Vec<PathBuf> = files.iter().map(|f| f.to_path_buf()).collect();
+        let seen = files.iter().map(|f| stamp(f)).collect();
+        let current = load()?;
+        Ok(Reloading {
+            what,
+            files,
+            load: Box::new(load),
+            state: Mutex::new(State {
+                current,
+                seen,
+                checked: Instant::now(),
+            }),
+        })
+    }
+
+    pub(super) fn current(&self) -> Arc<T> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.checked.elapsed() >= CHECK_INTERVAL {
+            state.checked = Instant::now();
+            let now: Vec<Stamp> = self.files.iter().map(|f| stamp(f)).collect();
+            if now != state.seen {
+                state.seen = now;
+                match (self.load)() {
+                    Ok(value) => {
+                        tracing::info!("TLS: loaded the new {}", self.files[0].display());
+                        state.current = value;
+                    }
+                    Err(e) => tracing::warn!("TLS: keeping the {} in use: {e}", self.what),
+                }
+            }
+        }
+        state.current.clone()
+    }
+}
+
+impl<T: ?Sized> std::fmt::Debug for Reloading<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloading")
+            .field("what", &self.what)
+            .field("files", &self.files)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A port's certificate and key.
+#[derive(Debug)]
+pub(super) struct ReloadingCert(Reloading<CertifiedKey>);
 
 impl ReloadingCert {
     /// Loads the pair; it must load now (a bad file fails the start).
@@ -55,44 +114,17 @@ impl ReloadingCert {
         key: &Path,
         provider: Arc<CryptoProvider>,
     ) -> Result<ReloadingCert, TlsError> {
-        let seen = (stamp(cert), stamp(key));
-        let current = Arc::new(certified(settings, cert, key, &provider)?);
-        Ok(ReloadingCert {
-            settings,
-            cert: cert.to_path_buf(),
-            key: key.to_path_buf(),
-            provider,
-            state: Mutex::new(State {
-                current,
-                seen,
-                checked: Instant::now(),
-            }),
-        })
-    }
-
-    fn current(&self) -> Arc<CertifiedKey> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if state.checked.elapsed() >= CHECK_INTERVAL {
-            state.checked = Instant::now();
-            let now = (stamp(&self.cert), stamp(&self.key));
-            if now != state.seen {
-                state.seen = now;
-                match certified(self.settings, &self.cert, &self.key, &self.provider) {
-                    Ok(key) => {
-                        tracing::info!("TLS: loaded the new {}", self.cert.display());
-                        state.current = Arc::new(key);
-                    }
-                    Err(e) => tracing::warn!("TLS: keeping the certificate in use: {e}"),
-                }
-            }
-        }
-        state.current.clone()
+        let (cert_path, key_path) = (cert.to_path_buf(), key.to_path_buf());
+        let reloading = Reloading::load("certificate", &[cert, key], move || {
+            certified(settings, &cert_path, &key_path, &provider).map(Arc::new)
+        })?;
+        Ok(ReloadingCert(reloading))
     }
 }
 
 impl ResolvesServerCert for ReloadingCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current())
+        Some(self.0.current())
     }
 }
 

@@ -3,15 +3,15 @@
 //! `--peer-crl-file`): revoking a certificate takes effect at the next
 //! handshakes, without a restart. etcd reads its CRL file at every
 //! connection; here a handshake looks at the file's size and modification
-//! time at most once per [`CHECK_INTERVAL`], as for the certificate.
+//! time at most once per [`super::CHECK_INTERVAL`], as for the certificate
+//! (the same [`Reloading`]).
 //!
 //! A list that does not load (a half-written file) keeps the one in use
 //! and is logged once; the next change of the file is tried again. The
 //! CA is read once, at start.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::path::Path;
+use std::sync::Arc;
 
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
 use tokio_rustls::rustls;
@@ -22,29 +22,16 @@ use tokio_rustls::rustls::{
     DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme,
 };
 
-use super::cert_reload::{stamp, Stamp, CHECK_INTERVAL};
+use super::cert_reload::Reloading;
 use super::{client_verifier, file_err, read_pems, TlsError};
 
 /// The client verifier of a port with a CRL file.
 #[derive(Debug)]
 pub(super) struct ReloadingVerifier {
-    /// The flag naming the file, for messages.
-    setting: &'static str,
-    crl: PathBuf,
-    roots: Arc<RootCertStore>,
+    current: Reloading<dyn ClientCertVerifier>,
     /// The roots' names, offered to clients as the CAs accepted: they do
     /// not change while the member runs.
     root_hints: Vec<DistinguishedName>,
-    provider: Arc<CryptoProvider>,
-    state: Mutex<State>,
-}
-
-#[derive(Debug)]
-struct State {
-    current: Arc<dyn ClientCertVerifier>,
-    /// The file's stamp when last loaded (or last tried).
-    seen: Stamp,
-    checked: Instant,
 }
 
 impl ReloadingVerifier {
@@ -55,39 +42,19 @@ impl ReloadingVerifier {
         crl: &Path,
         provider: Arc<CryptoProvider>,
     ) -> Result<ReloadingVerifier, TlsError> {
-        let seen = stamp(crl);
-        let current = verifier(&roots, setting, crl, &provider)?;
+        let root_hints = roots.subjects();
+        let path = crl.to_path_buf();
+        let current = Reloading::load("revocation lists", &[crl], move || {
+            verifier(&roots, setting, &path, &provider)
+        })?;
         Ok(ReloadingVerifier {
-            setting,
-            crl: crl.to_path_buf(),
-            root_hints: roots.subjects(),
-            roots,
-            provider,
-            state: Mutex::new(State {
-                current,
-                seen,
-                checked: Instant::now(),
-            }),
+            current,
+            root_hints,
         })
     }
 
     fn current(&self) -> Arc<dyn ClientCertVerifier> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if state.checked.elapsed() >= CHECK_INTERVAL {
-            state.checked = Instant::now();
-            let now = stamp(&self.crl);
-            if now != state.seen {
-                state.seen = now;
-                match verifier(&self.roots, self.setting, &self.crl, &self.provider) {
-                    Ok(v) => {
-                        tracing::info!("TLS: loaded the new {}", self.crl.display());
-                        state.current = v;
-                    }
-                    Err(e) => tracing::warn!("TLS: keeping the revocation lists in use: {e}"),
-                }
-            }
-        }
-        state.current.clone()
+        self.current.current()
     }
 }
 
