@@ -72,22 +72,11 @@ pub struct MemberHash {
 /// (two members disagree, or three ways), every one that differs from the
 /// leader is named, and the leader too: which side is wrong is not known.
 pub fn corrupt_members(leader: MemberHash, others: &[MemberHash]) -> Vec<u64> {
-    let compared: Vec<MemberHash> = std::iter::once(leader)
-        .chain(
-            others
-                .iter()
-                .copied()
-                .filter(|m| m.compact_revision == leader.compact_revision),
-        )
-        .collect();
+    let compared = compared_with(leader, others);
     if compared.iter().all(|m| m.hash == leader.hash) {
         return Vec::new();
     }
-    let majority = compared
-        .iter()
-        .map(|m| m.hash)
-        .find(|h| compared.iter().filter(|m| m.hash == *h).count() * 2 > compared.len());
-    let mut corrupt: Vec<u64> = match majority {
+    let mut corrupt: Vec<u64> = match majority_hash(&compared) {
         Some(h) => compared
             .iter()
             .filter(|m| m.hash != h)
@@ -109,17 +98,28 @@ pub fn corrupt_members(leader: MemberHash, others: &[MemberHash]) -> Vec<u64> {
 /// [`corrupt_members`]; without such a majority (two members that differ,
 /// or no answer) nothing is known. Pure.
 pub fn majority_unlike(own: MemberHash, others: &[MemberHash]) -> Option<u32> {
-    let compared: Vec<u32> = others
-        .iter()
-        .filter(|m| m.compact_revision == own.compact_revision)
-        .map(|m| m.hash)
-        .collect();
-    let members = compared.len() + 1;
+    majority_hash(&compared_with(own, others)).filter(|h| *h != own.hash)
+}
+
+/// `own` and those of `others` at its compact revision: hashes of other
+/// compact revisions cover other records.
+fn compared_with(own: MemberHash, others: &[MemberHash]) -> Vec<MemberHash> {
+    std::iter::once(own)
+        .chain(
+            others
+                .iter()
+                .copied()
+                .filter(|m| m.compact_revision == own.compact_revision),
+        )
+        .collect()
+}
+
+/// The hash more than half of `compared` share, if one is.
+fn majority_hash(compared: &[MemberHash]) -> Option<u32> {
     compared
         .iter()
-        .copied()
-        .filter(|h| *h != own.hash)
-        .find(|h| compared.iter().filter(|x| *x == h).count() * 2 > members)
+        .map(|m| m.hash)
+        .find(|h| compared.iter().filter(|m| m.hash == *h).count() * 2 > compared.len())
 }
 
 /// Runs the check every `interval` while this member leads; ends when
