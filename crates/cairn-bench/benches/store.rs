@@ -18,6 +18,16 @@ const KEYS: u64 = 10_000;
 /// auto-compaction would, so memory stays bounded however long it runs.
 const COMPACT_EVERY: u64 = 10_000;
 
+/// After the `n`th put of a run: compacts to the head every
+/// [`COMPACT_EVERY`] puts.
+fn compact_now_and_then(s: &mut Store, n: u64) {
+    if n.is_multiple_of(COMPACT_EVERY) {
+        let rev = s.revision();
+        s.apply(&Command::Compact { revision: rev });
+        s.take_changes();
+    }
+}
+
 fn key(n: u64) -> Vec<u8> {
     format!("bench/{n:010}").into_bytes()
 }
@@ -98,11 +108,7 @@ fn apply_put(c: &mut Criterion) {
             black_box(&a);
             // The state machine takes the changes after every batch.
             black_box(s.take_changes());
-            if n.is_multiple_of(COMPACT_EVERY) {
-                let rev = s.revision();
-                s.apply(&Command::Compact { revision: rev });
-                s.take_changes();
-            }
+            compact_now_and_then(&mut s, n);
         })
     });
 
@@ -115,11 +121,7 @@ fn apply_put(c: &mut Criterion) {
             n += 1;
             black_box(s.apply(&put(n.wrapping_mul(7919))));
             black_box(s.take_changes());
-            if n.is_multiple_of(COMPACT_EVERY) {
-                let rev = s.revision();
-                s.apply(&Command::Compact { revision: rev });
-                s.take_changes();
-            }
+            compact_now_and_then(&mut s, n);
         })
     });
 
@@ -138,11 +140,7 @@ fn apply_put(c: &mut Criterion) {
             debug_assert!(matches!(a.result, CommandResult::Put(_)), "{a:?}");
             black_box(&a);
             black_box(s.take_changes());
-            if n.is_multiple_of(COMPACT_EVERY) {
-                let rev = s.revision();
-                s.apply(&Command::Compact { revision: rev });
-                s.take_changes();
-            }
+            compact_now_and_then(&mut s, n);
         })
     });
 
@@ -181,11 +179,7 @@ fn apply_put(c: &mut Criterion) {
                 other => panic!("cas failed: {other:?}"),
             }
             s.take_changes();
-            if n.is_multiple_of(COMPACT_EVERY) {
-                let rev = s.revision();
-                s.apply(&Command::Compact { revision: rev });
-                s.take_changes();
-            }
+            compact_now_and_then(&mut s, n);
         })
     });
 

@@ -162,17 +162,16 @@ impl Store {
     /// A CORRUPT alarm is raised (see `cairn-server/src/corruption.rs`):
     /// clients may neither write nor read, lease expiry stops.
     pub fn corrupt(&self) -> bool {
-        self.meta
-            .alarms
-            .iter()
-            .any(|(_, a)| *a == AlarmKind::Corrupt)
+        self.alarmed(AlarmKind::Corrupt)
     }
 
     fn no_space(&self) -> bool {
-        self.meta
-            .alarms
-            .iter()
-            .any(|(_, a)| *a == AlarmKind::NoSpace)
+        self.alarmed(AlarmKind::NoSpace)
+    }
+
+    /// Some member raised an alarm of `kind`.
+    fn alarmed(&self, kind: AlarmKind) -> bool {
+        self.meta.alarms.iter().any(|(_, a)| *a == kind)
     }
 
     /// Whether writes build events for watchers ([`Applied::events`]).

@@ -28,9 +28,6 @@ use tonic::service::Routes;
 use super::Limits;
 use crate::node::Node;
 
-/// Slack over `max_request_bytes` for the gRPC decode limit (framing).
-const DECODE_SLACK_BYTES: usize = 64 * 1024;
-
 /// The admin group's etcd services, shared by their gRPC servers and the
 /// JSON gateway.
 pub struct Services {
@@ -54,7 +51,7 @@ impl Services {
 
     /// Their gRPC servers.
     pub fn add(&self, routes: Routes, limits: Limits) -> Routes {
-        let decode_limit = limits.max_request_bytes.saturating_add(DECODE_SLACK_BYTES);
+        let decode_limit = limits.decode_limit();
         routes
             .add_service(
                 ClusterServer::from_arc(self.cluster.clone())

@@ -24,6 +24,16 @@ pub struct Limits {
     pub max_watchers: usize,
 }
 
+impl Limits {
+    /// The gRPC decode limit: `max_request_bytes` and slack for framing,
+    /// so a request just over the limit gets etcd's "request is too large"
+    /// from the service rather than a transport error.
+    pub fn decode_limit(&self) -> usize {
+        const DECODE_SLACK_BYTES: usize = 64 * 1024;
+        self.max_request_bytes.saturating_add(DECODE_SLACK_BYTES)
+    }
+}
+
 /// A header at the node's current revision. `revision` overrides the
 /// store's for responses that must report the revision they were served at.
 pub fn header(node: &Node, revision: Option<i64>) -> ResponseHeader {

@@ -26,11 +26,6 @@ use tonic::service::Routes;
 use super::Limits;
 use crate::node::Node;
 
-/// Slack over `max_request_bytes` for the gRPC decode limit, so a request
-/// just over the limit gets etcd's "request is too large" rather than a
-/// transport error.
-const DECODE_SLACK_BYTES: usize = 64 * 1024;
-
 /// The data group's services, shared by their gRPC servers and the JSON
 /// gateway.
 pub struct Services {
@@ -55,7 +50,7 @@ impl Services {
 
     /// Their gRPC servers.
     pub fn add(&self, routes: Routes, limits: Limits) -> Routes {
-        let decode_limit = limits.max_request_bytes.saturating_add(DECODE_SLACK_BYTES);
+        let decode_limit = limits.decode_limit();
         routes
             .add_service(
                 KvServer::from_arc(self.kv.clone()).max_decoding_message_size(decode_limit),

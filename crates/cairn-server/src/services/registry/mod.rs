@@ -31,11 +31,8 @@ use crate::auth::Caller;
 use crate::error::ServerError;
 use crate::node::Node;
 
-/// Slack over `max_request_bytes` for the gRPC decode limit (framing).
-const DECODE_SLACK_BYTES: usize = 64 * 1024;
-
 pub fn add(routes: Routes, node: Arc<Node>, limits: Limits) -> Routes {
-    let decode_limit = limits.max_request_bytes.saturating_add(DECODE_SLACK_BYTES);
+    let decode_limit = limits.decode_limit();
     routes
         .add_service(
             SessionServer::new(session::SessionService::new(node.clone()))
