@@ -85,7 +85,7 @@ impl AutoCompaction {
 }
 
 /// `1h30m`, `45s`, `500ms`: Go's duration syntax for whole units.
-fn parse_duration(s: &str) -> Option<Duration> {
+pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
     let mut total = Duration::ZERO;
     let mut rest = s;
     if rest.is_empty() {

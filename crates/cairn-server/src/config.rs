@@ -103,8 +103,13 @@ pub struct ServerConfig {
     /// Revocation lists for the certificates members show on the peer
     /// port (etcd `--peer-crl-file`).
     pub peer_crl_file: Option<PathBuf>,
+    /// etcd `--auth-token`: `simple` (the default: Cairn's own signed
+    /// tokens) or `jwt,sign-method=RS256,pub-key=FILE,priv-key=FILE,ttl=5m`
+    /// (etcd's JWT tokens; see `auth::jwt`).
+    pub auth_token: String,
     /// How long a token from `Authenticate` is good for (etcd
-    /// `--auth-token-ttl`); clients authenticate again when theirs ends.
+    /// `--auth-token-ttl`; a JWT's is its `ttl=`); clients authenticate
+    /// again when theirs ends.
     pub auth_token_ttl_secs: u64,
     /// PBKDF2 iterations for new password credentials: the cost of one
     /// login, and of each guess an attacker with the hashes makes.
@@ -187,6 +192,7 @@ impl Default for ServerConfig {
             peer_trusted_ca_file: None,
             peer_client_cert_auth: false,
             peer_crl_file: None,
+            auth_token: "simple".to_string(),
             auth_token_ttl_secs: 300,
             auth_password_iterations: crate::auth::password::ITERATIONS,
             auto_compaction_mode: "periodic".into(),
@@ -226,6 +232,11 @@ pub struct InitialMember {
 
 impl ServerConfig {
     /// The automatic compaction the two settings ask for.
+    /// `auth_token`, parsed (its key files are read at start).
+    pub fn token_spec(&self) -> Result<crate::auth::token::TokenSpec, String> {
+        crate::auth::token::TokenSpec::parse(&self.auth_token)
+    }
+
     pub fn auto_compaction(&self) -> Result<crate::compactor::AutoCompaction, String> {
         crate::compactor::AutoCompaction::parse(
             &self.auto_compaction_mode,
@@ -376,6 +387,9 @@ impl ServerConfig {
                 "auth-token-ttl-secs",
                 "must be between 1 and 2592000 (30 days)",
             );
+        }
+        if let Err(e) = self.token_spec() {
+            return invalid("auth-token", &e);
         }
         if self.auth_password_iterations == 0 {
             return invalid("auth-password-iterations", "must be > 0");

@@ -56,6 +56,10 @@ pub enum ServerError {
     /// since changed. etcd clients authenticate again on it.
     #[error("etcdserver: invalid auth token")]
     InvalidAuthToken,
+    /// `Authenticate` on a member configured to verify JWTs only (a
+    /// `pub-key` and no `priv-key`); etcd's words.
+    #[error("auth: token signing attempted with verify-only key")]
+    TokenVerifyOnly,
     /// The node is shutting down or its Raft core stopped.
     #[error("etcdserver: server stopped")]
     Stopped,
@@ -156,6 +160,7 @@ impl From<ServerError> for Status {
             ServerError::AuthNotEnabled => Status::failed_precondition(e.to_string()),
             ServerError::AuthFailed => Status::invalid_argument(e.to_string()),
             ServerError::InvalidAuthToken => Status::unauthenticated(e.to_string()),
+            ServerError::TokenVerifyOnly => Status::failed_precondition(e.to_string()),
             ServerError::PeerUrlExists
             | ServerError::MemberNotLearner
             | ServerError::LearnerNotReady

@@ -481,3 +481,126 @@ async fn a_follower_answers_by_every_auth_change_acknowledged_before() {
         .expect("a follower serves anyone once auth off is acknowledged");
     c.shutdown().await;
 }
+
+/// `--auth-token jwt,...` as etcd configures it: n1 and n2 sign with the
+/// ES256 key, n3 has only the public key. A token from a signing member
+/// works on every member, n3 cannot issue any, and a token ends at its
+/// `ttl=` and when its user's password changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jwt_tokens_from_the_signing_members_work_on_every_member() {
+    let keys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/jwt");
+    let (private, public) = (keys.join("ec256.sec1.pem"), keys.join("ec256.pub.pem"));
+    let c = Cluster::start(3, |cfg| {
+        cheap(cfg);
+        cfg.auth_token = if cfg.name == "n3" {
+            format!("jwt,sign-method=ES256,pub-key={}", public.display())
+        } else {
+            format!(
+                "jwt,sign-method=ES256,priv-key={},pub-key={},ttl=3s",
+                private.display(),
+                public.display()
+            )
+        };
+    })
+    .await;
+    c.wait_leader(ELECTION).await;
+    set_up_users(channel(&c, 0).await).await;
+
+    let alice = login(channel(&c, 0).await, "alice", "alicepw")
+        .await
+        .unwrap();
+    assert_eq!(alice.split('.').count(), 3, "a JWT: {alice}");
+    let mut kv_n3 = KvClient::new(channel(&c, 2).await);
+    kv_n3.put(as_token(put("a1", "v1"), &alice)).await.unwrap();
+    assert_refused(
+        kv_n3.put(as_token(put("b1", "v"), &alice)).await,
+        Code::PermissionDenied,
+        "permission denied",
+    );
+    assert_refused(
+        login(channel(&c, 2).await, "alice", "alicepw").await,
+        Code::FailedPrecondition,
+        "verify-only key",
+    );
+    assert_refused(
+        login(channel(&c, 1).await, "alice", "wrong").await,
+        Code::InvalidArgument,
+        "authentication failed",
+    );
+
+    // The token's `ttl=3s` runs out on every member.
+    wait_until("alice's token expires", Duration::from_secs(10), || {
+        let mut kv = kv_n3.clone();
+        let alice = alice.clone();
+        async move {
+            kv.put(as_token(put("a2", "v"), &alice))
+                .await
+                .is_err_and(|s| s.code() == Code::Unauthenticated)
+        }
+    })
+    .await;
+
+    // A new password ends a token issued before.
+    let alice = login(channel(&c, 1).await, "alice", "alicepw")
+        .await
+        .unwrap();
+    kv_n3.put(as_token(put("a3", "v"), &alice)).await.unwrap();
+    let root = login(channel(&c, 1).await, "root", "rootpw").await.unwrap();
+    AuthClient::new(channel(&c, 0).await)
+        .user_change_password(as_token(
+            AuthUserChangePasswordRequest {
+                name: "alice".into(),
+                password: "new".into(),
+                ..Default::default()
+            },
+            &root,
+        ))
+        .await
+        .unwrap();
+    wait_until("the password change reaches n3", ELECTION, || {
+        let mut kv = kv_n3.clone();
+        let alice = alice.clone();
+        async move {
+            kv.put(as_token(put("a4", "v"), &alice))
+                .await
+                .is_err_and(|s| s.code() == Code::Unauthenticated)
+        }
+    })
+    .await;
+    let alice = login(channel(&c, 0).await, "alice", "new").await.unwrap();
+    kv_n3.put(as_token(put("a5", "v"), &alice)).await.unwrap();
+}
+
+/// A JWT setting that cannot work fails the start, naming what is wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_jwt_setting_fails_the_start() {
+    let keys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/jwt");
+    let rsa = keys.join("rsa.pem");
+    for (value, says) in [
+        (
+            format!("jwt,sign-method=ES256,priv-key={}", rsa.display()),
+            "rsa.pem",
+        ),
+        (
+            "jwt,sign-method=RS256,priv-key=/nonexistent/k.pem".to_string(),
+            "/nonexistent/k.pem",
+        ),
+        (
+            "jwt,sign-method=XS256,priv-key=k".to_string(),
+            "unknown sign-method",
+        ),
+        ("bearer".to_string(), "unknown token type"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = support::test_config("n1", dir.path().join("n1"), 0, 0);
+        config.auth_token = value.clone();
+        let err = match cairn_server::serve::start(config).await {
+            Ok(_) => panic!("started with --auth-token {value}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.contains("auth-token") && err.contains(says),
+            "{value}: {err}"
+        );
+    }
+}

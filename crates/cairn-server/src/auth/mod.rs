@@ -9,6 +9,7 @@
 //! [`Command::As`] and are checked again when applied (see
 //! `cairn_store::auth`).
 
+pub mod jwt;
 pub mod password;
 pub mod token;
 
@@ -119,7 +120,9 @@ impl Caller {
         }
         if let Some(text) = &presented.token {
             let text = text.as_ref().map_err(|_| ServerError::InvalidAuthToken)?;
-            let claims = token::verify(&auth.token_key, text, now_unix_ms)
+            let claims = node
+                .tokens
+                .verify(&auth.token_key, text, now_unix_ms)
                 .ok_or(ServerError::InvalidAuthToken)?;
             return match auth.users.get(&claims.user) {
                 Some(u) if u.credential_revision == claims.credential_revision => {

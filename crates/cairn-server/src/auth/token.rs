@@ -8,12 +8,96 @@
 //! when auth is enabled again (a new key).
 //!
 //! Form: `cairn1.<hex user>.<credential revision>.<expiry unix ms>.<hex tag>`.
+//!
+//! `--auth-token` chooses them (`simple`, etcd's default, names them: like
+//! etcd's simple tokens they are opaque to clients, unlike them any member
+//! takes them) or etcd's JWT tokens ([`super::jwt`]); see [`Tokens`].
 
 use ring::hmac;
 
+use super::jwt::{Jwt, JwtKeyError, JwtSpec};
+use crate::error::ServerError;
+
 const PREFIX: &str = "cairn1";
-/// Longest token accepted, so a client cannot make us hash megabytes.
-pub const MAX_TOKEN_BYTES: usize = 1024;
+/// Longest token accepted, so a client cannot make us hash megabytes (a
+/// JWT signed with an 8192-bit RSA key takes ~1.6 KiB).
+pub const MAX_TOKEN_BYTES: usize = 4096;
+
+/// `--auth-token`: which tokens `Authenticate` hands out and requests
+/// present, as configured (files named, not read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSpec {
+    /// `simple`: Cairn's own tokens, good for `--auth-token-ttl` seconds.
+    Cairn,
+    /// `jwt,sign-method=...,pub-key=...,priv-key=...,ttl=...`.
+    Jwt(JwtSpec),
+}
+
+impl TokenSpec {
+    /// etcd's `--auth-token` value: a type, then options after commas.
+    pub fn parse(value: &str) -> Result<TokenSpec, String> {
+        let (kind, options) = value.split_once(',').unwrap_or((value, ""));
+        match kind {
+            "simple" if options.is_empty() => Ok(TokenSpec::Cairn),
+            "simple" => Err("simple takes no options".to_string()),
+            "jwt" => Ok(TokenSpec::Jwt(JwtSpec::parse(options)?)),
+            _ => Err(format!("unknown token type {kind:?} (simple or jwt,...)")),
+        }
+    }
+}
+
+/// A member's tokens: what it issues on `Authenticate` and accepts.
+#[derive(Debug)]
+pub enum Tokens {
+    Cairn { ttl_ms: u64 },
+    Jwt(Box<Jwt>),
+}
+
+impl Tokens {
+    /// Loads the keys `spec` names.
+    pub fn open(spec: &TokenSpec, ttl_secs: u64) -> Result<Tokens, JwtKeyError> {
+        Ok(match spec {
+            TokenSpec::Cairn => Tokens::Cairn {
+                ttl_ms: ttl_secs.saturating_mul(1000),
+            },
+            TokenSpec::Jwt(spec) => Tokens::Jwt(Box::new(Jwt::load(spec)?)),
+        })
+    }
+
+    /// A token for `user` at `credential_revision`, under the cluster's
+    /// `token_key` (drawn when auth was enabled).
+    pub fn issue(
+        &self,
+        token_key: &[u8],
+        user: String,
+        credential_revision: u64,
+        now_unix_ms: u64,
+    ) -> Result<String, ServerError> {
+        let ttl_ms = match self {
+            Tokens::Cairn { ttl_ms } => *ttl_ms,
+            Tokens::Jwt(jwt) => u64::try_from(jwt.ttl().as_millis()).unwrap_or(u64::MAX),
+        };
+        let claims = Claims {
+            user,
+            credential_revision,
+            expires_unix_ms: now_unix_ms.saturating_add(ttl_ms),
+        };
+        match self {
+            Tokens::Cairn { .. } => Ok(issue(token_key, &claims)),
+            Tokens::Jwt(jwt) => jwt
+                .issue(token_key, &claims)
+                .ok_or(ServerError::TokenVerifyOnly),
+        }
+    }
+
+    /// The claims of a token this member accepts at `now_unix_ms`.
+    pub fn verify(&self, token_key: &[u8], token: &str, now_unix_ms: u64) -> Option<Claims> {
+        match self {
+            Tokens::Cairn { .. } => verify(token_key, token, now_unix_ms),
+            Tokens::Jwt(jwt) => jwt.verify(token_key, token, now_unix_ms),
+        }
+    }
+}
 
 /// What a valid token says.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -59,6 +59,9 @@ pub struct Node {
     /// stored): only then has it a keyspace of its own for the initial
     /// corruption check to compare, as etcd checks only such members.
     pub held_data: bool,
+    /// What `Authenticate` issues and requests present (`--auth-token`),
+    /// its keys read at start.
+    pub tokens: crate::auth::token::Tokens,
 }
 
 /// Whether a Raft runs, was stopped as asked, or stopped on its own.
@@ -149,6 +152,8 @@ pub enum StartError {
     Raft(String),
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    AuthToken(#[from] crate::auth::jwt::JwtKeyError),
     /// The initial corruption check found this member's keyspace unlike
     /// the one a majority of the members hold: it does not serve, as etcd
     /// does not.
@@ -170,6 +175,17 @@ impl Node {
     /// cluster from `initial_cluster` when the data dir is new.
     pub async fn start(config: ServerConfig) -> Result<Arc<Node>, StartError> {
         config.validate()?;
+        // Key files first: a wrong one fails the start before any data is
+        // touched.
+        let tokens = crate::auth::token::Tokens::open(
+            &config
+                .token_spec()
+                .map_err(|reason| crate::config::ConfigError::Invalid {
+                    setting: "auth-token",
+                    reason,
+                })?,
+            config.auth_token_ttl_secs,
+        )?;
         start_spare_bucket_maker();
         let data_dir = config.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|e| StartError::DataDir {
@@ -343,6 +359,7 @@ impl Node {
             saved_clock,
             removed: tokio::sync::watch::Sender::new(None),
             held_data: !fresh,
+            tokens,
         });
         tokio::spawn(node.hub.clone().run_catch_up(Duration::from_millis(100)));
         tokio::spawn(tick_loop(node.clone()));

@@ -104,9 +104,14 @@ pub struct ServeArgs {
     /// Revocation lists for the members' certificates on the peer port.
     #[arg(long, env = "CAIRN_PEER_CRL_FILE")]
     pub peer_crl_file: Option<PathBuf>,
-    /// How long a token from `Authenticate` is good for, in seconds (etcd
-    /// `--auth-token-ttl`; default 300).
-    #[arg(long, env = "CAIRN_AUTH_TOKEN_TTL_SECS")]
+    /// Which auth tokens to issue, as etcd's `--auth-token`: `simple` (the
+    /// default; Cairn's own signed tokens, taken by every member) or
+    /// `jwt,sign-method=RS256,pub-key=FILE,priv-key=FILE,ttl=5m`.
+    #[arg(long, env = "CAIRN_AUTH_TOKEN")]
+    pub auth_token: Option<String>,
+    /// How long a `simple` token from `Authenticate` is good for, in
+    /// seconds (etcd `--auth-token-ttl`, also taken; default 300).
+    #[arg(long, alias = "auth-token-ttl", env = "CAIRN_AUTH_TOKEN_TTL_SECS")]
     pub auth_token_ttl_secs: Option<u64>,
     /// PBKDF2-HMAC-SHA256 iterations for new passwords (default 300000).
     #[arg(long, env = "CAIRN_AUTH_PASSWORD_ITERATIONS")]
@@ -231,6 +236,7 @@ impl ServeArgs {
             commit_notice_delay_ms,
             client_cert_auth,
             peer_client_cert_auth,
+            auth_token,
             auth_token_ttl_secs,
             auth_password_iterations,
             auto_compaction_mode,

@@ -19,7 +19,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 
-use crate::auth::{password, token, unix_now_ms, Caller};
+use crate::auth::{password, unix_now_ms, Caller};
 use crate::error::ServerError;
 use crate::node::Node;
 use crate::services::common::header;
@@ -257,15 +257,10 @@ impl Auth for AuthService {
         {
             return Err(ServerError::AuthFailed.into());
         }
-        let ttl_ms = self.node.config.auth_token_ttl_secs.saturating_mul(1000);
-        let token = token::issue(
-            &key,
-            &token::Claims {
-                user: req.name,
-                credential_revision,
-                expires_unix_ms: unix_now_ms().saturating_add(ttl_ms),
-            },
-        );
+        let token = self
+            .node
+            .tokens
+            .issue(&key, req.name, credential_revision, unix_now_ms())?;
         Ok(Response::new(pb::AuthenticateResponse {
             header: self.header(),
             token,
