@@ -212,6 +212,45 @@ pub struct Jwt {
     verifier: Verifier,
     ttl: Duration,
     rng: SystemRandom,
+    /// Tokens verified lately: a client sends its token with every request,
+    /// and a public-key signature check costs tens of µs (see
+    /// [`VerifiedCache`]).
+    verified: VerifiedCache,
+}
+
+/// Claims of tokens whose signature already verified, by a digest of the
+/// token and the token key (a new key, auth enabled again, misses).
+/// Bounded: when full it is emptied, and tokens in use verify again once.
+#[derive(Default)]
+struct VerifiedCache(std::sync::Mutex<std::collections::HashMap<[u8; 32], Claims>>);
+
+/// Most tokens [`VerifiedCache`] holds (~100 bytes each).
+const VERIFIED_CACHE_ENTRIES: usize = 4096;
+
+impl VerifiedCache {
+    fn key(token_key: &[u8], token: &str) -> [u8; 32] {
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(&(token_key.len() as u64).to_le_bytes());
+        ctx.update(token_key);
+        ctx.update(token.as_bytes());
+        ctx.finish()
+            .as_ref()
+            .try_into()
+            .expect("SHA-256 is 32 bytes")
+    }
+
+    fn get(&self, key: &[u8; 32]) -> Option<Claims> {
+        self.0.lock().ok()?.get(key).cloned()
+    }
+
+    fn insert(&self, key: [u8; 32], claims: Claims) {
+        if let Ok(mut map) = self.0.lock() {
+            if map.len() >= VERIFIED_CACHE_ENTRIES {
+                map.clear();
+            }
+            map.insert(key, claims);
+        }
+    }
 }
 
 impl std::fmt::Debug for Jwt {
@@ -446,6 +485,7 @@ impl Jwt {
             verifier,
             ttl: spec.ttl,
             rng: SystemRandom::new(),
+            verified: VerifiedCache::default(),
         })
     }
 
@@ -496,6 +536,22 @@ impl Jwt {
         if token.len() > MAX_TOKEN_BYTES || token_key.is_empty() {
             return None;
         }
+        let cache_key = VerifiedCache::key(token_key, token);
+        let claims = match self.verified.get(&cache_key) {
+            Some(claims) => claims,
+            None => {
+                let claims = self.verify_signed(token_key, token)?;
+                self.verified.insert(cache_key, claims.clone());
+                claims
+            }
+        };
+        (claims.expires_unix_ms > now_unix_ms).then_some(claims)
+    }
+
+    /// The claims of `token` if its signature and method are this
+    /// member's and it was issued since auth was last enabled; expiry
+    /// aside.
+    fn verify_signed(&self, token_key: &[u8], token: &str) -> Option<Claims> {
         let (signing_input, signature) = token.rsplit_once('.')?;
         let (header, payload) = signing_input.split_once('.')?;
         let header: Header = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).ok()?).ok()?;
@@ -511,14 +567,13 @@ impl Jwt {
         }
         let payload: Payload =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
-        let expires_unix_ms = payload.exp.checked_mul(1000)?;
-        if expires_unix_ms <= now_unix_ms || payload.cairn_epoch != epoch(token_key) {
+        if payload.cairn_epoch != epoch(token_key) {
             return None;
         }
         Some(Claims {
             user: payload.username,
             credential_revision: payload.revision,
-            expires_unix_ms,
+            expires_unix_ms: payload.exp.checked_mul(1000)?,
         })
     }
 }

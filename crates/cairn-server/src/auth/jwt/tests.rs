@@ -206,3 +206,43 @@ fn keys_that_do_not_fit_fail_the_load_naming_the_file() {
         assert!(err.contains("testdata/jwt/"), "names the file: {err}");
     }
 }
+
+#[test]
+fn a_cached_verification_still_expires_and_a_new_token_key_misses_it() {
+    let jwt = Jwt::load(&spec(SignMethod::Es256, None, Some("ec256.sec1.pem"))).unwrap();
+    let token = jwt.issue(TOKEN_KEY, &claims()).unwrap();
+    for _ in 0..2 {
+        assert!(jwt.verify(TOKEN_KEY, &token, 1_999_999).is_some());
+    }
+    assert_eq!(jwt.verify(TOKEN_KEY, &token, 2_000_000), None, "expired");
+    assert_eq!(jwt.verify(&[8; 32], &token, 0), None, "auth enabled again");
+    // Refusals are not cached as approvals, nor approvals of one token
+    // given to another.
+    let other = jwt
+        .issue(
+            TOKEN_KEY,
+            &Claims {
+                user: "bob".into(),
+                ..claims()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        jwt.verify(TOKEN_KEY, &other, 0).map(|c| c.user),
+        Some("bob".into())
+    );
+    // The cache stays bounded.
+    for i in 0..(VERIFIED_CACHE_ENTRIES + 10) as u64 {
+        let t = jwt
+            .issue(
+                TOKEN_KEY,
+                &Claims {
+                    credential_revision: i,
+                    ..claims()
+                },
+            )
+            .unwrap();
+        assert!(jwt.verify(TOKEN_KEY, &t, 0).is_some());
+    }
+    assert!(jwt.verified.0.lock().unwrap().len() <= VERIFIED_CACHE_ENTRIES);
+}
