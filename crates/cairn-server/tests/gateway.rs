@@ -158,6 +158,9 @@ async fn keys_txns_and_leases_through_a_follower() {
                 "mod_revision": rev.to_string(), "version": "1"}])
     );
     assert_eq!(int(&range["count"]), 1);
+    // etcd 3.4's deprecated prefix serves the same call.
+    let beta = g.ok("/v3beta/kv/range", json!({"key": b64("foo")})).await;
+    assert_eq!(beta["kvs"], range["kvs"]);
     // count_only, with camelCase names as grpc-gateway also reads.
     let counted = g
         .ok(

@@ -14,8 +14,9 @@
 //! The paths are etcd's (from the `google.api.http` options of its
 //! `rpc.proto`, `v3lock.proto` and `v3election.proto`), except that
 //! `HashKV` is at `/v3/maintenance/hashkv` (etcd 3.4 gave it Hash's path,
-//! `/v3/maintenance/hash`, which here stays Hash's). `GET /version` answers
-//! as etcd's does.
+//! `/v3/maintenance/hash`, which here stays Hash's). Every path is also
+//! served under etcd 3.4's deprecated `/v3beta/` prefix. `GET /version`
+//! answers as etcd's does.
 
 mod json;
 
@@ -50,12 +51,22 @@ const JSON_SLACK_BYTES: usize = 64 * 1024;
 /// `service.method` through the gateway's `kind` of handler (`unary`,
 /// `server_stream` or `bidi`).
 macro_rules! routes {
-    ($router:expr, $gateway:expr, $kind:ident, $service:expr, { $($path:expr => $method:ident),+ $(,)? }) => {
-        $router$(.route(
+    ($router:expr, $gateway:expr, $kind:ident, $service:expr, { $($path:expr => $method:ident),+ $(,)? }) => {{
+        let router = $router;
+        $(let router = route_v3(
+            router,
             $path,
             $gateway.$kind($service, |s, r| async move { s.$method(r).await }),
-        ))+
-    };
+        );)+
+        router
+    }};
+}
+
+/// `path` (`/v3/...`) and its `/v3beta/...` form, which etcd 3.4 still
+/// serves for clients written against 3.3 (deprecated; 3.5 drops it).
+fn route_v3(router: axum::Router, path: &str, handler: MethodRouter) -> axum::Router {
+    let beta = path.replacen("/v3/", "/v3beta/", 1);
+    router.route(path, handler.clone()).route(&beta, handler)
 }
 
 /// The gateway's paths, added to the client port's routes.
