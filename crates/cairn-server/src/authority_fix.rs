@@ -241,11 +241,11 @@ impl AsyncWrite for FilteredConn {
 /// when `tls` is set; see [`crate::tls::incoming`]), filtered, their writes
 /// coalesced. The accept loop ends when the returned stream is dropped.
 pub fn incoming(
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     tls: Option<TlsAcceptor>,
 ) -> impl futures::Stream<Item = io::Result<Coalesced<FilteredConn>>> {
     use futures::StreamExt;
-    crate::tls::incoming(listener, tls, crate::tls::Port::Client)
+    crate::tls::incoming(listeners, tls, crate::tls::Port::Client)
         .map(|accepted| accepted.map(|conn| Coalesced::new(FilteredConn::new(conn))))
 }
 

@@ -20,9 +20,15 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Address the etcd-compatible client API binds to.
     pub listen_client: SocketAddr,
+    /// More addresses serving the client API, as etcd's
+    /// `--listen-client-urls` lists several (e.g. loopback and a LAN
+    /// address); the first of that list is `listen_client`.
+    pub listen_client_also: Vec<SocketAddr>,
     /// Address the peer (Raft) API binds to.
     pub listen_peer: SocketAddr,
-    /// Client URL other members and clients are told; defaults to the listen address.
+    /// Client URLs other members and clients are told, comma-separated
+    /// (etcd's `--advertise-client-urls`); defaults to the listen address.
+    /// The first is the one a follower names as the leader's.
     pub advertise_client: Option<String>,
     /// Peer URL other members dial; defaults to the listen address.
     pub advertise_peer: Option<String>,
@@ -161,6 +167,7 @@ impl Default for ServerConfig {
             name: "default".into(),
             data_dir: PathBuf::from("cairn-data"),
             listen_client: "127.0.0.1:2379".parse().expect("literal address"),
+            listen_client_also: Vec::new(),
             listen_peer: "127.0.0.1:2380".parse().expect("literal address"),
             advertise_client: None,
             advertise_peer: None,
@@ -255,14 +262,32 @@ impl ServerConfig {
         })
     }
 
+    /// The first of [`Self::advertise_client_urls`]: where a follower
+    /// sends clients for the leader.
     pub fn advertise_client_url(&self) -> String {
-        self.advertise_client.clone().unwrap_or_else(|| {
-            format!(
+        self.advertise_client_urls().swap_remove(0)
+    }
+
+    /// Every client URL this member advertises (in the member list); at
+    /// least one.
+    pub fn advertise_client_urls(&self) -> Vec<String> {
+        let listed: Vec<String> = self
+            .advertise_client
+            .iter()
+            .flat_map(|urls| urls.split(','))
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .map(str::to_string)
+            .collect();
+        if listed.is_empty() {
+            vec![format!(
                 "{}{}",
                 scheme(self.client_tls().is_some()),
                 self.listen_client
-            )
-        })
+            )]
+        } else {
+            listed
+        }
     }
 
     pub fn advertise_peer_url(&self) -> String {
@@ -422,9 +447,11 @@ impl ServerConfig {
             return invalid("request-timeout-ms", "must be at least 100");
         }
         self.validate_tls()?;
-        if let Some(url) = &self.advertise_client {
-            if let Err(r) = check_url(url) {
-                return invalid("advertise-client", &r);
+        if self.advertise_client.is_some() {
+            for url in self.advertise_client_urls() {
+                if let Err(r) = check_url(&url) {
+                    return invalid("advertise-client", &r);
+                }
             }
         }
         if let Some(url) = &self.advertise_peer {
@@ -442,8 +469,10 @@ impl ServerConfig {
         self.validate_for_restore()?;
         let invalid = |setting, reason: String| Err(ConfigError::Invalid { setting, reason });
         let (client_tls, peer_tls) = (self.client_tls().is_some(), self.peer_tls().is_some());
-        if let Err(r) = check_scheme(&self.advertise_client_url(), client_tls, "cert-file") {
-            return invalid("advertise-client", r);
+        for url in self.advertise_client_urls() {
+            if let Err(r) = check_scheme(&url, client_tls, "cert-file") {
+                return invalid("advertise-client", r);
+            }
         }
         if let Err(r) = check_scheme(&self.advertise_peer_url(), peer_tls, "peer-cert-file") {
             return invalid("advertise-peer", r);

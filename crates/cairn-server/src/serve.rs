@@ -45,7 +45,7 @@ fn peer_incoming(
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> impl futures::Stream<Item = std::io::Result<Coalesced<crate::tls::Accepted>>> {
     use futures::StreamExt;
-    crate::tls::incoming(listener, tls, crate::tls::Port::Peer)
+    crate::tls::incoming(vec![listener], tls, crate::tls::Port::Peer)
         .map(|accepted| accepted.map(Coalesced::new))
 }
 
@@ -88,6 +88,10 @@ pub async fn start_with(
         "http"
     };
     let client_listener = bind(config.listen_client, "clients").await?;
+    let mut client_listeners = Vec::new();
+    for addr in &config.listen_client_also {
+        client_listeners.push(bind(*addr, "clients").await?);
+    }
     let peer_listener = bind(config.listen_peer, "peers").await?;
     let client_addr = client_listener
         .local_addr()
@@ -96,6 +100,7 @@ pub async fn start_with(
         .local_addr()
         .map_err(|e| StartError::Storage(e.to_string()))?;
     config.listen_client = client_addr;
+    client_listeners.insert(0, client_listener);
     config.listen_peer = peer_addr;
     let limits = services::Limits {
         max_request_bytes: config.max_request_bytes,
@@ -157,7 +162,7 @@ pub async fn start_with(
                 .layer(hint)
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(
-                    crate::authority_fix::incoming(client_listener, client_tls),
+                    crate::authority_fix::incoming(client_listeners, client_tls),
                     until_stopped(stopped),
                 )
                 .await;

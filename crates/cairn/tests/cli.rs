@@ -274,3 +274,62 @@ fn serve_refuses_a_worker_thread_count_that_is_not_a_positive_number() {
     );
     assert!(!data.exists(), "nothing written");
 }
+
+/// A member started with an etcd unit's flags only (URL lists, the timing
+/// flags' etcd names): it serves clients on both listen addresses and the
+/// member list carries both advertised client URLs.
+#[test]
+fn serve_takes_etcds_url_flags_and_serves_every_listen_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, peer) = (free_port(), free_port(), free_port());
+    let (url_a, url_b) = (
+        format!("http://127.0.0.1:{a}"),
+        format!("http://127.0.0.1:{b}"),
+    );
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let mut cmd = Command::new(cairn_bin());
+    cmd.arg("serve")
+        .args(["--name", "infra0"])
+        .arg("--data-dir")
+        .arg(dir.path().join("infra0.etcd"))
+        .args(["--listen-client-urls", &format!("{url_a},{url_b}")])
+        .args(["--advertise-client-urls", &format!("{url_a},{url_b}")])
+        .args(["--listen-peer-urls", &peer_url])
+        .args(["--initial-advertise-peer-urls", &peer_url])
+        .args(["--initial-cluster", &format!("infra0={peer_url}")])
+        .args(["--initial-cluster-token", "etcd-cluster-1"])
+        .args(["--initial-cluster-state", "new"])
+        .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let child = cmd.spawn().expect("spawn cairn");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Kill(child);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !(http_health(a) && http_health(b)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not healthy on both addresses"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(ok(&url_a, &["put", "k", "v"]), "OK\n");
+    assert_eq!(ok(&url_b, &["get", "k"]), "k\nv\n");
+    // The member publishes its client URLs once it runs.
+    let want = format!("{url_a},{url_b}, false");
+    loop {
+        let members = ok(&url_b, &["member", "list", "-w", "simple"]);
+        if members.contains(&want) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{members}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

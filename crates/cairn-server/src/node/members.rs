@@ -299,7 +299,7 @@ pub(super) async fn publish_attributes(node: Weak<Node>) {
     loop {
         let Some(n) = node.upgrade() else { return };
         let me = n.member_id();
-        let want_urls = vec![n.config.advertise_client_url()];
+        let want_urls = n.config.advertise_client_urls();
         let known = n.members().into_iter().find(|m| m.id == me);
         if let Some(m) = known {
             if m.name == n.identity.name && m.client_urls == want_urls {

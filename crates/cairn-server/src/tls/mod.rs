@@ -373,92 +373,107 @@ pub fn render_metrics(out: &mut String) {
     }
 }
 
-/// Accepts connections on `listener` with Nagle's algorithm off (small
-/// gRPC messages must not wait for delayed ACKs; writes are coalesced
-/// instead) and, with `tls`, after their handshake. A failed handshake is
-/// logged and the connection dropped; the stream yields only connections
-/// ready for HTTP. The accept loop ends when the stream is dropped.
+/// Accepts connections on every one of `listeners` (a port may listen on
+/// several addresses, as etcd's `--listen-client-urls` lists them) with
+/// Nagle's algorithm off (small gRPC messages must not wait for delayed
+/// ACKs; writes are coalesced instead) and, with `tls`, after their
+/// handshake. A failed handshake is logged and the connection dropped; the
+/// stream yields only connections ready for HTTP. The accept loops end
+/// when the stream is dropped. The queue and the handshakes in flight are
+/// bounded for the port as a whole.
 pub fn incoming(
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     tls: Option<TlsAcceptor>,
     port: Port,
 ) -> ReceiverStream<io::Result<Accepted>> {
     let (tx, rx) = mpsc::channel(ACCEPTED_QUEUE);
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-    tokio::spawn(async move {
-        loop {
-            // With TLS, a handshake slot first: at the limit, stop accepting.
-            let permit = match &tls {
-                Some(_) => tokio::select! {
-                    p = handshakes.clone().acquire_owned() => Some(p.expect("never closed")),
-                    _ = tx.closed() => return,
-                },
-                None => None,
-            };
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
+    for listener in listeners {
+        let (tx, tls, handshakes) = (tx.clone(), tls.clone(), handshakes.clone());
+        tokio::spawn(accept_loop(listener, tx, tls, handshakes, port));
+    }
+    ReceiverStream::new(rx)
+}
+
+/// One listener's accept loop for [`incoming`].
+async fn accept_loop(
+    listener: TcpListener,
+    tx: mpsc::Sender<io::Result<Accepted>>,
+    tls: Option<TlsAcceptor>,
+    handshakes: Arc<Semaphore>,
+    port: Port,
+) {
+    loop {
+        // With TLS, a handshake slot first: at the limit, stop accepting.
+        let permit = match &tls {
+            Some(_) => tokio::select! {
+                p = handshakes.clone().acquire_owned() => Some(p.expect("never closed")),
                 _ = tx.closed() => return,
-            };
-            let (tcp, remote) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors, most likely: back off.
-                    tracing::debug!("{port} accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            let info = TcpConnectInfo {
-                local_addr: tcp.local_addr().ok(),
-                remote_addr: Some(remote),
-            };
-            let Some(acceptor) = &tls else {
-                let conn = Accepted {
-                    stream: Stream::Plain(tcp),
-                    info: ConnInfo::plain(info),
-                };
-                if tx.send(Ok(conn)).await.is_err() {
-                    return;
-                }
+            },
+            None => None,
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = tx.closed() => return,
+        };
+        let (tcp, remote) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors, most likely: back off.
+                tracing::debug!("{port} accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let info = TcpConnectInfo {
+            local_addr: tcp.local_addr().ok(),
+            remote_addr: Some(remote),
+        };
+        let Some(acceptor) = &tls else {
+            let conn = Accepted {
+                stream: Stream::Plain(tcp),
+                info: ConnInfo::plain(info),
             };
-            let (acceptor, tx) = (acceptor.clone(), tx.clone());
-            tokio::spawn(async move {
-                let _permit = permit;
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => {
-                        // Only a verified client shows a certificate: the
-                        // acceptor asks for one only with client auth on.
-                        let cert_user = tls
-                            .get_ref()
-                            .1
-                            .peer_certificates()
-                            .and_then(|chain| chain.first())
-                            .and_then(|der| common_name(der))
-                            .map(CertUser);
-                        let conn = Accepted {
-                            stream: Stream::Tls(Box::new(tls)),
-                            info: ConnInfo {
-                                tcp: info,
-                                cert_user,
-                            },
-                        };
-                        let _ = tx.send(Ok(conn)).await;
-                    }
-                    Ok(Err(e)) => {
-                        HANDSHAKES_FAILED[port as usize].fetch_add(1, Relaxed);
-                        tracing::debug!("{port}: TLS handshake with {remote} failed: {e}")
-                    }
-                    Err(_) => {
-                        HANDSHAKES_FAILED[port as usize].fetch_add(1, Relaxed);
-                        tracing::debug!(
+            if tx.send(Ok(conn)).await.is_err() {
+                return;
+            }
+            continue;
+        };
+        let (acceptor, tx) = (acceptor.clone(), tx.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => {
+                    // Only a verified client shows a certificate: the
+                    // acceptor asks for one only with client auth on.
+                    let cert_user = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .and_then(|der| common_name(der))
+                        .map(CertUser);
+                    let conn = Accepted {
+                        stream: Stream::Tls(Box::new(tls)),
+                        info: ConnInfo {
+                            tcp: info,
+                            cert_user,
+                        },
+                    };
+                    let _ = tx.send(Ok(conn)).await;
+                }
+                Ok(Err(e)) => {
+                    HANDSHAKES_FAILED[port as usize].fetch_add(1, Relaxed);
+                    tracing::debug!("{port}: TLS handshake with {remote} failed: {e}")
+                }
+                Err(_) => {
+                    HANDSHAKES_FAILED[port as usize].fetch_add(1, Relaxed);
+                    tracing::debug!(
                             "{port}: TLS handshake with {remote} took over {HANDSHAKE_TIMEOUT:?}; dropped"
                         )
-                    }
                 }
-            });
-        }
-    });
-    ReceiverStream::new(rx)
+            }
+        });
+    }
 }

@@ -23,12 +23,31 @@ pub struct ServeArgs {
     /// Address for the etcd-compatible client API.
     #[arg(long, env = "CAIRN_LISTEN_CLIENT")]
     pub listen_client: Option<SocketAddr>,
+    /// etcd's form of `--listen-client`: `http://IP:PORT` (`https://` with
+    /// TLS), comma-separated to serve clients on several addresses.
+    #[arg(
+        long,
+        env = "CAIRN_LISTEN_CLIENT_URLS",
+        conflicts_with = "listen_client"
+    )]
+    pub listen_client_urls: Option<String>,
     /// Address for the peer (Raft) API.
     #[arg(long, env = "CAIRN_LISTEN_PEER")]
     pub listen_peer: Option<SocketAddr>,
-    #[arg(long, env = "CAIRN_ADVERTISE_CLIENT")]
+    /// etcd's form of `--listen-peer`: one `http(s)://IP:PORT`.
+    #[arg(long, env = "CAIRN_LISTEN_PEER_URLS", conflicts_with = "listen_peer")]
+    pub listen_peer_urls: Option<String>,
+    /// Client URLs told to clients and members, comma-separated (also
+    /// taken as etcd's `--advertise-client-urls`).
+    #[arg(long, alias = "advertise-client-urls", env = "CAIRN_ADVERTISE_CLIENT")]
     pub advertise_client: Option<String>,
-    #[arg(long, env = "CAIRN_ADVERTISE_PEER")]
+    /// The peer URL other members dial (also taken as etcd's
+    /// `--initial-advertise-peer-urls`, with one URL).
+    #[arg(
+        long,
+        alias = "initial-advertise-peer-urls",
+        env = "CAIRN_ADVERTISE_PEER"
+    )]
     pub advertise_peer: Option<String>,
     /// `name=http://host:port,...`: the first members (bootstrap only).
     #[arg(long, env = "CAIRN_INITIAL_CLUSTER")]
@@ -38,9 +57,13 @@ pub struct ServeArgs {
     pub initial_cluster_state: Option<ClusterState>,
     #[arg(long, env = "CAIRN_INITIAL_CLUSTER_TOKEN")]
     pub initial_cluster_token: Option<String>,
-    #[arg(long, env = "CAIRN_HEARTBEAT_INTERVAL_MS")]
+    #[arg(
+        long,
+        alias = "heartbeat-interval",
+        env = "CAIRN_HEARTBEAT_INTERVAL_MS"
+    )]
     pub heartbeat_interval_ms: Option<u64>,
-    #[arg(long, env = "CAIRN_ELECTION_TIMEOUT_MS")]
+    #[arg(long, alias = "election-timeout", env = "CAIRN_ELECTION_TIMEOUT_MS")]
     pub election_timeout_ms: Option<u64>,
     #[arg(long, env = "CAIRN_MAX_REQUEST_BYTES")]
     pub max_request_bytes: Option<usize>,
@@ -57,7 +80,7 @@ pub struct ServeArgs {
     pub quota_backend_bytes: Option<u64>,
     /// Fewest applied entries between automatic snapshots; a snapshot also
     /// waits for as much new log as the last one holds, up to 4 times this.
-    #[arg(long, env = "CAIRN_SNAPSHOT_ENTRIES")]
+    #[arg(long, alias = "snapshot-count", env = "CAIRN_SNAPSHOT_ENTRIES")]
     pub snapshot_entries: Option<u64>,
     #[arg(long, env = "CAIRN_TICK_INTERVAL_MS")]
     pub tick_interval_ms: Option<u64>,
@@ -154,6 +177,37 @@ pub struct ServeArgs {
     #[arg(long, env = "CAIRN_WORKER_THREADS",
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub worker_threads: Option<u16>,
+}
+
+/// The addresses of etcd-style listen URLs (`http(s)://IP:PORT`,
+/// comma-separated): at least one. `localhost` is 127.0.0.1; other names
+/// are refused, as a member binds addresses, not names.
+fn listen_urls(flag: &str, urls: &str) -> anyhow::Result<Vec<SocketAddr>> {
+    let addrs = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|url| {
+            let rest = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"))
+                .ok_or_else(|| {
+                    anyhow::anyhow!("--{flag}: {url:?} must start with http:// or https://")
+                })?;
+            let rest = rest.strip_suffix('/').unwrap_or(rest);
+            let rest = match rest.strip_prefix("localhost:") {
+                Some(port) => format!("127.0.0.1:{port}"),
+                None => rest.to_string(),
+            };
+            rest.parse::<SocketAddr>().map_err(|_| {
+                anyhow::anyhow!(
+                    "--{flag}: {url:?} is not scheme://IP:PORT (an IP address, not a name)"
+                )
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    anyhow::ensure!(!addrs.is_empty(), "--{flag} names no URL");
+    Ok(addrs)
 }
 
 /// The async runtime's threads for a member when none are asked for: half
@@ -259,10 +313,48 @@ impl ServeArgs {
             client_crl_file,
             peer_crl_file
         );
+        if let Some(urls) = &self.listen_client_urls {
+            let mut addrs = listen_urls("listen-client-urls", urls)?;
+            c.listen_client = addrs.remove(0);
+            c.listen_client_also = addrs;
+        }
+        if let Some(url) = &self.listen_peer_urls {
+            let addrs = listen_urls("listen-peer-urls", url)?;
+            anyhow::ensure!(
+                addrs.len() == 1,
+                "--listen-peer-urls: a member listens for peers on one address, not {}",
+                addrs.len()
+            );
+            c.listen_peer = addrs[0];
+        }
         if let Some(every) = self.experimental_corrupt_check_time {
             c.corrupt_check_interval_ms = u64::try_from(every.as_millis()).unwrap_or(u64::MAX);
         }
         c.validate()?;
+        // A listen URL's scheme says whether its port runs TLS, as the
+        // advertised ones do.
+        for (flag, urls, tls) in [
+            (
+                "listen-client-urls",
+                &self.listen_client_urls,
+                c.client_tls().is_some(),
+            ),
+            (
+                "listen-peer-urls",
+                &self.listen_peer_urls,
+                c.peer_tls().is_some(),
+            ),
+        ] {
+            for url in urls.iter().flat_map(|u| u.split(',')).map(str::trim) {
+                let https = url.starts_with("https://");
+                anyhow::ensure!(
+                    https == tls,
+                    "--{flag}: {url:?} is {} but TLS is {} on that port",
+                    if https { "https://" } else { "http://" },
+                    if tls { "on" } else { "off" }
+                );
+            }
+        }
         Ok(c)
     }
 }
@@ -353,6 +445,94 @@ mod tests {
         assert_eq!(config.max_txn_ops, 9, "env wins over file");
         assert_eq!(config.snapshot_entries, 11, "file wins over default");
         assert_eq!(config.heartbeat_interval_ms, 100, "default");
+    }
+
+    /// An etcd member's flags, as a systemd unit for etcd passes them.
+    #[test]
+    fn etcds_url_and_timing_flags_are_taken() {
+        let config = Cli::parse_from([
+            "cairn",
+            "--name",
+            "n1",
+            "--listen-client-urls",
+            "http://127.0.0.1:2379,http://0.0.0.0:12379/",
+            "--listen-peer-urls",
+            "http://localhost:2380",
+            "--advertise-client-urls",
+            "http://10.0.0.1:2379,http://n1.example:2379",
+            "--initial-advertise-peer-urls",
+            "http://10.0.0.1:2380",
+            "--initial-cluster",
+            "n1=http://10.0.0.1:2380",
+            "--heartbeat-interval",
+            "150",
+            "--election-timeout",
+            "1500",
+            "--snapshot-count",
+            "20000",
+            "--auth-token-ttl",
+            "60",
+        ])
+        .serve
+        .to_config()
+        .unwrap();
+        assert_eq!(config.listen_client, "127.0.0.1:2379".parse().unwrap());
+        assert_eq!(
+            config.listen_client_also,
+            vec!["0.0.0.0:12379".parse().unwrap()]
+        );
+        assert_eq!(config.listen_peer, "127.0.0.1:2380".parse().unwrap());
+        assert_eq!(
+            config.advertise_client_urls(),
+            ["http://10.0.0.1:2379", "http://n1.example:2379"]
+        );
+        assert_eq!(config.advertise_client_url(), "http://10.0.0.1:2379");
+        assert_eq!(config.advertise_peer_url(), "http://10.0.0.1:2380");
+        assert_eq!(
+            (config.heartbeat_interval_ms, config.election_timeout_ms),
+            (150, 1500)
+        );
+        assert_eq!(config.snapshot_entries, 20000);
+        assert_eq!(config.auth_token_ttl_secs, 60);
+    }
+
+    #[test]
+    fn etcd_listen_urls_that_cannot_be_served_are_refused() {
+        for (args, says) in [
+            (
+                &["--listen-client-urls", "https://127.0.0.1:2379"][..],
+                "TLS is off",
+            ),
+            (
+                &["--listen-client-urls", "http://db.example:2379"],
+                "not a name",
+            ),
+            (&["--listen-client-urls", "unix://sock"], "must start with"),
+            (&["--listen-client-urls", ","], "names no URL"),
+            (
+                &[
+                    "--listen-peer-urls",
+                    "http://127.0.0.1:1,http://127.0.0.1:2",
+                ],
+                "one address",
+            ),
+            (
+                &["--advertise-client-urls", "http://a:1,b:2"],
+                "advertise-client",
+            ),
+        ] {
+            let cli = Cli::parse_from(["cairn"].iter().chain(args));
+            let err = format!("{:#}", cli.serve.to_config().unwrap_err());
+            assert!(err.contains(says), "{args:?}: {err}");
+        }
+        let both = Cli::try_parse_from([
+            "cairn",
+            "--listen-client",
+            "127.0.0.1:1",
+            "--listen-client-urls",
+            "http://127.0.0.1:2",
+        ]);
+        assert!(both.is_err(), "one form or the other");
     }
 
     #[test]
