@@ -88,6 +88,17 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before parsing: clap reads the `CAIRN_*` variables these set. Still
+    // one thread, so setting variables races nothing.
+    let etcd_env = if std::env::args().nth(1).as_deref() == Some("serve") {
+        let adopted = cmd::etcd_env::adopt(std::env::vars());
+        for (name, value) in &adopted.set {
+            std::env::set_var(name, value);
+        }
+        adopted
+    } else {
+        cmd::etcd_env::Adopted::default()
+    };
     let cli = Cli::parse();
     // Built here rather than by `#[tokio::main]`: a member sizes its
     // runtime from its flags.
@@ -109,7 +120,7 @@ fn main() -> ExitCode {
     };
     builder.enable_all();
     match builder.build() {
-        Ok(runtime) => runtime.block_on(run(cli)),
+        Ok(runtime) => runtime.block_on(run(cli, etcd_env)),
         Err(e) => {
             eprintln!("Error: starting the async runtime: {e}");
             ExitCode::FAILURE
@@ -117,7 +128,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> ExitCode {
+async fn run(cli: Cli, etcd_env: cmd::etcd_env::Adopted) -> ExitCode {
     let default_level = match cli.command {
         Command::Serve(_) => "info",
         _ => "warn",
@@ -128,6 +139,12 @@ async fn run(cli: Cli) -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    for (name, _) in &etcd_env.set {
+        tracing::info!("{name} taken from its ETCD_ form");
+    }
+    for name in &etcd_env.ignored {
+        tracing::warn!("{name} ignored: no such Cairn setting, or set by a CAIRN_ variable");
+    }
 
     let g = &cli.global;
     let result = match cli.command {

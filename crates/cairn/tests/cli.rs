@@ -275,11 +275,11 @@ fn serve_refuses_a_worker_thread_count_that_is_not_a_positive_number() {
     assert!(!data.exists(), "nothing written");
 }
 
-/// A member started with an etcd unit's flags only (URL lists, the timing
-/// flags' etcd names): it serves clients on both listen addresses and the
-/// member list carries both advertised client URLs.
-#[test]
-fn serve_takes_etcds_url_flags_and_serves_every_listen_address() {
+/// A member configured as an etcd unit configures etcd: the same
+/// settings by etcd's flags (`by_env == false`) or by its `ETCD_*`
+/// variables. It serves clients on both listen addresses, and the member
+/// list carries its name and both advertised client URLs.
+fn serve_configured_as_etcd(by_env: bool) {
     let dir = tempfile::tempdir().unwrap();
     let (a, b, peer) = (free_port(), free_port(), free_port());
     let (url_a, url_b) = (
@@ -287,23 +287,39 @@ fn serve_takes_etcds_url_flags_and_serves_every_listen_address() {
         format!("http://127.0.0.1:{b}"),
     );
     let peer_url = format!("http://127.0.0.1:{peer}");
+    let data_dir = dir.path().join("infra0.etcd");
+    let settings = [
+        ("name", "infra0".to_string()),
+        ("data-dir", data_dir.display().to_string()),
+        ("listen-client-urls", format!("{url_a},{url_b}")),
+        ("advertise-client-urls", format!("{url_a},{url_b}")),
+        ("listen-peer-urls", peer_url.clone()),
+        ("initial-advertise-peer-urls", peer_url.clone()),
+        ("initial-cluster", format!("infra0={peer_url}")),
+        ("initial-cluster-token", "etcd-cluster-1".to_string()),
+        ("initial-cluster-state", "new".to_string()),
+        ("heartbeat-interval", "50".to_string()),
+        ("election-timeout", "500".to_string()),
+    ];
     let mut cmd = Command::new(cairn_bin());
-    cmd.arg("serve")
-        .args(["--name", "infra0"])
-        .arg("--data-dir")
-        .arg(dir.path().join("infra0.etcd"))
-        .args(["--listen-client-urls", &format!("{url_a},{url_b}")])
-        .args(["--advertise-client-urls", &format!("{url_a},{url_b}")])
-        .args(["--listen-peer-urls", &peer_url])
-        .args(["--initial-advertise-peer-urls", &peer_url])
-        .args(["--initial-cluster", &format!("infra0={peer_url}")])
-        .args(["--initial-cluster-token", "etcd-cluster-1"])
-        .args(["--initial-cluster-state", "new"])
-        .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+    cmd.arg("serve");
+    for (flag, value) in &settings {
+        if by_env {
+            cmd.env(
+                format!("ETCD_{}", flag.to_uppercase().replace('-', "_")),
+                value,
+            );
+        } else {
+            cmd.arg(format!("--{flag}")).arg(value);
+        }
+    }
+    let child = cmd
+        .current_dir(dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let child = cmd.spawn().expect("spawn cairn");
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn cairn");
     struct Kill(std::process::Child);
     impl Drop for Kill {
         fn drop(&mut self) {
@@ -322,8 +338,9 @@ fn serve_takes_etcds_url_flags_and_serves_every_listen_address() {
     }
     assert_eq!(ok(&url_a, &["put", "k", "v"]), "OK\n");
     assert_eq!(ok(&url_b, &["get", "k"]), "k\nv\n");
+    assert!(data_dir.exists(), "data in the named dir");
     // The member publishes its client URLs once it runs.
-    let want = format!("{url_a},{url_b}, false");
+    let want = format!("infra0, {peer_url}, {url_a},{url_b}, false");
     loop {
         let members = ok(&url_b, &["member", "list", "-w", "simple"]);
         if members.contains(&want) {
@@ -332,4 +349,14 @@ fn serve_takes_etcds_url_flags_and_serves_every_listen_address() {
         assert!(std::time::Instant::now() < deadline, "{members}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn serve_takes_etcds_flags() {
+    serve_configured_as_etcd(false);
+}
+
+#[test]
+fn serve_takes_etcds_environment_variables() {
+    serve_configured_as_etcd(true);
 }

@@ -154,6 +154,7 @@ pub struct ServeArgs {
     /// The same as a duration (`5m`), under etcd's name for it.
     #[arg(
         long,
+        env = "CAIRN_EXPERIMENTAL_CORRUPT_CHECK_TIME",
         value_parser = super::parse_duration,
         conflicts_with = "corrupt_check_interval_ms"
     )]
