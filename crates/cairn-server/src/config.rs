@@ -24,6 +24,10 @@ pub struct ServerConfig {
     /// `--listen-client-urls` lists several (e.g. loopback and a LAN
     /// address); the first of that list is `listen_client`.
     pub listen_client_also: Vec<SocketAddr>,
+    /// Addresses serving only `GET /health` and `GET /metrics`, over plain
+    /// HTTP (etcd's `--listen-metrics-urls`): for probes and scrapers that
+    /// should not reach the client API or need its certificates.
+    pub listen_metrics: Vec<SocketAddr>,
     /// Address the peer (Raft) API binds to.
     pub listen_peer: SocketAddr,
     /// Client URLs other members and clients are told, comma-separated
@@ -168,6 +172,7 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("cairn-data"),
             listen_client: "127.0.0.1:2379".parse().expect("literal address"),
             listen_client_also: Vec::new(),
+            listen_metrics: Vec::new(),
             listen_peer: "127.0.0.1:2380".parse().expect("literal address"),
             advertise_client: None,
             advertise_peer: None,

@@ -28,6 +28,9 @@ pub struct RunningServer {
     /// `https` when the client port serves TLS, else `http`.
     pub client_scheme: &'static str,
     pub peer_addr: SocketAddr,
+    /// Where `/health` and `/metrics` are served alone (`listen_metrics`,
+    /// real ports).
+    pub metrics_addrs: Vec<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -99,6 +102,15 @@ pub async fn start_with(
     let peer_addr = peer_listener
         .local_addr()
         .map_err(|e| StartError::Storage(e.to_string()))?;
+    let mut metrics_listeners = Vec::new();
+    for addr in &config.listen_metrics {
+        metrics_listeners.push(bind(*addr, "metrics").await?);
+    }
+    let metrics_addrs = metrics_listeners
+        .iter()
+        .map(TcpListener::local_addr)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| StartError::Storage(e.to_string()))?;
     config.listen_client = client_addr;
     client_listeners.insert(0, client_listener);
     config.listen_peer = peer_addr;
@@ -152,7 +164,26 @@ pub async fn start_with(
         }
     }
 
-    let routes = services::routes(node.clone(), limits);
+    let (routes, http_only) = services::routes(node.clone(), limits);
+    let mut tasks = vec![peer_task];
+    if !metrics_listeners.is_empty() {
+        tasks.push(tokio::spawn({
+            let stopped = stopped.clone();
+            async move {
+                let result = Server::builder()
+                    .accept_http1(true)
+                    .add_routes(tonic::service::Routes::from(http_only))
+                    .serve_with_incoming_shutdown(
+                        crate::tls::incoming(metrics_listeners, None, crate::tls::Port::Client),
+                        until_stopped(stopped),
+                    )
+                    .await;
+                if let Err(e) = result {
+                    tracing::error!("metrics server stopped: {e}");
+                }
+            }
+        }));
+    }
     let hint = LeaderHintLayer(Arc::new(LeaderHint::new(node.clone())));
     let client_task = tokio::spawn({
         let stopped = stopped.clone();
@@ -177,8 +208,12 @@ pub async fn start_with(
         client_addr,
         client_scheme,
         peer_addr,
+        metrics_addrs,
         stop,
-        tasks: vec![peer_task, client_task],
+        tasks: {
+            tasks.push(client_task);
+            tasks
+        },
     })
 }
 

@@ -28,8 +28,8 @@ pub use common::Limits;
 use crate::node::Node;
 
 /// Every client-port service, plus HTTP `GET /health` and `GET /metrics`
-/// and the JSON gateway.
-pub fn routes(node: Arc<Node>, limits: Limits) -> Routes {
+/// and the JSON gateway; and the last two alone, for the metrics port.
+pub fn routes(node: Arc<Node>, limits: Limits) -> (Routes, axum::Router) {
     let data = data::Services::new(node.clone(), limits);
     let admin = admin::Services::new(node.clone());
     let routes = Routes::default();
@@ -38,6 +38,7 @@ pub fn routes(node: Arc<Node>, limits: Limits) -> Routes {
     let routes = registry::add(routes, node.clone(), limits);
     let claim_reads = Arc::new(claims::ReadCounters::default());
     let routes = claims::add(routes, node.clone(), claim_reads.clone());
+    let http_only = health::http_router(node.clone(), claim_reads.clone());
     let routes = health::add(routes, node, claim_reads);
-    gateway::add(routes, &data, &admin, limits)
+    (gateway::add(routes, &data, &admin, limits), http_only)
 }

@@ -31,6 +31,10 @@ pub struct ServeArgs {
         conflicts_with = "listen_client"
     )]
     pub listen_client_urls: Option<String>,
+    /// etcd's `--listen-metrics-urls`: `http://IP:PORT`, comma-separated,
+    /// serving only `GET /health` and `GET /metrics` (plain HTTP).
+    #[arg(long, env = "CAIRN_LISTEN_METRICS_URLS")]
+    pub listen_metrics_urls: Option<String>,
     /// Address for the peer (Raft) API.
     #[arg(long, env = "CAIRN_LISTEN_PEER")]
     pub listen_peer: Option<SocketAddr>,
@@ -319,6 +323,14 @@ impl ServeArgs {
             c.listen_client = addrs.remove(0);
             c.listen_client_also = addrs;
         }
+        if let Some(urls) = &self.listen_metrics_urls {
+            anyhow::ensure!(
+                urls.split(',').all(|u| !u.trim().starts_with("https://")),
+                "--listen-metrics-urls: only http:// is served there (keep it on loopback or a \
+                 private network; the client port serves /metrics over TLS)"
+            );
+            c.listen_metrics = listen_urls("listen-metrics-urls", urls)?;
+        }
         if let Some(url) = &self.listen_peer_urls {
             let addrs = listen_urls("listen-peer-urls", url)?;
             anyhow::ensure!(
@@ -473,6 +485,8 @@ mod tests {
             "20000",
             "--auth-token-ttl",
             "60",
+            "--listen-metrics-urls",
+            "http://127.0.0.1:2381",
         ])
         .serve
         .to_config()
@@ -495,6 +509,10 @@ mod tests {
         );
         assert_eq!(config.snapshot_entries, 20000);
         assert_eq!(config.auth_token_ttl_secs, 60);
+        assert_eq!(
+            config.listen_metrics,
+            vec!["127.0.0.1:2381".parse().unwrap()]
+        );
     }
 
     #[test]
@@ -510,6 +528,10 @@ mod tests {
             ),
             (&["--listen-client-urls", "unix://sock"], "must start with"),
             (&["--listen-client-urls", ","], "names no URL"),
+            (
+                &["--listen-metrics-urls", "https://127.0.0.1:2381"],
+                "only http://",
+            ),
             (
                 &[
                     "--listen-peer-urls",
