@@ -243,9 +243,10 @@ impl AsyncWrite for FilteredConn {
 pub fn incoming(
     listeners: Vec<TcpListener>,
     tls: Option<TlsAcceptor>,
+    open: &crate::tls::OpenListeners,
 ) -> impl futures::Stream<Item = io::Result<Coalesced<FilteredConn>>> {
     use futures::StreamExt;
-    crate::tls::incoming(listeners, tls, crate::tls::Port::Client)
+    crate::tls::incoming(listeners, tls, crate::tls::Port::Client, open)
         .map(|accepted| accepted.map(|conn| Coalesced::new(FilteredConn::new(conn))))
 }
 

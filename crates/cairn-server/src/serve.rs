@@ -33,6 +33,8 @@ pub struct RunningServer {
     pub metrics_addrs: Vec<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// The ports' listeners: closed before a shutdown returns.
+    open: crate::tls::OpenListeners,
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, StartError> {
@@ -46,9 +48,10 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, StartError> {
 fn peer_incoming(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    open: &crate::tls::OpenListeners,
 ) -> impl futures::Stream<Item = std::io::Result<Coalesced<crate::tls::Accepted>>> {
     use futures::StreamExt;
-    crate::tls::incoming(vec![listener], tls, crate::tls::Port::Peer)
+    crate::tls::incoming(vec![listener], tls, crate::tls::Port::Peer, open)
         .map(|accepted| accepted.map(Coalesced::new))
 }
 
@@ -136,13 +139,14 @@ pub async fn start_with(
         PeerApi::Current => peer_service,
         PeerApi::WithoutForwardStream => peer_service.without_forward_stream(),
     };
+    let open = crate::tls::OpenListeners::default();
     let peer_task = tokio::spawn({
-        let stopped = stopped.clone();
+        let (stopped, open) = (stopped.clone(), open.clone());
         async move {
             let result = Server::builder()
                 .add_service(peer_service.into_server())
                 .serve_with_incoming_shutdown(
-                    peer_incoming(peer_listener, peer_tls),
+                    peer_incoming(peer_listener, peer_tls, &open),
                     until_stopped(stopped),
                 )
                 .await;
@@ -160,6 +164,7 @@ pub async fn start_with(
             let _ = stop.send(true);
             node.shutdown().await;
             let _ = tokio::time::timeout(SHUTDOWN_GRACE, peer_task).await;
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, open.all_closed()).await;
             return Err(e);
         }
     }
@@ -168,13 +173,18 @@ pub async fn start_with(
     let mut tasks = vec![peer_task];
     if !metrics_listeners.is_empty() {
         tasks.push(tokio::spawn({
-            let stopped = stopped.clone();
+            let (stopped, open) = (stopped.clone(), open.clone());
             async move {
                 let result = Server::builder()
                     .accept_http1(true)
                     .add_routes(tonic::service::Routes::from(http_only))
                     .serve_with_incoming_shutdown(
-                        crate::tls::incoming(metrics_listeners, None, crate::tls::Port::Client),
+                        crate::tls::incoming(
+                            metrics_listeners,
+                            None,
+                            crate::tls::Port::Client,
+                            &open,
+                        ),
                         until_stopped(stopped),
                     )
                     .await;
@@ -186,14 +196,14 @@ pub async fn start_with(
     }
     let hint = LeaderHintLayer(Arc::new(LeaderHint::new(node.clone())));
     let client_task = tokio::spawn({
-        let stopped = stopped.clone();
+        let (stopped, open) = (stopped.clone(), open.clone());
         async move {
             let result = Server::builder()
                 .accept_http1(true)
                 .layer(hint)
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(
-                    crate::authority_fix::incoming(client_listeners, client_tls),
+                    crate::authority_fix::incoming(client_listeners, client_tls, &open),
                     until_stopped(stopped),
                 )
                 .await;
@@ -210,6 +220,7 @@ pub async fn start_with(
         peer_addr,
         metrics_addrs,
         stop,
+        open,
         tasks: {
             tasks.push(client_task);
             tasks
@@ -229,6 +240,9 @@ impl RunningServer {
                 t.abort();
             }
         }
+        // A server's accept loops end a moment after it closes; a member
+        // started again at once must find its ports free.
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.open.all_closed()).await;
     }
 
     pub fn client_url(&self) -> String {

@@ -587,3 +587,25 @@ async fn a_leader_that_removes_itself_stops() {
     put(c.node(next), "after-remove", "1").await;
     c.shutdown().await;
 }
+
+/// A member stopped and started again at once binds the same ports: a
+/// shutdown returns only once its listeners are closed (the accept loops
+/// end a moment after the servers drop them; once that moment was after
+/// the next start's bind, and the start failed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_restarts_at_once_on_its_own_ports() {
+    let mut c = Cluster::start(1, |cfg| {
+        cfg.listen_metrics = vec![std::net::SocketAddr::from((
+            [127, 0, 0, 1],
+            support::free_port(),
+        ))];
+    })
+    .await;
+    for _ in 0..50 {
+        c.wait_leader(ELECTION).await;
+        c.stop_member(0).await;
+        c.start_member(0).await;
+    }
+    c.wait_leader(ELECTION).await;
+    c.shutdown().await;
+}

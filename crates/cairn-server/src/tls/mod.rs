@@ -385,19 +385,60 @@ pub fn incoming(
     listeners: Vec<TcpListener>,
     tls: Option<TlsAcceptor>,
     port: Port,
+    open: &OpenListeners,
 ) -> ReceiverStream<io::Result<Accepted>> {
     let (tx, rx) = mpsc::channel(ACCEPTED_QUEUE);
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     for listener in listeners {
         let (tx, tls, handshakes) = (tx.clone(), tls.clone(), handshakes.clone());
-        tokio::spawn(accept_loop(listener, tx, tls, handshakes, port));
+        let guard = open.opened();
+        tokio::spawn(async move {
+            accept_loop(&listener, tx, tls, handshakes, port).await;
+            // The port is free again before the count says so.
+            drop(listener);
+            drop(guard);
+        });
     }
     ReceiverStream::new(rx)
 }
 
-/// One listener's accept loop for [`incoming`].
+/// Counts a server's listeners still open: a shutdown waits for none, so
+/// a member started again at once can bind the same ports (the accept
+/// loops end a moment after the server drops their stream).
+#[derive(Debug, Clone)]
+pub struct OpenListeners(Arc<tokio::sync::watch::Sender<usize>>);
+
+impl Default for OpenListeners {
+    fn default() -> Self {
+        OpenListeners(Arc::new(tokio::sync::watch::Sender::new(0)))
+    }
+}
+
+/// One open listener of an [`OpenListeners`], counted until dropped.
+struct ListenerOpen(OpenListeners);
+
+impl Drop for ListenerOpen {
+    fn drop(&mut self) {
+        self.0 .0.send_modify(|n| *n -= 1);
+    }
+}
+
+impl OpenListeners {
+    fn opened(&self) -> ListenerOpen {
+        self.0.send_modify(|n| *n += 1);
+        ListenerOpen(self.clone())
+    }
+
+    /// Returns once every listener counted here is closed.
+    pub async fn all_closed(&self) {
+        let _ = self.0.subscribe().wait_for(|n| *n == 0).await;
+    }
+}
+
+/// One listener's accept loop for [`incoming`]; returns when the stream
+/// it feeds is dropped.
 async fn accept_loop(
-    listener: TcpListener,
+    listener: &TcpListener,
     tx: mpsc::Sender<io::Result<Accepted>>,
     tls: Option<TlsAcceptor>,
     handshakes: Arc<Semaphore>,
