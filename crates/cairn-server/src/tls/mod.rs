@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use cairn_raft::network::PeerTls;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -207,9 +208,7 @@ fn client_verifier(
 
 /// How a member dials the other members when the peer port runs TLS: it
 /// trusts `trusted_ca` and shows its own peer certificate.
-pub fn peer_dial_config(
-    files: TlsFiles<'_>,
-) -> Result<tonic::transport::ClientTlsConfig, TlsError> {
+pub fn peer_dial_config(files: TlsFiles<'_>) -> Result<PeerTls, TlsError> {
     let [cert_setting, key_setting, ca_setting, _] = files.settings;
     let Some(ca) = files.trusted_ca else {
         return Err(TlsError::Rejected {
@@ -222,14 +221,18 @@ pub fn peer_dial_config(
     read_certs(cert_setting, files.cert)?;
     read_key(key_setting, files.key)?;
     let read = |setting, path: &Path| std::fs::read(path).map_err(|e| file_err(setting, path, e));
-    Ok(tonic::transport::ClientTlsConfig::new()
+    let config = tonic::transport::ClientTlsConfig::new()
         .ca_certificate(tonic::transport::Certificate::from_pem(read(
             ca_setting, ca,
         )?))
         .identity(tonic::transport::Identity::from_pem(
             read(cert_setting, files.cert)?,
             read(key_setting, files.key)?,
-        )))
+        ));
+    Ok(PeerTls {
+        config,
+        verifier: None,
+    })
 }
 
 /// An accepted connection: plain TCP, or TLS over it.
