@@ -1,9 +1,11 @@
 //! TLS end to end: three `cairn serve` processes with TLS on both ports and
 //! client and peer certificates checked (etcd's flags), driven by the
 //! `cairn` client, by `curl` through the JSON gateway, and by etcdctl 3.4
-//! (`--cacert`, `--cert`, `--key`).
-//! The etcdctl half and the curl check skip with a message when the tool is
-//! not installed (`.ci/run` installs both).
+//! (`--cacert`, `--cert`, `--key`); and one member with etcd's `--auto-tls`,
+//! driven by `cairn` trusting its generated certificate and by etcdctl
+//! skipping the check.
+//! The etcdctl halves and the curl check skip with a message when the tool
+//! is not installed (`.ci/run` installs both).
 
 mod support;
 
@@ -184,5 +186,86 @@ fn a_tls_cluster_serves_clients_with_certificates_and_refuses_others() {
     assert!(
         !refused.status.success(),
         "etcdctl served without a client certificate"
+    );
+}
+
+/// etcd's `--auto-tls` on a `cairn serve` process: the member generates
+/// its certificate in its data dir; `cairn` trusting that file and
+/// etcdctl skipping the check (`--insecure-skip-tls-verify
+/// --insecure-transport=false`) are served, plain HTTP/2 and a client that
+/// checks the certificate against the system's CAs are not.
+#[test]
+fn an_auto_tls_member_serves_clients_that_skip_the_check_or_trust_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("a1");
+    let client_port = free_port();
+    let mut c = ProcCluster {
+        members: vec![ProcMember {
+            name: "a1".into(),
+            client_port,
+            peer_port: free_port(),
+            log: dir.path().join("a1.log"),
+            data_dir: data_dir.clone(),
+            child: None,
+            extra: vec!["--auto-tls".into()],
+            tls: None,
+        }],
+        initial_cluster: String::new(),
+        dir,
+    };
+    c.spawn(0);
+    let url = format!("https://127.0.0.1:{client_port}");
+    let cert = data_dir.join("fixtures").join("client").join("cert.pem");
+    let trust_file: Vec<std::ffi::OsString> = vec!["--cacert".into(), cert.clone().into()];
+    let started = std::time::Instant::now();
+    while !(cert.exists()
+        && cairn(&url, &trust_file, &["put", "k", "v"])
+            .status
+            .success())
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "the member did not serve over TLS\n{}",
+            c.logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(ok(cairn(&url, &trust_file, &["get", "k"])), "k\nv\n");
+    let plain = url.replace("https://", "http://");
+    let refused = cairn(&plain, &[], &["get", "k", "--command-timeout", "2s"]);
+    assert!(
+        !refused.status.success(),
+        "served plain HTTP/2 on a TLS port"
+    );
+
+    if !etcdctl_available() {
+        eprintln!("SKIP: etcdctl half; install Debian's etcd-client (apt-get install etcd-client)");
+        return;
+    }
+    let skip_check = ["--insecure-skip-tls-verify", "--insecure-transport=false"];
+    assert_eq!(
+        ok(etcdctl(
+            &url,
+            &[&skip_check[..], &["put", "e", "1"]].concat()
+        ))
+        .trim(),
+        "OK"
+    );
+    assert_eq!(
+        ok(etcdctl(&url, &[&skip_check[..], &["get", "k"]].concat())),
+        "k\nv\n"
+    );
+    let checked = etcdctl(
+        &url,
+        &[
+            "--insecure-transport=false",
+            "--command-timeout=2s",
+            "get",
+            "k",
+        ],
+    );
+    assert!(
+        !checked.status.success(),
+        "etcdctl checked a self-signed certificate and was served"
     );
 }
