@@ -3,12 +3,12 @@
 //!
 //! A port with auto TLS and no certificate files serves a self-signed
 //! certificate kept in `<data-dir>/fixtures/<port>/cert.pem` and `key.pem`,
-//! as etcd keeps it. The first start generates the pair (an ECDSA P-256 key
-//! from *ring*, since rustls' *ring* provider signs with it; etcd uses
-//! P-521); later starts reuse it, so clients that trust the file keep
-//! trusting the member. The certificate names the hosts of the port's
-//! listen and advertised addresses (IPs as IP addresses, names as DNS
-//! names) and is valid for `--self-signed-cert-validity` years.
+//! as etcd keeps it. The first start generates the pair (an ECDSA P-256
+//! key: etcd's P-521 is one *ring* cannot sign with); later starts reuse
+//! it, so clients that trust the file keep trusting the member. The
+//! certificate names the hosts of the port's listen and advertised
+//! addresses (IPs as IP addresses, names as DNS names) and is valid for
+//! `--self-signed-cert-validity` years.
 //!
 //! The files are written whole or not at all (a temporary file, synced,
 //! then renamed over the name), the key readable by its owner alone. A
@@ -147,25 +147,25 @@ fn ensure_pair(
 ) -> Result<Fixtures, TlsError> {
     let (cert, key) = (dir.join(CERT_FILE), dir.join(KEY_FILE));
     if cert.exists() && key.exists() {
-        cert_reload::certified([setting, setting], &cert, &key, &provider()).map_err(|e| {
-            let TlsError::File {
-                setting,
-                path,
-                reason,
-            } = e
-            else {
-                return e;
-            };
-            TlsError::File {
-                setting,
-                reason: format!(
-                    "{reason} (delete {} and {} to have new ones generated)",
-                    cert.display(),
-                    key.display()
-                ),
-                path,
-            }
-        })?;
+        let hint = format!(
+            " (delete {} and {} to have new ones generated)",
+            cert.display(),
+            key.display()
+        );
+        cert_reload::certified([setting, setting], &cert, &key, &provider()).map_err(
+            |e| match e {
+                TlsError::File {
+                    setting,
+                    path,
+                    reason,
+                } => TlsError::File {
+                    setting,
+                    path,
+                    reason: reason + &hint,
+                },
+                other => other,
+            },
+        )?;
         return Ok(Fixtures::Reused);
     }
     create_private_dir(dir).map_err(|e| file_err(setting, dir, e))?;
