@@ -28,6 +28,7 @@ use openraft::raft::StreamAppendResult as RaftStreamAppendResult;
 use openraft::{OptionalSend, RPCTypes};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio_rustls::rustls::client::danger::ServerCertVerifier;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
@@ -78,9 +79,34 @@ pub struct NetworkConfig {
     /// This member's cluster, named in every call so that a member of
     /// another cluster refuses it (`cluster_check`); `None` names none.
     pub cluster_id: Option<u64>,
-    /// How to dial `https://` members (CA, own certificate); `None`
-    /// refuses such URLs.
-    pub tls: Option<tonic::transport::ClientTlsConfig>,
+    /// How to dial `https://` members; `None` refuses such URLs.
+    pub tls: Option<PeerTls>,
+}
+
+/// How a member dials `https://` members: with `config` (the CA that signs
+/// the members' certificates, and this member's own to show), or, when
+/// `verifier` is set, with it in place of the CA.
+#[derive(Clone, Debug)]
+pub struct PeerTls {
+    pub config: tonic::transport::ClientTlsConfig,
+    /// Checks the certificate a member dialed shows, instead of a CA in
+    /// `config` (which then names none). etcd's `--peer-auto-tls` uses one
+    /// that accepts any: every member's certificate is self-signed, so
+    /// there is no CA to check them by.
+    pub verifier: Option<Arc<dyn ServerCertVerifier>>,
+}
+
+impl PeerTls {
+    /// `endpoint` dialing with this TLS (for `https://` URLs; tonic dials
+    /// `http://` ones in the clear whatever it is given).
+    pub fn apply(&self, endpoint: Endpoint) -> Result<Endpoint, tonic::transport::Error> {
+        match &self.verifier {
+            Some(verifier) => {
+                endpoint.tls_config_with_verifier(self.config.clone(), verifier.clone())
+            }
+            None => endpoint.tls_config(self.config.clone()),
+        }
+    }
 }
 
 impl Default for NetworkConfig {
@@ -203,7 +229,7 @@ impl NetworkFactory {
             })
             .map_err(invalid)?;
         match &c.tls {
-            Some(tls) => endpoint.tls_config(tls.clone()).map_err(invalid),
+            Some(tls) => tls.apply(endpoint).map_err(invalid),
             None => Ok(endpoint),
         }
     }

@@ -4,12 +4,18 @@
 //! file > these defaults. `validate` refuses a bad combination at start-up
 //! with a message naming the setting.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::tls::TlsFiles;
+use crate::tls::{Port, TlsFiles};
+
+/// The names of a generated certificate and its key in
+/// [`ServerConfig::self_signed_dir`], as etcd names them.
+pub const CERT_FILE: &str = "cert.pem";
+pub const KEY_FILE: &str = "key.pem";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -117,6 +123,21 @@ pub struct ServerConfig {
     /// tokens) or `jwt,sign-method=RS256,pub-key=FILE,priv-key=FILE,ttl=5m`
     /// (etcd's JWT tokens; see `auth::jwt`).
     pub auth_token: String,
+    /// Serve the client port with a self-signed certificate this member
+    /// generates under `<data_dir>/fixtures/client/` (and keeps for later
+    /// starts) when no `cert_file`/`key_file` are given (etcd
+    /// `--auto-tls`). Clients cannot check it against a CA: they skip the
+    /// check or trust that certificate file.
+    pub auto_tls: bool,
+    /// The same for the peer port, under `<data_dir>/fixtures/peer/`
+    /// (etcd `--peer-auto-tls`). The member then dials other members over
+    /// TLS without checking their certificates, which are self-signed too:
+    /// the links are encrypted but not authenticated.
+    pub peer_auto_tls: bool,
+    /// How long a generated certificate is valid, in years (etcd
+    /// `--self-signed-cert-validity`). Counted from its generation; a
+    /// member reuses the one it has until its files are deleted.
+    pub self_signed_cert_validity_years: u32,
     /// How long a token from `Authenticate` is good for (etcd
     /// `--auth-token-ttl`; a JWT's is its `ttl=`); clients authenticate
     /// again when theirs ends.
@@ -205,6 +226,9 @@ impl Default for ServerConfig {
             peer_client_cert_auth: false,
             peer_crl_file: None,
             auth_token: "simple".to_string(),
+            auto_tls: false,
+            peer_auto_tls: false,
+            self_signed_cert_validity_years: 1,
             auth_token_ttl_secs: 300,
             auth_password_iterations: crate::auth::password::ITERATIONS,
             auto_compaction_mode: "periodic".into(),
@@ -301,17 +325,64 @@ impl ServerConfig {
             .unwrap_or_else(|| format!("{}{}", scheme(self.peer_tls().is_some()), self.listen_peer))
     }
 
+    /// Whether the client port serves a certificate this member generates:
+    /// `auto_tls` without certificate files (given files win, as in etcd).
+    pub fn client_self_signed(&self) -> bool {
+        self.client_tls().is_some_and(|f| f.self_signed)
+    }
+
+    /// Whether the peer port serves a certificate this member generates.
+    pub fn peer_self_signed(&self) -> bool {
+        self.peer_tls().is_some_and(|f| f.self_signed)
+    }
+
+    /// Where a port's generated certificate and key live (etcd's paths):
+    /// `<data_dir>/fixtures/<port>/cert.pem` and `key.pem`.
+    pub fn self_signed_dir(&self, port: Port) -> PathBuf {
+        let port = match port {
+            Port::Client => "client",
+            Port::Peer => "peer",
+        };
+        self.data_dir.join("fixtures").join(port)
+    }
+
+    /// A port's certificate and key: the files given, or, with auto TLS
+    /// and no files, the ones this member generates (then `true`); `None`
+    /// without TLS.
+    fn cert_and_key<'a>(
+        &self,
+        port: Port,
+        files: (&'a Option<PathBuf>, &'a Option<PathBuf>),
+        auto: bool,
+    ) -> Option<(Cow<'a, Path>, Cow<'a, Path>, bool)> {
+        match files {
+            (Some(cert), Some(key)) => Some((cert.into(), key.into(), false)),
+            (None, None) if auto => {
+                let dir = self.self_signed_dir(port);
+                Some((dir.join(CERT_FILE).into(), dir.join(KEY_FILE).into(), true))
+            }
+            _ => None,
+        }
+    }
+
     /// The client port's TLS files, when it serves TLS.
     pub fn client_tls(&self) -> Option<TlsFiles<'_>> {
+        let files = (&self.cert_file, &self.key_file);
+        let (cert, key, self_signed) = self.cert_and_key(Port::Client, files, self.auto_tls)?;
+        let [cert_setting, key_setting] = match self_signed {
+            true => ["auto-tls"; 2],
+            false => ["cert-file", "key-file"],
+        };
         Some(TlsFiles {
             settings: [
-                "cert-file",
-                "key-file",
+                cert_setting,
+                key_setting,
                 "trusted-ca-file",
                 "client-crl-file",
             ],
-            cert: self.cert_file.as_deref()?,
-            key: self.key_file.as_deref()?,
+            cert,
+            key,
+            self_signed,
             trusted_ca: self.trusted_ca_file.as_deref(),
             client_cert_auth: self.client_cert_auth,
             crl: self.client_crl_file.as_deref(),
@@ -320,15 +391,22 @@ impl ServerConfig {
 
     /// The peer port's TLS files, when members talk TLS.
     pub fn peer_tls(&self) -> Option<TlsFiles<'_>> {
+        let files = (&self.peer_cert_file, &self.peer_key_file);
+        let (cert, key, self_signed) = self.cert_and_key(Port::Peer, files, self.peer_auto_tls)?;
+        let [cert_setting, key_setting] = match self_signed {
+            true => ["peer-auto-tls"; 2],
+            false => ["peer-cert-file", "peer-key-file"],
+        };
         Some(TlsFiles {
             settings: [
-                "peer-cert-file",
-                "peer-key-file",
+                cert_setting,
+                key_setting,
                 "peer-trusted-ca-file",
                 "peer-crl-file",
             ],
-            cert: self.peer_cert_file.as_deref()?,
-            key: self.peer_key_file.as_deref()?,
+            cert,
+            key,
+            self_signed,
             trusted_ca: self.peer_trusted_ca_file.as_deref(),
             client_cert_auth: self.peer_client_cert_auth,
             crl: self.peer_crl_file.as_deref(),
@@ -473,17 +551,20 @@ impl ServerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_for_restore()?;
         let invalid = |setting, reason: String| Err(ConfigError::Invalid { setting, reason });
-        let (client_tls, peer_tls) = (self.client_tls().is_some(), self.peer_tls().is_some());
+        // The setting that turned each port's TLS on, for messages.
+        let client_tls = self.client_tls().map(|f| f.settings[0]);
+        let peer_tls = self.peer_tls().map(|f| f.settings[0]);
+        let (client_off, peer_off) = ("cert-file or auto-tls", "peer-cert-file or peer-auto-tls");
         for url in self.advertise_client_urls() {
-            if let Err(r) = check_scheme(&url, client_tls, "cert-file") {
+            if let Err(r) = check_scheme(&url, client_tls, client_off) {
                 return invalid("advertise-client", r);
             }
         }
-        if let Err(r) = check_scheme(&self.advertise_peer_url(), peer_tls, "peer-cert-file") {
+        if let Err(r) = check_scheme(&self.advertise_peer_url(), peer_tls, peer_off) {
             return invalid("advertise-peer", r);
         }
         for m in self.initial_members()? {
-            if let Err(r) = check_scheme(&m.peer_url, peer_tls, "peer-cert-file") {
+            if let Err(r) = check_scheme(&m.peer_url, peer_tls, peer_off) {
                 return invalid("initial-cluster", format!("{}: {r}", m.name));
             }
         }
@@ -499,20 +580,22 @@ impl ServerConfig {
                 reason: reason.to_string(),
             })
         };
-        // Flag names, the files, client-cert-auth, and whether dialing
-        // with it (the peer port) needs the CA.
-        for ([cert_s, key_s, ca_s, auth_s], cert, key, ca, auth, dials) in [
+        // Flag names, the files, client-cert-auth, auto TLS, and whether
+        // dialing with it (the peer port) needs the CA.
+        for ([cert_s, key_s, ca_s, auth_s, auto_s], cert, key, ca, auth, auto, dials) in [
             (
                 [
                     "cert-file",
                     "key-file",
                     "trusted-ca-file",
                     "client-cert-auth",
+                    "auto-tls",
                 ],
                 &self.cert_file,
                 &self.key_file,
                 &self.trusted_ca_file,
                 self.client_cert_auth,
+                self.auto_tls,
                 false,
             ),
             (
@@ -521,24 +604,39 @@ impl ServerConfig {
                     "peer-key-file",
                     "peer-trusted-ca-file",
                     "peer-client-cert-auth",
+                    "peer-auto-tls",
                 ],
                 &self.peer_cert_file,
                 &self.peer_key_file,
                 &self.peer_trusted_ca_file,
                 self.peer_client_cert_auth,
+                self.peer_auto_tls,
                 true,
             ),
         ] {
+            let tls_off = format!("needs {cert_s} and {key_s}, or {auto_s} (TLS on)");
             match (cert.is_some(), key.is_some()) {
                 (true, false) => return invalid(key_s, &format!("is needed with {cert_s}")),
                 (false, true) => return invalid(cert_s, &format!("is needed with {key_s}")),
-                (false, false) if ca.is_some() => {
-                    return invalid(ca_s, &format!("needs {cert_s} and {key_s} (TLS on)"))
-                }
-                (false, false) if auth => {
-                    return invalid(auth_s, &format!("needs {cert_s} and {key_s} (TLS on)"))
-                }
+                (false, false) if !auto && ca.is_some() => return invalid(ca_s, &tls_off),
+                (false, false) if !auto && auth => return invalid(auth_s, &tls_off),
                 _ => {}
+            }
+            // Every member's generated certificate is its own issuer: no
+            // CA signs the others', so none can be asked for or checked.
+            // (etcd takes these and then refuses every member's calls.)
+            let self_signed = auto && cert.is_none();
+            if dials && self_signed && auth {
+                return invalid(
+                    auth_s,
+                    &format!("cannot be used with {auto_s}: no CA signs the members' self-signed certificates"),
+                );
+            }
+            if dials && self_signed && ca.is_some() {
+                return invalid(
+                    ca_s,
+                    &format!("is not used with {auto_s}: members dial each other without checking their self-signed certificates"),
+                );
             }
             if auth && ca.is_none() {
                 return invalid(
@@ -552,6 +650,12 @@ impl ServerConfig {
                     "is needed with peer TLS: a member checks the members it dials with it",
                 );
             }
+        }
+        if self.self_signed_cert_validity_years == 0 || self.self_signed_cert_validity_years > 100 {
+            return invalid(
+                "self-signed-cert-validity",
+                "must be between 1 and 100 (years)",
+            );
         }
         for (crl_s, crl, auth_s, auth) in [
             (
@@ -605,13 +709,12 @@ fn check_url(url: &str) -> Result<bool, String> {
 }
 
 /// A URL of a port this member serves (or dials peers at) says https
-/// exactly when that port runs TLS (`tls_setting` turns it on).
-fn check_scheme(url: &str, tls: bool, tls_setting: &str) -> Result<(), String> {
+/// exactly when that port runs TLS: `tls` names the setting that turned it
+/// on, `off` the ones that would.
+fn check_scheme(url: &str, tls: Option<&str>, off: &str) -> Result<(), String> {
     match (check_url(url)?, tls) {
-        (true, false) => Err(format!(
-            "{url:?} is https:// but TLS is off (no {tls_setting})"
-        )),
-        (false, true) => Err(format!("{url:?} is http:// but TLS is on ({tls_setting})")),
+        (true, None) => Err(format!("{url:?} is https:// but TLS is off (no {off})")),
+        (false, Some(on)) => Err(format!("{url:?} is http:// but TLS is on ({on})")),
         _ => Ok(()),
     }
 }
@@ -751,6 +854,82 @@ mod tests {
     }
 
     #[test]
+    fn auto_tls_turns_tls_on_with_a_certificate_in_the_data_dir() {
+        let auto = || ServerConfig {
+            data_dir: "/var/lib/cairn".into(),
+            auto_tls: true,
+            peer_auto_tls: true,
+            initial_cluster: "default=https://127.0.0.1:2380,b=https://h:3".into(),
+            ..Default::default()
+        };
+        let c = auto();
+        c.validate().unwrap();
+        assert_eq!(c.advertise_client_url(), "https://127.0.0.1:2379");
+        assert_eq!(c.advertise_peer_url(), "https://127.0.0.1:2380");
+        let client = c.client_tls().expect("client TLS on");
+        assert!(client.self_signed);
+        assert_eq!(client.settings[0], "auto-tls");
+        assert_eq!(
+            client.cert,
+            std::path::Path::new("/var/lib/cairn/fixtures/client/cert.pem")
+        );
+        let peer = c.peer_tls().expect("peer TLS on");
+        assert!(peer.self_signed);
+        assert_eq!(
+            peer.key,
+            std::path::Path::new("/var/lib/cairn/fixtures/peer/key.pem")
+        );
+
+        // Given files win, as in etcd.
+        let mut c = auto();
+        c.cert_file = Some("c.pem".into());
+        c.key_file = Some("k.pem".into());
+        let client = c.client_tls().unwrap();
+        assert!(!client.self_signed && !c.client_self_signed());
+        assert_eq!(client.cert, std::path::Path::new("c.pem"));
+        assert_eq!(client.settings[0], "cert-file");
+
+        // Clients may still be asked for certificates from a CA.
+        let mut c = auto();
+        c.trusted_ca_file = Some("ca.pem".into());
+        c.client_cert_auth = true;
+        c.validate().unwrap();
+
+        type Spoil = fn(&mut ServerConfig);
+        let cases: Vec<(&str, &str, Spoil)> = vec![
+            // No CA signs the members' own certificates.
+            ("peer-client-cert-auth", "peer-auto-tls", |c| {
+                c.peer_client_cert_auth = true
+            }),
+            ("peer-trusted-ca-file", "peer-auto-tls", |c| {
+                c.peer_trusted_ca_file = Some("ca.pem".into())
+            }),
+            ("initial-cluster", "peer-auto-tls", |c| {
+                c.initial_cluster = "default=http://127.0.0.1:2380".into()
+            }),
+            ("advertise-client", "auto-tls", |c| {
+                c.advertise_client = Some("http://h:1".into())
+            }),
+            ("advertise-client", "cert-file or auto-tls", |c| {
+                c.auto_tls = false;
+                c.advertise_client = Some("https://h:1".into())
+            }),
+            ("self-signed-cert-validity", "years", |c| {
+                c.self_signed_cert_validity_years = 0
+            }),
+        ];
+        for (setting, says, spoil) in cases {
+            let mut c = auto();
+            spoil(&mut c);
+            let err = c.validate().expect_err(setting).to_string();
+            assert!(
+                err.contains(&format!("setting {setting}:")) && err.contains(says),
+                "{setting}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn bad_timing_is_refused_with_the_setting_named() {
         let c = ServerConfig {
             election_timeout_ms: 100,
@@ -817,5 +996,13 @@ mod tests {
         assert_eq!(tls.cert, std::path::Path::new("c.pem"));
         assert!(tls.client_cert_auth);
         assert_eq!(c.advertise_client_url(), "https://127.0.0.1:2379");
+        std::fs::write(
+            &p,
+            "auto_tls = true\npeer_auto_tls = true\nself_signed_cert_validity_years = 3\n",
+        )
+        .unwrap();
+        let c = ServerConfig::from_toml_file(&p).unwrap();
+        assert!(c.client_self_signed() && c.peer_self_signed());
+        assert_eq!(c.self_signed_cert_validity_years, 3);
     }
 }

@@ -78,6 +78,8 @@ pub async fn start_with(
     peer_api: PeerApi,
 ) -> Result<RunningServer, StartError> {
     config.validate()?;
+    // Certificates for --auto-tls and --peer-auto-tls, generated or found.
+    crate::tls::self_signed::ensure(&config)?;
     // TLS files are read before anything starts, so a bad one only fails
     // the start. The client port also speaks HTTP/1.1 (`/health`).
     let client_tls = match config.client_tls() {

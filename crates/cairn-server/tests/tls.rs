@@ -446,3 +446,137 @@ async fn with_auth_on_a_client_certificate_names_its_user() {
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
     c.shutdown().await;
 }
+
+/// A channel to `url` that checks no certificate, as etcdctl's
+/// `--insecure-skip-tls-verify`.
+async fn dial_unchecked(url: &str) -> Result<Channel, tonic::transport::Error> {
+    Endpoint::from_shared(url.to_string())
+        .unwrap()
+        .tls_config_with_verifier(
+            ClientTlsConfig::new(),
+            cairn_server::tls::any_server_certificate(),
+        )
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+}
+
+/// etcd's `--auto-tls`: the member serves a certificate it generated in its
+/// data dir to clients that skip the check or trust that file, refuses
+/// plain HTTP/2, and keeps the certificate across a restart; a broken one
+/// fails the start, naming the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_tls_serves_a_self_signed_certificate_and_keeps_it() {
+    let (_certs, pki) = pki();
+    let mut c = Cluster::start(1, |c| c.auto_tls = true).await;
+    c.wait_leader(ELECTION).await;
+    let url = c.node(0).config.advertise_client_url();
+    assert!(url.starts_with("https://"), "{url}");
+    let cert_file = c.members[0]
+        .config
+        .data_dir
+        .join("fixtures")
+        .join("client")
+        .join("cert.pem");
+    let generated = read(&cert_file);
+
+    let ch = dial_unchecked(&url).await.expect("handshake");
+    assert_eq!(put_get(ch, "k").await.expect("served over TLS"), b"v");
+    // The certificate names 127.0.0.1: a client that trusts the file
+    // checks it and passes; one that trusts a CA does not.
+    let ch = dial(&url, &cert_file, None)
+        .await
+        .expect("trusting the file");
+    assert_eq!(put_get(ch, "k2").await.expect("served"), b"v");
+    dial(&url, &pki.ca, None)
+        .await
+        .expect_err("no CA signed it");
+    let plain = url.replace("https://", "http://");
+    let mut kv = KvClient::new(Endpoint::from_shared(plain).unwrap().connect_lazy());
+    let mut req = tonic::Request::new(RangeRequest {
+        key: b"k".to_vec(),
+        ..Default::default()
+    });
+    req.set_timeout(Duration::from_secs(5));
+    kv.range(req).await.expect_err("plain HTTP/2 to a TLS port");
+
+    // Restarted: the same certificate, still trusted by who trusted it.
+    c.stop_member(0).await;
+    c.start_member(0).await;
+    c.wait_leader(ELECTION).await;
+    assert_eq!(read(&cert_file), generated, "the certificate was reused");
+    let ch = dial(&url, &cert_file, None)
+        .await
+        .expect("the same certificate");
+    assert_eq!(put_get(ch, "k3").await.expect("served"), b"v");
+
+    // A broken certificate file is not replaced: the start fails.
+    c.stop_member(0).await;
+    std::fs::write(&cert_file, &generated[..generated.len() / 2]).unwrap();
+    let err = match cairn_server::serve::start(c.members[0].config.clone()).await {
+        Ok(_) => panic!("started with a broken certificate"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains(&cert_file.display().to_string()) && err.contains("auto-tls"),
+        "{err}"
+    );
+}
+
+/// etcd's `--peer-auto-tls`: every member generates its own peer
+/// certificate; they dial each other over TLS without checking them, form
+/// a cluster, replicate and forward, and a restarted member reuses its
+/// certificate and catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn members_with_peer_auto_tls_form_a_cluster_and_survive_a_restart() {
+    let mut c = Cluster::start(3, |c| {
+        c.peer_auto_tls = true;
+        c.initial_cluster = c.initial_cluster.replace("http://", "https://");
+    })
+    .await;
+    let leader = c.wait_leader(ELECTION).await;
+    let follower = (leader + 1) % 3;
+    let peer_url = c.node(follower).config.advertise_peer_url();
+    assert!(peer_url.starts_with("https://"), "{peer_url}");
+    // Forwarded by a follower to the leader, replicated to all.
+    put(c.node(follower), "over-auto-tls", "1").await;
+    for i in 0..3 {
+        assert_eq!(
+            get(c.node(i), "over-auto-tls").await.as_deref(),
+            Some(&b"1"[..])
+        );
+    }
+    let cert_of = |c: &Cluster, i: usize| {
+        let dir = c.members[i].config.data_dir.join("fixtures").join("peer");
+        dir.join("cert.pem")
+    };
+    let certs: Vec<Vec<u8>> = (0..3).map(|i| read(&cert_of(&c, i))).collect();
+    assert!(
+        certs[0] != certs[1] && certs[1] != certs[2] && certs[0] != certs[2],
+        "each member made its own"
+    );
+    // The peer port serves that certificate: a dialer trusting it passes.
+    dial(&peer_url, &cert_of(&c, follower), None)
+        .await
+        .expect("the member's own certificate");
+
+    // A follower restarts while the others go on writing.
+    c.stop_member(follower).await;
+    put(c.node(leader), "while-down", "2").await;
+    c.start_member(follower).await;
+    assert_eq!(read(&cert_of(&c, follower)), certs[follower], "reused");
+    c.wait_leader(ELECTION).await;
+    assert_eq!(
+        get(c.node(follower), "while-down").await.as_deref(),
+        Some(&b"2"[..])
+    );
+    put(c.node(follower), "after-restart", "3").await;
+    for i in 0..3 {
+        assert_eq!(
+            get(c.node(i), "after-restart").await.as_deref(),
+            Some(&b"3"[..])
+        );
+    }
+    c.shutdown().await;
+}

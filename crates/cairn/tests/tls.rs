@@ -1,9 +1,11 @@
 //! TLS end to end: three `cairn serve` processes with TLS on both ports and
 //! client and peer certificates checked (etcd's flags), driven by the
 //! `cairn` client, by `curl` through the JSON gateway, and by etcdctl 3.4
-//! (`--cacert`, `--cert`, `--key`).
-//! The etcdctl half and the curl check skip with a message when the tool is
-//! not installed (`.ci/run` installs both).
+//! (`--cacert`, `--cert`, `--key`); and members with etcd's `--auto-tls`
+//! (one, and three with `--peer-auto-tls` too), driven by `cairn` trusting
+//! a member's generated certificate and by etcdctl skipping the check.
+//! The etcdctl halves and the curl check skip with a message when the tool
+//! is not installed (`.ci/run` installs both).
 
 mod support;
 
@@ -185,4 +187,206 @@ fn a_tls_cluster_serves_clients_with_certificates_and_refuses_others() {
         !refused.status.success(),
         "etcdctl served without a client certificate"
     );
+}
+
+/// etcd's `--auto-tls` on a `cairn serve` process: the member generates
+/// its certificate in its data dir; `cairn` trusting that file and
+/// etcdctl skipping the check (`--insecure-skip-tls-verify
+/// --insecure-transport=false`) are served, plain HTTP/2 and a client that
+/// checks the certificate against the system's CAs are not.
+#[test]
+fn an_auto_tls_member_serves_clients_that_skip_the_check_or_trust_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("a1");
+    let client_port = free_port();
+    let mut c = ProcCluster {
+        members: vec![ProcMember {
+            name: "a1".into(),
+            client_port,
+            peer_port: free_port(),
+            log: dir.path().join("a1.log"),
+            data_dir: data_dir.clone(),
+            child: None,
+            extra: vec!["--auto-tls".into()],
+            tls: None,
+        }],
+        initial_cluster: String::new(),
+        dir,
+    };
+    c.spawn(0);
+    let url = format!("https://127.0.0.1:{client_port}");
+    let cert = data_dir.join("fixtures").join("client").join("cert.pem");
+    let trust_file: Vec<std::ffi::OsString> = vec!["--cacert".into(), cert.clone().into()];
+    let started = std::time::Instant::now();
+    while !(cert.exists()
+        && cairn(&url, &trust_file, &["put", "k", "v"])
+            .status
+            .success())
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "the member did not serve over TLS\n{}",
+            c.logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(ok(cairn(&url, &trust_file, &["get", "k"])), "k\nv\n");
+    let plain = url.replace("https://", "http://");
+    let refused = cairn(&plain, &[], &["get", "k", "--command-timeout", "2s"]);
+    assert!(
+        !refused.status.success(),
+        "served plain HTTP/2 on a TLS port"
+    );
+
+    if !etcdctl_available() {
+        eprintln!("SKIP: etcdctl half; install Debian's etcd-client (apt-get install etcd-client)");
+        return;
+    }
+    let skip_check = ["--insecure-skip-tls-verify", "--insecure-transport=false"];
+    assert_eq!(
+        ok(etcdctl(
+            &url,
+            &[&skip_check[..], &["put", "e", "1"]].concat()
+        ))
+        .trim(),
+        "OK"
+    );
+    assert_eq!(
+        ok(etcdctl(&url, &[&skip_check[..], &["get", "k"]].concat())),
+        "k\nv\n"
+    );
+    let checked = etcdctl(
+        &url,
+        &[
+            "--insecure-transport=false",
+            "--command-timeout=2s",
+            "get",
+            "k",
+        ],
+    );
+    assert!(
+        !checked.status.success(),
+        "etcdctl checked a self-signed certificate and was served"
+    );
+}
+
+/// `cairn` against member `m` of an auto TLS cluster, trusting the
+/// certificate it generated.
+fn cairn_trusting(m: &ProcMember, args: &[&str]) -> Output {
+    let cert = m.data_dir.join("fixtures").join("client").join("cert.pem");
+    let url = format!("https://127.0.0.1:{}", m.client_port);
+    cairn(&url, &["--cacert".into(), cert.into()], args)
+}
+
+/// Three `cairn serve` processes with `--auto-tls --peer-auto-tls` and
+/// `https://` peer URLs: they form a cluster, replicate and forward, and a
+/// member killed and started again reuses its certificates and catches up.
+#[test]
+fn an_auto_tls_cluster_of_processes_forms_and_survives_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut members: Vec<ProcMember> = (1..=3)
+        .map(|i| ProcMember {
+            name: format!("a{i}"),
+            client_port: free_port(),
+            peer_port: free_port(),
+            log: dir.path().join(format!("a{i}.log")),
+            data_dir: dir.path().join(format!("a{i}")),
+            child: None,
+            extra: Vec::new(),
+            tls: None,
+        })
+        .collect();
+    let initial_cluster = members
+        .iter()
+        .map(|m| format!("{}=https://127.0.0.1:{}", m.name, m.peer_port))
+        .collect::<Vec<_>>()
+        .join(",");
+    for m in &mut members {
+        m.extra = ["--auto-tls", "--peer-auto-tls", "--initial-cluster"]
+            .map(String::from)
+            .into();
+        m.extra.push(initial_cluster.clone());
+    }
+    let mut c = ProcCluster {
+        members,
+        initial_cluster,
+        dir,
+    };
+    for i in 0..3 {
+        c.spawn(i);
+    }
+    let serves = |c: &ProcCluster, i: usize| {
+        let probe = [
+            "get",
+            "probe",
+            "--dial-timeout",
+            "500ms",
+            "--command-timeout",
+            "1s",
+        ];
+        cairn_trusting(&c.members[i], &probe).status.success()
+    };
+    let wait_serving = |c: &ProcCluster, i: usize| {
+        let started = std::time::Instant::now();
+        while !serves(c, i) {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "{} did not serve\n{}",
+                c.members[i].name,
+                c.logs()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    for i in 0..3 {
+        wait_serving(&c, i);
+    }
+    ok(cairn_trusting(&c.members[1], &["put", "k", "1"]));
+    assert_eq!(ok(cairn_trusting(&c.members[2], &["get", "k"])), "k\n1\n");
+
+    let peer_cert = c.members[0]
+        .data_dir
+        .join("fixtures")
+        .join("peer")
+        .join("cert.pem");
+    let before = std::fs::read(&peer_cert).unwrap();
+    c.kill(0);
+    ok(cairn_trusting(&c.members[1], &["put", "while-down", "2"]));
+    c.spawn(0);
+    wait_serving(&c, 0);
+    assert_eq!(std::fs::read(&peer_cert).unwrap(), before, "reused");
+    assert_eq!(
+        ok(cairn_trusting(&c.members[0], &["get", "while-down"])),
+        "while-down\n2\n"
+    );
+
+    if !etcdctl_available() {
+        eprintln!("SKIP: etcdctl half; install Debian's etcd-client (apt-get install etcd-client)");
+        return;
+    }
+    let endpoints = c
+        .members
+        .iter()
+        .map(|m| format!("https://127.0.0.1:{}", m.client_port))
+        .collect::<Vec<_>>()
+        .join(",");
+    let skip_check = ["--insecure-skip-tls-verify", "--insecure-transport=false"];
+    let health = etcdctl(
+        &endpoints,
+        &[&skip_check[..], &["endpoint", "health"]].concat(),
+    );
+    let health = format!(
+        "{}{}",
+        text(&health),
+        String::from_utf8_lossy(&health.stderr)
+    );
+    assert_eq!(health.matches("is healthy").count(), 3, "{health}");
+    let listed = ok(etcdctl(
+        &endpoints,
+        &[&skip_check[..], &["member", "list"]].concat(),
+    ));
+    for m in &c.members {
+        let peer_url = format!("https://127.0.0.1:{}", m.peer_port);
+        assert!(listed.contains(&peer_url), "{peer_url}: {listed}");
+    }
 }

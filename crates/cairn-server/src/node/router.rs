@@ -12,12 +12,13 @@ use cairn_proto::raft::v1::Payload;
 use cairn_proto::status::is_connect_error;
 use cairn_raft::cluster_check::{peer_grpc, PeerGrpc};
 use cairn_raft::coalesce::Connector;
+use cairn_raft::network::PeerTls;
 use cairn_raft::types::{CairnNode, ClientWriteError, Request};
 use cairn_store::{Command, CommandResult};
 use futures::StreamExt;
 use openraft::ReadPolicy;
 use tokio::time::Instant;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, Endpoint};
 
 use super::forward::{decode, encode, ForwardRequest, ForwardResponse, LeaderRead};
 use super::forward_stream::{CallError, ForwardStream};
@@ -57,7 +58,7 @@ pub struct Router {
     /// Named in every peer call (`cairn_raft::cluster_check`).
     cluster_id: u64,
     /// How to dial `https://` members; `None` when peers talk plain HTTP/2.
-    tls: Option<ClientTlsConfig>,
+    tls: Option<PeerTls>,
 }
 
 /// How a forwarded request reaches the leader.
@@ -82,7 +83,7 @@ impl Router {
         request_timeout: Duration,
         clock: Arc<ClusterClock>,
         cluster_id: u64,
-        tls: Option<ClientTlsConfig>,
+        tls: Option<PeerTls>,
     ) -> Self {
         Router {
             tls,
@@ -123,7 +124,7 @@ impl Router {
             |e: tonic::transport::Error| ServerError::Internal(format!("bad peer URL {url}: {e}"));
         let mut endpoint = Endpoint::from_shared(url.to_string()).map_err(bad)?;
         if let Some(tls) = &self.tls {
-            endpoint = endpoint.tls_config(tls.clone()).map_err(bad)?;
+            endpoint = tls.apply(endpoint).map_err(bad)?;
         }
         let ch = endpoint
             .connect_timeout(Duration::from_secs(1))

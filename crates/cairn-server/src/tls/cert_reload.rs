@@ -129,7 +129,7 @@ impl ResolvesServerCert for ReloadingCert {
 }
 
 /// The certificate chain and its key, checked to fit each other.
-fn certified(
+pub(super) fn certified(
     [cert_setting, key_setting]: [&'static str; 2],
     cert: &Path,
     key: &Path,

@@ -15,6 +15,11 @@
 //! for at most [`HANDSHAKE_TIMEOUT`], so a slow or silent client holds up
 //! neither the accept loop nor other clients.
 //!
+//! - `--auto-tls`, `--peer-auto-tls`: a port without certificate files
+//!   serves a self-signed certificate the member generates in its data dir
+//!   ([`self_signed`]). A member with a generated peer certificate dials
+//!   the others without checking theirs (there is no CA to check by).
+//!
 //! A port's certificate and key are read again when their files change
 //! ([`cert_reload`]), so a renewed certificate needs no restart; the CAs,
 //! and the certificate a member shows when it dials others, are read at
@@ -22,9 +27,11 @@
 
 mod cert_reload;
 mod crl_reload;
+pub mod self_signed;
 
 pub use cert_reload::CHECK_INTERVAL;
 
+use std::borrow::Cow;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -33,12 +40,16 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use cairn_raft::network::PeerTls;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_rustls::rustls;
+use tokio_rustls::rustls::client::danger::{
+    HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
+};
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
@@ -70,14 +81,17 @@ pub enum TlsError {
 }
 
 /// The files of one port's TLS, as the flags name them.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct TlsFiles<'a> {
     /// `--cert-file`, `--key-file`, `--trusted-ca-file` and
     /// `--client-crl-file`, or their `--peer-` forms: flag names for
-    /// messages.
+    /// messages (`--auto-tls` for a generated certificate and key).
     pub settings: [&'static str; 4],
-    pub cert: &'a Path,
-    pub key: &'a Path,
+    pub cert: Cow<'a, Path>,
+    pub key: Cow<'a, Path>,
+    /// The certificate is one this member generated (`--auto-tls`,
+    /// `--peer-auto-tls`; see the [`self_signed`] module), in its data dir.
+    pub self_signed: bool,
     /// The CA that signs the certificates this port accepts from clients
     /// (and, for the peer port, the ones it accepts from members it dials).
     pub trusted_ca: Option<&'a Path>,
@@ -145,8 +159,8 @@ pub fn acceptor(files: TlsFiles<'_>, alpn: &[&[u8]]) -> Result<TlsAcceptor, TlsE
     let [cert_setting, key_setting, ca_setting, crl_setting] = files.settings;
     let server_cert = cert_reload::ReloadingCert::load(
         [cert_setting, key_setting],
-        files.cert,
-        files.key,
+        &files.cert,
+        &files.key,
         provider(),
     )?;
     let builder = rustls::ServerConfig::builder_with_provider(provider())
@@ -206,30 +220,97 @@ fn client_verifier(
 }
 
 /// How a member dials the other members when the peer port runs TLS: it
-/// trusts `trusted_ca` and shows its own peer certificate.
-pub fn peer_dial_config(
-    files: TlsFiles<'_>,
-) -> Result<tonic::transport::ClientTlsConfig, TlsError> {
+/// trusts `trusted_ca` and shows its own peer certificate. With a
+/// generated certificate (`--peer-auto-tls`) it checks none of theirs, as
+/// etcd, which sets `InsecureSkipVerify` for it: each member's is
+/// self-signed, so there is no CA to check them by.
+pub fn peer_dial_config(files: TlsFiles<'_>) -> Result<PeerTls, TlsError> {
     let [cert_setting, key_setting, ca_setting, _] = files.settings;
+    // Parsed here so a bad file fails the start, not every later dial.
+    read_certs(cert_setting, &files.cert)?;
+    read_key(key_setting, &files.key)?;
+    let read = |setting, path: &Path| std::fs::read(path).map_err(|e| file_err(setting, path, e));
+    let identity = tonic::transport::Identity::from_pem(
+        read(cert_setting, &files.cert)?,
+        read(key_setting, &files.key)?,
+    );
+    let config = tonic::transport::ClientTlsConfig::new().identity(identity);
+    if files.self_signed {
+        return Ok(PeerTls {
+            config,
+            verifier: Some(any_server_certificate()),
+        });
+    }
     let Some(ca) = files.trusted_ca else {
         return Err(TlsError::Rejected {
             what: "peer TLS",
             reason: format!("needs {ca_setting} to check the members it dials"),
         });
     };
-    // Parsed here so a bad file fails the start, not every later dial.
     read_certs(ca_setting, ca)?;
-    read_certs(cert_setting, files.cert)?;
-    read_key(key_setting, files.key)?;
-    let read = |setting, path: &Path| std::fs::read(path).map_err(|e| file_err(setting, path, e));
-    Ok(tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(read(
+    Ok(PeerTls {
+        config: config.ca_certificate(tonic::transport::Certificate::from_pem(read(
             ca_setting, ca,
-        )?))
-        .identity(tonic::transport::Identity::from_pem(
-            read(cert_setting, files.cert)?,
-            read(key_setting, files.key)?,
-        )))
+        )?)),
+        verifier: None,
+    })
+}
+
+/// A check of a server's certificate that accepts any: for dialing members
+/// with self-signed certificates (`--peer-auto-tls`), and for clients that
+/// skip the check (etcdctl's `--insecure-skip-tls-verify`). The handshake's
+/// signatures are still checked, so the server holds the key of the
+/// certificate it shows; who that is, nothing says.
+pub fn any_server_certificate() -> Arc<dyn ServerCertVerifier> {
+    Arc::new(AnyServerCertificate(provider()))
+}
+
+#[derive(Debug)]
+struct AnyServerCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AnyServerCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// An accepted connection: plain TCP, or TLS over it.

@@ -131,6 +131,18 @@ pub struct ServeArgs {
     /// Revocation lists for the members' certificates on the peer port.
     #[arg(long, env = "CAIRN_PEER_CRL_FILE")]
     pub peer_crl_file: Option<PathBuf>,
+    /// TLS on the client port with a self-signed certificate this member
+    /// generates under `<data-dir>/fixtures/client/` (reused at later
+    /// starts) when no `--cert-file` is given, as etcd's `--auto-tls`.
+    #[arg(long, env = "CAIRN_AUTO_TLS", num_args = 0..=1, default_missing_value = "true")]
+    pub auto_tls: Option<bool>,
+    /// The same for the peer port (`<data-dir>/fixtures/peer/`); members
+    /// then dial each other without checking certificates.
+    #[arg(long, env = "CAIRN_PEER_AUTO_TLS", num_args = 0..=1, default_missing_value = "true")]
+    pub peer_auto_tls: Option<bool>,
+    /// How many years a generated certificate is valid (default 1).
+    #[arg(long, env = "CAIRN_SELF_SIGNED_CERT_VALIDITY")]
+    pub self_signed_cert_validity: Option<u32>,
     /// Which auth tokens to issue, as etcd's `--auth-token`: `simple` (the
     /// default; Cairn's own signed tokens, taken by every member) or
     /// `jwt,sign-method=RS256,pub-key=FILE,priv-key=FILE,ttl=5m`.
@@ -296,6 +308,8 @@ impl ServeArgs {
             client_cert_auth,
             peer_client_cert_auth,
             auth_token,
+            auto_tls,
+            peer_auto_tls,
             auth_token_ttl_secs,
             auth_password_iterations,
             auto_compaction_mode,
@@ -339,6 +353,9 @@ impl ServeArgs {
                 addrs.len()
             );
             c.listen_peer = addrs[0];
+        }
+        if let Some(years) = self.self_signed_cert_validity {
+            c.self_signed_cert_validity_years = years;
         }
         if let Some(every) = self.experimental_corrupt_check_time {
             c.corrupt_check_interval_ms = u64::try_from(every.as_millis()).unwrap_or(u64::MAX);
@@ -579,6 +596,31 @@ mod tests {
         let without_auth = args.iter().filter(|a| **a != "--client-cert-auth");
         let err = Cli::parse_from(without_auth).serve.to_config().unwrap_err();
         assert!(err.to_string().contains("client-crl-file"), "{err}");
+    }
+
+    #[test]
+    fn auto_tls_flags_are_etcds() {
+        let config = |args: &[&str]| {
+            let args = std::iter::once("cairn").chain(args.iter().copied());
+            Cli::parse_from(args).serve.to_config()
+        };
+        let c = config(&[]).unwrap();
+        assert!(!c.auto_tls && !c.peer_auto_tls);
+        assert_eq!(c.self_signed_cert_validity_years, 1);
+        let c = config(&[
+            "--auto-tls",
+            "--peer-auto-tls",
+            "--self-signed-cert-validity",
+            "2",
+        ])
+        .unwrap();
+        assert!(c.client_self_signed() && c.peer_self_signed());
+        assert_eq!(c.self_signed_cert_validity_years, 2);
+        assert!(c.advertise_client_url().starts_with("https://"));
+        let err = config(&["--peer-auto-tls", "--peer-client-cert-auth"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("peer-client-cert-auth"), "{err}");
     }
 
     #[test]
