@@ -70,7 +70,10 @@ pub fn ensure(config: &ServerConfig) -> Result<(), TlsError> {
                  --trusted-ca-file, but cannot check this member's self-signed one"
             );
         }
-        let hosts = hosts(config.listen_client, &config.advertise_client_url());
+        let listen: Vec<SocketAddr> = std::iter::once(config.listen_client)
+            .chain(config.listen_client_also.iter().copied())
+            .collect();
+        let hosts = hosts(&listen, &config.advertise_client_urls());
         let found = ensure_pair(
             "auto-tls",
             &config.self_signed_dir(Port::Client),
@@ -84,7 +87,7 @@ pub fn ensure(config: &ServerConfig) -> Result<(), TlsError> {
         );
     }
     if config.peer_self_signed() {
-        let hosts = hosts(config.listen_peer, &config.advertise_peer_url());
+        let hosts = hosts(&[config.listen_peer], &[config.advertise_peer_url()]);
         // A member also shows its peer certificate when it dials others.
         let found = ensure_pair(
             "peer-auto-tls",
@@ -111,23 +114,23 @@ enum Host {
     Dns(String),
 }
 
-/// The hosts a port is reached at: its listen address and its advertised
-/// URL's host, but not 0.0.0.0 or ::, which no one dials.
-fn hosts(listen: SocketAddr, advertised_url: &str) -> Vec<Host> {
-    let authority = advertised_url
-        .split_once("://")
-        .map_or(advertised_url, |(_, rest)| rest);
-    let advertised = authority
-        .rsplit_once(':')
-        .map_or(authority, |(host, _port)| host)
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    let advertised = match advertised.parse::<IpAddr>() {
-        Ok(ip) => Host::Ip(ip),
-        Err(_) => Host::Dns(advertised.to_string()),
-    };
+/// The hosts a port is reached at: its listen addresses and its
+/// advertised URLs' hosts, but not 0.0.0.0 or ::, which no one dials.
+fn hosts(listen: &[SocketAddr], advertised_urls: &[String]) -> Vec<Host> {
+    let advertised = advertised_urls.iter().map(|url| {
+        let authority = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+        let host = authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _port)| host)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        match host.parse::<IpAddr>() {
+            Ok(ip) => Host::Ip(ip),
+            Err(_) => Host::Dns(host.to_string()),
+        }
+    });
     let mut hosts = Vec::new();
-    for host in [Host::Ip(listen.ip()), advertised] {
+    for host in listen.iter().map(|a| Host::Ip(a.ip())).chain(advertised) {
         let dialed = !matches!(host, Host::Ip(ip) if ip.is_unspecified());
         if dialed && !hosts.contains(&host) {
             hosts.push(host);
@@ -433,18 +436,32 @@ mod tests {
     #[test]
     fn hosts_come_from_the_listen_and_advertised_addresses() {
         let listen: SocketAddr = "127.0.0.1:2379".parse().unwrap();
+        let urls = |u: &[&str]| u.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
-            hosts(listen, "https://127.0.0.1:2379"),
+            hosts(&[listen], &urls(&["https://127.0.0.1:2379"])),
             [Host::Ip(listen.ip())]
         );
         assert_eq!(
-            hosts(listen, "https://db.example:2379"),
+            hosts(&[listen], &urls(&["https://db.example:2379"])),
             [Host::Ip(listen.ip()), Host::Dns("db.example".into())]
         );
         let any: SocketAddr = "0.0.0.0:2380".parse().unwrap();
         assert_eq!(
-            hosts(any, "https://[fd00::7]:2380"),
+            hosts(&[any], &urls(&["https://[fd00::7]:2380"])),
             [Host::Ip("fd00::7".parse().unwrap())]
+        );
+        // Every listen address and every advertised URL (etcd's lists).
+        let lan: SocketAddr = "10.0.0.5:2379".parse().unwrap();
+        assert_eq!(
+            hosts(
+                &[listen, lan],
+                &urls(&["https://10.0.0.5:2379", "https://db.example:2379"])
+            ),
+            [
+                Host::Ip(listen.ip()),
+                Host::Ip(lan.ip()),
+                Host::Dns("db.example".into())
+            ]
         );
     }
 }
