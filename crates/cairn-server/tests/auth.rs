@@ -604,3 +604,26 @@ async fn a_bad_jwt_setting_fails_the_start() {
         );
     }
 }
+
+/// `Authenticate` on a follower right after auth was enabled through the
+/// leader sees auth on: it checks after a read barrier, as it checks the
+/// password (before, a follower that had not applied the enable yet
+/// answered "authentication is not enabled").
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_login_follows_an_auth_enable_acknowledged_elsewhere() {
+    let c = Cluster::start(3, cheap).await;
+    let leader = c.wait_leader(ELECTION).await;
+    let follower = (leader + 1) % 3;
+    set_up_users(channel(&c, leader).await).await;
+    let mut auth_leader = AuthClient::new(channel(&c, leader).await);
+    for _ in 0..10 {
+        let root = login(channel(&c, follower).await, "root", "rootpw")
+            .await
+            .expect("auth is on");
+        auth_leader
+            .auth_disable(as_token(AuthDisableRequest {}, &root))
+            .await
+            .unwrap();
+        auth_leader.auth_enable(AuthEnableRequest {}).await.unwrap();
+    }
+}

@@ -224,12 +224,13 @@ impl Auth for AuthService {
         request: Request<pb::AuthenticateRequest>,
     ) -> Result<Response<pb::AuthenticateResponse>, Status> {
         let req = request.into_inner();
+        // Checked against every change acknowledged before: a password
+        // changed a moment ago no longer works anywhere, and auth enabled a
+        // moment ago through another member is on here too.
+        self.barrier().await?;
         if !self.node.store().auth().enabled {
             return Err(ServerError::AuthNotEnabled.into());
         }
-        // Checked against every change acknowledged before: a password
-        // changed a moment ago no longer works anywhere.
-        self.barrier().await?;
         let found = {
             let store = self.node.store();
             let auth = store.auth();
