@@ -24,6 +24,10 @@ pub struct ServerConfig {
     pub name: String,
     /// Where the log, state and node identity live.
     pub data_dir: PathBuf,
+    /// Where the Raft log's segment files live instead of
+    /// `<data_dir>/raft-wal` (etcd's `--wal-dir`): a disk of their own
+    /// keeps the log's fsyncs from queueing behind other writes.
+    pub wal_dir: Option<PathBuf>,
     /// Address the etcd-compatible client API binds to.
     pub listen_client: SocketAddr,
     /// More addresses serving the client API, as etcd's
@@ -119,6 +123,19 @@ pub struct ServerConfig {
     /// Revocation lists for the certificates members show on the peer
     /// port (etcd `--peer-crl-file`).
     pub peer_crl_file: Option<PathBuf>,
+    /// How often the client port pings a quiet HTTP/2 connection (etcd's
+    /// `--grpc-keepalive-interval`, 2 h): a client gone without closing
+    /// its connection (a host lost, a NAT forgetting it) is found, and its
+    /// watchers and streams freed.
+    pub grpc_keepalive_interval_ms: u64,
+    /// How long an unanswered ping waits before the connection is closed
+    /// (etcd's `--grpc-keepalive-timeout`, 20 s).
+    pub grpc_keepalive_timeout_ms: u64,
+    /// How often a watcher that asked for progress notifications and saw
+    /// no event gets one (etcd's
+    /// `--experimental-watch-progress-notify-interval`, 10 min; Kubernetes
+    /// setups lower it to seconds).
+    pub watch_progress_notify_interval_ms: u64,
     /// etcd `--auth-token`: `simple` (the default: Cairn's own signed
     /// tokens) or `jwt,sign-method=RS256,pub-key=FILE,priv-key=FILE,ttl=5m`
     /// (etcd's JWT tokens; see `auth::jwt`).
@@ -191,6 +208,7 @@ impl Default for ServerConfig {
         ServerConfig {
             name: "default".into(),
             data_dir: PathBuf::from("cairn-data"),
+            wal_dir: None,
             listen_client: "127.0.0.1:2379".parse().expect("literal address"),
             listen_client_also: Vec::new(),
             listen_metrics: Vec::new(),
@@ -225,6 +243,9 @@ impl Default for ServerConfig {
             peer_trusted_ca_file: None,
             peer_client_cert_auth: false,
             peer_crl_file: None,
+            grpc_keepalive_interval_ms: 2 * 3600 * 1000,
+            grpc_keepalive_timeout_ms: 20_000,
+            watch_progress_notify_interval_ms: 10 * 60 * 1000,
             auth_token: "simple".to_string(),
             auto_tls: false,
             peer_auto_tls: false,
@@ -495,6 +516,18 @@ impl ServerConfig {
                 "auth-token-ttl-secs",
                 "must be between 1 and 2592000 (30 days)",
             );
+        }
+        for (setting, ms) in [
+            ("grpc-keepalive-interval", self.grpc_keepalive_interval_ms),
+            ("grpc-keepalive-timeout", self.grpc_keepalive_timeout_ms),
+            (
+                "watch-progress-notify-interval",
+                self.watch_progress_notify_interval_ms,
+            ),
+        ] {
+            if ms == 0 || ms > 30 * 24 * 3600 * 1000 {
+                return invalid(setting, "must be between 1 ms and 720 h");
+            }
         }
         if let Err(e) = self.token_spec() {
             return invalid("auth-token", &e);

@@ -197,11 +197,16 @@ pub async fn start_with(
         }));
     }
     let hint = LeaderHintLayer(Arc::new(LeaderHint::new(node.clone())));
+    let keepalive_interval =
+        std::time::Duration::from_millis(node.config.grpc_keepalive_interval_ms);
+    let keepalive_timeout = std::time::Duration::from_millis(node.config.grpc_keepalive_timeout_ms);
     let client_task = tokio::spawn({
         let (stopped, open) = (stopped.clone(), open.clone());
         async move {
             let result = Server::builder()
                 .accept_http1(true)
+                .http2_keepalive_interval(Some(keepalive_interval))
+                .http2_keepalive_timeout(Some(keepalive_timeout))
                 .layer(hint)
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(

@@ -609,3 +609,50 @@ async fn a_member_restarts_at_once_on_its_own_ports() {
     c.wait_leader(ELECTION).await;
     c.shutdown().await;
 }
+
+/// etcd's `--wal-dir`: the Raft log lives where it names, a restart finds
+/// it there, and a member whose log is still in its data dir while
+/// `wal_dir` names another place is refused rather than started without
+/// its log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_lives_in_the_wal_dir() {
+    let mut c = Cluster::start(1, |cfg| {
+        cfg.wal_dir = Some(cfg.data_dir.with_extension("wal"));
+    })
+    .await;
+    c.wait_leader(ELECTION).await;
+    support::put(c.node(0), "k", "v").await;
+    let config = c.members[0].config.clone();
+    let wal_dir = config.wal_dir.clone().unwrap();
+    c.stop_member(0).await;
+    assert!(
+        std::fs::read_dir(&wal_dir).unwrap().next().is_some(),
+        "segments there"
+    );
+    assert!(
+        !config.data_dir.join("raft-wal").exists(),
+        "none in the data dir"
+    );
+    c.start_member(0).await;
+    c.wait_leader(ELECTION).await;
+    assert_eq!(
+        support::get(c.node(0), "k").await.as_deref(),
+        Some(&b"v"[..])
+    );
+    c.stop_member(0).await;
+
+    // The log moved back into the data dir, `wal_dir` naming elsewhere.
+    std::fs::rename(&wal_dir, config.data_dir.join("raft-wal")).unwrap();
+    let elsewhere = cairn_server::ServerConfig {
+        wal_dir: Some(config.data_dir.with_extension("other")),
+        ..config
+    };
+    let err = match cairn_server::serve::start(elsewhere).await {
+        Ok(_) => panic!("started without its log"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("raft-wal") && err.contains("--wal-dir"),
+        "{err}"
+    );
+}

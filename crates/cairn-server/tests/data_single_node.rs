@@ -1125,6 +1125,87 @@ async fn progress_request_reports_the_current_revision() -> Result {
     Ok(())
 }
 
+/// A watcher that asked for `progress_notify` gets a notification at the
+/// current revision every `watch_progress_notify_interval_ms` it sees no
+/// event (etcd's `--experimental-watch-progress-notify-interval`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_watchers_get_progress_at_the_configured_interval() -> Result {
+    let mut env = Env::start_with(|c| c.watch_progress_notify_interval_ms = 100).await?;
+    let mut w = env.watch_stream().await?;
+    let id = w
+        .create(WatchCreateRequest {
+            progress_notify: true,
+            ..create("n", &[])
+        })
+        .await?;
+    let before = env.put("other", "x").await?;
+    let started = Instant::now();
+    let resp = w.next().await?;
+    assert_eq!((resp.watch_id, resp.events.len()), (id, 0), "{resp:?}");
+    assert_eq!(resp.header.unwrap().revision, before);
+    let at = env.put("n", "1").await?;
+    let mut saw_event = false;
+    loop {
+        let resp = w.next().await?;
+        if !resp.events.is_empty() {
+            saw_event = true;
+            continue;
+        }
+        assert!(saw_event, "the event before any later notification");
+        assert_eq!(resp.header.unwrap().revision, at);
+        break;
+    }
+    // Both notifications in well under the 10 minutes of etcd's default.
+    assert!(started.elapsed() < WAIT, "{:?}", started.elapsed());
+    env.shutdown().await;
+    Ok(())
+}
+
+/// An HTTP/2 client on the client port that acknowledges the server's
+/// settings and then answers nothing (a host gone without closing its
+/// connections): whether the member has closed the connection `after`.
+async fn silent_client_dropped(env: &Env, after: Duration) -> Result<bool> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(env.server.client_addr).await?;
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await?;
+    // An empty SETTINGS frame, then the ack of the server's.
+    s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await?;
+    s.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]).await?;
+    let mut buf = vec![0u8; 4096];
+    let closed = tokio::time::timeout(after, async {
+        // The server's frames (settings, pings), unanswered, until it closes.
+        while let Ok(n) = s.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    Ok(closed.is_ok())
+}
+
+/// etcd's `--grpc-keepalive-interval` and `--grpc-keepalive-timeout`: a
+/// connection that answers no ping is closed, so a vanished client's
+/// streams and watchers do not live on. With etcd's default interval (2 h)
+/// the same client stays connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_answers_no_ping_is_disconnected() -> Result {
+    let env = Env::start_with(|c| {
+        c.grpc_keepalive_interval_ms = 200;
+        c.grpc_keepalive_timeout_ms = 200;
+    })
+    .await?;
+    assert!(silent_client_dropped(&env, WAIT).await?, "still connected");
+    env.shutdown().await;
+    let env = Env::start().await?;
+    assert!(
+        !silent_client_dropped(&env, Duration::from_secs(2)).await?,
+        "dropped without keepalive pings"
+    );
+    env.shutdown().await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_watcher_gets_every_event_in_order() -> Result {
     let mut env = Env::start().await?;

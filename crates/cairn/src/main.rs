@@ -129,8 +129,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli, etcd_env: cmd::etcd_env::Adopted) -> ExitCode {
-    let default_level = match cli.command {
-        Command::Serve(_) => "info",
+    let default_level = match &cli.command {
+        Command::Serve(args) => args.log_level.unwrap_or("info"),
         _ => "warn",
     };
     let filter =

@@ -218,7 +218,7 @@ impl Node {
             }
         };
 
-        let log_store = LogStore::open(db.clone(), &data_dir.join("raft-wal"))
+        let log_store = LogStore::open(db.clone(), &log_dir(&config)?)
             .map_err(|e| StartError::Storage(e.to_string()))?;
         let mut sm = StateMachineStore::open(db.clone(), &data_dir.join("snapshot"))
             .map_err(|e| StartError::Storage(e.to_string()))?
@@ -606,6 +606,30 @@ const SPARE_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
 /// Starts, once per process, the thread that makes the claims tables'
 /// next arrays ahead of their growth, so that the page faults of fresh
 /// memory are taken there instead of inside an apply every member runs.
+/// Where the Raft log's segments live: `wal_dir` when given, else
+/// `<data_dir>/raft-wal`. A log left in the data dir while `wal_dir` names
+/// another place is refused rather than started without: the member would
+/// come up with its state and none of its log.
+fn log_dir(config: &ServerConfig) -> Result<std::path::PathBuf, StartError> {
+    let in_data_dir = config.data_dir.join("raft-wal");
+    let Some(wal_dir) = &config.wal_dir else {
+        return Ok(in_data_dir);
+    };
+    let left_behind = wal_dir != &in_data_dir
+        && std::fs::read_dir(&in_data_dir).is_ok_and(|mut d| d.next().is_some());
+    if left_behind {
+        return Err(StartError::DataDir {
+            path: in_data_dir,
+            reason: format!(
+                "holds this member's Raft log, but --wal-dir names {}; move the files there \
+                 (or drop --wal-dir)",
+                wal_dir.display()
+            ),
+        });
+    }
+    Ok(wal_dir.clone())
+}
+
 fn start_spare_bucket_maker() {
     use cairn_store::claims::spare_buckets;
     static STARTED: std::sync::Once = std::sync::Once::new();

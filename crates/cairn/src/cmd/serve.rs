@@ -20,6 +20,10 @@ pub struct ServeArgs {
     pub name: Option<String>,
     #[arg(long, env = "CAIRN_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Where the Raft log lives instead of `<data-dir>/raft-wal`, as etcd's
+    /// `--wal-dir` (a disk of its own for the log's fsyncs).
+    #[arg(long, env = "CAIRN_WAL_DIR")]
+    pub wal_dir: Option<PathBuf>,
     /// Address for the etcd-compatible client API.
     #[arg(long, env = "CAIRN_LISTEN_CLIENT")]
     pub listen_client: Option<SocketAddr>,
@@ -143,6 +147,24 @@ pub struct ServeArgs {
     /// How many years a generated certificate is valid (default 1).
     #[arg(long, env = "CAIRN_SELF_SIGNED_CERT_VALIDITY")]
     pub self_signed_cert_validity: Option<u32>,
+    /// How often the client port pings a quiet HTTP/2 connection to find
+    /// clients gone without closing it (`2h`; etcd's name).
+    #[arg(long, env = "CAIRN_GRPC_KEEPALIVE_INTERVAL", value_parser = super::parse_duration)]
+    pub grpc_keepalive_interval: Option<std::time::Duration>,
+    /// How long an unanswered ping waits before the connection is closed
+    /// (`20s`; etcd's name).
+    #[arg(long, env = "CAIRN_GRPC_KEEPALIVE_TIMEOUT", value_parser = super::parse_duration)]
+    pub grpc_keepalive_timeout: Option<std::time::Duration>,
+    /// How often a quiet watcher that asked for progress notifications
+    /// gets one (`10m`; also taken as etcd's
+    /// `--experimental-watch-progress-notify-interval`).
+    #[arg(
+        long,
+        alias = "experimental-watch-progress-notify-interval",
+        env = "CAIRN_WATCH_PROGRESS_NOTIFY_INTERVAL",
+        value_parser = super::parse_duration
+    )]
+    pub watch_progress_notify_interval: Option<std::time::Duration>,
     /// Which auth tokens to issue, as etcd's `--auth-token`: `simple` (the
     /// default; Cairn's own signed tokens, taken by every member) or
     /// `jwt,sign-method=RS256,pub-key=FILE,priv-key=FILE,ttl=5m`.
@@ -187,6 +209,12 @@ pub struct ServeArgs {
         default_missing_value = "true"
     )]
     pub initial_corrupt_check: Option<bool>,
+    /// How much the member logs when `RUST_LOG` is not set: `debug`,
+    /// `info` (the default), `warn` or `error` (etcd's `--log-level`;
+    /// its `panic` and `fatal` log errors only here). A process setting,
+    /// so not in `--config`.
+    #[arg(long, env = "CAIRN_LOG_LEVEL", value_parser = parse_log_level)]
+    pub log_level: Option<&'static str>,
     /// Threads of the async runtime that serves clients and peers
     /// (default: half the CPUs, at least one; see [`worker_threads`]); with
     /// one, tokio's current-thread scheduler.
@@ -194,6 +222,19 @@ pub struct ServeArgs {
     #[arg(long, env = "CAIRN_WORKER_THREADS",
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub worker_threads: Option<u16>,
+}
+
+/// A `tracing` level from etcd's `--log-level` names.
+fn parse_log_level(s: &str) -> Result<&'static str, String> {
+    match s {
+        "debug" => Ok("debug"),
+        "info" => Ok("info"),
+        "warn" => Ok("warn"),
+        "error" | "dpanic" | "panic" | "fatal" => Ok("error"),
+        _ => Err(format!(
+            "{s:?}: one of debug, info, warn, error, panic, fatal"
+        )),
+    }
 }
 
 /// The addresses of etcd-style listen URLs (`http(s)://IP:PORT`,
@@ -321,6 +362,7 @@ impl ServeArgs {
             ($($field:ident),*) => { $( if self.$field.is_some() { c.$field = self.$field.clone(); } )* };
         }
         set_optional!(
+            wal_dir,
             advertise_client,
             advertise_peer,
             cert_file,
@@ -353,6 +395,16 @@ impl ServeArgs {
                 addrs.len()
             );
             c.listen_peer = addrs[0];
+        }
+        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        if let Some(d) = self.grpc_keepalive_interval {
+            c.grpc_keepalive_interval_ms = ms(d);
+        }
+        if let Some(d) = self.grpc_keepalive_timeout {
+            c.grpc_keepalive_timeout_ms = ms(d);
+        }
+        if let Some(d) = self.watch_progress_notify_interval {
+            c.watch_progress_notify_interval_ms = ms(d);
         }
         if let Some(years) = self.self_signed_cert_validity {
             c.self_signed_cert_validity_years = years;
@@ -504,6 +556,14 @@ mod tests {
             "60",
             "--listen-metrics-urls",
             "http://127.0.0.1:2381",
+            "--wal-dir",
+            "/fast/wal",
+            "--grpc-keepalive-interval",
+            "1h",
+            "--grpc-keepalive-timeout",
+            "10s",
+            "--experimental-watch-progress-notify-interval",
+            "5s",
         ])
         .serve
         .to_config()
@@ -530,6 +590,25 @@ mod tests {
             config.listen_metrics,
             vec!["127.0.0.1:2381".parse().unwrap()]
         );
+        assert_eq!(config.wal_dir, Some("/fast/wal".into()));
+        assert_eq!(
+            (
+                config.grpc_keepalive_interval_ms,
+                config.grpc_keepalive_timeout_ms
+            ),
+            (3_600_000, 10_000)
+        );
+        assert_eq!(config.watch_progress_notify_interval_ms, 5_000);
+    }
+
+    #[test]
+    fn the_log_level_takes_etcds_names() {
+        let level =
+            |l: &str| Cli::try_parse_from(["cairn", "--log-level", l]).map(|c| c.serve.log_level);
+        assert_eq!(level("debug").unwrap(), Some("debug"));
+        assert_eq!(level("warn").unwrap(), Some("warn"));
+        assert_eq!(level("fatal").unwrap(), Some("error"));
+        assert!(level("verbose").is_err());
     }
 
     #[test]

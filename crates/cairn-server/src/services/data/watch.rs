@@ -52,10 +52,6 @@ const HUB_QUEUE: usize = 128;
 /// Hub messages forwarded in a row before the session looks at anything
 /// else (client requests, the node stopping, progress timers).
 const HUB_STREAK: usize = 32;
-/// How often watchers that asked for `progress_notify` and saw no events
-/// meanwhile get an empty response with the current revision (etcd's
-/// default interval).
-pub const PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(10 * 60);
 /// How often a deferred progress notification is retried.
 const PROGRESS_RETRY: Duration = Duration::from_millis(20);
 /// Watch ID of a response about the whole stream (etcd's `InvalidWatchID`).
@@ -120,13 +116,17 @@ impl WatchService {
             periodic_due: false,
             point: None,
         };
-        let first_tick = tokio::time::Instant::now() + PROGRESS_NOTIFY_INTERVAL;
+        // How often watchers that asked for `progress_notify` and saw no
+        // events get a progress notification (etcd's
+        // `--experimental-watch-progress-notify-interval`).
+        let every = Duration::from_millis(self.node.config.watch_progress_notify_interval_ms);
+        let first_tick = tokio::time::Instant::now() + every;
         let driver = Driver {
             session,
             incoming: request.into_inner(),
             hub_rx,
             stopped: self.stopped.clone(),
-            ticker: tokio::time::interval_at(first_tick, PROGRESS_NOTIFY_INTERVAL),
+            ticker: tokio::time::interval_at(first_tick, every),
             reading: true,
             hub_streak: 0,
             ended: false,
