@@ -16,6 +16,7 @@ pub mod kv_hash;
 pub mod leader_hint;
 pub mod node;
 pub mod proposer;
+pub mod require_leader;
 pub mod restore;
 pub mod saved_clock;
 pub mod watch_hub;

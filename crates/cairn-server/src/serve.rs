@@ -200,6 +200,7 @@ pub async fn start_with(
     let keepalive_interval =
         std::time::Duration::from_millis(node.config.grpc_keepalive_interval_ms);
     let keepalive_timeout = std::time::Duration::from_millis(node.config.grpc_keepalive_timeout_ms);
+    let require_leader = crate::require_leader::RequireLeaderLayer(node.clone());
     let client_task = tokio::spawn({
         let (stopped, open) = (stopped.clone(), open.clone());
         async move {
@@ -208,6 +209,7 @@ pub async fn start_with(
                 .http2_keepalive_interval(Some(keepalive_interval))
                 .http2_keepalive_timeout(Some(keepalive_timeout))
                 .layer(hint)
+                .layer(require_leader)
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(
                     crate::authority_fix::incoming(client_listeners, client_tls, &open),

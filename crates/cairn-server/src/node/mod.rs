@@ -62,6 +62,9 @@ pub struct Node {
     /// What `Authenticate` issues and requests present (`--auth-token`),
     /// its keys read at start.
     pub tokens: crate::auth::token::Tokens,
+    /// Whether this member has long known no leader, for the streams of
+    /// clients that require one (`require_leader`).
+    pub leader_watch: crate::require_leader::LeaderWatch,
 }
 
 /// Whether a Raft runs, was stopped as asked, or stopped on its own.
@@ -360,7 +363,13 @@ impl Node {
             removed: tokio::sync::watch::Sender::new(None),
             held_data: !fresh,
             tokens,
+            leader_watch: crate::require_leader::LeaderWatch::default(),
         });
+        tokio::spawn(crate::require_leader::watch_leader(
+            Arc::downgrade(&node),
+            Duration::from_millis(node.config.election_timeout_ms),
+            node.leader_watch.clone(),
+        ));
         tokio::spawn(node.hub.clone().run_catch_up(Duration::from_millis(100)));
         tokio::spawn(tick_loop(node.clone()));
         match node.config.auto_compaction() {

@@ -255,6 +255,7 @@ impl Election for ElectionService {
         &self,
         request: Request<pb::LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
+        let leader_watch = crate::require_leader::guard(&self.node, &request)?;
         let caller = Caller::of(&self.node, &request).await?;
         let prefix = recipe::queue_prefix(&request.into_inner().name);
         caller
@@ -262,7 +263,10 @@ impl Election for ElectionService {
             .await?;
         let (tx, rx) = mpsc::channel(OBSERVE_QUEUE);
         tokio::spawn(observe(self.node.clone(), prefix, tx));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(crate::require_leader::end_when_lost(
+            futures::StreamExt::boxed(ReceiverStream::new(rx)),
+            leader_watch,
+        )))
     }
 
     /// End the leadership (or candidacy) named by `leader`, if it still

@@ -69,7 +69,8 @@ fn remaining_secs(remaining_ms: i64) -> i64 {
 }
 
 /// A keep-alive stream's answers.
-pub type KeepAliveStream = ReceiverStream<Result<pb::LeaseKeepAliveResponse, Status>>;
+pub type KeepAliveStream =
+    futures::stream::BoxStream<'static, Result<pb::LeaseKeepAliveResponse, Status>>;
 
 impl LeaseService {
     /// A keep-alive stream over `request`'s stream of requests, which gRPC
@@ -79,6 +80,7 @@ impl LeaseService {
         &self,
         request: Request<RequestStream<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<KeepAliveStream>, Status> {
+        let leader_watch = crate::require_leader::guard(&self.node, &request)?;
         // The stream runs as whoever opened it.
         let caller = Caller::of(&self.node, &request).await?;
         let mut incoming = request.into_inner();
@@ -110,7 +112,10 @@ impl LeaseService {
                 }
             }
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(crate::require_leader::end_when_lost(
+            ReceiverStream::new(rx).boxed(),
+            leader_watch,
+        )))
     }
 }
 

@@ -99,6 +99,7 @@ impl WatchService {
         &self,
         request: Request<RequestStream<pb::WatchRequest>>,
     ) -> Result<Response<WatchStream>, Status> {
+        let leader_watch = crate::require_leader::guard(&self.node, &request)?;
         // Every watcher of the stream runs as whoever opened it.
         let caller = Caller::of(&self.node, &request).await?;
         let (hub_tx, hub_rx) = mpsc::channel(HUB_QUEUE);
@@ -135,7 +136,10 @@ impl WatchService {
             let resp = d.next_response().await?;
             Some((resp, d))
         });
-        Ok(Response::new(responses.boxed()))
+        Ok(Response::new(crate::require_leader::end_when_lost(
+            responses.boxed(),
+            leader_watch,
+        )))
     }
 }
 
