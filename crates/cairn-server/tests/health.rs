@@ -119,3 +119,33 @@ async fn a_member_without_quorum_is_healthy_only_serializably() {
         (200, r#"{"health":"true","reason":""}"#)
     );
 }
+
+/// etcd's and the process collector's metric names, for alerts and
+/// dashboards written for etcd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_carry_etcds_names() {
+    let c = Cluster::start(1, with_metrics_port).await;
+    c.wait_leader(ELECTION).await;
+    support::put(c.node(0), "k", "v").await;
+    let (status, body) = get(metrics_addr(&c, 0), "/metrics").await;
+    assert_eq!(status, 200);
+    let value = |name: &str| -> f64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {body}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value("etcd_server_has_leader"), 1.0);
+    assert_eq!(value("etcd_server_is_leader"), 1.0);
+    assert!(value("etcd_server_leader_changes_seen_total") >= 1.0);
+    assert!(value("etcd_server_proposals_applied_total") >= 2.0);
+    assert!(value("etcd_mvcc_db_total_size_in_bytes") > 0.0);
+    assert!(value("etcd_mvcc_db_total_size_in_use_in_bytes") > 0.0);
+    assert_eq!(
+        value("etcd_server_quota_backend_bytes"),
+        c.node(0).config.quota_backend_bytes as f64
+    );
+    assert!(value("process_resident_memory_bytes") > 1e6);
+    assert!(value("process_cpu_seconds_total") > 0.0);
+}

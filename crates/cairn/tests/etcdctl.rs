@@ -473,3 +473,18 @@ fn member_ids(json: &str) -> Vec<u64> {
         })
         .collect()
 }
+
+/// `etcdctl check datascale` reads the member's `/metrics` for
+/// `process_resident_memory_bytes` before and after 10,000 puts of 1 KiB
+/// (then deletes them): it needs the process collector's metric names.
+#[test]
+fn etcdctl_check_datascale() {
+    require_etcdctl!();
+    let c = ProcCluster::start(1);
+    let out = ok(etcdctl(&c.endpoints(), &["check", "datascale", "--load=s"]));
+    assert!(
+        out.contains("PASS: Approximate system memory used"),
+        "{out}"
+    );
+    assert!(!out.contains("FAIL"), "{out}");
+}

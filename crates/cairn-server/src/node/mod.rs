@@ -65,6 +65,8 @@ pub struct Node {
     /// Whether this member has long known no leader, for the streams of
     /// clients that require one (`require_leader`).
     pub leader_watch: crate::require_leader::LeaderWatch,
+    /// Leaders seen taking office, for `/metrics`.
+    pub leader_changes: crate::services::etcd_metrics::LeaderChanges,
 }
 
 /// Whether a Raft runs, was stopped as asked, or stopped on its own.
@@ -364,7 +366,11 @@ impl Node {
             held_data: !fresh,
             tokens,
             leader_watch: crate::require_leader::LeaderWatch::default(),
+            leader_changes: Default::default(),
         });
+        tokio::spawn(crate::services::etcd_metrics::count_leader_changes(
+            Arc::downgrade(&node),
+        ));
         tokio::spawn(crate::require_leader::watch_leader(
             Arc::downgrade(&node),
             Duration::from_millis(node.config.election_timeout_ms),

@@ -101,6 +101,8 @@ fn render_metrics(node: &Node, reads: &ClaimReads) -> String {
     cairn_raft::metrics::render(&mut text);
     crate::tls::render_metrics(&mut text);
     crate::corruption::render_metrics(&mut text);
+    super::etcd_metrics::render_etcd(node, &mut text);
+    super::etcd_metrics::render_process(&mut text);
     text
 }
 

@@ -15,6 +15,7 @@ mod admin;
 pub mod claims;
 mod common;
 mod data;
+pub mod etcd_metrics;
 mod gateway;
 mod health;
 mod registry;
