@@ -123,6 +123,10 @@ pub struct ServerConfig {
     /// Revocation lists for the certificates members show on the peer
     /// port (etcd `--peer-crl-file`).
     pub peer_crl_file: Option<PathBuf>,
+    /// The common name a member's certificate must carry for the peer
+    /// port to take its calls (etcd `--peer-cert-allowed-cn`; needs
+    /// `peer_client_cert_auth`): the CA may sign other certificates too.
+    pub peer_cert_allowed_cn: Option<String>,
     /// How often the client port pings a quiet HTTP/2 connection (etcd's
     /// `--grpc-keepalive-interval`, 2 h): a client gone without closing
     /// its connection (a host lost, a NAT forgetting it) is found, and its
@@ -243,6 +247,7 @@ impl Default for ServerConfig {
             peer_trusted_ca_file: None,
             peer_client_cert_auth: false,
             peer_crl_file: None,
+            peer_cert_allowed_cn: None,
             grpc_keepalive_interval_ms: 2 * 3600 * 1000,
             grpc_keepalive_timeout_ms: 20_000,
             watch_progress_notify_interval_ms: 10 * 60 * 1000,
@@ -407,6 +412,7 @@ impl ServerConfig {
             trusted_ca: self.trusted_ca_file.as_deref(),
             client_cert_auth: self.client_cert_auth,
             crl: self.client_crl_file.as_deref(),
+            allowed_cn: None,
         })
     }
 
@@ -431,6 +437,7 @@ impl ServerConfig {
             trusted_ca: self.peer_trusted_ca_file.as_deref(),
             client_cert_auth: self.peer_client_cert_auth,
             crl: self.peer_crl_file.as_deref(),
+            allowed_cn: self.peer_cert_allowed_cn.as_deref(),
         })
     }
 
@@ -709,6 +716,17 @@ impl ServerConfig {
                     crl_s,
                     &format!("needs {auth_s}: only the certificates it asks for are checked"),
                 );
+            }
+        }
+        if let Some(cn) = &self.peer_cert_allowed_cn {
+            if !self.peer_client_cert_auth {
+                return invalid(
+                    "peer-cert-allowed-cn",
+                    "needs peer-client-cert-auth: only the certificates it asks for are checked",
+                );
+            }
+            if cn.is_empty() {
+                return invalid("peer-cert-allowed-cn", "must not be empty");
             }
         }
         Ok(())

@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cairn_chaos::certs::TestPki;
@@ -234,6 +234,63 @@ async fn members_replicate_and_forward_over_tls_and_refuse_peers_without_a_certi
         .into_inner();
     assert!(String::from_utf8_lossy(&answer.data).contains("alformed"));
     c.shutdown().await;
+}
+
+/// etcd's `--peer-cert-allowed-cn`: members whose certificates carry the
+/// name form a cluster; a certificate from the same CA with another name
+/// (here the client's) is refused on the peer port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_peer_port_takes_only_the_allowed_common_name() {
+    let (_certs, pki) = pki();
+    let c = Cluster::start(3, |c| {
+        peer_tls(&pki, c);
+        c.peer_cert_allowed_cn = Some("cairn member".into());
+    })
+    .await;
+    let leader = c.wait_leader(ELECTION).await;
+    put(c.node((leader + 1) % 3), "allowed-cn", "1").await;
+    for i in 0..3 {
+        assert_eq!(
+            get(c.node(i), "allowed-cn").await.as_deref(),
+            Some(&b"1"[..])
+        );
+    }
+    use cairn_proto::raft::v1::Payload;
+    use cairn_raft::cluster_check::peer_grpc;
+    let peer_url = c.node(leader).config.advertise_peer_url();
+    let call = |cert: PathBuf, key: PathBuf| {
+        let (ca, url) = (pki.ca.clone(), peer_url.clone());
+        async move {
+            let ch = dial(&url, &ca, Some((&cert, &key))).await.ok()?;
+            peer_grpc(ch, None, 1024)
+                .forward(Payload { data: Vec::new() })
+                .await
+                .ok()
+        }
+    };
+    assert!(
+        call(pki.client_cert.clone(), pki.client_key.clone())
+            .await
+            .is_none(),
+        "the CA's client certificate was served on the peer port"
+    );
+    assert!(
+        call(pki.server_cert.clone(), pki.server_key.clone())
+            .await
+            .is_some(),
+        "a member's certificate was refused"
+    );
+    c.shutdown().await;
+
+    // It checks only what client-cert-auth asks for.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config("n1", dir.path().join("n1"), 0, 0);
+    config.peer_cert_allowed_cn = Some("cairn member".into());
+    let err = match cairn_server::serve::start(config).await {
+        Ok(_) => panic!("started with --peer-cert-allowed-cn and no peer client-cert-auth"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("peer-cert-allowed-cn"), "{err}");
 }
 
 #[tokio::test]

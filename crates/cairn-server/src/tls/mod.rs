@@ -25,6 +25,7 @@
 //! and the certificate a member shows when it dials others, are read at
 //! start.
 
+mod allowed_cn;
 mod cert_reload;
 mod crl_reload;
 pub mod self_signed;
@@ -99,6 +100,9 @@ pub struct TlsFiles<'a> {
     pub client_cert_auth: bool,
     /// Revocation lists the clients' certificates are checked against.
     pub crl: Option<&'a Path>,
+    /// The one common name a client certificate may carry (the peer
+    /// port's `--peer-cert-allowed-cn`).
+    pub allowed_cn: Option<&'a str>,
 }
 
 fn file_err(setting: &'static str, path: &Path, reason: impl std::fmt::Display) -> TlsError {
@@ -188,6 +192,14 @@ pub fn acceptor(files: TlsFiles<'_>, alpn: &[&[u8]]) -> Result<TlsAcceptor, TlsE
                 None => client_verifier(roots, Vec::new(), provider())
                     .map_err(|e| file_err(ca_setting, ca, e))?,
             };
+            let verifier: Arc<dyn rustls::server::danger::ClientCertVerifier> =
+                match files.allowed_cn {
+                    Some(cn) => Arc::new(allowed_cn::AllowedCommonName {
+                        inner: verifier,
+                        allowed: cn.to_string(),
+                    }),
+                    None => verifier,
+                };
             builder.with_client_cert_verifier(verifier)
         }
         (true, None) => {

@@ -135,6 +135,10 @@ pub struct ServeArgs {
     /// Revocation lists for the members' certificates on the peer port.
     #[arg(long, env = "CAIRN_PEER_CRL_FILE")]
     pub peer_crl_file: Option<PathBuf>,
+    /// The common name a member's certificate must carry for the peer
+    /// port to take its calls (with `--peer-client-cert-auth`).
+    #[arg(long, env = "CAIRN_PEER_CERT_ALLOWED_CN")]
+    pub peer_cert_allowed_cn: Option<String>,
     /// TLS on the client port with a self-signed certificate this member
     /// generates under `<data-dir>/fixtures/client/` (reused at later
     /// starts) when no `--cert-file` is given, as etcd's `--auto-tls`.
@@ -372,7 +376,8 @@ impl ServeArgs {
             peer_key_file,
             peer_trusted_ca_file,
             client_crl_file,
-            peer_crl_file
+            peer_crl_file,
+            peer_cert_allowed_cn
         );
         if let Some(urls) = &self.listen_client_urls {
             let mut addrs = listen_urls("listen-client-urls", urls)?;

@@ -1,0 +1,68 @@
+//! etcd's `--peer-cert-allowed-cn`: the peer port takes only member
+//! certificates whose common name is the one given. Without it, any
+//! certificate the peer CA signed (a client's, say, when one CA signs
+//! both) could call the Raft API.
+
+use std::sync::Arc;
+
+use rustls_pki_types::{CertificateDer, UnixTime};
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::client::danger::HandshakeSignatureValid;
+use tokio_rustls::rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use tokio_rustls::rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+
+use super::common_name;
+
+/// `inner`'s verdict, and then the end-entity certificate's common name
+/// must be `allowed`.
+#[derive(Debug)]
+pub struct AllowedCommonName {
+    pub inner: Arc<dyn ClientCertVerifier>,
+    pub allowed: String,
+}
+
+impl ClientCertVerifier for AllowedCommonName {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        match common_name(end_entity.as_ref()) {
+            Some(cn) if cn == self.allowed => Ok(verified),
+            cn => Err(rustls::Error::General(format!(
+                "certificate common name {cn:?} is not --peer-cert-allowed-cn {:?}",
+                self.allowed
+            ))),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
