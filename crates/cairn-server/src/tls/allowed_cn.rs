@@ -7,9 +7,8 @@ use std::sync::Arc;
 
 use rustls_pki_types::{CertificateDer, UnixTime};
 use tokio_rustls::rustls;
-use tokio_rustls::rustls::client::danger::HandshakeSignatureValid;
 use tokio_rustls::rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use tokio_rustls::rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use tokio_rustls::rustls::DistinguishedName;
 
 use super::common_name;
 
@@ -19,6 +18,12 @@ use super::common_name;
 pub struct AllowedCommonName {
     pub inner: Arc<dyn ClientCertVerifier>,
     pub allowed: String,
+}
+
+impl AllowedCommonName {
+    fn inner(&self) -> &dyn ClientCertVerifier {
+        &*self.inner
+    }
 }
 
 impl ClientCertVerifier for AllowedCommonName {
@@ -44,25 +49,5 @@ impl ClientCertVerifier for AllowedCommonName {
         }
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
+    delegate_signature_checks!(inner);
 }

@@ -25,6 +25,41 @@
 //! and the certificate a member shows when it dials others, are read at
 //! start.
 
+/// The handshake-signature methods of a `ClientCertVerifier` that wraps
+/// another (`self.$inner()` returns it): only the certificate check
+/// differs between the wrappers.
+macro_rules! delegate_signature_checks {
+    ($inner:ident) => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &rustls_pki_types::CertificateDer<'_>,
+            dss: &tokio_rustls::rustls::DigitallySignedStruct,
+        ) -> Result<
+            tokio_rustls::rustls::client::danger::HandshakeSignatureValid,
+            tokio_rustls::rustls::Error,
+        > {
+            self.$inner().verify_tls12_signature(message, cert, dss)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &rustls_pki_types::CertificateDer<'_>,
+            dss: &tokio_rustls::rustls::DigitallySignedStruct,
+        ) -> Result<
+            tokio_rustls::rustls::client::danger::HandshakeSignatureValid,
+            tokio_rustls::rustls::Error,
+        > {
+            self.$inner().verify_tls13_signature(message, cert, dss)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<tokio_rustls::rustls::SignatureScheme> {
+            self.$inner().supported_verify_schemes()
+        }
+    };
+}
+
 mod allowed_cn;
 mod cert_reload;
 mod crl_reload;
