@@ -80,8 +80,9 @@ pub async fn watch_leader(node: Weak<Node>, election_timeout: Duration, watch: L
     }
 }
 
-/// Refuses gRPC calls carrying `hasleader: true` on a member that knows
-/// no leader, before any service runs.
+/// Refuses calls carrying `hasleader: true` (gRPC) or
+/// `Grpc-Metadata-Hasleader: true` (the JSON gateway) on a member that
+/// knows no leader, before any service runs.
 #[derive(Clone)]
 pub struct RequireLeaderLayer(pub Arc<Node>);
 
@@ -104,11 +105,13 @@ pub struct RequireLeader<S> {
 
 type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
-impl<S, ReqBody, ResBody> tower_service::Service<http::Request<ReqBody>> for RequireLeader<S>
+/// grpc-gateway's form of the metadata, for JSON gateway calls.
+const GATEWAY_REQUIRE_LEADER_HEADER: &str = "grpc-metadata-hasleader";
+
+impl<S, ReqBody> tower_service::Service<http::Request<ReqBody>> for RequireLeader<S>
 where
-    S: tower_service::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S: tower_service::Service<http::Request<ReqBody>, Response = http::Response<tonic::body::Body>>,
     S::Future: Send + 'static,
-    ResBody: Default + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -119,22 +122,34 @@ where
     }
 
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
-        let grpc = req
-            .headers()
+        let headers = req.headers();
+        let asks = |name: &str| {
+            headers
+                .get(name)
+                .is_some_and(|v| v.as_bytes() == REQUIRE_LEADER_VALUE.as_bytes())
+        };
+        let grpc = headers
             .get(http::header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-        let wants_leader = req
-            .headers()
-            .get(REQUIRE_LEADER_METADATA)
-            .is_some_and(|v| v.as_bytes() == REQUIRE_LEADER_VALUE.as_bytes());
-        if grpc && wants_leader && self.node.leader_id().is_none() {
+        let refusal = match (grpc, self.node.leader_id()) {
+            (_, Some(_)) => None,
             // A trailers-only answer: the status in the headers, no body.
-            let (parts, ()) = LeaderWatch::error().into_http::<()>().into_parts();
-            return Box::pin(
-                async move { Ok(http::Response::from_parts(parts, ResBody::default())) },
-            );
+            (true, None) if asks(REQUIRE_LEADER_METADATA) => {
+                Some(LeaderWatch::error().into_http::<tonic::body::Body>())
+            }
+            (false, None) if asks(GATEWAY_REQUIRE_LEADER_HEADER) => {
+                let (parts, body) = crate::services::json_error(&LeaderWatch::error()).into_parts();
+                Some(http::Response::from_parts(
+                    parts,
+                    tonic::body::Body::new(body),
+                ))
+            }
+            _ => None,
+        };
+        match refusal {
+            Some(answer) => Box::pin(async move { Ok(answer) }),
+            None => Box::pin(self.inner.call(req)),
         }
-        Box::pin(self.inner.call(req))
     }
 }
 

@@ -138,4 +138,43 @@ async fn streams_requiring_a_leader_end_when_the_member_loses_it() {
         Ok(stream) => stream.get_mut().next().await.unwrap().unwrap_err(),
     };
     assert!(is_no_leader(&refused), "{refused:?}");
+
+    // The JSON gateway, with grpc-gateway's form of the metadata.
+    let body = r#"{"key": "aw==", "serializable": true}"#;
+    let (status, answer) = post(addr, "/v3/kv/range", body, Some("true")).await;
+    assert_eq!(status, 503, "{answer}");
+    assert!(
+        answer.contains("etcdserver: no leader") && answer.contains("\"code\":14"),
+        "{answer}"
+    );
+    assert_eq!(post(addr, "/v3/kv/range", body, None).await.0, 200);
+}
+
+/// `POST path` with a JSON body over HTTP/1.1, with
+/// `Grpc-Metadata-Hasleader` when given: the status and the body.
+async fn post(
+    addr: std::net::SocketAddr,
+    path: &str,
+    body: &str,
+    has_leader: Option<&str>,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let extra = has_leader.map_or(String::new(), |v| {
+        format!("Grpc-Metadata-Hasleader: {v}\r\n")
+    });
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n{extra}\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(ELECTION, s.read_to_end(&mut out))
+        .await
+        .expect("answered")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text[9..12].parse().unwrap();
+    (status, text)
 }

@@ -17,6 +17,9 @@ mod common;
 mod data;
 pub mod etcd_metrics;
 mod gateway;
+
+/// A failed call's answer as the JSON gateway gives it.
+pub(crate) use gateway::json_error;
 mod health;
 mod registry;
 

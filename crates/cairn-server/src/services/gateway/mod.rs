@@ -20,6 +20,8 @@
 
 mod json;
 
+pub(crate) use json::error as json_error;
+
 use std::future::Future;
 use std::sync::Arc;
 
