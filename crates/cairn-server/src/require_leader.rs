@@ -69,9 +69,9 @@ pub async fn watch_leader(node: Weak<Node>, election_timeout: Duration, watch: L
     loop {
         tokio::time::sleep(election_timeout).await;
         let Some(node) = node.upgrade() else { return };
-        leaderless = match node.leader_id() {
-            Some(_) => 0,
-            None => leaderless.saturating_add(1),
+        leaderless = match node.knows_leader() {
+            true => 0,
+            false => leaderless.saturating_add(1),
         };
         let lost = leaderless >= LEADERLESS_ELECTIONS;
         watch
@@ -131,13 +131,13 @@ where
         let grpc = headers
             .get(http::header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-        let refusal = match (grpc, self.node.leader_id()) {
-            (_, Some(_)) => None,
+        let refusal = match (grpc, self.node.knows_leader()) {
+            (_, true) => None,
             // A trailers-only answer: the status in the headers, no body.
-            (true, None) if asks(REQUIRE_LEADER_METADATA) => {
+            (true, false) if asks(REQUIRE_LEADER_METADATA) => {
                 Some(LeaderWatch::error().into_http::<tonic::body::Body>())
             }
-            (false, None) if asks(GATEWAY_REQUIRE_LEADER_HEADER) => {
+            (false, false) if asks(GATEWAY_REQUIRE_LEADER_HEADER) => {
                 let (parts, body) = crate::services::json_error(&LeaderWatch::error()).into_parts();
                 Some(http::Response::from_parts(
                     parts,
@@ -164,9 +164,9 @@ pub fn guard<T>(
     if !required(request) {
         return Ok(None);
     }
-    match node.leader_id() {
-        Some(_) => Ok(Some(node.leader_watch.clone())),
-        None => Err(LeaderWatch::error()),
+    match node.knows_leader() {
+        true => Ok(Some(node.leader_watch.clone())),
+        false => Err(LeaderWatch::error()),
     }
 }
 

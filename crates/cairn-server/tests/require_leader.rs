@@ -54,10 +54,28 @@ fn is_no_leader(s: &Status) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn streams_requiring_a_leader_end_when_the_member_loses_it() {
+async fn streams_requiring_a_leader_end_on_a_follower_left_alone() {
+    left_alone(false).await;
+}
+
+/// The leader cut off from both followers keeps its office in openraft
+/// (no higher term reaches it), but hears from no quorum: for these
+/// requests it has no leader, as etcd's leader steps down (CheckQuorum).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn streams_requiring_a_leader_end_on_a_leader_left_alone() {
+    left_alone(true).await;
+}
+
+/// Streams and calls through the member left running when the other two
+/// stop: the leader when `leader_alone`, else a follower.
+async fn left_alone(leader_alone: bool) {
     let mut c = Cluster::start(3, |_| {}).await;
     let leader = c.wait_leader(ELECTION).await;
-    let alone = (leader + 1) % 3;
+    let alone = if leader_alone {
+        leader
+    } else {
+        (leader + 1) % 3
+    };
     let addr = c.members[alone].server.as_ref().unwrap().client_addr;
     let ch = Channel::from_shared(format!("http://{addr}"))
         .unwrap()

@@ -477,6 +477,29 @@ impl Node {
         self.raft.metrics().borrow_watched().current_leader
     }
 
+    /// Whether this member knows a leader able to commit: another member
+    /// it follows, or itself having heard from a quorum within two
+    /// election timeouts (or being the only voter). An isolated leader
+    /// keeps its office in openraft until it hears of a higher term; etcd's
+    /// (with CheckQuorum) steps down, so by this test it has none, as
+    /// etcd's would. For require-leader requests and `has_leader`.
+    pub fn knows_leader(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        match m.current_leader {
+            None => false,
+            Some(leader) if leader == m.id => {
+                let alone = m.membership_config.membership().voter_ids().eq([m.id]);
+                let within = Duration::from_millis(self.config.election_timeout_ms * 2);
+                alone
+                    || m.last_quorum_acked
+                        .as_ref()
+                        .is_some_and(|t| openraft::Instant::elapsed(&**t) < within)
+            }
+            Some(_) => true,
+        }
+    }
+
     /// Why this member's Raft stopped on its own (a storage error: a full
     /// disk, a failed fsync), if it did. Such a member serves nothing
     /// more; its last metrics may still name a leader.

@@ -70,7 +70,7 @@ pub fn render_etcd(node: &Node, out: &mut String) {
         (
             "etcd_server_has_leader",
             "Whether or not a leader exists. 1 is existence, 0 is not.",
-            u64::from(leader.is_some()),
+            u64::from(node.knows_leader()),
         ),
         (
             "etcd_server_is_leader",
