@@ -157,6 +157,22 @@ async fn left_alone(leader_alone: bool) {
     };
     assert!(is_no_leader(&refused), "{refused:?}");
 
+    // The gRPC health service says so too.
+    let health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
+    support::wait_until("gRPC health NOT_SERVING", ELECTION, || {
+        let mut health = health.clone();
+        async move {
+            health
+                .check(tonic_health::pb::HealthCheckRequest::default())
+                .await
+                .is_ok_and(|r| {
+                    r.into_inner().status
+                        == tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
+                })
+        }
+    })
+    .await;
+
     // The JSON gateway, with grpc-gateway's form of the metadata.
     let body = r#"{"key": "aw==", "serializable": true}"#;
     let (status, answer) = post(addr, "/v3/kv/range", body, Some("true")).await;

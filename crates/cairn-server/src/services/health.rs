@@ -238,9 +238,10 @@ async fn http_health(
 }
 
 /// Why this member is not healthy, in etcd's words where etcd has them;
-/// `None` if it is. What the gRPC health service reports.
+/// `None` if it is. What the gRPC health service reports: a leader that
+/// hears from no quorum knows none ([`Node::knows_leader`]).
 fn unhealthy_reason(node: &Node) -> Option<&'static str> {
-    stopped_reason(node).or_else(|| node.leader_id().is_none().then_some("RAFT NO LEADER"))
+    stopped_reason(node).or_else(|| (!node.knows_leader()).then_some("RAFT NO LEADER"))
 }
 
 /// Why this member serves nothing at all, if it does not.
