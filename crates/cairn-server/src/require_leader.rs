@@ -131,20 +131,23 @@ where
         let grpc = headers
             .get(http::header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-        let refusal = match (grpc, self.node.knows_leader()) {
-            (_, true) => None,
+        // Only a request that asks looks at Raft's metrics: this runs for
+        // every call on the client port.
+        let asked = match grpc {
+            true => asks(REQUIRE_LEADER_METADATA),
+            false => asks(GATEWAY_REQUIRE_LEADER_HEADER),
+        };
+        let refusal = match asked && !self.node.knows_leader() {
+            false => None,
             // A trailers-only answer: the status in the headers, no body.
-            (true, false) if asks(REQUIRE_LEADER_METADATA) => {
-                Some(LeaderWatch::error().into_http::<tonic::body::Body>())
-            }
-            (false, false) if asks(GATEWAY_REQUIRE_LEADER_HEADER) => {
+            true if grpc => Some(LeaderWatch::error().into_http::<tonic::body::Body>()),
+            true => {
                 let (parts, body) = crate::services::json_error(&LeaderWatch::error()).into_parts();
                 Some(http::Response::from_parts(
                     parts,
                     tonic::body::Body::new(body),
                 ))
             }
-            _ => None,
         };
         match refusal {
             Some(answer) => Box::pin(async move { Ok(answer) }),
