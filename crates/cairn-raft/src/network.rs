@@ -176,6 +176,7 @@ impl NetworkFactory {
             target,
             config: self.config.clone(),
             inner,
+            unreachable_streak: Arc::default(),
         }
     }
 
@@ -253,6 +254,10 @@ pub struct PeerClient {
     config: Arc<NetworkConfig>,
     /// `Err` when the peer URL is unusable: every RPC then fails Unreachable.
     inner: Result<PeerGrpc, Arc<str>>,
+    /// Replication streams in a row that found the peer unreachable: the
+    /// pause before the next attempt doubles with it
+    /// (`stream_append::unreachable_pause`).
+    unreachable_streak: Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl fmt::Debug for PeerClient {

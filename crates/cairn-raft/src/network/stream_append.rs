@@ -32,6 +32,26 @@ use cairn_proto::raft::v1::Payload;
 const MIN_SETUP: Duration = Duration::from_millis(500);
 /// How often a waiting reader checks whether an owed reply is overdue.
 const OVERDUE_CHECK: Duration = Duration::from_millis(50);
+/// How long a stream that could not be opened because the peer is
+/// unreachable waits before it reports so, the first time; it doubles with
+/// each failure in a row, up to [`UNREACHABLE_PAUSE_MAX`]. openraft (0.10)
+/// backs off inside the request stream, which a call that fails to connect
+/// never polls, and it opens the next stream as soon as this one fails:
+/// without a pause, a leader whose follower was down retried ~20,000 times
+/// a second, a core busy and two warnings logged each time.
+pub(super) const UNREACHABLE_PAUSE: Duration = Duration::from_millis(100);
+/// The longest pause: a peer that comes back waits at most this long for
+/// its first append (less than the default election timeout, so it hears
+/// from the leader before it would campaign), and a peer that stays away
+/// costs a few connects and warnings a second.
+pub(super) const UNREACHABLE_PAUSE_MAX: Duration = Duration::from_millis(500);
+
+/// The pause after the `streak`-th unreachable attempt in a row (from 0).
+fn unreachable_pause(streak: u32) -> Duration {
+    UNREACHABLE_PAUSE
+        .saturating_mul(1u32 << streak.min(16))
+        .min(UNREACHABLE_PAUSE_MAX)
+}
 
 type Reply = Result<StreamAppendResult<TypeConfig>, RPCError>;
 
@@ -68,15 +88,33 @@ impl PeerClient {
             let setup = option.soft_ttl().max(MIN_SETUP);
             let sent = Arc::new(Sent::default());
             let requests = encode_requests(input, sent.clone(), client.config.commit_notice_delay);
-            let mut grpc = client.grpc()?;
             let started = Instant::now();
-            let call = grpc.stream_append(tonic::Request::new(requests));
-            let response = match tokio::time::timeout(setup, call).await {
-                Err(_) => return Err(client.timeout(action, setup).into()),
-                Ok(Err(status)) => {
-                    return Err(client.status_failure(action, setup, started, status).into())
+            let opened = match client.grpc() {
+                Ok(mut grpc) => {
+                    let call = grpc.stream_append(tonic::Request::new(requests));
+                    match tokio::time::timeout(setup, call).await {
+                        Err(_) => Err(client.timeout(action, setup)),
+                        Ok(Err(status)) => {
+                            Err(client.status_failure(action, setup, started, status))
+                        }
+                        Ok(Ok(response)) => Ok(response.into_inner()),
+                    }
                 }
-                Ok(Ok(response)) => response.into_inner(),
+                Err(failure) => Err(failure),
+            };
+            let streak = &client.unreachable_streak;
+            let response = match opened {
+                Ok(response) => {
+                    streak.store(0, Ordering::Relaxed);
+                    response
+                }
+                Err(failure) => {
+                    if matches!(failure, Failure::Unreachable(_)) {
+                        let pause = unreachable_pause(streak.fetch_add(1, Ordering::Relaxed));
+                        tokio::time::sleep(pause.saturating_sub(started.elapsed())).await;
+                    }
+                    return Err(failure.into());
+                }
             };
             let reply_timeout = client.config.append_reply_timeout;
             let state = Replies {
@@ -423,5 +461,53 @@ mod tests {
             shapes.push(shape(&req));
         }
         assert_eq!(shapes, [(Some(1), 0), (None, 1), (Some(2), 1), (None, 2)]);
+    }
+}
+
+#[cfg(test)]
+mod unreachable_tests {
+    use super::*;
+    use crate::network::{NetworkConfig, NetworkFactory};
+    use crate::types::CairnNode;
+    use openraft::network::RaftNetworkFactory as _;
+
+    /// A peer whose port refuses connections is retried at most every
+    /// [`UNREACHABLE_PAUSE`], not as fast as connects fail.
+    #[tokio::test]
+    async fn an_unreachable_peer_is_retried_at_a_bounded_rate() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let mut factory = NetworkFactory::new(1, NetworkConfig::default());
+        let node = CairnNode {
+            peer_url: format!("http://127.0.0.1:{port}"),
+            ..Default::default()
+        };
+        let mut client = factory.new_client(2, &node).await;
+        let window = Duration::from_millis(500);
+        let started = Instant::now();
+        let mut attempts = 0u32;
+        while started.elapsed() < window {
+            let requests = futures::stream::empty::<AppendEntriesRequest>();
+            let option = RPCOption::new(Duration::from_millis(50));
+            match client.open_append_stream(requests, option).await {
+                Err(RPCError::Unreachable(_)) => attempts += 1,
+                Err(other) => panic!("want Unreachable, got {other}"),
+                Ok(_) => panic!("nothing listens on port {port}"),
+            }
+        }
+        // 100 + 200 ms, then 400: three attempts start within 500 ms.
+        assert!(
+            (1..=3).contains(&attempts),
+            "{attempts} attempts in {window:?}"
+        );
+    }
+
+    #[test]
+    fn the_pause_doubles_up_to_its_bound() {
+        let pauses: Vec<u128> = (0..6).map(|n| unreachable_pause(n).as_millis()).collect();
+        assert_eq!(pauses, [100, 200, 400, 500, 500, 500]);
+        assert_eq!(unreachable_pause(u32::MAX), UNREACHABLE_PAUSE_MAX);
     }
 }
