@@ -183,6 +183,17 @@ pub struct ServerConfig {
     /// refuses to start if a majority hold another (etcd's
     /// `--experimental-initial-corrupt-check`); off by default, as etcd's.
     pub initial_corrupt_check: bool,
+    /// Start this member, on its existing data, as a cluster of one (etcd's
+    /// `--force-new-cluster`): for a cluster that lost its quorum for good.
+    /// The member keeps its ID, the cluster ID, every entry in its log and
+    /// its keyspace, and drops every other member from the membership;
+    /// `member add` then grows the cluster again. The dropped members must
+    /// not come back with their old data (wipe it): two of them would
+    /// still be a quorum of the old membership. As in etcd, every start
+    /// with it set forces again (dropping members added since), so take it
+    /// off once the member runs; a member already alone in its membership
+    /// starts as usual. Ignored on an empty data dir.
+    pub force_new_cluster: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -261,6 +272,7 @@ impl Default for ServerConfig {
             auto_compaction_retention: "0".into(),
             corrupt_check_interval_ms: 0,
             initial_corrupt_check: false,
+            force_new_cluster: false,
         }
     }
 }

@@ -656,3 +656,54 @@ async fn the_log_lives_in_the_wal_dir() {
         "{err}"
     );
 }
+
+/// etcd's strict reconfiguration check: with one of three members down, a
+/// fourth voter that has not started would leave 2 of 4 running, no
+/// quorum; it is refused, while a learner is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_voter_that_would_leave_no_quorum_of_started_members_is_refused() {
+    let mut c = Cluster::start(3, |_| {}).await;
+    let leader = c.wait_leader(ELECTION).await;
+    let down = (leader + 1) % 3;
+    let down_id = c.node(down).member_id();
+    c.stop_member(down).await;
+    // A member counts as started for two election timeouts after it last
+    // answered the leader.
+    wait_until(
+        "the leader last heard from the stopped member long ago",
+        ELECTION,
+        || {
+            let m = c.node(leader).raft.metrics().borrow_watched().clone();
+            let stale = m
+                .heartbeat
+                .unwrap_or_default()
+                .get(&down_id)
+                .is_some_and(|at| {
+                    at.as_ref().is_none_or(|t| {
+                        openraft::Instant::elapsed(&**t) > Duration::from_millis(900)
+                    })
+                });
+            async move { stale }
+        },
+    )
+    .await;
+    let add = |port: u16, is_learner| ForwardRequest::AddMember {
+        peer_url: format!("http://127.0.0.1:{port}"),
+        is_learner,
+    };
+    let err = c
+        .node(leader)
+        .membership_request(add(1, false))
+        .await
+        .expect_err("a fourth voter with one of three down");
+    assert!(
+        matches!(err, cairn_server::ServerError::NotEnoughStartedMembers),
+        "{err}"
+    );
+    c.node(leader)
+        .membership_request(add(2, true))
+        .await
+        .expect("a learner");
+    assert_eq!(c.node(leader).members().len(), 4);
+    c.shutdown().await;
+}

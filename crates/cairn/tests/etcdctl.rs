@@ -488,3 +488,79 @@ fn etcdctl_check_datascale() {
     );
     assert!(!out.contains("FAIL"), "{out}");
 }
+
+/// etcd's disaster-recovery runbook: two of three members are lost for
+/// good (SIGKILL, their data never used again); the third, started with
+/// `--force-new-cluster`, serves alone with every key, and `member add`
+/// grows the cluster again.
+#[test]
+fn etcdctl_recovers_a_lost_quorum_with_force_new_cluster() {
+    require_etcdctl!();
+    let mut c = ProcCluster::start(3);
+    let ep = c.endpoints();
+    for i in 0..10 {
+        ok(etcdctl(&ep, &["put", &format!("k{i}"), &format!("v{i}")]));
+    }
+    c.kill(0);
+    c.kill(1);
+    c.kill(2);
+    let survivor = c.members[2].client_url();
+    c.members[2].extra.push("--force-new-cluster".into());
+    c.spawn(2);
+    c.wait_healthy(Duration::from_secs(20));
+    let list = ok(etcdctl(&survivor, &["member", "list"]));
+    assert_eq!(list.lines().count(), 1, "{list}");
+    assert!(list.contains(", n3, "), "{list}");
+    let keys = ok(etcdctl(&survivor, &["get", "k", "--prefix", "--keys-only"]));
+    assert_eq!(keys.split_whitespace().count(), 10, "{keys}");
+    ok(etcdctl(&survivor, &["put", "alone", "yes"]));
+
+    // Without the flag from now on; a new member joins as etcd's would.
+    c.kill(2);
+    c.members[2].extra.retain(|a| a != "--force-new-cluster");
+    c.spawn(2);
+    c.wait_healthy(Duration::from_secs(20));
+    let (client_port, peer_port) = (free_port(), free_port());
+    let peer = format!("http://127.0.0.1:{peer_port}");
+    let out = ok(etcdctl(
+        &survivor,
+        &["member", "add", "n4", &format!("--peer-urls={peer}")],
+    ));
+    assert!(out.contains("added to cluster"), "{out}");
+    c.members.push(ProcMember {
+        name: "n4".into(),
+        client_port,
+        peer_port,
+        data_dir: c.dir.path().join("n4"),
+        log: c.dir.path().join("n4.log"),
+        child: None,
+        extra: vec![
+            "--initial-cluster".into(),
+            format!("n3={},n4={peer}", c.members[2].peer_url()),
+            "--initial-cluster-state".into(),
+            "existing".into(),
+        ],
+        tls: None,
+    });
+    c.spawn(3);
+    c.wait_healthy(Duration::from_secs(20));
+    let n4 = c.members[3].client_url();
+    assert_eq!(
+        ok(etcdctl(&n4, &["get", "alone", "--print-value-only"])).trim(),
+        "yes"
+    );
+    assert_eq!(
+        ok(etcdctl(&n4, &["get", "k", "--prefix", "--keys-only"]))
+            .split_whitespace()
+            .count(),
+        10
+    );
+    // etcd's runbook adds a voter; Cairn makes it one once it caught up.
+    wait_until("n4 votes", Duration::from_secs(20), || {
+        let l = ok(etcdctl(&survivor, &["member", "list"]));
+        l.lines().count() == 2
+            && l.lines()
+                .any(|line| line.contains(", n4, ") && line.trim_end().ends_with("false"))
+    });
+    ok(etcdctl(&n4, &["put", "two", "voters"]));
+}

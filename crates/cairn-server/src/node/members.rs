@@ -89,9 +89,11 @@ impl Node {
                 if members.iter().any(|m| m.peer_urls.contains(&peer_url)) {
                     return Err(ServerError::PeerUrlExists);
                 }
-                if !is_learner {
-                    self.check_quorum_after_adding_voter(&members)?;
-                }
+                let joins = if is_learner {
+                    VoterJoins::No
+                } else {
+                    self.when_a_voter_can_join(&members)?
+                };
                 let id = identity::member_id(&peer_url, &self.config.initial_cluster_token);
                 let node = CairnNode {
                     name: String::new(),
@@ -99,8 +101,14 @@ impl Node {
                     client_urls: Vec::new(),
                 };
                 change(ChangeMembers::AddNodes(BTreeMap::from([(id, node)]))).await?;
-                if !is_learner {
-                    change(ChangeMembers::AddVoterIds(BTreeSet::from([id]))).await?;
+                match joins {
+                    VoterJoins::No => {}
+                    VoterJoins::Now => {
+                        change(ChangeMembers::AddVoterIds(BTreeSet::from([id]))).await?
+                    }
+                    VoterJoins::OnceCaughtUp => {
+                        tokio::spawn(promote_once_caught_up(self.raft.clone(), id));
+                    }
                 }
                 Ok(ForwardResponse::Member(id))
             }
@@ -223,19 +231,37 @@ impl Node {
 
     /// etcd's strict reconfiguration check: a new voter that has not started
     /// yet must not leave the cluster without a quorum of started voters.
-    /// A voter counts as started when the leader is replicating to it.
-    fn check_quorum_after_adding_voter(&self, members: &[Member]) -> Result<(), ServerError> {
+    /// A voter counts as started when it answered the leader within two
+    /// election timeouts (etcd: connected within its health interval); the
+    /// leader's replication metrics keep a stopped member's last match.
+    ///
+    /// The exception is etcd's too: a second voter for a cluster of one
+    /// (growing a cluster again after `--force-new-cluster` or a restore).
+    /// etcd commits that change under the old configuration and waits for
+    /// the new member's vote only afterwards; openraft's joint consensus
+    /// needs the new member's vote to commit the change itself, and the
+    /// member starts only after `member add` answers. So it joins as a
+    /// learner and is promoted once it has caught up.
+    fn when_a_voter_can_join(&self, members: &[Member]) -> Result<VoterJoins, ServerError> {
         let metrics = self.raft.metrics().borrow_watched().clone();
-        let replication = metrics.replication.unwrap_or_default();
+        let answered = metrics.heartbeat.unwrap_or_default();
+        let within = Duration::from_millis(self.config.election_timeout_ms * 2);
         let voters: Vec<u64> = members
             .iter()
             .filter(|m| !m.is_learner)
             .map(|m| m.id)
             .collect();
+        if voters == [self.member_id()] {
+            return Ok(VoterJoins::OnceCaughtUp);
+        }
         let started = voters
             .iter()
             .filter(|id| {
-                **id == self.member_id() || replication.get(*id).is_some_and(|m| m.is_some())
+                **id == self.member_id()
+                    || answered.get(*id).is_some_and(|at| {
+                        at.as_ref()
+                            .is_some_and(|t| openraft::Instant::elapsed(&**t) < within)
+                    })
             })
             .count();
         let voters_after = voters.len() + 1;
@@ -243,7 +269,7 @@ impl Node {
         if started < quorum_after {
             return Err(ServerError::NotEnoughStartedMembers);
         }
-        Ok(())
+        Ok(VoterJoins::Now)
     }
 
     /// Apply one membership change on the leader, waiting (bounded) while
@@ -266,7 +292,15 @@ impl Node {
                     return Err(ServerError::MemberNotFound);
                 }
             }
-            match self.raft.change_membership(change.clone(), false).await {
+            // openraft waits for the change to commit, which a change
+            // that needs a member that is down never does: give up at the
+            // request timeout, as etcd does (the outcome is then unknown).
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let changed =
+                tokio::time::timeout(left, self.raft.change_membership(change.clone(), false))
+                    .await
+                    .map_err(|_| ServerError::Timeout)?;
+            match changed {
                 Ok(_) => return Ok(()),
                 Err(e) => {
                     // A leader that was just elected (a hand-over) may not
@@ -290,6 +324,59 @@ impl Node {
             }
         }
     }
+}
+
+/// How a member being added becomes a voter.
+enum VoterJoins {
+    /// It is added as a learner.
+    No,
+    /// In the same request.
+    Now,
+    /// Later, by [`promote_once_caught_up`].
+    OnceCaughtUp,
+}
+
+/// How long a member added as a voter to a cluster of one may take to
+/// start and catch up before the leader stops waiting for it (it then
+/// stays a learner; `member promote` finishes the job).
+const PROMOTE_WAIT: Duration = Duration::from_secs(600);
+
+/// Promote learner `id` to voter once the leader's log is known to be on it
+/// (within [`PROMOTE_MAX_LAG_ENTRIES`]). Gives up when this member stops
+/// leading, when `id` is removed or promoted otherwise, or after
+/// [`PROMOTE_WAIT`].
+async fn promote_once_caught_up(raft: super::Raft, id: u64) {
+    let deadline = tokio::time::Instant::now() + PROMOTE_WAIT;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let metrics = raft.metrics().borrow_watched().clone();
+        let membership = metrics.membership_config.membership();
+        if metrics.current_leader != Some(metrics.id)
+            || membership.get_node(&id).is_none()
+            || membership.voter_ids().any(|v| v == id)
+        {
+            return;
+        }
+        let matched = matched_index(&metrics, id);
+        let last = metrics.last_log_index.unwrap_or(0);
+        if matched == 0 || last.saturating_sub(matched) > PROMOTE_MAX_LAG_ENTRIES {
+            continue;
+        }
+        match raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+        {
+            Ok(_) => {
+                tracing::info!("member {id:x} caught up and is a voter now");
+                return;
+            }
+            Err(e) => tracing::debug!("promoting member {id:x}: {e}; trying again"),
+        }
+    }
+    tracing::warn!(
+        "member {id:x} did not catch up within {PROMOTE_WAIT:?}; it stays a learner \
+         (`member promote` it once it runs)"
+    );
 }
 
 /// Make sure the cluster knows this member's name and client URLs (a

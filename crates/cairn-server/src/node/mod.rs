@@ -1,6 +1,7 @@
 //! A Cairn member: storage, Raft, the write path, the watch hub and the
 //! leader's housekeeping, wired together. Services talk to a `Node`.
 
+mod force_new_cluster;
 pub mod forward;
 mod forward_stream;
 pub mod identity;
@@ -223,11 +224,42 @@ impl Node {
             }
         };
 
-        let log_store = LogStore::open(db.clone(), &log_dir(&config)?)
+        let mut log_store = LogStore::open(db.clone(), &log_dir(&config)?)
             .map_err(|e| StartError::Storage(e.to_string()))?;
         let mut sm = StateMachineStore::open(db.clone(), &data_dir.join("snapshot"))
             .map_err(|e| StartError::Storage(e.to_string()))?
             .with_writer(log_store.state_writer());
+        if config.force_new_cluster {
+            if fresh {
+                tracing::warn!("--force-new-cluster ignored: the data dir holds no cluster yet");
+            } else {
+                let me = CairnNode {
+                    name: identity.name.clone(),
+                    peer_url: config.advertise_peer_url(),
+                    client_urls: config.advertise_client_urls(),
+                };
+                match force_new_cluster::force(&mut log_store, &mut sm, identity.member_id, me)
+                    .await?
+                {
+                    force_new_cluster::Forced::Alone { index, dropped } => tracing::warn!(
+                        "--force-new-cluster: member {:x} is now alone in the cluster \
+                         (membership at log index {index}); dropped members {}; wipe their \
+                         data before they rejoin with `member add`, and start this member \
+                         without the flag from now on",
+                        identity.member_id,
+                        dropped
+                            .iter()
+                            .map(|id| format!("{id:x}"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    ),
+                    force_new_cluster::Forced::AlreadyAlone => tracing::info!(
+                        "--force-new-cluster: member {:x} is already alone; nothing to do",
+                        identity.member_id
+                    ),
+                }
+            }
+        }
         let store = sm.shared_store();
         let now = store.read().map(|s| s.now_ms()).unwrap_or(0);
         let saved = if restarted {

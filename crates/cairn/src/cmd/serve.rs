@@ -213,6 +213,16 @@ pub struct ServeArgs {
         default_missing_value = "true"
     )]
     pub initial_corrupt_check: Option<bool>,
+    /// Start on this data dir as a cluster of one, dropping every other
+    /// member (etcd's `--force-new-cluster`): recovery after a lost quorum.
+    /// Take it off again once the member runs.
+    #[arg(
+        long,
+        env = "CAIRN_FORCE_NEW_CLUSTER",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub force_new_cluster: Option<bool>,
     /// How much the member logs when `RUST_LOG` is not set: `debug`,
     /// `info` (the default), `warn` or `error` (etcd's `--log-level`;
     /// its `panic` and `fatal` log errors only here). A process setting,
@@ -360,7 +370,8 @@ impl ServeArgs {
             auto_compaction_mode,
             auto_compaction_retention,
             corrupt_check_interval_ms,
-            initial_corrupt_check
+            initial_corrupt_check,
+            force_new_cluster
         );
         macro_rules! set_optional {
             ($($field:ident),*) => { $( if self.$field.is_some() { c.$field = self.$field.clone(); } )* };
@@ -705,6 +716,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("peer-client-cert-auth"), "{err}");
+    }
+
+    #[test]
+    fn force_new_cluster_is_a_flag_off_by_default() {
+        let config = |args: &[&str]| {
+            let args = std::iter::once("cairn").chain(args.iter().copied());
+            Cli::parse_from(args).serve.to_config().unwrap()
+        };
+        assert!(!config(&[]).force_new_cluster);
+        assert!(config(&["--force-new-cluster"]).force_new_cluster);
+        assert!(!config(&["--force-new-cluster", "false"]).force_new_cluster);
     }
 
     #[test]

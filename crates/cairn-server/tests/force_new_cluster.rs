@@ -1,0 +1,114 @@
+//! `--force-new-cluster`: a member that outlived its cluster's quorum
+//! starts alone on its own data, keeps every entry it holds, and grows the
+//! cluster again with `member add`.
+
+mod support;
+
+use std::time::Duration;
+
+use cairn_server::node::forward::ForwardRequest;
+use support::*;
+
+const ELECTION: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_survivor_forced_alone_keeps_its_data_and_grows_again() {
+    let mut c = Cluster::start(3, |_| {}).await;
+    let leader = c.wait_leader(ELECTION).await;
+    let survivor = (leader + 1) % 3;
+    let stale = (leader + 2) % 3;
+    put(c.node(leader), "before", "all three").await;
+    wait_until("every member applied `before`", ELECTION, || {
+        let ok = (0..3).all(|i| local_count(c.node(i), "before") == 1);
+        async move { ok }
+    })
+    .await;
+
+    // With one member down, the leader and the survivor acknowledge these
+    // alone: the survivor holds each entry, though it may not yet know the
+    // last ones are committed.
+    c.stop_member(stale).await;
+    for i in 0..20 {
+        put(c.node(leader), &format!("k{i:02}"), &format!("v{i}")).await;
+    }
+    c.stop_member(leader).await;
+    c.stop_member(survivor).await;
+
+    // Alone on its data the survivor cannot elect itself; forced, it leads.
+    let survivor_id = {
+        c.members[survivor].config.force_new_cluster = true;
+        c.start_member(survivor).await;
+        c.node(survivor).member_id()
+    };
+    assert_eq!(c.wait_leader(ELECTION).await, survivor);
+    let members = c.node(survivor).members();
+    assert_eq!(members.len(), 1, "{members:?}");
+    assert_eq!(members[0].id, survivor_id);
+    assert!(!members[0].is_learner);
+    for i in 0..20 {
+        assert_eq!(
+            get(c.node(survivor), &format!("k{i:02}")).await,
+            Some(format!("v{i}").into_bytes()),
+            "k{i:02}"
+        );
+    }
+    assert_eq!(local_count(c.node(survivor), "before"), 1);
+    put(c.node(survivor), "after", "alone").await;
+
+    // Started again with the flag still set, a member already alone is
+    // left as it is.
+    c.stop_member(survivor).await;
+    c.start_member(survivor).await;
+    assert_eq!(c.wait_leader(ELECTION).await, survivor);
+    assert_eq!(c.node(survivor).members().len(), 1);
+    assert_eq!(
+        get(c.node(survivor), "after").await.as_deref(),
+        Some(&b"alone"[..])
+    );
+
+    // A dropped member that comes back with its old data learns it is out
+    // and stops, rather than campaigning against the survivor.
+    c.start_member(stale).await;
+    stops_as_removed(c.node(stale)).await;
+    c.stop_member(stale).await;
+
+    // The cluster grows again: a new member catches up and votes.
+    c.members[survivor].config.force_new_cluster = false;
+    let (joiner, joiner_id) = c.add_learner(survivor, |_| {}).await;
+    wait_until("the new member caught up", ELECTION, || {
+        let ok = local_count(c.node(joiner), "k") == 20;
+        async move { ok }
+    })
+    .await;
+    c.node(survivor)
+        .membership_request(ForwardRequest::PromoteMember { id: joiner_id })
+        .await
+        .expect("promote");
+    wait_until("the new member votes", ELECTION, || {
+        let ok = c
+            .node(joiner)
+            .members()
+            .iter()
+            .any(|m| m.id == joiner_id && !m.is_learner);
+        async move { ok }
+    })
+    .await;
+    put(c.node(joiner), "grown", "two voters").await;
+    assert_eq!(
+        get(c.node(survivor), "grown").await.as_deref(),
+        Some(&b"two voters"[..])
+    );
+    assert_eq!(c.node(joiner).leader_id(), Some(survivor_id));
+    c.shutdown().await;
+}
+
+/// On an empty data dir the flag has nothing to force: the member
+/// bootstraps from `--initial-cluster` as without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_flag_is_ignored_on_an_empty_data_dir() {
+    let c = Cluster::start(1, |cfg| cfg.force_new_cluster = true).await;
+    c.wait_leader(ELECTION).await;
+    put(c.node(0), "k", "v").await;
+    assert_eq!(c.node(0).members().len(), 1);
+    c.shutdown().await;
+}
