@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use cairn_server::config::{ClusterState, ServerConfig};
+use cairn_server::tls::Port;
 
 /// Every setting is optional here: given ones override the environment
 /// (`CAIRN_*`, read by clap), which overrides `--config`, which overrides
@@ -241,11 +242,12 @@ fn parse_log_level(s: &str) -> Result<&'static str, String> {
     }
 }
 
-/// The addresses of etcd-style listen URLs (`http(s)://IP:PORT`,
-/// comma-separated): at least one. `localhost` is 127.0.0.1; other names
-/// are refused, as a member binds addresses, not names.
-fn listen_urls(flag: &str, urls: &str) -> anyhow::Result<Vec<SocketAddr>> {
-    let addrs = urls
+/// The URLs of an etcd-style listen flag (`http(s)://IP:PORT`,
+/// comma-separated; empty entries skipped) with their addresses: at least
+/// one. `localhost` is 127.0.0.1; other names are refused, as a member
+/// binds addresses, not names.
+fn listen_urls<'a>(flag: &str, urls: &'a str) -> anyhow::Result<Vec<(&'a str, SocketAddr)>> {
+    let parsed = urls
         .split(',')
         .map(str::trim)
         .filter(|u| !u.is_empty())
@@ -261,15 +263,16 @@ fn listen_urls(flag: &str, urls: &str) -> anyhow::Result<Vec<SocketAddr>> {
                 Some(port) => format!("127.0.0.1:{port}"),
                 None => rest.to_string(),
             };
-            rest.parse::<SocketAddr>().map_err(|_| {
+            let addr = rest.parse::<SocketAddr>().map_err(|_| {
                 anyhow::anyhow!(
                     "--{flag}: {url:?} is not scheme://IP:PORT (an IP address, not a name)"
                 )
-            })
+            })?;
+            Ok((url, addr))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    anyhow::ensure!(!addrs.is_empty(), "--{flag} names no URL");
-    Ok(addrs)
+    anyhow::ensure!(!parsed.is_empty(), "--{flag} names no URL");
+    Ok(parsed)
 }
 
 /// The async runtime's threads for a member when none are asked for: half
@@ -379,27 +382,36 @@ impl ServeArgs {
             peer_crl_file,
             peer_cert_allowed_cn
         );
+        // Listen URLs whose scheme must follow their port's TLS, checked
+        // once the config is whole.
+        let mut listened: Vec<(&str, Port, &str)> = Vec::new();
         if let Some(urls) = &self.listen_client_urls {
-            let mut addrs = listen_urls("listen-client-urls", urls)?;
-            c.listen_client = addrs.remove(0);
-            c.listen_client_also = addrs;
+            let flag = "listen-client-urls";
+            let parsed = listen_urls(flag, urls)?;
+            listened.extend(parsed.iter().map(|(url, _)| (flag, Port::Client, *url)));
+            let mut addrs = parsed.into_iter().map(|(_, addr)| addr);
+            c.listen_client = addrs.next().expect("listen_urls gives at least one");
+            c.listen_client_also = addrs.collect();
         }
         if let Some(urls) = &self.listen_metrics_urls {
+            let parsed = listen_urls("listen-metrics-urls", urls)?;
             anyhow::ensure!(
-                urls.split(',').all(|u| !u.trim().starts_with("https://")),
+                parsed.iter().all(|(url, _)| !url.starts_with("https://")),
                 "--listen-metrics-urls: only http:// is served there (keep it on loopback or a \
                  private network; the client port serves /metrics over TLS)"
             );
-            c.listen_metrics = listen_urls("listen-metrics-urls", urls)?;
+            c.listen_metrics = parsed.into_iter().map(|(_, addr)| addr).collect();
         }
         if let Some(url) = &self.listen_peer_urls {
-            let addrs = listen_urls("listen-peer-urls", url)?;
+            let flag = "listen-peer-urls";
+            let parsed = listen_urls(flag, url)?;
             anyhow::ensure!(
-                addrs.len() == 1,
+                parsed.len() == 1,
                 "--listen-peer-urls: a member listens for peers on one address, not {}",
-                addrs.len()
+                parsed.len()
             );
-            c.listen_peer = addrs[0];
+            listened.push((flag, Port::Peer, parsed[0].0));
+            c.listen_peer = parsed[0].1;
         }
         let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         if let Some(d) = self.grpc_keepalive_interval {
@@ -420,27 +432,9 @@ impl ServeArgs {
         c.validate()?;
         // A listen URL's scheme says whether its port runs TLS, as the
         // advertised ones do.
-        for (flag, urls, tls) in [
-            (
-                "listen-client-urls",
-                &self.listen_client_urls,
-                c.client_tls().is_some(),
-            ),
-            (
-                "listen-peer-urls",
-                &self.listen_peer_urls,
-                c.peer_tls().is_some(),
-            ),
-        ] {
-            for url in urls.iter().flat_map(|u| u.split(',')).map(str::trim) {
-                let https = url.starts_with("https://");
-                anyhow::ensure!(
-                    https == tls,
-                    "--{flag}: {url:?} is {} but TLS is {} on that port",
-                    if https { "https://" } else { "http://" },
-                    if tls { "on" } else { "off" }
-                );
-            }
+        for (flag, port, url) in listened {
+            c.check_port_scheme(port, url)
+                .map_err(|reason| anyhow::anyhow!("--{flag}: {reason}"))?;
         }
         Ok(c)
     }
@@ -705,6 +699,46 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("peer-client-cert-auth"), "{err}");
+    }
+
+    /// A listen URL list with an empty entry (a trailing comma) is taken
+    /// with TLS on: the scheme check skips it, as the parsing does.
+    #[test]
+    fn a_trailing_comma_in_tls_listen_urls_is_skipped() {
+        let config = Cli::parse_from([
+            "cairn",
+            "--cert-file",
+            "c.pem",
+            "--key-file",
+            "k.pem",
+            "--listen-client-urls",
+            "https://127.0.0.1:1, ,",
+        ])
+        .serve
+        .to_config()
+        .unwrap();
+        assert_eq!(config.listen_client, "127.0.0.1:1".parse().unwrap());
+        assert!(config.listen_client_also.is_empty());
+        // A URL that does break the rule is still named.
+        let err = Cli::parse_from([
+            "cairn",
+            "--cert-file",
+            "c.pem",
+            "--key-file",
+            "k.pem",
+            "--listen-client-urls",
+            "https://127.0.0.1:1,http://127.0.0.1:2/",
+        ])
+        .serve
+        .to_config()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("--listen-client-urls")
+                && err.contains("\"http://127.0.0.1:2\"")
+                && err.contains("TLS is on"),
+            "{err}"
+        );
     }
 
     #[test]
