@@ -149,6 +149,24 @@ pub struct ServeArgs {
     /// then dial each other without checking certificates.
     #[arg(long, env = "CAIRN_PEER_AUTO_TLS", num_args = 0..=1, default_missing_value = "true")]
     pub peer_auto_tls: Option<bool>,
+    /// The TLS cipher suites both ports allow, as etcd's: Go's (IANA's)
+    /// names, comma-separated, e.g.
+    /// `TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384`
+    /// (rustls has the ECDHE AES-GCM and ChaCha20-Poly1305 ones; CBC and
+    /// RSA key exchange names are refused). As in etcd (Go), a list of
+    /// TLS 1.2 suites leaves TLS 1.3 on with all its suites; naming TLS
+    /// 1.3 suites (`TLS_AES_128_GCM_SHA256`, ...) keeps only those.
+    #[arg(long, env = "CAIRN_CIPHER_SUITES")]
+    pub cipher_suites: Option<String>,
+    /// The oldest TLS version both ports speak: `TLS1.2` (default) or
+    /// `TLS1.3` (etcd's flag; its TLS1.0 and TLS1.1 are refused, as rustls
+    /// does not speak them).
+    #[arg(long, env = "CAIRN_TLS_MIN_VERSION")]
+    pub tls_min_version: Option<String>,
+    /// The newest TLS version both ports speak: `TLS1.3` (default) or
+    /// `TLS1.2`.
+    #[arg(long, env = "CAIRN_TLS_MAX_VERSION")]
+    pub tls_max_version: Option<String>,
     /// How many years a generated certificate is valid (default 1).
     #[arg(long, env = "CAIRN_SELF_SIGNED_CERT_VALIDITY")]
     pub self_signed_cert_validity: Option<u32>,
@@ -380,7 +398,9 @@ impl ServeArgs {
             peer_trusted_ca_file,
             client_crl_file,
             peer_crl_file,
-            peer_cert_allowed_cn
+            peer_cert_allowed_cn,
+            tls_min_version,
+            tls_max_version
         );
         // Listen URLs whose scheme must follow their port's TLS, checked
         // once the config is whole.
@@ -412,6 +432,16 @@ impl ServeArgs {
             );
             listened.push((flag, Port::Peer, parsed[0].0));
             c.listen_peer = parsed[0].1;
+        }
+        if let Some(suites) = &self.cipher_suites {
+            // etcd's form: comma-separated; empty entries (a trailing
+            // comma) name nothing.
+            c.cipher_suites = suites
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
         }
         let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         if let Some(d) = self.grpc_keepalive_interval {
@@ -699,6 +729,76 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("peer-client-cert-auth"), "{err}");
+    }
+
+    /// A CIS-hardened etcd unit's TLS flags are taken; ones rustls cannot
+    /// honour are refused, naming the flag and the value.
+    #[test]
+    fn etcds_tls_hardening_flags_are_taken_or_refused_by_name() {
+        let config = |args: &[&str]| {
+            let tls = ["cairn", "--cert-file", "c.pem", "--key-file", "k.pem"];
+            Cli::parse_from(tls.iter().chain(args)).serve.to_config()
+        };
+        let c = config(&[
+            "--cipher-suites",
+            "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305,",
+            "--tls-min-version",
+            "TLS1.2",
+            "--tls-max-version",
+            "TLS1.3",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.cipher_suites,
+            [
+                "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+                "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305"
+            ]
+        );
+        assert_eq!(c.tls_min_version.as_deref(), Some("TLS1.2"));
+        assert_eq!(c.tls_max_version.as_deref(), Some("TLS1.3"));
+        let c = config(&[]).unwrap();
+        assert!(c.cipher_suites.is_empty() && c.tls_min_version.is_none());
+        for (args, says) in [
+            (
+                &["--cipher-suites", "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA"][..],
+                &[
+                    "cipher-suites",
+                    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
+                    "rustls does not offer",
+                ][..],
+            ),
+            (
+                &["--cipher-suites", "TLS_NO_SUCH_SUITE"],
+                &["cipher-suites", "TLS_NO_SUCH_SUITE"],
+            ),
+            (
+                &["--tls-min-version", "TLS1.0"],
+                &["tls-min-version", "TLS1.0"],
+            ),
+            (
+                &["--tls-max-version", "TLS1.1"],
+                &["tls-max-version", "TLS1.1"],
+            ),
+            (
+                &["--tls-min-version", "TLS1.3", "--tls-max-version", "TLS1.2"],
+                &["tls-min-version", "above"],
+            ),
+            (
+                &[
+                    "--tls-min-version",
+                    "TLS1.3",
+                    "--cipher-suites",
+                    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+                ],
+                &["cipher-suites", "only TLS1.3"],
+            ),
+        ] {
+            let err = format!("{:#}", config(args).unwrap_err());
+            for said in says {
+                assert!(err.contains(said), "{args:?}: {err}");
+            }
+        }
     }
 
     /// A listen URL list with an empty entry (a trailing comma) is taken
