@@ -18,12 +18,15 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::ClientConfig;
+use tokio_rustls::TlsConnector;
 use tonic::codegen::http;
 
 /// Buffered bytes past which a write first sends what is buffered.
@@ -169,10 +172,26 @@ impl<T: tonic::transport::server::Connected> tonic::transport::server::Connected
 /// Connects outgoing gRPC channels (peers, forwarding) over TCP with
 /// coalesced writes; for `Endpoint::connect_with_connector_lazy`, which
 /// then no longer applies its own TCP settings, so they are given here.
+/// With [`Connector::with_tls`] it also runs TLS over them: see
+/// [`crate::network::dial_target`] for why tonic's own TLS is not used.
 #[derive(Clone, Debug)]
 pub struct Connector {
     http: HttpConnector,
+    tls: Option<DialTls>,
 }
+
+/// The TLS a [`Connector`] runs: its rustls config (suites, versions, CA
+/// or verifier, the certificate to show) and the name the server's
+/// certificate must carry.
+#[derive(Clone, Debug)]
+struct DialTls {
+    config: Arc<ClientConfig>,
+    server_name: ServerName<'static>,
+}
+
+/// What a [`Connector`] dials: coalesced TCP, or TLS over it.
+pub trait DialedIo: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> DialedIo for T {}
 
 impl Connector {
     /// Nagle off (writes are coalesced here instead) and TCP keepalive
@@ -182,12 +201,23 @@ impl Connector {
         http.set_nodelay(true);
         http.set_keepalive(tcp_keepalive);
         http.enforce_http(false);
-        Connector { http }
+        Connector { http, tls: None }
+    }
+
+    /// Every connection runs TLS with `config`, checking that the server
+    /// is `server_name`, whatever the URL's scheme (the caller gives
+    /// tonic an `http://` URL so that it adds no TLS of its own).
+    pub fn with_tls(mut self, config: Arc<ClientConfig>, server_name: ServerName<'static>) -> Self {
+        self.tls = Some(DialTls {
+            config,
+            server_name,
+        });
+        self
     }
 }
 
 impl tower_service::Service<http::Uri> for Connector {
-    type Response = TokioIo<Coalesced<TcpStream>>;
+    type Response = TokioIo<Box<dyn DialedIo>>;
     type Error = Box<dyn std::error::Error + Send + Sync>;
     type Future =
         Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
@@ -198,9 +228,17 @@ impl tower_service::Service<http::Uri> for Connector {
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
         let connecting = self.http.call(uri);
+        let tls = self.tls.clone();
         Box::pin(async move {
-            let tcp = connecting.await?.into_inner();
-            Ok(TokioIo::new(Coalesced::new(tcp)))
+            let tcp = Coalesced::new(connecting.await?.into_inner());
+            let io: Box<dyn DialedIo> = match tls {
+                None => Box::new(tcp),
+                Some(DialTls {
+                    config,
+                    server_name,
+                }) => Box::new(TlsConnector::from(config).connect(server_name, tcp).await?),
+            };
+            Ok(TokioIo::new(io))
         })
     }
 }

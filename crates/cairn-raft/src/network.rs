@@ -28,7 +28,9 @@ use openraft::raft::StreamAppendResult as RaftStreamAppendResult;
 use openraft::{OptionalSend, RPCTypes};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio_rustls::rustls::client::danger::ServerCertVerifier;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::ClientConfig;
+use tonic::codegen::http;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
@@ -83,30 +85,46 @@ pub struct NetworkConfig {
     pub tls: Option<PeerTls>,
 }
 
-/// How a member dials `https://` members: with `config` (the CA that signs
-/// the members' certificates, and this member's own to show), or, when
-/// `verifier` is set, with it in place of the CA.
+/// How a member dials `https://` members: the rustls config it dials them
+/// with (the suites and versions its flags allow, the CA that signs the
+/// members' certificates or a verifier in its place, and its own
+/// certificate to show; ALPN `h2`).
 #[derive(Clone, Debug)]
 pub struct PeerTls {
-    pub config: tonic::transport::ClientTlsConfig,
-    /// Checks the certificate a member dialed shows, instead of a CA in
-    /// `config` (which then names none). etcd's `--peer-auto-tls` uses one
-    /// that accepts any: every member's certificate is self-signed, so
-    /// there is no CA to check them by.
-    pub verifier: Option<Arc<dyn ServerCertVerifier>>,
+    pub config: Arc<ClientConfig>,
 }
 
-impl PeerTls {
-    /// `endpoint` dialing with this TLS (for `https://` URLs; tonic dials
-    /// `http://` ones in the clear whatever it is given).
-    pub fn apply(&self, endpoint: Endpoint) -> Result<Endpoint, tonic::transport::Error> {
-        match &self.verifier {
-            Some(verifier) => {
-                endpoint.tls_config_with_verifier(self.config.clone(), verifier.clone())
-            }
-            None => endpoint.tls_config(self.config.clone()),
-        }
-    }
+/// The URL to hand tonic for `url`, and the connector that dials it.
+///
+/// tonic's own TLS builds its rustls config itself (rustls' default
+/// versions, the process-wide provider's suites) and takes none of ours,
+/// so a member's `--cipher-suites` and TLS version flags could not reach
+/// its dialing side. So an `https://` member is handed to tonic as
+/// `http://`, and `connector` runs TLS with `tls`, checking the URL's host
+/// as tonic would. Without `tls` the URL is left as it is: tonic then
+/// refuses to dial it, as before.
+pub fn dial_target(
+    url: &str,
+    tls: Option<&PeerTls>,
+    connector: Connector,
+) -> Result<(String, Connector), String> {
+    let (Some(rest), Some(tls)) = (url.strip_prefix("https://"), tls) else {
+        return Ok((url.to_string(), connector));
+    };
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("invalid peer url {url:?}: {e}"))?;
+    let host = uri
+        .host()
+        .ok_or_else(|| format!("peer url {url:?} names no host"))?;
+    // A literal IPv6 host comes in brackets; the name to check is without.
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let server_name = ServerName::try_from(host.to_string())
+        .map_err(|e| format!("peer url {url:?}: {host:?} is not a host name: {e}"))?;
+    Ok((
+        format!("http://{rest}"),
+        connector.with_tls(tls.config.clone(), server_name),
+    ))
 }
 
 impl Default for NetworkConfig {
@@ -199,9 +217,8 @@ impl NetworkFactory {
             }
         }
         let connector = Connector::new(Some(self.config.tcp_keepalive));
-        let channel = self
-            .endpoint(peer_url)?
-            .connect_with_connector_lazy(connector);
+        let (url, connector) = dial_target(peer_url, self.config.tls.as_ref(), connector)?;
+        let channel = self.endpoint(&url)?.connect_with_connector_lazy(connector);
         map.insert(
             target,
             CachedChannel {
@@ -229,10 +246,7 @@ impl NetworkFactory {
                     .keep_alive_while_idle(true)
             })
             .map_err(invalid)?;
-        match &c.tls {
-            Some(tls) => tls.apply(endpoint).map_err(invalid),
-            None => Ok(endpoint),
-        }
+        Ok(endpoint)
     }
 }
 

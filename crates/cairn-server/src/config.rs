@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::tls::{Port, TlsFiles};
+use crate::tls::{Port, TlsFiles, TlsPolicy};
 
 /// The names of a generated certificate and its key in
 /// [`ServerConfig::self_signed_dir`], as etcd names them.
@@ -155,6 +155,19 @@ pub struct ServerConfig {
     /// TLS without checking their certificates, which are self-signed too:
     /// the links are encrypted but not authenticated.
     pub peer_auto_tls: bool,
+    /// The cipher suites both ports serve and the peer port dials with,
+    /// by Go's (IANA's) names (etcd `--cipher-suites`); empty: every suite
+    /// rustls has. As in Go, a list of TLS 1.2 suites leaves TLS 1.3 on
+    /// with all its suites; naming TLS 1.3 suites keeps only those
+    /// (`tls::policy`). Hardening guides set it; a name rustls does not
+    /// implement (CBC, RSA key exchange) is refused, not dropped.
+    pub cipher_suites: Vec<String>,
+    /// The oldest TLS version either port speaks (etcd
+    /// `--tls-min-version`): `TLS1.2` (unset) or `TLS1.3`.
+    pub tls_min_version: Option<String>,
+    /// The newest TLS version either port speaks (etcd
+    /// `--tls-max-version`): `TLS1.3` (unset) or `TLS1.2`.
+    pub tls_max_version: Option<String>,
     /// How long a generated certificate is valid, in years (etcd
     /// `--self-signed-cert-validity`). Counted from its generation; a
     /// member reuses the one it has until its files are deleted.
@@ -265,6 +278,9 @@ impl Default for ServerConfig {
             auth_token: "simple".to_string(),
             auto_tls: false,
             peer_auto_tls: false,
+            cipher_suites: Vec::new(),
+            tls_min_version: None,
+            tls_max_version: None,
             self_signed_cert_validity_years: 1,
             auth_token_ttl_secs: 300,
             auth_password_iterations: crate::auth::password::ITERATIONS,
@@ -453,6 +469,20 @@ impl ServerConfig {
         })
     }
 
+    /// The cipher suites and TLS versions both ports use, from
+    /// `cipher_suites`, `tls_min_version` and `tls_max_version`.
+    pub fn tls_policy(&self) -> Result<TlsPolicy, ConfigError> {
+        TlsPolicy::parse(
+            &self.cipher_suites,
+            self.tls_min_version.as_deref(),
+            self.tls_max_version.as_deref(),
+        )
+        .map_err(|e| ConfigError::Invalid {
+            setting: e.setting(),
+            reason: e.to_string(),
+        })
+    }
+
     /// Parse `--initial-cluster`; empty means "just me".
     pub fn initial_members(&self) -> Result<Vec<InitialMember>, ConfigError> {
         if self.initial_cluster.trim().is_empty() {
@@ -603,24 +633,39 @@ impl ServerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_for_restore()?;
         let invalid = |setting, reason: String| Err(ConfigError::Invalid { setting, reason });
-        // The setting that turned each port's TLS on, for messages.
-        let client_tls = self.client_tls().map(|f| f.settings[0]);
-        let peer_tls = self.peer_tls().map(|f| f.settings[0]);
-        let (client_off, peer_off) = ("cert-file or auto-tls", "peer-cert-file or peer-auto-tls");
         for url in self.advertise_client_urls() {
-            if let Err(r) = check_scheme(&url, client_tls, client_off) {
+            if let Err(r) = self.check_port_scheme(Port::Client, &url) {
                 return invalid("advertise-client", r);
             }
         }
-        if let Err(r) = check_scheme(&self.advertise_peer_url(), peer_tls, peer_off) {
+        if let Err(r) = self.check_port_scheme(Port::Peer, &self.advertise_peer_url()) {
             return invalid("advertise-peer", r);
         }
         for m in self.initial_members()? {
-            if let Err(r) = check_scheme(&m.peer_url, peer_tls, peer_off) {
+            if let Err(r) = self.check_port_scheme(Port::Peer, &m.peer_url) {
                 return invalid("initial-cluster", format!("{}: {r}", m.name));
             }
         }
         Ok(())
+    }
+
+    /// A URL of `port` (advertised, listened on, or a member's peer URL)
+    /// is `scheme://host:port`, `https` exactly when that port runs TLS; a
+    /// trailing `/` is taken, as etcd's listen URLs may end in one.
+    pub fn check_port_scheme(&self, port: Port, url: &str) -> Result<(), String> {
+        // The setting that turned the port's TLS on, or the ones that
+        // would, for messages.
+        let (tls, off) = match port {
+            Port::Client => (
+                self.client_tls().map(|f| f.settings[0]),
+                "cert-file or auto-tls",
+            ),
+            Port::Peer => (
+                self.peer_tls().map(|f| f.settings[0]),
+                "peer-cert-file or peer-auto-tls",
+            ),
+        };
+        check_scheme(url.strip_suffix('/').unwrap_or(url), tls, off)
     }
 
     /// Each port's TLS files come as a whole; the CA and client
@@ -703,6 +748,7 @@ impl ServerConfig {
                 );
             }
         }
+        self.tls_policy()?;
         if self.self_signed_cert_validity_years == 0 || self.self_signed_cert_validity_years > 100 {
             return invalid(
                 "self-signed-cert-validity",
@@ -914,6 +960,39 @@ mod tests {
         };
         assert!(restore.validate().is_err());
         restore.validate_for_restore().unwrap();
+    }
+
+    /// etcd's hardening settings are validated with the rest, each
+    /// refusal naming its setting.
+    #[test]
+    fn cipher_suites_and_tls_versions_are_checked() {
+        let with = |suites: &[&str], min: Option<&str>, max: Option<&str>| ServerConfig {
+            cipher_suites: suites.iter().map(|s| s.to_string()).collect(),
+            tls_min_version: min.map(str::to_string),
+            tls_max_version: max.map(str::to_string),
+            ..Default::default()
+        };
+        with(
+            &["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"],
+            Some("TLS1.2"),
+            Some("TLS1.2"),
+        )
+        .validate()
+        .unwrap();
+        for (c, setting) in [
+            (
+                with(&["TLS_RSA_WITH_AES_128_CBC_SHA"], None, None),
+                "cipher-suites",
+            ),
+            (with(&[], Some("TLS1.1"), None), "tls-min-version"),
+            (with(&[], None, Some("SSL3")), "tls-max-version"),
+            (with(&[], Some("TLS1.3"), Some("TLS1.2")), "tls-min-version"),
+        ] {
+            match c.validate() {
+                Err(ConfigError::Invalid { setting: s, .. }) => assert_eq!(s, setting),
+                other => panic!("{setting}: {other:?}"),
+            }
+        }
     }
 
     #[test]

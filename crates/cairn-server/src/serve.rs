@@ -82,12 +82,13 @@ pub async fn start_with(
     crate::tls::self_signed::ensure(&config)?;
     // TLS files are read before anything starts, so a bad one only fails
     // the start. The client port also speaks HTTP/1.1 (`/health`).
+    let policy = config.tls_policy()?;
     let client_tls = match config.client_tls() {
-        Some(files) => Some(crate::tls::acceptor(files, &[b"h2", b"http/1.1"])?),
+        Some(files) => Some(crate::tls::acceptor(files, &policy, &[b"h2", b"http/1.1"])?),
         None => None,
     };
     let peer_tls = match config.peer_tls() {
-        Some(files) => Some(crate::tls::acceptor(files, &[b"h2"])?),
+        Some(files) => Some(crate::tls::acceptor(files, &policy, &[b"h2"])?),
         None => None,
     };
     let client_scheme = if client_tls.is_some() {

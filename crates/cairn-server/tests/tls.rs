@@ -2,6 +2,9 @@
 //! `--client-cert-auth`, `--peer-*` flags): real members in-process, real
 //! handshakes, clients that must be refused.
 
+/// `--cipher-suites` and the TLS version flags (`tests/tls/suites.rs`).
+#[path = "tls/suites.rs"]
+mod suites;
 mod support;
 
 use std::path::{Path, PathBuf};

@@ -321,7 +321,7 @@ impl Node {
         .validate()
         .map_err(|e| StartError::Raft(e.to_string()))?;
         let peer_dial_tls = match config.peer_tls() {
-            Some(files) => Some(crate::tls::peer_dial_config(files)?),
+            Some(files) => Some(crate::tls::peer_dial_config(files, &config.tls_policy()?)?),
             None => None,
         };
         let network = NetworkFactory::new(

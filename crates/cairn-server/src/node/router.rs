@@ -12,7 +12,7 @@ use cairn_proto::raft::v1::Payload;
 use cairn_proto::status::is_connect_error;
 use cairn_raft::cluster_check::{peer_grpc, PeerGrpc};
 use cairn_raft::coalesce::Connector;
-use cairn_raft::network::PeerTls;
+use cairn_raft::network::{dial_target, PeerTls};
 use cairn_raft::types::{CairnNode, ClientWriteError, Request};
 use cairn_store::{Command, CommandResult};
 use futures::StreamExt;
@@ -122,11 +122,10 @@ impl Router {
         }
         let bad =
             |e: tonic::transport::Error| ServerError::Internal(format!("bad peer URL {url}: {e}"));
-        let mut endpoint = Endpoint::from_shared(url.to_string()).map_err(bad)?;
-        if let Some(tls) = &self.tls {
-            endpoint = tls.apply(endpoint).map_err(bad)?;
-        }
-        let ch = endpoint
+        let (dialed, connector) = dial_target(url, self.tls.as_ref(), Connector::new(None))
+            .map_err(ServerError::Internal)?;
+        let ch = Endpoint::from_shared(dialed)
+            .map_err(bad)?
             .connect_timeout(Duration::from_secs(1))
             // A leader that stops answering (SIGSTOP, a dead host) closes
             // the connection after a missed ping, and with it the forward
@@ -134,7 +133,7 @@ impl Router {
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true)
-            .connect_with_connector_lazy(Connector::new(None));
+            .connect_with_connector_lazy(connector);
         channels.insert(url.to_string(), ch.clone());
         Ok(ch)
     }

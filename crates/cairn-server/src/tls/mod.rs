@@ -63,9 +63,11 @@ macro_rules! delegate_signature_checks {
 mod allowed_cn;
 mod cert_reload;
 mod crl_reload;
+pub mod policy;
 pub mod self_signed;
 
 pub use cert_reload::CHECK_INTERVAL;
+pub use policy::{PolicyError, TlsPolicy};
 
 use std::borrow::Cow;
 use std::io;
@@ -192,9 +194,14 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// The acceptor for a port: its certificate and key, and with
-/// `client_cert_auth` a verifier of clients' certificates. `alpn` lists the
-/// application protocols it offers, most preferred first.
-pub fn acceptor(files: TlsFiles<'_>, alpn: &[&[u8]]) -> Result<TlsAcceptor, TlsError> {
+/// `client_cert_auth` a verifier of clients' certificates; only the suites
+/// and versions `policy` allows. `alpn` lists the application protocols it
+/// offers, most preferred first.
+pub fn acceptor(
+    files: TlsFiles<'_>,
+    policy: &TlsPolicy,
+    alpn: &[&[u8]],
+) -> Result<TlsAcceptor, TlsError> {
     let [cert_setting, key_setting, ca_setting, crl_setting] = files.settings;
     let server_cert = cert_reload::ReloadingCert::load(
         [cert_setting, key_setting],
@@ -202,12 +209,10 @@ pub fn acceptor(files: TlsFiles<'_>, alpn: &[&[u8]]) -> Result<TlsAcceptor, TlsE
         &files.key,
         provider(),
     )?;
-    let builder = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Rejected {
-            what: "TLS versions",
-            reason: e.to_string(),
-        })?;
+    let builder = policy.server_builder().map_err(|e| TlsError::Rejected {
+        what: "TLS versions and cipher suites",
+        reason: e.to_string(),
+    })?;
     let builder = match (files.client_cert_auth, files.trusted_ca) {
         (true, Some(ca)) => {
             let mut roots = rustls::RootCertStore::empty();
@@ -267,39 +272,46 @@ fn client_verifier(
 }
 
 /// How a member dials the other members when the peer port runs TLS: it
-/// trusts `trusted_ca` and shows its own peer certificate. With a
+/// trusts `trusted_ca` and shows its own peer certificate, with the suites
+/// and versions `policy` allows, as its peer port serves. With a
 /// generated certificate (`--peer-auto-tls`) it checks none of theirs, as
 /// etcd, which sets `InsecureSkipVerify` for it: each member's is
 /// self-signed, so there is no CA to check them by.
-pub fn peer_dial_config(files: TlsFiles<'_>) -> Result<PeerTls, TlsError> {
+pub fn peer_dial_config(files: TlsFiles<'_>, policy: &TlsPolicy) -> Result<PeerTls, TlsError> {
     let [cert_setting, key_setting, ca_setting, _] = files.settings;
-    // Parsed here so a bad file fails the start, not every later dial.
-    read_certs(cert_setting, &files.cert)?;
-    read_key(key_setting, &files.key)?;
-    let read = |setting, path: &Path| std::fs::read(path).map_err(|e| file_err(setting, path, e));
-    let identity = tonic::transport::Identity::from_pem(
-        read(cert_setting, &files.cert)?,
-        read(key_setting, &files.key)?,
-    );
-    let config = tonic::transport::ClientTlsConfig::new().identity(identity);
-    if files.self_signed {
-        return Ok(PeerTls {
-            config,
-            verifier: Some(any_server_certificate()),
-        });
-    }
-    let Some(ca) = files.trusted_ca else {
-        return Err(TlsError::Rejected {
-            what: "peer TLS",
-            reason: format!("needs {ca_setting} to check the members it dials"),
-        });
+    // Read here so a bad file fails the start, not every later dial.
+    let certs = read_certs(cert_setting, &files.cert)?;
+    let key = read_key(key_setting, &files.key)?;
+    let builder = policy.client_builder().map_err(|e| TlsError::Rejected {
+        what: "TLS versions and cipher suites",
+        reason: e.to_string(),
+    })?;
+    let builder = if files.self_signed {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(any_server_certificate())
+    } else {
+        let Some(ca) = files.trusted_ca else {
+            return Err(TlsError::Rejected {
+                what: "peer TLS",
+                reason: format!("needs {ca_setting} to check the members it dials"),
+            });
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in read_certs(ca_setting, ca)? {
+            roots
+                .add(cert)
+                .map_err(|e| file_err(ca_setting, ca, format!("not a usable CA: {e}")))?;
+        }
+        builder.with_root_certificates(roots)
     };
-    read_certs(ca_setting, ca)?;
+    let mut config = builder
+        .with_client_auth_cert(certs, key)
+        .map_err(|e| file_err(key_setting, &files.key, e))?;
+    // The peer port serves gRPC over HTTP/2 only.
+    config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(PeerTls {
-        config: config.ca_certificate(tonic::transport::Certificate::from_pem(read(
-            ca_setting, ca,
-        )?)),
-        verifier: None,
+        config: Arc::new(config),
     })
 }
 

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use cairn_server::config::{ClusterState, ServerConfig};
+use cairn_server::tls::Port;
 
 /// Every setting is optional here: given ones override the environment
 /// (`CAIRN_*`, read by clap), which overrides `--config`, which overrides
@@ -148,6 +149,24 @@ pub struct ServeArgs {
     /// then dial each other without checking certificates.
     #[arg(long, env = "CAIRN_PEER_AUTO_TLS", num_args = 0..=1, default_missing_value = "true")]
     pub peer_auto_tls: Option<bool>,
+    /// The TLS cipher suites both ports allow, as etcd's: Go's (IANA's)
+    /// names, comma-separated, e.g.
+    /// `TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384`
+    /// (rustls has the ECDHE AES-GCM and ChaCha20-Poly1305 ones; CBC and
+    /// RSA key exchange names are refused). As in etcd (Go), a list of
+    /// TLS 1.2 suites leaves TLS 1.3 on with all its suites; naming TLS
+    /// 1.3 suites (`TLS_AES_128_GCM_SHA256`, ...) keeps only those.
+    #[arg(long, env = "CAIRN_CIPHER_SUITES")]
+    pub cipher_suites: Option<String>,
+    /// The oldest TLS version both ports speak: `TLS1.2` (default) or
+    /// `TLS1.3` (etcd's flag; its TLS1.0 and TLS1.1 are refused, as rustls
+    /// does not speak them).
+    #[arg(long, env = "CAIRN_TLS_MIN_VERSION")]
+    pub tls_min_version: Option<String>,
+    /// The newest TLS version both ports speak: `TLS1.3` (default) or
+    /// `TLS1.2`.
+    #[arg(long, env = "CAIRN_TLS_MAX_VERSION")]
+    pub tls_max_version: Option<String>,
     /// How many years a generated certificate is valid (default 1).
     #[arg(long, env = "CAIRN_SELF_SIGNED_CERT_VALIDITY")]
     pub self_signed_cert_validity: Option<u32>,
@@ -251,11 +270,12 @@ fn parse_log_level(s: &str) -> Result<&'static str, String> {
     }
 }
 
-/// The addresses of etcd-style listen URLs (`http(s)://IP:PORT`,
-/// comma-separated): at least one. `localhost` is 127.0.0.1; other names
-/// are refused, as a member binds addresses, not names.
-fn listen_urls(flag: &str, urls: &str) -> anyhow::Result<Vec<SocketAddr>> {
-    let addrs = urls
+/// The URLs of an etcd-style listen flag (`http(s)://IP:PORT`,
+/// comma-separated; empty entries skipped) with their addresses: at least
+/// one. `localhost` is 127.0.0.1; other names are refused, as a member
+/// binds addresses, not names.
+fn listen_urls<'a>(flag: &str, urls: &'a str) -> anyhow::Result<Vec<(&'a str, SocketAddr)>> {
+    let parsed = urls
         .split(',')
         .map(str::trim)
         .filter(|u| !u.is_empty())
@@ -271,15 +291,16 @@ fn listen_urls(flag: &str, urls: &str) -> anyhow::Result<Vec<SocketAddr>> {
                 Some(port) => format!("127.0.0.1:{port}"),
                 None => rest.to_string(),
             };
-            rest.parse::<SocketAddr>().map_err(|_| {
+            let addr = rest.parse::<SocketAddr>().map_err(|_| {
                 anyhow::anyhow!(
                     "--{flag}: {url:?} is not scheme://IP:PORT (an IP address, not a name)"
                 )
-            })
+            })?;
+            Ok((url, addr))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    anyhow::ensure!(!addrs.is_empty(), "--{flag} names no URL");
-    Ok(addrs)
+    anyhow::ensure!(!parsed.is_empty(), "--{flag} names no URL");
+    Ok(parsed)
 }
 
 /// The async runtime's threads for a member when none are asked for: half
@@ -388,29 +409,50 @@ impl ServeArgs {
             peer_trusted_ca_file,
             client_crl_file,
             peer_crl_file,
-            peer_cert_allowed_cn
+            peer_cert_allowed_cn,
+            tls_min_version,
+            tls_max_version
         );
+        // Listen URLs whose scheme must follow their port's TLS, checked
+        // once the config is whole.
+        let mut listened: Vec<(&str, Port, &str)> = Vec::new();
         if let Some(urls) = &self.listen_client_urls {
-            let mut addrs = listen_urls("listen-client-urls", urls)?;
-            c.listen_client = addrs.remove(0);
-            c.listen_client_also = addrs;
+            let flag = "listen-client-urls";
+            let parsed = listen_urls(flag, urls)?;
+            listened.extend(parsed.iter().map(|(url, _)| (flag, Port::Client, *url)));
+            let mut addrs = parsed.into_iter().map(|(_, addr)| addr);
+            c.listen_client = addrs.next().expect("listen_urls gives at least one");
+            c.listen_client_also = addrs.collect();
         }
         if let Some(urls) = &self.listen_metrics_urls {
+            let parsed = listen_urls("listen-metrics-urls", urls)?;
             anyhow::ensure!(
-                urls.split(',').all(|u| !u.trim().starts_with("https://")),
+                parsed.iter().all(|(url, _)| !url.starts_with("https://")),
                 "--listen-metrics-urls: only http:// is served there (keep it on loopback or a \
                  private network; the client port serves /metrics over TLS)"
             );
-            c.listen_metrics = listen_urls("listen-metrics-urls", urls)?;
+            c.listen_metrics = parsed.into_iter().map(|(_, addr)| addr).collect();
         }
         if let Some(url) = &self.listen_peer_urls {
-            let addrs = listen_urls("listen-peer-urls", url)?;
+            let flag = "listen-peer-urls";
+            let parsed = listen_urls(flag, url)?;
             anyhow::ensure!(
-                addrs.len() == 1,
+                parsed.len() == 1,
                 "--listen-peer-urls: a member listens for peers on one address, not {}",
-                addrs.len()
+                parsed.len()
             );
-            c.listen_peer = addrs[0];
+            listened.push((flag, Port::Peer, parsed[0].0));
+            c.listen_peer = parsed[0].1;
+        }
+        if let Some(suites) = &self.cipher_suites {
+            // etcd's form: comma-separated; empty entries (a trailing
+            // comma) name nothing.
+            c.cipher_suites = suites
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
         }
         let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         if let Some(d) = self.grpc_keepalive_interval {
@@ -431,27 +473,9 @@ impl ServeArgs {
         c.validate()?;
         // A listen URL's scheme says whether its port runs TLS, as the
         // advertised ones do.
-        for (flag, urls, tls) in [
-            (
-                "listen-client-urls",
-                &self.listen_client_urls,
-                c.client_tls().is_some(),
-            ),
-            (
-                "listen-peer-urls",
-                &self.listen_peer_urls,
-                c.peer_tls().is_some(),
-            ),
-        ] {
-            for url in urls.iter().flat_map(|u| u.split(',')).map(str::trim) {
-                let https = url.starts_with("https://");
-                anyhow::ensure!(
-                    https == tls,
-                    "--{flag}: {url:?} is {} but TLS is {} on that port",
-                    if https { "https://" } else { "http://" },
-                    if tls { "on" } else { "off" }
-                );
-            }
+        for (flag, port, url) in listened {
+            c.check_port_scheme(port, url)
+                .map_err(|reason| anyhow::anyhow!("--{flag}: {reason}"))?;
         }
         Ok(c)
     }
@@ -716,6 +740,116 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("peer-client-cert-auth"), "{err}");
+    }
+
+    /// A CIS-hardened etcd unit's TLS flags are taken; ones rustls cannot
+    /// honour are refused, naming the flag and the value.
+    #[test]
+    fn etcds_tls_hardening_flags_are_taken_or_refused_by_name() {
+        let config = |args: &[&str]| {
+            let tls = ["cairn", "--cert-file", "c.pem", "--key-file", "k.pem"];
+            Cli::parse_from(tls.iter().chain(args)).serve.to_config()
+        };
+        let c = config(&[
+            "--cipher-suites",
+            "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305,",
+            "--tls-min-version",
+            "TLS1.2",
+            "--tls-max-version",
+            "TLS1.3",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.cipher_suites,
+            [
+                "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+                "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305"
+            ]
+        );
+        assert_eq!(c.tls_min_version.as_deref(), Some("TLS1.2"));
+        assert_eq!(c.tls_max_version.as_deref(), Some("TLS1.3"));
+        let c = config(&[]).unwrap();
+        assert!(c.cipher_suites.is_empty() && c.tls_min_version.is_none());
+        for (args, says) in [
+            (
+                &["--cipher-suites", "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA"][..],
+                &[
+                    "cipher-suites",
+                    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
+                    "rustls does not offer",
+                ][..],
+            ),
+            (
+                &["--cipher-suites", "TLS_NO_SUCH_SUITE"],
+                &["cipher-suites", "TLS_NO_SUCH_SUITE"],
+            ),
+            (
+                &["--tls-min-version", "TLS1.0"],
+                &["tls-min-version", "TLS1.0"],
+            ),
+            (
+                &["--tls-max-version", "TLS1.1"],
+                &["tls-max-version", "TLS1.1"],
+            ),
+            (
+                &["--tls-min-version", "TLS1.3", "--tls-max-version", "TLS1.2"],
+                &["tls-min-version", "above"],
+            ),
+            (
+                &[
+                    "--tls-min-version",
+                    "TLS1.3",
+                    "--cipher-suites",
+                    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+                ],
+                &["cipher-suites", "only TLS1.3"],
+            ),
+        ] {
+            let err = format!("{:#}", config(args).unwrap_err());
+            for said in says {
+                assert!(err.contains(said), "{args:?}: {err}");
+            }
+        }
+    }
+
+    /// A listen URL list with an empty entry (a trailing comma) is taken
+    /// with TLS on: the scheme check skips it, as the parsing does.
+    #[test]
+    fn a_trailing_comma_in_tls_listen_urls_is_skipped() {
+        let config = Cli::parse_from([
+            "cairn",
+            "--cert-file",
+            "c.pem",
+            "--key-file",
+            "k.pem",
+            "--listen-client-urls",
+            "https://127.0.0.1:1, ,",
+        ])
+        .serve
+        .to_config()
+        .unwrap();
+        assert_eq!(config.listen_client, "127.0.0.1:1".parse().unwrap());
+        assert!(config.listen_client_also.is_empty());
+        // A URL that does break the rule is still named.
+        let err = Cli::parse_from([
+            "cairn",
+            "--cert-file",
+            "c.pem",
+            "--key-file",
+            "k.pem",
+            "--listen-client-urls",
+            "https://127.0.0.1:1,http://127.0.0.1:2/",
+        ])
+        .serve
+        .to_config()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("--listen-client-urls")
+                && err.contains("\"http://127.0.0.1:2\"")
+                && err.contains("TLS is on"),
+            "{err}"
+        );
     }
 
     #[test]
