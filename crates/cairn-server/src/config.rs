@@ -160,7 +160,8 @@ pub struct ServerConfig {
     /// rustls has. As in Go, a list of TLS 1.2 suites leaves TLS 1.3 on
     /// with all its suites; naming TLS 1.3 suites keeps only those
     /// (`tls::policy`). Hardening guides set it; a name rustls does not
-    /// implement (CBC, RSA key exchange) is refused, not dropped.
+    /// implement (CBC, RSA key exchange) is left out with a warning, and a
+    /// list of nothing else is refused.
     pub cipher_suites: Vec<String>,
     /// The oldest TLS version either port speaks (etcd
     /// `--tls-min-version`): `TLS1.2` (unset) or `TLS1.3`.

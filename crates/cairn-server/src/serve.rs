@@ -83,6 +83,13 @@ pub async fn start_with(
     // TLS files are read before anything starts, so a bad one only fails
     // the start. The client port also speaks HTTP/1.1 (`/health`).
     let policy = config.tls_policy()?;
+    if !policy.left_out().is_empty() {
+        tracing::warn!(
+            "--cipher-suites: {} left out: rustls does not offer them (a client that \
+             offers only them cannot connect)",
+            policy.left_out().join(", ")
+        );
+    }
     let client_tls = match config.client_tls() {
         Some(files) => Some(crate::tls::acceptor(files, &policy, &[b"h2", b"http/1.1"])?),
         None => None,

@@ -508,8 +508,8 @@ fn a_member_honours_etcds_cipher_suite_and_tls_version_flags() {
         );
     }
 
-    // A CBC suite, as some hardening lists still name, here by etcd's
-    // variable as a container image sets it: refused at start.
+    // A CBC suite alone, here by etcd's variable as a container image
+    // sets it: refused at start (left out, the list would allow all).
     let mut cmd = Command::new(cairn_bin());
     cmd.arg("serve")
         .env("ETCD_CIPHER_SUITES", "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA")

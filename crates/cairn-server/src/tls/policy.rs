@@ -4,9 +4,13 @@
 //!
 //! Names are Go's (IANA's), as etcd takes them. rustls offers the ECDHE
 //! suites with AES-GCM or ChaCha20-Poly1305 and the three TLS 1.3 suites;
-//! the other names Go knows (CBC, RSA key exchange, 3DES, RC4) are refused
-//! rather than dropped, so a hardened list never silently shrinks to
-//! something other than what its author checked.
+//! the other names Go knows (CBC, RSA key exchange, 3DES, RC4) are left
+//! out with a warning at start ([`TlsPolicy::left_out`]): an allow-list only
+//! shrinks that way, and hardening lists copied from other components
+//! (kube-apiserver's names `TLS_RSA_WITH_AES_128_GCM_SHA256`) still start a
+//! member, as they start etcd. A list of nothing but such names is
+//! refused: left out, it would mean every suite. A name Go does not know
+//! (a misspelling) is refused.
 //!
 //! Go ignores the list for TLS 1.3 (its 1.3 suites are fixed), and etcd
 //! with it: a list of TLS 1.2 suites restricts TLS 1.2 and leaves TLS 1.3
@@ -103,10 +107,11 @@ pub enum PolicyError {
     #[error("{name:?} is not a cipher suite name Go (and so etcd) knows")]
     UnknownSuite { name: String },
     #[error(
-        "{name} is a suite rustls does not offer (it has only ECDHE with AES-GCM or \
-         ChaCha20-Poly1305, and the TLS 1.3 suites); leave it out"
+        "names only suites rustls does not offer ({}; it has ECDHE with AES-GCM or \
+         ChaCha20-Poly1305, and the TLS 1.3 suites)",
+        names.join(", ")
     )]
-    SuiteNotOffered { name: String },
+    OnlySuitesNotOffered { names: Vec<String> },
     #[error("{value:?} is not a TLS version: TLS1.2 or TLS1.3")]
     UnknownVersion {
         setting: &'static str,
@@ -144,6 +149,8 @@ impl PolicyError {
 pub struct TlsPolicy {
     provider: Arc<rustls::crypto::CryptoProvider>,
     versions: Vec<&'static SupportedProtocolVersion>,
+    /// Names in `--cipher-suites` that Go knows and rustls does not offer.
+    left_out: Vec<String>,
 }
 
 impl Default for TlsPolicy {
@@ -152,6 +159,7 @@ impl Default for TlsPolicy {
         TlsPolicy {
             provider: super::provider(),
             versions: vec![&rustls::version::TLS12, &rustls::version::TLS13],
+            left_out: Vec::new(),
         }
     }
 }
@@ -177,19 +185,18 @@ fn version(
     }
 }
 
-/// The rustls suite of a Go suite name.
-fn suite(name: &str) -> Result<SupportedCipherSuite, PolicyError> {
+/// The rustls suite of a Go suite name; `None` for one Go knows and
+/// rustls does not offer.
+fn suite(name: &str) -> Result<Option<SupportedCipherSuite>, PolicyError> {
     if let Some((_, s)) = OFFERED.iter().find(|(n, _)| *n == name) {
-        return Ok(*s);
+        return Ok(Some(*s));
     }
-    Err(match NOT_OFFERED.contains(&name) {
-        true => PolicyError::SuiteNotOffered {
+    match NOT_OFFERED.contains(&name) {
+        true => Ok(None),
+        false => Err(PolicyError::UnknownSuite {
             name: name.to_string(),
-        },
-        false => PolicyError::UnknownSuite {
-            name: name.to_string(),
-        },
-    })
+        }),
+    }
 }
 
 fn is_tls13(s: &SupportedCipherSuite) -> bool {
@@ -218,12 +225,17 @@ impl TlsPolicy {
             .into_iter()
             .filter(|v| (*v != tls12 || min_v == tls12) && (*v != tls13 || max_v == tls13))
             .collect();
-        let named: Vec<SupportedCipherSuite> = suites
-            .iter()
-            .map(|s| s.trim())
-            .filter(|s| !s.is_empty())
-            .map(suite)
-            .collect::<Result<_, _>>()?;
+        let mut named: Vec<SupportedCipherSuite> = Vec::new();
+        let mut left_out: Vec<String> = Vec::new();
+        for name in suites.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+            match suite(name)? {
+                Some(s) => named.push(s),
+                None => left_out.push(name.to_string()),
+            }
+        }
+        if named.is_empty() && !left_out.is_empty() {
+            return Err(PolicyError::OnlySuitesNotOffered { names: left_out });
+        }
         if !named.is_empty() && versions == [tls13] {
             return Err(PolicyError::SuitesWithOnlyTls13);
         }
@@ -259,7 +271,14 @@ impl TlsPolicy {
         Ok(TlsPolicy {
             provider: Arc::new(provider),
             versions,
+            left_out,
         })
+    }
+
+    /// The `--cipher-suites` names Go knows and rustls does not offer,
+    /// which this policy leaves out (for the start's warning).
+    pub fn left_out(&self) -> &[String] {
+        &self.left_out
     }
 
     /// The *ring* provider with only the chosen suites.
@@ -412,15 +431,33 @@ mod tests {
     #[test]
     fn bad_names_and_versions_are_refused_naming_the_flag() {
         let err = |suites: &[&str], min, max| parse(suites, min, max).unwrap_err();
-        let e = err(&["TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA"], None, None);
+        // Only suites rustls lacks: left out, the list would allow all.
+        let e = err(
+            &[
+                "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
+                "TLS_RSA_WITH_AES_128_GCM_SHA256",
+            ],
+            None,
+            None,
+        );
         assert_eq!(e.setting(), CIPHER_SUITES);
         assert!(e.to_string().contains("rustls does not offer"), "{e}");
         assert!(
             e.to_string().contains("TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA"),
             "{e}"
         );
-        let e = err(&["TLS_RSA_WITH_AES_128_GCM_SHA256"], None, None);
-        assert!(e.to_string().contains("rustls does not offer"), "{e}");
+        // Beside a suite rustls has, they are left out.
+        let p = parse(
+            &[
+                "TLS_RSA_WITH_AES_128_GCM_SHA256",
+                "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+            ],
+            None,
+            Some("TLS1.2"),
+        )
+        .unwrap();
+        assert_eq!(suites(&p), [Cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]);
+        assert_eq!(p.left_out(), ["TLS_RSA_WITH_AES_128_GCM_SHA256"]);
         let e = err(&["TLS_ECDHE_RSA_WITH_AES_128_GCM"], None, None);
         assert_eq!(
             e,

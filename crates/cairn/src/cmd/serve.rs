@@ -153,7 +153,7 @@ pub struct ServeArgs {
     /// names, comma-separated, e.g.
     /// `TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384`
     /// (rustls has the ECDHE AES-GCM and ChaCha20-Poly1305 ones; CBC and
-    /// RSA key exchange names are refused). As in etcd (Go), a list of
+    /// RSA key exchange names are left out with a warning). As in etcd (Go), a list of
     /// TLS 1.2 suites leaves TLS 1.3 on with all its suites; naming TLS
     /// 1.3 suites (`TLS_AES_128_GCM_SHA256`, ...) keeps only those.
     #[arg(long, env = "CAIRN_CIPHER_SUITES")]
