@@ -133,8 +133,8 @@ async fn run(cli: Cli, etcd_env: cmd::etcd_env::Adopted) -> ExitCode {
         Command::Serve(args) => args.log_level.unwrap_or("info"),
         _ => "warn",
     };
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(default_directives(default_level)));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -190,5 +190,41 @@ async fn run(cli: Cli, etcd_env: cmd::etcd_env::Adopted) -> ExitCode {
             eprintln!("Error: {}", format!("{e:#}").replace('\n', " "));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The log filter without `RUST_LOG`: `level` everywhere, except that at
+/// `info` and `warn` openraft's warning for each failed attempt to reach a
+/// member (a heartbeat, a replication stream: tens a second for a member
+/// that is down) is left out. Cairn's peer transport logs when a member
+/// becomes unreachable and when it answers again instead
+/// (`cairn_raft::network`). `--log-level debug` shows them all.
+fn default_directives(level: &str) -> String {
+    const PER_ATTEMPT: [&str; 3] = [
+        "openraft::core::heartbeat=error",
+        "openraft::replication=error",
+        "openraft::engine::handler::replication_handler=error",
+    ];
+    match level {
+        "info" | "warn" => std::iter::once(level)
+            .chain(PER_ATTEMPT)
+            .collect::<Vec<_>>()
+            .join(","),
+        _ => level.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_directives;
+
+    #[test]
+    fn per_attempt_peer_warnings_are_left_out_below_debug() {
+        let info = default_directives("info");
+        assert!(info.starts_with("info,"), "{info}");
+        assert!(info.contains("openraft::core::heartbeat=error"), "{info}");
+        tracing_subscriber::EnvFilter::try_new(&info).expect("valid directives");
+        assert_eq!(default_directives("debug"), "debug");
+        assert_eq!(default_directives("error"), "error");
     }
 }

@@ -105,12 +105,28 @@ impl PeerClient {
             let streak = &client.unreachable_streak;
             let response = match opened {
                 Ok(response) => {
-                    streak.store(0, Ordering::Relaxed);
+                    let failed = streak.swap(0, Ordering::Relaxed);
+                    if failed > 0 {
+                        tracing::info!(
+                            "member {:x} answers again (after {failed} failed attempts)",
+                            client.target
+                        );
+                    }
                     response
                 }
                 Err(failure) => {
-                    if matches!(failure, Failure::Unreachable(_)) {
-                        let pause = unreachable_pause(streak.fetch_add(1, Ordering::Relaxed));
+                    if let Failure::Unreachable(e) = &failure {
+                        let failed = streak.fetch_add(1, Ordering::Relaxed);
+                        if failed == 0 {
+                            // Once, not per attempt (see `cairn serve`'s
+                            // default log filter).
+                            tracing::warn!(
+                                "member {:x} unreachable: {e}; trying again every \
+                                 {UNREACHABLE_PAUSE_MAX:?} at most",
+                                client.target
+                            );
+                        }
+                        let pause = unreachable_pause(failed);
                         tokio::time::sleep(pause.saturating_sub(started.elapsed())).await;
                     }
                     return Err(failure.into());
