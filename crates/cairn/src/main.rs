@@ -91,7 +91,20 @@ fn main() -> ExitCode {
     // Before parsing: clap reads the `CAIRN_*` variables these set. Still
     // one thread, so setting variables races nothing.
     let etcd_env = if std::env::args().nth(1).as_deref() == Some("serve") {
-        let adopted = cmd::etcd_env::adopt(std::env::vars());
+        let mut env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+        let args: Vec<String> = std::env::args().collect();
+        if let Some(file) = cmd::etcd_config_file::path(&args, |name| env.get(name).cloned()) {
+            match cmd::etcd_config_file::read(std::path::Path::new(&file)) {
+                // The file's settings win over `ETCD_*` variables, as in
+                // etcd (which then ignores its variables).
+                Ok(vars) => env.extend(vars),
+                Err(e) => {
+                    eprintln!("Error: --config-file {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        let adopted = cmd::etcd_env::adopt(env);
         for (name, value) in &adopted.set {
             std::env::set_var(name, value);
         }

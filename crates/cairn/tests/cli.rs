@@ -279,7 +279,16 @@ fn serve_refuses_a_worker_thread_count_that_is_not_a_positive_number() {
 /// settings by etcd's flags (`by_env == false`) or by its `ETCD_*`
 /// variables. It serves clients on both listen addresses, and the member
 /// list carries its name and both advertised client URLs.
-fn serve_configured_as_etcd(by_env: bool) {
+/// How a test hands etcd's settings to `cairn serve`.
+#[derive(Clone, Copy, PartialEq)]
+enum EtcdSettings {
+    Flags,
+    Variables,
+    /// etcd's YAML file, with its TLS block and a variable it must win over.
+    ConfigFile,
+}
+
+fn serve_configured_as_etcd(by: EtcdSettings) {
     let dir = tempfile::tempdir().unwrap();
     let (a, b, peer) = (free_port(), free_port(), free_port());
     let (url_a, url_b) = (
@@ -303,15 +312,29 @@ fn serve_configured_as_etcd(by_env: bool) {
     ];
     let mut cmd = Command::new(cairn_bin());
     cmd.arg("serve");
+    let mut yaml = String::new();
     for (flag, value) in &settings {
-        if by_env {
-            cmd.env(
-                format!("ETCD_{}", flag.to_uppercase().replace('-', "_")),
-                value,
-            );
-        } else {
-            cmd.arg(format!("--{flag}")).arg(value);
+        match by {
+            EtcdSettings::Variables => {
+                cmd.env(
+                    format!("ETCD_{}", flag.to_uppercase().replace('-', "_")),
+                    value,
+                );
+            }
+            EtcdSettings::Flags => {
+                cmd.arg(format!("--{flag}")).arg(value);
+            }
+            EtcdSettings::ConfigFile => yaml.push_str(&format!("{flag}: '{value}'\n")),
         }
+    }
+    if by == EtcdSettings::ConfigFile {
+        // As etcd's sample file: every key listed, most of them empty.
+        yaml.push_str("wal-dir:\nenable-v2: true\nclient-transport-security:\n  cert-file:\n  auto-tls: false\n");
+        let file = dir.path().join("etcd.conf.yml");
+        std::fs::write(&file, yaml).unwrap();
+        cmd.arg("--config-file").arg(&file);
+        // The file wins over etcd's variable for the same setting.
+        cmd.env("ETCD_NAME", "not-this-name");
     }
     let child = cmd
         .current_dir(dir.path())
@@ -353,10 +376,36 @@ fn serve_configured_as_etcd(by_env: bool) {
 
 #[test]
 fn serve_takes_etcds_flags() {
-    serve_configured_as_etcd(false);
+    serve_configured_as_etcd(EtcdSettings::Flags);
 }
 
 #[test]
 fn serve_takes_etcds_environment_variables() {
-    serve_configured_as_etcd(true);
+    serve_configured_as_etcd(EtcdSettings::Variables);
+}
+
+#[test]
+fn serve_takes_etcds_config_file() {
+    serve_configured_as_etcd(EtcdSettings::ConfigFile);
+}
+
+/// A file that cannot be read as etcd's settings stops the start, naming
+/// the file; nothing is written.
+#[test]
+fn a_bad_etcd_config_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("etcd.conf.yml");
+    std::fs::write(&file, "name: [not, a, name\n").unwrap();
+    let mut cmd = Command::new(cairn_bin());
+    cmd.current_dir(dir.path())
+        .args(["serve", "--data-dir", "d"])
+        .env("ETCD_CONFIG_FILE", &file);
+    let out = run_bounded(cmd, None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--config-file") && stderr.contains("etcd.conf.yml"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("d").exists(), "nothing written");
 }

@@ -8,6 +8,7 @@
 /// (same units: etcd's timings are in ms, its TTL in seconds).
 const ETCD_TO_CAIRN: &[(&str, &str)] = &[
     ("ETCD_NAME", "CAIRN_NAME"),
+    ("ETCD_CONFIG_FILE", "CAIRN_CONFIG_FILE"),
     ("ETCD_DATA_DIR", "CAIRN_DATA_DIR"),
     ("ETCD_WAL_DIR", "CAIRN_WAL_DIR"),
     ("ETCD_LISTEN_CLIENT_URLS", "CAIRN_LISTEN_CLIENT_URLS"),

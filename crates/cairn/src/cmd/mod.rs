@@ -7,6 +7,7 @@ pub mod claims;
 pub mod compact;
 pub mod del;
 pub mod elect;
+pub mod etcd_config_file;
 pub mod etcd_env;
 pub mod fenced_put;
 pub mod get;

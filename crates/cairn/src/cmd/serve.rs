@@ -242,6 +242,12 @@ pub struct ServeArgs {
         default_missing_value = "true"
     )]
     pub force_new_cluster: Option<bool>,
+    /// etcd's YAML configuration file (`etcd.conf.yml`): its settings are
+    /// read as the `ETCD_*` variables of the same names before the flags
+    /// are parsed (`cmd/etcd_config_file.rs`), so this field only lets
+    /// the flag through. Flags and `CAIRN_*` variables win over it.
+    #[arg(long, env = "CAIRN_CONFIG_FILE")]
+    pub config_file: Option<std::path::PathBuf>,
     /// How much the member logs when `RUST_LOG` is not set: `debug`,
     /// `info` (the default), `warn` or `error` (etcd's `--log-level`;
     /// its `panic` and `fatal` log errors only here). A process setting,
