@@ -330,22 +330,8 @@ fn etcdctl_cluster_and_maintenance_commands() {
     assert!(out.contains("added to cluster"), "{out}");
     let new_id = out.split_whitespace().nth(1).unwrap().to_string();
     let initial = format!("{},n4={peer}", c.initial_cluster);
-    c.members.push(ProcMember {
-        name: "n4".into(),
-        client_port,
-        peer_port,
-        data_dir: c.dir.path().join("n4"),
-        log: c.dir.path().join("n4.log"),
-        child: None,
-        extra: vec![
-            "--initial-cluster".into(),
-            initial,
-            "--initial-cluster-state".into(),
-            "existing".into(),
-        ],
-        tls: None,
-    });
-    c.spawn(3);
+    let n4 = c.joiner("n4", client_port, peer_port, initial);
+    c.spawn(n4);
     c.wait_healthy(Duration::from_secs(20));
     wait_until(
         "learner listed with its name",
@@ -527,22 +513,9 @@ fn etcdctl_recovers_a_lost_quorum_with_force_new_cluster() {
         &["member", "add", "n4", &format!("--peer-urls={peer}")],
     ));
     assert!(out.contains("added to cluster"), "{out}");
-    c.members.push(ProcMember {
-        name: "n4".into(),
-        client_port,
-        peer_port,
-        data_dir: c.dir.path().join("n4"),
-        log: c.dir.path().join("n4.log"),
-        child: None,
-        extra: vec![
-            "--initial-cluster".into(),
-            format!("n3={},n4={peer}", c.members[2].peer_url()),
-            "--initial-cluster-state".into(),
-            "existing".into(),
-        ],
-        tls: None,
-    });
-    c.spawn(3);
+    let initial = format!("n3={},n4={peer}", c.members[2].peer_url());
+    let joined = c.joiner("n4", client_port, peer_port, initial);
+    c.spawn(joined);
     c.wait_healthy(Duration::from_secs(20));
     let n4 = c.members[3].client_url();
     assert_eq!(

@@ -822,34 +822,26 @@ mod tests {
     /// with TLS on: the scheme check skips it, as the parsing does.
     #[test]
     fn a_trailing_comma_in_tls_listen_urls_is_skipped() {
-        let config = Cli::parse_from([
-            "cairn",
-            "--cert-file",
-            "c.pem",
-            "--key-file",
-            "k.pem",
-            "--listen-client-urls",
-            "https://127.0.0.1:1, ,",
-        ])
-        .serve
-        .to_config()
-        .unwrap();
+        let with_tls = |urls: &str| {
+            Cli::parse_from([
+                "cairn",
+                "--cert-file",
+                "c.pem",
+                "--key-file",
+                "k.pem",
+                "--listen-client-urls",
+                urls,
+            ])
+            .serve
+            .to_config()
+        };
+        let config = with_tls("https://127.0.0.1:1, ,").unwrap();
         assert_eq!(config.listen_client, "127.0.0.1:1".parse().unwrap());
         assert!(config.listen_client_also.is_empty());
         // A URL that does break the rule is still named.
-        let err = Cli::parse_from([
-            "cairn",
-            "--cert-file",
-            "c.pem",
-            "--key-file",
-            "k.pem",
-            "--listen-client-urls",
-            "https://127.0.0.1:1,http://127.0.0.1:2/",
-        ])
-        .serve
-        .to_config()
-        .unwrap_err()
-        .to_string();
+        let err = with_tls("https://127.0.0.1:1,http://127.0.0.1:2/")
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("--listen-client-urls")
                 && err.contains("\"http://127.0.0.1:2\"")
@@ -859,7 +851,7 @@ mod tests {
     }
 
     #[test]
-    fn force_new_cluster_is_a_flag_off_by_default() {
+    fn the_initial_corrupt_check_and_force_new_cluster_are_flags_off_by_default() {
         let config = |args: &[&str]| {
             let args = std::iter::once("cairn").chain(args.iter().copied());
             Cli::parse_from(args).serve.to_config().unwrap()
@@ -867,14 +859,6 @@ mod tests {
         assert!(!config(&[]).force_new_cluster);
         assert!(config(&["--force-new-cluster"]).force_new_cluster);
         assert!(!config(&["--force-new-cluster", "false"]).force_new_cluster);
-    }
-
-    #[test]
-    fn the_initial_corrupt_check_is_a_flag_off_by_default() {
-        let config = |args: &[&str]| {
-            let args = std::iter::once("cairn").chain(args.iter().copied());
-            Cli::parse_from(args).serve.to_config().unwrap()
-        };
         assert!(!config(&[]).initial_corrupt_check);
         assert!(config(&["--initial-corrupt-check"]).initial_corrupt_check);
         assert!(config(&["--initial-corrupt-check", "true"]).initial_corrupt_check);

@@ -166,6 +166,34 @@ impl ProcCluster {
         m.child = Some(child);
     }
 
+    /// A new plain member `name` on its own ports, to join with
+    /// `--initial-cluster initial` after `member add` (not started): its
+    /// index, for [`ProcCluster::spawn`].
+    pub fn joiner(
+        &mut self,
+        name: &str,
+        client_port: u16,
+        peer_port: u16,
+        initial: String,
+    ) -> usize {
+        self.members.push(ProcMember {
+            name: name.into(),
+            client_port,
+            peer_port,
+            data_dir: self.dir.path().join(name),
+            log: self.dir.path().join(format!("{name}.log")),
+            child: None,
+            extra: vec![
+                "--initial-cluster".into(),
+                initial,
+                "--initial-cluster-state".into(),
+                "existing".into(),
+            ],
+            tls: None,
+        });
+        self.members.len() - 1
+    }
+
     /// Waits up to `timeout` for member `i` to exit by itself and returns
     /// its exit status (it is then not running); panics with the logs.
     pub fn wait_exit(&mut self, i: usize, timeout: Duration) -> std::process::ExitStatus {
