@@ -309,6 +309,10 @@ fn serve_configured_as_etcd(by: EtcdSettings) {
         ("initial-cluster-state", "new".to_string()),
         ("heartbeat-interval", "50".to_string()),
         ("election-timeout", "500".to_string()),
+        // etcd settings Cairn has no use for: taken, logged as ignored.
+        ("enable-v2", "true".to_string()),
+        ("logger", "zap".to_string()),
+        ("max-wals", "5".to_string()),
     ];
     let mut cmd = Command::new(cairn_bin());
     cmd.arg("serve");
@@ -329,7 +333,7 @@ fn serve_configured_as_etcd(by: EtcdSettings) {
     }
     if by == EtcdSettings::ConfigFile {
         // As etcd's sample file: every key listed, most of them empty.
-        yaml.push_str("wal-dir:\nenable-v2: true\nclient-transport-security:\n  cert-file:\n  auto-tls: false\n");
+        yaml.push_str("wal-dir:\nclient-transport-security:\n  cert-file:\n  auto-tls: false\n");
         let file = dir.path().join("etcd.conf.yml");
         std::fs::write(&file, yaml).unwrap();
         cmd.arg("--config-file").arg(&file);

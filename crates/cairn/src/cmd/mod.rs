@@ -9,6 +9,7 @@ pub mod del;
 pub mod elect;
 pub mod etcd_config_file;
 pub mod etcd_env;
+pub mod etcd_only_flags;
 pub mod fenced_put;
 pub mod get;
 pub mod lease;

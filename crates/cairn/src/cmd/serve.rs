@@ -261,6 +261,8 @@ pub struct ServeArgs {
     #[arg(long, env = "CAIRN_WORKER_THREADS",
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub worker_threads: Option<u16>,
+    #[command(flatten)]
+    pub etcd_only: super::etcd_only_flags::EtcdOnlyFlags,
 }
 
 /// A `tracing` level from etcd's `--log-level` names.
@@ -489,6 +491,9 @@ impl ServeArgs {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.to_config().context("refusing to start")?;
+    for flag in args.etcd_only.given() {
+        tracing::warn!("{flag} ignored: an etcd setting with no use in Cairn");
+    }
     let server = cairn_server::serve::start(config)
         .await
         .context("starting cairn")?;
