@@ -347,25 +347,34 @@ const PROMOTE_WAIT: Duration = Duration::from_secs(600);
 /// [`PROMOTE_WAIT`].
 async fn promote_once_caught_up(raft: super::Raft, id: u64) {
     let deadline = tokio::time::Instant::now() + PROMOTE_WAIT;
+    // The metrics may show the change that added `id` a moment after it
+    // committed: only a member seen and then gone was removed.
+    let mut seen = false;
     while tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let metrics = raft.metrics().borrow_watched().clone();
         let membership = metrics.membership_config.membership();
+        let known = membership.get_node(&id).is_some();
         if metrics.current_leader != Some(metrics.id)
-            || membership.get_node(&id).is_none()
+            || (seen && !known)
             || membership.voter_ids().any(|v| v == id)
         {
             return;
         }
+        seen |= known;
         let matched = matched_index(&metrics, id);
         let last = metrics.last_log_index.unwrap_or(0);
         if matched == 0 || last.saturating_sub(matched) > PROMOTE_MAX_LAG_ENTRIES {
             continue;
         }
-        match raft
-            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-            .await
-        {
+        // Bounded: a learner that stops answering after catching up
+        // leaves the change waiting for its vote.
+        let promote =
+            raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false);
+        let Ok(promoted) = tokio::time::timeout_at(deadline, promote).await else {
+            break;
+        };
+        match promoted {
             Ok(_) => {
                 tracing::info!("member {id:x} caught up and is a voter now");
                 return;
