@@ -105,7 +105,21 @@ impl Caller {
         request: &tonic::Request<T>,
     ) -> impl std::future::Future<Output = Result<Caller, ServerError>> + Send + 'a {
         let presented = Presented::of(request);
-        async move { fresh(node, || Caller::resolve(node, &presented, unix_now_ms())).await }
+        async move {
+            let caller = fresh(node, || Caller::resolve(node, &presented, unix_now_ms())).await?;
+            // A token means its client logged in, so auth was on then. A
+            // copy that says auth is off may trail an `auth enable`
+            // acknowledged elsewhere: the request, sent on without a user,
+            // would then be refused where it is applied ("user name is
+            // empty"). Catch up and ask again. Not for a client
+            // certificate alone: those come with auth off too (every
+            // request of a `--client-cert-auth` cluster).
+            if caller.0.is_none() && matches!(presented.token, Some(Ok(_))) {
+                node.read_barrier().await?;
+                return Caller::resolve(node, &presented, unix_now_ms());
+            }
+            Ok(caller)
+        }
     }
 
     fn resolve(
