@@ -32,9 +32,19 @@ async fn a_member_unlike_the_majority_is_alarmed_and_the_cluster_stops() {
         );
     }
 
-    // A follower's keyspace changed behind Raft's back.
+    // A follower's keyspace changed behind Raft's back, once it has
+    // applied everything (the harder case, below).
     let f = (leader + 1) % 3;
     let f_id = c.node(f).member_id();
+    wait_until(
+        "the follower applied every write",
+        Duration::from_secs(10),
+        || {
+            let caught_up = c.node(f).store().revision() == c.node(leader).store().revision();
+            async move { caught_up }
+        },
+    )
+    .await;
     c.node(f)
         .store
         .write()
@@ -44,6 +54,19 @@ async fn a_member_unlike_the_majority_is_alarmed_and_the_cluster_stops() {
             value: b"not what the others hold".to_vec(),
             ..Default::default()
         }));
+    // The tampered write took the follower's next revision. If the
+    // follower had applied everything, that revision is past the leader's,
+    // whose hash (at its own revision) would never see it: one more write
+    // through Raft gives the leader that revision, with other content.
+    // (Refused if a round already raised the alarm; either is fine.)
+    let _ = c
+        .node(leader)
+        .write(Command::Put(PutRequest {
+            key: b"after-the-tampering".to_vec(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        }))
+        .await;
     wait_until(
         "the CORRUPT alarm names the follower",
         Duration::from_secs(20),
