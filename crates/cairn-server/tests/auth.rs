@@ -612,15 +612,21 @@ async fn a_login_follows_an_auth_enable_acknowledged_elsewhere() {
     set_up_users(channel(&c, leader).await).await;
     let mut auth_leader = AuthClient::new(channel(&c, leader).await);
     for _ in 0..10 {
-        let root = login(channel(&c, follower).await, "root", "rootpw")
-            .await
-            .expect("auth is on");
-        auth_leader
-            .auth_disable(as_token(AuthDisableRequest {}, &root))
-            .await
-            .unwrap();
-        auth_leader.auth_enable(AuthEnableRequest {}).await.unwrap();
+        // The login through the follower is what is checked.
+        disable_and_enable_auth(&c, follower, &mut auth_leader).await;
     }
+}
+
+/// As root (logged in through member `login_via`), turns auth off and on
+/// again through `auth`.
+async fn disable_and_enable_auth(c: &Cluster, login_via: usize, auth: &mut AuthClient<Channel>) {
+    let root = login(channel(c, login_via).await, "root", "rootpw")
+        .await
+        .expect("auth is on");
+    auth.auth_disable(as_token(AuthDisableRequest {}, &root))
+        .await
+        .unwrap();
+    auth.auth_enable(AuthEnableRequest {}).await.unwrap();
 }
 
 /// A request with a token sent to a follower right after `auth enable` was
@@ -637,14 +643,7 @@ async fn a_token_write_follows_an_auth_enable_acknowledged_elsewhere() {
     let mut auth_leader = AuthClient::new(channel(&c, leader).await);
     let mut kv_follower = KvClient::new(channel(&c, follower).await);
     for i in 0..20 {
-        let root = login(channel(&c, leader).await, "root", "rootpw")
-            .await
-            .expect("auth is on");
-        auth_leader
-            .auth_disable(as_token(AuthDisableRequest {}, &root))
-            .await
-            .unwrap();
-        auth_leader.auth_enable(AuthEnableRequest {}).await.unwrap();
+        disable_and_enable_auth(&c, leader, &mut auth_leader).await;
         let alice = login(channel(&c, leader).await, "alice", "alicepw")
             .await
             .unwrap();

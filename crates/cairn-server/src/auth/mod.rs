@@ -85,13 +85,27 @@ async fn fresh<R>(
     node: &Node,
     check: impl Fn() -> Result<R, ServerError>,
 ) -> Result<R, ServerError> {
-    match check() {
-        Err(e) if is_refusal(&e) => {
-            node.read_barrier().await?;
-            check()
-        }
-        other => other,
+    fresh_unless_sure(
+        node,
+        check,
+        |answer| matches!(answer, Err(e) if is_refusal(e)),
+    )
+    .await
+}
+
+/// [`fresh`], asking again after a barrier whenever `doubtful` holds for
+/// the first answer.
+async fn fresh_unless_sure<R>(
+    node: &Node,
+    check: impl Fn() -> Result<R, ServerError>,
+    doubtful: impl Fn(&Result<R, ServerError>) -> bool,
+) -> Result<R, ServerError> {
+    let answer = check();
+    if !doubtful(&answer) {
+        return answer;
     }
+    node.read_barrier().await?;
+    check()
 }
 
 impl Caller {
@@ -105,20 +119,25 @@ impl Caller {
         request: &tonic::Request<T>,
     ) -> impl std::future::Future<Output = Result<Caller, ServerError>> + Send + 'a {
         let presented = Presented::of(request);
+        // Besides a refusal, "auth is off" to a request with a token is
+        // doubtful: a token means its client logged in, so auth was on
+        // then, and the copy may trail an `auth enable` acknowledged
+        // elsewhere (the request, sent on without a user, was refused where
+        // applied: "user name is empty"). Not a client certificate alone:
+        // those come with auth off too (every request of a
+        // `--client-cert-auth` cluster).
+        let has_token = matches!(presented.token, Some(Ok(_)));
         async move {
-            let caller = fresh(node, || Caller::resolve(node, &presented, unix_now_ms())).await?;
-            // A token means its client logged in, so auth was on then. A
-            // copy that says auth is off may trail an `auth enable`
-            // acknowledged elsewhere: the request, sent on without a user,
-            // would then be refused where it is applied ("user name is
-            // empty"). Catch up and ask again. Not for a client
-            // certificate alone: those come with auth off too (every
-            // request of a `--client-cert-auth` cluster).
-            if caller.0.is_none() && matches!(presented.token, Some(Ok(_))) {
-                node.read_barrier().await?;
-                return Caller::resolve(node, &presented, unix_now_ms());
-            }
-            Ok(caller)
+            fresh_unless_sure(
+                node,
+                || Caller::resolve(node, &presented, unix_now_ms()),
+                |answer| match answer {
+                    Err(e) => is_refusal(e),
+                    Ok(Caller(None)) => has_token,
+                    Ok(_) => false,
+                },
+            )
+            .await
         }
     }
 

@@ -139,9 +139,7 @@ impl Node {
                 if !find(id)?.is_learner {
                     return Err(ServerError::MemberNotLearner);
                 }
-                let metrics = self.raft.metrics().borrow_watched().clone();
-                let last = metrics.last_log_index.unwrap_or(0);
-                if last.saturating_sub(matched_index(&metrics, id)) > PROMOTE_MAX_LAG_ENTRIES {
+                if !ready_to_vote(&self.raft.metrics().borrow_watched(), id) {
                     return Err(ServerError::LearnerNotReady);
                 }
                 change(ChangeMembers::AddVoterIds(BTreeSet::from([id]))).await?;
@@ -362,9 +360,8 @@ async fn promote_once_caught_up(raft: super::Raft, id: u64) {
             return;
         }
         seen |= known;
-        let matched = matched_index(&metrics, id);
-        let last = metrics.last_log_index.unwrap_or(0);
-        if matched == 0 || last.saturating_sub(matched) > PROMOTE_MAX_LAG_ENTRIES {
+        // Heard from at all, not only within the lag of a short log.
+        if matched_index(&metrics, id) == 0 || !ready_to_vote(&metrics, id) {
             continue;
         }
         // Bounded: a learner that stops answering after catching up
@@ -415,6 +412,13 @@ pub(super) async fn publish_attributes(node: Weak<Node>) {
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(2));
     }
+}
+
+/// Whether learner `id` trails the leader's log by at most
+/// [`PROMOTE_MAX_LAG_ENTRIES`] (etcd's "learner not ready" otherwise).
+fn ready_to_vote(metrics: &cairn_raft::types::RaftMetrics, id: u64) -> bool {
+    let last = metrics.last_log_index.unwrap_or(0);
+    last.saturating_sub(matched_index(metrics, id)) <= PROMOTE_MAX_LAG_ENTRIES
 }
 
 /// How far the leader's log is known to be on member `id` (0 if the
