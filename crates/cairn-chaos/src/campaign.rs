@@ -42,6 +42,7 @@ use crate::faults::{plan, FaultKind, Injector};
 use crate::harness::{self, ProcCluster};
 use crate::lease_check::Outages;
 use crate::netns::NetLab;
+use crate::power::PowerDisks;
 use crate::side_workloads::{SideSummary, SideWorkloads};
 use crate::{check_history, Budget, Call, CheckOptions, CheckResult, History, Recorder, Ret};
 
@@ -170,6 +171,12 @@ fn prepare_network(cfg: &Config) -> (Option<NetLab>, Vec<FaultKind>, bool, Vec<S
                         .into(),
                 );
             }
+        }
+    }
+    if kinds.iter().any(|k| k.needs_disks()) {
+        if let Err(why) = PowerDisks::precondition() {
+            notes.push(format!("SKIPPED power faults: {why}"));
+            kinds.retain(|k| !k.needs_disks());
         }
     }
     (lab, kinds, proxied, notes)
@@ -610,6 +617,7 @@ pub fn run(cfg: &Config) -> Result<Report, Box<Failure>> {
         proxy_seed,
         serve_args,
         cfg.tls,
+        kinds.iter().any(|k| k.needs_disks()),
     )
     .map_err(|e| fail(FailureKind::Harness(e), &notes, None, None))?;
     let urls = cluster.client_urls();

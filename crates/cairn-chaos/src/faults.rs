@@ -8,6 +8,7 @@
 //! | `KillRandom` / `KillLeader` | SIGKILL, restart on the same data dir after `down` | – |
 //! | `KillMajority` | SIGKILL a majority at once, the leader among them (quorum lost); restart them after `down` | – |
 //! | `KillAll` | SIGKILL every member at once (a whole-cluster crash: every member recovers from its own disk); restart them after `down` | – |
+//! | `PowerCut` / `PowerCutAll` | a power cut of a random member or of every member at once: SIGSTOP, its disk loses every write not synced ([`crate::power`]), SIGKILL, restart after `down`; opt-in (`--faults power-cut,power-cut-all`), not in [`FaultKind::ALL`] | root, `mkfs.ext4`, loop mounts |
 //! | `PauseLeader` | SIGSTOP, SIGCONT after `down` (3–6 election timeouts) | – |
 //! | `IsolateLeader` | cut the leader from every other member | a [`NetLab`](crate::netns::NetLab) |
 //! | `SplitMinority` | cut a random minority (with or without the leader) from the majority | a lab |
@@ -46,6 +47,12 @@ pub enum FaultKind {
     /// can catch up from another: each must recover every acknowledged
     /// write it held from its own log and state files.
     KillAll,
+    /// Cut the power to a random member (its unsynced writes are lost),
+    /// restart it after `down`.
+    PowerCut,
+    /// Cut the power to every member at once, restart them after `down`:
+    /// an acknowledged write survives only if a majority synced it.
+    PowerCutAll,
     /// SIGSTOP the current leader, SIGCONT it after `down` (always longer
     /// than the election timeout).
     PauseLeader,
@@ -102,6 +109,12 @@ impl FaultKind {
         )
     }
 
+    /// Needs each member's data dir on its own file system
+    /// ([`crate::power::PowerDisks`]).
+    pub fn needs_disks(self) -> bool {
+        matches!(self, FaultKind::PowerCut | FaultKind::PowerCutAll)
+    }
+
     /// Parses the `--faults` names of the campaign binary.
     pub fn parse(name: &str) -> Option<FaultKind> {
         Some(match name {
@@ -109,6 +122,8 @@ impl FaultKind {
             "kill-leader" => FaultKind::KillLeader,
             "kill-majority" => FaultKind::KillMajority,
             "kill-all" => FaultKind::KillAll,
+            "power-cut" => FaultKind::PowerCut,
+            "power-cut-all" => FaultKind::PowerCutAll,
             "pause-leader" => FaultKind::PauseLeader,
             "isolate-leader" => FaultKind::IsolateLeader,
             "split" => FaultKind::SplitMinority,
@@ -183,7 +198,9 @@ pub fn plan(
             FaultKind::KillRandom
             | FaultKind::KillLeader
             | FaultKind::KillMajority
-            | FaultKind::KillAll => Duration::from_millis(rng.random_range(200..1500)),
+            | FaultKind::KillAll
+            | FaultKind::PowerCut
+            | FaultKind::PowerCutAll => Duration::from_millis(rng.random_range(200..1500)),
         };
         let pick = rng.random_range(0..members.max(1));
         let shape = rng.random();
@@ -284,6 +301,30 @@ impl Injector<'_> {
                 std::thread::sleep(f.down);
                 let spawned = targets.iter().try_for_each(|i| self.cluster.spawn(*i));
                 self.outages.end(self.origin.elapsed().as_nanos() as u64);
+                spawned
+            }
+            FaultKind::PowerCut | FaultKind::PowerCutAll => {
+                let targets: Vec<usize> = if f.kind == FaultKind::PowerCutAll {
+                    (0..n).collect()
+                } else {
+                    vec![f.pick % n]
+                };
+                let shown: Vec<&str> = targets.iter().map(|i| names[*i].as_str()).collect();
+                self.log.push(format!(
+                    "t={t:.3}s power cut {} (unsynced writes lost), restart after {down}ms",
+                    shown.join(",")
+                ));
+                let quorum_lost = targets.len() > n / 2;
+                if quorum_lost {
+                    self.outages.begin(self.origin.elapsed().as_nanos() as u64);
+                }
+                let cut = self.cluster.power_cut(&targets);
+                std::thread::sleep(f.down);
+                let spawned =
+                    cut.and_then(|()| targets.iter().try_for_each(|i| self.cluster.spawn(*i)));
+                if quorum_lost {
+                    self.outages.end(self.origin.elapsed().as_nanos() as u64);
+                }
                 spawned
             }
             FaultKind::PauseLeader => {
@@ -569,6 +610,8 @@ mod tests {
             ("isolate-leader", FaultKind::IsolateLeader),
             ("reconfigure", FaultKind::Reconfigure),
             ("one-way", FaultKind::OneWay),
+            ("power-cut", FaultKind::PowerCut),
+            ("power-cut-all", FaultKind::PowerCutAll),
         ] {
             assert_eq!(FaultKind::parse(name), Some(kind));
         }

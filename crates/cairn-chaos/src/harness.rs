@@ -43,6 +43,7 @@ use crate::certs::TestPki;
 
 use crate::netns::NetLab;
 use crate::ports::free_port;
+use crate::power::PowerDisks;
 use crate::proxy::ProxySet;
 
 /// Heartbeat interval passed to every member.
@@ -228,6 +229,9 @@ pub struct ProcCluster {
     serve_args: Vec<String>,
     /// The certificates, when the members run TLS on both ports.
     tls: Option<Arc<TestPki>>,
+    /// Each member's own file system, when the run cuts power
+    /// ([`Self::power_cut`]). Unmounted after the processes are killed.
+    disks: Option<PowerDisks>,
 }
 
 /// The certificates of the TLS clusters this process runs, by the
@@ -282,12 +286,14 @@ impl ProcCluster {
         proxy_seed: Option<u64>,
         serve_args: Vec<String>,
     ) -> Result<ProcCluster, String> {
-        ProcCluster::start_with_tls(n, ready_timeout, net, proxy_seed, serve_args, false)
+        ProcCluster::start_with_tls(n, ready_timeout, net, proxy_seed, serve_args, false, false)
     }
 
     /// [`Self::start`]; with `tls`, every member runs TLS on both ports
     /// with client and peer certificates required (certificates made for
-    /// this cluster's addresses, in its directory).
+    /// this cluster's addresses, in its directory); with `power`, each
+    /// member keeps its data dir on its own file system, so that
+    /// [`Self::power_cut`] can lose what it did not sync.
     pub fn start_with_tls(
         n: usize,
         ready_timeout: Duration,
@@ -295,12 +301,18 @@ impl ProcCluster {
         proxy_seed: Option<u64>,
         mut serve_args: Vec<String>,
         tls: bool,
+        power: bool,
     ) -> Result<ProcCluster, String> {
         let bin = cairn_bin()?;
         let dir = tempfile::Builder::new()
             .prefix("cairn-chaos-")
             .tempdir()
             .map_err(|e| format!("temp dir: {e}"))?;
+        let disks = if power {
+            Some(PowerDisks::create(dir.path(), n)?)
+        } else {
+            None
+        };
         if let Some(lab) = &net {
             if lab.len() < n {
                 return Err(format!("lab has {} namespaces, need {n}", lab.len()));
@@ -319,7 +331,10 @@ impl ProcCluster {
                     None => (Ipv4Addr::LOCALHOST, None, free_port(), free_port()),
                 };
                 Member {
-                    data_dir: dir.path().join(&name),
+                    data_dir: match &disks {
+                        Some(d) => d.data_dir(i),
+                        None => dir.path().join(&name),
+                    },
                     log: dir.path().join(format!("{name}.log")),
                     name,
                     host,
@@ -386,6 +401,7 @@ impl ProcCluster {
             proxies,
             serve_args,
             tls,
+            disks,
         };
         for i in 0..n {
             c.spawn(i)?;
@@ -491,6 +507,27 @@ impl ProcCluster {
             let _ = c.wait();
         }
         m.paused = false;
+    }
+
+    /// Cuts the power to members `which` at once (see [`crate::power`]):
+    /// stops them all (SIGSTOP: the instant the power goes), cuts their
+    /// disks, which loses every write they did not sync, SIGKILLs and reaps
+    /// them, and powers the disks back on. They stay down until
+    /// [`spawn`](Self::spawn)ed.
+    pub fn power_cut(&mut self, which: &[usize]) -> Result<(), String> {
+        if self.disks.is_none() {
+            return Err("power cut without power disks".into());
+        }
+        let stopped = which.iter().try_for_each(|i| match self.members[*i].pid() {
+            Some(pid) => signal(pid, "STOP"),
+            None => Ok(()),
+        });
+        let disks = self.disks.as_ref().expect("checked above");
+        let cut = stopped.and_then(|()| which.iter().try_for_each(|i| disks.cut(*i)));
+        self.kill_all(which);
+        cut?;
+        let disks = self.disks.as_mut().expect("checked above");
+        which.iter().try_for_each(|i| disks.restore(*i))
     }
 
     /// Replaces member `i` by a brand-new member in the same slot (same
@@ -679,8 +716,9 @@ impl Drop for ProcCluster {
         for i in 0..self.members.len() {
             self.kill(i);
         }
-        // Processes first, then their proxies and the network they
-        // lived in.
+        // Processes first, then their file systems (before the temp dir
+        // holding them goes), their proxies and the network they lived in.
+        self.disks.take();
         self.proxies.take();
         self.net.take();
         if self.tls.is_some() {

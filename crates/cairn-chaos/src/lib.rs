@@ -18,6 +18,8 @@
 //! * [`harness`]: a cluster of `cairn serve` processes (on 127.0.0.1 or
 //!   in a [`netns::NetLab`]) with SIGKILL + restart, SIGSTOP / SIGCONT and
 //!   member replacement, killed on drop;
+//! * [`power`]: each member's data dir on its own loop-mounted ext4,
+//!   and a power cut that loses what the member did not sync;
 //! * [`faults`]: the seeded fault schedule and its injection, including
 //!   [`membership`] changes through the Cluster API;
 //! * [`names`]: `cairn name register --hold` processes SIGKILLed, their
@@ -62,6 +64,7 @@ pub mod model;
 pub mod names;
 pub mod netns;
 pub mod ports;
+pub mod power;
 pub mod proxy;
 pub mod side_workloads;
 pub mod watch_check;

@@ -79,13 +79,13 @@ fn ip(args: &[&str]) -> Result<String, String> {
 }
 
 /// Effective uid of this process (from `/proc/self/status`).
-fn effective_uid() -> Option<u32> {
+pub(crate) fn effective_uid() -> Option<u32> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("Uid:"))?;
     line.split_whitespace().nth(2)?.parse().ok()
 }
 
-fn to_base36(mut n: u32) -> String {
+pub(crate) fn to_base36(mut n: u32) -> String {
     let digits = b"0123456789abcdefghijklmnopqrstuvwxyz";
     let mut out = Vec::new();
     loop {
@@ -112,7 +112,7 @@ fn owner_pid(name: &str) -> Option<u32> {
     u32::from_str_radix(pid36, 36).ok()
 }
 
-fn process_alive(pid: u32) -> bool {
+pub(crate) fn process_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
