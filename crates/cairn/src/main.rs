@@ -143,7 +143,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli, etcd_env: cmd::etcd_env::Adopted) -> ExitCode {
     let default_level = match &cli.command {
-        Command::Serve(args) => args.log_level.unwrap_or("info"),
+        Command::Serve(args) => args.effective_log_level(),
         _ => "warn",
     };
     let filter = EnvFilter::try_from_default_env()

@@ -254,6 +254,15 @@ pub struct ServeArgs {
     /// so not in `--config`.
     #[arg(long, env = "CAIRN_LOG_LEVEL", value_parser = parse_log_level)]
     pub log_level: Option<&'static str>,
+    /// etcd 3.4's `--debug` (`ETCD_DEBUG`): debug-level logging, as
+    /// `--log-level debug`; an explicit `--log-level` wins.
+    #[arg(
+        long,
+        env = "CAIRN_DEBUG",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub debug: Option<bool>,
     /// Threads of the async runtime that serves clients and peers
     /// (default: half the CPUs, at least one; see [`worker_threads`]); with
     /// one, tokio's current-thread scheduler.
@@ -263,6 +272,17 @@ pub struct ServeArgs {
     pub worker_threads: Option<u16>,
     #[command(flatten)]
     pub etcd_only: super::etcd_only_flags::EtcdOnlyFlags,
+}
+
+impl ServeArgs {
+    /// The level the member logs at when `RUST_LOG` is not set.
+    pub fn effective_log_level(&self) -> &'static str {
+        match (self.log_level, self.debug) {
+            (Some(level), _) => level,
+            (None, Some(true)) => "debug",
+            (None, _) => "info",
+        }
+    }
 }
 
 /// A `tracing` level from etcd's `--log-level` names.
@@ -660,6 +680,21 @@ mod tests {
         assert_eq!(level("warn").unwrap(), Some("warn"));
         assert_eq!(level("fatal").unwrap(), Some("error"));
         assert!(level("verbose").is_err());
+    }
+
+    #[test]
+    fn etcds_debug_flag_means_debug_logging_unless_a_level_is_given() {
+        let level = |args: &[&str]| {
+            let mut argv = vec!["cairn"];
+            argv.extend_from_slice(args);
+            Cli::try_parse_from(argv).map(|c| c.serve.effective_log_level())
+        };
+        assert_eq!(level(&[]).unwrap(), "info");
+        assert_eq!(level(&["--debug"]).unwrap(), "debug");
+        assert_eq!(level(&["--debug=true"]).unwrap(), "debug");
+        assert_eq!(level(&["--debug=false"]).unwrap(), "info");
+        assert_eq!(level(&["--debug", "--log-level", "warn"]).unwrap(), "warn");
+        assert!(level(&["--debug=maybe"]).is_err());
     }
 
     #[test]
