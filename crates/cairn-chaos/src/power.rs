@@ -15,10 +15,11 @@
 //! 3. SIGKILL, unmount, mount again (the journal replays what was
 //!    committed), restart.
 //!
-//! Mount points are named `cpd-<pid base 36>-…` and live in the run's
-//! temp dir; [`sweep_leftovers`] unmounts those of runs whose process is
-//! gone. The images are mounted with `-o loop`, so the loop device goes
-//! with the unmount.
+//! The disks are mounted under a shared bind mount of the run's own,
+//! `cpd-<pid base 36>-<run>` in its temp dir (why: at `PowerDisks::make`);
+//! [`sweep_leftovers`] unmounts those of runs whose process is gone. The
+//! images are mounted with `-o loop`, so the loop device goes with the
+//! unmount.
 //!
 //! Needs root, `mkfs.ext4` and loop devices; [`PowerDisks::create`] says
 //! precisely why when it cannot work, and the run skips the power faults
@@ -27,6 +28,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use crate::netns::{effective_uid, process_alive, run_bounded, to_base36};
 
@@ -36,6 +38,9 @@ pub const PREFIX: &str = "cpd-";
 /// Size of each member's (sparse) image: a chaos run's member keeps a few
 /// MiB; the rest is room for the WAL's segments and redb's growth.
 const IMAGE_BYTES: u64 = 512 << 20;
+
+/// How long an unmount after a kill may find the file system busy.
+const UNMOUNT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `EXT4_IOC_SHUTDOWN`: `_IOR('X', 125, __u32)`.
 const EXT4_IOC_SHUTDOWN: u64 = 0x8004_587D;
@@ -51,6 +56,8 @@ struct Disk {
 
 /// The file systems of one run's members, unmounted on drop.
 pub struct PowerDisks {
+    /// The shared mount the disks are mounted under (see [`Self::create`]).
+    parent: Option<PathBuf>,
     disks: Vec<Disk>,
 }
 
@@ -95,10 +102,25 @@ impl PowerDisks {
             to_base36(std::process::id()),
             to_base36(run % 1296)
         );
-        let mut set = PowerDisks { disks: Vec::new() };
+        // The disks are mounted under a shared mount of their own: a
+        // member started by `ip netns exec` gets a copy of every mount in
+        // a mount namespace of its own, and only under a shared parent do
+        // this process's unmounts and mounts reach those copies. Else the
+        // other members would keep a cut file system alive, shut down, and
+        // mounting its image again would bring that back.
+        let parent = dir.join(&tag);
+        std::fs::create_dir_all(&parent)
+            .map_err(|e| format!("create {}: {e}", parent.display()))?;
+        let at = parent.to_string_lossy().into_owned();
+        run_bounded("mount", &["--bind", &at, &at])?;
+        let mut set = PowerDisks {
+            parent: Some(parent),
+            disks: Vec::new(),
+        };
+        run_bounded("mount", &["--make-shared", &at])?;
         for i in 0..members {
             let image = dir.join(format!("{tag}-n{i}.img"));
-            let mount = dir.join(format!("{tag}-n{i}"));
+            let mount = dir.join(&tag).join(format!("n{i}"));
             let file = std::fs::File::create(&image)
                 .map_err(|e| format!("create {}: {e}", image.display()))?;
             file.set_len(image_bytes)
@@ -129,7 +151,11 @@ impl PowerDisks {
         let at = d.mount.to_string_lossy().into_owned();
         run_bounded("mount", &["-t", "ext4", "-o", "loop", &img, &at])?;
         d.mounted = true;
-        Ok(())
+        // A file system that came back still shut down fails every write.
+        let probe = d.mount.join(".cpd-probe");
+        std::fs::write(&probe, b"up")
+            .and_then(|()| std::fs::remove_file(&probe))
+            .map_err(|e| format!("{at} mounted but not writable: {e}"))
     }
 
     fn unmount(&mut self, i: usize) -> Result<(), String> {
@@ -138,9 +164,22 @@ impl PowerDisks {
             return Ok(());
         }
         let at = d.mount.to_string_lossy().into_owned();
-        // A killed member's files close as it is reaped; a lazy unmount is
-        // the fallback should anything still hold the file system.
-        run_bounded("umount", &[&at]).or_else(|_| run_bounded("umount", &["-l", &at]))?;
+        // A killed member's last references to the file system (its open
+        // files, the mount namespace of `ip netns exec`) may be released
+        // by the kernel a moment after it is reaped, so a busy file system
+        // is tried again. Never lazily: the file system would live on, shut
+        // down, and mounting the same image again would bring it back as
+        // it is (the loop device is reused), failing every IO.
+        let deadline = Instant::now() + UNMOUNT_TIMEOUT;
+        loop {
+            match run_bounded("umount", &[&at]) {
+                Ok(_) => break,
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(format!("still busy after {UNMOUNT_TIMEOUT:?}: {e}"))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
         d.mounted = false;
         Ok(())
     }
@@ -188,12 +227,20 @@ impl Drop for PowerDisks {
                 eprintln!("cairn-chaos: {e}");
             }
         }
+        if let Some(parent) = self.parent.take() {
+            let at = parent.to_string_lossy().into_owned();
+            // Lazily: a disk that would not unmount goes with it.
+            if let Err(e) = run_bounded("umount", &["-l", &at]) {
+                eprintln!("cairn-chaos: {e}");
+            }
+        }
     }
 }
 
-/// The pid encoded in a mount point this module made.
+/// The pid encoded in a mount point this module made (the shared parent
+/// `…/cpd-<pid36>-<run>` or a disk under it).
 fn owner_pid(mount: &str) -> Option<u32> {
-    let name = mount.rsplit('/').next()?;
+    let name = mount.rsplit('/').take(2).find(|c| c.starts_with(PREFIX))?;
     let rest = name.strip_prefix(PREFIX)?;
     u32::from_str_radix(rest.split('-').next()?, 36).ok()
 }
@@ -224,10 +271,21 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    struct KillOnDrop(std::process::Child);
+
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
     #[test]
     fn owner_pids_are_read_from_mount_points_of_this_module_only() {
-        assert_eq!(owner_pid("/tmp/cairn-chaos-x/cpd-2s-0-n1"), Some(100));
+        assert_eq!(owner_pid("/tmp/cairn-chaos-x/cpd-2s-0"), Some(100));
+        assert_eq!(owner_pid("/tmp/cairn-chaos-x/cpd-2s-0/n1"), Some(100));
         assert_eq!(owner_pid("/tmp/cairn-chaos-x/cch-2s-0"), None);
+        assert_eq!(owner_pid("/tmp/cpd-2s-0/a/n1"), None);
         assert_eq!(owner_pid("/"), None);
     }
 
@@ -261,6 +319,13 @@ mod tests {
         synced.write_all(&[2; 5_000]).unwrap();
         std::fs::write(data.join("unsynced"), [3; 10_000]).unwrap();
         drop(synced);
+        // Another member, as `ip netns exec` starts one: a mount namespace
+        // of its own holding a copy of the disk's mount, which must not
+        // keep the cut file system alive past the restore.
+        let other = std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "slave", "sleep", "30"])
+            .spawn();
+        let _reap = other.ok().map(KillOnDrop);
 
         disks.cut(0).unwrap();
         assert!(
