@@ -9,6 +9,7 @@
 //! | `KillMajority` | SIGKILL a majority at once, the leader among them (quorum lost); restart them after `down` | – |
 //! | `KillAll` | SIGKILL every member at once (a whole-cluster crash: every member recovers from its own disk); restart them after `down` | – |
 //! | `PowerCut` / `PowerCutAll` | a power cut of a random member or of every member at once: SIGSTOP, its disk loses every write not synced ([`crate::power`]), SIGKILL, restart after `down`; opt-in (`--faults power-cut,power-cut-all`), not in [`FaultKind::ALL`] | root, `mkfs.ext4`, loop mounts |
+//! | `DiskFail` | the disk of a random member fails under it while it runs (every IO fails with EIO, unsynced writes lost); the member must exit non-zero by itself within 20 s; disk repaired, member restarted after `down`; opt-in (`--faults disk-fail`) | as the power cuts |
 //! | `PauseLeader` | SIGSTOP, SIGCONT after `down` (3–6 election timeouts) | – |
 //! | `IsolateLeader` | cut the leader from every other member | a [`NetLab`](crate::netns::NetLab) |
 //! | `SplitMinority` | cut a random minority (with or without the leader) from the majority | a lab |
@@ -53,6 +54,9 @@ pub enum FaultKind {
     /// Cut the power to every member at once, restart them after `down`:
     /// an acknowledged write survives only if a majority synced it.
     PowerCutAll,
+    /// The disk of a random member fails while it runs; it must stop by
+    /// itself, and is restarted on the repaired disk after `down`.
+    DiskFail,
     /// SIGSTOP the current leader, SIGCONT it after `down` (always longer
     /// than the election timeout).
     PauseLeader,
@@ -112,7 +116,10 @@ impl FaultKind {
     /// Needs each member's data dir on its own file system
     /// ([`crate::power::PowerDisks`]).
     pub fn needs_disks(self) -> bool {
-        matches!(self, FaultKind::PowerCut | FaultKind::PowerCutAll)
+        matches!(
+            self,
+            FaultKind::PowerCut | FaultKind::PowerCutAll | FaultKind::DiskFail
+        )
     }
 
     /// Parses the `--faults` names of the campaign binary.
@@ -124,6 +131,7 @@ impl FaultKind {
             "kill-all" => FaultKind::KillAll,
             "power-cut" => FaultKind::PowerCut,
             "power-cut-all" => FaultKind::PowerCutAll,
+            "disk-fail" => FaultKind::DiskFail,
             "pause-leader" => FaultKind::PauseLeader,
             "isolate-leader" => FaultKind::IsolateLeader,
             "split" => FaultKind::SplitMinority,
@@ -200,7 +208,8 @@ pub fn plan(
             | FaultKind::KillMajority
             | FaultKind::KillAll
             | FaultKind::PowerCut
-            | FaultKind::PowerCutAll => Duration::from_millis(rng.random_range(200..1500)),
+            | FaultKind::PowerCutAll
+            | FaultKind::DiskFail => Duration::from_millis(rng.random_range(200..1500)),
         };
         let pick = rng.random_range(0..members.max(1));
         let shape = rng.random();
@@ -231,6 +240,10 @@ pub struct Injector<'a> {
 }
 
 const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a member whose disk failed may go on before it stops: its next
+/// log append fails (the leader appends a tick entry every tick interval
+/// even when idle), and the server shuts down on the storage error.
+const DISK_FAILED_EXIT_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a removed member may take to find out and stop: it asks its
 /// peers within an election timeout or two of losing its leader; a
 /// loaded machine running a debug build needs the margin.
@@ -326,6 +339,33 @@ impl Injector<'_> {
                     self.outages.end(self.origin.elapsed().as_nanos() as u64);
                 }
                 spawned
+            }
+            FaultKind::DiskFail => {
+                let target = f.pick % n;
+                self.log.push(format!(
+                    "t={t:.3}s disk of {} fails under it, restart after {down}ms",
+                    names[target]
+                ));
+                self.cluster.fail_disk(target)?;
+                let (status, took) = self
+                    .cluster
+                    .wait_exit_status(target, DISK_FAILED_EXIT_TIMEOUT)
+                    .map_err(|e| format!("a member whose disk failed must stop: {e}"))?;
+                if status.success() {
+                    return Err(format!(
+                        "{} exited 0 after its disk failed: a storage failure must exit non-zero",
+                        names[target]
+                    ));
+                }
+                if let Some(last) = self.log.last_mut() {
+                    last.push_str(&format!(
+                        "; it stopped by itself after {}ms ({status})",
+                        took.as_millis()
+                    ));
+                }
+                self.cluster.repair_disk(target)?;
+                std::thread::sleep(f.down);
+                self.cluster.spawn(target)
             }
             FaultKind::PauseLeader => {
                 let (target, how) = self.leader_or(f.pick);
@@ -612,6 +652,7 @@ mod tests {
             ("one-way", FaultKind::OneWay),
             ("power-cut", FaultKind::PowerCut),
             ("power-cut-all", FaultKind::PowerCutAll),
+            ("disk-fail", FaultKind::DiskFail),
         ] {
             assert_eq!(FaultKind::parse(name), Some(kind));
         }

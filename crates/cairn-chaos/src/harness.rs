@@ -530,6 +530,28 @@ impl ProcCluster {
         which.iter().try_for_each(|i| disks.restore(*i))
     }
 
+    /// Makes member `i`'s disk fail under it while it runs: from now on
+    /// every read, write and sync it does there fails with EIO, and what it
+    /// had not synced is lost. A member must then stop by itself.
+    pub fn fail_disk(&mut self, i: usize) -> Result<(), String> {
+        self.disks
+            .as_ref()
+            .ok_or("disk failure without power disks")?
+            .cut(i)
+    }
+
+    /// Gives member `i` (which must be down) a working disk again, with
+    /// what it had synced before the failure.
+    pub fn repair_disk(&mut self, i: usize) -> Result<(), String> {
+        if self.members[i].child.is_some() {
+            return Err(format!("{} still runs", self.members[i].name));
+        }
+        self.disks
+            .as_mut()
+            .ok_or("disk repair without power disks")?
+            .restore(i)
+    }
+
     /// Replaces member `i` by a brand-new member in the same slot (same
     /// namespace and client port): kills it, wipes its data dir, and gives
     /// it a new name and peer URL (hence a new member ID). The next
@@ -609,6 +631,22 @@ impl ProcCluster {
     /// how long it took, or why not (still running after `timeout`, or a
     /// non-zero exit). A member that is not running is an error too.
     pub fn wait_exit(&mut self, i: usize, timeout: Duration) -> Result<Duration, String> {
+        let (status, took) = self.wait_exit_status(i, timeout)?;
+        if status.success() {
+            Ok(took)
+        } else {
+            Err(format!("{} exited with {status}", self.members[i].name))
+        }
+    }
+
+    /// Waits until member `i` exits by itself, whatever its status: the
+    /// status and how long it took, or why not (still running after
+    /// `timeout`; not running at all).
+    pub fn wait_exit_status(
+        &mut self,
+        i: usize,
+        timeout: Duration,
+    ) -> Result<(std::process::ExitStatus, Duration), String> {
         let started = Instant::now();
         let m = &mut self.members[i];
         let Some(child) = m.child.as_mut() else {
@@ -618,11 +656,7 @@ impl ProcCluster {
             match child.try_wait() {
                 Ok(Some(status)) => {
                     m.child = None;
-                    return if status.success() {
-                        Ok(started.elapsed())
-                    } else {
-                        Err(format!("{} exited with {status}", m.name))
-                    };
+                    return Ok((status, started.elapsed()));
                 }
                 Ok(None) if started.elapsed() < timeout => {
                     std::thread::sleep(Duration::from_millis(20));

@@ -98,16 +98,18 @@ fn chaos_tls() {
 
 /// Power cuts (`cairn_chaos::power`): a member's disk, or every member's
 /// at once, loses what the member did not sync, then the member restarts
-/// on what is left; mixed with leader kills. No acknowledged write may be
-/// lost, and the members must agree afterwards. Needs root and loop
-/// mounts; without them it prints `SKIPPED power faults ...` and runs the
-/// leader kills only.
+/// on what is left; and a disk that fails under a running member, which
+/// must then stop by itself (non-zero); mixed with leader kills. No
+/// acknowledged write may be lost, and the members must agree afterwards.
+/// Needs root and loop mounts; without them it prints `SKIPPED power
+/// faults ...` and runs the leader kills only.
 #[test]
 fn chaos_power_loss() {
     let mut cfg = Config::short(41);
     cfg.faults = vec![
         FaultKind::PowerCut,
         FaultKind::PowerCutAll,
+        FaultKind::DiskFail,
         FaultKind::KillLeader,
     ];
     if let Err(why) = cairn_chaos::power::PowerDisks::precondition() {
@@ -115,8 +117,9 @@ fn chaos_power_loss() {
     }
     let planned = cairn_chaos::faults::plan(cfg.seed, cfg.members, cfg.duration, &cfg.faults);
     assert!(
-        planned.iter().any(|f| f.kind == FaultKind::PowerCutAll),
-        "the seed must schedule a whole-cluster power cut"
+        planned.iter().any(|f| f.kind == FaultKind::PowerCutAll)
+            && planned.iter().any(|f| f.kind == FaultKind::DiskFail),
+        "the seed must schedule a whole-cluster power cut and a failing disk: {planned:?}"
     );
     run_cfg(cfg);
 }

@@ -33,7 +33,7 @@ fn usage() -> ExitCode {
         "usage: chaos [--seeds N] [--first-seed S] [--seed S] [--duration SECS] \
          [--members 3|5] [--clients K] [--keys K] [--check-budget SECS] \
          [--snapshot-entries N (0: the members' default)] [--tls [--auth]] \
-         [--faults kill,kill-leader,kill-majority,kill-all,pause-leader,isolate-leader,split,bridge,degrade,reconfigure,one-way,power-cut,power-cut-all]"
+         [--faults kill,kill-leader,kill-majority,kill-all,pause-leader,isolate-leader,split,bridge,degrade,reconfigure,one-way,power-cut,power-cut-all,disk-fail]"
     );
     ExitCode::from(2)
 }
