@@ -13,7 +13,13 @@
 //! - **A follower follows its leader's stamps**, back as well as forward
 //!   ([`ClusterClock::follow`]), but only stamps from entries of the
 //!   current term while it knows the leader of that term: those were made
-//!   by the leader it follows, a replication delay ago. A follower's clock
+//!   by the leader it follows, a replication delay ago — or, when they
+//!   waited out a partition, seconds ago: so only the first stamp of a term
+//!   may set the clock back freely, later ones of the same term by at most
+//!   [`FOLLOW_BACK_MAX_MS`] (enough to undo a monotonic clock running a
+//!   little fast; following a late tick all the way back had a follower,
+//!   then elected, stretch every lease by the partition's length:
+//!   cairn-chaos seed 4412). A follower's clock
 //!   runs on while no leader ticks (an election, a partition), and the next
 //!   leader's may be behind it; keeping the larger estimate left followers
 //!   seconds ahead of their leader for good — they reported leases as
@@ -78,6 +84,17 @@ pub fn downtime_ms(data_file: &Path, cap_ms: u64) -> u64 {
         .map(|d| (d.as_millis() as u64).min(cap_ms))
         .unwrap_or(0)
 }
+
+/// How far one stamp of the term a follower already follows may set its
+/// clock back. Within a term the leader's clock only moves forward, so a
+/// stamp behind the follower's estimate is either a late one (it waited
+/// out a partition, in a queue or in the leader's uncommitted log, and
+/// following it would set the clock back by that wait for good; then this
+/// follower, elected, would stretch every lease by it: cairn-chaos seed
+/// 4412) or the correction of a monotonic clock running a little faster
+/// than the leader's (parts per thousand at most: well under this per
+/// stamp, with stamps every tick).
+pub const FOLLOW_BACK_MAX_MS: u64 = 10;
 
 #[derive(Debug)]
 pub struct ClusterClock {
@@ -174,17 +191,25 @@ impl ClusterClock {
     }
 
     /// A follower applied `stamp_ms`, stamped by the leader it follows in
-    /// `term`, the current term: the estimate becomes that stamp, back as
-    /// well as forward (see the module docs). Only a newer stamp than the
-    /// last one followed counts.
+    /// `term`, the current term (see the module docs). Only a newer stamp
+    /// than the last one followed counts. The first of a term becomes the
+    /// estimate, back as well as forward; later ones of the same term move
+    /// it forward, and back by at most [`FOLLOW_BACK_MAX_MS`].
     pub fn follow(&self, stamp_ms: u64, term: u64) {
         let mut state = self.lock();
         if (term, stamp_ms) <= state.followed {
             return;
         }
+        let new_term = term > state.followed.0;
         state.followed = (term, stamp_ms);
+        let estimate = state.anchor.estimate();
+        let store_ms = if new_term || state.anchor.at.is_none() {
+            stamp_ms
+        } else {
+            stamp_ms.max(estimate.saturating_sub(FOLLOW_BACK_MAX_MS))
+        };
         state.anchor = Anchor {
-            store_ms: stamp_ms,
+            store_ms,
             at: Some(Instant::now()),
         };
     }
@@ -333,5 +358,30 @@ mod tests {
         assert!(c.now_ms() >= now && c.now_ms() < 10_060);
         c.follow(10_020, 8);
         assert!(c.now_ms() >= 10_020);
+    }
+
+    #[test]
+    fn a_late_stamp_of_the_followed_term_sets_the_clock_back_only_a_little() {
+        let c = ClusterClock::new(10_000);
+        c.follow(10_000, 3);
+        spin_ms(200);
+        let before = c.now_ms();
+        assert!(before >= 10_200);
+        // The leader's tick stamped 10_050 reached this follower only now
+        // (it waited out a partition): at most a small step back.
+        c.follow(10_050, 3);
+        let after = c.now_ms();
+        assert!(
+            after + FOLLOW_BACK_MAX_MS >= before && after < before + 50,
+            "{after} against {before}"
+        );
+        // A fresh stamp of the term moves it forward as before.
+        c.follow(before + 500, 3);
+        assert!(c.now_ms() >= before + 500);
+        // And a slightly earlier one (a clock running a little fast) pulls
+        // it back a little.
+        let ahead = c.now_ms();
+        c.follow(ahead - 3, 3);
+        assert!(c.now_ms() < ahead + 3, "{} against {ahead}", c.now_ms());
     }
 }
