@@ -17,6 +17,15 @@ use crate::tls::{Port, TlsFiles, TlsPolicy};
 pub const CERT_FILE: &str = "cert.pem";
 pub const KEY_FILE: &str = "key.pem";
 
+/// The largest `max_request_bytes` taken. A request becomes one log entry,
+/// and an entry must fit one peer message (64 MiB,
+/// `cairn_raft::network::DEFAULT_MAX_MESSAGE_BYTES`) beside the replication
+/// batch it ends (16 MiB, `cairn_raft::log_store::DEFAULT_REPLICATION_BATCH_BYTES`):
+/// with 62 MiB allowed, a follower catching up over a 62 MiB entry could
+/// not be sent it and stayed behind (`large_values.rs`; until a snapshot
+/// replaced that part of the log). etcd recommends at most 10 MiB.
+pub const MAX_REQUEST_BYTES_LIMIT: usize = 32 * 1024 * 1024;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
@@ -549,8 +558,8 @@ impl ServerConfig {
                 "must be at least 5 x heartbeat-interval-ms",
             );
         }
-        if self.max_request_bytes < 1024 || self.max_request_bytes > 64 * 1024 * 1024 {
-            return invalid("max-request-bytes", "must be between 1 KiB and 64 MiB");
+        if !(1024..=MAX_REQUEST_BYTES_LIMIT).contains(&self.max_request_bytes) {
+            return invalid("max-request-bytes", "must be between 1 KiB and 32 MiB");
         }
         if self.max_txn_ops == 0 {
             return invalid("max-txn-ops", "must be > 0");
@@ -1094,6 +1103,21 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("commit-notice-delay-ms"));
+    }
+
+    #[test]
+    fn a_request_limit_past_what_one_peer_message_carries_is_refused() {
+        let limit = |bytes: usize| {
+            ServerConfig {
+                max_request_bytes: bytes,
+                ..Default::default()
+            }
+            .validate()
+        };
+        assert!(limit(MAX_REQUEST_BYTES_LIMIT).is_ok());
+        let refused = limit(MAX_REQUEST_BYTES_LIMIT + 1).unwrap_err().to_string();
+        assert!(refused.contains("max-request-bytes"), "{refused}");
+        assert!(limit(512).is_err());
     }
 
     #[test]
