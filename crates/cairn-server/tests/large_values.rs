@@ -108,10 +108,10 @@ async fn the_largest_request_allowed_replicates_after_a_full_batch() -> Result {
     let leader = c.wait_leader(ELECTION).await;
     let behind = (leader + 1) % 3;
     c.stop_member(behind).await;
-    let mut kv = KvClient::new(channel(&c, leader).await?)
+    let kv = KvClient::new(channel(&c, leader).await?)
         .max_encoding_message_size(2 * max)
         .max_decoding_message_size(2 * max);
-    let mut put = |key: String, bytes: usize| {
+    let put = |key: String, bytes: usize| {
         let req = PutRequest {
             key: key.into(),
             value: vec![b'v'; bytes],
