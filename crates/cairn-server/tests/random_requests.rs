@@ -85,18 +85,15 @@ const RESERVED_PREFIX: &[u8] = b"\0cairn/";
 const DECODE_SLACK: usize = 64 * 1024;
 
 /// Codes that tell the client what was wrong with its request or with the
-/// state it asked about, so it can act on them (auth is off here, so the
-/// auth codes should not come up at all; they would still be actionable).
+/// state it asked about, so it can act on them. Only those the etcd API
+/// gives such requests with auth off: a permission, authentication,
+/// "already exists" or "aborted" answer here would be a wrong one.
 const ACTIONABLE: &[Code] = &[
     Code::InvalidArgument,
     Code::NotFound,
     Code::OutOfRange,
     Code::FailedPrecondition,
     Code::ResourceExhausted,
-    Code::AlreadyExists,
-    Code::PermissionDenied,
-    Code::Unauthenticated,
-    Code::Aborted,
 ];
 
 #[derive(Debug, Clone, Copy)]
