@@ -218,3 +218,63 @@ async fn tls_max_version_12_refuses_tls13_clients_on_both_ports() {
     );
     c.shutdown().await;
 }
+
+/// A peer that speaks TLS 1.2 and 1.3 (no client certificate asked),
+/// reporting the version each handshake agreed on, or why none was.
+#[allow(deprecated)]
+async fn two_version_peer(
+    pki: &TestPki,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::Receiver<Result<Option<ProtocolVersion>, String>>,
+) {
+    let certs = cairn_server::tls::read_certs("cert", &pki.server_cert).unwrap();
+    let key = cairn_server::tls::read_key("key", &pki.server_key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                let agreed = acceptor
+                    .accept(tcp)
+                    .await
+                    .map(|tls| tls.get_ref().1.protocol_version())
+                    .map_err(|e| e.to_string());
+                let _ = tx.send(agreed).await;
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// The member's own dialing takes `--tls-max-version` (not only a dialing
+/// config built by hand, as above): a peer that speaks TLS 1.2 and 1.3 is
+/// dialed with TLS 1.2, where a dialer ignoring the policy agrees on 1.3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_dials_its_peers_within_its_tls_versions() {
+    let (_certs, pki) = pki();
+    let (peer, mut handshakes) = two_version_peer(&pki).await;
+    // A cluster of the member and the stand-in peer: the member asks the
+    // peer for its vote, over the peer port's TLS.
+    let c = Cluster::start(1, |c| {
+        c.initial_cluster = format!("{},n2=http://{peer}", c.initial_cluster);
+        peer_tls(&pki, c);
+        c.tls_max_version = Some("TLS1.2".into());
+    })
+    .await;
+    let agreed = tokio::time::timeout(Duration::from_secs(20), handshakes.recv())
+        .await
+        .expect("the member dials its peer")
+        .expect("a handshake reported");
+    assert_eq!(agreed, Ok(Some(ProtocolVersion::TLSv1_2)));
+    c.shutdown().await;
+}
