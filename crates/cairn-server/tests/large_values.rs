@@ -55,6 +55,17 @@ async fn put_many_at_once(c: &Cluster, via: usize, prefix: &str) -> Result<i64> 
     Ok(newest)
 }
 
+/// Starts member `i` again and waits until it has applied `revision`.
+async fn restart_and_catch_up(c: &mut Cluster, i: usize, revision: i64) {
+    c.start_member(i).await;
+    wait_until(
+        &format!("the restarted member to apply revision {revision}"),
+        Duration::from_secs(60),
+        || async { c.node(i).store().revision() >= revision },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_burst_of_large_puts_commits_through_the_leader_and_a_follower() -> Result {
     let c = Cluster::start(3, |_| {}).await;
@@ -85,13 +96,7 @@ async fn a_follower_catches_up_on_more_large_entries_than_one_message_holds() ->
     let behind = (leader + 1) % 3;
     c.stop_member(behind).await;
     let newest = put_many_at_once(&c, leader, "while-down").await?;
-    c.start_member(behind).await;
-    wait_until(
-        &format!("the restarted member to apply revision {newest}"),
-        Duration::from_secs(60),
-        || async { c.node(behind).store().revision() >= newest },
-    )
-    .await;
+    restart_and_catch_up(&mut c, behind, newest).await;
     assert_eq!(local_count(c.node(behind), "while-down/"), WRITERS as i64);
     c.shutdown().await;
     Ok(())
@@ -125,13 +130,7 @@ async fn the_largest_request_allowed_replicates_after_a_full_batch() -> Result {
     }
     let last = put("batch/largest".into(), max - 64 * 1024).await?;
     let newest = last.into_inner().header.map_or(0, |h| h.revision);
-    c.start_member(behind).await;
-    wait_until(
-        &format!("the restarted member to apply revision {newest}"),
-        Duration::from_secs(60),
-        || async { c.node(behind).store().revision() >= newest },
-    )
-    .await;
+    restart_and_catch_up(&mut c, behind, newest).await;
     assert_eq!(local_count(c.node(behind), "batch/"), 16);
     c.shutdown().await;
     Ok(())
