@@ -56,7 +56,7 @@ struct Disk {
 
 /// The file systems of one run's members, unmounted on drop.
 pub struct PowerDisks {
-    /// The shared mount the disks are mounted under (see [`Self::create`]).
+    /// The shared mount the disks are mounted under (why: in `make`).
     parent: Option<PathBuf>,
     disks: Vec<Disk>,
 }
