@@ -272,6 +272,29 @@ impl Injector<'_> {
         }
     }
 
+    /// Takes `targets` down with `stop`, waits `down`, starts them again;
+    /// with `quorum_lost`, the time they were down is recorded as an outage
+    /// (no leader can expire leases meanwhile: see [`Outages`]).
+    fn down_then_restart(
+        &mut self,
+        targets: &[usize],
+        down: Duration,
+        quorum_lost: bool,
+        stop: impl FnOnce(&mut ProcCluster) -> Result<(), String>,
+    ) -> Result<(), String> {
+        if quorum_lost {
+            self.outages.begin(self.origin.elapsed().as_nanos() as u64);
+        }
+        let stopped = stop(self.cluster);
+        std::thread::sleep(down);
+        let restarted =
+            stopped.and_then(|()| targets.iter().try_for_each(|i| self.cluster.spawn(*i)));
+        if quorum_lost {
+            self.outages.end(self.origin.elapsed().as_nanos() as u64);
+        }
+        restarted
+    }
+
     /// Injects `f`, waits `f.down`, undoes it. `Err` is a harness or
     /// availability problem (the run fails with it).
     pub fn inject(&mut self, f: &PlannedFault, t: Duration) -> Result<(), String> {
@@ -309,12 +332,10 @@ impl Injector<'_> {
                     "t={t:.3}s SIGKILL {} at once ({how}), restart after {down}ms",
                     shown.join(",")
                 ));
-                self.outages.begin(self.origin.elapsed().as_nanos() as u64);
-                self.cluster.kill_all(&targets);
-                std::thread::sleep(f.down);
-                let spawned = targets.iter().try_for_each(|i| self.cluster.spawn(*i));
-                self.outages.end(self.origin.elapsed().as_nanos() as u64);
-                spawned
+                self.down_then_restart(&targets, f.down, true, |c| {
+                    c.kill_all(&targets);
+                    Ok(())
+                })
             }
             FaultKind::PowerCut | FaultKind::PowerCutAll => {
                 let targets: Vec<usize> = if f.kind == FaultKind::PowerCutAll {
@@ -327,18 +348,9 @@ impl Injector<'_> {
                     "t={t:.3}s power cut {} (unsynced writes lost), restart after {down}ms",
                     shown.join(",")
                 ));
-                let quorum_lost = targets.len() > n / 2;
-                if quorum_lost {
-                    self.outages.begin(self.origin.elapsed().as_nanos() as u64);
-                }
-                let cut = self.cluster.power_cut(&targets);
-                std::thread::sleep(f.down);
-                let spawned =
-                    cut.and_then(|()| targets.iter().try_for_each(|i| self.cluster.spawn(*i)));
-                if quorum_lost {
-                    self.outages.end(self.origin.elapsed().as_nanos() as u64);
-                }
-                spawned
+                self.down_then_restart(&targets, f.down, targets.len() > n / 2, |c| {
+                    c.power_cut(&targets)
+                })
             }
             FaultKind::DiskFail => {
                 let target = f.pick % n;

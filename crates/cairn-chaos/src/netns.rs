@@ -107,7 +107,13 @@ pub fn stem_for_pid(pid: u32) -> String {
 
 /// The pid encoded in a name this module made (`cch-<pid36>-...`).
 fn owner_pid(name: &str) -> Option<u32> {
-    let rest = name.strip_prefix(PREFIX)?;
+    owner_pid_after(PREFIX, name)
+}
+
+/// The pid encoded in `name` as `<prefix><pid36>-...` (how the harness
+/// names what it creates, so that leftovers of dead runs are found).
+pub(crate) fn owner_pid_after(prefix: &str, name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(prefix)?;
     let pid36 = rest.split('-').next()?;
     u32::from_str_radix(pid36, 36).ok()
 }

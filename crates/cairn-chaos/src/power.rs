@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::netns::{effective_uid, process_alive, run_bounded, to_base36};
+use crate::netns::{effective_uid, owner_pid_after, process_alive, run_bounded, to_base36};
 
 /// Prefix of every mount point this module creates.
 pub const PREFIX: &str = "cpd-";
@@ -241,8 +241,7 @@ impl Drop for PowerDisks {
 /// `…/cpd-<pid36>-<run>` or a disk under it).
 fn owner_pid(mount: &str) -> Option<u32> {
     let name = mount.rsplit('/').take(2).find(|c| c.starts_with(PREFIX))?;
-    let rest = name.strip_prefix(PREFIX)?;
-    u32::from_str_radix(rest.split('-').next()?, 36).ok()
+    owner_pid_after(PREFIX, name)
 }
 
 /// Unmounts (lazily) the file systems of runs whose process is gone (a
