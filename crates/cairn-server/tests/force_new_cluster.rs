@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use cairn_server::node::forward::ForwardRequest;
+use cairn_server::node::forward::{ForwardRequest, ForwardResponse};
 use support::*;
 
 const ELECTION: Duration = Duration::from_secs(10);
@@ -111,4 +111,100 @@ async fn the_flag_is_ignored_on_an_empty_data_dir() {
     put(c.node(0), "k", "v").await;
     assert_eq!(c.node(0).members().len(), 1);
     c.shutdown().await;
+}
+
+/// A voter added to a cluster of one joins as a learner and is promoted
+/// once caught up (openraft needs its vote to commit the change that adds
+/// it). That promise survives a restart of the one voter before the new
+/// member even starts: it is kept on disk, not only in a task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_voter_added_to_a_cluster_of_one_is_promoted_after_the_leader_restarts() {
+    let mut c = Cluster::start(1, |_| {}).await;
+    c.wait_leader(ELECTION).await;
+    put(c.node(0), "before", "one voter").await;
+    let (joiner, peer_url) = c.new_joiner(|_| {});
+    let added = c
+        .node(0)
+        .membership_request(ForwardRequest::AddMember {
+            peer_url,
+            is_learner: false,
+        })
+        .await
+        .expect("member add");
+    let ForwardResponse::Member(joiner_id) = added else {
+        panic!("member add answered {added:?}")
+    };
+    let learner = |c: &Cluster| {
+        c.node(0)
+            .members()
+            .iter()
+            .find(|m| m.id == joiner_id)
+            .map(|m| m.is_learner)
+    };
+    assert_eq!(learner(&c), Some(true), "joins as a learner first");
+
+    c.stop_member(0).await;
+    c.start_member(0).await;
+    c.wait_leader(ELECTION).await;
+    assert_eq!(learner(&c), Some(true), "not started yet, so not caught up");
+
+    c.start_member(joiner).await;
+    wait_until("the new member votes", ELECTION, || {
+        let votes = learner(&c) == Some(false);
+        async move { votes }
+    })
+    .await;
+    put(c.node(joiner), "after", "two voters").await;
+    assert_eq!(
+        get(c.node(0), "after").await.as_deref(),
+        Some(&b"two voters"[..])
+    );
+    let dir = c.members[0].config.data_dir.clone();
+    wait_until("the promise is dropped once kept", ELECTION, || {
+        let left = pending_voters(&dir);
+        async move { left.is_empty() }
+    })
+    .await;
+    c.shutdown().await;
+}
+
+/// A member added as a voter and removed before it started is no longer
+/// to be promoted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pending_voter_removed_before_it_starts_is_forgotten() {
+    let mut c = Cluster::start(1, |_| {}).await;
+    c.wait_leader(ELECTION).await;
+    let (_, peer_url) = c.new_joiner(|_| {});
+    let added = c
+        .node(0)
+        .membership_request(ForwardRequest::AddMember {
+            peer_url,
+            is_learner: false,
+        })
+        .await
+        .expect("member add");
+    let ForwardResponse::Member(id) = added else {
+        panic!("member add answered {added:?}")
+    };
+    let dir = c.members[0].config.data_dir.clone();
+    assert_eq!(pending_voters(&dir), vec![format!("{id:x}")]);
+    c.node(0)
+        .membership_request(ForwardRequest::RemoveMember { id })
+        .await
+        .expect("member remove");
+    wait_until("the removed member is forgotten", ELECTION, || {
+        let left = pending_voters(&dir);
+        async move { left.is_empty() }
+    })
+    .await;
+    c.shutdown().await;
+}
+
+/// The member IDs (hex) a data dir's member still has to promote.
+fn pending_voters(data_dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(data_dir.join("pending_voters"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
 }

@@ -3,7 +3,7 @@
 
 use openraft::async_runtime::WatchReceiver;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use cairn_raft::types::CairnNode;
@@ -11,6 +11,7 @@ use cairn_raft::types::{ChangeMembershipError, ClientWriteError};
 use openraft::ChangeMembers;
 
 use super::forward::{ForwardRequest, ForwardResponse};
+use super::pending_voters::PendingVoters;
 use super::{identity, Node};
 use crate::error::ServerError;
 
@@ -107,7 +108,30 @@ impl Node {
                         change(ChangeMembers::AddVoterIds(BTreeSet::from([id]))).await?
                     }
                     VoterJoins::OnceCaughtUp => {
-                        tokio::spawn(promote_once_caught_up(self.raft.clone(), id));
+                        // Kept on disk before the answer: a restart of this
+                        // member must not forget it (pending_voters.rs). The
+                        // metrics may show the committed change a moment
+                        // later; the promoting task takes a listed member
+                        // missing from them as removed.
+                        self.raft
+                            .wait(Some(self.router.request_timeout))
+                            .metrics(
+                                |m| m.membership_config.membership().get_node(&id).is_some(),
+                                "the added member is in the membership",
+                            )
+                            .await
+                            .map_err(|_| ServerError::Timeout)?;
+                        let pending = self.pending_voters.clone();
+                        tokio::task::spawn_blocking(move || pending.add(id))
+                            .await
+                            .map_err(|e| ServerError::Internal(e.to_string()))?
+                            .map_err(|e| {
+                                ServerError::Internal(format!(
+                                    "member {id:x} was added as a learner, but recording \
+                                     that it is to vote failed ({e}); `member promote` it \
+                                     once it runs"
+                                ))
+                            })?;
                     }
                 }
                 Ok(ForwardResponse::Member(id))
@@ -330,59 +354,90 @@ enum VoterJoins {
     No,
     /// In the same request.
     Now,
-    /// Later, by [`promote_once_caught_up`].
+    /// Later, by [`promote_pending_voters`].
     OnceCaughtUp,
 }
 
-/// How long a member added as a voter to a cluster of one may take to
-/// start and catch up before the leader stops waiting for it (it then
-/// stays a learner; `member promote` finishes the job).
-const PROMOTE_WAIT: Duration = Duration::from_secs(600);
+/// How often the promoting task looks while a promotion is pending.
+const PROMOTE_POLL: Duration = Duration::from_millis(100);
 
-/// Promote learner `id` to voter once the leader's log is known to be on it
-/// (within [`PROMOTE_MAX_LAG_ENTRIES`]). Gives up when this member stops
-/// leading, when `id` is removed or promoted otherwise, or after
-/// [`PROMOTE_WAIT`].
-async fn promote_once_caught_up(raft: super::Raft, id: u64) {
-    let deadline = tokio::time::Instant::now() + PROMOTE_WAIT;
-    // The metrics may show the change that added `id` a moment after it
-    // committed: only a member seen and then gone was removed.
-    let mut seen = false;
-    while tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let metrics = raft.metrics().borrow_watched().clone();
-        let membership = metrics.membership_config.membership();
-        let known = membership.get_node(&id).is_some();
-        if metrics.current_leader != Some(metrics.id)
-            || (seen && !known)
-            || membership.voter_ids().any(|v| v == id)
-        {
-            return;
+/// How long one promotion may wait for its change to commit: a learner
+/// that stops answering after catching up leaves the change waiting for
+/// its vote. The next attempt follows.
+const PROMOTE_ATTEMPT: Duration = Duration::from_secs(30);
+
+/// Runs for the member's lifetime: while it leads, promotes each pending
+/// voter ([`super::pending_voters`]) once the leader's log is known to be
+/// on it (within [`PROMOTE_MAX_LAG_ENTRIES`]), and forgets one that votes
+/// or is no longer a member. There is no deadline: `member add` was asked
+/// for a voter, and a member that starts late still becomes one.
+pub(super) async fn promote_pending_voters(node: Weak<Node>) {
+    let Some(n) = node.upgrade() else { return };
+    let pending = n.pending_voters.clone();
+    drop(n);
+    loop {
+        if pending.ids().is_empty() {
+            // `notify_one` keeps a permit when nobody waits: an addition
+            // between the check and here is not missed. The timeout lets
+            // the task see that its node is gone.
+            tokio::select! {
+                _ = pending.added.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        } else {
+            tokio::time::sleep(PROMOTE_POLL).await;
         }
-        seen |= known;
-        // Heard from at all, not only within the lag of a short log.
-        if matched_index(&metrics, id) == 0 || !ready_to_vote(&metrics, id) {
+        let Some(n) = node.upgrade() else { return };
+        let raft = n.raft.clone();
+        drop(n);
+        // Listed only once the leader's metrics showed it a member: read
+        // before the metrics, an ID is in them unless it was removed since.
+        let ids = pending.ids();
+        let metrics = raft.metrics().borrow_watched().clone();
+        if metrics.current_leader != Some(metrics.id) {
             continue;
         }
-        // Bounded: a learner that stops answering after catching up
-        // leaves the change waiting for its vote.
-        let promote =
-            raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false);
-        let Ok(promoted) = tokio::time::timeout_at(deadline, promote).await else {
-            break;
-        };
-        match promoted {
-            Ok(_) => {
-                tracing::info!("member {id:x} caught up and is a voter now");
-                return;
+        let membership = metrics.membership_config.membership();
+        for id in ids {
+            let known = membership.get_node(&id).is_some();
+            let votes = membership.voter_ids().any(|v| v == id);
+            if votes || !known {
+                forget(&pending, id, votes).await;
+                continue;
             }
-            Err(e) => tracing::debug!("promoting member {id:x}: {e}; trying again"),
+            // Heard from at all, not only within the lag of a short log.
+            if matched_index(&metrics, id) == 0 || !ready_to_vote(&metrics, id) {
+                continue;
+            }
+            let promote =
+                raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false);
+            match tokio::time::timeout(PROMOTE_ATTEMPT, promote).await {
+                Ok(Ok(_)) => {
+                    tracing::info!("member {id:x} caught up and is a voter now");
+                    forget(&pending, id, true).await;
+                }
+                Ok(Err(e)) => tracing::debug!("promoting member {id:x}: {e}; trying again"),
+                Err(_) => tracing::warn!(
+                    "promoting member {id:x} did not commit within {PROMOTE_ATTEMPT:?}; \
+                     trying again"
+                ),
+            }
         }
     }
-    tracing::warn!(
-        "member {id:x} did not catch up within {PROMOTE_WAIT:?}; it stays a learner \
-         (`member promote` it once it runs)"
-    );
+}
+
+/// Drops `id` from the pending voters; a failed write is logged and
+/// retried at the next look (the ID is still listed then).
+async fn forget(pending: &Arc<PendingVoters>, id: u64, votes: bool) {
+    let p = pending.clone();
+    match tokio::task::spawn_blocking(move || p.remove(id)).await {
+        Ok(Ok(())) if !votes => {
+            tracing::info!("member {id:x}, to be promoted, is no longer a member")
+        }
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!("forgetting pending voter {id:x}: {e}"),
+        Err(e) => tracing::warn!("forgetting pending voter {id:x}: {e}"),
+    }
 }
 
 /// Make sure the cluster knows this member's name and client URLs (a

@@ -7,6 +7,7 @@ mod forward_stream;
 pub mod identity;
 mod members;
 pub mod peer_handler;
+mod pending_voters;
 pub mod removal;
 mod router;
 
@@ -68,6 +69,9 @@ pub struct Node {
     pub leader_watch: crate::require_leader::LeaderWatch,
     /// Leaders seen taking office, for `/metrics`.
     pub leader_changes: crate::services::etcd_metrics::LeaderChanges,
+    /// Members added as voters that are learners until they catch up; on
+    /// disk, so that a restart still promotes them.
+    pending_voters: Arc<pending_voters::PendingVoters>,
 }
 
 /// Whether a Raft runs, was stopped as asked, or stopped on its own.
@@ -205,6 +209,8 @@ impl Node {
         let downtime_cap_ms = 10 * config.election_timeout_ms;
         let downtime_ms = crate::clock::downtime_ms(&db_path, downtime_cap_ms);
         let saved_clock = Arc::new(SavedClock::new(&data_dir));
+        let pending_voters =
+            Arc::new(pending_voters::PendingVoters::open(&data_dir).map_err(StartError::Storage)?);
         let db = open_database(&db_path, config.storage_cache_bytes).await?;
         let db = Arc::new(db);
 
@@ -399,6 +405,7 @@ impl Node {
             tokens,
             leader_watch: crate::require_leader::LeaderWatch::default(),
             leader_changes: Default::default(),
+            pending_voters,
         });
         tokio::spawn(crate::services::etcd_metrics::count_leader_changes(
             Arc::downgrade(&node),
@@ -424,6 +431,7 @@ impl Node {
         }
         tokio::spawn(cairn_raft::leader_watch::run(node.raft.clone(), network));
         tokio::spawn(members::publish_attributes(Arc::downgrade(&node)));
+        tokio::spawn(members::promote_pending_voters(Arc::downgrade(&node)));
         let election_timeout = Duration::from_millis(node.config.election_timeout_ms);
         let tick_interval = Duration::from_millis(node.config.tick_interval_ms);
         tokio::spawn(removal::watch(
