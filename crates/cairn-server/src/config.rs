@@ -217,6 +217,16 @@ pub struct ServerConfig {
     /// off once the member runs; a member already alone in its membership
     /// starts as usual. Ignored on an empty data dir.
     pub force_new_cluster: bool,
+    /// Origins whose browser pages may read the client port's HTTP
+    /// answers (etcd `--cors`): `*` (the default, as etcd's) for any, or
+    /// `scheme://host[:port]` origins; empty allows any too
+    /// (`services/http_access.rs`).
+    pub cors: Vec<String>,
+    /// Host names plain-HTTP requests to the client port may be addressed
+    /// to (etcd `--host-whitelist`): `*` (the default) for any; e.g.
+    /// `localhost,127.0.0.1` keeps pages of other sites out of a member on
+    /// loopback (DNS rebinding). Not checked over TLS.
+    pub host_whitelist: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -299,6 +309,8 @@ impl Default for ServerConfig {
             corrupt_check_interval_ms: 0,
             initial_corrupt_check: false,
             force_new_cluster: false,
+            cors: vec!["*".to_string()],
+            host_whitelist: vec!["*".to_string()],
         }
     }
 }
@@ -563,6 +575,11 @@ impl ServerConfig {
         }
         if self.max_txn_ops == 0 {
             return invalid("max-txn-ops", "must be > 0");
+        }
+        for origin in &self.cors {
+            if let Err(e) = crate::services::http_access::check_origin(origin) {
+                return invalid("cors", &e);
+            }
         }
         if self.max_watchers_per_stream == 0 {
             return invalid("max-watchers-per-stream", "must be > 0");

@@ -14,7 +14,7 @@ use cairn_store::AlarmKind;
 use crate::node::Node;
 use crate::services::claims::{metrics, ReadCounters as ClaimReads};
 
-pub fn add(routes: Routes, node: Arc<Node>, claim_reads: Arc<ClaimReads>) -> Routes {
+pub fn add(routes: Routes, node: Arc<Node>) -> Routes {
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let weak = Arc::downgrade(&node);
     tokio::spawn(async move {
@@ -33,8 +33,7 @@ pub fn add(routes: Routes, node: Arc<Node>, claim_reads: Arc<ClaimReads>) -> Rou
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     });
-    let router = routes.add_service(health_service).into_axum_router();
-    Routes::from(router.merge(http_router(node, claim_reads)))
+    routes.add_service(health_service)
 }
 
 /// HTTP `GET /health` and `GET /metrics`: on the client port, and alone on

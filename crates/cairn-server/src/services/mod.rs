@@ -10,6 +10,7 @@
 //!   services.
 //! * `registry`: Cairn's own `cairn.v1` API — sessions, registries, locks,
 //!   elections.
+//! * `http_access`: `--cors` and `--host-whitelist` for the HTTP endpoints.
 
 mod admin;
 pub mod claims;
@@ -21,6 +22,7 @@ mod gateway;
 /// A failed call's answer as the JSON gateway gives it.
 pub(crate) use gateway::json_error;
 mod health;
+pub mod http_access;
 mod registry;
 
 use std::sync::Arc;
@@ -43,6 +45,19 @@ pub fn routes(node: Arc<Node>, limits: Limits) -> (Routes, axum::Router) {
     let claim_reads = Arc::new(claims::ReadCounters::default());
     let routes = claims::add(routes, node.clone(), claim_reads.clone());
     let http_only = health::http_router(node.clone(), claim_reads.clone());
-    let routes = health::add(routes, node, claim_reads);
-    (gateway::add(routes, &data, &admin, limits), http_only)
+    let routes = health::add(routes, node.clone());
+    // The HTTP endpoints, behind etcd's access rules (gRPC is not).
+    let access = http_access::HttpAccess::new(
+        &node.config.cors,
+        &node.config.host_whitelist,
+        node.config.client_tls().is_some(),
+    );
+    let http = gateway::router(&data, &admin, limits)
+        .merge(health::http_router(node, claim_reads))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(access),
+            http_access::guard,
+        ));
+    let router = routes.into_axum_router().merge(http);
+    (Routes::from(router.fallback(gateway::not_found)), http_only)
 }

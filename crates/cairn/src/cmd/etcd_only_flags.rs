@@ -30,9 +30,6 @@ pub struct EtcdOnlyFlags {
     /// Cairn always checks a reconfiguration against the started members.
     #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true")]
     pub strict_reconfig_check: Option<String>,
-    /// CORS origins for etcd's HTTP endpoints.
-    #[arg(long, hide = true)]
-    pub cors: Option<String>,
 }
 
 impl EtcdOnlyFlags {
@@ -47,7 +44,6 @@ impl EtcdOnlyFlags {
             ("max-wals", &self.max_wals),
             ("metrics", &self.metrics),
             ("strict-reconfig-check", &self.strict_reconfig_check),
-            ("cors", &self.cors),
         ]
         .into_iter()
         .filter_map(|(flag, value)| value.as_ref().map(|v| format!("--{flag}={v}")))
@@ -75,8 +71,6 @@ mod tests {
             "--max-wals",
             "5",
             "--strict-reconfig-check=false",
-            "--cors",
-            "*",
         ])
         .expect("parses");
         let crate::Command::Serve(args) = cli.command else {
@@ -90,7 +84,6 @@ mod tests {
                 "--log-outputs=stderr",
                 "--max-wals=5",
                 "--strict-reconfig-check=false",
-                "--cors=*",
             ]
         );
         let crate::Command::Serve(plain) = crate::Cli::parse_from(["cairn", "serve"]).command

@@ -242,6 +242,19 @@ pub struct ServeArgs {
         default_missing_value = "true"
     )]
     pub force_new_cluster: Option<bool>,
+    /// Origins whose browser pages may read the client port's HTTP answers
+    /// (JSON gateway, `/health`, `/metrics`), comma-separated: `*` (the
+    /// default) for any, or origins such as `https://ui.example.com`
+    /// (etcd's `--cors`).
+    #[arg(long, env = "CAIRN_CORS")]
+    pub cors: Option<String>,
+    /// Host names plain-HTTP requests to the client port may name in
+    /// `Host`, comma-separated (etcd's `--host-whitelist`): `*` (the
+    /// default) for any; e.g. `localhost,127.0.0.1` refuses, with 421,
+    /// pages of other sites whose names were made to resolve to this
+    /// member (DNS rebinding). Not checked over TLS.
+    #[arg(long, env = "CAIRN_HOST_WHITELIST")]
+    pub host_whitelist: Option<String>,
     /// etcd's YAML configuration file (`etcd.conf.yml`): its settings are
     /// read as the `ETCD_*` variables of the same names before the flags
     /// are parsed (`cmd/etcd_config_file.rs`), so this field only lets
@@ -286,6 +299,16 @@ impl ServeArgs {
 }
 
 /// A `tracing` level from etcd's `--log-level` names.
+/// etcd's form of a list flag: comma-separated, spaces around entries
+/// dropped, empty entries (a trailing comma) naming nothing.
+fn comma_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 fn parse_log_level(s: &str) -> Result<&'static str, String> {
     match s {
         "debug" => Ok("debug"),
@@ -472,15 +495,14 @@ impl ServeArgs {
             listened.push((flag, Port::Peer, parsed[0].0));
             c.listen_peer = parsed[0].1;
         }
+        if let Some(cors) = &self.cors {
+            c.cors = comma_list(cors);
+        }
+        if let Some(hosts) = &self.host_whitelist {
+            c.host_whitelist = comma_list(hosts);
+        }
         if let Some(suites) = &self.cipher_suites {
-            // etcd's form: comma-separated; empty entries (a trailing
-            // comma) name nothing.
-            c.cipher_suites = suites
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect();
+            c.cipher_suites = comma_list(suites);
         }
         let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         if let Some(d) = self.grpc_keepalive_interval {
@@ -761,6 +783,33 @@ mod tests {
         let without_auth = args.iter().filter(|a| **a != "--client-cert-auth");
         let err = Cli::parse_from(without_auth).serve.to_config().unwrap_err();
         assert!(err.to_string().contains("client-crl-file"), "{err}");
+    }
+
+    /// etcd's `--cors` and `--host-whitelist`: comma lists, `*` by
+    /// default; an origin that is not `scheme://host[:port]` is refused by
+    /// the flag's name.
+    #[test]
+    fn cors_and_host_whitelist_flags_are_etcds() {
+        let config = |args: &[&str]| {
+            let args = std::iter::once("cairn").chain(args.iter().copied());
+            Cli::parse_from(args).serve.to_config()
+        };
+        let c = config(&[]).unwrap();
+        assert_eq!(
+            (c.cors, c.host_whitelist),
+            (vec!["*".into()], vec!["*".into()])
+        );
+        let c = config(&[
+            "--cors",
+            "https://ui.example, http://10.0.0.1:8080,",
+            "--host-whitelist",
+            "localhost,127.0.0.1",
+        ])
+        .unwrap();
+        assert_eq!(c.cors, ["https://ui.example", "http://10.0.0.1:8080"]);
+        assert_eq!(c.host_whitelist, ["localhost", "127.0.0.1"]);
+        let err = config(&["--cors", "ui.example"]).unwrap_err().to_string();
+        assert!(err.contains("cors") && err.contains("ui.example"), "{err}");
     }
 
     #[test]

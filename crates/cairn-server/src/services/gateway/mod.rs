@@ -37,7 +37,6 @@ use cairn_proto::v3lockpb::lock_server::Lock;
 use futures::Stream;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::service::Routes;
 use tonic::Status;
 
 use super::common::RequestStream;
@@ -71,20 +70,15 @@ fn route_v3(router: axum::Router, path: &str, handler: MethodRouter) -> axum::Ro
     router.route(path, handler.clone()).route(&beta, handler)
 }
 
-/// The gateway's paths, added to the client port's routes.
-pub fn add(
-    routes: Routes,
-    data: &data::Services,
-    admin: &admin::Services,
-    limits: Limits,
-) -> Routes {
+/// The gateway's paths, to serve beside the client port's gRPC routes.
+pub fn router(data: &data::Services, admin: &admin::Services, limits: Limits) -> axum::Router {
     let g = Gateway {
         limit_bytes: limits
             .max_request_bytes
             .saturating_mul(2)
             .saturating_add(JSON_SLACK_BYTES),
     };
-    let router = routes.into_axum_router();
+    let router = axum::Router::new();
     let router = routes!(router, g, unary, &data.kv, {
         "/v3/kv/range" => range,
         "/v3/kv/put" => put,
@@ -157,7 +151,7 @@ pub fn add(
     });
     // What etcd clients ask first to learn which paths to use (e.g.
     // `/v3beta/` before 3.4): the etcd API version this member speaks.
-    let router = router.route(
+    router.route(
         "/version",
         axum::routing::get(|| async {
             let version = crate::node::ETCD_API_VERSION;
@@ -167,8 +161,7 @@ pub fn add(
                 body.to_string(),
             )
         }),
-    );
-    Routes::from(router.fallback(not_found))
+    )
 }
 
 /// Builds the gateway's handlers.
@@ -282,7 +275,7 @@ const GRPC_METADATA_PREFIX: &str = "grpc-metadata-";
 
 /// An unknown path: for gRPC, the UNIMPLEMENTED status gRPC clients
 /// expect; for anything else (HTTP/1.1 `curl`), grpc-gateway's JSON 404.
-async fn not_found(request: Request) -> axum::response::Response {
+pub async fn not_found(request: Request) -> axum::response::Response {
     use axum::response::IntoResponse;
     let grpc = request
         .headers()
