@@ -1,12 +1,14 @@
 //! `--force-new-cluster`: a member that outlived its cluster's quorum
 //! starts alone on its own data, keeps every entry it holds, and grows the
-//! cluster again with `member add`.
+//! cluster again with `member add`. Also what a member makes of the data
+//! dir it restarts on: a promotion it owes, a format it cannot read.
 
 mod support;
 
 use std::time::Duration;
 
 use cairn_server::node::forward::{ForwardRequest, ForwardResponse};
+use cairn_server::serve::PeerApi;
 use support::*;
 
 const ELECTION: Duration = Duration::from_secs(10);
@@ -207,4 +209,67 @@ fn pending_voters(data_dir: &std::path::Path) -> Vec<String> {
         .lines()
         .map(str::to_string)
         .collect()
+}
+
+/// A data dir written in a newer data format (a downgrade) is refused at
+/// start, naming the format, and left as it was: the older build starts on
+/// it again once the marker says a format it reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_data_dir_in_a_newer_format_is_refused_and_left_alone() {
+    use redb::{ReadableDatabase, TableDefinition};
+    const FORMAT: TableDefinition<&str, u32> = TableDefinition::new("data_format");
+    // A stopped member's threads may hold the file a moment longer.
+    let open = |path: &std::path::Path| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match redb::Database::open(path) {
+                Err(redb::DatabaseError::DatabaseAlreadyOpen)
+                    if std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(25))
+                }
+                opened => return opened.expect("open the data file"),
+            }
+        }
+    };
+    let set_format = |path: &std::path::Path, version: u32| {
+        let db = open(path);
+        let txn = db.begin_write().unwrap();
+        txn.open_table(FORMAT)
+            .unwrap()
+            .insert("version", version)
+            .unwrap();
+        txn.commit().unwrap();
+    };
+    let mut c = Cluster::start(1, |_| {}).await;
+    c.wait_leader(ELECTION).await;
+    put(c.node(0), "kept", "yes").await;
+    c.stop_member(0).await;
+    let file = c.members[0].config.data_dir.join("cairn.redb");
+    {
+        let db = open(&file);
+        let txn = db.begin_read().unwrap();
+        let version = txn.open_table(FORMAT).unwrap().get("version").unwrap();
+        assert_eq!(
+            version.map(|v| v.value()),
+            Some(cairn_server::node::data_format::CURRENT),
+            "a new data dir records its format"
+        );
+    }
+    let newer = cairn_server::node::data_format::CURRENT + 1;
+    set_format(&file, newer);
+    let refused = cairn_server::serve::start_with(c.members[0].config.clone(), PeerApi::Current)
+        .await
+        .err()
+        .expect("a newer format is refused");
+    let says = refused.to_string();
+    assert!(
+        says.contains(&format!("data format {newer}")) && says.contains("cairn.redb"),
+        "{says}"
+    );
+    set_format(&file, cairn_server::node::data_format::CURRENT);
+    c.start_member(0).await;
+    c.wait_leader(ELECTION).await;
+    assert_eq!(get(c.node(0), "kept").await.as_deref(), Some(&b"yes"[..]));
+    c.shutdown().await;
 }

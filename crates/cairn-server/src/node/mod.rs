@@ -1,6 +1,7 @@
 //! A Cairn member: storage, Raft, the write path, the watch hub and the
 //! leader's housekeeping, wired together. Services talk to a `Node`.
 
+pub mod data_format;
 mod force_new_cluster;
 pub mod forward;
 mod forward_stream;
@@ -212,6 +213,11 @@ impl Node {
         let pending_voters =
             Arc::new(pending_voters::PendingVoters::open(&data_dir).map_err(StartError::Storage)?);
         let db = open_database(&db_path, config.storage_cache_bytes).await?;
+        // Before anything else reads the file.
+        data_format::check_and_record(&db).map_err(|reason| StartError::DataDir {
+            path: db_path.clone(),
+            reason,
+        })?;
         let db = Arc::new(db);
 
         let (identity, fresh) = match identity::load(&db).map_err(StartError::Storage)? {
