@@ -1,8 +1,8 @@
 //! The machinery of `random_registry_requests.rs`: one [`Fuzzer`] per
 //! client task, the state the tasks share, the judging of answers and the
 //! random values the requests are made of. The requests themselves are in
-//! [`registry`] (sessions, names, locks, elections), [`claims`] and
-//! [`etcd`] (the etcd API aimed at the reserved prefix).
+//! [`sessions`], [`registry`] (names), [`queues`] (locks and elections),
+//! [`claims`] and [`etcd`] (the etcd API aimed at the reserved prefix).
 
 /// A read the model needs, through `$client` (moved in), answered or the
 /// run fails; see [`Fuzzer::must`].
@@ -22,7 +22,9 @@ macro_rules! must {
 
 pub mod claims;
 pub mod etcd;
+pub mod queues;
 pub mod registry;
+pub mod sessions;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{Debug, Display};
@@ -65,6 +67,23 @@ pub const NAME_KEYS: &[&[u8]] = &[b"k0", b"k1", b"k2", b"k3"];
 /// Codes a failed call may carry when the client sent more than the
 /// member's gRPC decode limit: tonic refuses it before the service runs.
 pub const TOO_BIG: &[Code] = &[Code::OutOfRange, Code::InvalidArgument];
+
+/// Codes of the refusals, per request kind (see each module's doc).
+pub const INVALID: &[Code] = &[Code::InvalidArgument];
+pub const NOT_FOUND: &[Code] = &[Code::NotFound];
+pub const ENTRY_REFUSALS: &[Code] = &[Code::InvalidArgument, Code::NotFound];
+pub const QUEUE_REFUSALS: &[Code] = &[
+    Code::InvalidArgument,
+    Code::NotFound,
+    Code::FailedPrecondition,
+];
+/// Reads take any bytes: nothing to refuse.
+pub const READS: &[Code] = &[];
+
+/// A registry key or lock/election name the store takes (`check_name`).
+pub fn valid_name(name: &[u8]) -> bool {
+    !name.is_empty() && name.len() <= cairn_store::registry::MAX_NAME_BYTES
+}
 
 static LOAD_RUNNING: AtomicBool = AtomicBool::new(false);
 static PANICS: Mutex<Vec<String>> = Mutex::new(Vec::new());
