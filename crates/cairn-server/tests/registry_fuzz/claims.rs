@@ -95,7 +95,7 @@ pub fn private_namespace_config() -> pb::NamespaceConfig {
 
 /// A configuration as the service stores it (zeros are defaults).
 fn normalized(c: &pb::NamespaceConfig) -> pb::NamespaceConfig {
-    let mut c = c.clone();
+    let mut c = *c;
     if c.lease_ttl_ms == 0 {
         c.lease_ttl_ms = DEFAULT_CLAIM_TTL_MS;
     }
@@ -304,7 +304,7 @@ impl Fuzzer {
 
     pub async fn create_namespace(&mut self) {
         let (namespace, known) = self.namespace();
-        let mut config = known.clone().unwrap_or_else(private_namespace_config);
+        let mut config = known.unwrap_or_else(private_namespace_config);
         if self.rng.random_bool(0.5) {
             let pick = |f: &mut Self, values: &[u64]| *values.choose(&mut f.rng).expect("values");
             config.capacity = pick(self, &[0, 1, 10, MAX_CAPACITY, MAX_CAPACITY + 1, u64::MAX]);
@@ -333,7 +333,7 @@ impl Fuzzer {
         let without_config = self.hostile && self.rng.random_ratio(1, 10);
         let request = pb::CreateNamespaceRequest {
             namespace,
-            config: (!without_config).then_some(config.clone()),
+            config: (!without_config).then_some(config),
         };
         let mut claims = self.client().claims;
         let answer = self
