@@ -85,6 +85,9 @@ pub fn valid_name(name: &[u8]) -> bool {
     !name.is_empty() && name.len() <= cairn_store::registry::MAX_NAME_BYTES
 }
 
+/// How a client's failure message tells how to reproduce it.
+const REPRODUCE: &str = "reproduce: CAIRN_FUZZ_SEED=";
+
 static LOAD_RUNNING: AtomicBool = AtomicBool::new(false);
 static PANICS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
@@ -95,6 +98,10 @@ static PANICS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 pub fn record_panics() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
+        // A client's failure is reported by its task, not as a member's.
+        if info.to_string().contains(REPRODUCE) {
+            return default(info);
+        }
         let at = if LOAD_RUNNING.load(Ordering::SeqCst) {
             "during the load"
         } else {
@@ -474,7 +481,7 @@ impl Fuzzer {
         panic!(
             "seed {seed}, client {client}, request #{index} {kind:?} (member {member}): {what}\n  \
              request: {request}\n  member panics before it: {panics:#?}\n  \
-             reproduce: CAIRN_FUZZ_SEED={seed} cargo test -p cairn-server --test random_registry_requests",
+             {REPRODUCE}{seed} cargo test -p cairn-server --test random_registry_requests",
             seed = self.shared.seed,
             client = self.client,
             index = self.index,
