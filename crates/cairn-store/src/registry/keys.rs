@@ -25,6 +25,12 @@ pub const MAX_NAME_BYTES: usize = 1024;
 /// Length of the `/<session:016x>` suffix of owned records.
 const SESSION_SUFFIX_LEN: usize = 17;
 
+/// Whether `name` can name a registry: 1 to [`MAX_NAME_BYTES`] bytes
+/// without `/`, so that `<registry>/` starts no other registry's entries.
+pub fn is_registry_name(name: &[u8]) -> bool {
+    !name.is_empty() && name.len() <= MAX_NAME_BYTES && !name.contains(&b'/')
+}
+
 /// True when `key` lies in the reserved prefix.
 pub fn is_reserved(key: &[u8]) -> bool {
     key.starts_with(RESERVED_PREFIX)

@@ -17,7 +17,7 @@ mod tests;
 use serde::{Deserialize, Serialize};
 
 pub use apply::apply;
-pub use keys::{is_reserved, QueueKind, MAX_NAME_BYTES, RESERVED_PREFIX};
+pub use keys::{is_registry_name, is_reserved, QueueKind, MAX_NAME_BYTES, RESERVED_PREFIX};
 pub use read::{Entry, Page, Waiter};
 
 /// How many entries one key of a registry may have.

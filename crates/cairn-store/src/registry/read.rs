@@ -69,7 +69,14 @@ pub fn mode(store: &Store, registry: &[u8]) -> Option<RegistryMode> {
 }
 
 /// Every entry of `key`, oldest first.
+///
+/// A name no registry can have (see [`keys::is_registry_name`]) holds
+/// nothing: read as a prefix, `u/k0` would have reported registry `u`'s
+/// entries of keys under `k0/` as its own (so for every read below).
 pub fn lookup(store: &Store, registry: &[u8], key: &[u8]) -> Vec<Entry> {
+    if !keys::is_registry_name(registry) {
+        return Vec::new();
+    }
     let prefix = keys::name_prefix(registry, key);
     let (kvs, _) = scan(store, KeyRange::prefix(prefix), 0);
     let mut out: Vec<Entry> = kvs
@@ -89,6 +96,9 @@ pub fn count(store: &Store, registry: &[u8], key: &[u8]) -> usize {
 
 /// The keys `session` holds in `registry`, in key order.
 pub fn keys_of(store: &Store, registry: &[u8], session: i64) -> Vec<Vec<u8>> {
+    if !keys::is_registry_name(registry) {
+        return Vec::new();
+    }
     let Some(info) = store.lease_info(session) else {
         return Vec::new();
     };
@@ -109,6 +119,9 @@ pub fn list(
     cursor: Option<&[u8]>,
     limit: usize,
 ) -> Page {
+    if !keys::is_registry_name(registry) {
+        return Page::default();
+    }
     let mut start = keys::registry_prefix(registry);
     start.extend_from_slice(key_prefix);
     let end = prefix_end(&start);

@@ -268,6 +268,25 @@ fn keys_containing_slashes_do_not_mix() {
 }
 
 #[test]
+fn a_name_no_registry_can_have_reads_as_empty() {
+    let mut s = store_with_sessions();
+    run(
+        &mut s,
+        vec![
+            (create("u", Unique), R::Created { revision: 1 }),
+            (reg("u", "k0/k1", "1", A), registered(2)),
+        ],
+    );
+    assert_eq!(read::count(&s, b"u", b"k0/k1"), 1);
+    // Read as a prefix, "u/k0" reached into u's keys under "k0/".
+    assert_eq!(read::lookup(&s, b"u/k0", b"k1"), vec![]);
+    assert_eq!(read::count(&s, b"u/k0", b"k1"), 0);
+    assert_eq!(read::keys_of(&s, b"u/k0", A), Vec::<Vec<u8>>::new());
+    assert_eq!(read::list(&s, b"u/k0", b"", None, 10), Page::default());
+    assert_eq!(read::list(&s, b"", b"", None, 10), Page::default());
+}
+
+#[test]
 fn listing_pages_through_a_prefix() {
     let mut s = store_with_sessions();
     let mut table = vec![(create("d", Duplicate), R::Created { revision: 1 })];

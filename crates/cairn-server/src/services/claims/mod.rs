@@ -92,6 +92,18 @@ impl ClaimsService {
     }
 }
 
+/// How long a lease ending at `deadline_ms` (cluster time) lives from
+/// now, by this member's estimate `now_ms`, and at most the namespace's
+/// TTL (`ttl_ms`, when this member knows the namespace): the lease was
+/// granted at the leader's stamp, not later, so it lives no longer than
+/// that. A follower's estimate trails the leader's by up to a commit
+/// latency, and counted from it alone a fresh lease was said to live
+/// longer than its TTL (30,010 ms of a 30 s one).
+fn lease_left_ms(deadline_ms: u64, now_ms: u64, ttl_ms: Option<u64>) -> u64 {
+    let left = deadline_ms.saturating_sub(now_ms);
+    ttl_ms.map_or(left, |ttl| left.min(ttl))
+}
+
 fn unexpected(out: ClaimsOutput) -> Status {
     ServerError::Internal(format!("unexpected claims output {out:?}")).into()
 }
@@ -135,7 +147,7 @@ impl Claims for ClaimsService {
             .write(
                 &caller,
                 ClaimsCommand::CanOffload {
-                    namespace: req.namespace,
+                    namespace: req.namespace.clone(),
                     session_id: req.session_id,
                     keys,
                     now_ms,
@@ -146,11 +158,18 @@ impl Claims for ClaimsService {
             ClaimsOutput::CanOffload {
                 statuses,
                 lease_deadline_ms,
-            } => Ok(Response::new(pb::CanOffloadResponse {
-                revision: reply.revision,
-                statuses: statuses.into_iter().map(convert::offload_status).collect(),
-                lease_ttl_ms: lease_deadline_ms.saturating_sub(self.now_ms()),
-            })),
+            } => {
+                let ttl_ms = {
+                    let store = self.node.store();
+                    let ns = store.claims().stats(&req.namespace).ok();
+                    ns.map(|ns| ns.config.lease_ttl_ms)
+                };
+                Ok(Response::new(pb::CanOffloadResponse {
+                    revision: reply.revision,
+                    statuses: statuses.into_iter().map(convert::offload_status).collect(),
+                    lease_ttl_ms: lease_left_ms(lease_deadline_ms, self.now_ms(), ttl_ms),
+                }))
+            }
             other => Err(unexpected(other)),
         }
     }
@@ -297,5 +316,22 @@ impl Claims for ClaimsService {
                 })
                 .collect(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lease_left_ms;
+
+    #[test]
+    fn a_lease_left_never_outlives_its_ttl() {
+        // Stamped at 1,000 by the leader with a 30 s TTL; this member's
+        // clock is 10 ms behind that stamp.
+        assert_eq!(lease_left_ms(31_000, 990, Some(30_000)), 30_000);
+        // Ahead of the stamp: counted from now.
+        assert_eq!(lease_left_ms(31_000, 1_500, Some(30_000)), 29_500);
+        assert_eq!(lease_left_ms(31_000, 40_000, Some(30_000)), 0);
+        // A namespace this member has not applied yet: its own estimate.
+        assert_eq!(lease_left_ms(31_000, 990, None), 30_010);
     }
 }

@@ -318,9 +318,10 @@ impl Registry for RegistryService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         super::caller(&self.node, &request).await?;
         let req = request.into_inner();
-        if req.registry.is_empty() {
+        // A name with '/' would watch another registry's entries.
+        if !keys::is_registry_name(&req.registry) {
             return Err(Status::invalid_argument(
-                "cairn: registry must not be empty",
+                "cairn: invalid registry name: 1 to 1024 bytes without '/'",
             ));
         }
         let range = if req.key.is_empty() {
