@@ -376,3 +376,89 @@ async fn a_session_reports_lost_when_it_ends_elsewhere() {
     assert_eq!(nope.code(), Some(cairn_client::tonic::Code::NotFound));
     cluster.shutdown().await;
 }
+
+/// A lock wait abandoned on one member (its connection broke, the call
+/// was cancelled) while the same session waits again on another member —
+/// what the client's retry does — leaves the place to the retry: the
+/// abandoned call's leave (`Abandon`) only takes a place nobody joined
+/// since. With a plain leave, the retry lost its place when that leave
+/// landed (or was told it held the lock, and then did not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_lock_wait_keeps_the_place_its_abandoned_call_leaves() {
+    use cairn_proto::cairn::v1 as pb;
+    let cluster = Cluster::start(3, |_| {}).await;
+    cluster.wait_leader(WAIT).await;
+    let c = client_for(&cluster).await;
+    let holder = Session::create(&c, 30).await.unwrap();
+    let waiter = Session::create(&c, 30).await.unwrap();
+    let held = c.lock("job", holder.id()).await.unwrap();
+    let lock_on = |member: usize| {
+        let url = cluster.members[member]
+            .server
+            .as_ref()
+            .unwrap()
+            .client_url();
+        let request = pb::LockRequest {
+            name: b"job".to_vec(),
+            session_id: waiter.id(),
+        };
+        async move {
+            let channel = tonic::transport::Channel::from_shared(url)
+                .unwrap()
+                .connect()
+                .await
+                .expect("connects");
+            pb::lock_client::LockClient::new(channel)
+                .lock(request)
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    };
+    // The waiter's place: its token (create revision) and last write.
+    let key = format!("\0cairn/lock/job/{:016x}", waiter.id() as u64).into_bytes();
+    let place = |c: &Client| {
+        let (c, key) = (c.clone(), key.clone());
+        async move {
+            let q = c.get(key, GetOptions::default()).await.unwrap();
+            q.kvs
+                .into_iter()
+                .next()
+                .map(|kv| (kv.create_revision, kv.mod_revision))
+        }
+    };
+    // The first call queues on member 0 and waits.
+    let first = tokio::spawn(lock_on(0));
+    wait_until("the first call queued", WAIT, || {
+        let p = place(&c);
+        async move { p.await.is_some() }
+    })
+    .await;
+    let (token, joined_at) = place(&c).await.unwrap();
+    // The retry joins the same place on member 1 (recorded as a write).
+    let retry = tokio::spawn(lock_on(1));
+    wait_until("the retry joined", WAIT, || {
+        let p = place(&c);
+        async move { p.await.is_some_and(|(_, m)| m > joined_at) }
+    })
+    .await;
+    // The first call is abandoned: member 0 leaves for it.
+    first.abort();
+    // The holder lets go: the retry gets the lock, with the place's token.
+    assert!(held.unlock().await.unwrap());
+    let got = tokio::time::timeout(WAIT, retry)
+        .await
+        .expect("the retry gets the lock")
+        .unwrap()
+        .expect("the retry keeps its place");
+    assert_eq!(got.fencing_token, token);
+    // And keeps it: the abandoned call's leave, whenever it lands, leaves
+    // it alone (a bound on something that must not happen).
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < deadline {
+        assert_eq!(place(&c).await.map(|(t, _)| t), Some(token), "place lost");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(waiter);
+    drop(holder);
+    cluster.shutdown().await;
+}

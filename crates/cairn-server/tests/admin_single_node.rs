@@ -596,6 +596,84 @@ async fn waiting_locker_fails_when_its_lease_ends_and_leaves_when_abandoned() {
     s.shutdown().await;
 }
 
+/// A lock wait abandoned (its client went away) while a retry with the
+/// same lease waits on another connection: the retry keeps the key. etcd
+/// deletes the abandoned call's key by its create revision, which the
+/// retry shares: the retry then failed with "session is expired".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_lock_keeps_the_key_its_abandoned_wait_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let (holder, waiter) = (grant(s.node(), 30).await, grant(s.node(), 30).await);
+    let held = s
+        .lock()
+        .lock(lpb::LockRequest {
+            name: b"m".to_vec(),
+            lease: holder,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let node = s.node().clone();
+    let key = format!("m/{waiter:x}").into_bytes();
+    let revisions = |node: &Node| {
+        let r = node
+            .store()
+            .range(&RangeRequest {
+                range: KeyRange::single(key.clone()),
+                ..Default::default()
+            })
+            .unwrap();
+        r.kvs
+            .first()
+            .map(|kv| (kv.create_revision, kv.mod_revision))
+    };
+    let call = |s: &Server| {
+        let mut lock = s.lock();
+        async move {
+            lock.lock(lpb::LockRequest {
+                name: b"m".to_vec(),
+                lease: waiter,
+            })
+            .await
+        }
+    };
+    let first = tokio::spawn(call(&s));
+    wait_until("the first call queues", WAIT, || {
+        let ok = revisions(&node).is_some();
+        async move { ok }
+    })
+    .await;
+    let (created, joined_at) = revisions(&node).unwrap();
+    let retry = tokio::spawn(call(&s));
+    wait_until("the retry joins again", WAIT, || {
+        let ok = revisions(&node).is_some_and(|(_, m)| m > joined_at);
+        async move { ok }
+    })
+    .await;
+    first.abort();
+    // The holder lets go; the retry gets the lock with the same key.
+    let mut lock = s.lock();
+    lock.unlock(lpb::UnlockRequest { key: held.key })
+        .await
+        .unwrap();
+    let got = timeout(WAIT, retry)
+        .await
+        .expect("the retry gets the lock")
+        .unwrap()
+        .expect("the retry keeps its key")
+        .into_inner();
+    assert_eq!(got.key, key);
+    // And keeps it: the abandoned wait's delete, whenever it lands, leaves
+    // it alone (a bound on something that must not happen).
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+    while tokio::time::Instant::now() < deadline {
+        assert_eq!(revisions(&node).map(|(c, _)| c), Some(created), "key lost");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    s.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn election_campaign_leader_proclaim_observe_resign() {
     let dir = tempfile::tempdir().unwrap();

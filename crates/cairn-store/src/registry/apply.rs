@@ -188,6 +188,26 @@ fn apply_checked(store: &mut Store, cmd: &C, events: &mut Vec<Event>) -> Result<
             let revision = store.write_reserved(Vec::new(), &[k], events);
             Ok(R::Left { revision })
         }
+        C::Abandon {
+            kind,
+            name,
+            session,
+            token,
+            joined_at,
+        } => {
+            check_name("name", name)?;
+            check_session(store, *session)?;
+            let queue = read::queue(store, *kind, name);
+            let untouched = queue.iter().any(|w| {
+                w.session == *session && w.token == *token && w.mod_revision <= *joined_at
+            });
+            if !untouched {
+                return Ok(R::NotHeld);
+            }
+            let k = keys::queue_key(*kind, name, *session);
+            let revision = store.write_reserved(Vec::new(), &[k], events);
+            Ok(R::Left { revision })
+        }
         C::Proclaim {
             name,
             session,
@@ -250,9 +270,15 @@ fn join(
 ) -> Result<R, RegistryError> {
     let queue = read::queue(store, kind, name);
     if let Some(pos) = queue.iter().position(|w| w.session == session) {
+        // Joined again (a retry on another connection): the place is kept,
+        // and written again with its value, so that an `Abandon` of an
+        // earlier call that joined it does not take it from this one.
+        let w = &queue[pos];
+        let k = keys::queue_key(kind, name, session);
+        let revision = store.write_reserved(vec![put(k, w.value.clone(), session)], &[], events);
         return Ok(R::Joined {
-            revision: store.revision(),
-            token: queue[pos].token,
+            revision,
+            token: w.token,
             head: pos == 0,
         });
     }

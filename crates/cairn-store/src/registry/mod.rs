@@ -107,6 +107,22 @@ pub enum RegistryCommand {
         token: i64,
         value: Vec<u8>,
     },
+    /// Leave a queue place whose wait was abandoned (the client went away
+    /// or the call failed), unless the place was joined again or written
+    /// after `joined_at`, the revision the abandoned call's `Join` answered
+    /// with. A session's place is one key, and joining is idempotent: a
+    /// client that retries on another connection gets the same place, and
+    /// a plain `Leave` from the abandoned call landing after that retry's
+    /// `Join` took the place from under it (the retry failed as if its
+    /// session had ended, or was told it held the lock and then did not).
+    /// Last in the enum: log entries written before it decode as before.
+    Abandon {
+        kind: QueueKind,
+        name: Vec<u8>,
+        session: i64,
+        token: i64,
+        joined_at: i64,
+    },
 }
 
 impl RegistryCommand {
@@ -115,7 +131,9 @@ impl RegistryCommand {
     pub fn adds_data(&self) -> bool {
         !matches!(
             self,
-            RegistryCommand::Unregister { .. } | RegistryCommand::Leave { .. }
+            RegistryCommand::Unregister { .. }
+                | RegistryCommand::Leave { .. }
+                | RegistryCommand::Abandon { .. }
         )
     }
 
@@ -130,6 +148,7 @@ impl RegistryCommand {
             RegistryCommand::Join { .. } => "Join",
             RegistryCommand::Leave { .. } => "Leave",
             RegistryCommand::Proclaim { .. } => "Proclaim",
+            RegistryCommand::Abandon { .. } => "Abandon",
         }
     }
 }

@@ -343,22 +343,23 @@ fn locks_queue_fifo_with_fencing_tokens() {
                     head: false,
                 },
             ),
-            // Joining again reports the same place.
+            // Joining again reports the same place (written again, see
+            // `an_abandoned_wait_leaves_only_a_place_nobody_joined_since`).
             (
                 join(Lock, "L", A, ""),
                 R::Joined {
-                    revision: 2,
+                    revision: 3,
                     token: 1,
                     head: true,
                 },
             ),
             (leave(Lock, "L", B, 1), R::NotHeld),
             (leave(Lock, "L", A, 2), R::NotHeld),
-            (leave(Lock, "L", A, 1), R::Left { revision: 3 }),
+            (leave(Lock, "L", A, 1), R::Left { revision: 4 }),
             (
                 join(Lock, "L", B, ""),
                 R::Joined {
-                    revision: 3,
+                    revision: 5,
                     token: 2,
                     head: true,
                 },
@@ -366,8 +367,8 @@ fn locks_queue_fifo_with_fencing_tokens() {
             (
                 join(Lock, "L", A, ""),
                 R::Joined {
-                    revision: 4,
-                    token: 4,
+                    revision: 6,
+                    token: 6,
                     head: false,
                 },
             ),
@@ -377,10 +378,86 @@ fn locks_queue_fifo_with_fencing_tokens() {
     let q = read::queue(&s, Lock, b"L");
     assert_eq!(
         q.iter().map(|w| (w.session, w.token)).collect::<Vec<_>>(),
-        vec![(B, 2), (A, 4)]
+        vec![(B, 2), (A, 6)]
     );
     // Lock and election namespaces are separate.
     assert!(read::head(&s, Election, b"L").is_none());
+}
+
+/// A wait abandoned on one connection while the same session joins again
+/// on another (a client's retry) must not take the place from the retry:
+/// `Abandon` leaves only a place nobody joined (or wrote) since its own
+/// call's `Join`.
+#[test]
+fn an_abandoned_wait_leaves_only_a_place_nobody_joined_since() {
+    let abandon = |session, token, joined_at| C::Abandon {
+        kind: Lock,
+        name: v("L"),
+        session,
+        token,
+        joined_at,
+    };
+    let mut s = store_with_sessions();
+    run(
+        &mut s,
+        vec![
+            (
+                join(Lock, "L", A, ""),
+                R::Joined {
+                    revision: 1,
+                    token: 1,
+                    head: true,
+                },
+            ),
+            // B's first call joins at 2 and is abandoned; its retry joins
+            // again at 3 before the first call's abandonment is applied.
+            (
+                join(Lock, "L", B, ""),
+                R::Joined {
+                    revision: 2,
+                    token: 2,
+                    head: false,
+                },
+            ),
+            (
+                join(Lock, "L", B, ""),
+                R::Joined {
+                    revision: 3,
+                    token: 2,
+                    head: false,
+                },
+            ),
+            (abandon(B, 2, 2), R::NotHeld),
+            // The retry, abandoned in turn, leaves.
+            (abandon(B, 2, 3), R::Left { revision: 4 }),
+            // Abandoned before any retry: left, and a retry queues anew.
+            (
+                join(Lock, "L", B, ""),
+                R::Joined {
+                    revision: 5,
+                    token: 5,
+                    head: false,
+                },
+            ),
+            (abandon(B, 5, 5), R::Left { revision: 6 }),
+            (
+                join(Lock, "L", B, ""),
+                R::Joined {
+                    revision: 7,
+                    token: 7,
+                    head: false,
+                },
+            ),
+            // Another session's place, or another token, is never touched.
+            (abandon(A, 7, 7), R::NotHeld),
+            (abandon(B, 1, 7), R::NotHeld),
+        ],
+    );
+    let q = read::queue(&s, Lock, b"L");
+    assert_eq!(
+        q.iter().map(|w| (w.session, w.token)).collect::<Vec<_>>(),
+        vec![(A, 1), (B, 7)]
+    );
 }
 
 #[test]

@@ -179,18 +179,8 @@ impl Election for ElectionService {
         let joined = recipe::join(node, &caller, &prefix, &key, req.value.clone(), lease).await?;
         let rev = joined.create_revision;
         // A failed or abandoned campaign resigns (etcd resigns on cancel).
-        let leave = LeaveOnDrop::new(node.clone(), caller.clone(), key.clone(), rev);
+        let leave = LeaveOnDrop::new(node.clone(), caller.clone(), key.clone(), joined.revision);
         let mut revision = joined.revision;
-        if joined
-            .existing
-            .as_ref()
-            .is_some_and(|kv| kv.value != req.value)
-        {
-            match proclaim(node, &caller, &key, rev, req.value.clone()).await? {
-                Some(r) => revision = r,
-                None => return Err(not_leader()),
-            }
-        }
         if !joined.first {
             match recipe::wait_turn(node, &prefix, &key, rev).await? {
                 Turn::Mine { revision: r } => revision = r,

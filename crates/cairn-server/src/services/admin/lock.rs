@@ -47,7 +47,7 @@ impl Lock for LockService {
         let joined = recipe::join(node, &caller, &prefix, &key, Vec::new(), lease).await?;
         // From here until we answer, a failure or a vanished client leaves
         // the queue (etcd unlocks when the wait fails).
-        let leave = LeaveOnDrop::new(node.clone(), caller, key.clone(), joined.create_revision);
+        let leave = LeaveOnDrop::new(node.clone(), caller, key.clone(), joined.revision);
         let revision = if joined.first {
             joined.revision
         } else {

@@ -119,11 +119,9 @@ pub fn first_created(store: &Store, prefix: &[u8]) -> Result<Option<KeyValue>, S
 pub struct Joined {
     /// Create revision of `key`: the contender's place.
     pub create_revision: i64,
-    /// Revision the joining transaction ran at.
+    /// Revision the joining transaction ran at, which wrote `key`: its
+    /// mod revision until another call joins or proclaims with it.
     pub revision: i64,
-    /// The key as it was, when it existed already (the same lease joined
-    /// before), instead of being created now.
-    pub existing: Option<KeyValue>,
     /// True when the key heads the queue.
     pub first: bool,
 }
@@ -131,7 +129,10 @@ pub struct Joined {
 /// Take a place in the queue under `prefix` with `key` (holding `value`,
 /// attached to `lease`), or find the place this key already has; learn in
 /// the same transaction whether it heads the queue. etcd's
-/// `Mutex.tryAcquire` / `Election.Campaign` transaction.
+/// `Mutex.tryAcquire` / `Election.Campaign` transaction, except that a key
+/// that exists already (the same lease joined before: a retry) is written
+/// again with `value` (as etcd's `Campaign` then proclaims it), so that an
+/// earlier call's wait, abandoned, does not delete it ([`LeaveOnDrop`]).
 pub async fn join(
     node: &Node,
     caller: &Caller,
@@ -140,6 +141,7 @@ pub async fn join(
     value: Vec<u8>,
     lease: i64,
 ) -> Result<Joined, ServerError> {
+    let value_again = value.clone();
     let resp = txn(
         node,
         caller,
@@ -155,8 +157,15 @@ pub async fn join(
                 RequestOp::Range(first_created_request(prefix)),
             ],
             failure: vec![
+                RequestOp::Put(PutRequest {
+                    key: key.to_vec(),
+                    value: value_again,
+                    lease,
+                    ..Default::default()
+                }),
                 RequestOp::Range(RangeRequest {
                     range: KeyRange::single(key),
+                    keys_only: true,
                     ..Default::default()
                 }),
                 RequestOp::Range(first_created_request(prefix)),
@@ -164,24 +173,23 @@ pub async fn join(
         },
     )
     .await?;
-    let (create_revision, existing) = if resp.succeeded {
-        (resp.revision, None)
+    let create_revision = if resp.succeeded {
+        resp.revision
     } else {
-        let kv = range_kvs(resp.responses.first())
+        range_kvs(resp.responses.get(1))
             .first()
-            .cloned()
+            .map(|kv| kv.create_revision)
             // Deleted between the compare and the read: cannot happen inside
             // one transaction.
-            .ok_or_else(|| ServerError::Internal("queue key vanished inside a txn".into()))?;
-        (kv.create_revision, Some(kv))
+            .ok_or_else(|| ServerError::Internal("queue key vanished inside a txn".into()))?
     };
-    let first = range_kvs(resp.responses.get(1))
+    let head = if resp.succeeded { 1 } else { 2 };
+    let first = range_kvs(resp.responses.get(head))
         .first()
         .is_none_or(|owner| owner.create_revision == create_revision);
     Ok(Joined {
         create_revision,
         revision: resp.revision,
-        existing,
         first,
     })
 }
@@ -274,6 +282,35 @@ pub async fn wait_turn(
     }
 }
 
+/// Delete `key` if nothing wrote it since revision `rev`, the revision
+/// of the call's own join (the abandoned wait of [`LeaveOnDrop`]).
+async fn delete_if_written_at(
+    node: &Node,
+    caller: &Caller,
+    key: &[u8],
+    rev: i64,
+) -> Result<i64, ServerError> {
+    let unwritten = Compare {
+        result: CompareResult::Equal,
+        target: CompareTarget::Mod(rev),
+        range: KeyRange::single(key),
+    };
+    let resp = txn(
+        node,
+        caller,
+        TxnRequest {
+            compare: vec![unwritten],
+            success: vec![RequestOp::DeleteRange(DeleteRangeRequest {
+                range: KeyRange::single(key),
+                prev_kv: false,
+            })],
+            failure: Vec::new(),
+        },
+    )
+    .await?;
+    Ok(resp.revision)
+}
+
 /// Delete `key` if it still has create revision `rev` (etcd's `Resign`).
 /// Returns the revision the transaction ran at.
 pub async fn delete_if_created_at(
@@ -300,15 +337,19 @@ pub async fn delete_if_created_at(
 
 /// Leaves the queue if the request fails or is abandoned (the client went
 /// away) before the key holds the lock, as etcd releases the key when its
-/// wait fails. Dropping it armed deletes the key, if it is still ours.
+/// wait fails. Dropping it armed deletes the key if nothing wrote it after
+/// this call's join: a retry with the same lease (on another connection,
+/// say) joins again by writing the key, and keeps it; deleting by create
+/// revision, as etcd does, took the key from under that retry.
 pub struct LeaveOnDrop {
     armed: Option<(Arc<Node>, Caller, Vec<u8>, i64)>,
 }
 
 impl LeaveOnDrop {
-    pub fn new(node: Arc<Node>, caller: Caller, key: Vec<u8>, create_revision: i64) -> Self {
+    /// `joined_at`: [`Joined::revision`] of this call's join.
+    pub fn new(node: Arc<Node>, caller: Caller, key: Vec<u8>, joined_at: i64) -> Self {
         LeaveOnDrop {
-            armed: Some((node, caller, key, create_revision)),
+            armed: Some((node, caller, key, joined_at)),
         }
     }
 
@@ -327,7 +368,7 @@ impl Drop for LeaveOnDrop {
             return;
         };
         rt.spawn(async move {
-            if let Err(e) = delete_if_created_at(&node, &caller, &key, rev).await {
+            if let Err(e) = delete_if_written_at(&node, &caller, &key, rev).await {
                 tracing::warn!(
                     "could not remove abandoned queue key {}: {e}",
                     String::from_utf8_lossy(&key)

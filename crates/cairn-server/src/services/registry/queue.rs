@@ -69,14 +69,15 @@ async fn acquire(
         return Ok((token, revision));
     }
     let leave = LeaveOnDrop {
-        armed: Some((
-            node.clone(),
-            caller.clone(),
+        armed: Some(Place {
+            node: node.clone(),
+            caller: caller.clone(),
             kind,
-            name.clone(),
+            name: name.clone(),
             session,
             token,
-        )),
+            joined_at: revision,
+        }),
     };
     let revision = wait_for_head(node, kind, &name, session, token).await?;
     leave.disarm();
@@ -131,15 +132,28 @@ async fn wait_for_head(
 }
 
 /// Leaves the queue if the waiting call fails or is abandoned (the client
-/// went away), so a place nobody waits on never becomes the holder.
+/// went away), so a place nobody waits on never becomes the holder; but
+/// not a place joined again since (`RegistryCommand::Abandon`): the same
+/// session's retry, e.g. on another member after a connection broke.
 struct LeaveOnDrop {
     /// The place to leave; `None` once disarmed.
     armed: Option<Place>,
 }
 
-/// A queue place: node to propose on, who joined, queue kind, name,
-/// session, token.
-type Place = (Arc<Node>, Caller, QueueKind, Vec<u8>, i64, i64);
+/// A queue place as one waiting call joined it.
+struct Place {
+    /// Where to propose the leave.
+    node: Arc<Node>,
+    /// Who joined (the leave runs with the same permissions).
+    caller: Caller,
+    kind: QueueKind,
+    name: Vec<u8>,
+    session: i64,
+    token: i64,
+    /// The revision this call's `Join` answered with: a later write of
+    /// the place is another call's.
+    joined_at: i64,
+}
 
 impl LeaveOnDrop {
     fn disarm(mut self) {
@@ -149,20 +163,21 @@ impl LeaveOnDrop {
 
 impl Drop for LeaveOnDrop {
     fn drop(&mut self) {
-        let Some((node, caller, kind, name, session, token)) = self.armed.take() else {
+        let Some(place) = self.armed.take() else {
             return;
         };
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
         rt.spawn(async move {
-            let cmd = C::Leave {
-                kind,
-                name,
-                session,
-                token,
+            let cmd = C::Abandon {
+                kind: place.kind,
+                name: place.name,
+                session: place.session,
+                token: place.token,
+                joined_at: place.joined_at,
             };
-            if let Err(e) = apply(&node, &caller, cmd).await {
+            if let Err(e) = apply(&place.node, &place.caller, cmd).await {
                 tracing::debug!("could not leave an abandoned queue place: {e}");
             }
         });
