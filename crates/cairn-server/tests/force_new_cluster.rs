@@ -125,17 +125,7 @@ async fn a_voter_added_to_a_cluster_of_one_is_promoted_after_the_leader_restarts
     c.wait_leader(ELECTION).await;
     put(c.node(0), "before", "one voter").await;
     let (joiner, peer_url) = c.new_joiner(|_| {});
-    let added = c
-        .node(0)
-        .membership_request(ForwardRequest::AddMember {
-            peer_url,
-            is_learner: false,
-        })
-        .await
-        .expect("member add");
-    let ForwardResponse::Member(joiner_id) = added else {
-        panic!("member add answered {added:?}")
-    };
+    let joiner_id = add_voter(&c, peer_url).await;
     let learner = |c: &Cluster| {
         c.node(0)
             .members()
@@ -177,17 +167,7 @@ async fn a_pending_voter_removed_before_it_starts_is_forgotten() {
     let mut c = Cluster::start(1, |_| {}).await;
     c.wait_leader(ELECTION).await;
     let (_, peer_url) = c.new_joiner(|_| {});
-    let added = c
-        .node(0)
-        .membership_request(ForwardRequest::AddMember {
-            peer_url,
-            is_learner: false,
-        })
-        .await
-        .expect("member add");
-    let ForwardResponse::Member(id) = added else {
-        panic!("member add answered {added:?}")
-    };
+    let id = add_voter(&c, peer_url).await;
     let dir = c.members[0].config.data_dir.clone();
     assert_eq!(pending_voters(&dir), vec![format!("{id:x}")]);
     c.node(0)
@@ -200,6 +180,22 @@ async fn a_pending_voter_removed_before_it_starts_is_forgotten() {
     })
     .await;
     c.shutdown().await;
+}
+
+/// `member add` of a voter at `peer_url` through member 0: its ID.
+async fn add_voter(c: &Cluster, peer_url: String) -> u64 {
+    let added = c
+        .node(0)
+        .membership_request(ForwardRequest::AddMember {
+            peer_url,
+            is_learner: false,
+        })
+        .await
+        .expect("member add");
+    let ForwardResponse::Member(id) = added else {
+        panic!("member add answered {added:?}")
+    };
+    id
 }
 
 /// The member IDs (hex) a data dir's member still has to promote.

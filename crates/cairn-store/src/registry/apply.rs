@@ -177,16 +177,15 @@ fn apply_checked(store: &mut Store, cmd: &C, events: &mut Vec<Event>) -> Result<
         } => {
             check_name("name", name)?;
             check_session(store, *session)?;
-            let queue = read::queue(store, *kind, name);
-            if !queue
-                .iter()
-                .any(|w| w.session == *session && w.token == *token)
-            {
-                return Ok(R::NotHeld);
-            }
-            let k = keys::queue_key(*kind, name, *session);
-            let revision = store.write_reserved(Vec::new(), &[k], events);
-            Ok(R::Left { revision })
+            Ok(leave(
+                store,
+                *kind,
+                name,
+                *session,
+                *token,
+                i64::MAX,
+                events,
+            ))
         }
         C::Abandon {
             kind,
@@ -197,16 +196,9 @@ fn apply_checked(store: &mut Store, cmd: &C, events: &mut Vec<Event>) -> Result<
         } => {
             check_name("name", name)?;
             check_session(store, *session)?;
-            let queue = read::queue(store, *kind, name);
-            let untouched = queue.iter().any(|w| {
-                w.session == *session && w.token == *token && w.mod_revision <= *joined_at
-            });
-            if !untouched {
-                return Ok(R::NotHeld);
-            }
-            let k = keys::queue_key(*kind, name, *session);
-            let revision = store.write_reserved(Vec::new(), &[k], events);
-            Ok(R::Left { revision })
+            Ok(leave(
+                store, *kind, name, *session, *token, *joined_at, events,
+            ))
         }
         C::Proclaim {
             name,
@@ -260,6 +252,29 @@ fn register(
 }
 
 /// Take a place in the queue, or report the place the session has.
+/// Removes `session`'s place in a queue if it has `token` and was last
+/// written at or before `written_by` (`i64::MAX`: whenever).
+fn leave(
+    store: &mut Store,
+    kind: QueueKind,
+    name: &[u8],
+    session: i64,
+    token: i64,
+    written_by: i64,
+    events: &mut Vec<Event>,
+) -> R {
+    let queue = read::queue(store, kind, name);
+    let held = queue
+        .iter()
+        .any(|w| w.session == session && w.token == token && w.mod_revision <= written_by);
+    if !held {
+        return R::NotHeld;
+    }
+    let k = keys::queue_key(kind, name, session);
+    let revision = store.write_reserved(Vec::new(), &[k], events);
+    R::Left { revision }
+}
+
 fn join(
     store: &mut Store,
     kind: QueueKind,

@@ -290,25 +290,7 @@ async fn delete_if_written_at(
     key: &[u8],
     rev: i64,
 ) -> Result<i64, ServerError> {
-    let unwritten = Compare {
-        result: CompareResult::Equal,
-        target: CompareTarget::Mod(rev),
-        range: KeyRange::single(key),
-    };
-    let resp = txn(
-        node,
-        caller,
-        TxnRequest {
-            compare: vec![unwritten],
-            success: vec![RequestOp::DeleteRange(DeleteRangeRequest {
-                range: KeyRange::single(key),
-                prev_kv: false,
-            })],
-            failure: Vec::new(),
-        },
-    )
-    .await?;
-    Ok(resp.revision)
+    delete_if(node, caller, key, CompareTarget::Mod(rev)).await
 }
 
 /// Delete `key` if it still has create revision `rev` (etcd's `Resign`).
@@ -319,11 +301,25 @@ pub async fn delete_if_created_at(
     key: &[u8],
     rev: i64,
 ) -> Result<i64, ServerError> {
+    delete_if(node, caller, key, CompareTarget::Create(rev)).await
+}
+
+/// Delete `key` if its `target` revision is the one given.
+async fn delete_if(
+    node: &Node,
+    caller: &Caller,
+    key: &[u8],
+    target: CompareTarget,
+) -> Result<i64, ServerError> {
     let resp = txn(
         node,
         caller,
         TxnRequest {
-            compare: vec![created_at(key, rev)],
+            compare: vec![Compare {
+                result: CompareResult::Equal,
+                target,
+                range: KeyRange::single(key),
+            }],
             success: vec![RequestOp::DeleteRange(DeleteRangeRequest {
                 range: KeyRange::single(key),
                 prev_kv: false,
