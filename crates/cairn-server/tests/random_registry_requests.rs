@@ -55,7 +55,7 @@ use std::time::Duration;
 use cairn_proto::cairn::v1 as pb;
 use cairn_proto::etcdserverpb as etcd;
 use registry_fuzz::claims::{private_namespace_config, shared_namespaces};
-use registry_fuzz::etcd::{prefix_end, RESERVED_PREFIX};
+use registry_fuzz::etcd::RESERVED_PREFIX;
 use registry_fuzz::*;
 use support::Cluster;
 use tokio::time::Instant;

@@ -158,39 +158,6 @@ fn record_panics() {
     }));
 }
 
-fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(s) => s
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={s:?} is not a number")),
-        Err(_) => default,
-    }
-}
-
-/// A request's Debug form, cut short: values run to megabytes.
-fn describe(request: &dyn Debug) -> String {
-    const MAX_CHARS: usize = 4_000;
-    let full = format!("{request:?}");
-    if full.len() <= MAX_CHARS {
-        return full;
-    }
-    let cut: String = full.chars().take(MAX_CHARS).collect();
-    format!("{cut}… ({} chars in all)", full.len())
-}
-
-/// etcd's `GetPrefixRangeEnd`.
-fn prefix_end(key: &[u8]) -> Vec<u8> {
-    let mut end = key.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
-
 #[derive(Clone)]
 struct Clients {
     kv: KvClient<Channel>,
@@ -201,16 +168,7 @@ struct Clients {
 }
 
 async fn connect(c: &Cluster, i: usize) -> Clients {
-    let url = c.members[i]
-        .server
-        .as_ref()
-        .expect("member running")
-        .client_url();
-    let channel = Channel::from_shared(url)
-        .expect("member URL")
-        .connect()
-        .await
-        .expect("connect to member");
+    let channel = member_channel(c, i).await;
     Clients {
         kv: KvClient::new(channel.clone()).max_decoding_message_size(RESPONSE_LIMIT),
         lease: LeaseClient::new(channel.clone()).max_decoding_message_size(RESPONSE_LIMIT),

@@ -19,18 +19,6 @@ pub const RESERVED_PREFIX: &[u8] = b"\0cairn/";
 /// Records that stay for the whole run: the shared registries' modes.
 pub const PERMANENT: &[&[u8]] = &[b"\0cairn/reg/u", b"\0cairn/reg/d"];
 
-/// etcd's `GetPrefixRangeEnd`.
-pub fn prefix_end(key: &[u8]) -> Vec<u8> {
-    let mut end = key.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
-
 /// Whether etcd's range `[key, range_end)` holds `k`.
 fn covers(key: &[u8], range_end: &[u8], k: &[u8]) -> bool {
     match range_end {

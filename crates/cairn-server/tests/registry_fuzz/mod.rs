@@ -48,7 +48,8 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use crate::support::Cluster;
+pub use crate::support::{describe, env_number, prefix_end};
+use crate::support::{member_channel, Cluster};
 
 /// A call unanswered this long hangs (members time requests out at 5 s).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -124,27 +125,6 @@ pub fn load_running(running: bool) {
     LOAD_RUNNING.store(running, Ordering::SeqCst);
 }
 
-pub fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(s) => s
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={s:?} is not a number")),
-        Err(_) => default,
-    }
-}
-
-/// A request's Debug form, cut short: values run to megabytes.
-pub fn describe(request: &(dyn Debug + Sync)) -> String {
-    const MAX_CHARS: usize = 3_000;
-    let full = format!("{request:?}");
-    if full.len() <= MAX_CHARS {
-        return full;
-    }
-    let cut: String = full.chars().take(MAX_CHARS).collect();
-    format!("{cut}… ({} chars in all)", full.len())
-}
-
 /// Every service's client on one connection to one member.
 #[derive(Clone)]
 pub struct Clients {
@@ -159,16 +139,7 @@ pub struct Clients {
 }
 
 pub async fn connect(c: &Cluster, i: usize) -> Clients {
-    let url = c.members[i]
-        .server
-        .as_ref()
-        .expect("member running")
-        .client_url();
-    let channel = Channel::from_shared(url)
-        .expect("member URL")
-        .connect()
-        .await
-        .expect("connect to member");
+    let channel = member_channel(c, i).await;
     Clients {
         session: SessionClient::new(channel.clone()).max_decoding_message_size(RESPONSE_LIMIT),
         registry: RegistryClient::new(channel.clone()).max_decoding_message_size(RESPONSE_LIMIT),

@@ -331,3 +331,52 @@ pub fn local_count(node: &cairn_server::Node, prefix: &str) -> i64 {
         .unwrap()
         .count
 }
+
+/// A connection to member `i`'s client port.
+pub async fn member_channel(c: &Cluster, i: usize) -> tonic::transport::Channel {
+    let url = c.members[i]
+        .server
+        .as_ref()
+        .expect("member running")
+        .client_url();
+    tonic::transport::Channel::from_shared(url)
+        .expect("member URL")
+        .connect()
+        .await
+        .expect("connect to member")
+}
+
+/// A numeric knob from the environment (`CAIRN_FUZZ_SEED`, ...), else
+/// `default`; a value that is not a number stops the test.
+pub fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(s) => s
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={s:?} is not a number")),
+        Err(_) => default,
+    }
+}
+
+/// A request's Debug form, cut short: values run to megabytes.
+pub fn describe(request: &dyn std::fmt::Debug) -> String {
+    const MAX_CHARS: usize = 4_000;
+    let full = format!("{request:?}");
+    if full.len() <= MAX_CHARS {
+        return full;
+    }
+    let cut: String = full.chars().take(MAX_CHARS).collect();
+    format!("{cut}… ({} chars in all)", full.len())
+}
+
+/// etcd's `GetPrefixRangeEnd`.
+pub fn prefix_end(key: &[u8]) -> Vec<u8> {
+    let mut end = key.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
