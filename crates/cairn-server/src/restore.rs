@@ -204,7 +204,6 @@ fn write_db(db_path: &Path, store: &Store) -> Result<(), RestoreError> {
         .map_err(|e| RestoreError::Storage(format!("{}: {e}", db_path.display())))?;
     StateMachineStore::write_restored(&db, store)
         .map_err(|e| RestoreError::Storage(e.to_string()))?;
-    crate::node::data_format::record(&db).map_err(RestoreError::Storage)?;
     drop(db);
     // Make the new directory entry durable too.
     if let Some(parent) = db_path.parent() {

@@ -11,7 +11,8 @@
 //! dirs at open, before anything else reads them.
 //!
 //! Data dirs written before the marker existed hold layout 1, and get the
-//! marker at their next start.
+//! marker at their next start, as do new ones and restored ones at their
+//! first.
 
 use redb::{Database, ReadableDatabase, TableDefinition};
 
@@ -49,7 +50,7 @@ fn read(db: &Database) -> Result<Option<u32>, String> {
 }
 
 /// Writes [`CURRENT`], durably.
-pub fn record(db: &Database) -> Result<(), String> {
+fn record(db: &Database) -> Result<(), String> {
     let txn = db.begin_write().map_err(|e| e.to_string())?;
     {
         let mut t = txn.open_table(TABLE).map_err(|e| e.to_string())?;

@@ -36,7 +36,7 @@ const ALLOW_HEADERS: &str = "accept, content-type, authorization";
 pub struct HttpAccess {
     /// Origins whose pages may read answers; `*` for any.
     cors: Vec<String>,
-    /// Host names requests may be addressed to (without port), lower case;
+    /// Host names requests may be addressed to (without port, any case);
     /// `*` for any.
     hosts: Vec<String>,
     /// The port speaks TLS: the host check is left to the certificate.
@@ -47,7 +47,7 @@ impl HttpAccess {
     pub fn new(cors: &[String], hosts: &[String], tls: bool) -> Self {
         HttpAccess {
             cors: cors.to_vec(),
-            hosts: hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            hosts: hosts.to_vec(),
             tls,
         }
     }

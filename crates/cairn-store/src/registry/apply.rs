@@ -25,7 +25,8 @@ fn check_name(what: &'static str, name: &[u8]) -> Refusal {
 
 fn check_registry_name(name: &[u8]) -> Refusal {
     check_name("registry name", name)?;
-    if name.contains(&b'/') {
+    // Length is checked above; what is left of the rule is the '/'.
+    if !keys::is_registry_name(name) {
         return Err(invalid("registry name", "must not contain '/'"));
     }
     Ok(())
