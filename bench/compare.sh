@@ -25,6 +25,7 @@
 #                    whose role grants read-write on every key (set up with
 #                    the cairn CLI, which speaks to both)
 #   OUT=dir          where results go (default: $TARGET/bench-results/<time>)
+#   NO_FLOOR=1       skip the floor probe (cairn-floor) before the clusters start
 # Requires: cargo; etcd (installed with apt-get when missing and root).
 set -euo pipefail
 
@@ -38,6 +39,7 @@ STAMP=$(date +%Y%m%d-%H%M%S)
 OUT=${OUT:-$TARGET/bench-results/$STAMP}
 CAIRN=$TARGET/release/cairn
 BENCH=$TARGET/release/cairn-bench
+FLOOR=$TARGET/release/cairn-floor
 
 ETCD_CLIENT=(23791 23792 23793)
 ETCD_PEER=(23801 23802 23803)
@@ -143,6 +145,69 @@ machine_info() {
             echo "TLS: off"
         fi
     } | tee "$OUT/machine.txt" >&2
+}
+
+# The least one client's replicated write takes on this machine this hour
+# (crates/cairn-bench/src/floor.rs): three single-threaded processes on
+# loopback, one write + fdatasync each, first over bare TCP, then with
+# gRPC on every hop (etcd's KV.Put from the client, a StreamAppend stream
+# to each follower; floor/grpc.rs), the latter driven by cairn-bench as
+# the servers are. Printed beside the put c=1 row at the end. Run before
+# the clusters start so that nothing else competes for the cores.
+floor_probe() {
+    [[ -z "${NO_FLOOR:-}" && -x "$FLOOR" ]] || return 0
+    log "floor probe (cairn-floor): bare TCP 3 members synced, unsynced, 1 member; gRPC 3 members"
+    : >"$OUT/floor.jsonl"
+    local args
+    for args in "--members 3" "--members 3 --no-sync" "--members 1"; do
+        # shellcheck disable=SC2086
+        "$FLOOR" run $args --dir "$WORK/floor" --writes 4000 --duration 8s --json \
+            >>"$OUT/floor.jsonl" 2>>"$OUT/floor.log" || log "floor probe '$args' failed (see floor.log)"
+    done
+    "$FLOOR" grpc-cluster --dir "$WORK/floor" >"$WORK/floor-grpc.url" 2>>"$OUT/floor.log" &
+    local pid=$! t
+    for t in $(seq 1 100); do
+        [[ -s "$WORK/floor-grpc.url" ]] && break
+        sleep 0.1
+    done
+    if [[ -s "$WORK/floor-grpc.url" ]]; then
+        "$BENCH" --endpoints "$(cat "$WORK/floor-grpc.url")" --workload put --clients 1 \
+            --duration "$DURATION" --label floor-grpc --json --json-file "$OUT/floor.jsonl" \
+            >/dev/null 2>>"$OUT/floor.log" || log "gRPC floor probe failed (see floor.log)"
+    else
+        log "the gRPC floor cluster did not start (see floor.log)"
+    fi
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    rm -rf "$WORK/floor"
+    jq -r 'if .probe == "floor" then
+             "floor members=\(.members) sync=\(.sync): \(.ops_per_sec | floor)/s, p50 \(.p50_ms) ms, p99 \(.p99_ms) ms"
+           else
+             "floor gRPC members=3 sync=true: \(.ops_per_sec | floor)/s, p50 \(.p50_ms) ms, p99 \(.p99_ms) ms"
+           end' "$OUT/floor.jsonl" 2>/dev/null | tee -a "$OUT/machine.txt" >&2 || true
+}
+
+# Put c=1 of each server beside the floors: a floor's rate over etcd's is
+# the most a 3-member server built that way could reach against etcd at
+# one client, this hour.
+floor_report() {
+    [[ -s "$OUT/floor.jsonl" ]] || return 0
+    jq -rs '
+      def mean(f): map(f) | add / length;
+      (map(select(.probe == "floor" and .members == 3 and .sync)) | first) as $raw
+      | (map(select(.server == "floor-grpc")) | first) as $grpc
+      | (map(select(.workload == "put" and .clients == 1 and .server != null and .server != "floor-grpc"))
+         | group_by(.server)
+         | map({server: .[0].server, ops: mean(.ops_per_sec), p50: mean(.p50_ms)})) as $rows
+      | ($rows | map(select(.server == "etcd")) | first) as $etcd
+      | def row(name; ops; p50): "| \(name) | \(ops | floor) | \(p50 * 1000 | round / 1000) |"
+          + (if $etcd == null then " |" else " \(ops / $etcd.ops * 100 | round / 100)× |" end);
+        "| put c=1 | ops/s | p50 ms | over etcd |",
+        "| --- | ---: | ---: | ---: |",
+        (if $raw == null then empty else row("floor, bare TCP (3 members, synced)"; $raw.ops_per_sec; $raw.p50_ms) end),
+        (if $grpc == null then empty else row("floor, gRPC on every hop"; $grpc.ops_per_sec; $grpc.p50_ms) end),
+        ($rows[] | row(.server; .ops; .p50))
+      ' "$OUT/floor.jsonl" "$OUT/results.jsonl" 2>/dev/null | tee "$OUT/floor.md" || true
 }
 
 # ---------------------------------------------------------------- clusters
@@ -334,6 +399,7 @@ CAIRN_BROKEN=
 build
 if [[ -n "${TLS:-}" ]]; then make_certs; fi
 machine_info
+floor_probe
 
 ETCD_EPS=$(urls "${ETCD_CLIENT[@]}")
 CAIRN_EPS=$(urls "${CAIRN_CLIENT[@]}")
@@ -383,6 +449,10 @@ echo
 echo "## Results (mean of $ROUNDS rounds; ratio = cairn ops/s / etcd ops/s)"
 echo
 "$BENCH" --compare "$OUT/results.jsonl" --baseline etcd | tee "$OUT/compare.md"
+echo
+echo "## Put c=1 against the floor (cairn-floor)"
+echo
+floor_report
 echo
 echo "## CPU"
 echo

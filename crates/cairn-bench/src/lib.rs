@@ -16,6 +16,7 @@
 pub mod claims;
 pub mod conn;
 pub mod driver;
+pub mod floor;
 pub mod hist;
 pub mod report;
 pub mod workloads;
