@@ -147,8 +147,9 @@ fn read_ack(stream: &mut TcpStream) -> io::Result<u64> {
     Ok(u64::from_le_bytes(ack))
 }
 
-/// Serves one connection at a time from `listener` until it closes, then
-/// returns: the probe runs one client against one leader.
+/// Serves the first connection `listener` takes (the client, or this
+/// follower's leader) until it closes, then returns: the probe runs one
+/// client against one leader.
 pub fn serve(listener: TcpListener, role: &Role, disk: &Disk) -> anyhow::Result<()> {
     let mut log =
         Log::create(disk).with_context(|| format!("preparing {}", disk.path.display()))?;
@@ -189,8 +190,8 @@ pub fn serve(listener: TcpListener, role: &Role, disk: &Disk) -> anyhow::Result<
     Ok(())
 }
 
-/// Blocks until one follower (with the leader, a majority of three) has
-/// acknowledged `seq`, reading whatever acknowledgements are in.
+/// Blocks until enough followers to make a majority with the leader (one
+/// of two) have acknowledged `seq`, reading whatever acknowledgements are in.
 fn wait_for_majority(followers: &mut [TcpStream], acked: &mut [u64], seq: u64) -> io::Result<()> {
     let needed = followers.len().div_ceil(2);
     loop {

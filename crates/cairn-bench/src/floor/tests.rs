@@ -19,7 +19,7 @@ fn replica(role: Role, disk: Disk) -> (String, thread::JoinHandle<anyhow::Result
 }
 
 #[test]
-fn a_leader_answers_each_write_once_both_kinds_of_replica_wrote_it() {
+fn every_replica_keeps_every_write_in_order_and_each_is_answered() {
     let dir = tempfile::tempdir().unwrap();
     let (f1, h1) = replica(Role::Follower, disk(dir.path(), "f1"));
     let (f2, h2) = replica(Role::Follower, disk(dir.path(), "f2"));
