@@ -188,32 +188,40 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
             let cluster = Cluster::start(&exe, &dir, members, &options)?;
             let report = floor::drive(&cluster.leader, writes, value_bytes, duration)?;
             drop(cluster);
-            let s = report.latency.summary();
-            let sync = if no_sync { "no" } else { "yes" };
-            if json {
-                println!(
-                    "{{\"probe\":\"floor\",\"members\":{members},\"sync\":{},\"writes\":{},\"ops_per_sec\":{:.1},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3},\"mean_ms\":{:.3}}}",
-                    !no_sync,
-                    report.writes,
-                    report.rate(),
-                    s.p50_ms,
-                    s.p99_ms,
-                    s.max_ms,
-                    s.mean_ms
-                );
-            } else {
-                println!(
-                    "floor members={members} sync={sync}: {} writes, {:.0}/s, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms, mean {:.3} ms",
-                    report.writes,
-                    report.rate(),
-                    s.p50_ms,
-                    s.p99_ms,
-                    s.max_ms,
-                    s.mean_ms
-                );
-            }
+            print_report(members, !no_sync, &report, json);
             Ok(())
         }
+    }
+}
+
+/// One line: JSON (`--json`, beside `cairn-bench`'s rows) or for people.
+fn print_report(members: usize, sync: bool, report: &floor::FloorReport, json: bool) {
+    let s = report.latency.summary();
+    if json {
+        let line = serde_json::json!({
+            "probe": "floor",
+            "members": members,
+            "sync": sync,
+            "writes": report.writes,
+            "ops_per_sec": (report.rate() * 10.0).round() / 10.0,
+            "p50_ms": s.p50_ms,
+            "p99_ms": s.p99_ms,
+            "max_ms": s.max_ms,
+            "mean_ms": (s.mean_ms * 1000.0).round() / 1000.0,
+        });
+        println!("{line}");
+    } else {
+        println!(
+            "floor members={members} sync={}: {} writes, {:.0}/s, p50 {:.3} ms, p99 {:.3} ms, \
+             max {:.3} ms, mean {:.3} ms",
+            if sync { "yes" } else { "no" },
+            report.writes,
+            report.rate(),
+            s.p50_ms,
+            s.p99_ms,
+            s.max_ms,
+            s.mean_ms
+        );
     }
 }
 
