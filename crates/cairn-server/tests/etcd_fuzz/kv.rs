@@ -4,7 +4,8 @@
 //! or deleted (exact: only this client writes its prefix); a count-only
 //! range counts what a plain range returns (at the revision it was read
 //! at, so other clients' writes do not matter); a txn answers each op of
-//! the branch it took.
+//! the branch it took, and what that branch wrote (nested txns followed
+//! into the branch each took) enters the model at the txn's revision.
 
 use cairn_proto::etcdserverpb::request_op::Request as Op;
 use cairn_proto::etcdserverpb::response_op::Response as OpResponse;
@@ -39,6 +40,45 @@ fn writes(ops: &[RequestOp], out: &mut Vec<(Vec<u8>, Vec<u8>)>) {
             Some(Op::RequestRange(_)) | None => {}
         }
     }
+}
+
+/// What the branch a txn took wrote, nested txns followed into the branch
+/// each took, in op order: `(key, Some(value))` for a put the model can
+/// know (no lease, a value of its own), `(key, None)` for a put it cannot,
+/// and `(key, end)` ranges deleted.
+fn taken_writes(ops: &[RequestOp], answers: &[ResponseOp], out: &mut Vec<TakenWrite>) {
+    for (op, answer) in ops.iter().zip(answers) {
+        match (&op.request, &answer.response) {
+            (Some(Op::RequestPut(p)), _) => {
+                let knowable = p.lease == 0 && !p.ignore_lease && !p.ignore_value;
+                out.push(TakenWrite::Put {
+                    key: p.key.clone(),
+                    value: knowable.then(|| p.value.clone()),
+                });
+            }
+            (Some(Op::RequestDeleteRange(d)), _) => out.push(TakenWrite::Delete {
+                key: d.key.clone(),
+                end: d.range_end.clone(),
+            }),
+            (Some(Op::RequestTxn(t)), Some(OpResponse::ResponseTxn(r))) => {
+                let branch = if r.succeeded { &t.success } else { &t.failure };
+                taken_writes(branch, &r.responses, out);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// One write of a txn's taken branch (see [`taken_writes`]).
+enum TakenWrite {
+    Put {
+        key: Vec<u8>,
+        value: Option<Vec<u8>>,
+    },
+    Delete {
+        key: Vec<u8>,
+        end: Vec<u8>,
+    },
 }
 
 impl Fuzzer {
@@ -283,6 +323,34 @@ impl Fuzzer {
                 &request,
                 format_args!("the answers do not match the branch: {}", describe(&resp)),
             );
+        }
+        // The branch taken is known now: what it wrote is, at the txn's
+        // revision (every write of a txn shares it). Only this client's
+        // own keys enter the model.
+        let revision = resp.header.as_ref().map_or(0, |h| h.revision);
+        let own = self.own_prefix();
+        let mut taken = Vec::new();
+        taken_writes(branch, &resp.responses, &mut taken);
+        for write in taken {
+            match write {
+                TakenWrite::Put {
+                    key,
+                    value: Some(value),
+                } if key.starts_with(&own) => {
+                    self.known.insert(key, Some((revision, value)));
+                }
+                TakenWrite::Put { .. } => {}
+                TakenWrite::Delete { key, end } => {
+                    for (k, known) in &mut self.known {
+                        if in_range(k, &key, &end) {
+                            *known = None;
+                        }
+                    }
+                    if end.is_empty() && key.starts_with(&own) {
+                        self.known.insert(key, None);
+                    }
+                }
+            }
         }
     }
 
