@@ -56,7 +56,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_proto::etcdserverpb::*;
-use etcd_fuzz::{panics, record_panics, Fuzzer, Shared, CALL_TIMEOUT};
+use etcd_fuzz::{record_panics, Fuzzer, Shared, CALL_TIMEOUT};
 use support::*;
 use tokio::time::Instant;
 use tonic::{Code, Status};
@@ -126,7 +126,7 @@ async fn random_requests_get_actionable_answers_and_members_stay_equal() {
     let finals = Finals { shared: &shared };
     let revision = finals.settle_cluster().await;
     finals.hashes_agree(revision).await;
-    let panics = panics();
+    let panics = member_panics();
     assert!(
         panics.is_empty(),
         "seed {seed}: members panicked: {panics:#?}"
@@ -153,7 +153,7 @@ impl Finals<'_> {
              {panics:#?}\n  {reproduce}",
             seed = self.shared.seed,
             request = describe(request),
-            panics = panics(),
+            panics = member_panics(),
             reproduce = self.shared.reproduce(),
         )
     }

@@ -30,7 +30,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 pub use crate::support::{describe, prefix_end};
-use crate::support::{member_channel, Cluster};
+use crate::support::{member_channel, member_panics, record_member_panics, Cluster, REPRODUCE};
 
 /// A call unanswered this long hangs (members time requests out at 5 s).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -63,9 +63,6 @@ pub const ACTIONABLE: &[Code] = &[
 
 /// [`Fuzzer::index`] in the checks after the run.
 pub const AFTER_THE_RUN: usize = usize::MAX;
-
-/// How a client's failure message tells how to reproduce it.
-const REPRODUCE: &str = "reproduce: CAIRN_FUZZ_SEED=";
 
 #[derive(Debug, Clone, Copy)]
 pub enum Kind {
@@ -109,7 +106,6 @@ const MIX: &[(Kind, u32)] = &[
 
 /// What each client is sending, for the panic hook.
 static IN_FLIGHT: Mutex<Vec<String>> = Mutex::new(Vec::new());
-static PANICS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 fn set_in_flight(client: usize, what: String) {
     let mut in_flight = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
@@ -119,31 +115,12 @@ fn set_in_flight(client: usize, what: String) {
     in_flight[client] = what;
 }
 
-/// Members run in this process: a panic in one of their tasks is recorded
-/// with every client's request in flight. A task that dies can leave its
-/// member serving, so the answers alone would not show it. (A client's own
-/// failure is a panic too; it is reported by the test, not recorded.)
+/// A member's panic is recorded with every client's request in flight.
 pub fn record_panics() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        if info.to_string().contains(REPRODUCE) {
-            return default(info);
-        }
-        let in_flight = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let thread = std::thread::current();
-        PANICS
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(format!(
-                "thread {:?}, requests in flight {in_flight:?}: {info}",
-                thread.name()
-            ));
-        default(info);
-    }));
-}
-
-pub fn panics() -> Vec<String> {
-    PANICS.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    record_member_panics(|| {
+        let in_flight = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
+        format!("requests in flight {in_flight:?}")
+    });
 }
 
 /// Every etcd service's client on one connection to one member.
@@ -379,7 +356,7 @@ impl Fuzzer {
             clients = self.shared.clients,
             member = self.member,
             request = describe(request),
-            panics = panics(),
+            panics = member_panics(),
             reproduce = self.shared.reproduce(),
         );
         self.shared.stop.store(true, Ordering::SeqCst);

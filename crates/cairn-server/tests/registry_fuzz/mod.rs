@@ -48,8 +48,9 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
+pub use crate::support::member_panics as panics;
 pub use crate::support::{describe, env_number, prefix_end};
-use crate::support::{member_channel, Cluster};
+use crate::support::{member_channel, record_member_panics, Cluster, REPRODUCE};
 
 /// A call unanswered this long hangs (members time requests out at 5 s).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -86,39 +87,17 @@ pub fn valid_name(name: &[u8]) -> bool {
     !name.is_empty() && name.len() <= cairn_store::registry::MAX_NAME_BYTES
 }
 
-/// How a client's failure message tells how to reproduce it.
-const REPRODUCE: &str = "reproduce: CAIRN_FUZZ_SEED=";
-
 static LOAD_RUNNING: AtomicBool = AtomicBool::new(false);
-static PANICS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
-/// Members run in this process: a panic in one of their tasks is recorded.
-/// A task that dies can leave its member serving, so the answers alone
-/// would not show it. (A client's own failure is a panic too; it is
-/// reported by its task, with the panics recorded before it.)
+/// A member's panic is recorded with whether the load was running.
 pub fn record_panics() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        // A client's failure is reported by its task, not as a member's.
-        if info.to_string().contains(REPRODUCE) {
-            return default(info);
-        }
-        let at = if LOAD_RUNNING.load(Ordering::SeqCst) {
-            "during the load"
+    record_member_panics(|| {
+        if LOAD_RUNNING.load(Ordering::SeqCst) {
+            "during the load".to_string()
         } else {
-            "outside the load"
-        };
-        let thread = std::thread::current();
-        PANICS
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(format!("{at}, thread {:?}: {info}", thread.name()));
-        default(info);
-    }));
-}
-
-pub fn panics() -> Vec<String> {
-    PANICS.lock().unwrap_or_else(|p| p.into_inner()).clone()
+            "outside the load".to_string()
+        }
+    });
 }
 
 pub fn load_running(running: bool) {

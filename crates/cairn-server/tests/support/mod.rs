@@ -380,3 +380,38 @@ pub fn prefix_end(key: &[u8]) -> Vec<u8> {
     }
     vec![0]
 }
+
+/// How a fuzz client's failure message tells how to reproduce it; a panic
+/// carrying it is the client's own failure, not a member's.
+pub const REPRODUCE: &str = "reproduce: CAIRN_FUZZ_SEED=";
+
+static MEMBER_PANICS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// The members of an in-process cluster run in the test's process: a panic
+/// in one of their tasks is recorded here (see [`member_panics`]), with
+/// what `context` says was going on, and reported as usual. A task that
+/// dies can leave its member serving, so the answers alone would not show
+/// it. A fuzz client's own failure (its message carries [`REPRODUCE`]) is
+/// reported by the test, not recorded.
+pub fn record_member_panics(context: fn() -> String) {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if info.to_string().contains(REPRODUCE) {
+            return default(info);
+        }
+        let thread = std::thread::current();
+        MEMBER_PANICS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(format!("{}, thread {:?}: {info}", context(), thread.name()));
+        default(info);
+    }));
+}
+
+/// The panics [`record_member_panics`] recorded so far.
+pub fn member_panics() -> Vec<String> {
+    MEMBER_PANICS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+}
