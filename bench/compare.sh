@@ -166,6 +166,7 @@ floor_probe() {
     done
     "$FLOOR" grpc-cluster --dir "$WORK/floor" >"$WORK/floor-grpc.url" 2>>"$OUT/floor.log" &
     local pid=$! t
+    PIDS+=("$pid") # killed by cleanup if the script stops in between
     for t in $(seq 1 100); do
         [[ -s "$WORK/floor-grpc.url" ]] && break
         sleep 0.1
