@@ -44,7 +44,7 @@ enum Cmd {
         #[arg(long, default_value_t = 5_000)]
         writes: u64,
         /// Stop earlier than `--writes` after this long.
-        #[arg(long, default_value = "10s", value_parser = humantime_secs)]
+        #[arg(long, default_value = "10s", value_parser = cairn_bench::parse_duration)]
         duration: Duration,
         /// Bytes per write (cairn bench's default value size).
         #[arg(long, default_value_t = 256)]
@@ -91,16 +91,6 @@ enum Cmd {
     },
 }
 
-/// `10s`, `500ms` or a bare number of seconds.
-fn humantime_secs(text: &str) -> Result<Duration, String> {
-    let bad = || format!("{text:?} is not a duration such as 10s or 500ms");
-    if let Some(ms) = text.strip_suffix("ms") {
-        return ms.parse().map(Duration::from_millis).map_err(|_| bad());
-    }
-    let secs = text.strip_suffix('s').unwrap_or(text);
-    secs.parse().map(Duration::from_secs).map_err(|_| bad())
-}
-
 fn main() -> ExitCode {
     match run(Cli::parse().command) {
         Ok(()) => ExitCode::SUCCESS,
@@ -132,7 +122,7 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
                     .enable_all()
                     .build()?;
                 return runtime.block_on(async move {
-                    let kv = floor::grpc::FloorKv::new(&disk, &follower).await?;
+                    let kv = floor::grpc::FloorReplica::new(&disk, &follower).await?;
                     listener.set_nonblocking(true)?;
                     let listener = tokio::net::TcpListener::from_std(listener)?;
                     // Ready only once connected to its followers.

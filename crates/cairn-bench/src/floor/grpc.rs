@@ -54,7 +54,7 @@ struct FollowerStream {
 /// One replica's services: `KV.Put` on the leader, `RaftPeer.StreamAppend`
 /// on a follower.
 #[derive(Clone)]
-pub struct FloorKv {
+pub struct FloorReplica {
     /// Shared with the blocking thread that writes the leader's copy.
     log: Arc<Mutex<Log>>,
     /// Empty on a follower.
@@ -65,7 +65,7 @@ pub struct FloorKv {
     last_seq: Arc<AtomicU64>,
 }
 
-impl FloorKv {
+impl FloorReplica {
     /// Prepares the log file and opens a replication stream to each of
     /// `followers` (their `host:port`), which must be serving already.
     pub async fn new(disk: &Disk, followers: &[String]) -> anyhow::Result<Self> {
@@ -152,7 +152,7 @@ async fn read_acks(mut replies: Streaming<Payload>, acked: Arc<AtomicU64>, acks:
 type PayloadStream = Pin<Box<dyn Stream<Item = Result<Payload, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl RaftPeer for FloorKv {
+impl RaftPeer for FloorReplica {
     type StreamAppendStream = PayloadStream;
     type PresenceStream = PayloadStream;
     type ForwardStreamStream = PayloadStream;
@@ -225,7 +225,7 @@ fn unimplemented() -> Status {
 }
 
 #[tonic::async_trait]
-impl Kv for FloorKv {
+impl Kv for FloorReplica {
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let put = request.into_inner();
         if put.value.len() > super::MAX_PAYLOAD_BYTES {
@@ -267,7 +267,7 @@ impl Kv for FloorKv {
 }
 
 /// Serves `kv` on `listener` until the process ends.
-pub async fn serve(listener: TcpListener, kv: FloorKv) -> anyhow::Result<()> {
+pub async fn serve(listener: TcpListener, kv: FloorReplica) -> anyhow::Result<()> {
     Server::builder()
         .tcp_nodelay(true)
         .add_service(KvServer::new(kv.clone()))
@@ -289,7 +289,7 @@ mod tests {
     async fn start(disk: Disk, followers: &[String]) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let kv = FloorKv::new(&disk, followers).await.unwrap();
+        let kv = FloorReplica::new(&disk, followers).await.unwrap();
         tokio::spawn(serve(listener, kv));
         addr
     }

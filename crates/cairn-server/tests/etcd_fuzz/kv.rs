@@ -7,10 +7,12 @@
 //! the branch it took, and what that branch wrote (nested txns followed
 //! into the branch each took) enters the model at the txn's revision.
 
+use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::request_op::Request as Op;
 use cairn_proto::etcdserverpb::response_op::Response as OpResponse;
 use cairn_proto::etcdserverpb::*;
 use rand::Rng;
+use tonic::transport::Channel;
 use tonic::Code;
 
 use super::{describe, prefix_end, Fuzzer, AFTER_THE_RUN, DECODE_SLACK, RESERVED_PREFIX};
@@ -82,6 +84,20 @@ enum TakenWrite {
 }
 
 impl Fuzzer {
+    /// A range the model needs answered, on `kv` (see [`Fuzzer::must`]).
+    async fn must_range(
+        &self,
+        kv: KvClient<Channel>,
+        request: &RangeRequest,
+        past: bool,
+    ) -> Option<RangeResponse> {
+        self.must(request, past, || {
+            let (mut kv, request) = (kv.clone(), request.clone());
+            async move { kv.range(request).await }
+        })
+        .await
+    }
+
     pub async fn range(&mut self) {
         let request = self.range_request();
         let mut kv = self.client().kv;
@@ -137,12 +153,8 @@ impl Fuzzer {
             count_only: true,
             ..Default::default()
         };
-        let kv = self.client().kv;
         let counted = self
-            .must(&count_request, true, || {
-                let (mut kv, request) = (kv.clone(), count_request.clone());
-                async move { kv.range(request).await }
-            })
+            .must_range(self.client().kv, &count_request, true)
             .await;
         let Some(counted) = counted else {
             return;
@@ -238,12 +250,8 @@ impl Fuzzer {
             key: key.to_vec(),
             ..Default::default()
         };
-        let kv = self.other_client().kv;
         let resp = self
-            .must(&request, false, || {
-                let (mut kv, request) = (kv.clone(), request.clone());
-                async move { kv.range(request).await }
-            })
+            .must_range(self.other_client().kv, &request, false)
             .await
             .expect("a read at the head");
         if resp.kvs.len() > 1 {
@@ -390,12 +398,8 @@ impl Fuzzer {
             key: own,
             ..Default::default()
         };
-        let kv = self.client().kv;
         let resp = self
-            .must(&request, false, || {
-                let (mut kv, request) = (kv.clone(), request.clone());
-                async move { kv.range(request).await }
-            })
+            .must_range(self.client().kv, &request, false)
             .await
             .expect("a read at the head");
         let found: std::collections::BTreeMap<_, _> =

@@ -252,7 +252,6 @@ fn register(
     R::Registered { revision, previous }
 }
 
-/// Take a place in the queue, or report the place the session has.
 /// Removes `session`'s place in a queue if it has `token` and was last
 /// written at or before `written_by` (`i64::MAX`: whenever).
 fn leave(
@@ -276,6 +275,7 @@ fn leave(
     R::Left { revision }
 }
 
+/// Take a place in the queue, or report the place the session has.
 fn join(
     store: &mut Store,
     kind: QueueKind,
